@@ -1,0 +1,125 @@
+import { Command } from 'commander';
+import { Kysely, PostgresDialect } from 'kysely';
+import { ConfigError, configMarkdown, loadConfig } from '../lib/config.js';
+import { createPool } from '../lib/db.js';
+import { createLogger } from '../lib/logger.js';
+import { migrateDown, migrateToLatest } from '../schema/migrate.js';
+import { ROLE_NAMES, startRoles } from './roles.js';
+
+function config() {
+  try {
+    return loadConfig();
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      console.error(e.message);
+      process.exit(2);
+    }
+    throw e;
+  }
+}
+
+export async function runMigrations(url: string, down = false): Promise<string[]> {
+  const db = new Kysely<unknown>({ dialect: new PostgresDialect({ pool: createPool(url, 2) }) });
+  try {
+    const r = down ? await migrateDown(db) : await migrateToLatest(db);
+    return (r.results ?? []).map((x) => `${x.direction} ${x.migrationName}: ${x.status}`);
+  } finally {
+    await db.destroy();
+  }
+}
+
+const program = new Command('rulr').description('RULR IoT platform').showHelpAfterError();
+
+program
+  .command('start')
+  .description(`run roles in this process (${ROLE_NAMES.join(', ')}, or all)`)
+  .argument('[roles...]', 'roles to run', ['all'])
+  .action(async (roles: string[]) => {
+    const cfg = config();
+    const logger = createLogger(cfg.LOG_LEVEL, { service: 'rulr' });
+    const running = await startRoles(cfg, logger, roles);
+    let stopping = false;
+    const stop = async (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      logger.info({ signal }, 'draining');
+      const hard = setTimeout(() => process.exit(1), 30_000);
+      hard.unref();
+      await running.close();
+      logger.info('stopped');
+      process.exit(0);
+    };
+    process.on('SIGTERM', () => void stop('SIGTERM'));
+    process.on('SIGINT', () => void stop('SIGINT'));
+  });
+
+program
+  .command('migrate')
+  .description('apply database migrations (safe to run from several replicas at once)')
+  .option('--down', 'revert the newest migration')
+  .action(async (o: { down?: boolean }) => {
+    const cfg = config();
+    for (const line of await runMigrations(cfg.DATABASE_URL, o.down)) console.log(line);
+    console.log('database is up to date');
+  });
+
+program
+  .command('config')
+  .description('print the configuration table (markdown) or the effective configuration')
+  .option('--markdown', 'the README table')
+  .action((o: { markdown?: boolean }) => {
+    if (o.markdown) console.log(configMarkdown());
+    else {
+      const { RULR_SECRET: _s, ...rest } = config();
+      console.log(JSON.stringify(rest, null, 2));
+    }
+  });
+
+program
+  .command('seed')
+  .description('create demo data')
+  .option('--demo', 'organization "demo" with sites, a street-light profile, 1,000 devices and an admin')
+  .option('--devices <n>', 'number of demo devices', '1000')
+  .action(async (o: { demo?: boolean; devices: string }) => {
+    const { seedDemo } = await import('./seed.js');
+    const cfg = config();
+    await seedDemo(cfg, { devices: Number(o.devices) });
+  });
+
+program
+  .command('token')
+  .description('print a JWT signed with RULR_SECRET')
+  .requiredOption('--org <slug>', 'organization slug')
+  .requiredOption('--role <role>', 'admin, operator or viewer')
+  .option('--user <email>', 'user the token is for (default: a service subject)')
+  .option('--ttl <seconds>', 'lifetime in seconds')
+  .action(async (o: { org: string; role: string; user?: string; ttl?: string }) => {
+    const { printToken } = await import('./token.js');
+    await printToken(config(), o);
+  });
+
+const apikey = program.command('apikey').description('manage API keys');
+apikey
+  .command('create')
+  .description('create an API key and print it once')
+  .requiredOption('--org <slug>', 'organization slug')
+  .requiredOption('--name <name>', 'what the key is for')
+  .option('--scopes <list>', 'comma-separated scopes', 'devices:read')
+  .action(async (o: { org: string; name: string; scopes: string }) => {
+    const { createApiKeyCli } = await import('./token.js');
+    await createApiKeyCli(config(), o);
+  });
+
+program
+  .command('compose')
+  .description('compose schema/supergraph.graphql from the subgraph SDLs')
+  .option('--check', 'exit 1 when the checked-in supergraph is stale')
+  .action(async (o: { check?: boolean }) => {
+    const { composeCli } = await import('./compose.js');
+    await composeCli(o);
+  });
+
+program.parseAsync(process.argv).catch((e) => {
+  console.error(e instanceof Error ? e.message : e);
+  process.exit(1);
+});

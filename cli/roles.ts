@@ -1,0 +1,51 @@
+import { startGateway } from '../gateway/index.js';
+import type { Config } from '../lib/config.js';
+import type { Logger } from '../lib/logger.js';
+import { RoleContext, type RoleHandle } from '../lib/role.js';
+import { type SubgraphModule, startSubgraphServer } from '../lib/subgraph.js';
+import { createDevicesSubgraph } from '../subgraphs/devices/index.js';
+
+/** Subgraphs that exist today, with the config key of their port. */
+const SUBGRAPHS = {
+  devices: { create: createDevicesSubgraph, port: (c: Config) => c.DEVICES_PORT },
+} satisfies Record<string, { create: (ctx: RoleContext) => SubgraphModule; port: (c: Config) => number }>;
+
+export const ROLE_NAMES = ['gateway', ...Object.keys(SUBGRAPHS)] as const;
+
+/**
+ * Starts the named roles in this process. With the gateway and subgraphs together, the gateway
+ * calls those subgraphs in process (no HTTP hop) unless GATEWAY_IN_PROCESS=false.
+ */
+export async function startRoles(cfg: Config, logger: Logger, requested: string[]): Promise<RoleHandle> {
+  const roles = requested.includes('all') ? [...ROLE_NAMES] : requested;
+  for (const r of roles) {
+    if (!(ROLE_NAMES as readonly string[]).includes(r)) throw new Error(`unknown role "${r}" (known: ${ROLE_NAMES.join(', ')}, all)`);
+  }
+  const ctx = new RoleContext(cfg, logger);
+  const handles: RoleHandle[] = [];
+  const local: Record<string, SubgraphModule> = {};
+  try {
+    for (const [name, s] of Object.entries(SUBGRAPHS)) {
+      if (!roles.includes(name)) continue;
+      const mod = s.create(ctx);
+      local[name] = mod;
+      handles.push(await startSubgraphServer(ctx, mod, s.port(cfg)));
+    }
+    if (roles.includes('gateway')) {
+      handles.push(await startGateway(ctx, cfg.GATEWAY_IN_PROCESS ? { local } : {}));
+    }
+  } catch (e) {
+    for (const h of handles.reverse()) await h.close();
+    await ctx.close();
+    throw e;
+  }
+  return {
+    name: roles.join('+'),
+    port: handles[0]?.port ?? 0,
+    async close() {
+      // Stop taking traffic at the edge first, then the roles behind it.
+      for (const h of [...handles].reverse()) await h.close();
+      await ctx.close();
+    },
+  };
+}

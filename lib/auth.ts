@@ -1,0 +1,112 @@
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { hash as argonHash, verify as argonVerify } from '@node-rs/argon2';
+import { createRemoteJWKSet, type JWTPayload, jwtVerify, SignJWT } from 'jose';
+import { LRUCache } from 'lru-cache';
+import { UnauthenticatedError } from './errors.js';
+import { type Identity, isRole, type Role } from './identity.js';
+
+/** Password hashing: argon2id via @node-rs/argon2 (maintained, no hand-rolled crypto). */
+export const hashPassword = (password: string) => argonHash(password);
+export const verifyPassword = (hashed: string, password: string) => argonVerify(hashed, password).catch(() => false);
+
+export interface TokenClaims {
+  userId: string;
+  orgId: string;
+  role: Role;
+}
+
+export interface JwtOptions {
+  secret: string;
+  issuer: string;
+  ttlSeconds: number;
+  jwksUrl?: string | undefined;
+}
+
+const key = (secret: string) => new TextEncoder().encode(secret);
+
+export async function issueToken(c: TokenClaims, o: JwtOptions, now = Math.floor(Date.now() / 1000)): Promise<string> {
+  return new SignJWT({ org: c.orgId, role: c.role })
+    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
+    .setSubject(c.userId)
+    .setIssuer(o.issuer)
+    .setIssuedAt(now)
+    .setExpirationTime(now + o.ttlSeconds)
+    .sign(key(o.secret));
+}
+
+/** Verifies bearer JWTs (ours, or an external issuer's via JWKS) with a cache keyed by token. */
+export class TokenVerifier {
+  private readonly cache = new LRUCache<string, { id: Identity; exp: number }>({ max: 50_000 });
+  private readonly jwks;
+  constructor(private readonly o: JwtOptions) {
+    this.jwks = o.jwksUrl ? createRemoteJWKSet(new URL(o.jwksUrl)) : undefined;
+  }
+
+  async verify(token: string): Promise<Identity & { exp: number }> {
+    const hit = this.cache.get(token);
+    const nowS = Date.now() / 1000;
+    if (hit) {
+      if (hit.exp <= nowS) {
+        this.cache.delete(token);
+        throw new UnauthenticatedError('token expired');
+      }
+      return { ...hit.id, exp: hit.exp };
+    }
+    let payload: JWTPayload;
+    try {
+      const alg = JSON.parse(Buffer.from(token.split('.')[0] ?? '', 'base64url').toString()).alg;
+      if (alg === 'HS256' || !this.jwks) {
+        ({ payload } = await jwtVerify(token, key(this.o.secret), { issuer: this.o.issuer, algorithms: ['HS256'] }));
+      } else {
+        ({ payload } = await jwtVerify(token, this.jwks));
+      }
+    } catch (e) {
+      const code = (e as { code?: string }).code;
+      throw new UnauthenticatedError(code === 'ERR_JWT_EXPIRED' ? 'token expired' : 'invalid token');
+    }
+    const org = payload.org;
+    const role = payload.role;
+    if (typeof payload.sub !== 'string' || typeof org !== 'string' || !isRole(role) || typeof payload.exp !== 'number') {
+      throw new UnauthenticatedError('token lacks sub, org, role or exp');
+    }
+    const id: Identity = { kind: 'user', subject: payload.sub, orgId: org, role, scopes: [] };
+    this.cache.set(token, { id, exp: payload.exp });
+    return { ...id, exp: payload.exp };
+  }
+}
+
+/** API keys look like `rulr_<prefix>_<secret>`; only the prefix and a SHA-256 of the whole key are stored. */
+export function generateApiKey(): { key: string; prefix: string; hash: string } {
+  const prefix = randomBytes(6).toString('hex');
+  const secret = randomBytes(24).toString('base64url');
+  const key = `rulr_${prefix}_${secret}`;
+  return { key, prefix, hash: hashApiKey(key) };
+}
+
+export function hashApiKey(key: string): string {
+  return createHash('sha256').update(key).digest('hex');
+}
+
+export function parseApiKey(key: string): { prefix: string } | null {
+  const m = /^rulr_([0-9a-f]{12})_[A-Za-z0-9_-]{32}$/.exec(key);
+  return m?.[1] ? { prefix: m[1] } : null;
+}
+
+export function apiKeyMatches(key: string, storedHash: string): boolean {
+  const a = Buffer.from(hashApiKey(key), 'hex');
+  const b = Buffer.from(storedHash, 'hex');
+  return a.length === b.length && timingSafeEqual(a, b);
+}
+
+/** API-key scopes known to the platform. */
+export const API_SCOPES = [
+  '*',
+  'devices:read',
+  'devices:write',
+  'telemetry:read',
+  'alarms:read',
+  'alarms:write',
+  'rules:read',
+  'rules:write',
+  'commands:write',
+] as const;

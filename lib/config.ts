@@ -1,0 +1,159 @@
+import { z } from 'zod';
+
+/**
+ * One declaration of every environment variable RULR reads. The README's configuration table is
+ * generated from this list (`npx rulr config --markdown`) and a test fails when the two drift.
+ */
+export interface ConfigVar<T extends z.ZodTypeAny = z.ZodTypeAny> {
+  schema: T;
+  description: string;
+  /** What the README shows as the default (absent: required or unset). */
+  shown?: string;
+}
+
+const port = (d: number) => z.coerce.number().int().min(0).max(65535).default(d);
+const posInt = (d: number) => z.coerce.number().int().positive().default(d);
+const bool = (d: boolean) =>
+  z
+    .enum(['true', 'false', '1', '0', 'yes', 'no'])
+    .default(d ? 'true' : 'false')
+    .transform((v) => v === 'true' || v === '1' || v === 'yes');
+
+const DEV_SECRET = 'rulr-development-secret-change-me-please-0123456789';
+
+export const configSpec = {
+  NODE_ENV: {
+    schema: z.enum(['development', 'production', 'test']).default('development'),
+    description: 'Runtime mode; `production` turns introspection off and masks internal errors.',
+    shown: 'development',
+  },
+  LOG_LEVEL: {
+    schema: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    description: 'pino log level.',
+    shown: 'info',
+  },
+  DATABASE_URL: {
+    schema: z.string().url().default('postgres://postgres@127.0.0.1:5432/rulr'),
+    description: 'PostgreSQL primary (read/write).',
+    shown: 'postgres://postgres@127.0.0.1:5432/rulr',
+  },
+  DATABASE_READ_URL: { schema: z.string().url().optional(), description: 'Optional read replica; metrics queries go there when set.' },
+  DATABASE_POOL_SIZE: { schema: posInt(10), description: 'Connections per pool per process.', shown: '10' },
+  REDIS_URL: {
+    schema: z.string().url().default('redis://127.0.0.1:6379'),
+    description: 'Redis for status cache, rate limits, sessions, queues and pub/sub.',
+    shown: 'redis://127.0.0.1:6379',
+  },
+  REDIS_PREFIX: {
+    schema: z
+      .string()
+      .regex(/^[a-zA-Z0-9:_-]*$/)
+      .default('rulr:'),
+    description: 'Prefix for every Redis key, channel and queue (lets several installations share one Redis).',
+    shown: 'rulr:',
+  },
+  MQTT_URL: {
+    schema: z.string().url().default('mqtt://127.0.0.1:1883'),
+    description: 'MQTT broker for ingest and command dispatch.',
+    shown: 'mqtt://127.0.0.1:1883',
+  },
+  RULR_SECRET: {
+    schema: z.string().min(32, 'must be at least 32 characters').default(DEV_SECRET),
+    description: 'Signs JWTs and the gateway→subgraph identity header. Required (and not the default) in production.',
+    shown: '(development value)',
+  },
+  JWT_TTL_SECONDS: { schema: posInt(3600), description: 'Lifetime of access tokens issued by `login`.', shown: '3600' },
+  JWT_ISSUER: { schema: z.string().default('rulr'), description: 'Issuer claim of tokens RULR signs and expects.', shown: 'rulr' },
+  JWKS_URL: {
+    schema: z.string().url().optional(),
+    description: 'Optional external issuer JWKS; tokens it signs are accepted too (claims `org`, `role`).',
+  },
+  GATEWAY_PORT: { schema: port(3000), description: 'Gateway HTTP + WebSocket port.', shown: '3000' },
+  DEVICES_PORT: { schema: port(4001), description: 'devices subgraph port.', shown: '4001' },
+  ALARMS_PORT: { schema: port(4002), description: 'alarms subgraph port.', shown: '4002' },
+  RULES_PORT: { schema: port(4003), description: 'rules subgraph port.', shown: '4003' },
+  METRICS_PORT: { schema: port(4004), description: 'metrics subgraph port.', shown: '4004' },
+  INGEST_PORT: { schema: port(4010), description: 'ingest health/metrics/webhook port.', shown: '4010' },
+  WORKERS_PORT: { schema: port(4011), description: 'workers health/metrics port.', shown: '4011' },
+  SUBGRAPH_HOST: {
+    schema: z.string().default('127.0.0.1'),
+    description: 'Host the gateway uses to reach subgraphs when `*_URL` is not set.',
+    shown: '127.0.0.1',
+  },
+  DEVICES_URL: {
+    schema: z.string().url().optional(),
+    description: 'Override for the devices subgraph URL (default http://SUBGRAPH_HOST:DEVICES_PORT/graphql).',
+  },
+  ALARMS_URL: { schema: z.string().url().optional(), description: 'Override for the alarms subgraph URL.' },
+  RULES_URL: { schema: z.string().url().optional(), description: 'Override for the rules subgraph URL.' },
+  METRICS_URL: { schema: z.string().url().optional(), description: 'Override for the metrics subgraph URL.' },
+  GATEWAY_DEV_INTROSPECT: {
+    schema: bool(false),
+    description:
+      'Development only: compose the supergraph from running subgraphs (IntrospectAndCompose) instead of `schema/supergraph.graphql`.',
+    shown: 'false',
+  },
+  GATEWAY_INTROSPECTION: {
+    schema: z.enum(['auto', 'true', 'false']).default('auto'),
+    description: 'Allow introspection; `auto` = on except in production.',
+    shown: 'auto',
+  },
+  GATEWAY_MAX_DEPTH: { schema: posInt(12), description: 'Maximum selection depth of an operation.', shown: '12' },
+  GATEWAY_MAX_ALIASES: { schema: posInt(30), description: 'Maximum aliased fields in an operation.', shown: '30' },
+  GATEWAY_MAX_COST: { schema: posInt(20000), description: 'Maximum estimated cost (fields × list sizes).', shown: '20000' },
+  GATEWAY_MAX_BODY_BYTES: { schema: posInt(102400), description: 'Maximum HTTP request body.', shown: '102400' },
+  GATEWAY_TIMEOUT_MS: { schema: posInt(15000), description: 'Request timeout at the gateway.', shown: '15000' },
+  GATEWAY_RATE_LIMIT: { schema: posInt(1200), description: 'Requests per identity per window.', shown: '1200' },
+  GATEWAY_RATE_WINDOW_S: { schema: posInt(60), description: 'Rate-limit window in seconds.', shown: '60' },
+  GATEWAY_IN_PROCESS: {
+    schema: bool(true),
+    description: 'When subgraphs run in the same process (`rulr start all`), call them in process instead of over HTTP.',
+    shown: 'true',
+  },
+} satisfies Record<string, ConfigVar>;
+
+type Spec = typeof configSpec;
+export type Config = { [K in keyof Spec]: z.output<Spec[K]['schema']> };
+
+export class ConfigError extends Error {
+  constructor(public readonly issues: string[]) {
+    super(`Invalid configuration:\n  ${issues.join('\n  ')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Reads and validates the environment; a bad value throws a ConfigError naming the variable. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const out: Record<string, unknown> = {};
+  const issues: string[] = [];
+  for (const [name, spec] of Object.entries(configSpec) as [string, ConfigVar][]) {
+    const raw = env[name] === '' ? undefined : env[name];
+    const r = spec.schema.safeParse(raw);
+    if (r.success) out[name] = r.data;
+    else issues.push(`${name}=${JSON.stringify(raw)}: ${r.error.issues.map((i) => i.message).join('; ')}`);
+  }
+  const cfg = out as Config;
+  if (issues.length === 0 && cfg.NODE_ENV === 'production' && cfg.RULR_SECRET === DEV_SECRET) {
+    issues.push('RULR_SECRET: the development default must not be used in production');
+  }
+  if (issues.length) throw new ConfigError(issues);
+  return cfg;
+}
+
+/** The README's configuration table, from the declaration above. */
+export function configMarkdown(): string {
+  const rows = Object.entries(configSpec as Record<string, ConfigVar>).map(
+    ([name, s]) => `| \`${name}\` | ${s.shown === undefined ? '(unset)' : `\`${s.shown}\``} | ${s.description} |`,
+  );
+  return ['| variable | default | meaning |', '| --- | --- | --- |', ...rows].join('\n');
+}
+
+export function subgraphUrls(cfg: Config): Record<'devices' | 'alarms' | 'rules' | 'metrics', string> {
+  const u = (p: number) => `http://${cfg.SUBGRAPH_HOST}:${p}/graphql`;
+  return {
+    devices: cfg.DEVICES_URL ?? u(cfg.DEVICES_PORT),
+    alarms: cfg.ALARMS_URL ?? u(cfg.ALARMS_PORT),
+    rules: cfg.RULES_URL ?? u(cfg.RULES_PORT),
+    metrics: cfg.METRICS_URL ?? u(cfg.METRICS_PORT),
+  };
+}

@@ -1,0 +1,107 @@
+import { GraphQLError } from 'graphql';
+
+/** Stable codes clients may rely on; sent as GraphQL `extensions.code`. */
+export enum ErrorCode {
+  BadUserInput = 'BAD_USER_INPUT',
+  Unauthenticated = 'UNAUTHENTICATED',
+  Forbidden = 'FORBIDDEN',
+  NotFound = 'NOT_FOUND',
+  Conflict = 'CONFLICT',
+  RateLimited = 'RATE_LIMITED',
+  QueryTooDeep = 'QUERY_TOO_DEEP',
+  TooManyAliases = 'TOO_MANY_ALIASES',
+  QueryTooCostly = 'QUERY_TOO_COSTLY',
+  PayloadTooLarge = 'PAYLOAD_TOO_LARGE',
+  BatchingDisabled = 'BATCHING_DISABLED',
+  Timeout = 'TIMEOUT',
+  ParseFailed = 'GRAPHQL_PARSE_FAILED',
+  ValidationFailed = 'GRAPHQL_VALIDATION_FAILED',
+  Internal = 'INTERNAL_SERVER_ERROR',
+}
+
+/** graphql-ws close codes, mapped from the same failures. */
+export const CloseCode = {
+  Unauthorized: 4401,
+  Forbidden: 4403,
+  TooManySubscriptions: 4429,
+  SlowConsumer: 4408,
+} as const;
+
+const HTTP_STATUS: Partial<Record<ErrorCode, number>> = {
+  [ErrorCode.Unauthenticated]: 401,
+  [ErrorCode.Forbidden]: 403,
+  [ErrorCode.RateLimited]: 429,
+  [ErrorCode.PayloadTooLarge]: 413,
+  [ErrorCode.Timeout]: 504,
+};
+
+/** Base of every error RULR raises on purpose; anything else is internal and masked. */
+export class RulrError extends Error {
+  constructor(
+    public readonly code: ErrorCode,
+    message: string,
+    public readonly details?: Record<string, unknown>,
+  ) {
+    super(message);
+    this.name = new.target.name;
+  }
+  get httpStatus(): number {
+    return HTTP_STATUS[this.code] ?? 400;
+  }
+  toGraphQL(): GraphQLError {
+    return new GraphQLError(this.message, { extensions: { code: this.code, ...this.details } });
+  }
+}
+
+export class BadInputError extends RulrError {
+  constructor(message: string, details?: Record<string, unknown>) {
+    super(ErrorCode.BadUserInput, message, details);
+  }
+}
+export class UnauthenticatedError extends RulrError {
+  constructor(message = 'authentication required') {
+    super(ErrorCode.Unauthenticated, message);
+  }
+}
+export class ForbiddenError extends RulrError {
+  constructor(message = 'not allowed') {
+    super(ErrorCode.Forbidden, message);
+  }
+}
+export class NotFoundError extends RulrError {
+  constructor(what: string) {
+    super(ErrorCode.NotFound, `${what} not found`);
+  }
+}
+export class ConflictError extends RulrError {
+  constructor(message: string) {
+    super(ErrorCode.Conflict, message);
+  }
+}
+
+/**
+ * The one place errors become what a client sees: RulrErrors keep their code, GraphQL errors with a
+ * code pass, anything else becomes INTERNAL_SERVER_ERROR without its message when `mask` is on.
+ */
+export function formatError(err: GraphQLError, mask: boolean): GraphQLError {
+  const orig = err.originalError;
+  if (orig instanceof RulrError) {
+    return new GraphQLError(orig.message, {
+      ...(err.path ? { path: err.path } : {}),
+      ...(err.locations ? { nodes: undefined } : {}),
+      extensions: { code: orig.code, ...orig.details },
+    });
+  }
+  if (err.extensions?.code && (!orig || orig instanceof GraphQLError)) return err;
+  if (!orig) {
+    // Parse/validation errors thrown by graphql-js itself carry no original error.
+    return new GraphQLError(err.message, {
+      ...(err.path ? { path: err.path } : {}),
+      extensions: { code: ErrorCode.ValidationFailed },
+    });
+  }
+  return new GraphQLError(mask ? 'internal error' : err.message, {
+    ...(err.path ? { path: err.path } : {}),
+    extensions: { code: ErrorCode.Internal },
+  });
+}

@@ -1,0 +1,10 @@
+import type { Migration } from 'kysely';
+import * as m0001 from './0001_core.js';
+
+/**
+ * Every migration, in order. A static list (not a folder scan) so the same code runs from
+ * TypeScript sources and from the compiled `dist/`.
+ */
+export const migrations: Record<string, Migration> = {
+  '0001_core': m0001,
+};
