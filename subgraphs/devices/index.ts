@@ -1,6 +1,37 @@
+import { readFileSync } from 'node:fs';
+import { buildSubgraphSchema } from '@apollo/subgraph';
+import { parse } from 'graphql';
 import type { RoleContext } from '../../lib/role.js';
 import type { SubgraphModule } from '../../lib/subgraph.js';
+import { createLoaders } from './loaders.js';
+import { DevicesRepository } from './repository.js';
+import { createResolvers, type DevicesContext } from './resolvers.js';
 
-export function createDevicesSubgraph(_ctx: RoleContext): SubgraphModule {
-  throw new Error('devices subgraph: not implemented yet');
+/** The SDL, read beside this module (the build copies `schema.graphql` next to the compiled file). */
+export const devicesTypeDefs = readFileSync(new URL('./schema.graphql', import.meta.url), 'utf8');
+
+/**
+ * The devices subgraph: organizations, sites, device profiles, devices, credentials, API keys and
+ * `login`. Uses the primary database (writes must be visible to the next read).
+ */
+export function createDevicesSubgraph(ctx: RoleContext): SubgraphModule<DevicesContext> {
+  const schema = buildSubgraphSchema([
+    {
+      typeDefs: parse(devicesTypeDefs),
+      resolvers: createResolvers({
+        secret: ctx.config.RULR_SECRET,
+        issuer: ctx.config.JWT_ISSUER,
+        ttlSeconds: ctx.config.JWT_TTL_SECONDS,
+      }),
+    },
+  ]);
+  let repo: DevicesRepository | undefined;
+  return {
+    name: 'devices',
+    schema,
+    context(identity) {
+      repo ??= new DevicesRepository(ctx.db);
+      return { identity, loaders: createLoaders(repo, identity.orgId), repo };
+    },
+  };
 }

@@ -1,0 +1,69 @@
+import DataLoader from 'dataloader';
+import type { DeviceRow, DevicesRepository, ProfileRow, SiteRow } from './repository.js';
+
+/**
+ * Per-request DataLoaders: every batch is one tenant transaction with one SELECT, so a page of
+ * devices with their sites and profiles (or 50 `_entities` representations) costs a constant
+ * number of statements.
+ */
+export interface DevicesLoaders {
+  device: DataLoader<string, DeviceRow | null>;
+  site: DataLoader<string, SiteRow | null>;
+  profile: DataLoader<string, ProfileRow | null>;
+  deviceChildren: DataLoader<string, DeviceRow[]>;
+  siteChildren: DataLoader<string, SiteRow[]>;
+  siteDeviceCount: DataLoader<string, number>;
+}
+
+function byId<T extends { id: string }>(keys: readonly string[], rows: T[]): (T | null)[] {
+  const m = new Map(rows.map((r) => [r.id, r]));
+  return keys.map((k) => m.get(k) ?? null);
+}
+
+function grouped<T>(keys: readonly string[], rows: T[], key: (r: T) => string | null): T[][] {
+  const m = new Map<string, T[]>(keys.map((k) => [k, []]));
+  for (const r of rows) {
+    const k = key(r);
+    if (k !== null) m.get(k)?.push(r);
+  }
+  return keys.map((k) => m.get(k) ?? []);
+}
+
+/** Ids that are not uuids cannot match a row; they resolve to null without reaching SQL. */
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+const validKeys = (keys: readonly string[]) => [...new Set(keys.filter((k) => UUID.test(k)))];
+
+export function createLoaders(repo: DevicesRepository, orgId: string): DevicesLoaders {
+  const opts = { maxBatchSize: 1000 };
+  const rows = async <T>(keys: readonly string[], fetch: (ids: string[]) => Promise<T[]>): Promise<T[]> => {
+    const ids = validKeys(keys);
+    return ids.length ? fetch(ids) : [];
+  };
+  const device = new DataLoader<string, DeviceRow | null>(
+    async (keys) => byId(keys, await rows(keys, (ids) => repo.devicesByIds(orgId, ids))),
+    opts,
+  );
+  const site = new DataLoader<string, SiteRow | null>(
+    async (keys) => byId(keys, await rows(keys, (ids) => repo.sitesByIds(orgId, ids))),
+    opts,
+  );
+  const profile = new DataLoader<string, ProfileRow | null>(
+    async (keys) => byId(keys, await rows(keys, (ids) => repo.profilesByIds(orgId, ids))),
+    opts,
+  );
+  const deviceChildren = new DataLoader<string, DeviceRow[]>(async (keys) => {
+    const children = await rows(keys, (ids) => repo.childrenOf(orgId, ids));
+    for (const c of children) device.prime(c.id, c);
+    return grouped(keys, children, (r) => r.parent_id);
+  }, opts);
+  const siteChildren = new DataLoader<string, SiteRow[]>(async (keys) => {
+    const children = await rows(keys, (ids) => repo.siteChildren(orgId, ids));
+    for (const c of children) site.prime(c.id, c);
+    return grouped(keys, children, (r) => r.parent_id);
+  }, opts);
+  const siteDeviceCount = new DataLoader<string, number>(async (keys) => {
+    const counts = new Map((await rows(keys, (ids) => repo.siteDeviceCounts(orgId, ids))).map((r) => [r.id, r.n]));
+    return keys.map((k) => counts.get(k) ?? 0);
+  }, opts);
+  return { device, site, profile, deviceChildren, siteChildren, siteDeviceCount };
+}

@@ -1,0 +1,398 @@
+import type { GraphQLResolverMap } from '@apollo/subgraph/dist/schema-helper/resolverMap.js';
+import {
+  type FieldNode,
+  GraphQLError,
+  type GraphQLResolveInfo,
+  GraphQLScalarType,
+  Kind,
+  type SelectionSetNode,
+  valueFromASTUntyped,
+} from 'graphql';
+import { hashPassword, issueToken, verifyPassword } from '../../lib/auth.js';
+import { isUuid } from '../../lib/db.js';
+import { ErrorCode, UnauthenticatedError } from '../../lib/errors.js';
+import { authorize, type Identity, type Requirement } from '../../lib/identity.js';
+import type { DevicesLoaders } from './loaders.js';
+import type { ApiKeyRow, DeviceRow, DevicesRepository, ProfileRow, SiteRow } from './repository.js';
+import { labelToId } from './repository.js';
+import {
+  check,
+  checkId,
+  checkIds,
+  createApiKeySchema,
+  createDeviceSchema,
+  createProfileSchema,
+  createSiteSchema,
+  decodeCursor,
+  deviceFilterSchema,
+  encodeCursor,
+  loginSchema,
+  pageSchema,
+  updateDeviceSchema,
+} from './validation.js';
+
+/** What every resolver of this subgraph receives. */
+export interface DevicesContext {
+  identity: Identity;
+  loaders: DevicesLoaders;
+  repo: DevicesRepository;
+}
+
+/** Token settings `login` signs with. */
+export interface LoginOptions {
+  secret: string;
+  issuer: string;
+  ttlSeconds: number;
+}
+
+const READ: Requirement = { role: 'viewer', scope: 'devices:read' };
+const WRITE: Requirement = { role: 'operator', scope: 'devices:write' };
+/** Managing API keys needs an admin, or a key holding every scope (`*`). */
+const ADMIN: Requirement = { role: 'admin', scope: '*' };
+
+type Args = Record<string, unknown>;
+type Resolver<P = unknown> = (parent: P, args: Args, ctx: DevicesContext, info: GraphQLResolveInfo) => unknown;
+
+const iso = (v: unknown): string => {
+  const d = v instanceof Date ? v : new Date(String(v));
+  if (Number.isNaN(d.getTime())) throw new TypeError('DateTime cannot represent an invalid date');
+  return d.toISOString();
+};
+
+function parseDate(v: unknown): Date {
+  const d = typeof v === 'string' ? new Date(v) : new Date(Number.NaN);
+  if (Number.isNaN(d.getTime())) {
+    throw new GraphQLError('DateTime must be an ISO-8601 string', { extensions: { code: ErrorCode.BadUserInput } });
+  }
+  return d;
+}
+
+const DateTime = new GraphQLScalarType({
+  name: 'DateTime',
+  serialize: iso,
+  parseValue: parseDate,
+  parseLiteral: (ast) => parseDate(ast.kind === Kind.STRING ? ast.value : undefined),
+});
+
+const JSONScalar = new GraphQLScalarType({
+  name: 'JSON',
+  serialize: (v) => v,
+  parseValue: (v) => v,
+  parseLiteral: (ast, vars) => valueFromASTUntyped(ast, vars),
+});
+
+/** Device reference of `_entities`: ids that are not this tenant's resolve to null. */
+const loadDevice = (id: unknown, ctx: DevicesContext) => (isUuid(id) ? ctx.loaders.device.load(id) : null);
+const loadSite = (id: unknown, ctx: DevicesContext) => (isUuid(id) ? ctx.loaders.site.load(id) : null);
+const loadProfile = (id: unknown, ctx: DevicesContext) => (isUuid(id) ? ctx.loaders.profile.load(id) : null);
+
+/** `__resolveReference(reference, context)`: other tenants' and malformed ids resolve to null. */
+const reference = (load: (id: unknown, ctx: DevicesContext) => unknown) => (ref: { id: unknown }, ctx: DevicesContext) => {
+  authorize(ctx.identity, READ);
+  return load(ref.id, ctx);
+};
+
+/** Whether the operation selects `path` (field names, fragments followed) below the current field. */
+function selects(info: GraphQLResolveInfo, path: string[]): boolean {
+  const walk = (set: SelectionSetNode | undefined, rest: string[]): boolean => {
+    if (!set) return false;
+    const [head, ...tail] = rest;
+    return set.selections.some((sel) => {
+      if (sel.kind === Kind.FIELD) return sel.name.value === head && (tail.length === 0 || walk(sel.selectionSet, tail));
+      if (sel.kind === Kind.INLINE_FRAGMENT) return walk(sel.selectionSet, rest);
+      return walk(info.fragments[sel.name.value]?.selectionSet, rest);
+    });
+  };
+  return info.fieldNodes.some((f: FieldNode) => walk(f.selectionSet, path));
+}
+
+function primeDevice(ctx: DevicesContext, row: DeviceRow): DeviceRow {
+  ctx.loaders.device.clear(row.id).prime(row.id, row);
+  ctx.loaders.deviceChildren.clearAll();
+  ctx.loaders.siteDeviceCount.clearAll();
+  return row;
+}
+
+function requireUser(ctx: DevicesContext): Identity {
+  if (ctx.identity.kind === 'anonymous') throw new UnauthenticatedError();
+  return ctx.identity;
+}
+
+interface Connection {
+  edges: { cursor: string; node: DeviceRow }[];
+  pageInfo: { hasNextPage: boolean; endCursor: string | null };
+  orgId: string;
+  filter: Parameters<DevicesRepository['countDevices']>[1];
+  /** already counted with the page when `totalCount` was selected */
+  total?: number | undefined;
+}
+
+export function createResolvers(login: LoginOptions): GraphQLResolverMap<DevicesContext> {
+  // Unknown emails still pay for one argon2 verification, so timing does not reveal which emails exist.
+  let dummyHash: Promise<string> | undefined;
+  const dummy = () => {
+    dummyHash ??= hashPassword('rulr-timing-equaliser');
+    return dummyHash;
+  };
+
+  const Query: Record<string, Resolver> = {
+    async devices(_p, args, ctx, info) {
+      const id = authorize(ctx.identity, READ);
+      const page = check(pageSchema, { first: args.first ?? 50, after: args.after }, '');
+      const f = check(deviceFilterSchema, args.filter, 'filter') ?? {};
+      const filter = {
+        siteId: f.siteId ?? undefined,
+        profileId: f.profileId ?? undefined,
+        parentId: f.parentId ?? undefined,
+        search: f.search ? f.search : undefined,
+        bbox: f.bbox ?? undefined,
+        near: f.near ?? undefined,
+        includeDecommissioned: f.includeDecommissioned ?? false,
+      };
+      const afterSerial = page.after ? decodeCursor(page.after) : undefined;
+      const node = ['edges', 'node'];
+      const { rows, sites, profiles, total } = await ctx.repo.listDevices(id.orgId, {
+        limit: page.first + 1,
+        afterSerial,
+        filter,
+        withSites: selects(info, [...node, 'site']),
+        withProfiles: selects(info, [...node, 'profile']) || selects(info, [...node, 'isGateway']),
+        withCount: selects(info, ['totalCount']),
+      });
+      for (const r of sites) ctx.loaders.site.prime(r.id, r);
+      for (const r of profiles) ctx.loaders.profile.prime(r.id, r);
+      const hasNextPage = rows.length > page.first;
+      const nodes = hasNextPage ? rows.slice(0, page.first) : rows;
+      for (const r of nodes) ctx.loaders.device.prime(r.id, r);
+      const edges = nodes.map((node) => ({ cursor: encodeCursor(node.serial), node }));
+      const conn: Connection = {
+        edges,
+        pageInfo: { hasNextPage, endCursor: edges.at(-1)?.cursor ?? null },
+        orgId: id.orgId,
+        filter,
+        total,
+      };
+      return conn;
+    },
+    device(_p, args, ctx) {
+      authorize(ctx.identity, READ);
+      return ctx.loaders.device.load(checkId(args.id));
+    },
+    devicesByIds(_p, args, ctx) {
+      authorize(ctx.identity, READ);
+      return ctx.loaders.device.loadMany(checkIds(args.ids));
+    },
+    sitesByIds(_p, args, ctx) {
+      authorize(ctx.identity, READ);
+      return ctx.loaders.site.loadMany(checkIds(args.ids));
+    },
+    async sites(_p, _a, ctx) {
+      const id = authorize(ctx.identity, READ);
+      const rows = await ctx.repo.listSites(id.orgId);
+      for (const r of rows) ctx.loaders.site.prime(r.id, r);
+      return rows;
+    },
+    site(_p, args, ctx) {
+      authorize(ctx.identity, READ);
+      return ctx.loaders.site.load(checkId(args.id));
+    },
+    async deviceProfiles(_p, _a, ctx) {
+      const id = authorize(ctx.identity, READ);
+      const rows = await ctx.repo.listProfiles(id.orgId);
+      for (const r of rows) ctx.loaders.profile.prime(r.id, r);
+      return rows;
+    },
+    deviceProfile(_p, args, ctx) {
+      authorize(ctx.identity, READ);
+      return ctx.loaders.profile.load(checkId(args.id));
+    },
+    async me(_p, _a, ctx) {
+      const id = requireUser(ctx);
+      const { org, email } = await ctx.repo.whoami(id.orgId, id.kind === 'user' && isUuid(id.subject) ? id.subject : null);
+      if (!org) throw new UnauthenticatedError('your organization no longer exists');
+      return { kind: id.kind, subject: id.subject, role: id.role, scopes: id.scopes, email, organization: org };
+    },
+    apiKeys(_p, _a, ctx) {
+      const id = authorize(ctx.identity, ADMIN);
+      return ctx.repo.listApiKeys(id.orgId);
+    },
+  };
+
+  const Mutation: Record<string, Resolver> = {
+    async login(_p, args, ctx) {
+      const a = check(loginSchema, args, '');
+      const user = await ctx.repo.findUserForLogin(a.email);
+      const ok = user
+        ? await verifyPassword(user.password_hash, a.password)
+        : await verifyPassword(await dummy(), a.password).then(() => false);
+      if (!user || !ok) throw new UnauthenticatedError('invalid email or password');
+      const memberships = await ctx.repo.memberships(user.id);
+      const m = a.organization ? memberships.find((x) => x.slug === a.organization) : memberships[0];
+      if (!m) {
+        throw new UnauthenticatedError(
+          a.organization ? `you are not a member of organization "${a.organization}"` : 'your account belongs to no organization',
+        );
+      }
+      const now = Math.floor(Date.now() / 1000);
+      const role = m.role as Identity['role'];
+      const token = await issueToken({ userId: user.id, orgId: m.id, role }, login, now);
+      await ctx.repo.recordLogin(m.id, user.id);
+      return {
+        token,
+        expiresAt: new Date((now + login.ttlSeconds) * 1000),
+        role,
+        organization: { id: m.id, slug: m.slug, name: m.name },
+      };
+    },
+    async createSite(_p, args, ctx) {
+      const id = authorize(ctx.identity, WRITE);
+      const row = await ctx.repo.createSite(id, check(createSiteSchema, args.input, 'input'));
+      ctx.loaders.site.prime(row.id, row);
+      ctx.loaders.siteChildren.clearAll();
+      return row;
+    },
+    async createDeviceProfile(_p, args, ctx) {
+      const id = authorize(ctx.identity, WRITE);
+      const p = check(createProfileSchema, args.input, 'input');
+      const row = await ctx.repo.createProfile(id, {
+        name: p.name,
+        description: p.description ?? '',
+        // Absent rather than null: ingest's metric schema treats these keys as optional, not nullable.
+        metrics: (p.metrics ?? []).map((m) => ({
+          name: m.name,
+          type: m.type,
+          ...(m.unit != null ? { unit: m.unit } : {}),
+          ...(m.min != null ? { min: m.min } : {}),
+          ...(m.max != null ? { max: m.max } : {}),
+          ...(m.counter ? { counter: true } : {}),
+        })),
+        silenceTimeoutSeconds: p.silenceTimeoutSeconds ?? 900,
+        isGateway: p.isGateway ?? false,
+        autoCreateChildren: p.autoCreateChildren ?? false,
+      });
+      ctx.loaders.profile.prime(row.id, row);
+      return row;
+    },
+    async createDevice(_p, args, ctx) {
+      const id = authorize(ctx.identity, WRITE);
+      const d = check(createDeviceSchema, args.input, 'input');
+      const row = await ctx.repo.createDevice(id, {
+        serial: d.serial,
+        name: d.name,
+        siteId: d.siteId,
+        profileId: d.profileId,
+        parentId: d.parentId,
+        location: d.location,
+        attributes: d.attributes ?? undefined,
+      });
+      return primeDevice(ctx, row);
+    },
+    async updateDevice(_p, args, ctx) {
+      const id = authorize(ctx.identity, WRITE);
+      const deviceId = checkId(args.id);
+      const patch = check(updateDeviceSchema, args.input, 'input');
+      return primeDevice(ctx, await ctx.repo.updateDevice(id, deviceId, patch));
+    },
+    async moveDevice(_p, args, ctx) {
+      const id = authorize(ctx.identity, WRITE);
+      const deviceId = checkId(args.id);
+      const siteId = checkId(args.siteId, 'siteId');
+      return primeDevice(ctx, await ctx.repo.updateDevice(id, deviceId, { siteId }, 'device.move'));
+    },
+    async decommissionDevice(_p, args, ctx) {
+      const id = authorize(ctx.identity, WRITE);
+      return primeDevice(ctx, await ctx.repo.decommissionDevice(id, checkId(args.id)));
+    },
+    rotateDeviceCredentials(_p, args, ctx) {
+      const id = authorize(ctx.identity, WRITE);
+      return ctx.repo.rotateCredentials(id, checkId(args.id));
+    },
+    async createApiKey(_p, args, ctx) {
+      const id = authorize(ctx.identity, ADMIN);
+      const input = check(createApiKeySchema, args.input, 'input');
+      const { row, key } = await ctx.repo.createApiKey(id, input);
+      return { apiKey: row, key };
+    },
+    revokeApiKey(_p, args, ctx) {
+      const id = authorize(ctx.identity, ADMIN);
+      return ctx.repo.revokeApiKey(id, checkId(args.id));
+    },
+  };
+
+  const Device: Record<string, Resolver<DeviceRow>> = {
+    site: (d, _a, ctx) => (d.site_id ? ctx.loaders.site.load(d.site_id) : null),
+    location: (d) => (d.lat === null || d.lng === null ? null : { lat: d.lat, lng: d.lng }),
+    profile: (d, _a, ctx) => (d.profile_id ? ctx.loaders.profile.load(d.profile_id) : null),
+    attributes: (d) => d.attributes ?? {},
+    createdAt: (d) => d.created_at,
+    updatedAt: (d) => d.updated_at,
+    decommissionedAt: (d) => d.decommissioned_at,
+    parent: (d, _a, ctx) => (d.parent_id ? ctx.loaders.device.load(d.parent_id) : null),
+    children: (d, _a, ctx) => ctx.loaders.deviceChildren.load(d.id),
+    isGateway: async (d, _a, ctx) => (d.profile_id ? ((await ctx.loaders.profile.load(d.profile_id))?.is_gateway ?? false) : false),
+  };
+
+  const Site: Record<string, Resolver<SiteRow>> = {
+    parent: (s, _a, ctx) => (s.parent_id ? ctx.loaders.site.load(s.parent_id) : null),
+    children: (s, _a, ctx) => ctx.loaders.siteChildren.load(s.id),
+    async path(s, _a, ctx) {
+      const ids = s.path.split('.').map(labelToId);
+      const sites = await ctx.loaders.site.loadMany(ids);
+      return sites.filter((x): x is SiteRow => x !== null && !(x instanceof Error));
+    },
+    deviceCount: (s, _a, ctx) => ctx.loaders.siteDeviceCount.load(s.id),
+    createdAt: (s) => s.created_at,
+  };
+
+  const DeviceProfile: Record<string, Resolver<ProfileRow>> = {
+    metrics: (p) =>
+      (Array.isArray(p.metrics) ? p.metrics : []).map((m) => ({
+        name: m.name,
+        unit: m.unit ?? null,
+        type: String(m.type ?? 'number').toLowerCase(),
+        min: m.min ?? null,
+        max: m.max ?? null,
+        counter: m.counter === true,
+      })),
+    silenceTimeoutSeconds: (p) => p.silence_timeout_s,
+    isGateway: (p) => p.is_gateway,
+    autoCreateChildren: (p) => p.auto_create_children,
+    createdAt: (p) => p.created_at,
+  };
+
+  const Organization = {
+    async __resolveReference(ref: { id: unknown }, ctx: DevicesContext) {
+      const id = requireUser(ctx);
+      if (ref.id !== id.orgId) return null;
+      return (await ctx.repo.whoami(id.orgId, null)).org ?? null;
+    },
+  };
+
+  const ApiKey: Record<string, Resolver<ApiKeyRow>> = {
+    createdAt: (k) => k.created_at,
+    lastUsedAt: (k) => k.last_used_at,
+    expiresAt: (k) => k.expires_at,
+    revokedAt: (k) => k.revoked_at,
+  };
+
+  const DeviceConnection: Record<string, Resolver<Connection>> = {
+    totalCount: (c, _a, ctx) => c.total ?? ctx.repo.countDevices(c.orgId, c.filter),
+  };
+
+  return {
+    DateTime,
+    JSON: JSONScalar,
+    Role: { ADMIN: 'admin', OPERATOR: 'operator', VIEWER: 'viewer' },
+    IdentityKind: { USER: 'user', APIKEY: 'apikey', SYSTEM: 'system' },
+    MetricType: { NUMBER: 'number', BOOLEAN: 'boolean', STRING: 'string' },
+    Query,
+    Mutation,
+    Device: { ...Device, __resolveReference: reference(loadDevice) },
+    Site: { ...Site, __resolveReference: reference(loadSite) },
+    DeviceProfile: { ...DeviceProfile, __resolveReference: reference(loadProfile) },
+    Organization,
+    ApiKey,
+    DeviceConnection,
+    DeviceCredentials: {},
+  } as unknown as GraphQLResolverMap<DevicesContext>;
+}

@@ -1,0 +1,143 @@
+import { z } from 'zod';
+import { API_SCOPES } from '../../lib/auth.js';
+import { isUuid } from '../../lib/db.js';
+import { BadInputError } from '../../lib/errors.js';
+
+/** Pure input rules of the devices subgraph; every failure is a BAD_USER_INPUT naming the field. */
+
+export const MAX_PAGE = 200;
+export const MAX_RADIUS_M = 1_000_000;
+
+const name = z.string().trim().min(1, 'must not be empty').max(200, 'must be at most 200 characters');
+const serial = z.string().regex(/^[A-Za-z0-9._:-]{1,128}$/, 'must be 1-128 characters of A-Z a-z 0-9 . _ : -');
+const latitude = z.number().min(-90, 'latitude must be between -90 and 90').max(90, 'latitude must be between -90 and 90');
+const longitude = z.number().min(-180, 'longitude must be between -180 and 180').max(180, 'longitude must be between -180 and 180');
+const location = z.object({ lat: latitude, lng: longitude });
+const uuid = z.string().refine(isUuid, 'must be a uuid');
+const attributes = z.record(z.string(), z.unknown(), 'must be a JSON object');
+
+export const deviceFilterSchema = z
+  .object({
+    siteId: uuid.nullish(),
+    profileId: uuid.nullish(),
+    parentId: uuid.nullish(),
+    search: z.string().trim().max(200, 'must be at most 200 characters').nullish(),
+    bbox: z
+      .object({ minLat: latitude, minLng: longitude, maxLat: latitude, maxLng: longitude })
+      .refine((b) => b.minLat <= b.maxLat, 'minLat must not exceed maxLat')
+      .nullish(),
+    near: z
+      .object({
+        lat: latitude,
+        lng: longitude,
+        radiusMeters: z.number().gt(0, 'radiusMeters must be greater than 0').max(MAX_RADIUS_M, 'radiusMeters must be at most 1000 km'),
+      })
+      .nullish(),
+    includeDecommissioned: z.boolean().nullish(),
+  })
+  .nullish();
+
+export const pageSchema = z.object({
+  first: z.number().int().min(1, `first must be between 1 and ${MAX_PAGE}`).max(MAX_PAGE, `first must be between 1 and ${MAX_PAGE}`),
+  after: z.string().max(1000).nullish(),
+});
+
+export const createSiteSchema = z.object({ name, parentId: uuid.nullish() });
+
+const metricName = z.string().regex(/^[A-Za-z][A-Za-z0-9_.-]{0,63}$/, 'must start with a letter: up to 64 of A-Z a-z 0-9 _ . -');
+export const createProfileSchema = z.object({
+  name,
+  description: z.string().max(2000).nullish(),
+  metrics: z
+    .array(
+      z
+        .object({
+          name: metricName,
+          unit: z.string().max(32).nullish(),
+          type: z.enum(['number', 'boolean', 'string']),
+          min: z.number().nullish(),
+          max: z.number().nullish(),
+          counter: z.boolean().nullish(),
+        })
+        .refine((m) => m.min == null || m.max == null || m.min <= m.max, 'min must not exceed max')
+        .refine((m) => !m.counter || m.type === 'number', 'only NUMBER metrics can be counters'),
+    )
+    .max(200)
+    .refine((ms) => new Set(ms.map((m) => m.name)).size === ms.length, 'metric names must be unique')
+    .nullish(),
+  silenceTimeoutSeconds: z
+    .number()
+    .int()
+    .min(1)
+    .max(30 * 86_400)
+    .nullish(),
+  isGateway: z.boolean().nullish(),
+  autoCreateChildren: z.boolean().nullish(),
+});
+
+export const createDeviceSchema = z.object({
+  serial,
+  name,
+  siteId: uuid.nullish(),
+  profileId: uuid.nullish(),
+  parentId: uuid.nullish(),
+  location: location.nullish(),
+  attributes: attributes.nullish(),
+});
+
+export const updateDeviceSchema = z.object({
+  name: name.optional(),
+  siteId: uuid.nullish(),
+  profileId: uuid.nullish(),
+  location: location.nullish(),
+  attributes: attributes.optional(),
+});
+
+export const createApiKeySchema = z.object({
+  name,
+  scopes: z
+    .array(z.enum(API_SCOPES, { error: (i) => `unknown scope ${JSON.stringify(i.input)} (known: ${API_SCOPES.join(', ')})` }))
+    .min(1, 'at least one scope is required'),
+  expiresAt: z
+    .date()
+    .refine((d) => d.getTime() > Date.now(), 'must be in the future')
+    .nullish(),
+});
+
+export const loginSchema = z.object({
+  email: z.string().trim().min(3).max(320),
+  password: z.string().min(1).max(1024),
+  organization: z.string().trim().max(63).nullish(),
+});
+
+/** Parses `value` or throws BAD_USER_INPUT `"<field>: <reason>"` for the first problem. */
+export function check<S extends z.ZodType>(schema: S, value: unknown, field: string): z.output<S> {
+  const r = schema.safeParse(value);
+  if (r.success) return r.data;
+  const issue = r.error.issues[0];
+  const path = [field, ...(issue?.path ?? [])].filter((p) => p !== '').join('.');
+  throw new BadInputError(`${path}: ${issue?.message ?? 'invalid'}`, { field: path });
+}
+
+/** An id argument: malformed → BAD_USER_INPUT (unknown ids become NOT_FOUND later). */
+export function checkId(id: unknown, field = 'id'): string {
+  if (!isUuid(id)) throw new BadInputError(`${field}: must be a uuid`, { field });
+  return id;
+}
+
+/** A batch of ids: at most 1,000, each a uuid. */
+export function checkIds(ids: unknown, field = 'ids'): string[] {
+  if (!Array.isArray(ids)) throw new BadInputError(`${field}: must be a list`, { field });
+  if (ids.length > 1000) throw new BadInputError(`${field}: at most 1000 ids per call`, { field });
+  return ids.map((id, i) => checkId(id, `${field}[${i}]`));
+}
+
+/** Keyset cursors are opaque to clients: base64url of `s:<serial>`. */
+export const encodeCursor = (serial: string) => Buffer.from(`s:${serial}`).toString('base64url');
+export function decodeCursor(cursor: string): string {
+  const raw = /^[A-Za-z0-9_-]+$/.test(cursor) ? Buffer.from(cursor, 'base64url').toString('utf8') : '';
+  if (!raw.startsWith('s:') || !serial.safeParse(raw.slice(2)).success) {
+    throw new BadInputError('after: not a cursor returned by this API', { field: 'after' });
+  }
+  return raw.slice(2);
+}

@@ -1,0 +1,70 @@
+import { randomBytes } from 'node:crypto';
+import { Kysely, PostgresDialect, sql } from 'kysely';
+import pg from 'pg';
+import { afterEach, describe, expect, it } from 'vitest';
+import { migrateDown, migrateToLatest } from '../schema/migrate.js';
+import { migrations } from '../schema/migrations/index.js';
+import { adminUrl, dbUrl } from './support/env.js';
+
+const created: string[] = [];
+
+async function freshDb(): Promise<string> {
+  const name = `rulr_mig_${randomBytes(4).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: adminUrl() });
+  await admin.connect();
+  await admin.query(`create database ${name}`);
+  await admin.end();
+  created.push(name);
+  return name;
+}
+const open = (name: string) =>
+  new Kysely<unknown>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: dbUrl(name), max: 2 }) }) });
+const tables = async (db: Kysely<unknown>) =>
+  (
+    await sql<{
+      t: string;
+    }>`select tablename as t from pg_tables where schemaname = 'public' and tablename not like 'rulr_migrations%' and tablename <> 'spatial_ref_sys' order by 1`.execute(
+      db,
+    )
+  ).rows.map((r) => r.t);
+
+describe('migrations', () => {
+  afterEach(async () => {
+    const admin = new pg.Client({ connectionString: adminUrl() });
+    await admin.connect();
+    for (const name of created.splice(0)) await admin.query(`drop database if exists ${name} with (force)`);
+    await admin.end();
+  });
+
+  it('go up, all the way down and up again on a fresh database', async () => {
+    const db = open(await freshDb());
+    try {
+      const up = await migrateToLatest(db);
+      expect(up.results?.map((r) => r.migrationName)).toEqual(Object.keys(migrations));
+      const all = await tables(db);
+      expect(all).toEqual(expect.arrayContaining(['organizations', 'devices', 'sites', 'device_profiles', 'api_keys', 'audit_logs']));
+      await migrateDown(db, true);
+      expect(await tables(db)).toEqual([]);
+      await migrateToLatest(db);
+      expect(await tables(db)).toEqual(all);
+    } finally {
+      await db.destroy();
+    }
+  });
+
+  it('applies each migration once when two replicas migrate one fresh database at the same time', async () => {
+    const name = await freshDb();
+    const a = open(name);
+    const b = open(name);
+    try {
+      const [ra, rb] = await Promise.all([migrateToLatest(a), migrateToLatest(b)]);
+      const applied = [...(ra.results ?? []), ...(rb.results ?? [])].filter((r) => r.status === 'Success').map((r) => r.migrationName);
+      expect(applied.sort()).toEqual(Object.keys(migrations).sort());
+      const rows = await sql<{ name: string }>`select name from rulr_migrations order by name`.execute(a);
+      expect(rows.rows.map((r) => r.name)).toEqual(Object.keys(migrations).sort());
+    } finally {
+      await a.destroy();
+      await b.destroy();
+    }
+  });
+});

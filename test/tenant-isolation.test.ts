@@ -1,0 +1,170 @@
+import { sql } from 'kysely';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { withTenant } from '../lib/db.js';
+import type { Identity } from '../lib/identity.js';
+import { codes, type DevicesFixture, devicesFixture } from './devices-fixtures.js';
+
+interface Tenant {
+  orgId: string;
+  admin: Identity;
+  siteId: string;
+  profileId: string;
+  deviceId: string;
+  apiKeyId: string;
+}
+
+describe('tenant isolation', () => {
+  let f: DevicesFixture;
+  let a: Tenant;
+  let b: Tenant;
+
+  const tenant = async (serial: string): Promise<Tenant> => {
+    const orgId = await f.org();
+    const admin = f.as(orgId, 'admin');
+    const siteId = (await f.ok(admin, `mutation { createSite(input: { name: "Site ${serial}" }) { id } }`)).createSite.id;
+    const profileId = (await f.ok(admin, `mutation { createDeviceProfile(input: { name: "Profile ${serial}" }) { id } }`))
+      .createDeviceProfile.id;
+    const deviceId = (
+      await f.ok(admin, `mutation($i: CreateDeviceInput!) { createDevice(input: $i) { id } }`, {
+        i: { serial, name: `Device ${serial}`, siteId, profileId, location: { lat: 52, lng: 5 } },
+      })
+    ).createDevice.id;
+    const apiKeyId = (await f.ok(admin, `mutation { createApiKey(input: { name: "k", scopes: ["*"] }) { apiKey { id } } }`)).createApiKey
+      .apiKey.id;
+    return { orgId, admin, siteId, profileId, deviceId, apiKeyId };
+  };
+
+  beforeAll(async () => {
+    f = await devicesFixture();
+    a = await tenant('SHARED-1');
+    b = await tenant('SHARED-1');
+  });
+  afterAll(() => f.close());
+
+  it('lets both tenants use the same serial', async () => {
+    expect(a.deviceId).not.toBe(b.deviceId);
+  });
+
+  it("shows a user of org A none of org B's devices, sites or profiles in lists", async () => {
+    const d = await f.ok(
+      a.admin,
+      `{ devices(first: 200, filter: { includeDecommissioned: true }) { totalCount edges { node { id } } } sites { id } deviceProfiles { id } apiKeys { id } }`,
+    );
+    expect(d.devices.edges.map((e: { node: { id: string } }) => e.node.id)).toEqual([a.deviceId]);
+    expect(d.devices.totalCount).toBe(1);
+    expect(d.sites).toEqual([{ id: a.siteId }]);
+    expect(d.deviceProfiles).toEqual([{ id: a.profileId }]);
+    expect(d.apiKeys).toEqual([{ id: a.apiKeyId }]);
+  });
+
+  it("returns null for org B's device, site and profile looked up by id", async () => {
+    const d = await f.ok(
+      a.admin,
+      `query($d: ID!, $s: ID!, $p: ID!) { device(id: $d) { id } site(id: $s) { id } deviceProfile(id: $p) { id } }`,
+      {
+        d: b.deviceId,
+        s: b.siteId,
+        p: b.profileId,
+      },
+    );
+    expect(d).toEqual({ device: null, site: null, deviceProfile: null });
+  });
+
+  it("returns null in place of org B's devices and sites in batch lookups", async () => {
+    const d = await f.ok(
+      a.admin,
+      `query($d: [ID!]!, $s: [ID!]!) { devicesByIds(ids: $d) { id } sitesByIds(ids: $s) { id } }`,
+      { d: [a.deviceId, b.deviceId], s: [b.siteId, a.siteId] },
+    );
+    expect(d).toEqual({ devicesByIds: [{ id: a.deviceId }, null], sitesByIds: [null, { id: a.siteId }] });
+  });
+
+  it("finds nothing when filtering by org B's site, profile or parent", async () => {
+    for (const filter of [{ siteId: b.siteId }, { profileId: b.profileId }, { parentId: b.deviceId }, { search: 'SHARED' }]) {
+      const d = await f.ok(a.admin, `query($f: DeviceFilter) { devices(filter: $f) { edges { node { id } } } }`, { f: filter });
+      const ids = d.devices.edges.map((e: { node: { id: string } }) => e.node.id);
+      expect(ids).not.toContain(b.deviceId);
+    }
+  });
+
+  it("answers NOT_FOUND to every mutation on org B's ids and changes nothing", async () => {
+    const attempts: [string, Record<string, unknown>][] = [
+      [`mutation($id: ID!) { updateDevice(id: $id, input: { name: "pwned" }) { id } }`, { id: b.deviceId }],
+      [`mutation($id: ID!, $s: ID!) { moveDevice(id: $id, siteId: $s) { id } }`, { id: b.deviceId, s: a.siteId }],
+      [`mutation($id: ID!, $s: ID!) { moveDevice(id: $id, siteId: $s) { id } }`, { id: a.deviceId, s: b.siteId }],
+      [`mutation($id: ID!) { decommissionDevice(id: $id) { id } }`, { id: b.deviceId }],
+      [`mutation($id: ID!) { rotateDeviceCredentials(id: $id) { secret } }`, { id: b.deviceId }],
+      [`mutation($id: ID!) { revokeApiKey(id: $id) { id } }`, { id: b.apiKeyId }],
+      [`mutation($s: ID!) { createSite(input: { name: "child", parentId: $s }) { id } }`, { s: b.siteId }],
+      [`mutation($s: ID!) { createDevice(input: { serial: "X-9", name: "x", siteId: $s }) { id } }`, { s: b.siteId }],
+      [`mutation($p: ID!) { createDevice(input: { serial: "X-9", name: "x", profileId: $p }) { id } }`, { p: b.profileId }],
+      [`mutation($p: ID!) { createDevice(input: { serial: "X-9", name: "x", parentId: $p }) { id } }`, { p: b.deviceId }],
+      [`mutation($id: ID!, $p: ID!) { updateDevice(id: $id, input: { profileId: $p }) { id } }`, { id: a.deviceId, p: b.profileId }],
+    ];
+    for (const [query, variables] of attempts) {
+      const r = await f.run(a.admin, query, variables);
+      expect(codes(r), query).toEqual(['NOT_FOUND']);
+    }
+    const row = await f.t.db.selectFrom('devices').selectAll().where('id', '=', b.deviceId).executeTakeFirstOrThrow();
+    expect(row).toMatchObject({ name: 'Device SHARED-1', site_id: b.siteId, decommissioned_at: null });
+    const key = await f.t.db.selectFrom('api_keys').select('revoked_at').where('id', '=', b.apiKeyId).executeTakeFirstOrThrow();
+    expect(key.revoked_at).toBeNull();
+    expect(await f.t.db.selectFrom('device_credentials').selectAll().where('device_id', '=', b.deviceId).execute()).toEqual([]);
+  });
+
+  it("resolves org B's entity representations to null", async () => {
+    const r = await f.ok(
+      a.admin,
+      `query($r: [_Any!]!) { _entities(representations: $r) { ... on Device { id } ... on Site { id } ... on DeviceProfile { id } } }`,
+      {
+        r: [
+          { __typename: 'Device', id: b.deviceId },
+          { __typename: 'Site', id: b.siteId },
+          { __typename: 'DeviceProfile', id: b.profileId },
+          { __typename: 'Device', id: a.deviceId },
+        ],
+      },
+    );
+    expect(r._entities).toEqual([null, null, null, { id: a.deviceId }]);
+  });
+
+  it('shows only the tenant its own organization in me', async () => {
+    const d = await f.ok(a.admin, `{ me { organization { id } } }`);
+    expect(d.me.organization.id).toBe(a.orgId);
+  });
+
+  describe('row-level security without the application filter', () => {
+    it("returns only org A's rows to a raw select inside A's tenant transaction", async () => {
+      const rows = await withTenant(f.t.db, a.orgId, async (tx) => (await sql<{ org_id: string }>`select * from devices`.execute(tx)).rows);
+      expect(rows.map((r) => r.org_id)).toEqual([a.orgId]);
+      const sites = await withTenant(
+        f.t.db,
+        a.orgId,
+        async (tx) => (await sql<{ org_id: string }>`select org_id from sites`.execute(tx)).rows,
+      );
+      expect(new Set(sites.map((r) => r.org_id))).toEqual(new Set([a.orgId]));
+      const orgs = await withTenant(
+        f.t.db,
+        a.orgId,
+        async (tx) => (await sql<{ id: string }>`select id from organizations`.execute(tx)).rows,
+      );
+      expect(orgs.map((r) => r.id)).toEqual([a.orgId]);
+    });
+
+    it("refuses an insert carrying org B's org_id inside A's tenant transaction", async () => {
+      await expect(
+        withTenant(f.t.db, a.orgId, (tx) =>
+          tx.insertInto('devices').values({ org_id: b.orgId, serial: 'SNEAK-1', name: 'sneak' }).execute(),
+        ),
+      ).rejects.toThrow(/row-level security/);
+      expect(await f.t.db.selectFrom('devices').select('id').where('serial', '=', 'SNEAK-1').execute()).toEqual([]);
+    });
+
+    it("cannot update or delete org B's rows from A's tenant transaction", async () => {
+      const upd = await withTenant(f.t.db, a.orgId, (tx) => sql`update devices set name = 'x' where id = ${b.deviceId}`.execute(tx));
+      const del = await withTenant(f.t.db, a.orgId, (tx) => sql`delete from devices where id = ${b.deviceId}`.execute(tx));
+      expect(Number(upd.numAffectedRows)).toBe(0);
+      expect(Number(del.numAffectedRows)).toBe(0);
+    });
+  });
+});
