@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Quick start: services, dependencies, build, database, demo data, then every role in one process.
+# Safe to run again (each step is skipped or idempotent). Stop with Ctrl-C.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+
+bash scripts/setup-services.sh
+ensure_node_modules
+ensure_build
+
+echo "[rulr] npx rulr migrate"
+npx rulr migrate
+echo "[rulr] npx rulr seed --demo"
+seed_out=$(npx rulr seed --demo)
+echo "$seed_out"
+
+port="${GATEWAY_PORT:-3000}"
+url="http://127.0.0.1:${port}/graphql"
+
+echo "[rulr] npx rulr start all"
+# Same as `npx rulr start all`, without the npx wrapper so that signals reach the process.
+node bin/rulr.js start all &
+rulr_pid=$!
+stop() {
+  kill -TERM "$rulr_pid" 2>/dev/null || true
+  wait "$rulr_pid" 2>/dev/null || true
+  exit 0
+}
+trap stop INT TERM
+
+ready=0
+for _ in $(seq 1 120); do
+  kill -0 "$rulr_pid" 2>/dev/null || { echo "[rulr] rulr start all exited; see the log above" >&2; exit 1; }
+  if node -e "fetch('http://127.0.0.1:${port}/healthz').then(r => process.exit(r.ok ? 0 : 1), () => process.exit(1))"; then
+    ready=1
+    break
+  fi
+  sleep 0.5
+done
+[ "$ready" = 1 ] || { echo "[rulr] the gateway did not answer /healthz within 60 s" >&2; stop; }
+
+# --- HOOK: device simulator -------------------------------------------------------------------
+# Start the MQTT device simulator here once it exists (ingest engineer), in the background, e.g.
+#   npx rulr simulate --org demo --devices 100 & sim_pid=$!
+# and stop it in stop() above. Until then, nothing publishes telemetry.
+# ----------------------------------------------------------------------------------------------
+
+token=$(npx rulr token --org demo --role admin | tail -n1)
+email=$(printf '%s\n' "$seed_out" | grep -Eo '[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+' | head -n1 || true)
+password=$(printf '%s\n' "$seed_out" | sed -nE 's/.*[Pp]assword[^:]*:[[:space:]]*([^[:space:]]+).*/\1/p' | head -n1 || true)
+email=${email:-admin@demo.rulr.io}
+password=${password:-${RULR_DEMO_PASSWORD:-<the password printed by the seed above>}}
+
+cat <<INFO
+
+RULR is running (all roles in one process; Ctrl-C stops it).
+  GraphQL (HTTP and WebSocket): ${url}
+  health: http://127.0.0.1:${port}/healthz   metrics: http://127.0.0.1:${port}/metrics
+  demo admin login: ${email} / ${password}
+
+First page of devices, with an admin token (npx rulr token --org demo --role admin):
+
+curl -s ${url} -H 'content-type: application/json' \\
+  -H 'authorization: Bearer ${token}' \\
+  -d '{"query":"{ devices(first: 5) { totalCount edges { node { id serial name site { name } location { lat lng } } } pageInfo { hasNextPage endCursor } } }"}'
+
+Log in instead:
+
+curl -s ${url} -H 'content-type: application/json' \\
+  -d '{"query":"mutation { login(email: \"${email}\", password: \"${password}\") { token } }"}'
+
+INFO
+
+wait "$rulr_pid"
