@@ -19,12 +19,17 @@ export enum ErrorCode {
   Internal = 'INTERNAL_SERVER_ERROR',
 }
 
-/** graphql-ws close codes, mapped from the same failures. */
+/**
+ * WebSocket close codes RULR uses besides graphql-ws's own (4400 bad request, 4406 subprotocol,
+ * 4408 init timeout, 4409 duplicate subscriber, 4429 repeated init, 4500 internal).
+ */
 export const CloseCode = {
+  /** no or invalid credentials in `connection_init` */
   Unauthorized: 4401,
+  /** the credentials were valid but expired, or were revoked, while connected */
   Forbidden: 4403,
-  TooManySubscriptions: 4429,
-  SlowConsumer: 4408,
+  /** the client read too slowly and events that must not be dropped piled up past the limit */
+  SlowConsumer: 4008,
 } as const;
 
 const HTTP_STATUS: Partial<Record<ErrorCode, number>> = {
@@ -99,6 +104,10 @@ export function formatError(err: GraphQLError, mask: boolean): GraphQLError {
       ...(err.path ? { path: err.path } : {}),
       extensions: { code: ErrorCode.ValidationFailed },
     });
+  }
+  if (orig instanceof GraphQLError && !err.path) {
+    // graphql-js variable coercion (unknown enum value, wrong type) fails the request, not the server.
+    return new GraphQLError(err.message, { extensions: { code: ErrorCode.BadUserInput } });
   }
   return new GraphQLError(mask ? 'internal error' : err.message, {
     ...(err.path ? { path: err.path } : {}),

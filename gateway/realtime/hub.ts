@@ -1,0 +1,255 @@
+import type { DocumentNode, ExecutionResult, GraphQLSchema } from 'graphql';
+import type { Identity } from '../../lib/identity.js';
+import type { Logger } from '../../lib/logger.js';
+import { counter, histogram } from '../../lib/metrics.js';
+import type { Redis } from '../../lib/redis.js';
+import { eventKeys, eventsChannel, matches, parseEvent, type RealtimeEvent, subscriberKeys } from './events.js';
+import { indexFollowUp, project, type SubscriptionPlan } from './selection.js';
+
+/** Where a subscriber's frames go (one WebSocket connection). */
+export interface FrameSink {
+  next(id: string, payloadJson: string, coalesceKey: string | undefined): void;
+}
+
+export interface Subscriber {
+  id: string;
+  sink: FrameSink;
+  identity: Identity;
+  document: DocumentNode;
+  variables: Record<string, unknown>;
+  plan: SubscriptionPlan;
+}
+
+/** Subscribers that share a payload: same organisation, permissions and selection. */
+interface Group {
+  key: string;
+  orgId: string;
+  field: string;
+  identity: Identity;
+  first: Subscriber;
+  subs: Set<Subscriber>;
+  byKey: Map<string, Set<Subscriber>>;
+  unindexed: Set<Subscriber>;
+}
+
+export type FollowUpExecutor = (document: DocumentNode, variables: Record<string, unknown>, identity: Identity) => Promise<ExecutionResult>;
+
+const eventsReceived = counter('rulr_realtime_events_total', 'Real-time events received from Redis', ['field']);
+const eventsInvalid = counter('rulr_realtime_events_invalid_total', 'Malformed real-time events dropped');
+const followUps = counter('rulr_realtime_followups_total', 'Follow-up queries for entity fields of events');
+const deliveries = counter('rulr_realtime_deliveries_total', 'Event payloads handed to subscribers');
+const batchSeconds = histogram(
+  'rulr_realtime_batch_seconds',
+  'Time to fan out one batch of events',
+  [],
+  [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+);
+
+/**
+ * Fans events from Redis out to this process's subscribers: one Redis subscription per
+ * organisation channel however many clients listen, one follow-up query per subscriber group per
+ * batch, one serialisation per group per event.
+ */
+export class RealtimeHub {
+  private readonly orgs = new Map<string, Map<string, Map<string, Group>>>();
+  private readonly orgRefs = new Map<string, number>();
+  private queue: RealtimeEvent[] = [];
+  private readonly subscribing = new Set<Promise<unknown>>();
+  /** events taken from Redis since start */
+  received = 0;
+  /** times the Redis subscription dropped */
+  reconnects = 0;
+  private running = false;
+
+  constructor(
+    private readonly redisSub: Redis,
+    private readonly prefix: string,
+    private readonly schema: () => GraphQLSchema,
+    private readonly execute: FollowUpExecutor,
+    private readonly logger: Logger,
+  ) {
+    redisSub.on('message', (_channel: string, message: string) => this.receive(message));
+    // ioredis resubscribes by itself after a reconnect; events published in between are lost, so say so.
+    redisSub.on('reconnecting', () => {
+      this.reconnects++;
+      logger.warn('real-time Redis subscription lost; reconnecting (events published meanwhile are missed)');
+    });
+  }
+
+  add(sub: Subscriber): void {
+    const orgId = sub.identity.orgId;
+    const key = JSON.stringify([orgId, sub.identity.role, [...sub.identity.scopes].sort(), sub.plan.selectionKey]);
+    let fields = this.orgs.get(orgId);
+    if (!fields) {
+      fields = new Map();
+      this.orgs.set(orgId, fields);
+    }
+    let groups = fields.get(sub.plan.rootFieldName);
+    if (!groups) {
+      groups = new Map();
+      fields.set(sub.plan.rootFieldName, groups);
+    }
+    let g = groups.get(key);
+    if (!g) {
+      g = {
+        key,
+        orgId,
+        field: sub.plan.rootFieldName,
+        identity: sub.identity,
+        first: sub,
+        subs: new Set(),
+        byKey: new Map(),
+        unindexed: new Set(),
+      };
+      groups.set(key, g);
+    }
+    g.subs.add(sub);
+    const keys = subscriberKeys(sub.plan.args);
+    if (!keys) g.unindexed.add(sub);
+    else
+      for (const k of keys) {
+        let s = g.byKey.get(k);
+        if (!s) {
+          s = new Set();
+          g.byKey.set(k, s);
+        }
+        s.add(sub);
+      }
+    const refs = (this.orgRefs.get(orgId) ?? 0) + 1;
+    this.orgRefs.set(orgId, refs);
+    if (refs === 1) {
+      // SUBSCRIBE only once the connection is ready: sent earlier, it races ioredis's own
+      // connect-time commands (CLIENT SETINFO, INFO) and the connection later drops.
+      const p = this.whenReady()
+        .then(() => this.redisSub.subscribe(eventsChannel(this.prefix, orgId)))
+        .catch((e) => this.logger.error({ err: e }, 'redis subscribe failed'))
+        .finally(() => this.subscribing.delete(p));
+      this.subscribing.add(p);
+    }
+  }
+
+  private whenReady(): Promise<void> {
+    if (this.redisSub.status === 'ready') return Promise.resolve();
+    return new Promise((resolve) => this.redisSub.once('ready', () => resolve()));
+  }
+
+  /** Resolves once every Redis SUBSCRIBE issued so far has been confirmed. */
+  async settled(): Promise<void> {
+    await Promise.all([...this.subscribing]);
+  }
+
+  remove(sub: Subscriber): void {
+    const orgId = sub.identity.orgId;
+    const groups = this.orgs.get(orgId)?.get(sub.plan.rootFieldName);
+    if (!groups) return;
+    for (const [key, g] of groups) {
+      if (!g.subs.delete(sub)) continue;
+      g.unindexed.delete(sub);
+      for (const [k, s] of g.byKey) {
+        s.delete(sub);
+        if (s.size === 0) g.byKey.delete(k);
+      }
+      if (g.subs.size === 0) groups.delete(key);
+      else if (g.first === sub) g.first = g.subs.values().next().value as Subscriber;
+      const refs = (this.orgRefs.get(orgId) ?? 1) - 1;
+      if (refs <= 0) {
+        this.orgRefs.delete(orgId);
+        this.orgs.delete(orgId);
+        this.redisSub.unsubscribe(eventsChannel(this.prefix, orgId)).catch(() => undefined);
+      } else this.orgRefs.set(orgId, refs);
+      return;
+    }
+  }
+
+  get subscriberCount(): number {
+    let n = 0;
+    for (const f of this.orgs.values()) for (const gs of f.values()) for (const g of gs.values()) n += g.subs.size;
+    return n;
+  }
+
+  private receive(message: string): void {
+    const e = parseEvent(message);
+    if (!e) {
+      eventsInvalid.inc();
+      return;
+    }
+    eventsReceived.inc({ field: e.field });
+    this.received++;
+    this.queue.push(e);
+    if (!this.running) {
+      this.running = true;
+      setImmediate(() => void this.drain());
+    }
+  }
+
+  /** Batches are processed one after another so each subscriber sees events in publish order. */
+  private async drain(): Promise<void> {
+    try {
+      while (this.queue.length) {
+        const batch = this.queue;
+        this.queue = [];
+        const t = process.hrtime.bigint();
+        await this.fanOut(batch).catch((e) => this.logger.error({ err: e }, 'real-time fan-out failed'));
+        batchSeconds.observe(Number(process.hrtime.bigint() - t) / 1e9);
+      }
+    } finally {
+      this.running = false;
+    }
+  }
+
+  private async fanOut(batch: RealtimeEvent[]): Promise<void> {
+    const work = new Map<Group, RealtimeEvent[]>();
+    for (const e of batch) {
+      const groups = this.orgs.get(e.orgId)?.get(e.field);
+      if (!groups) continue;
+      for (const g of groups.values()) {
+        let list = work.get(g);
+        if (!list) {
+          list = [];
+          work.set(g, list);
+        }
+        list.push(e);
+      }
+    }
+    await Promise.all([...work].map(([g, events]) => this.deliver(g, events)));
+  }
+
+  private async deliver(g: Group, events: RealtimeEvent[]): Promise<void> {
+    const schema = this.schema();
+    const rep = g.first;
+    const entities = new Map<string, Map<string, unknown>>();
+    await Promise.all(
+      rep.plan.followUps.map(async (fu) => {
+        const ids = [
+          ...new Set(
+            events
+              .map((e) => (e.data as Record<string, { id?: string } | undefined> | null)?.[fu.fieldName]?.id)
+              .filter((x): x is string => !!x),
+          ),
+        ];
+        if (!ids.length) return;
+        followUps.inc();
+        try {
+          entities.set(fu.responseKey, indexFollowUp(await this.execute(fu.document, { ...fu.variables, _rulrIds: ids }, g.identity)));
+        } catch (err) {
+          this.logger.warn({ err, field: g.field }, 'follow-up query failed');
+          entities.set(fu.responseKey, new Map());
+        }
+      }),
+    );
+    for (const e of events) {
+      const candidates = new Set(g.unindexed);
+      for (const k of eventKeys(e.filter)) for (const s of g.byKey.get(k) ?? []) candidates.add(s);
+      if (!candidates.size) continue;
+      let payload: string | undefined;
+      let sent = 0;
+      for (const s of candidates) {
+        if (!g.subs.has(s) || !matches(s.plan.args, e.filter)) continue;
+        payload ??= JSON.stringify(project(schema, rep.document, rep.plan, rep.variables, e.data, entities));
+        s.sink.next(s.id, payload, e.coalesce);
+        sent++;
+      }
+      if (sent) deliveries.inc(sent);
+    }
+  }
+}

@@ -1,0 +1,433 @@
+import type { IncomingMessage, Server } from 'node:http';
+import type { Duplex } from 'node:stream';
+import {
+  type DocumentNode,
+  type ExecutionResult,
+  GraphQLError,
+  type GraphQLSchema,
+  getOperationAST,
+  parse,
+  specifiedRules,
+  validate,
+} from 'graphql';
+import { GRAPHQL_TRANSPORT_WS_PROTOCOL, MessageType, parseMessage, type SubscribePayload, CloseCode as WsCloseCode } from 'graphql-ws';
+import { LRUCache } from 'lru-cache';
+import { type WebSocket, WebSocketServer } from 'ws';
+import { CloseCode, ErrorCode, formatError, RulrError } from '../../lib/errors.js';
+import { authorize, type Identity } from '../../lib/identity.js';
+import type { Logger } from '../../lib/logger.js';
+import { counter, gauge } from '../../lib/metrics.js';
+import type { Redis } from '../../lib/redis.js';
+import { type FrameSink, RealtimeHub, type Subscriber } from './hub.js';
+import { entityFetchers, indexFollowUp, planSubscription } from './selection.js';
+
+export interface RealtimeOptions {
+  /** @default '/graphql' */
+  path?: string;
+  /** The current federated API schema (with the Subscription type composed from the subgraphs). */
+  schema: () => GraphQLSchema | undefined;
+  /** Verifies `connection_init` credentials; throws UNAUTHENTICATED. `expiresAt` (ms) closes the socket with 4403 then. */
+  authenticate(payload: Record<string, unknown> | undefined, req: IncomingMessage): Promise<{ identity: Identity; expiresAt?: number }>;
+  /** Runs a query or mutation through the federated graph as `identity` (follow-ups, visibility checks, queries over WebSocket). */
+  execute(
+    document: DocumentNode,
+    variables: Record<string, unknown>,
+    operationName: string | undefined,
+    identity: Identity,
+  ): Promise<ExecutionResult>;
+  /** Depth/alias/cost limits shared with HTTP; returns the refusal or null. */
+  checkLimits?: (document: DocumentNode) => GraphQLError | null;
+  /** A Redis connection used only for SUBSCRIBE. */
+  redisSubscriber: Redis;
+  redisPrefix: string;
+  logger: Logger;
+  /** Active subscriptions one connection may hold. @default 100 */
+  maxSubscriptionsPerConnection?: number;
+  /** @default 3000 */
+  connectionInitTimeoutMs?: number;
+  /** WebSocket ping interval; a peer that misses one pong is dropped. @default 30000 */
+  keepAliveMs?: number;
+  /** Above this many buffered bytes a connection is backlogged: telemetry is coalesced per device. @default 262144 */
+  softBufferBytes?: number;
+  /** Above this many queued bytes of a backlogged connection it is closed with 4008. @default 4194304 */
+  hardBufferBytes?: number;
+  /** Mask internal error messages. */
+  mask: boolean;
+}
+
+/** Scope an API key needs per subscription field; fields not listed need `realtime:read`. */
+const FIELD_SCOPES: Record<string, string> = {
+  telemetryUpdated: 'telemetry:read',
+  deviceStatusChanged: 'telemetry:read',
+  alarmChanged: 'alarms:read',
+  commandUpdated: 'devices:read',
+};
+
+const connectionsGauge = gauge('rulr_realtime_connections', 'Open graphql-ws connections');
+const subscriptionsGauge = gauge('rulr_realtime_subscriptions', 'Active subscriptions');
+const coalesced = counter('rulr_realtime_coalesced_total', 'Telemetry frames replaced by a newer one for a lagging client');
+const slowClosed = counter('rulr_realtime_slow_consumer_closed_total', 'Connections closed because they fell too far behind');
+const refused = counter('rulr_realtime_refused_total', 'Subscriptions refused', ['code']);
+
+interface QueueEntry {
+  key: string | undefined;
+  frame: string;
+}
+
+/** One graphql-ws connection: protocol state, its subscriptions, and its outbound backlog. */
+class Connection implements FrameSink {
+  identity?: Identity;
+  acknowledged = false;
+  initReceived = false;
+  readonly subs = new Map<string, Subscriber | 'pending'>();
+  private queue: QueueEntry[] = [];
+  private queued = new Map<string, QueueEntry>();
+  private queuedBytes = 0;
+  alive = true;
+  closed = false;
+  timers: NodeJS.Timeout[] = [];
+
+  constructor(
+    readonly ws: WebSocket,
+    private readonly o: Required<Pick<RealtimeOptions, 'softBufferBytes' | 'hardBufferBytes'>>,
+    private readonly onBacklog: (c: Connection) => void,
+  ) {}
+
+  send(frame: string): void {
+    if (!this.closed) this.ws.send(frame);
+  }
+
+  next(id: string, payloadJson: string, coalesceKey: string | undefined): void {
+    if (this.closed) return;
+    const frame = `{"id":${JSON.stringify(id)},"type":"next","payload":${payloadJson}}`;
+    if (!this.queue.length && this.ws.bufferedAmount < this.o.softBufferBytes) {
+      this.ws.send(frame);
+      return;
+    }
+    const key = coalesceKey === undefined ? undefined : `${id}\u0000${coalesceKey}`;
+    const existing = key === undefined ? undefined : this.queued.get(key);
+    if (existing) {
+      this.queuedBytes += frame.length - existing.frame.length;
+      existing.frame = frame;
+      coalesced.inc();
+    } else {
+      const entry = { key, frame };
+      this.queue.push(entry);
+      if (key !== undefined) this.queued.set(key, entry);
+      this.queuedBytes += frame.length;
+    }
+    if (this.queuedBytes > this.o.hardBufferBytes) {
+      slowClosed.inc();
+      this.close(CloseCode.SlowConsumer, 'Slow consumer: events piled up; reconnect and resubscribe');
+      return;
+    }
+    if (this.queue.length === 1) this.onBacklog(this);
+  }
+
+  /** Sends queued frames while the socket has room; true when the backlog is empty. */
+  flush(): boolean {
+    let i = 0;
+    while (i < this.queue.length && this.ws.bufferedAmount < this.o.softBufferBytes && !this.closed) {
+      const e = this.queue[i++] as QueueEntry;
+      if (e.key !== undefined) this.queued.delete(e.key);
+      this.queuedBytes -= e.frame.length;
+      this.ws.send(e.frame);
+    }
+    this.queue = i ? this.queue.slice(i) : this.queue;
+    return this.queue.length === 0 || this.closed;
+  }
+
+  close(code: number, reason: string): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.ws.close(code, reason);
+  }
+}
+
+/**
+ * The graphql-ws (graphql-transport-ws) server of the gateway, on the same port and path as HTTP.
+ * It applies the same authentication and limits as HTTP (WebSocket traffic bypasses Apollo
+ * Server), serves subscription root fields from Redis events through `RealtimeHub`, and runs
+ * queries and mutations sent over the socket through the federated graph.
+ */
+export class RealtimeServer {
+  readonly hub: RealtimeHub;
+  private readonly wss: WebSocketServer;
+  private readonly conns = new Set<Connection>();
+  private readonly backlogged = new Set<Connection>();
+  private readonly docs = new LRUCache<string, { schema: GraphQLSchema; doc?: DocumentNode; errors?: readonly GraphQLError[] }>({
+    max: 2000,
+  });
+  private readonly pump: NodeJS.Timeout;
+  private readonly pinger: NodeJS.Timeout;
+  private readonly o: RealtimeOptions & Required<Pick<RealtimeOptions, 'softBufferBytes' | 'hardBufferBytes'>>;
+
+  constructor(
+    private readonly server: Server,
+    options: RealtimeOptions,
+  ) {
+    this.o = { softBufferBytes: 262_144, hardBufferBytes: 4_194_304, ...options };
+    this.hub = new RealtimeHub(
+      options.redisSubscriber,
+      options.redisPrefix,
+      () => options.schema() as GraphQLSchema,
+      (doc, vars, identity) => options.execute(doc, vars, undefined, identity),
+      options.logger,
+    );
+    this.wss = new WebSocketServer({
+      noServer: true,
+      maxPayload: 65_536,
+      perMessageDeflate: false,
+      handleProtocols: (protocols) => (protocols.has(GRAPHQL_TRANSPORT_WS_PROTOCOL) ? GRAPHQL_TRANSPORT_WS_PROTOCOL : false),
+    });
+    server.on('upgrade', this.onUpgrade);
+    this.pump = setInterval(() => {
+      for (const c of this.backlogged) if (c.flush()) this.backlogged.delete(c);
+    }, 20);
+    this.pinger = setInterval(() => {
+      for (const c of this.conns) {
+        if (!c.alive) {
+          c.ws.terminate();
+          continue;
+        }
+        c.alive = false;
+        c.ws.ping();
+      }
+    }, options.keepAliveMs ?? 30_000);
+  }
+
+  get connectionCount(): number {
+    return this.conns.size;
+  }
+
+  private readonly onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    if ((req.url ?? '').split('?')[0] !== (this.o.path ?? '/graphql')) {
+      socket.destroy();
+      return;
+    }
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.onConnection(ws, req));
+  };
+
+  private onConnection(ws: WebSocket, req: IncomingMessage): void {
+    const c = new Connection(ws, this.o, (x) => this.backlogged.add(x));
+    this.conns.add(c);
+    connectionsGauge.inc();
+    if (ws.protocol !== GRAPHQL_TRANSPORT_WS_PROTOCOL) {
+      c.close(WsCloseCode.SubprotocolNotAcceptable, 'Subprotocol not acceptable');
+    }
+    c.timers.push(
+      setTimeout(() => {
+        if (!c.acknowledged) c.close(WsCloseCode.ConnectionInitialisationTimeout, 'Connection initialisation timeout');
+      }, this.o.connectionInitTimeoutMs ?? 3000),
+    );
+    ws.on('pong', () => {
+      c.alive = true;
+    });
+    ws.on('message', (data) => void this.onMessage(c, data.toString(), req));
+    ws.on('close', () => this.onClose(c));
+    ws.on('error', () => ws.terminate());
+  }
+
+  private onClose(c: Connection): void {
+    c.closed = true;
+    for (const t of c.timers) clearTimeout(t);
+    for (const s of c.subs.values()) {
+      if (s !== 'pending') {
+        this.hub.remove(s);
+        subscriptionsGauge.dec();
+      }
+    }
+    c.subs.clear();
+    this.backlogged.delete(c);
+    if (this.conns.delete(c)) connectionsGauge.dec();
+  }
+
+  private async onMessage(c: Connection, raw: string, req: IncomingMessage): Promise<void> {
+    let msg: ReturnType<typeof parseMessage>;
+    try {
+      msg = parseMessage(raw);
+    } catch (e) {
+      c.close(WsCloseCode.BadRequest, `Invalid message received: ${(e as Error).message}`.slice(0, 120));
+      return;
+    }
+    switch (msg.type) {
+      case MessageType.ConnectionInit: {
+        if (c.initReceived) {
+          c.close(WsCloseCode.TooManyInitialisationRequests, 'Too many initialisation requests');
+          return;
+        }
+        c.initReceived = true;
+        try {
+          const { identity, expiresAt } = await this.o.authenticate(msg.payload ?? undefined, req);
+          if (identity.kind === 'anonymous') throw new RulrError(ErrorCode.Unauthenticated, 'credentials required');
+          c.identity = identity;
+          if (expiresAt !== undefined) {
+            const ms = Math.max(0, expiresAt - Date.now());
+            c.timers.push(setTimeout(() => c.close(CloseCode.Forbidden, 'Forbidden: token expired'), Math.min(ms, 2 ** 31 - 1)));
+          }
+          c.acknowledged = true;
+          c.send(JSON.stringify({ type: MessageType.ConnectionAck }));
+        } catch (e) {
+          c.close(CloseCode.Unauthorized, `Unauthorized: ${e instanceof RulrError ? e.message : 'invalid credentials'}`.slice(0, 120));
+        }
+        return;
+      }
+      case MessageType.Ping:
+        c.send(JSON.stringify({ type: MessageType.Pong, ...(msg.payload ? { payload: msg.payload } : {}) }));
+        return;
+      case MessageType.Pong:
+        return;
+      case MessageType.Subscribe: {
+        if (!c.acknowledged || !c.identity) {
+          c.close(WsCloseCode.Unauthorized, 'Unauthorized');
+          return;
+        }
+        if (c.subs.has(msg.id)) {
+          c.close(WsCloseCode.SubscriberAlreadyExists, `Subscriber for ${msg.id} already exists`);
+          return;
+        }
+        c.subs.set(msg.id, 'pending');
+        await this.subscribe(c, msg.id, msg.payload);
+        return;
+      }
+      case MessageType.Complete: {
+        const s = c.subs.get(msg.id);
+        c.subs.delete(msg.id);
+        if (s && s !== 'pending') {
+          this.hub.remove(s);
+          subscriptionsGauge.dec();
+        }
+        return;
+      }
+      default:
+        c.close(WsCloseCode.BadRequest, `Unexpected message of type ${msg.type} received`);
+    }
+  }
+
+  private sendError(c: Connection, id: string, errors: readonly GraphQLError[]): void {
+    c.subs.delete(id);
+    const formatted = errors.map((e) => formatError(e, this.o.mask).toJSON());
+    for (const e of formatted) refused.inc({ code: String(e.extensions?.code ?? 'UNKNOWN') });
+    c.send(JSON.stringify({ id, type: MessageType.Error, payload: formatted }));
+  }
+
+  private document(schema: GraphQLSchema, query: string): { doc?: DocumentNode; errors?: readonly GraphQLError[] } {
+    const hit = this.docs.get(query);
+    if (hit && hit.schema === schema) return hit;
+    let entry: { schema: GraphQLSchema; doc?: DocumentNode; errors?: readonly GraphQLError[] };
+    try {
+      const doc = parse(query, { maxTokens: 10_000 });
+      const errors = validate(schema, doc, specifiedRules);
+      const limit = errors.length ? null : (this.o.checkLimits?.(doc) ?? null);
+      entry = errors.length ? { schema, errors } : limit ? { schema, errors: [limit] } : { schema, doc };
+    } catch (e) {
+      entry = { schema, errors: [e instanceof GraphQLError ? e : new GraphQLError(String(e))] };
+    }
+    this.docs.set(query, entry);
+    return entry;
+  }
+
+  private async subscribe(c: Connection, id: string, payload: SubscribePayload): Promise<void> {
+    const identity = c.identity as Identity;
+    const schema = this.o.schema();
+    if (!schema) return this.sendError(c, id, [new GraphQLError('gateway is starting', { extensions: { code: ErrorCode.Internal } })]);
+    const { doc, errors } = this.document(schema, payload.query);
+    if (!doc) return this.sendError(c, id, errors ?? []);
+    const variables = (payload.variables ?? {}) as Record<string, unknown>;
+    const opName = payload.operationName ?? undefined;
+    const op = getOperationAST(doc, opName);
+    if (!op) return this.sendError(c, id, [new RulrError(ErrorCode.BadUserInput, 'operation not found').toGraphQL()]);
+
+    if (op.operation !== 'subscription') {
+      // Queries and mutations over the socket run through the federated graph like HTTP ones.
+      const result = await this.o
+        .execute(doc, variables, opName, identity)
+        .catch((e): ExecutionResult => ({ errors: [e instanceof RulrError ? e.toGraphQL() : new GraphQLError(String(e))] }));
+      if (c.subs.get(id) !== 'pending') return;
+      c.subs.delete(id);
+      c.send(
+        JSON.stringify({
+          id,
+          type: MessageType.Next,
+          payload: { ...result, errors: result.errors?.map((e) => formatError(e as GraphQLError, this.o.mask).toJSON()) },
+        }),
+      );
+      c.send(JSON.stringify({ id, type: MessageType.Complete }));
+      return;
+    }
+
+    const active = [...c.subs.values()].filter((s) => s !== 'pending').length;
+    if (active >= (this.o.maxSubscriptionsPerConnection ?? 100)) {
+      return this.sendError(c, id, [
+        new RulrError(
+          ErrorCode.RateLimited,
+          `at most ${this.o.maxSubscriptionsPerConnection ?? 100} active subscriptions per connection`,
+        ).toGraphQL(),
+      ]);
+    }
+    let plan: ReturnType<typeof planSubscription>;
+    try {
+      plan = planSubscription(schema, doc, opName, variables);
+      authorize(identity, { role: 'viewer', scope: FIELD_SCOPES[plan.rootFieldName] ?? 'realtime:read' });
+    } catch (e) {
+      return this.sendError(c, id, [
+        e instanceof RulrError ? e.toGraphQL() : new RulrError(ErrorCode.BadUserInput, (e as Error).message).toGraphQL(),
+      ]);
+    }
+    const invisible = await this.invisibleArgument(schema, plan.args, identity).catch(() => 'a filter argument could not be checked');
+    if (invisible) return this.sendError(c, id, [new RulrError(ErrorCode.Forbidden, invisible).toGraphQL()]);
+    if (c.subs.get(id) !== 'pending' || c.closed) return;
+    const sub: Subscriber = { id, sink: c, identity, document: doc, variables, plan };
+    c.subs.set(id, sub);
+    subscriptionsGauge.inc();
+    this.hub.add(sub);
+  }
+
+  /**
+   * A subscription may only filter on what its identity can see: an id argument `xId`/`xIds` is
+   * looked up with `Query.xsByIds` (or `Query.x(id)`) as the subscriber; anything missing refuses it.
+   */
+  private async invisibleArgument(schema: GraphQLSchema, args: Record<string, unknown>, identity: Identity): Promise<string | null> {
+    const fetchers = entityFetchers(schema);
+    const queryFields = schema.getQueryType()?.getFields() ?? {};
+    for (const [name, value] of Object.entries(args)) {
+      const base = /^(.*)Ids?$/.exec(name)?.[1];
+      if (!base || value === null || value === undefined) continue;
+      const ids = [...new Set((Array.isArray(value) ? value : [value]).map(String))];
+      const typeName = base.charAt(0).toUpperCase() + base.slice(1);
+      const fetcher = fetchers.get(typeName);
+      if (fetcher) {
+        const r = await this.o.execute(
+          parse(`query RulrVisible($ids: [ID!]!) { _r: ${fetcher}(ids: $ids) { _rulrId: id } }`),
+          { ids },
+          undefined,
+          identity,
+        );
+        const seen = indexFollowUp(r);
+        const missing = ids.find((x) => !seen.has(x));
+        if (missing) return `${base} ${missing} is not visible to you`;
+      } else if (queryFields[base]) {
+        for (const x of ids) {
+          const r = await this.o.execute(
+            parse(`query RulrVisible($id: ID!) { _r: ${base}(id: $id) { id } }`),
+            { id: x },
+            undefined,
+            identity,
+          );
+          if (!(r.data as { _r?: unknown } | undefined)?._r) return `${base} ${x} is not visible to you`;
+        }
+      }
+    }
+    return null;
+  }
+
+  /** Closes every connection (1001 going away) and stops listening for upgrades. */
+  async close(): Promise<void> {
+    this.server.off('upgrade', this.onUpgrade);
+    clearInterval(this.pump);
+    clearInterval(this.pinger);
+    for (const c of this.conns) c.close(1001, 'server shutting down');
+    await new Promise<void>((r) => this.wss.close(() => r()));
+    await this.o.redisSubscriber.quit().catch(() => undefined);
+  }
+}
