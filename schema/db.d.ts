@@ -9,6 +9,8 @@ export type Generated<T> = T extends ColumnType<infer S, infer I, infer U>
   ? ColumnType<S, I | undefined, U>
   : ColumnType<T, T | undefined, T>;
 
+export type Int8 = ColumnType<string, bigint | number | string, bigint | number | string>;
+
 export type Json = JsonValue;
 
 export type JsonArray = JsonValue[];
@@ -48,6 +50,17 @@ export interface AuditLogs {
   org_id: string;
 }
 
+export interface DeadLetters {
+  detail: string | null;
+  device_id: string | null;
+  id: Generated<Int8>;
+  org_id: string | null;
+  payload: string | null;
+  reason: string;
+  received_at: Generated<Timestamp>;
+  topic: string;
+}
+
 export interface DeviceCredentials {
   created_at: Generated<Timestamp>;
   device_id: string;
@@ -56,6 +69,15 @@ export interface DeviceCredentials {
   revoked_at: Timestamp | null;
   secret_hash: string;
   username: string;
+}
+
+export interface DeviceMetrics {
+  device_id: string;
+  metric: string;
+  org_id: string;
+  text: string | null;
+  time: Timestamp;
+  value: number | null;
 }
 
 export interface DeviceProfiles {
@@ -85,6 +107,13 @@ export interface Devices {
   updated_at: Generated<Timestamp>;
 }
 
+export interface EnergyReadings {
+  counter_kwh: number;
+  device_id: string;
+  org_id: string;
+  time: Timestamp;
+}
+
 export interface GeographyColumns {
   coord_dimension: number | null;
   f_geography_column: string | null;
@@ -110,6 +139,32 @@ export interface Memberships {
   org_id: string;
   role: string;
   user_id: string;
+}
+
+export interface MetricsDaily {
+  bucket: Timestamp;
+  count: Int8;
+  device_id: string;
+  last: number;
+  last_time: Timestamp;
+  max: number;
+  metric: string;
+  min: number;
+  org_id: string;
+  sum: number;
+}
+
+export interface MetricsHourly {
+  bucket: Timestamp;
+  count: Int8;
+  device_id: string;
+  last: number;
+  last_time: Timestamp;
+  max: number;
+  metric: string;
+  min: number;
+  org_id: string;
+  sum: number;
 }
 
 export interface Organizations {
@@ -159,12 +214,17 @@ export interface Users {
 export interface DB {
   api_keys: ApiKeys;
   audit_logs: AuditLogs;
+  dead_letters: DeadLetters;
   device_credentials: DeviceCredentials;
+  device_metrics: DeviceMetrics;
   device_profiles: DeviceProfiles;
   devices: Devices;
+  energy_readings: EnergyReadings;
   geography_columns: GeographyColumns;
   geometry_columns: GeometryColumns;
   memberships: Memberships;
+  metrics_daily: MetricsDaily;
+  metrics_hourly: MetricsHourly;
   organizations: Organizations;
   rulr_migrations: RulrMigrations;
   rulr_migrations_lock: RulrMigrationsLock;

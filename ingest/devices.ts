@@ -1,0 +1,167 @@
+import { LRUCache } from 'lru-cache';
+import type pg from 'pg';
+import type { Redis } from '../lib/redis.js';
+import { type MetricDefinition, parseProfileMetrics } from './parse.js';
+
+/** What ingest needs to know about a device to store its telemetry. */
+export interface DeviceInfo {
+  id: string;
+  orgId: string;
+  serial: string;
+  siteId: string | null;
+  /** site ids from the root down to the device's site (real-time filters match a site's subtree) */
+  sitePath: string[];
+  metrics: Map<string, MetricDefinition>;
+  silenceTimeoutS: number;
+  isGateway: boolean;
+  autoCreateChildren: boolean;
+  decommissioned: boolean;
+}
+
+interface Row {
+  id: string;
+  org_id: string;
+  serial: string;
+  site_id: string | null;
+  site_path: string | null;
+  metrics: unknown;
+  silence_timeout_s: number | null;
+  is_gateway: boolean | null;
+  auto_create_children: boolean | null;
+  decommissioned_at: Date | null;
+}
+
+const SELECT = `select d.id, d.org_id, d.serial, d.site_id, s.path::text as site_path, d.decommissioned_at, p.metrics, p.silence_timeout_s, p.is_gateway, p.auto_create_children
+  from devices d left join device_profiles p on p.id = d.profile_id left join sites s on s.id = d.site_id`;
+
+const toInfo = (r: Row): DeviceInfo => ({
+  id: r.id,
+  orgId: r.org_id,
+  serial: r.serial,
+  siteId: r.site_id,
+  // ltree labels are site uuids with '_' for '-'
+  sitePath: r.site_path ? r.site_path.split('.').map((l) => l.replaceAll('_', '-')) : [],
+  metrics: parseProfileMetrics(r.metrics),
+  silenceTimeoutS: r.silence_timeout_s ?? 900,
+  isGateway: r.is_gateway === true,
+  autoCreateChildren: r.auto_create_children === true,
+  decommissioned: r.decommissioned_at !== null,
+});
+
+/** Unknown ids are remembered briefly so a flood from an unregistered device does not hit the database. */
+const NEGATIVE_TTL_MS = 30_000;
+
+/**
+ * Cached device lookups (LRU with TTL). Invalidation: anything that changes a device or profile
+ * publishes on `<prefix>devices:changed` a device uuid (drops that device and its children) or `*`
+ * (drops everything; e.g. after a profile edit). Lookups are batched: one query per batch of misses.
+ */
+export class DeviceDirectory {
+  private readonly byId: LRUCache<string, DeviceInfo | false>;
+  /** `<gatewayId>/<serial>` → child device id */
+  private readonly children: LRUCache<string, string | false>;
+  private sub?: Redis;
+
+  constructor(
+    private readonly query: (text: string, values: unknown[]) => Promise<{ rows: unknown[] }>,
+    ttlMs: number,
+    max = 200_000,
+  ) {
+    this.byId = new LRUCache({ max, ttl: ttlMs });
+    this.children = new LRUCache({ max, ttl: ttlMs });
+  }
+
+  static fromPool(pool: pg.Pool, ttlMs: number): DeviceDirectory {
+    return new DeviceDirectory((t, v) => pool.query(t, v), ttlMs);
+  }
+
+  /** Subscribes to `<prefix>devices:changed` on a dedicated connection. */
+  async listen(redis: Redis, prefix: string): Promise<void> {
+    const sub = redis.duplicate();
+    sub.on('error', () => undefined);
+    this.sub = sub;
+    sub.on('message', (_ch, msg: string) => this.invalidate(msg.trim()));
+    await sub.subscribe(`${prefix}devices:changed`);
+  }
+
+  invalidate(id: string): void {
+    if (id === '*' || id === '') {
+      this.byId.clear();
+      this.children.clear();
+      return;
+    }
+    this.byId.delete(id);
+    for (const k of [...this.children.keys()]) if (k.startsWith(`${id}/`) || this.children.peek(k) === id) this.children.delete(k);
+  }
+
+  /** Resolves many ids at once; unknown ids map to `undefined`. */
+  async resolve(ids: Iterable<string>): Promise<Map<string, DeviceInfo | undefined>> {
+    const out = new Map<string, DeviceInfo | undefined>();
+    const missing: string[] = [];
+    for (const id of ids) {
+      if (out.has(id)) continue;
+      const hit = this.byId.get(id);
+      if (hit === undefined) missing.push(id);
+      out.set(id, hit || undefined);
+    }
+    if (missing.length) {
+      const { rows } = await this.query(`${SELECT} where d.id = any($1::uuid[])`, [missing]);
+      const found = new Set<string>();
+      for (const r of rows as Row[]) {
+        const info = toInfo(r);
+        this.byId.set(info.id, info);
+        out.set(info.id, info);
+        found.add(info.id);
+      }
+      for (const id of missing) if (!found.has(id)) this.byId.set(id, false, { ttl: NEGATIVE_TTL_MS });
+    }
+    return out;
+  }
+
+  /**
+   * Child devices of a concentrator by serial. Unknown children are created (parent = gateway, same
+   * organization and site, no profile) when the concentrator's profile has `auto_create_children`.
+   */
+  async resolveChildren(gateway: DeviceInfo, serials: string[]): Promise<Map<string, DeviceInfo | undefined>> {
+    const out = new Map<string, DeviceInfo | undefined>();
+    const missing: string[] = [];
+    const ids: string[] = [];
+    for (const s of new Set(serials)) {
+      const id = this.children.get(`${gateway.id}/${s}`);
+      if (id === undefined) missing.push(s);
+      else if (id) ids.push(id);
+      else out.set(s, undefined);
+    }
+    if (missing.length) {
+      const { rows } = await this.query(`${SELECT} where d.org_id = $1 and d.serial = any($2::text[])`, [gateway.orgId, missing]);
+      const found = new Map((rows as Row[]).map((r) => [r.serial, toInfo(r)]));
+      const create = missing.filter((s) => !found.has(s) && s.length <= 128);
+      if (create.length && gateway.autoCreateChildren) {
+        await this.query(
+          `insert into devices (org_id, serial, name, site_id, parent_id)
+           select $1, s, s, $2, $3 from unnest($4::text[]) s
+           on conflict (org_id, serial) do nothing returning id`,
+          [gateway.orgId, gateway.siteId, gateway.id, create],
+        );
+        // Re-read: a concurrent replica may have created some of them first.
+        const again = await this.query(`${SELECT} where d.org_id = $1 and d.serial = any($2::text[])`, [gateway.orgId, create]);
+        for (const r of again.rows as Row[]) found.set(r.serial, toInfo(r));
+      }
+      for (const s of missing) {
+        const info = found.get(s);
+        this.children.set(`${gateway.id}/${s}`, info ? info.id : false, info ? {} : { ttl: NEGATIVE_TTL_MS });
+        if (info) this.byId.set(info.id, info);
+        out.set(s, info);
+      }
+    }
+    if (ids.length) {
+      const infos = await this.resolve(ids);
+      for (const info of infos.values()) if (info) out.set(info.serial, info);
+    }
+    return out;
+  }
+
+  async close(): Promise<void> {
+    await this.sub?.quit().catch(() => this.sub?.disconnect());
+  }
+}

@@ -1,0 +1,152 @@
+import { hostname } from 'node:os';
+import mqtt from 'mqtt';
+import { createPool } from '../lib/db.js';
+import { ServiceServer } from '../lib/http.js';
+import { gauge } from '../lib/metrics.js';
+import type { RoleContext, RoleHandle } from '../lib/role.js';
+import { AckGate } from './ack-gate.js';
+import { DeviceDirectory } from './devices.js';
+import { type Incoming, Pipeline } from './pipeline.js';
+import { Realtime } from './realtime.js';
+import { BatchWriter } from './writer.js';
+
+export interface IngestOptions {
+  /** health/metrics port @default INGEST_PORT */
+  port?: number;
+  /** MQTT client id (the persistent session) @default INGEST_CLIENT_ID or `rulr-ingest-<hostname>` */
+  clientId?: string;
+  /** shared-subscription group @default INGEST_GROUP */
+  group?: string;
+  /** called after each commit with its messages (bench and tests) */
+  onCommit?: (msgs: Incoming[], inserted: number) => void;
+}
+
+export interface IngestHandle extends RoleHandle {
+  /** resolves once the MQTT subscriptions are granted */
+  subscribed: Promise<void>;
+  pipeline: Pipeline;
+}
+
+const connectedGauge = gauge('rulr_ingest_mqtt_connected', 'Whether ingest is connected to the broker');
+
+/** The subscriptions of one ingest replica (QoS 1, shared by every replica in `group`). */
+export const ingestTopics = (group: string) => [
+  `$share/${group}/devices/+/telemetry`,
+  `$share/${group}/devices/+/status`,
+  `$share/${group}/gateways/+/+`,
+];
+
+/**
+ * The ingest role: MQTT (shared subscriptions, persistent session) → validate → batch → COPY into
+ * PostgreSQL → PUBACK after commit → Redis cache, events, rule jobs. See ingest/README.md.
+ */
+export async function startIngest(ctx: RoleContext, o: IngestOptions = {}): Promise<IngestHandle> {
+  const cfg = ctx.config;
+  const log = ctx.logger.child({ role: 'ingest' });
+  const group = o.group ?? cfg.INGEST_GROUP;
+  const clientId = o.clientId ?? cfg.INGEST_CLIENT_ID ?? `rulr-ingest-${hostname()}`.slice(0, 64);
+
+  const pool = createPool(cfg.DATABASE_URL, 2);
+  const devices = DeviceDirectory.fromPool(pool, cfg.INGEST_DEVICE_CACHE_TTL_S * 1000);
+  await devices.listen(ctx.redis, cfg.REDIS_PREFIX);
+  const writers = Array.from({ length: cfg.INGEST_WRITERS }, () => new BatchWriter(cfg.DATABASE_URL));
+  const realtime = new Realtime(ctx.redis, cfg.REDIS_PREFIX, cfg.INGEST_RULE_JOB_MAX_READINGS);
+
+  const client = mqtt.connect(cfg.MQTT_URL, {
+    clientId,
+    protocolVersion: 5,
+    clean: false,
+    reconnectPeriod: 1000,
+    connectTimeout: 10_000,
+    keepalive: 30,
+    properties: {
+      sessionExpiryInterval: cfg.INGEST_SESSION_EXPIRY_S,
+      receiveMaximum: Math.min(65535, cfg.INGEST_MAX_PENDING),
+    },
+  });
+  const gate = new AckGate(client);
+  const pipeline = new Pipeline(
+    {
+      batchSize: cfg.INGEST_BATCH_SIZE,
+      batchMs: cfg.INGEST_BATCH_MS,
+      maxPending: cfg.INGEST_MAX_PENDING,
+      maxPayloadBytes: cfg.INGEST_MAX_PAYLOAD_BYTES,
+      release: (a) => gate.release(a.messageId, a.connection),
+      pause: () => gate.pause(),
+      resume: () => gate.resume(),
+      ...(o.onCommit ? { onCommit: o.onCommit } : {}),
+    },
+    devices,
+    writers,
+    realtime,
+    log,
+  );
+  // Handlers are attached before CONNACK: a resumed session redelivers unacknowledged messages at once.
+  client.on('message', (topic, payload, packet) => {
+    pipeline.push({
+      topic,
+      payload,
+      ...(packet.qos > 0 && packet.messageId !== undefined ? { ack: { messageId: packet.messageId, connection: gate.connection } } : {}),
+      received: Date.now(),
+    });
+  });
+  client.on('error', (e) => log.warn({ err: e.message }, 'ingest: mqtt error'));
+  client.on('close', () => connectedGauge.set(0));
+
+  const subscribed = new Promise<void>((resolve, reject) => {
+    client.on('connect', (connack) => {
+      connectedGauge.set(1);
+      log.info({ clientId, group, sessionPresent: connack.sessionPresent }, 'ingest: connected');
+      // Re-subscribing on a present session is harmless and covers a session the broker expired.
+      client.subscribe(ingestTopics(group), { qos: 1 }, (err, granted) => {
+        if (err) return reject(err);
+        const refused = granted?.filter((g) => g.qos > 1) ?? [];
+        if (refused.length) return reject(new Error(`subscription refused: ${refused.map((g) => g.topic).join(', ')}`));
+        resolve();
+      });
+    });
+  });
+  subscribed.catch(() => undefined);
+
+  const silence = setInterval(() => {
+    pipeline.checkSilence().catch((e) => log.warn({ err: (e as Error).message }, 'ingest: silence check failed'));
+  }, cfg.INGEST_SILENCE_CHECK_S * 1000);
+  silence.unref();
+
+  const server = new ServiceServer({
+    name: 'ingest',
+    port: o.port ?? cfg.INGEST_PORT,
+    checks: {
+      mqtt: async () => {
+        if (!client.connected) throw new Error('not connected to the broker');
+      },
+      db: async () => {
+        await pool.query('select 1');
+      },
+    },
+  });
+  const port = await server.listen();
+
+  let closed = false;
+  return {
+    name: 'ingest',
+    port,
+    subscribed,
+    pipeline,
+    async close() {
+      if (closed) return;
+      closed = true;
+      clearInterval(silence);
+      // Stop reading, commit and acknowledge what we hold, then leave (the session keeps the rest).
+      gate.pause();
+      await Promise.race([pipeline.drain(), new Promise((r) => setTimeout(r, 10_000))]);
+      pipeline.close();
+      await client.endAsync().catch(() => undefined);
+      await server.close(2000);
+      await realtime.close().catch(() => undefined);
+      await devices.close();
+      for (const w of writers) await w.close();
+      await pool.end().catch(() => undefined);
+    },
+  };
+}

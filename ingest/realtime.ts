@@ -1,0 +1,226 @@
+import { Queue } from 'bullmq';
+import type { Redis } from '../lib/redis.js';
+
+/** Name of the BullMQ queue that receives one job per committed batch per organization. */
+export const RULE_EVAL_QUEUE = 'rule-eval';
+
+/**
+ * Per device: newer-only merge of latest values into `P latest:<id>`, `lastSeen` into `P status:<id>`,
+ * and a transition to online when the device was offline or unknown. Returns 1 on that transition.
+ * KEYS: latest, status. ARGV: nowMs, lastSeenMs, then triplets metric, ts, json.
+ */
+const TOUCH = `
+local lastSeen = tonumber(ARGV[2])
+local n = (#ARGV - 2) / 3
+if n > 0 then
+  local names = {}
+  for i = 1, n do names[i] = ARGV[3 + (i - 1) * 3] end
+  local cur = redis.call('HMGET', KEYS[1], unpack(names))
+  local set = {}
+  for i = 1, n do
+    local ts = tonumber(ARGV[4 + (i - 1) * 3])
+    local old = cur[i] and tonumber(string.match(cur[i], '"ts":(%d+)'))
+    if not old or old <= ts then
+      set[#set + 1] = names[i]
+      set[#set + 1] = ARGV[5 + (i - 1) * 3]
+    end
+  end
+  if #set > 0 then redis.call('HSET', KEYS[1], unpack(set)) end
+end
+local st = redis.call('HMGET', KEYS[2], 'online', 'lastSeen')
+if not st[2] or tonumber(st[2]) < lastSeen then redis.call('HSET', KEYS[2], 'lastSeen', lastSeen) end
+if st[1] ~= '1' then
+  redis.call('HSET', KEYS[2], 'online', '1', 'since', ARGV[1])
+  return 1
+end
+return 0`;
+
+/**
+ * Explicit status (status topic, last will, concentrator connect/disconnect, silence timeout).
+ * KEYS: status. ARGV: online '1'|'0', nowMs, stateJson|'' , onlyIfLastSeenBelow|''.
+ * Returns the device's `lastSeen` (a string) when `online` changed, else 0. The last argument makes the silence check lose to a fresher
+ * `lastSeen` written by another replica.
+ */
+const STATUS = `
+local st = redis.call('HMGET', KEYS[1], 'online', 'lastSeen')
+if ARGV[4] ~= '' and st[2] and tonumber(st[2]) >= tonumber(ARGV[4]) then return 0 end
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'state', ARGV[3]) end
+if ARGV[1] == '1' and (not st[2] or tonumber(st[2]) < tonumber(ARGV[2])) then redis.call('HSET', KEYS[1], 'lastSeen', ARGV[2]) end
+if st[1] ~= ARGV[1] then
+  redis.call('HSET', KEYS[1], 'online', ARGV[1], 'since', ARGV[2])
+  return redis.call('HGET', KEYS[1], 'lastSeen') or '0'
+end
+return 0`;
+
+export interface DeviceReadings {
+  orgId: string;
+  deviceId: string;
+  siteId: string | null;
+  sitePath: string[];
+  readings: { metric: string; ts: number; value: number | null; text: string | null }[];
+}
+
+export interface StatusChange {
+  orgId: string;
+  deviceId: string;
+  siteId: string | null;
+  sitePath: string[];
+  online: boolean;
+  state?: Record<string, unknown>;
+  /** silence check: apply only when Redis `lastSeen` is still below this */
+  ifLastSeenBelow?: number;
+}
+
+const filterOf = (d: { deviceId: string; siteId: string | null; sitePath: string[] }) => ({
+  deviceId: d.deviceId,
+  siteId: d.siteId,
+  sitePath: d.sitePath,
+});
+
+/**
+ * The real-time envelope (gateway/realtime/events.ts): `field` is the Subscription root field, `data`
+ * its value with the device as an entity reference, `filter` what subscribers' arguments match.
+ */
+export function telemetryEvent(d: DeviceReadings, now: number): string {
+  return JSON.stringify({
+    field: 'telemetryUpdated',
+    orgId: d.orgId,
+    filter: filterOf(d),
+    data: {
+      device: { id: d.deviceId },
+      readings: d.readings.map((r) => ({ metric: r.metric, ts: new Date(r.ts).toISOString(), value: r.value, text: r.text })),
+    },
+    coalesce: d.deviceId,
+    at: now,
+  });
+}
+
+export function statusEvent(
+  d: { orgId: string; deviceId: string; siteId: string | null; sitePath: string[] },
+  online: boolean,
+  lastSeen: number | null,
+  now: number,
+): string {
+  return JSON.stringify({
+    field: 'deviceStatusChanged',
+    orgId: d.orgId,
+    filter: filterOf(d),
+    data: { device: { id: d.deviceId }, online, lastSeen: lastSeen ? new Date(lastSeen).toISOString() : null },
+    at: now,
+  });
+}
+
+type Scripted = Redis & {
+  rulrTouch(latest: string, status: string, ...argv: (string | number)[]): Promise<number>;
+  rulrStatus(status: string, ...argv: (string | number)[]): Promise<number>;
+};
+
+/**
+ * Everything ingest does after a commit: Redis latest/status hashes, pub/sub events on
+ * `P events:<orgId>`, and one `rule-eval` job per organization per batch.
+ */
+export class Realtime {
+  private readonly redis: Scripted;
+  private readonly queue: Queue;
+
+  constructor(
+    redis: Redis,
+    private readonly prefix: string,
+    private readonly maxJobReadings: number,
+  ) {
+    const r = redis as Scripted;
+    if (typeof r.rulrTouch !== 'function') r.defineCommand('rulrTouch', { numberOfKeys: 2, lua: TOUCH });
+    if (typeof r.rulrStatus !== 'function') r.defineCommand('rulrStatus', { numberOfKeys: 1, lua: STATUS });
+    this.redis = r;
+    this.queue = new Queue(RULE_EVAL_QUEUE, { connection: redis, prefix: `${prefix}bull` });
+  }
+
+  /** Applies telemetry of one committed batch; returns the status transitions it published. */
+  async telemetry(batch: DeviceReadings[], now: number): Promise<void> {
+    if (!batch.length) return;
+    const p = this.redis.pipeline() as unknown as Scripted & { exec(): Promise<[Error | null, unknown][] | null> };
+    let lastSeenOf: number[] = [];
+    lastSeenOf = batch.map((d) => d.readings.reduce((m, r) => Math.max(m, r.ts), 0));
+    batch.forEach((d, i) => {
+      const argv: (string | number)[] = [now, Math.min(lastSeenOf[i] as number, now)];
+      const newest = new Map<string, { ts: number; value: number | null; text: string | null }>();
+      for (const r of d.readings) {
+        const cur = newest.get(r.metric);
+        if (!cur || cur.ts <= r.ts) newest.set(r.metric, r);
+      }
+      for (const [m, r] of newest) argv.push(m, r.ts, JSON.stringify({ ts: r.ts, v: r.value, t: r.text }));
+      p.rulrTouch(`${this.prefix}latest:${d.deviceId}`, `${this.prefix}status:${d.deviceId}`, ...argv);
+      p.publish(`${this.prefix}events:${d.orgId}`, telemetryEvent(d, now));
+    });
+    const res = (await p.exec()) ?? [];
+    const q = this.redis.pipeline();
+    batch.forEach((d, i) => {
+      const touched = res[i * 2];
+      if (touched?.[0]) throw touched[0];
+      if (touched?.[1] === 1) {
+        q.publish(`${this.prefix}events:${d.orgId}`, statusEvent(d, true, lastSeenOf[i] ?? null, now));
+      }
+    });
+    if (q.length) await q.exec();
+    await this.jobs(batch);
+  }
+
+  /** One job per organization: the newest reading per device and metric, capped at `maxJobReadings`. */
+  private async jobs(batch: DeviceReadings[]): Promise<void> {
+    const byOrg = new Map<string, { deviceId: string; metric: string; ts: number; value: number | null }[]>();
+    for (const d of batch) {
+      let list = byOrg.get(d.orgId);
+      if (!list) {
+        list = [];
+        byOrg.set(d.orgId, list);
+      }
+      const newest = new Map<string, { metric: string; ts: number; value: number | null; text: string | null }>();
+      for (const r of d.readings) {
+        const cur = newest.get(r.metric);
+        if (!cur || cur.ts <= r.ts) newest.set(r.metric, r);
+      }
+      for (const r of newest.values()) {
+        if (list.length < this.maxJobReadings) list.push({ deviceId: d.deviceId, metric: r.metric, ts: r.ts, value: r.value });
+      }
+    }
+    await this.queue.addBulk(
+      [...byOrg].map(([orgId, readings]) => ({
+        name: 'batch',
+        data: { orgId, readings },
+        opts: { removeOnComplete: 1000, removeOnFail: 5000 },
+      })),
+    );
+  }
+
+  /** Applies explicit status changes and publishes `status` events for real transitions. */
+  async status(changes: StatusChange[], now: number): Promise<number> {
+    if (!changes.length) return 0;
+    const p = this.redis.pipeline() as unknown as Scripted & { exec(): Promise<[Error | null, unknown][] | null> };
+    for (const c of changes) {
+      p.rulrStatus(
+        `${this.prefix}status:${c.deviceId}`,
+        c.online ? '1' : '0',
+        now,
+        c.state ? JSON.stringify(c.state) : '',
+        c.ifLastSeenBelow ?? '',
+      );
+    }
+    const res = (await p.exec()) ?? [];
+    const q = this.redis.pipeline();
+    let n = 0;
+    changes.forEach((c, i) => {
+      const r = res[i];
+      if (r?.[0]) throw r[0];
+      if (typeof r?.[1] !== 'string') return;
+      n++;
+      const lastSeen = Number(r[1]) || null;
+      q.publish(`${this.prefix}events:${c.orgId}`, statusEvent(c, c.online, lastSeen, now));
+    });
+    if (q.length) await q.exec();
+    return n;
+  }
+
+  async close(): Promise<void> {
+    await this.queue.close();
+  }
+}
