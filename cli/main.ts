@@ -119,6 +119,21 @@ program
     await composeCli(o);
   });
 
+program
+  .command('simulate')
+  .description('publish simulated street-light traffic for the devices of an organization over MQTT')
+  .requiredOption('--devices <n>', 'number of devices (the first N street lights by serial)')
+  .requiredOption('--rate <r>', 'total messages per second')
+  .option('--duration <s>', 'seconds to run (default: until Ctrl-C)')
+  .option('--bad-fraction <f>', 'share of deliberately malformed messages, 0..1', '0')
+  .option('--org <slug>', 'organization slug', 'demo')
+  .option('--topic-prefix <p>', 'prefix for every topic (isolated test runs)')
+  .action(async (o: { devices: string; rate: string; duration?: string; badFraction?: string; org: string; topicPrefix?: string }) => {
+    const { simulateCli } = await import('./simulate.js');
+    await simulateCli(config(), o);
+    process.exit(0);
+  });
+
 program.parseAsync(process.argv).catch((e) => {
   console.error(e instanceof Error ? e.message : e);
   process.exit(1);

@@ -1,0 +1,290 @@
+import { randomUUID } from 'node:crypto';
+import { sql } from 'kysely';
+import mqtt, { type MqttClient } from 'mqtt';
+import type { Config } from '../lib/config.js';
+import { createDb, type Db } from '../lib/db.js';
+
+/**
+ * A fleet of street-light controllers for demos and load: lamps on at night and off by day (by each
+ * device's local solar time), dimmed after midnight, power from the dim level, mains voltage with
+ * noise, a rising energy counter, occasional lamp faults and offline periods (status messages),
+ * and optionally a fraction of malformed messages that ingest must dead-letter. Devices are
+ * multiplexed over a few MQTT connections (a load generator, not a per-device credential test).
+ * Lights behind a concentrator (`parent_id`) speak through it: `gateways/<id>/connect|telemetry|status`
+ * keyed by their serial.
+ */
+
+export interface SimulatedDevice {
+  id: string;
+  serial: string;
+  /** rated lamp power, W */
+  ratedW: number;
+  /** longitude, for local solar time */
+  lng: number;
+  /** the concentrator it speaks through (`gateways/<parentId>/…`, keyed by serial), or null */
+  parentId: string | null;
+}
+
+export interface SimulateOptions {
+  /** devices to simulate (the first N street lights of the org, by serial) */
+  devices: number;
+  /** total messages per second over all devices */
+  rate: number;
+  /** seconds to run; unset: until stopped */
+  durationS?: number | undefined;
+  /** share of messages that are deliberately malformed (0..1) @default 0 */
+  badFraction?: number;
+  /** organization slug @default 'demo' */
+  org?: string;
+  /** prepended to every topic (tests use a unique one) @default '' */
+  topicPrefix?: string;
+  /** MQTT connections to multiplex over @default min(4, ceil(devices / 250)) */
+  connections?: number;
+  /** seconds between progress lines @default 5 */
+  reportEveryS?: number;
+  /** progress output @default console.log */
+  log?: (line: string) => void;
+  /** stop early */
+  signal?: AbortSignal;
+}
+
+export interface SimulateResult {
+  sent: number;
+  bad: number;
+  statusMessages: number;
+  seconds: number;
+}
+
+/** Street lights of an organization (not concentrators), first `n` by serial. */
+export async function loadSimulatedDevices(db: Db, orgSlug: string, n: number): Promise<SimulatedDevice[]> {
+  const { rows } = await sql<{ id: string; serial: string; rated: string | null; lng: number | null; parent_id: string | null }>`
+    select d.id, d.serial, d.attributes->>'ratedPowerW' as rated, d.parent_id,
+           case when d.location is null then null else st_x(d.location::geometry) end as lng
+    from devices d
+    join organizations o on o.id = d.org_id
+    left join device_profiles p on p.id = d.profile_id
+    where o.slug = ${orgSlug} and d.decommissioned_at is null and not coalesce(p.is_gateway, false)
+    order by d.serial
+    limit ${n}`.execute(db);
+  return rows.map((r) => ({
+    id: r.id,
+    serial: r.serial,
+    ratedW: Number(r.rated) > 0 ? Number(r.rated) : 90,
+    lng: r.lng ?? 0,
+    parentId: r.parent_id,
+  }));
+}
+
+/** Local solar hour (0..24) at a longitude. */
+export function localHour(nowMs: number, lng: number): number {
+  const h = (nowMs / 3_600_000 + lng / 15) % 24;
+  return h < 0 ? h + 24 : h;
+}
+
+/**
+ * Dim level (%) by local hour: off by day (07:00–18:00), full at dusk and dawn, 50% from 23:00 to 05:00.
+ * Dusk/dawn are fixed hours (no seasons) to keep the traffic predictable.
+ */
+export function dimLevel(hour: number): number {
+  if (hour >= 7 && hour < 18) return 0;
+  if (hour >= 23 || hour < 5) return 50;
+  return 100;
+}
+
+export interface LightReading {
+  voltage: number;
+  current: number;
+  power: number;
+  dimLevel: number;
+  lampState: boolean;
+}
+
+/** Electrical readings of one controller: power follows dim level (driver losses at low dim), I = P/V. */
+export function lightReading(ratedW: number, dim: number, noise: () => number, failed = false): LightReading {
+  const voltage = round(230 + (noise() - 0.5) * 8, 1);
+  const on = dim > 0 && !failed;
+  const power = on ? round(ratedW * (0.1 + 0.9 * (dim / 100)) * (1 + (noise() - 0.5) * 0.04), 1) : round(0.4 + noise() * 0.2, 2);
+  return { voltage, current: round(power / voltage, 3), power, dimLevel: on ? dim : 0, lampState: on };
+}
+
+const round = (v: number, d: number) => Math.round(v * 10 ** d) / 10 ** d;
+
+interface DeviceState {
+  d: SimulatedDevice;
+  conn: number;
+  energy: number;
+  lastAt: number;
+  offlineUntil: number;
+  failed: boolean;
+}
+
+/**
+ * Chance per telemetry message that a device drops offline (30–120 s) and of a lamp failure.
+ * @default 0.001, 0.0005
+ */
+export const OFFLINE_CHANCE = 0.001;
+export const FAULT_CHANCE = 0.0005;
+
+/** The kinds of malformed traffic sent when `badFraction` > 0 (each should become a dead letter). */
+export const BAD_KINDS = ['not_json', 'wrong_type', 'unknown_device', 'bad_topic'] as const;
+
+function badMessage(kind: (typeof BAD_KINDS)[number], s: DeviceState, prefix: string): [string, string] {
+  switch (kind) {
+    case 'not_json':
+      return [`${prefix}devices/${s.d.id}/telemetry`, '{"ts": 1, "values": {"power": 12'];
+    case 'wrong_type':
+      return [`${prefix}devices/${s.d.id}/telemetry`, JSON.stringify({ ts: Date.now(), values: { power: 'bright', voltage: { v: 1 } } })];
+    case 'unknown_device':
+      return [`${prefix}devices/${randomUUID()}/telemetry`, JSON.stringify({ ts: Date.now(), values: { power: 10 } })];
+    case 'bad_topic':
+      return [`${prefix}devices/${s.d.id}/telemetry/extra`, JSON.stringify({ power: 10 })];
+  }
+}
+
+/** Runs the simulation against `mqttUrl` until the duration elapses (or `signal` aborts). */
+export async function simulate(devices: SimulatedDevice[], mqttUrl: string, o: SimulateOptions): Promise<SimulateResult> {
+  if (!devices.length) throw new Error(`no devices to simulate in organization "${o.org ?? 'demo'}" (run \`rulr seed --demo\` first)`);
+  if (!(o.rate > 0)) throw new Error('--rate must be positive');
+  const badFraction = Math.min(1, Math.max(0, o.badFraction ?? 0));
+  const prefix = o.topicPrefix ?? '';
+  const log = o.log ?? ((l: string) => console.log(l));
+  const nConn = Math.max(1, Math.min(o.connections ?? Math.min(4, Math.ceil(devices.length / 250)), devices.length));
+  const runId = randomUUID().slice(0, 8);
+  const clients: MqttClient[] = await Promise.all(
+    Array.from({ length: nConn }, (_, i) =>
+      mqtt.connectAsync(mqttUrl, { clientId: `rulr-sim-${runId}-${i}`, protocolVersion: 5, clean: true, reconnectPeriod: 1000 }),
+    ),
+  );
+  const start = Date.now();
+  const states: DeviceState[] = devices.map((d, i) => ({
+    d,
+    conn: i % nConn,
+    energy: round(100 + (hash(d.id) % 5000), 3),
+    lastAt: start,
+    offlineUntil: 0,
+    failed: false,
+  }));
+  const res: SimulateResult = { sent: 0, bad: 0, statusMessages: 0, seconds: 0 };
+  const inflight = new Array<number>(nConn).fill(0);
+  const MAX_INFLIGHT = 2000;
+  const publish = (conn: number, topic: string, payload: string) => {
+    inflight[conn] = (inflight[conn] ?? 0) + 1;
+    (clients[conn] as MqttClient).publish(topic, payload, { qos: 1 }, () => {
+      inflight[conn] = (inflight[conn] ?? 1) - 1;
+    });
+  };
+  const status = (s: DeviceState, online: boolean, state?: Record<string, unknown>) => {
+    const body = state ? { online, state } : { online };
+    if (s.d.parentId) publish(s.conn, `${prefix}gateways/${s.d.parentId}/status`, JSON.stringify({ [s.d.serial]: body }));
+    else publish(s.conn, `${prefix}devices/${s.d.id}/status`, JSON.stringify(body));
+    res.statusMessages++;
+  };
+  // Concentrators announce their children (up to 500 serials per message); direct devices come online.
+  const children = new Map<string, DeviceState[]>();
+  for (const s of states) {
+    if (s.d.parentId) children.set(s.d.parentId, [...(children.get(s.d.parentId) ?? []), s]);
+    else status(s, true, { firmware: '3.2.1' });
+  }
+  for (const [gw, list] of children) {
+    for (let i = 0; i < list.length; i += 500) {
+      const chunk = list.slice(i, i + 500);
+      publish((chunk[0] as DeviceState).conn, `${prefix}gateways/${gw}/connect`, JSON.stringify({ devices: chunk.map((c) => c.d.serial) }));
+      res.statusMessages++;
+    }
+  }
+
+  let next = 0;
+  let lastReport = start;
+  let sentAtReport = 0;
+  const end = o.durationS ? start + o.durationS * 1000 : Number.POSITIVE_INFINITY;
+  const reportMs = (o.reportEveryS ?? 5) * 1000;
+  while (!o.signal?.aborted) {
+    const now = Date.now();
+    if (now >= end) break;
+    const due = Math.min(Math.floor(((now - start) / 1000) * o.rate) - res.sent, Math.ceil(o.rate));
+    for (let k = 0; k < due; k++) {
+      const s = states[next] as DeviceState;
+      next = (next + 1) % states.length;
+      if ((inflight[s.conn] ?? 0) >= MAX_INFLIGHT) break;
+      if (s.offlineUntil) {
+        if (now < s.offlineUntil) continue;
+        s.offlineUntil = 0;
+        status(s, true, { firmware: '3.2.1', reconnected: true });
+      }
+      if (badFraction > 0 && Math.random() < badFraction) {
+        const [topic, payload] = badMessage(
+          BAD_KINDS[Math.floor(Math.random() * BAD_KINDS.length)] as (typeof BAD_KINDS)[number],
+          s,
+          prefix,
+        );
+        publish(s.conn, topic, payload);
+        res.sent++;
+        res.bad++;
+        continue;
+      }
+      if (Math.random() < FAULT_CHANCE) {
+        s.failed = !s.failed;
+        status(s, true, s.failed ? { fault: 'lamp_failure' } : { fault: null });
+      }
+      const r = lightReading(s.d.ratedW, dimLevel(localHour(now, s.d.lng)), Math.random, s.failed);
+      s.energy = round(s.energy + (r.power * (now - s.lastAt)) / 3_600_000_000, 6);
+      s.lastAt = now;
+      const reading = { ts: now, values: { ...r, energy: s.energy } };
+      if (s.d.parentId) publish(s.conn, `${prefix}gateways/${s.d.parentId}/telemetry`, JSON.stringify({ [s.d.serial]: reading }));
+      else publish(s.conn, `${prefix}devices/${s.d.id}/telemetry`, JSON.stringify(reading));
+      res.sent++;
+      if (Math.random() < OFFLINE_CHANCE) {
+        status(s, false);
+        s.offlineUntil = now + 30_000 + Math.random() * 90_000;
+      }
+    }
+    if (now - lastReport >= reportMs) {
+      const rate = ((res.sent - sentAtReport) * 1000) / (now - lastReport);
+      const offline = states.filter((s) => s.offlineUntil).length;
+      log(
+        `simulate: sent ${res.sent} (${res.bad} malformed) in ${((now - start) / 1000).toFixed(0)} s, ${rate.toFixed(0)} msg/s, ${states.length - offline}/${states.length} online`,
+      );
+      lastReport = now;
+      sentAtReport = res.sent;
+    }
+    await new Promise((r) => setTimeout(r, Math.max(5, Math.min(100, 1000 / o.rate))));
+  }
+  // Let QoS 1 acknowledgements arrive before closing.
+  for (let i = 0; i < 100 && inflight.some((n) => n > 0); i++) await new Promise((r) => setTimeout(r, 50));
+  await Promise.all(clients.map((c) => c.endAsync()));
+  res.seconds = (Date.now() - start) / 1000;
+  log(`simulate: done, sent ${res.sent} messages (${res.bad} malformed, ${res.statusMessages} status) in ${res.seconds.toFixed(1)} s`);
+  return res;
+}
+
+function hash(s: string): number {
+  let h = 2166136261;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 16777619);
+  return h >>> 0;
+}
+
+/** `rulr simulate`: loads the organization's devices and runs until the duration or Ctrl-C. */
+export async function simulateCli(
+  cfg: Config,
+  o: { devices: string; rate: string; duration?: string; badFraction?: string; org: string; topicPrefix?: string },
+): Promise<void> {
+  const db = createDb({ url: cfg.DATABASE_URL, poolSize: 1 });
+  let devices: SimulatedDevice[];
+  try {
+    devices = await loadSimulatedDevices(db, o.org, Number(o.devices));
+  } finally {
+    await db.destroy();
+  }
+  const ac = new AbortController();
+  process.once('SIGINT', () => ac.abort());
+  process.once('SIGTERM', () => ac.abort());
+  await simulate(devices, cfg.MQTT_URL, {
+    devices: Number(o.devices),
+    rate: Number(o.rate),
+    durationS: o.duration ? Number(o.duration) : undefined,
+    badFraction: o.badFraction ? Number(o.badFraction) : 0,
+    org: o.org,
+    topicPrefix: o.topicPrefix ?? '',
+    signal: ac.signal,
+  });
+}

@@ -1,0 +1,259 @@
+import { sql } from 'kysely';
+import { LRUCache } from 'lru-cache';
+import { type Db, isUuid, type Tx, withTenant } from '../../lib/db.js';
+import type { Redis } from '../../lib/redis.js';
+import { type Aggregate, DAY, pgInterval, type SeriesPlan } from './series.js';
+
+/**
+ * SQL and Redis reads of the metrics subgraph. Every database read runs inside `withTenant` (row-level
+ * security) AND filters `org_id` itself, so a forgotten filter and a forgotten policy are both needed
+ * for a leak. Raw SQL (not the query builder) because the statements are window/aggregate queries the
+ * builder would only obscure.
+ */
+
+/** How far before a range's start the last counter reading is looked for (to count the first interval). */
+export const ENERGY_LOOKBACK_MS = 7 * DAY;
+
+const EPOCH = sql`'1970-01-01 00:00:00+00'::timestamptz`;
+
+const RAW_AGG: Record<Aggregate, ReturnType<typeof sql.raw>> = {
+  AVG: sql.raw('avg(value)'),
+  MIN: sql.raw('min(value)'),
+  MAX: sql.raw('max(value)'),
+  SUM: sql.raw('sum(value)'),
+  COUNT: sql.raw('count(*)::float8'),
+  LAST: sql.raw('(array_agg(value order by time desc))[1]'),
+};
+
+const ROLLUP_AGG: Record<Aggregate, ReturnType<typeof sql.raw>> = {
+  AVG: sql.raw('sum("sum") / nullif(sum("count"), 0)'),
+  MIN: sql.raw('min("min")'),
+  MAX: sql.raw('max("max")'),
+  SUM: sql.raw('sum("sum")'),
+  COUNT: sql.raw('sum("count")::float8'),
+  LAST: sql.raw('(array_agg("last" order by last_time desc))[1]'),
+};
+
+export interface PointRow {
+  ts: Date;
+  value: number | null;
+}
+
+export interface EnergyRow {
+  ts: Date;
+  kwh: number;
+}
+
+export interface DeadLetterRow {
+  id: string;
+  receivedAt: Date;
+  /** `received_at` at full (microsecond) precision, for the cursor */
+  receivedAtText: string;
+  deviceId: string | null;
+  topic: string;
+  reason: string;
+  detail: string | null;
+  payload: string | null;
+}
+
+export interface SiteRow {
+  id: string;
+  path: string;
+}
+
+export class MetricsRepository {
+  /**
+   * device id → owning organization, for devices already seen. A device never changes organization
+   * (the column is not updatable through the API), so positive answers are cached across requests;
+   * unknown or foreign ids are always asked again.
+   */
+  private readonly owners = new LRUCache<string, string>({ max: 100_000, ttl: 10 * 60_000 });
+
+  constructor(
+    private readonly db: Db,
+    private readonly redis: Redis,
+    /** `REDIS_PREFIX` */
+    private readonly prefix: string,
+  ) {}
+
+  private tenant<T>(orgId: string, fn: (tx: Tx) => Promise<T>): Promise<T> {
+    return withTenant(this.db, orgId, fn);
+  }
+
+  /** The subset of `ids` that are devices of `orgId` (foreign and malformed ids drop out). */
+  async ownedDevices(orgId: string, ids: readonly string[]): Promise<Set<string>> {
+    const owned = new Set<string>();
+    const unknown: string[] = [];
+    for (const id of ids) {
+      if (this.owners.get(id) === orgId) owned.add(id);
+      else if (isUuid(id)) unknown.push(id);
+    }
+    if (!unknown.length) return owned;
+    const { rows } = await this.tenant(orgId, (tx) =>
+      sql<{ id: string }>`select id from devices where org_id = ${orgId} and id = any(${unknown}::uuid[])`.execute(tx),
+    );
+    for (const r of rows) {
+      owned.add(r.id);
+      this.owners.set(r.id, orgId);
+    }
+    return owned;
+  }
+
+  /** Sites of `orgId` among `ids`, with their ltree paths. */
+  async ownedSites(orgId: string, ids: readonly string[]): Promise<Map<string, SiteRow>> {
+    const valid = ids.filter(isUuid);
+    if (!valid.length) return new Map();
+    const { rows } = await this.tenant(orgId, (tx) =>
+      sql<SiteRow>`select id, path::text as path from sites where org_id = ${orgId} and id = any(${valid}::uuid[])`.execute(tx),
+    );
+    return new Map(rows.map((r) => [r.id, r]));
+  }
+
+  /** Aggregated series of one metric of one device, from the table the plan chose. */
+  async series(orgId: string, deviceId: string, metric: string, plan: SeriesPlan, agg: Aggregate): Promise<PointRow[]> {
+    const iv = pgInterval(plan.intervalMs);
+    const from = new Date(plan.from);
+    const to = new Date(plan.to);
+    const { rows } = await this.tenant(orgId, (tx) => {
+      if (plan.source === 'raw') {
+        return sql<PointRow>`
+          select date_bin(${iv}::interval, time, ${EPOCH}) as ts, ${RAW_AGG[agg]} as value
+          from device_metrics
+          where org_id = ${orgId} and device_id = ${deviceId} and metric = ${metric}
+            and time >= ${from} and time < ${to} and value is not null and text is null
+          group by 1 order by 1`.execute(tx);
+      }
+      const table = sql.table(plan.source === 'hourly' ? 'metrics_hourly' : 'metrics_daily');
+      return sql<PointRow>`
+        select date_bin(${iv}::interval, bucket, ${EPOCH}) as ts, ${ROLLUP_AGG[agg]} as value
+        from ${table}
+        where org_id = ${orgId} and device_id = ${deviceId} and metric = ${metric}
+          and bucket >= ${from} and bucket < ${to}
+        group by 1 order by 1`.execute(tx);
+    });
+    return rows;
+  }
+
+  /**
+   * The same series computed from raw rows whatever the interval: the reference the rollup paths are
+   * tested and benchmarked against.
+   */
+  async seriesFromRaw(orgId: string, deviceId: string, metric: string, plan: SeriesPlan, agg: Aggregate): Promise<PointRow[]> {
+    return this.series(orgId, deviceId, metric, { ...plan, source: 'raw' }, agg);
+  }
+
+  /** kWh per bucket for one device (see {@link energyForDevices}). */
+  energy(orgId: string, deviceId: string, from: number, to: number, intervalMs: number): Promise<EnergyRow[]> {
+    return this.energyForDevices(orgId, sql`select ${deviceId}::uuid as id`, from, to, intervalMs);
+  }
+
+  /** kWh per UTC day over the devices of a site subtree (`path` is the site's ltree path). */
+  siteEnergy(orgId: string, sitePath: string, from: number, to: number): Promise<EnergyRow[]> {
+    return this.energyForDevices(
+      orgId,
+      sql`select d.id from devices d join sites s on s.id = d.site_id
+          where d.org_id = ${orgId} and s.org_id = ${orgId} and s.path <@ ${sitePath}::ltree`,
+      from,
+      to,
+      DAY,
+    );
+  }
+
+  /**
+   * kWh per bucket summed over a set of devices, from `energy_readings` counters: per device (one
+   * ordered index range scan each, so no big sort), its readings in [from, to) plus its last
+   * reading in the week before `from`, consecutive deltas (a drop means the counter restarted at 0,
+   * so the new value is the delta), each delta booked in the bucket of the later reading. Same rule
+   * as `energyBuckets` in `series.ts`.
+   */
+  private async energyForDevices(orgId: string, devices: ReturnType<typeof sql>, from: number, to: number, intervalMs: number) {
+    const f = new Date(from);
+    const t = new Date(to);
+    const lookback = new Date(from - ENERGY_LOOKBACK_MS);
+    const { rows } = await this.tenant(orgId, (tx) =>
+      sql<EnergyRow>`
+        with devs as (${devices})
+        select x.ts, sum(x.kwh) as kwh
+        from devs cross join lateral (
+          select date_bin(${pgInterval(intervalMs)}::interval, time, ${EPOCH}) as ts,
+                 sum(case when counter_kwh >= prev then counter_kwh - prev else counter_kwh end) as kwh
+          from (
+            select time, counter_kwh, lag(counter_kwh) over (order by time) as prev
+            from (
+              (select time, counter_kwh from energy_readings e
+               where e.device_id = devs.id and e.org_id = ${orgId} and e.time >= ${lookback} and e.time < ${f}
+               order by time desc limit 1)
+              union all
+              (select time, counter_kwh from energy_readings e
+               where e.device_id = devs.id and e.org_id = ${orgId} and e.time >= ${f} and e.time < ${t})
+            ) u
+          ) w
+          where prev is not null
+          group by 1
+        ) x
+        group by 1 order by 1`.execute(tx),
+    );
+    return rows;
+  }
+
+  /** Active devices of a site subtree. */
+  async siteDeviceIds(orgId: string, sitePath: string): Promise<string[]> {
+    const { rows } = await this.tenant(orgId, (tx) =>
+      sql<{ id: string }>`
+        select d.id from devices d join sites s on s.id = d.site_id
+        where d.org_id = ${orgId} and s.org_id = ${orgId} and s.path <@ ${sitePath}::ltree and d.decommissioned_at is null`.execute(tx),
+    );
+    return rows.map((r) => r.id);
+  }
+
+  /** Dead letters of one organization, newest first, keyset-paginated on (received_at, id). */
+  async deadLetters(
+    orgId: string,
+    o: { first: number; after?: { receivedAt: string; id: string } | undefined; reason?: string | null | undefined },
+  ): Promise<DeadLetterRow[]> {
+    const { rows } = await this.tenant(orgId, (tx) =>
+      sql<DeadLetterRow>`
+        select id::text as id, received_at as "receivedAt", received_at::text as "receivedAtText", device_id as "deviceId", topic, reason, detail, payload
+        from dead_letters
+        where org_id = ${orgId}
+          ${o.reason ? sql`and reason = ${o.reason}` : sql``}
+          ${o.after ? sql`and (received_at, id) < (${o.after.receivedAt}::timestamptz, ${o.after.id}::bigint)` : sql``}
+        order by received_at desc, id desc
+        limit ${o.first + 1}`.execute(tx),
+    );
+    return rows;
+  }
+
+  /** `latest:<id>` hashes of many devices in one pipeline. */
+  async latestHashes(ids: readonly string[]): Promise<Record<string, string>[]> {
+    return this.hashes('latest', ids);
+  }
+
+  /** `status:<id>` hashes of many devices in one pipeline. */
+  async statusHashes(ids: readonly string[]): Promise<Record<string, string>[]> {
+    return this.hashes('status', ids);
+  }
+
+  /** One field of the `latest:<id>` hash of many devices, in one pipeline. */
+  async latestField(ids: readonly string[], metric: string): Promise<(string | null)[]> {
+    if (!ids.length) return [];
+    const p = this.redis.pipeline();
+    for (const id of ids) p.hget(`${this.prefix}latest:${id}`, metric);
+    const res = (await p.exec()) ?? [];
+    return res.map(([err, v]) => {
+      if (err) throw err;
+      return (v as string | null) ?? null;
+    });
+  }
+
+  private async hashes(kind: 'latest' | 'status', ids: readonly string[]): Promise<Record<string, string>[]> {
+    if (!ids.length) return [];
+    const p = this.redis.pipeline();
+    for (const id of ids) p.hgetall(`${this.prefix}${kind}:${id}`);
+    const res = (await p.exec()) ?? [];
+    return res.map(([err, v]) => {
+      if (err) throw err;
+      return (v as Record<string, string>) ?? {};
+    });
+  }
+}

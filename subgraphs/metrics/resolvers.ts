@@ -1,0 +1,132 @@
+import { GraphQLError, GraphQLScalarType, Kind } from 'graphql';
+import { BadInputError, ErrorCode } from '../../lib/errors.js';
+import { authorize, type Identity } from '../../lib/identity.js';
+import type { MetricsLoaders } from './loaders.js';
+import type { DeadLetterRow, MetricsRepository, SiteRow } from './repository.js';
+import { parseAggregate, planSeries } from './series.js';
+
+/** Per-request context of the metrics subgraph. */
+export interface MetricsContext {
+  identity: Identity;
+  repo: MetricsRepository;
+  loaders: MetricsLoaders;
+}
+
+const READ = { role: 'viewer', scope: 'telemetry:read' } as const;
+const ADMIN = { role: 'admin', scope: '*' } as const;
+
+/**
+ * Most dead letters one page may return.
+ * @default 500
+ */
+export const MAX_DEAD_LETTER_PAGE = 500;
+
+const badDate = (what: string) =>
+  new GraphQLError(`${what} is not a valid DateTime (ISO-8601)`, { extensions: { code: ErrorCode.BadUserInput } });
+
+function toDate(v: unknown): Date {
+  const d = typeof v === 'string' ? new Date(v) : Number.NaN;
+  if (!(d instanceof Date) || Number.isNaN(d.getTime())) throw badDate(JSON.stringify(v));
+  return d;
+}
+
+/** ISO-8601 instants; accepts any string `Date` parses with an explicit date, answers in UTC. */
+export const DateTimeScalar = new GraphQLScalarType<Date, string>({
+  name: 'DateTime',
+  serialize(v) {
+    const d = v instanceof Date ? v : new Date(v as string | number);
+    if (Number.isNaN(d.getTime())) throw new GraphQLError('DateTime cannot represent an invalid date');
+    return d.toISOString();
+  },
+  parseValue: toDate,
+  parseLiteral(ast) {
+    if (ast.kind !== Kind.STRING) throw badDate('literal');
+    return toDate(ast.value);
+  },
+});
+
+interface DeviceRef {
+  id: string;
+}
+
+interface SeriesArgs {
+  metric: string;
+  from: Date;
+  to: Date;
+  interval?: string | null;
+  aggregate?: string | null;
+}
+
+const encodeCursor = (r: DeadLetterRow) => Buffer.from(JSON.stringify([r.receivedAtText, r.id])).toString('base64url');
+
+function decodeCursor(c: string): { receivedAt: string; id: string } {
+  try {
+    const [receivedAt, id] = JSON.parse(Buffer.from(c, 'base64url').toString()) as [unknown, unknown];
+    if (typeof receivedAt === 'string' && typeof id === 'string' && /^[0-9]+$/.test(id) && !Number.isNaN(Date.parse(receivedAt))) {
+      return { receivedAt, id };
+    }
+  } catch {
+    /* fall through */
+  }
+  throw new BadInputError('invalid cursor');
+}
+
+export const resolvers = {
+  DateTime: DateTimeScalar,
+  Query: {
+    async deadLetters(_: unknown, args: { first?: number | null; after?: string | null; reason?: string | null }, ctx: MetricsContext) {
+      const id = authorize(ctx.identity, ADMIN);
+      const first = args.first ?? 50;
+      if (first < 1 || first > MAX_DEAD_LETTER_PAGE) throw new BadInputError(`first must be between 1 and ${MAX_DEAD_LETTER_PAGE}`);
+      const rows = await ctx.repo.deadLetters(id.orgId, {
+        first,
+        after: args.after ? decodeCursor(args.after) : undefined,
+        reason: args.reason,
+      });
+      const page = rows.slice(0, first);
+      const edges = page.map((r) => ({ cursor: encodeCursor(r), node: r }));
+      return { edges, pageInfo: { hasNextPage: rows.length > first, endCursor: edges.at(-1)?.cursor ?? null } };
+    },
+  },
+  Device: {
+    /** A device of another organization (or none) resolves to null: no field of it is ever read. */
+    async __resolveReference(ref: DeviceRef, ctx: MetricsContext): Promise<DeviceRef | null> {
+      authorize(ctx.identity, READ);
+      return (await ctx.loaders.device.load(ref.id)) ? { id: ref.id } : null;
+    },
+    latest: (d: DeviceRef, _: unknown, ctx: MetricsContext) => ctx.loaders.latest.load(d.id),
+    status: (d: DeviceRef, _: unknown, ctx: MetricsContext) => ctx.loaders.status.load(d.id),
+    async series(d: DeviceRef, a: SeriesArgs, ctx: MetricsContext) {
+      const plan = planSeries(a.from, a.to, a.interval);
+      return ctx.repo.series(ctx.identity.orgId, d.id, a.metric, plan, parseAggregate(a.aggregate));
+    },
+    async energy(d: DeviceRef, a: { from: Date; to: Date; interval?: string | null }, ctx: MetricsContext) {
+      const plan = planSeries(a.from, a.to, a.interval ?? '1h');
+      return ctx.repo.energy(ctx.identity.orgId, d.id, plan.from, plan.to, plan.intervalMs);
+    },
+  },
+  Site: {
+    async __resolveReference(ref: { id: string }, ctx: MetricsContext): Promise<SiteRow | null> {
+      authorize(ctx.identity, READ);
+      return ctx.loaders.site.load(ref.id);
+    },
+    async power(s: SiteRow, _: unknown, ctx: MetricsContext): Promise<number | null> {
+      const ids = await ctx.repo.siteDeviceIds(ctx.identity.orgId, s.path);
+      let total: number | null = null;
+      for (const raw of await ctx.repo.latestField(ids, 'power')) {
+        if (!raw) continue;
+        try {
+          const v = (JSON.parse(raw) as { v?: unknown }).v;
+          if (typeof v === 'number') total = (total ?? 0) + v;
+        } catch {
+          /* corrupt cache entry: skip */
+        }
+      }
+      return total;
+    },
+    async energyPerDay(s: SiteRow, a: { from: Date; to: Date }, ctx: MetricsContext) {
+      const plan = planSeries(a.from, a.to, '1d');
+      return ctx.repo.siteEnergy(ctx.identity.orgId, s.path, plan.from, plan.to);
+    },
+  },
+};

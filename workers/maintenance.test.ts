@@ -1,0 +1,135 @@
+import { randomBytes } from 'node:crypto';
+import { QueueEvents } from 'bullmq';
+import { sql } from 'kysely';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createLogger } from '../lib/logger.js';
+import { insertDevice, insertOrg, insertReadings } from '../subgraphs/metrics/test-fixtures.js';
+import { createTestDatabase, type TestDatabase } from '../test/support/db.js';
+import { REDIS_URL } from '../test/support/env.js';
+import { applyRetention, ensurePartitions, listPartitions, Maintenance, MaintenanceJob, recomputeRollups } from './maintenance.js';
+
+let tdb: TestDatabase;
+let org: string;
+let dev: string;
+const DAY = 86_400_000;
+const ymd = (t: number) => new Date(t).toISOString().slice(0, 10).replaceAll('-', '');
+
+beforeAll(async () => {
+  tdb = await createTestDatabase();
+  org = await insertOrg(tdb.db, `m-${randomBytes(3).toString('hex')}`);
+  dev = await insertDevice(tdb.db, org, 'M-1', null);
+});
+
+afterAll(async () => {
+  await tdb.drop();
+});
+
+const exists = async (name: string) =>
+  (await sql<{ r: string | null }>`select to_regclass(${name})::text as r`.execute(tdb.db)).rows[0]?.r !== null;
+
+describe('maintenance: partitions', () => {
+  it('creates the coming days of raw partitions and the coming months of energy partitions', async () => {
+    const inFiveDays = `device_metrics_${ymd(Date.now() + 5 * DAY)}`;
+    await sql`drop table ${sql.table(inFiveDays)}`.execute(tdb.db);
+    expect(await exists(inFiveDays)).toBe(false);
+    expect(await ensurePartitions(tdb.db)).toBe(1);
+    expect(await exists(inFiveDays)).toBe(true);
+    expect(await exists(`device_metrics_${ymd(Date.now() + 7 * DAY)}`)).toBe(true);
+    const month = new Date();
+    month.setUTCMonth(month.getUTCMonth() + 2, 1);
+    expect(await exists(`energy_readings_${month.toISOString().slice(0, 7).replace('-', '')}`)).toBe(true);
+    expect(await ensurePartitions(tdb.db)).toBe(0);
+  });
+
+  it('drops whole partitions past retention, keeps recent ones, and clears expired rollups, dead letters and default rows', async () => {
+    const now = Date.now();
+    const old = Date.UTC(2020, 0, 1);
+    await sql`create table device_metrics_20200101 partition of device_metrics for values from ('2020-01-01') to ('2020-01-02')`.execute(
+      tdb.db,
+    );
+    await sql`create table energy_readings_202001 partition of energy_readings for values from ('2020-01-01') to ('2020-02-01')`.execute(
+      tdb.db,
+    );
+    await insertReadings(tdb.db, org, [
+      { time: new Date(old + 3600_000), deviceId: dev, metric: 'power', value: 1 },
+      { time: new Date(Date.UTC(2019, 5, 1)), deviceId: dev, metric: 'power', value: 2 }, // lands in the default partition
+      { time: new Date(now - 10 * DAY), deviceId: dev, metric: 'power', value: 3 },
+      { time: new Date(now), deviceId: dev, metric: 'power', value: 4 },
+    ]);
+    await recomputeRollups(tdb.db, { from: new Date(Date.UTC(2019, 0, 1)), to: new Date(now + DAY) });
+    await sql`insert into metrics_hourly (bucket, org_id, device_id, metric, min, max, sum, count, last, last_time)
+      values ('2015-01-01', ${org}, ${dev}, 'power', 1, 1, 1, 1, 1, '2015-01-01'),
+             (${new Date(now - 3 * 365 * DAY)}, ${org}, ${dev}, 'power', 1, 1, 1, 1, 1, ${new Date(now - 3 * 365 * DAY)})`.execute(tdb.db);
+    await sql`insert into dead_letters (received_at, org_id, topic, reason) values (now() - interval '40 days', ${org}, 't', 'old'), (now(), ${org}, 't', 'new')`.execute(
+      tdb.db,
+    );
+
+    const r = await applyRetention(tdb.db, { rawDays: 365, rollupDays: 1825, deadLetterDays: 30 }, now);
+
+    expect(r.droppedPartitions.sort()).toEqual(['device_metrics_20200101', 'energy_readings_202001']);
+    expect(await exists('device_metrics_20200101')).toBe(false);
+    expect((await listPartitions(tdb.db, 'device_metrics')).some((p) => p.name === `device_metrics_${ymd(now)}`)).toBe(true);
+    expect(r.deletedRows.device_metrics_default).toBe(1);
+    const raw = await sql<{ value: number }>`select value from device_metrics where device_id = ${dev} order by time`.execute(tdb.db);
+    expect(raw.rows.map((x) => x.value)).toEqual([3, 4]);
+    const hourly = await sql<{ bucket: Date }>`select bucket from metrics_hourly where device_id = ${dev} order by bucket`.execute(tdb.db);
+    // 5-year rollups: the 3-year-old row stays; 2015, 2019 and 2020 go
+    expect(hourly.rows[0]?.bucket.getTime()).toBe(new Date(now - 3 * 365 * DAY).getTime());
+    expect(hourly.rows).toHaveLength(3);
+    const dl = await sql<{ reason: string }>`select reason from dead_letters`.execute(tdb.db);
+    expect(dl.rows.map((x) => x.reason)).toEqual(['new']);
+  });
+});
+
+describe('maintenance: rollup repair', () => {
+  it('recomputes hourly and daily rollups of a range from raw rows, replacing wrong ones', async () => {
+    const t0 = Date.UTC(2026, 2, 3);
+    await insertReadings(
+      tdb.db,
+      org,
+      Array.from({ length: 180 }, (_, i) => ({ time: new Date(t0 + i * 60_000), deviceId: dev, metric: 'temp', value: i })),
+    );
+    await sql`insert into metrics_hourly (bucket, org_id, device_id, metric, min, max, sum, count, last, last_time)
+      values (${new Date(t0)}, ${org}, ${dev}, 'temp', -1, -1, -1, 999, -1, ${new Date(t0)})`.execute(tdb.db);
+    const r = await recomputeRollups(tdb.db, { from: new Date(t0 + 30 * 60_000), to: new Date(t0 + 60 * 60_000), orgId: org });
+    expect(r).toEqual({ hourly: 3, daily: 1 });
+    const h = await sql<{ min: number; max: number; sum: number; count: number; last: number }>`
+      select min, max, sum, count, last from metrics_hourly where device_id = ${dev} and metric = 'temp' order by bucket`.execute(tdb.db);
+    expect(h.rows[0]).toEqual({ min: 0, max: 59, sum: 1770, count: 60, last: 59 });
+    expect(h.rows).toHaveLength(3);
+    const d = await sql<{ sum: number; count: number; last: number }>`
+      select sum, count, last from metrics_daily where device_id = ${dev} and metric = 'temp'`.execute(tdb.db);
+    expect(d.rows).toEqual([{ sum: (179 * 180) / 2, count: 180, last: 179 }]);
+  });
+});
+
+describe('maintenance: BullMQ queue', () => {
+  it('registers the repeatable jobs once and runs a rollup repair requested on the queue', async () => {
+    const queueName = `maintenance-${randomBytes(4).toString('hex')}`;
+    const prefix = `t${randomBytes(4).toString('hex')}:bull`;
+    const opts = {
+      db: tdb.db,
+      redisUrl: REDIS_URL,
+      prefix,
+      queueName,
+      retention: { rawDays: 365, rollupDays: 1825, deadLetterDays: 30 },
+      logger: createLogger('silent'),
+    };
+    const a = new Maintenance(opts);
+    const b = new Maintenance(opts);
+    const events = new QueueEvents(queueName, { connection: { url: REDIS_URL }, prefix });
+    try {
+      await Promise.all([a.start(), b.start()]);
+      const schedulers = await a.queue.getJobSchedulers();
+      expect(schedulers.map((s) => s.key).sort()).toEqual([MaintenanceJob.EnsurePartitions, MaintenanceJob.Retention]);
+      await events.waitUntilReady();
+      const job = await a.recompute({ from: '2026-03-03T00:00:00Z', to: '2026-03-04T00:00:00Z', orgId: org });
+      expect(await job.waitUntilFinished(events, 20_000)).toEqual({ hourly: 3, daily: 1 });
+    } finally {
+      await a.queue.obliterate({ force: true });
+      await events.close();
+      await a.close();
+      await b.close();
+    }
+  });
+});

@@ -1,0 +1,227 @@
+import { type Job, Queue, Worker } from 'bullmq';
+import { sql } from 'kysely';
+import type { Config } from '../lib/config.js';
+import type { Db } from '../lib/db.js';
+import type { Logger } from '../lib/logger.js';
+import { counter } from '../lib/metrics.js';
+
+/**
+ * Storage upkeep on plain PostgreSQL: partitions created ahead, whole partitions dropped past
+ * retention, and rollups recomputed from raw rows on demand (repair after a backfill or a bug).
+ * Runs as BullMQ jobs on the `maintenance` queue so exactly one worker replica does each run.
+ */
+
+export const MAINTENANCE_QUEUE = 'maintenance';
+
+/** Job names on the maintenance queue. */
+export const MaintenanceJob = {
+  EnsurePartitions: 'ensure-partitions',
+  Retention: 'retention',
+  RecomputeRollups: 'recompute-rollups',
+} as const;
+
+/**
+ * Daily raw partitions kept ready ahead of time.
+ * @default 7
+ */
+export const PARTITION_DAYS_AHEAD = 7;
+/**
+ * Monthly energy/audit partitions kept ready ahead of time.
+ * @default 2
+ */
+export const PARTITION_MONTHS_AHEAD = 2;
+
+const DAY = 86_400_000;
+const jobRuns = counter('rulr_maintenance_runs_total', 'Maintenance job runs by job and outcome', ['job', 'outcome']);
+
+export interface Retention {
+  rawDays: number;
+  rollupDays: number;
+  deadLetterDays: number;
+}
+
+export function retentionFromConfig(cfg: Config): Retention {
+  return { rawDays: cfg.RETENTION_RAW_DAYS, rollupDays: cfg.RETENTION_ROLLUP_DAYS, deadLetterDays: cfg.RETENTION_DEAD_LETTER_DAYS };
+}
+
+/** Creates the partitions of the coming days/months that do not exist yet; returns how many were made. */
+export async function ensurePartitions(db: Db): Promise<number> {
+  const { rows } = await sql<{ made: number }>`
+    select rulr_ensure_partitions('device_metrics', 'day', ${PARTITION_DAYS_AHEAD})
+         + rulr_ensure_partitions('energy_readings', 'month', ${PARTITION_MONTHS_AHEAD}) as made`.execute(db);
+  await sql`select rulr_ensure_monthly_partitions('audit_logs', ${PARTITION_MONTHS_AHEAD})`.execute(db);
+  return rows[0]?.made ?? 0;
+}
+
+/** Partitions of `parent` with their upper bound (the default partition has none). */
+export async function listPartitions(db: Db, parent: string): Promise<{ name: string; to: Date | null }[]> {
+  const { rows } = await sql<{ name: string; to: Date | null }>`
+    select c.relname as name,
+           substring(pg_get_expr(c.relpartbound, c.oid) from 'TO \\(''([^'']+)''\\)')::timestamptz as "to"
+    from pg_inherits i
+    join pg_class c on c.oid = i.inhrelid
+    join pg_class p on p.oid = i.inhparent
+    where p.relname = ${parent} and p.relnamespace = 'public'::regnamespace
+    order by 2 nulls last`.execute(db);
+  return rows;
+}
+
+export interface RetentionResult {
+  droppedPartitions: string[];
+  deletedRows: Record<string, number>;
+}
+
+/**
+ * Drops every raw partition whose whole range is older than its retention (bounds read from the
+ * catalog, so partition names do not matter), clears expired rows that landed in the default
+ * partitions, and deletes expired rollup rows and dead letters (those tables are not partitioned).
+ */
+export async function applyRetention(db: Db, r: Retention, now = Date.now()): Promise<RetentionResult> {
+  const rawCutoff = new Date(now - r.rawDays * DAY);
+  const rollupCutoff = new Date(now - r.rollupDays * DAY);
+  const dlCutoff = new Date(now - r.deadLetterDays * DAY);
+  const droppedPartitions: string[] = [];
+  for (const parent of ['device_metrics', 'energy_readings']) {
+    for (const p of await listPartitions(db, parent)) {
+      if (p.to && p.to.getTime() <= rawCutoff.getTime()) {
+        await sql`drop table if exists ${sql.table(p.name)}`.execute(db);
+        droppedPartitions.push(p.name);
+      }
+    }
+  }
+  const deletedRows: Record<string, number> = {};
+  const del = async (name: string, q: ReturnType<typeof sql>) => {
+    const res = await q.execute(db);
+    deletedRows[name] = Number(res.numAffectedRows ?? 0);
+  };
+  await del('device_metrics_default', sql`delete from device_metrics_default where time < ${rawCutoff}`);
+  await del('energy_readings_default', sql`delete from energy_readings_default where time < ${rawCutoff}`);
+  await del('metrics_hourly', sql`delete from metrics_hourly where bucket < ${rollupCutoff}`);
+  await del('metrics_daily', sql`delete from metrics_daily where bucket < ${rollupCutoff}`);
+  await del('dead_letters', sql`delete from dead_letters where received_at < ${dlCutoff}`);
+  return { droppedPartitions, deletedRows };
+}
+
+/**
+ * Rebuilds the hourly and daily rollups of [from, to) (widened to whole UTC days) from raw rows,
+ * in one transaction: hourly from `device_metrics` (numeric readings only: booleans, stored with a
+ * `text`, are left out as ingest does), daily from those hourly rows. Optionally limited to one organization.
+ */
+export async function recomputeRollups(
+  db: Db,
+  o: { from: Date; to: Date; orgId?: string | undefined },
+): Promise<{ hourly: number; daily: number }> {
+  const from = new Date(Math.floor(o.from.getTime() / DAY) * DAY);
+  const to = new Date(Math.ceil(o.to.getTime() / DAY) * DAY);
+  const org = o.orgId ? sql`and org_id = ${o.orgId}` : sql``;
+  return db.transaction().execute(async (tx) => {
+    await sql`delete from metrics_hourly where bucket >= ${from} and bucket < ${to} ${org}`.execute(tx);
+    await sql`delete from metrics_daily where bucket >= ${from} and bucket < ${to} ${org}`.execute(tx);
+    const h = await sql`
+      insert into metrics_hourly (bucket, org_id, device_id, metric, min, max, sum, count, last, last_time)
+      select date_bin('1 hour', time, '1970-01-01 00:00:00+00'), org_id, device_id, metric,
+             min(value), max(value), sum(value), count(*), (array_agg(value order by time desc))[1], max(time)
+      from device_metrics
+      where time >= ${from} and time < ${to} and value is not null and text is null ${org}
+      group by 1, 2, 3, 4`.execute(tx);
+    const d = await sql`
+      insert into metrics_daily (bucket, org_id, device_id, metric, min, max, sum, count, last, last_time)
+      select date_bin('1 day', bucket, '1970-01-01 00:00:00+00'), org_id, device_id, metric,
+             min(min), max(max), sum(sum), sum(count), (array_agg(last order by last_time desc))[1], max(last_time)
+      from metrics_hourly
+      where bucket >= ${from} and bucket < ${to} ${org}
+      group by 1, 2, 3, 4`.execute(tx);
+    return { hourly: Number(h.numAffectedRows ?? 0), daily: Number(d.numAffectedRows ?? 0) };
+  });
+}
+
+export interface MaintenanceOptions {
+  db: Db;
+  /** BullMQ connection options (ioredis URL); each Queue/Worker opens its own connection. */
+  redisUrl: string;
+  /** `REDIS_PREFIX + 'bull'` */
+  prefix: string;
+  retention: Retention;
+  logger: Logger;
+  /** Queue name override (tests). @default 'maintenance' */
+  queueName?: string;
+  /** @default 1 hour */
+  partitionEveryMs?: number;
+  /** @default 6 hours */
+  retentionEveryMs?: number;
+}
+
+export interface RecomputeRequest {
+  from: string;
+  to: string;
+  orgId?: string;
+}
+
+/**
+ * The maintenance queue and its worker: repeatable partition and retention jobs (job schedulers,
+ * so several replicas starting at once register them once), plus on-demand rollup repair.
+ */
+export class Maintenance {
+  readonly queue: Queue;
+  readonly worker: Worker;
+
+  constructor(private readonly o: MaintenanceOptions) {
+    const connection = { url: o.redisUrl, maxRetriesPerRequest: null };
+    const name = o.queueName ?? MAINTENANCE_QUEUE;
+    this.queue = new Queue(name, { connection, prefix: o.prefix });
+    this.worker = new Worker(name, (job) => this.process(job), { connection, prefix: o.prefix, concurrency: 1 });
+    this.worker.on('failed', (job, err) => o.logger.error({ job: job?.name, err: err.message }, 'maintenance job failed'));
+  }
+
+  /** Registers the schedules and runs partition creation once now (a fresh install needs today's). */
+  async start(): Promise<void> {
+    await ensurePartitions(this.o.db);
+    await this.queue.upsertJobScheduler(
+      MaintenanceJob.EnsurePartitions,
+      { every: this.o.partitionEveryMs ?? 3_600_000 },
+      { name: MaintenanceJob.EnsurePartitions, opts: { removeOnComplete: 100, removeOnFail: 100 } },
+    );
+    await this.queue.upsertJobScheduler(
+      MaintenanceJob.Retention,
+      { every: this.o.retentionEveryMs ?? 6 * 3_600_000 },
+      { name: MaintenanceJob.Retention, opts: { removeOnComplete: 100, removeOnFail: 100 } },
+    );
+  }
+
+  /** Queues a rollup repair for [from, to). */
+  recompute(req: RecomputeRequest): Promise<Job> {
+    return this.queue.add(MaintenanceJob.RecomputeRollups, req, { removeOnComplete: 100, removeOnFail: 100 });
+  }
+
+  async process(job: Job): Promise<unknown> {
+    try {
+      let result: unknown;
+      switch (job.name) {
+        case MaintenanceJob.EnsurePartitions:
+          result = { made: await ensurePartitions(this.o.db) };
+          break;
+        case MaintenanceJob.Retention:
+          result = await applyRetention(this.o.db, this.o.retention);
+          break;
+        case MaintenanceJob.RecomputeRollups: {
+          const d = job.data as RecomputeRequest;
+          result = await recomputeRollups(this.o.db, { from: new Date(d.from), to: new Date(d.to), orgId: d.orgId });
+          break;
+        }
+        default:
+          throw new Error(`unknown maintenance job ${job.name}`);
+      }
+      jobRuns.inc({ job: job.name, outcome: 'ok' });
+      this.o.logger.info({ job: job.name, result }, 'maintenance job done');
+      return result;
+    } catch (e) {
+      jobRuns.inc({ job: job.name, outcome: 'error' });
+      throw e;
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.worker.close();
+    await this.queue.close();
+  }
+}
