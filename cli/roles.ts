@@ -1,23 +1,30 @@
 import { startGateway } from '../gateway/index.js';
+import { startIngest } from '../ingest/index.js';
 import type { Config } from '../lib/config.js';
 import type { Logger } from '../lib/logger.js';
 import { RoleContext, type RoleHandle } from '../lib/role.js';
 import { type SubgraphModule, startSubgraphServer } from '../lib/subgraph.js';
 import { createDevicesSubgraph } from '../subgraphs/devices/index.js';
+import { createMetricsSubgraph } from '../subgraphs/metrics/index.js';
+import { startWorkers } from '../workers/index.js';
 
 /** Subgraphs that exist today, with the config key of their port. */
 const SUBGRAPHS = {
   devices: { create: createDevicesSubgraph, port: (c: Config) => c.DEVICES_PORT },
+  metrics: { create: createMetricsSubgraph, port: (c: Config) => c.METRICS_PORT },
 } satisfies Record<string, { create: (ctx: RoleContext) => SubgraphModule; port: (c: Config) => number }>;
 
-export const ROLE_NAMES = ['gateway', ...Object.keys(SUBGRAPHS)] as const;
+/** What `all` runs: one process with everything (the gateway serves HTTP and graphql-ws). */
+const ALL = ['gateway', ...Object.keys(SUBGRAPHS), 'workers', 'ingest'];
+/** `realtime` is the WebSocket-only gateway, for deployments that scale subscriptions apart. */
+export const ROLE_NAMES = [...ALL, 'realtime'] as const;
 
 /**
  * Starts the named roles in this process. With the gateway and subgraphs together, the gateway
  * calls those subgraphs in process (no HTTP hop) unless GATEWAY_IN_PROCESS=false.
  */
 export async function startRoles(cfg: Config, logger: Logger, requested: string[]): Promise<RoleHandle> {
-  const roles = requested.includes('all') ? [...ROLE_NAMES] : requested;
+  const roles = requested.includes('all') ? [...ALL] : requested;
   for (const r of roles) {
     if (!(ROLE_NAMES as readonly string[]).includes(r)) throw new Error(`unknown role "${r}" (known: ${ROLE_NAMES.join(', ')}, all)`);
   }
@@ -31,8 +38,13 @@ export async function startRoles(cfg: Config, logger: Logger, requested: string[
       local[name] = mod;
       handles.push(await startSubgraphServer(ctx, mod, s.port(cfg)));
     }
+    if (roles.includes('workers')) handles.push(await startWorkers(ctx));
+    if (roles.includes('ingest')) handles.push(await startIngest(ctx));
     if (roles.includes('gateway')) {
       handles.push(await startGateway(ctx, cfg.GATEWAY_IN_PROCESS ? { local } : {}));
+    }
+    if (roles.includes('realtime')) {
+      handles.push(await startGateway(ctx, { ...(cfg.GATEWAY_IN_PROCESS ? { local } : {}), http: false, port: cfg.REALTIME_PORT }));
     }
   } catch (e) {
     for (const h of handles.reverse()) await h.close();

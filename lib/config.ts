@@ -74,6 +74,59 @@ export const configSpec = {
   RULES_PORT: { schema: port(4003), description: 'rules subgraph port.', shown: '4003' },
   METRICS_PORT: { schema: port(4004), description: 'metrics subgraph port.', shown: '4004' },
   INGEST_PORT: { schema: port(4010), description: 'ingest health/metrics/webhook port.', shown: '4010' },
+  INGEST_GROUP: {
+    schema: z
+      .string()
+      .regex(/^[A-Za-z0-9_-]+$/)
+      .default('ingest'),
+    description: 'Shared-subscription group (`$share/<group>/…`): ingest replicas in one group split the traffic.',
+    shown: 'ingest',
+  },
+  INGEST_CLIENT_ID: {
+    schema: z.string().min(1).max(64).optional(),
+    description: 'Stable MQTT client id of this ingest replica (its persistent session); default `rulr-ingest-<hostname>`.',
+  },
+  INGEST_SESSION_EXPIRY_S: {
+    schema: posInt(3600),
+    description: 'MQTT session expiry: how long the broker keeps queuing for a stopped ingest replica before dropping its session.',
+    shown: '3600',
+  },
+  INGEST_BATCH_SIZE: {
+    schema: posInt(50000),
+    description: 'Most readings per database batch (a batch is written when full or after INGEST_BATCH_MS).',
+    shown: '50000',
+  },
+  INGEST_BATCH_MS: { schema: posInt(50), description: 'Longest wait before a partial batch is written.', shown: '50' },
+  INGEST_WRITERS: {
+    schema: posInt(2),
+    description: 'Database connections writing batches concurrently (each batch is one transaction).',
+    shown: '2',
+  },
+  INGEST_MAX_PENDING: {
+    schema: posInt(10000),
+    description: 'Unacknowledged messages held in memory (also the MQTT receive maximum, capped at 65535); past it ingest stops reading.',
+    shown: '20000',
+  },
+  INGEST_MAX_PAYLOAD_BYTES: {
+    schema: posInt(65536),
+    description: 'Larger MQTT payloads go to dead letters (`too_large`).',
+    shown: '65536',
+  },
+  INGEST_DEVICE_CACHE_TTL_S: {
+    schema: posInt(300),
+    description: 'Device lookup cache lifetime (also invalidated via `<prefix>devices:changed`).',
+    shown: '300',
+  },
+  INGEST_SILENCE_CHECK_S: {
+    schema: posInt(30),
+    description: 'Interval of the silence check that marks quiet devices offline.',
+    shown: '30',
+  },
+  INGEST_RULE_JOB_MAX_READINGS: {
+    schema: posInt(5000),
+    description: 'Cap of readings per `rule-eval` job (newest per device and metric are kept).',
+    shown: '5000',
+  },
   WORKERS_PORT: { schema: port(4011), description: 'workers health/metrics port.', shown: '4011' },
   SUBGRAPH_HOST: {
     schema: z.string().default('127.0.0.1'),
@@ -105,11 +158,43 @@ export const configSpec = {
   GATEWAY_TIMEOUT_MS: { schema: posInt(15000), description: 'Request timeout at the gateway.', shown: '15000' },
   GATEWAY_RATE_LIMIT: { schema: posInt(1200), description: 'Requests per identity per window.', shown: '1200' },
   GATEWAY_RATE_WINDOW_S: { schema: posInt(60), description: 'Rate-limit window in seconds.', shown: '60' },
+  REALTIME_PORT: {
+    schema: port(3001),
+    description: 'Port of the WebSocket-only gateway role (`rulr start realtime`); the full gateway serves graphql-ws on GATEWAY_PORT.',
+    shown: '3001',
+  },
+  REALTIME_MAX_SUBSCRIPTIONS: {
+    schema: posInt(100),
+    description: 'Active subscriptions one graphql-ws connection may hold.',
+    shown: '100',
+  },
+  REALTIME_SOFT_BUFFER_BYTES: {
+    schema: posInt(262144),
+    description: 'Unsent bytes above which a WebSocket client counts as lagging (its telemetry is coalesced per device).',
+    shown: '262144',
+  },
+  REALTIME_HARD_BUFFER_BYTES: {
+    schema: posInt(4194304),
+    description: 'Queued bytes of a lagging client above which it is disconnected (close 4008).',
+    shown: '4194304',
+  },
+  REALTIME_KEEPALIVE_MS: {
+    schema: posInt(30000),
+    description: 'WebSocket ping interval; a client missing one pong is dropped.',
+    shown: '30000',
+  },
   GATEWAY_IN_PROCESS: {
     schema: bool(true),
     description: 'When subgraphs run in the same process (`rulr start all`), call them in process instead of over HTTP.',
     shown: 'true',
   },
+  RETENTION_RAW_DAYS: {
+    schema: posInt(365),
+    description: 'Days of raw telemetry kept (whole partitions dropped by the maintenance worker).',
+    shown: '365',
+  },
+  RETENTION_ROLLUP_DAYS: { schema: posInt(1825), description: 'Days of hourly/daily rollups kept.', shown: '1825' },
+  RETENTION_DEAD_LETTER_DAYS: { schema: posInt(30), description: 'Days of dead letters kept.', shown: '30' },
 } satisfies Record<string, ConfigVar>;
 
 type Spec = typeof configSpec;

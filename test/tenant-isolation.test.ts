@@ -71,11 +71,10 @@ describe('tenant isolation', () => {
   });
 
   it("returns null in place of org B's devices and sites in batch lookups", async () => {
-    const d = await f.ok(
-      a.admin,
-      `query($d: [ID!]!, $s: [ID!]!) { devicesByIds(ids: $d) { id } sitesByIds(ids: $s) { id } }`,
-      { d: [a.deviceId, b.deviceId], s: [b.siteId, a.siteId] },
-    );
+    const d = await f.ok(a.admin, `query($d: [ID!]!, $s: [ID!]!) { devicesByIds(ids: $d) { id } sitesByIds(ids: $s) { id } }`, {
+      d: [a.deviceId, b.deviceId],
+      s: [b.siteId, a.siteId],
+    });
     expect(d).toEqual({ devicesByIds: [{ id: a.deviceId }, null], sitesByIds: [null, { id: a.siteId }] });
   });
 
