@@ -23,7 +23,9 @@ echo "[rulr] npx rulr start all"
 # Same as `npx rulr start all`, without the npx wrapper so that signals reach the process.
 node bin/rulr.js start all &
 rulr_pid=$!
+sim_pid=""
 stop() {
+  [ -n "$sim_pid" ] && kill -TERM "$sim_pid" 2>/dev/null || true
   kill -TERM "$rulr_pid" 2>/dev/null || true
   wait "$rulr_pid" 2>/dev/null || true
   exit 0
@@ -41,11 +43,13 @@ for _ in $(seq 1 120); do
 done
 [ "$ready" = 1 ] || { echo "[rulr] the gateway did not answer /healthz within 60 s" >&2; stop; }
 
-# --- HOOK: device simulator -------------------------------------------------------------------
-# Start the MQTT device simulator here once it exists (ingest engineer), in the background, e.g.
-#   npx rulr simulate --org demo --devices 100 & sim_pid=$!
-# and stop it in stop() above. Until then, nothing publishes telemetry.
-# ----------------------------------------------------------------------------------------------
+# The fleet simulator: street lights publishing over MQTT (lamps on at night, dimming, energy
+# counters, occasional faults and a few malformed messages for the dead-letter store).
+sim_devices="${RULR_SIM_DEVICES:-1000}"
+sim_rate="${RULR_SIM_RATE:-200}"
+echo "[rulr] node bin/rulr.js simulate --org demo --devices ${sim_devices} --rate ${sim_rate} --bad-fraction 0.01"
+node bin/rulr.js simulate --org demo --devices "$sim_devices" --rate "$sim_rate" --bad-fraction 0.01 >/tmp/rulr-simulate.log 2>&1 &
+sim_pid=$!
 
 token=$(npx rulr token --org demo --role admin | tail -n1)
 email=$(printf '%s\n' "$seed_out" | grep -Eo '[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+' | head -n1 || true)
@@ -65,6 +69,16 @@ First page of devices, with an admin token (npx rulr token --org demo --role adm
 curl -s ${url} -H 'content-type: application/json' \\
   -H 'authorization: Bearer ${token}' \\
   -d '{"query":"{ devices(first: 5) { totalCount edges { node { id serial name site { name } location { lat lng } } } pageInfo { hasNextPage endCursor } } }"}'
+
+Live values of the first device (the simulator publishes ${sim_rate} messages/s; run it twice to see them move):
+
+curl -s ${url} -H 'content-type: application/json' \\
+  -H 'authorization: Bearer ${token}' \\
+  -d '{"query":"{ devices(first: 1) { edges { node { serial status { online lastSeen } latest { metric value text ts } } } } }"}'
+
+Subscriptions (graphql-ws) on ws://127.0.0.1:${port}/graphql with connectionParams {"authorization": "Bearer <token>"}:
+  subscription { telemetryUpdated { device { serial site { name } } readings { metric value } } }
+Simulator log: /tmp/rulr-simulate.log
 
 Log in instead:
 
