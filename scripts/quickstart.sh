@@ -74,7 +74,7 @@ Live values of the first device (the simulator publishes ${sim_rate} messages/s;
 
 curl -s ${url} -H 'content-type: application/json' \\
   -H 'authorization: Bearer ${token}' \\
-  -d '{"query":"{ devices(first: 1) { edges { node { serial status { online lastSeen } latest { metric value text ts } } } } }"}'
+  -d '{"query":"{ devices(first: 1, filter: {search: \\"SL-000001\\"}) { edges { node { serial status { online lastSeen } latest { metric value text ts } } } } }"}'
 
 Subscriptions (graphql-ws) on ws://127.0.0.1:${port}/graphql with connectionParams {"authorization": "Bearer <token>"}:
   subscription { telemetryUpdated { device { serial site { name } } readings { metric value } } }

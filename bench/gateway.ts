@@ -1,0 +1,435 @@
+/**
+ * `npm run bench:gateway`: RULR's gateway against the devices subgraph called directly and against a
+ * stock @apollo/gateway, on one freshly seeded database (`rulr_bench`). Servers run in child
+ * processes (`tsx bench/gateway.ts --serve <role>`), autocannon runs here. Results go to the
+ * gateway section of bench/RESULTS.md.
+ *
+ * Environment: BENCH_DURATION (seconds per saturation run, default 5), BENCH_ROUNDS (default 3),
+ * BENCH_FIXED_DURATION (seconds per fixed-rate run, default 10); BENCH_CPU_PROF=1 (children write
+ * .cpuprofile files to bench/out/); BENCH_TARGETS=a,b,c,c' and BENCH_QUERIES=0,1,2 to run a subset
+ * (the RESULTS.md section is only written for a full run); BENCH_PG_BASE (PostgreSQL without the
+ * database name).
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { fileURLToPath } from 'node:url';
+import autocannon from 'autocannon';
+import { Kysely, PostgresDialect } from 'kysely';
+import pg from 'pg';
+
+const PG_BASE = process.env.BENCH_PG_BASE ?? 'postgres://postgres@127.0.0.1:5432';
+const DB_NAME = 'rulr_bench';
+const DB_URL = `${PG_BASE}/${DB_NAME}`;
+const SECRET = 'rulr-bench-secret-not-for-production-0123456789abcdef';
+const DURATION = Number(process.env.BENCH_DURATION ?? 5);
+/** Saturation runs are interleaved across targets in rounds; each target's best round is reported. */
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+/** Length of each fixed-rate latency run. */
+const FIXED_DURATION = Number(process.env.BENCH_FIXED_DURATION ?? 10);
+const RESULTS = fileURLToPath(new URL('./RESULTS.md', import.meta.url));
+const OUT = fileURLToPath(new URL('./out/', import.meta.url));
+
+const serverEnv = (): NodeJS.ProcessEnv => ({
+  ...process.env,
+  NODE_ENV: 'production',
+  LOG_LEVEL: 'warn',
+  DATABASE_URL: DB_URL,
+  RULR_SECRET: SECRET,
+  REDIS_PREFIX: 'bench:gateway:',
+  GATEWAY_RATE_LIMIT: '1000000000',
+  GATEWAY_IN_PROCESS: 'true',
+});
+
+// ---------------------------------------------------------------------------------------------
+// Child side: one server role per process.
+// ---------------------------------------------------------------------------------------------
+
+async function serve(role: string): Promise<void> {
+  const { loadConfig } = await import('../lib/config.js');
+  const { createLogger } = await import('../lib/logger.js');
+  const { RoleContext } = await import('../lib/role.js');
+  const { startSubgraphServer } = await import('../lib/subgraph.js');
+  const cfg = loadConfig();
+  const ctx = new RoleContext(cfg, createLogger('warn', { role }));
+  const urls = JSON.parse(process.env.BENCH_URLS ?? '{}') as Record<string, string>;
+  let close: () => Promise<void>;
+  let port: number;
+  if (role === 'devices' || role === 'metrics') {
+    const mod =
+      role === 'devices'
+        ? (await import('../subgraphs/devices/index.js')).createDevicesSubgraph(ctx)
+        : (await import('../subgraphs/metrics/index.js')).createMetricsSubgraph(ctx);
+    const h = await startSubgraphServer(ctx, mod, 0);
+    port = h.port;
+    close = h.close;
+  } else if (role === 'rulr' || role === 'allinone') {
+    const { startGateway } = await import('../gateway/index.js');
+    const local =
+      role === 'allinone'
+        ? {
+            devices: (await import('../subgraphs/devices/index.js')).createDevicesSubgraph(ctx),
+            metrics: (await import('../subgraphs/metrics/index.js')).createMetricsSubgraph(ctx),
+          }
+        : undefined;
+    const h = await startGateway(ctx, { port: 0, ...(local ? { local } : { urls }) });
+    port = h.port;
+    close = h.close;
+  } else if (role === 'stock') {
+    // A stock configuration: defaults everywhere, only the identity header added.
+    const { ApolloGateway, RemoteGraphQLDataSource } = await import('@apollo/gateway');
+    const { ApolloServer } = await import('@apollo/server');
+    const { startStandaloneServer } = await import('@apollo/server/standalone');
+    const { loadSupergraph } = await import('../gateway/supergraph.js');
+    const { signIdentity } = await import('../lib/identity.js');
+    const identity = JSON.parse(process.env.BENCH_IDENTITY ?? '{}');
+    const gateway = new ApolloGateway({
+      supergraphSdl: loadSupergraph(),
+      buildService: ({ name, url }) =>
+        new RemoteGraphQLDataSource({
+          url: urls[name] ?? url,
+          willSendRequest({ request }) {
+            request.http?.headers.set('x-rulr-identity', signIdentity(identity, SECRET));
+          },
+        }),
+    });
+    const server = new ApolloServer({ gateway });
+    const { url } = await startStandaloneServer(server, { listen: { port: 0 } });
+    port = Number(new URL(url).port);
+    close = () => server.stop();
+  } else {
+    throw new Error(`unknown role ${role}`);
+  }
+  process.stdout.write(`READY ${port}\n`);
+  const stop = async () => {
+    await close();
+    await ctx.close();
+    process.exit(0);
+  };
+  process.on('SIGTERM', () => void stop());
+  process.on('SIGINT', () => void stop());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parent side: database, processes, load, report.
+// ---------------------------------------------------------------------------------------------
+
+interface Server {
+  role: string;
+  port: number;
+  child: ChildProcess;
+}
+
+function startServer(role: string, extraEnv: Record<string, string> = {}): Promise<Server> {
+  const args = ['--import', 'tsx'];
+  if (process.env.BENCH_CPU_PROF === '1') {
+    // One folder per role: tsx's loader thread writes a profile of its own beside the main thread's.
+    mkdirSync(`${OUT}${role}`, { recursive: true });
+    args.push('--cpu-prof', `--cpu-prof-dir=${OUT}${role}`);
+  }
+  args.push(fileURLToPath(import.meta.url), '--serve', role);
+  const child = spawn(process.execPath, args, { env: { ...serverEnv(), ...extraEnv }, stdio: ['ignore', 'pipe', 'inherit'] });
+  return new Promise((resolve, reject) => {
+    let buf = '';
+    const onData = (c: Buffer) => {
+      buf += c.toString();
+      const m = /READY (\d+)/.exec(buf);
+      if (m) {
+        child.stdout?.off('data', onData);
+        child.stdout?.resume();
+        resolve({ role, port: Number(m[1]), child });
+      }
+    };
+    child.stdout?.on('data', onData);
+    child.once('exit', (code) => reject(new Error(`${role} exited with ${code} before it was ready`)));
+  });
+}
+
+async function stopServer(s: Server): Promise<void> {
+  if (s.child.exitCode !== null) return;
+  const exited = new Promise((r) => s.child.once('exit', r));
+  s.child.kill('SIGTERM');
+  await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
+  if (s.child.exitCode === null) s.child.kill('SIGKILL');
+}
+
+async function prepareDatabase(): Promise<{ orgId: string; userId: string; deviceId: string }> {
+  const admin = new pg.Client({ connectionString: `${PG_BASE}/postgres` });
+  await admin.connect();
+  await admin.query(`drop database if exists ${DB_NAME} with (force)`);
+  await admin.query(`create database ${DB_NAME}`);
+  await admin.end();
+  const { migrateToLatest } = await import('../schema/migrate.js');
+  const raw = new Kysely<unknown>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: DB_URL, max: 2 }) }) });
+  await migrateToLatest(raw);
+  await raw.destroy();
+  const { seedDemo, DEMO_EMAIL } = await import('../cli/seed.js');
+  const { loadConfig } = await import('../lib/config.js');
+  const { createDb } = await import('../lib/db.js');
+  const cfg = loadConfig({ ...serverEnv() });
+  const db = createDb({ url: DB_URL, poolSize: 2 });
+  try {
+    const seeded = await seedDemo(cfg, { devices: 1000, quiet: true, db });
+    const user = await db.selectFrom('users').select('id').where('email', '=', DEMO_EMAIL).executeTakeFirstOrThrow();
+    const device = await db
+      .selectFrom('devices')
+      .select('id')
+      .where('org_id', '=', seeded.orgId)
+      .orderBy('serial')
+      .offset(500)
+      .limit(1)
+      .executeTakeFirstOrThrow();
+    return { orgId: seeded.orgId, userId: user.id, deviceId: device.id };
+  } finally {
+    await db.destroy();
+  }
+}
+
+interface Query {
+  name: string;
+  query: string;
+  variables?: Record<string, unknown>;
+}
+
+interface Target {
+  key: string;
+  label: string;
+  url: string;
+  headers: () => Record<string, string>;
+}
+
+interface Run {
+  rps: number;
+  p50: number;
+  p99: number;
+  errors: number;
+}
+
+async function load(t: Target, q: Query, connections: number, duration: number, overallRate?: number): Promise<Run> {
+  const r = await autocannon({
+    url: t.url,
+    method: 'POST',
+    connections,
+    duration,
+    headers: { 'content-type': 'application/json', ...t.headers() },
+    body: JSON.stringify({ query: q.query, variables: q.variables }),
+    ...(overallRate ? { overallRate } : {}),
+  });
+  return { rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors + r.non2xx + r.timeouts };
+}
+
+async function probe(t: Target, q: Query): Promise<unknown> {
+  const res = await fetch(t.url, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json', ...t.headers() },
+    body: JSON.stringify({ query: q.query, variables: q.variables }),
+  });
+  const body = (await res.json()) as { data?: unknown; errors?: unknown };
+  if (res.status !== 200 || body.errors)
+    throw new Error(`${t.label} answered ${q.name} with ${res.status} ${JSON.stringify(body).slice(0, 400)}`);
+  return body.data;
+}
+
+function writeSection(markdown: string): void {
+  const start = '<!-- gateway:start -->';
+  const end = '<!-- gateway:end -->';
+  const block = `${start}\n${markdown.trim()}\n${end}`;
+  const current = existsSync(RESULTS) ? readFileSync(RESULTS, 'utf8') : '# Benchmark results\n';
+  const i = current.indexOf(start);
+  const j = current.indexOf(end);
+  const next = i >= 0 && j > i ? current.slice(0, i) + block + current.slice(j + end.length) : `${current.trimEnd()}\n\n${block}\n`;
+  writeFileSync(RESULTS, next);
+}
+
+/** The profile findings behind the numbers (re-check with BENCH_CPU_PROF=1 when the code changes). */
+const ANALYSIS = `What limits it (profiled with \`BENCH_CPU_PROF=1 BENCH_TARGETS=c BENCH_QUERIES=1\`, 2026-11-27): at saturation the
+RULR gateway process was about 68% idle and the devices subgraph about 56% idle; the cores went to PostgreSQL,
+autocannon and other work on this shared 2-core machine (1-minute load average 7-10 during every run). The
+gateway's own share per request is the direct route (cached plan, one keep-alive POST, bytes passed through)
+plus a Redis round trip for the rate limit. So the p99 < 50 ms target is missed by every target, including the
+subgraph called directly (a): latency here is queueing for CPU, not gateway work. The page query's cost is in
+the devices subgraph (one tenant transaction of six statements: BEGIN, set_config, devices, sites, profiles,
+COMMIT, and 17 kB of JSON per answer). Ratios between runs vary by ±30% with the background load; re-run on an idle
+machine for absolute numbers. (c') all-in-one puts gateway and subgraph on one event loop, so on 2 cores it
+can lose to (c), which spreads them over two processes.`;
+
+const fmt = (n: number) => (n >= 100 ? Math.round(n).toString() : n.toFixed(1));
+
+async function main(): Promise<void> {
+  const started = new Date();
+  const loadBefore = os.loadavg()[0] ?? 0;
+  console.log(`bench:gateway — preparing ${DB_NAME}`);
+  const { orgId, userId, deviceId } = await prepareDatabase();
+  const { signIdentity } = await import('../lib/identity.js');
+  const { issueToken } = await import('../lib/auth.js');
+  const identity = { kind: 'user' as const, subject: userId, orgId, role: 'viewer' as const, scopes: [] };
+  const token = await issueToken({ userId, orgId, role: 'viewer' }, { secret: SECRET, issuer: 'rulr', ttlSeconds: 24 * 3600 });
+
+  const servers: Server[] = [];
+  const notes: string[] = [];
+  try {
+    const devices = await startServer('devices');
+    servers.push(devices);
+    let metrics: Server | undefined;
+    try {
+      metrics = await startServer('metrics');
+      servers.push(metrics);
+    } catch (e) {
+      notes.push(`metrics subgraph did not start (${(e as Error).message}): the cross-subgraph query is skipped.`);
+    }
+    const urls: Record<string, string> = { devices: `http://127.0.0.1:${devices.port}/graphql` };
+    if (metrics) urls.metrics = `http://127.0.0.1:${metrics.port}/graphql`;
+    const env = { BENCH_URLS: JSON.stringify(urls), BENCH_IDENTITY: JSON.stringify(identity) };
+    const stock = await startServer('stock', env);
+    const rulr = await startServer('rulr', env);
+    const allinone = await startServer('allinone', env);
+    servers.push(stock, rulr, allinone);
+
+    const bearer = () => ({ authorization: `Bearer ${token}` });
+    const targets: Target[] = [
+      {
+        key: 'a',
+        label: '(a) devices subgraph, direct',
+        url: urls.devices as string,
+        headers: () => ({ 'x-rulr-identity': signIdentity(identity, SECRET) }),
+      },
+      { key: 'b', label: '(b) stock @apollo/gateway', url: `http://127.0.0.1:${stock.port}/graphql`, headers: () => ({}) },
+      { key: 'c', label: '(c) RULR gateway, subgraph over HTTP', url: `http://127.0.0.1:${rulr.port}/graphql`, headers: bearer },
+      { key: "c'", label: "(c') RULR all-in-one, in process", url: `http://127.0.0.1:${allinone.port}/graphql`, headers: bearer },
+    ];
+    const queries: Query[] = [
+      {
+        name: 'page of 50 devices with site and profile',
+        query:
+          'query Page { devices(first: 50) { edges { cursor node { id serial name createdAt site { id name } profile { id name } } } pageInfo { hasNextPage endCursor } } }',
+      },
+      {
+        name: 'one device by id',
+        query: 'query One($id: ID!) { device(id: $id) { id serial name site { id name } profile { id name } } }',
+        variables: { id: deviceId },
+      },
+    ];
+    if (metrics) {
+      queries.push({
+        name: 'one device with its status from the metrics subgraph',
+        query: 'query Status($id: ID!) { device(id: $id) { id serial name status { online lastSeen } } }',
+        variables: { id: deviceId },
+      });
+    }
+
+    const onlyTargets = process.env.BENCH_TARGETS?.split(',');
+    const onlyQueries = process.env.BENCH_QUERIES?.split(',').map(Number);
+    const subset = Boolean(onlyTargets || onlyQueries);
+    if (onlyTargets) targets.splice(0, targets.length, ...targets.filter((t) => onlyTargets.includes(t.key)));
+    if (onlyQueries) queries.splice(0, queries.length, ...queries.filter((_q, i) => onlyQueries.includes(i)));
+    const results: Record<string, Record<string, { c50: Run; c200: Run; fixed?: Run }>> = {};
+    const rates: Record<string, number> = {};
+    for (const q of queries) {
+      results[q.name] = {};
+      // Every target that can answer must give the same data.
+      let reference: string | undefined;
+      for (const t of targets) {
+        if (q.name.includes('metrics') && t.key === 'a') continue;
+        const data = JSON.stringify(await probe(t, q));
+        reference ??= data;
+        if (data !== reference)
+          throw new Error(`${t.label} answered ${q.name} differently:\n${data.slice(0, 300)}\n${reference.slice(0, 300)}`);
+      }
+      // The machine is shared, so contention comes and goes: interleave the targets in rounds (order
+      // rotating) and keep each target's best round, rather than measuring one target after another.
+      const eligible = targets.filter((t) => !(q.name.includes('metrics') && t.key === 'a'));
+      for (const t of eligible) await load(t, q, 50, 3);
+      const best: Record<string, { c50: Run; c200: Run }> = {};
+      const better = (x: Run | undefined, y: Run) => (!x || y.rps > x.rps ? y : x);
+      for (let round = 0; round < ROUNDS; round++) {
+        for (let i = 0; i < eligible.length; i++) {
+          const t = eligible[(i + round) % eligible.length] as Target;
+          const c50 = await load(t, q, 50, DURATION);
+          const c200 = await load(t, q, 200, DURATION);
+          console.log(`${q.name} · round ${round + 1} · ${t.label}: 50c ${fmt(c50.rps)} req/s · 200c ${fmt(c200.rps)} req/s`);
+          best[t.key] = { c50: better(best[t.key]?.c50, c50), c200: better(best[t.key]?.c200, c200) };
+        }
+      }
+      results[q.name] = best;
+      const c = results[q.name]?.c ?? Object.values(results[q.name] ?? {})[0];
+      if (!c) continue;
+      const rate = Math.max(1, Math.round(Math.max(c.c50.rps, c.c200.rps) / 2));
+      rates[q.name] = rate;
+      for (const t of targets) {
+        const row = results[q.name]?.[t.key];
+        if (!row) continue;
+        row.fixed = await load(t, q, 50, FIXED_DURATION, rate);
+        console.log(`${q.name} · ${t.label}: ${rate} req/s fixed → p50 ${row.fixed.p50} ms, p99 ${row.fixed.p99} ms`);
+      }
+    }
+
+    if (subset) {
+      console.log('subset run: bench/RESULTS.md left as it is');
+      return;
+    }
+    const mem = `${Math.round(os.totalmem() / 2 ** 30)} GiB`;
+    const loadAfter = os.loadavg()[0] ?? 0;
+    const lines: string[] = [
+      '## Gateway (`npm run bench:gateway`)',
+      '',
+      `Run ${started.toISOString()} · ${os.availableParallelism()} cores (${os.cpus()[0]?.model ?? 'unknown cpu'}) · ${mem} RAM · Node ${process.version} · ` +
+        `saturation: ${ROUNDS} interleaved rounds of ${DURATION} s per target and connection count, best round reported · ` +
+        `latency: ${FIXED_DURATION} s at a fixed rate · database \`${DB_NAME}\` seeded with the demo data (1,000 devices) · ` +
+        `1-minute load average ${loadBefore.toFixed(1)} before and ${loadAfter.toFixed(1)} after (the machine is shared: other work competes for the cores).`,
+      '',
+      'Command: `npm run bench:gateway` (`BENCH_DURATION`, `BENCH_ROUNDS`, `BENCH_FIXED_DURATION` set the run lengths; `BENCH_CPU_PROF=1` writes CPU profiles to `bench/out/<role>/`).',
+      'Servers run in child processes with `NODE_ENV=production`; autocannon runs in the parent process on the same machine,',
+      'so the load generator competes with the servers for the same cores. Latency is measured at a fixed rate of half of',
+      "(c)'s saturated throughput for that query (autocannon `overallRate`, 50 connections).",
+      '',
+      'Targets: (a) the devices subgraph called directly with a signed identity header; (b) a stock `@apollo/gateway`',
+      '(ApolloGateway + `startStandaloneServer`, HTTP data sources, defaults, identity header added in `willSendRequest`);',
+      "(c) RULR's gateway with the subgraphs in their own processes over HTTP; (c') RULR all-in-one (`rulr start all`, subgraphs in process).",
+      '',
+    ];
+    for (const q of queries) {
+      const r = results[q.name] ?? {};
+      const a = r.a;
+      const b = r.b;
+      const c = r.c;
+      const best = (x?: { c50: Run; c200: Run }) => (x ? Math.max(x.c50.rps, x.c200.rps) : Number.NaN);
+      lines.push(`### ${q.name}`, '', `Fixed rate for latency: ${rates[q.name]} req/s.`, '');
+      lines.push(
+        '| target | req/s @50 | req/s @200 | p50 ms @fixed | p99 ms @fixed | errors |',
+        '| --- | ---: | ---: | ---: | ---: | ---: |',
+      );
+      for (const t of targets) {
+        const x = r[t.key];
+        if (!x) {
+          lines.push(`| ${t.label} | n/a | n/a | n/a | n/a | – |`);
+          continue;
+        }
+        const errs = x.c50.errors + x.c200.errors + (x.fixed?.errors ?? 0);
+        lines.push(`| ${t.label} | ${fmt(x.c50.rps)} | ${fmt(x.c200.rps)} | ${x.fixed?.p50 ?? '–'} | ${x.fixed?.p99 ?? '–'} | ${errs} |`);
+      }
+      const ca = a && c ? (best(c) / best(a)).toFixed(2) : 'n/a';
+      const cb = b && c ? (best(c) / best(b)).toFixed(2) : 'n/a';
+      const cb50 = b && c ? (c.c50.rps / b.c50.rps).toFixed(2) : 'n/a';
+      const cb200 = b && c ? (c.c200.rps / b.c200.rps).toFixed(2) : 'n/a';
+      lines.push('', `Ratios (best of 50/200 connections): c/a = ${ca}, c/b = ${cb} (at 50: ${cb50}, at 200: ${cb200}).`);
+      const verdict = (ok: boolean) => (ok ? 'met' : 'missed');
+      const goals = [`c ≥ 1.5 × b: ${b && c ? verdict(best(c) >= 1.5 * best(b)) : 'n/a'}`];
+      if (q.name.startsWith('page')) goals.unshift(`c ≥ 0.6 × a: ${a && c ? verdict(best(c) >= 0.6 * best(a)) : 'n/a'}`);
+      goals.push(`p99 of c < 50 ms at the fixed rate: ${c?.fixed ? verdict(c.fixed.p99 < 50) : 'n/a'}`);
+      lines.push(`Targets: ${goals.join('; ')}.`, '');
+    }
+    if (notes.length) lines.push('Notes:', '', ...notes.map((n) => `- ${n}`), '');
+    lines.push(ANALYSIS, '');
+    writeSection(lines.join('\n'));
+    console.log(`\nwrote the gateway section of ${RESULTS}`);
+  } finally {
+    for (const s of servers.reverse()) await stopServer(s);
+  }
+}
+
+if (process.argv[2] === '--serve') {
+  await serve(process.argv[3] ?? '');
+} else {
+  await main();
+  process.exit(0);
+}

@@ -1,0 +1,323 @@
+// `npm run bench:ingest`: 1,000,000 readings (100,000 QoS 1 messages × 10 values, 1,000 devices)
+// through a private no-drop Mosquitto (deploy/mosquitto/mosquitto-no-drop.conf on port 18830) into
+// one ingest process; then psql COPY of the same rows into an identical table; then publish→commit
+// latency at half the measured rate. Env: BENCH_MESSAGES, BENCH_DEVICES, BENCH_PORT, TEST_PG_URL.
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { Kysely, PostgresDialect } from 'kysely';
+import mqtt, { type MqttClient } from 'mqtt';
+import pg from 'pg';
+import { startNoDropBroker } from '../ingest/testing/broker.js';
+import { seedFleet } from '../ingest/testing/fixtures.js';
+import { copyText, type Row } from '../ingest/writer.js';
+import { migrateToLatest } from '../schema/migrate.js';
+import { adminUrl, dbUrl } from '../test/support/env.js';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const MESSAGES = Number(process.env.BENCH_MESSAGES ?? 100_000);
+const DEVICES = Number(process.env.BENCH_DEVICES ?? 1000);
+const VALUES = 10;
+const PORT = Number(process.env.BENCH_PORT ?? 18830);
+const LATENCY_SECONDS = Number(process.env.BENCH_LATENCY_SECONDS ?? 20);
+/** Node flags of the ingest process: a bounded old space, as recommended for ingest deployments (ingest/README.md). */
+const INGEST_NODE_FLAGS = (process.env.BENCH_INGEST_NODE_FLAGS ?? '--max-old-space-size=256').split(' ').filter(Boolean);
+const METRICS = ['power', 'voltage', 'current', 'temp', 'lux', 'dim', 'pf', 'freq', 'rssi', 'energy'];
+
+const log = (...a: unknown[]) => console.log(new Date().toISOString().slice(11, 19), ...a);
+
+function rssPeakMb(pid: number): number {
+  const s = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmHWM:\s+(\d+)/.exec(s)?.[1] ?? 0) / 1024;
+}
+function rssMb(pid: number): number {
+  const s = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmRSS:\s+(\d+)/.exec(s)?.[1] ?? 0) / 1024;
+}
+
+async function readingsCommitted(port: number): Promise<number> {
+  const r = await fetch(`http://127.0.0.1:${port}/metrics`);
+  const m = /^rulr_ingest_readings_total (\d+)/m.exec(await r.text());
+  return Number(m?.[1] ?? 0);
+}
+
+function startIngestChild(env: Record<string, string>): Promise<{ child: ChildProcess; port: number; lines: string[] }> {
+  // node --import tsx (not npx): the pid we measure is the ingest process itself.
+  const child = spawn(process.execPath, [...INGEST_NODE_FLAGS, '--import', 'tsx', 'ingest/testing/run-ingest.ts'], {
+    cwd: ROOT,
+    env: { ...process.env, ...env },
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
+  const lines: string[] = [];
+  return new Promise((resolve, reject) => {
+    let buf = '';
+    child.stdout?.on('data', (b: Buffer) => {
+      buf += b.toString();
+      let i = buf.indexOf('\n');
+      while (i >= 0) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        lines.push(line);
+        if (process.env.BENCH_LOG_LEVEL && line.startsWith('{')) process.stderr.write(`${line}\n`);
+        const m = /^ready (\d+)/.exec(line);
+        if (m) resolve({ child, port: Number(m[1]), lines });
+        i = buf.indexOf('\n');
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`ingest exited (${code})`)));
+  });
+}
+
+async function connectPublisher(url: string): Promise<MqttClient> {
+  const c = mqtt.connect(url, { clientId: `bench-pub-${randomBytes(3).toString('hex')}`, protocolVersion: 5, reconnectPeriod: 0 });
+  await new Promise<void>((resolve, reject) => {
+    c.once('connect', () => resolve());
+    c.once('error', reject);
+  });
+  return c;
+}
+
+function payload(ts: number, i: number): string {
+  const v: Record<string, number> = {};
+  for (let k = 0; k < VALUES; k++) v[METRICS[k] as string] = k === 9 ? i / 100 : Math.round(((i * 31 + k * 17) % 1000) * 10) / 10;
+  return JSON.stringify({ ts, values: v });
+}
+
+async function main(): Promise<void> {
+  const dbName = `rulr_bench_ingest_${randomBytes(3).toString('hex')}`;
+  const admin = new pg.Client({ connectionString: adminUrl() });
+  await admin.connect();
+  await admin.query(`create database ${dbName}`);
+  const url = dbUrl(dbName);
+  const kdb = new Kysely<unknown>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: url, max: 1 }) }) });
+  await migrateToLatest(kdb);
+  await kdb.destroy();
+  const fleet = await seedFleet(url, {
+    devices: DEVICES,
+    metrics: METRICS.map((name) => (name === 'energy' ? { name, type: 'number', counter: true } : { name, type: 'number' })),
+  });
+  const broker = await startNoDropBroker(PORT);
+  const prefix = `bench${randomBytes(3).toString('hex')}:`;
+  const env = {
+    DATABASE_URL: url,
+    MQTT_URL: broker.url,
+    REDIS_PREFIX: prefix,
+    // Own group per run: a stale session of an earlier run would keep taking its share of a shared subscription.
+    INGEST_GROUP: `bench${randomBytes(3).toString('hex')}`,
+    INGEST_CLIENT_ID: `bench-ingest-${randomBytes(3).toString('hex')}`,
+    LOG_LEVEL: process.env.BENCH_LOG_LEVEL ?? 'warn',
+  };
+  const sql = new pg.Client({ connectionString: url });
+  await sql.connect();
+  const loadBefore = os.loadavg()[0] as number;
+  let ingest: Awaited<ReturnType<typeof startIngestChild>> | undefined;
+  try {
+    ingest = await startIngestChild(env);
+    const pub = await connectPublisher(broker.url);
+    const t0 = Date.now() - 7_200_000;
+
+    // 1. Throughput: publish everything at QoS 1 as fast as the broker takes it.
+    log(`publishing ${MESSAGES} messages × ${VALUES} values from ${DEVICES} devices`);
+    const start = performance.now();
+    const window: Promise<unknown>[] = [];
+    for (let i = 0; i < MESSAGES; i++) {
+      const d = i % DEVICES;
+      const ts = t0 + Math.floor(i / DEVICES) * 10;
+      window.push(pub.publishAsync(`devices/${fleet.deviceIds[d]}/telemetry`, payload(ts, i), { qos: 1 }));
+      if (window.length >= 2000) await Promise.all(window.splice(0));
+    }
+    await Promise.all(window);
+    const published = performance.now();
+    const expected = MESSAGES * VALUES;
+    let peakRss = 0;
+    while ((await readingsCommitted(ingest.port)) < expected) {
+      peakRss = Math.max(peakRss, rssMb(ingest.child.pid as number));
+      if (performance.now() - start > 600_000) throw new Error('ingest did not finish within 10 minutes');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const done = performance.now();
+    const seconds = (done - start) / 1000;
+    const ingestRate = expected / seconds;
+    const hwm = rssPeakMb(ingest.child.pid as number);
+    const stored = Number((await sql.query('select count(*) n from device_metrics')).rows[0].n);
+    log(
+      `ingest: ${expected} readings in ${seconds.toFixed(2)} s = ${Math.round(ingestRate)} readings/s (publish took ${((published - start) / 1000).toFixed(2)} s); stored ${stored}; peak RSS ${hwm.toFixed(0)} MB`,
+    );
+
+    // 2. Raw psql COPY of the same rows into an identical table.
+    await sql.query(`create table bench_raw (like device_metrics) partition by range (time);
+      create unique index on bench_raw (device_id, metric, time);
+      create table bench_raw_default partition of bench_raw default;
+      select rulr_ensure_partitions('bench_raw', 'day', 7);`);
+    const rows: Row[] = [];
+    const file = `${os.tmpdir()}/${dbName}.tsv`;
+    writeFileSync(file, '');
+    for (let i = 0; i < MESSAGES; i++) {
+      const ts = t0 + Math.floor(i / DEVICES) * 10;
+      const doc = JSON.parse(payload(ts, i)) as { values: Record<string, number> };
+      for (const [metric, value] of Object.entries(doc.values)) {
+        rows.push({ ts, orgId: fleet.orgId, deviceId: fleet.deviceIds[i % DEVICES] as string, metric, value, text: null, counter: false });
+      }
+      if (rows.length >= 100_000) writeFileSync(file, tsv(rows.splice(0)), { flag: 'a' });
+    }
+    writeFileSync(file, tsv(rows.splice(0)), { flag: 'a' });
+    const c0 = performance.now();
+    const r = spawnSync(
+      'psql',
+      [url, '-v', 'ON_ERROR_STOP=1', '-c', `\\copy bench_raw (time, org_id, device_id, metric, value, text) from '${file}'`],
+      {
+        encoding: 'utf8',
+      },
+    );
+    if (r.status !== 0) throw new Error(`psql COPY failed: ${r.stderr}`);
+    const copySeconds = (performance.now() - c0) / 1000;
+    const copyRate = expected / copySeconds;
+    rmSync(file, { force: true });
+    log(
+      `psql COPY: ${expected} rows in ${copySeconds.toFixed(2)} s = ${Math.round(copyRate)} rows/s; ingest/COPY = ${((100 * ingestRate) / copyRate).toFixed(1)}%`,
+    );
+
+    // 3. Backlog: the same volume queued by the broker while ingest is stopped (same session),
+    // then drained: ingest's own rate without the publisher competing for the CPU.
+    ingest.child.kill('SIGTERM');
+    await new Promise((r) => ingest?.child.once('exit', r));
+    const t1 = t0 + 3_600_000;
+    for (let i = 0; i < MESSAGES; i++) {
+      const ts = t1 + Math.floor(i / DEVICES) * 10;
+      window.push(pub.publishAsync(`devices/${fleet.deviceIds[i % DEVICES]}/telemetry`, payload(ts, i), { qos: 1 }));
+      if (window.length >= 2000) await Promise.all(window.splice(0));
+    }
+    await Promise.all(window);
+    const d0 = performance.now();
+    ingest = await startIngestChild(env);
+    while ((await readingsCommitted(ingest.port)) < expected) {
+      if (performance.now() - d0 > 600_000) throw new Error('backlog phase: not every reading committed within 10 minutes');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const drainSeconds = (performance.now() - d0) / 1000;
+    const drainRate = expected / drainSeconds;
+    log(
+      `backlog drain: ${expected} readings in ${drainSeconds.toFixed(2)} s = ${Math.round(drainRate)} readings/s (${((100 * drainRate) / copyRate).toFixed(1)}% of COPY)`,
+    );
+
+    // 4. Latency at half the measured rate: a fresh ingest with latency recording.
+    ingest.child.kill('SIGTERM');
+    await new Promise((r) => ingest?.child.once('exit', r));
+    ingest = await startIngestChild({ ...env, RULR_BENCH_LATENCY: '1' });
+    const msgRate = ingestRate / VALUES / 2;
+    const total = Math.round(msgRate * LATENCY_SECONDS);
+    log(`latency: ${total} messages at ${Math.round(msgRate)} msg/s (${Math.round(msgRate * VALUES)} readings/s) for ${LATENCY_SECONDS} s`);
+    const l0 = performance.now();
+    const inflight: Promise<unknown>[] = [];
+    for (let i = 0; i < total; i++) {
+      const due = l0 + (i / msgRate) * 1000;
+      const wait = due - performance.now();
+      if (wait > 2) await new Promise((r) => setTimeout(r, wait));
+      inflight.push(pub.publishAsync(`devices/${fleet.deviceIds[i % DEVICES]}/telemetry`, payload(Date.now(), i), { qos: 1 }));
+      if (inflight.length > 5000) await Promise.all(inflight.splice(0, 2500));
+    }
+    await Promise.all(inflight);
+    const l1 = performance.now();
+    while ((await readingsCommitted(ingest.port)) < total * VALUES) {
+      if (performance.now() - l1 > 120_000) throw new Error('latency phase: not every reading committed within 2 minutes');
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    // The counter moves at commit; latencies are recorded after the Redis stage that follows it.
+    await new Promise((r) => setTimeout(r, 2000));
+    ingest.child.stdin?.write('stats\n');
+    const lines = ingest.lines;
+    while (!lines.some((l) => l.startsWith('stats '))) await new Promise((r) => setTimeout(r, 50));
+    const stats = JSON.parse((lines.find((l) => l.startsWith('stats ')) as string).slice(6)) as {
+      n: number;
+      p50: number;
+      p99: number;
+      max: number;
+    };
+    log(`latency publish→committed: p50 ${stats.p50} ms, p99 ${stats.p99} ms, max ${stats.max} ms over ${stats.n} messages`);
+    await pub.endAsync();
+
+    const cpu = os.cpus();
+    const result = {
+      machine: `${cpu.length} × ${cpu[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GB RAM, Node ${process.version}, PostgreSQL ${(await sql.query('show server_version')).rows[0].server_version}, Mosquitto 2.0.11`,
+      readings: expected,
+      ingestSeconds: Number(seconds.toFixed(2)),
+      ingestReadingsPerSecond: Math.round(ingestRate),
+      copySeconds: Number(copySeconds.toFixed(2)),
+      copyRowsPerSecond: Math.round(copyRate),
+      ratioPercent: Number(((100 * ingestRate) / copyRate).toFixed(1)),
+      backlogDrainReadingsPerSecond: Math.round(drainRate),
+      backlogRatioPercent: Number(((100 * drainRate) / copyRate).toFixed(1)),
+      ingestPeakRssMb: Math.round(hwm),
+      latencyRateReadingsPerSecond: Math.round(msgRate * VALUES),
+      latencyP50Ms: stats.p50,
+      latencyP99Ms: stats.p99,
+    };
+    console.log(JSON.stringify(result));
+    if (process.env.BENCH_WRITE_RESULTS !== '0') writeResults(result, loadBefore);
+  } finally {
+    ingest?.child.kill('SIGTERM');
+    await sql.end();
+    await broker.stop();
+    const redis = (await import('../lib/redis.js')).createRedis(process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379');
+    const keys = await redis.keys(`${prefix}*`);
+    for (let i = 0; i < keys.length; i += 1000) await redis.del(...keys.slice(i, i + 1000));
+    await redis.quit();
+    await new Promise((r) => setTimeout(r, 500));
+    await admin.query(`drop database if exists ${dbName} with (force)`);
+    await admin.end();
+  }
+}
+
+/** Replaces the ingest section of bench/RESULTS.md (between its markers; appended when absent). */
+function writeResults(r: Record<string, unknown>, loadBefore: number): void {
+  const file = `${ROOT}bench/RESULTS.md`;
+  const pct = (v: unknown) => `${v}%`;
+  const n = (v: unknown) => Number(v).toLocaleString('en-US');
+  const section = [
+    '<!-- bench:ingest:start -->',
+    '## Ingest (`npm run bench:ingest`)',
+    '',
+    `Run ${new Date().toISOString().slice(0, 16)}Z on ${r.machine}. 1-minute load average ${loadBefore.toFixed(1)} before and ${os.loadavg()[0]?.toFixed(1)} after (the host is shared: absolute rates are pessimistic and vary from run to run).`,
+    `Command: \`npm run bench:ingest\` (env: \`BENCH_MESSAGES\`, \`BENCH_DEVICES\`, \`BENCH_PORT\`, \`BENCH_LATENCY_SECONDS\`, \`BENCH_WRITE_RESULTS=0\`).`,
+    `Setup: ${n(MESSAGES)} QoS 1 messages × ${VALUES} values from ${n(DEVICES)} devices (\`{"ts","values"}\`), one mqtt.js publisher, a private Mosquitto 2.0.11 on port ${PORT} with \`deploy/mosquitto/mosquitto-no-drop.conf\`, one ingest process (child, default settings, \`node --max-old-space-size=256\`), PostgreSQL 15 with default settings on the same host.`,
+    '',
+    '| measure | result | target |',
+    '| --- | ---: | --- |',
+    `| ingest, live: readings committed end to end (first publish → last commit) | ${n(r.ingestReadingsPerSecond)} readings/s (${r.ingestSeconds} s) | ≥ 150,000 |`,
+    `| raw \`psql \\copy\` of the same rows into an identical partitioned table | ${n(r.copyRowsPerSecond)} rows/s (${r.copySeconds} s) | |`,
+    `| ratio ingest / COPY | ${pct(r.ratioPercent)} | ≥ 50% |`,
+    `| ingest, backlog: the same volume queued while ingest was stopped, then drained (includes process start) | ${n(r.backlogDrainReadingsPerSecond)} readings/s (${pct(r.backlogRatioPercent)} of COPY) | |`,
+    `| ingest peak RSS (VmHWM) | ${r.ingestPeakRssMb} MB | < 300 MB |`,
+    `| publish → committed latency at ${n(r.latencyRateReadingsPerSecond)} readings/s (half the live rate), p50 / p99 | ${r.latencyP50Ms} ms / ${r.latencyP99Ms} ms | |`,
+    '',
+    'Every reading is written once into `device_metrics` with the hourly and daily rollups updated in the same transaction (and counter metrics into `energy_readings`); the raw COPY writes only the rows. Rollup upserts cost about as much as the raw rows when every batch touches every device, so ingest is bound by (device, metric, bucket) groups per batch rather than by readings.',
+    '<!-- bench:ingest:end -->',
+  ].join('\n');
+  const text = readFileSync(file, 'utf8');
+  const re = /<!-- bench:ingest:start -->[\s\S]*?<!-- bench:ingest:end -->/;
+  writeFileSync(file, re.test(text) ? text.replace(re, section) : `${text.trimEnd()}\n\n${section}\n`);
+}
+
+function tsv(rows: Row[]): string {
+  if (!rows.length) return '';
+  // The table's columns: time, org_id, device_id, metric, value, text.
+  return copyText(rows)
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => {
+      const [ts, org, dev, metric, value, text] = l.split('\t');
+      return `${new Date(Number(ts)).toISOString()}\t${org}\t${dev}\t${metric}\t${value}\t${text}`;
+    })
+    .join('\n')
+    .concat('\n');
+}
+
+main().then(
+  () => process.exit(0),
+  (e) => {
+    console.error(e);
+    process.exit(1);
+  },
+);
