@@ -1,16 +1,8 @@
-import type { IncomingHttpHeaders, IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import { ApolloGateway, executeQueryPlan, type GraphQLDataSource, IntrospectAndCompose } from '@apollo/gateway';
 import { ApolloServer, HeaderMap } from '@apollo/server';
 import { ApolloServerPluginLandingPageDisabled } from '@apollo/server/plugin/disabled';
-import {
-  type DocumentNode,
-  type ExecutionResult,
-  GraphQLError,
-  type GraphQLFormattedError,
-  type GraphQLSchema,
-  getVariableValues,
-  print,
-} from 'graphql';
+import { type DocumentNode, type ExecutionResult, GraphQLError, type GraphQLFormattedError, getVariableValues, print } from 'graphql';
 import { TokenVerifier } from '../lib/auth.js';
 import { subgraphUrls } from '../lib/config.js';
 import { pingDb } from '../lib/db.js';
@@ -32,7 +24,7 @@ import {
 import { checkLimits } from './limits.js';
 import { OperationRouter, type Route } from './operations.js';
 import { GatewayRateLimiter, rateLimitKey } from './rate-limit.js';
-import { attachRealtime } from './realtime/attach.js';
+import { attachRealtime, type GatewayCapabilities } from './realtime/attach.js';
 import type { RealtimeServer } from './realtime/server.js';
 import { loadSupergraph, readSubgraphSdls, SUBGRAPH_NAMES } from './supergraph.js';
 
@@ -89,25 +81,11 @@ class TimeoutSignal {}
  * What the running gateway offers beside its port: the HTTP server (graphql-ws attaches to its
  * `upgrade` event) and the same identity, limits and execution HTTP requests get.
  */
-export interface GatewayHandle extends RoleHandle {
-  httpServer: Server;
-  /** The client-facing schema once the supergraph is loaded. */
-  apiSchema(): GraphQLSchema | undefined;
+export interface GatewayHandle extends RoleHandle, GatewayCapabilities {
   /** Credentials from headers (`authorization`, `x-api-key`) → Identity; throws UNAUTHENTICATED. */
   identify(headers: IncomingHttpHeaders): Promise<Identity>;
-  /** `identify` plus when the credential expires (ms), for WebSocket connections. */
-  identifyWithExpiry(headers: IncomingHttpHeaders): Promise<{ identity: Identity; expiresAt?: number }>;
   /** The graphql-ws server, when `realtime` is on. */
   realtime?: RealtimeServer;
-  /** `checkLimits` with the gateway's configured limits and schema. */
-  checkLimits(document: DocumentNode): GraphQLError | null;
-  /** Runs a query or mutation through the federated graph as `identity` (same routes as HTTP). */
-  execute(
-    document: DocumentNode,
-    variables: Record<string, unknown> | undefined,
-    operationName: string | undefined,
-    identity: Identity,
-  ): Promise<ExecutionResult>;
   /** Registers a cleanup run first on `close()` (e.g. the WebSocket server). */
   onClose(fn: () => Promise<void>): void;
 }
