@@ -38,6 +38,11 @@ const eventsReceived = counter('rulr_realtime_events_total', 'Real-time events r
 const eventsInvalid = counter('rulr_realtime_events_invalid_total', 'Malformed real-time events dropped');
 const followUps = counter('rulr_realtime_followups_total', 'Follow-up queries for entity fields of events');
 const deliveries = counter('rulr_realtime_deliveries_total', 'Event payloads handed to subscribers');
+const backlogCoalesced = counter('rulr_realtime_backlog_coalesced_total', 'Telemetry events merged because the gateway itself fell behind');
+/** Most events fanned out before yielding to I/O. */
+const SLICE = 256;
+/** Pending events above which queued telemetry is merged per device. */
+const BACKLOG_COALESCE = 5000;
 const batchSeconds = histogram(
   'rulr_realtime_batch_seconds',
   'Time to fan out one batch of events',
@@ -183,18 +188,39 @@ export class RealtimeHub {
   }
 
   /** Batches are processed one after another so each subscriber sees events in publish order. */
+  /**
+   * Batches are processed one after another so each subscriber sees events in publish order. A
+   * batch is at most `SLICE` events and the loop yields to I/O between batches, so under overload
+   * sockets keep draining and Redis keeps being read instead of the event loop blocking for seconds.
+   */
   private async drain(): Promise<void> {
     try {
       while (this.queue.length) {
-        const batch = this.queue;
-        this.queue = [];
+        if (this.queue.length > BACKLOG_COALESCE) this.coalesceBacklog();
+        const batch = this.queue.length > SLICE ? this.queue.splice(0, SLICE) : this.queue.splice(0);
         const t = process.hrtime.bigint();
         await this.fanOut(batch).catch((e) => this.logger.error({ err: e }, 'real-time fan-out failed'));
         batchSeconds.observe(Number(process.hrtime.bigint() - t) / 1e9);
+        await new Promise<void>((resolve) => setImmediate(resolve));
       }
     } finally {
       this.running = false;
     }
+  }
+
+  /**
+   * The process itself is behind (more than BACKLOG_COALESCE events waiting): keep only the newest
+   * event per coalesce key (telemetry of one device), as lagging clients get anyway. Events without
+   * a key (status, alarms, commands) are all kept.
+   */
+  private coalesceBacklog(): void {
+    const newest = new Map<string, number>();
+    this.queue.forEach((e, i) => {
+      if (e.coalesce !== undefined) newest.set(`${e.orgId}\u0000${e.field}\u0000${e.coalesce}`, i);
+    });
+    const before = this.queue.length;
+    this.queue = this.queue.filter((e, i) => e.coalesce === undefined || newest.get(`${e.orgId}\u0000${e.field}\u0000${e.coalesce}`) === i);
+    backlogCoalesced.inc(before - this.queue.length);
   }
 
   private async fanOut(batch: RealtimeEvent[]): Promise<void> {

@@ -100,7 +100,9 @@ class Connection implements FrameSink {
   next(id: string, payloadJson: string, coalesceKey: string | undefined): void {
     if (this.closed) return;
     const frame = `{"id":${JSON.stringify(id)},"type":"next","payload":${payloadJson}}`;
-    if (!this.queue.length && this.ws.bufferedAmount < this.o.softBufferBytes) {
+    if (!this.queue.length && this.unsent() < this.o.softBufferBytes) {
+      this.cork();
+      this.tickBytes += Buffer.byteLength(frame) + 10; // + the frame header (2–10 bytes)
       this.ws.send(frame);
       return;
     }
@@ -124,10 +126,36 @@ class Connection implements FrameSink {
     if (this.queue.length === 1) this.onBacklog(this);
   }
 
+  private corked = false;
+  /** bytes written while corked this turn: held back by us, not by a slow reader */
+  private tickBytes = 0;
+
+  /** What the peer has not taken yet (this turn's own corked frames excluded). */
+  private unsent(): number {
+    return this.ws.bufferedAmount - this.tickBytes;
+  }
+
+  /**
+   * Frames sent to one socket during one turn of the event loop leave in one write (one syscall)
+   * instead of one each: the socket is corked on the first frame and uncorked on the next turn.
+   */
+  private cork(): void {
+    if (this.corked) return;
+    const socket = (this.ws as unknown as { _socket?: { cork(): void; uncork(): void } })._socket;
+    if (!socket) return;
+    this.corked = true;
+    socket.cork();
+    setImmediate(() => {
+      this.corked = false;
+      this.tickBytes = 0;
+      socket.uncork();
+    });
+  }
+
   /** Sends queued frames while the socket has room; true when the backlog is empty. */
   flush(): boolean {
     let i = 0;
-    while (i < this.queue.length && this.ws.bufferedAmount < this.o.softBufferBytes && !this.closed) {
+    while (i < this.queue.length && this.unsent() < this.o.softBufferBytes && !this.closed) {
       const e = this.queue[i++] as QueueEntry;
       if (e.key !== undefined) this.queued.delete(e.key);
       this.queuedBytes -= e.frame.length;
