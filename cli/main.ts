@@ -57,9 +57,15 @@ program
   .command('migrate')
   .description('apply database migrations (safe to run from several replicas at once)')
   .option('--down', 'revert the newest migration')
-  .action(async (o: { down?: boolean }) => {
+  .option('--timescale', 'also convert telemetry to TimescaleDB (fails when the extension is missing); docs/timescale.md')
+  .action(async (o: { down?: boolean; timescale?: boolean }) => {
     const cfg = config();
     for (const line of await runMigrations(cfg.DATABASE_URL, o.down)) console.log(line);
+    if (!o.down) {
+      const { migrateTimescale } = await import('../schema/timescale/apply.js');
+      const ts = { explicit: o.timescale, rawDays: cfg.RETENTION_RAW_DAYS, rollupDays: cfg.RETENTION_ROLLUP_DAYS };
+      for (const line of await migrateTimescale(cfg.DATABASE_URL, ts)) console.log(line);
+    }
     console.log('database is up to date');
   });
 

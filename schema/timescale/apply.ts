@@ -1,0 +1,263 @@
+import { Kysely, PostgresDialect, type QueryExecutorProvider, sql } from 'kysely';
+import { createPool } from '../../lib/db.js';
+import { ConflictError } from '../../lib/errors.js';
+import { storageInfo } from './mode.js';
+
+/**
+ * The TimescaleDB storage path (docs/timescale.md). Runs after the normal migrations, only where the
+ * `timescaledb` extension is installed AND preloaded; plain PostgreSQL never reaches this code.
+ */
+
+export interface TimescaleOptions {
+  /** Raw `device_metrics`/`energy_readings` retention in days. @default 365 */
+  rawDays?: number;
+  /** Continuous aggregate retention in days. @default 1825 */
+  rollupDays?: number;
+  /** Chunks older than this are compressed. @default 7 */
+  compressAfterDays?: number;
+}
+
+export interface TimescaleAvailability {
+  available: boolean;
+  /** why not, when not */
+  reason?: string;
+}
+
+/** Whether `create extension timescaledb` can work here (installed and in `shared_preload_libraries`). */
+export async function timescaleAvailability(db: QueryExecutorProvider): Promise<TimescaleAvailability> {
+  const { rows } = await sql<{ installed: boolean; preload: string }>`
+    select exists (select 1 from pg_available_extensions where name = 'timescaledb') as installed,
+           current_setting('shared_preload_libraries') as preload`.execute(db);
+  const r = rows[0];
+  if (!r?.installed) return { available: false, reason: 'the timescaledb extension is not installed on this server' };
+  if (!r.preload.split(',').some((l) => l.trim().replace(/^"|"$/g, '') === 'timescaledb'))
+    return { available: false, reason: 'timescaledb is installed but not in shared_preload_libraries' };
+  return { available: true };
+}
+
+const RAW_TABLES = {
+  device_metrics: {
+    chunk: '1 day',
+    columns: `time timestamptz not null, org_id uuid not null, device_id uuid not null, metric text not null,
+              value double precision, text text`,
+    indexes: ['create unique index device_metrics_device_metric_time_key on device_metrics (device_id, metric, time)'],
+    segmentBy: 'device_id, metric',
+  },
+  energy_readings: {
+    chunk: '1 month',
+    columns: 'time timestamptz not null, org_id uuid not null, device_id uuid not null, counter_kwh double precision not null',
+    indexes: ['create unique index energy_readings_device_time_key on energy_readings (device_id, time)'],
+    segmentBy: 'device_id',
+  },
+} as const;
+
+const TENANT_POLICIES = (t: string) => `
+  alter table ${t} enable row level security; alter table ${t} force row level security;
+  create policy tenant_isolation on ${t} using (org_id = nullif(current_setting('rulr.org_id', true), '')::uuid)
+    with check (org_id = nullif(current_setting('rulr.org_id', true), '')::uuid);
+  create policy system_access on ${t} to public using (current_user <> 'rulr_app') with check (current_user <> 'rulr_app');`;
+
+/**
+ * Definition of `metrics_hourly_cagg`: the rollup contract (numeric readings only, `last` by time).
+ * Exported so `compare.ts` can check it as a plain query on builds without continuous aggregates.
+ */
+export const HOURLY_CAGG_QUERY = `
+  select time_bucket(interval '1 hour', time) as bucket, org_id, device_id, metric,
+         min(value) as min, max(value) as max, sum(value) as sum, count(value) as count,
+         last(value, time) as last, max(time) as last_time
+  from device_metrics
+  where value is not null and text is null
+  group by 1, 2, 3, 4`;
+
+/** Definition of `metrics_daily_cagg`, hierarchical on the hourly one (`hourly`: its name or a subquery). */
+export const DAILY_CAGG_QUERY = (hourly: string) => `
+  select time_bucket(interval '1 day', bucket) as bucket, org_id, device_id, metric,
+         min(min) as min, max(max) as max, sum(sum) as sum, sum(count)::bigint as count,
+         last(last, last_time) as last, max(last_time) as last_time
+  from ${hourly} h
+  group by 1, 2, 3, 4`;
+
+/** The same filter as the tenant policies, for views over continuous aggregates (which refuse RLS). */
+const TENANT_FILTER = `current_user <> 'rulr_app' or org_id = nullif(current_setting('rulr.org_id', true), '')::uuid`;
+
+async function isEmpty(db: QueryExecutorProvider, table: string): Promise<boolean> {
+  const { rows } = await sql<{ any: boolean }>`select exists (select 1 from ${sql.table(table)}) as any`.execute(db);
+  return !rows[0]?.any;
+}
+
+/**
+ * Makes the partition helpers of 0001/0002 return early for a parent that is no longer a partitioned
+ * table, so the maintenance worker's `ensure-partitions` keeps working on hypertables.
+ */
+async function guardPartitionFunction(db: QueryExecutorProvider, name: string, early: string): Promise<void> {
+  const { rows } = await sql<{ def: string }>`
+    select pg_get_functiondef(p.oid) as def from pg_proc p
+    where p.proname = ${name} and p.pronamespace = 'public'::regnamespace`.execute(db);
+  const def = rows[0]?.def;
+  if (!def || def.includes('rulr: hypertable guard')) return;
+  const guarded = def.replace(
+    /\bbegin\b/i,
+    `begin
+      -- rulr: hypertable guard
+      if not exists (select 1 from pg_partitioned_table where partrelid = to_regclass(parent)) then ${early} end if;`,
+  );
+  if (guarded === def) throw new Error(`cannot guard ${name}: no begin in its body`);
+  await sql.raw(guarded).execute(db);
+}
+
+/** Drops a fresh (empty) native partitioned table and recreates it as a hypertable. */
+async function toHypertable(
+  db: QueryExecutorProvider,
+  table: string,
+  def: { columns: string; indexes: readonly string[]; chunk: string },
+  time: string,
+  rls: boolean,
+): Promise<void> {
+  await sql.raw(`drop table ${table} cascade; create table ${table} (${def.columns});`).execute(db);
+  for (const ix of def.indexes) await sql.raw(ix).execute(db);
+  await sql`select create_hypertable(${table}::regclass, ${time}::name, chunk_time_interval => ${def.chunk}::interval, create_default_indexes => false)`.execute(
+    db,
+  );
+  await sql.raw(`grant select, insert, update, delete on ${table} to rulr_app`).execute(db);
+  if (rls) await sql.raw(TENANT_POLICIES(table)).execute(db);
+}
+
+/**
+ * Converts a fresh database to the TimescaleDB layout: hypertables for `device_metrics` (1-day
+ * chunks), `energy_readings` (1-month chunks) and `audit_logs` (1-month chunks, when still empty);
+ * with the Timescale-licensed build also compression after 7 days, retention policies and the
+ * continuous aggregates `metrics_hourly_cagg`/`metrics_daily_cagg` behind the `metrics_hourly`/
+ * `metrics_daily` names the metrics subgraph reads. Records the result in `rulr_storage_mode`.
+ * Idempotent: a database already in timescale mode is left alone. Refuses (ConflictError) when the
+ * extension is missing or telemetry rows exist (converting live data is a manual operation).
+ */
+export async function applyTimescale<DB>(db: Kysely<DB>, o: TimescaleOptions = {}): Promise<string[]> {
+  const rawDays = o.rawDays ?? 365;
+  const rollupDays = o.rollupDays ?? 1825;
+  const compressAfter = o.compressAfterDays ?? 7;
+  const avail = await timescaleAvailability(db);
+  if (!avail.available) throw new ConflictError(`TimescaleDB storage is not possible here: ${avail.reason}`);
+  const current = await storageInfo(db);
+  if (current.mode === 'timescale') return ['timescale: already applied'];
+  const { rows: deltas } = await sql<{ t: string | null }>`select to_regclass('public.metrics_rollup_deltas')::text as t`.execute(db);
+  const telemetry = ['device_metrics', 'energy_readings', 'metrics_hourly', 'metrics_daily'];
+  if (deltas[0]?.t) telemetry.push('metrics_rollup_deltas');
+  for (const t of telemetry) {
+    if (!(await isEmpty(db, t)))
+      throw new ConflictError(`TimescaleDB storage needs a fresh database: ${t} has rows (convert it by hand, see docs/timescale.md)`);
+  }
+  const out: string[] = [];
+  await sql`create extension if not exists timescaledb`.execute(db);
+  const { rows: lic } = await sql<{ license: string | null }>`select current_setting('timescaledb.license', true) as license`.execute(db);
+  const license = lic[0]?.license ?? 'apache';
+  // Compression and continuous aggregates (Timescale License) refuse hypertables with row security.
+  const tsl = license === 'timescale';
+  out.push(`timescale: extension ready (license ${license})`);
+
+  await db.transaction().execute(async (tx) => {
+    for (const [table, def] of Object.entries(RAW_TABLES)) {
+      await toHypertable(tx, table, def, 'time', !tsl);
+      out.push(`timescale: ${table} is a hypertable (${def.chunk} chunks${tsl ? ', no RLS' : ''})`);
+    }
+    if (await isEmpty(tx, 'audit_logs')) {
+      await toHypertable(
+        tx,
+        'audit_logs',
+        {
+          chunk: '1 month',
+          columns: `at timestamptz not null default now(), org_id uuid not null, actor text not null, action text not null,
+                    entity_type text not null, entity_id text, before jsonb, after jsonb`,
+          indexes: ['create index audit_logs_org_at_idx on audit_logs (org_id, at desc)'],
+        },
+        'at',
+        true,
+      );
+      out.push('timescale: audit_logs is a hypertable (1 month chunks)');
+    } else out.push('timescale: audit_logs has rows, left partitioned');
+    await guardPartitionFunction(tx, 'rulr_ensure_partitions', 'return 0;');
+    await guardPartitionFunction(tx, 'rulr_ensure_monthly_partitions', 'return;');
+    await sql`
+      create table rulr_storage_mode (
+        singleton boolean primary key default true check (singleton),
+        mode text not null check (mode in ('native', 'timescale')),
+        continuous_aggregates boolean not null,
+        policies boolean not null,
+        license text not null,
+        applied_at timestamptz not null default now()
+      )`.execute(tx);
+    await sql`insert into rulr_storage_mode (mode, continuous_aggregates, policies, license)
+              values ('timescale', false, false, ${license})`.execute(tx);
+    await sql`grant select on rulr_storage_mode to rulr_app`.execute(tx);
+  });
+  if (!tsl) {
+    out.push('timescale: Apache-only build: no compression, policies or continuous aggregates; rollup tables stay');
+    return out;
+  }
+
+  for (const [table, def] of Object.entries(RAW_TABLES)) {
+    await sql
+      .raw(`alter table ${table} set (timescaledb.compress, timescaledb.compress_segmentby = '${def.segmentBy}',
+            timescaledb.compress_orderby = 'time desc')`)
+      .execute(db);
+    await sql`select add_compression_policy(${table}::regclass, ${`${compressAfter} days`}::interval)`.execute(db);
+    await sql`select add_retention_policy(${table}::regclass, ${`${rawDays} days`}::interval)`.execute(db);
+  }
+  out.push(`timescale: compression after ${compressAfter} d, raw retention ${rawDays} d`);
+
+  const { rows: live } = await sql<{ h: string | null; d: string | null }>`
+    select to_regclass('public.metrics_hourly_live')::text as h, to_regclass('public.metrics_daily_live')::text as d`.execute(db);
+  // cascade: 0003's `*_live` views read the rollup tables; they are recreated over the aggregates below
+  await sql`drop table metrics_daily cascade; drop table metrics_hourly cascade`.execute(db);
+  await sql`
+    create materialized view metrics_hourly_cagg
+    with (timescaledb.continuous, timescaledb.materialized_only = false) as ${sql.raw(HOURLY_CAGG_QUERY)}
+    with no data`.execute(db);
+  await sql`
+    create materialized view metrics_daily_cagg
+    with (timescaledb.continuous, timescaledb.materialized_only = false) as ${sql.raw(DAILY_CAGG_QUERY('metrics_hourly_cagg'))}
+    with no data`.execute(db);
+  const views: [string, string][] = [
+    ['metrics_hourly', 'metrics_hourly_cagg'],
+    ['metrics_daily', 'metrics_daily_cagg'],
+  ];
+  if (live[0]?.h) views.push(['metrics_hourly_live', 'metrics_hourly_cagg']);
+  if (live[0]?.d) views.push(['metrics_daily_live', 'metrics_daily_cagg']);
+  for (const [name, cagg] of views) {
+    await sql
+      .raw(`create view ${name} with (security_barrier) as
+            select bucket, org_id, device_id, metric, min, max, sum, count, last, last_time from ${cagg}
+            where ${TENANT_FILTER};
+            grant select on ${name} to rulr_app;`)
+      .execute(db);
+  }
+  await sql`select add_continuous_aggregate_policy('metrics_hourly_cagg', start_offset => ${`${compressAfter} days`}::interval,
+            end_offset => interval '1 hour', schedule_interval => interval '30 minutes')`.execute(db);
+  await sql`select add_continuous_aggregate_policy('metrics_daily_cagg', start_offset => ${`${compressAfter + 3} days`}::interval,
+            end_offset => interval '1 day', schedule_interval => interval '1 hour')`.execute(db);
+  for (const cagg of ['metrics_hourly_cagg', 'metrics_daily_cagg'])
+    await sql`select add_retention_policy(${cagg}::regclass, ${`${rollupDays} days`}::interval)`.execute(db);
+  // Only now: until here ingest and the workers keep the native rollup behaviour.
+  await sql`update rulr_storage_mode set continuous_aggregates = true, policies = true`.execute(db);
+  out.push(`timescale: continuous aggregates metrics_hourly_cagg/metrics_daily_cagg (retention ${rollupDays} d)`);
+  return out;
+}
+
+/**
+ * `rulr migrate` hook. `explicit` (`--timescale`): apply or fail loudly. Otherwise apply only where
+ * the extension is available and the telemetry tables are still empty; anything else stays native.
+ */
+export async function migrateTimescale(url: string, o: TimescaleOptions & { explicit?: boolean } = {}): Promise<string[]> {
+  const db = new Kysely<unknown>({ dialect: new PostgresDialect({ pool: createPool(url, 2) }) });
+  try {
+    if (!o.explicit) {
+      const avail = await timescaleAvailability(db);
+      if (!avail.available) return [];
+      if ((await storageInfo(db)).mode === 'timescale') return ['timescale: already applied'];
+      for (const t of ['device_metrics', 'energy_readings'])
+        if (!(await isEmpty(db, t))) return [`timescale: available but ${t} has rows; storage stays native (see docs/timescale.md)`];
+    }
+    return await applyTimescale(db, o);
+  } finally {
+    await db.destroy();
+  }
+}

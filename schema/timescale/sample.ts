@@ -1,0 +1,45 @@
+import { sql } from 'kysely';
+import type { Db } from '../../lib/db.js';
+import { recomputeRollups } from '../../workers/maintenance.js';
+import { storageInfo } from './mode.js';
+
+/** Deterministic telemetry for comparing storage modes (`compare.ts`, `test/timescale-mode.test.ts`). */
+export const ORG = '00000000-0000-4000-8000-00000000c0de';
+export const DEVICES = [1, 2, 3].map((i) => `00000000-0000-4000-8000-0000000000d${i}`);
+export const FROM = new Date('2026-10-05T00:00:00Z');
+export const DAYS = 3;
+
+/**
+ * Replaces organization ORG's telemetry with the sample and brings the rollups up to date the way
+ * the database's storage mode does; returns a description of that mode.
+ */
+export async function loadSample(db: Db): Promise<string> {
+  const info = await storageInfo(db);
+  const to = new Date(FROM.getTime() + DAYS * 86_400_000);
+  await sql`delete from device_metrics where org_id = ${ORG}`.execute(db);
+  await sql`delete from energy_readings where org_id = ${ORG}`.execute(db);
+  // one reading a minute per device: power (number), lampState (boolean), firmware (string, hourly)
+  await sql`
+    insert into device_metrics (time, org_id, device_id, metric, value, text)
+    select t, ${ORG}::uuid, d.id, m.metric,
+           case m.metric when 'power' then ((n * 37 + d.k * 11) % 1000) / 10.0 + d.k
+                         when 'lampState' then (n / 90 + d.k) % 2 end,
+           case m.metric when 'lampState' then (((n / 90 + d.k) % 2) = 1)::text when 'firmware' then 'v' || (n / 1440) end
+    from generate_series(0, ${DAYS * 1440 - 1}) n
+    cross join lateral (select ${FROM}::timestamptz + n * interval '1 minute' as t) ts
+    cross join unnest(${DEVICES}::uuid[]) with ordinality d(id, k)
+    cross join (values ('power'), ('lampState'), ('firmware')) m(metric)
+    where m.metric <> 'firmware' or n % 60 = 0`.execute(db);
+  // cumulative counter; device 1 restarts at zero on day 2 at 12:00 (meter replaced)
+  await sql`
+    insert into energy_readings (time, org_id, device_id, counter_kwh)
+    select ${FROM}::timestamptz + n * interval '5 minutes', ${ORG}::uuid, d.id,
+           case when d.k = 1 and n >= 432 then (n - 432) * 0.011 else 100 * d.k + n * (0.01 + d.k / 1000.0) end
+    from generate_series(0, ${(DAYS * 1440) / 5 - 1}) n
+    cross join unnest(${DEVICES}::uuid[]) with ordinality d(id, k)`.execute(db);
+  if (info.continuousAggregates) {
+    await sql`call refresh_continuous_aggregate('metrics_hourly_cagg', ${FROM}, ${to})`.execute(db);
+    await sql`call refresh_continuous_aggregate('metrics_daily_cagg', ${FROM}, ${to})`.execute(db);
+  } else await recomputeRollups(db, { from: FROM, to });
+  return `${info.mode}${info.continuousAggregates ? ' + continuous aggregates' : ' + rollup tables'}`;
+}
