@@ -183,6 +183,11 @@ export class RealtimeServer {
   private readonly wss: WebSocketServer;
   private readonly conns = new Set<Connection>();
   private readonly backlogged = new Set<Connection>();
+  /**
+   * Visibility answers per (organisation, role, scopes, argument): many screens subscribe to the
+   * same sites, and a site's owner does not change within the TTL.
+   */
+  private readonly visible = new LRUCache<string, { refusal: string | null }>({ max: 50_000, ttl: 30_000 });
   private readonly docs = new LRUCache<string, { schema: GraphQLSchema; doc?: DocumentNode; errors?: readonly GraphQLError[] }>({
     max: 2000,
   });
@@ -402,7 +407,12 @@ export class RealtimeServer {
         e instanceof RulrError ? e.toGraphQL() : new RulrError(ErrorCode.BadUserInput, (e as Error).message).toGraphQL(),
       ]);
     }
-    const invisible = await this.invisibleArgument(schema, plan.args, identity).catch(() => 'a filter argument could not be checked');
+    const visKey = JSON.stringify([identity.orgId, identity.role, identity.scopes, plan.args]);
+    let invisible = this.visible.get(visKey)?.refusal;
+    if (invisible === undefined) {
+      invisible = await this.invisibleArgument(schema, plan.args, identity).catch(() => 'a filter argument could not be checked');
+      if (invisible !== 'a filter argument could not be checked') this.visible.set(visKey, { refusal: invisible });
+    }
     if (invisible) return this.sendError(c, id, [new RulrError(ErrorCode.Forbidden, invisible).toGraphQL()]);
     if (c.subs.get(id) !== 'pending' || c.closed) return;
     const sub: Subscriber = { id, sink: c, identity, document: doc, variables, plan };
