@@ -1,5 +1,6 @@
 import type { Logger } from '../lib/logger.js';
 import { counter, gauge, histogram } from '../lib/metrics.js';
+import { RollupCompactor } from '../workers/compactor.js';
 import type { DeviceDirectory, DeviceInfo } from './devices.js';
 import {
   type DeadLetterReason,
@@ -108,7 +109,12 @@ export class Pipeline {
     private readonly logger: Logger,
   ) {
     this.writing = writers.map(() => Promise.resolve());
+    const url = writers[0]?.url;
+    if (url) this.compactor = new RollupCompactor({ url, logger }).start();
   }
+
+  /** Folds the rollup deltas the writers append into the rollups (poked after each commit). */
+  private readonly compactor?: RollupCompactor;
 
   get pendingMessages(): number {
     return this.pending;
@@ -249,6 +255,7 @@ export class Pipeline {
         },
         'ingest: batch committed',
       );
+      this.compactor?.poke();
       this.o.onCommit?.(
         batch.map((p) => p.msg),
         w.value.inserted,
@@ -437,5 +444,6 @@ export class Pipeline {
   close(): void {
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
+    void this.compactor?.close();
   }
 }

@@ -1,6 +1,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createTestDatabase, type TestDatabase } from '../test/support/db.js';
+import { compactRollups } from '../workers/compactor.js';
 import { type Fleet, seedFleet } from './testing/fixtures.js';
 import { BatchWriter, type Row } from './writer.js';
 
@@ -36,27 +37,39 @@ function rows(from: number, n: number): Row[] {
   return out;
 }
 
+async function deltaCount(): Promise<number> {
+  return Number((await sql.query('select count(*) n from metrics_rollup_deltas')).rows[0].n);
+}
+
+/** Rollups (with the not-yet-compacted deltas) equal aggregates of the raw rows, then again after compaction. */
 async function rollupsMatchRaw(): Promise<void> {
-  for (const [table, unit] of [
-    ['metrics_hourly', 'hour'],
-    ['metrics_daily', 'day'],
-  ]) {
-    const raw = await sql.query(
-      `select date_trunc('${unit}', time, 'UTC') bucket, device_id, metric, min(value) min, max(value) max, sum(value)::numeric(20,6) sum,
-              count(*)::int count, (array_agg(value order by time desc))[1] last, max(time) last_time
-         from device_metrics where text is null group by 1, 2, 3 order by 1, 2, 3`,
-    );
-    const roll = await sql.query(
-      `select bucket, device_id, metric, min, max, sum::numeric(20,6) sum, count::int count, last, last_time from ${table} order by 1, 2, 3`,
-    );
-    expect(roll.rows).toEqual(raw.rows);
+  for (const compacted of [false, true]) {
+    if (compacted) await compactRollups(sql);
+    for (const [table, unit] of [
+      ['metrics_hourly', 'hour'],
+      ['metrics_daily', 'day'],
+    ]) {
+      const raw = await sql.query(
+        `select date_trunc('${unit}', time, 'UTC') bucket, device_id, metric, min(value) min, max(value) max, sum(value)::numeric(20,6) sum,
+                count(*)::int count, (array_agg(value order by time desc))[1] last, max(time) last_time
+           from device_metrics where text is null group by 1, 2, 3 order by 1, 2, 3`,
+      );
+      const roll = await sql.query(
+        `select bucket, device_id, metric, min, max, sum::numeric(20,6) sum, count::int count, last, last_time
+           from ${compacted ? table : `${table}_live`} order by 1, 2, 3`,
+      );
+      expect(roll.rows).toEqual(raw.rows);
+    }
   }
+  expect(await deltaCount()).toBe(0);
 }
 
 describe('BatchWriter', () => {
-  it('should COPY a new batch straight into the tables with rollups, energy and escaped text', async () => {
+  it('should COPY a new batch straight into the tables with rollup deltas, energy and escaped text', async () => {
     const r = await writer.write(rows(0, 90), []);
     expect(r).toMatchObject({ inserted: 270, path: 'fast' });
+    // 90 minutes of 3 devices, numeric metrics power and energy: one delta per device, metric and hour
+    expect(await deltaCount()).toBe(12);
     const text = await sql.query(`select distinct text from device_metrics where metric = 'mode' order by 1`);
     expect(text.rows.map((x) => x.text)).toEqual(['dim\tx', 'full\\y']);
     expect(Number((await sql.query('select count(*) n from energy_readings')).rows[0].n)).toBe(90);
@@ -77,6 +90,7 @@ describe('BatchWriter', () => {
   it('should change nothing when a whole batch is redelivered', async () => {
     const before = (await sql.query('select * from metrics_hourly order by device_id, metric, bucket')).rows;
     expect(await writer.write(rows(0, 120), [])).toMatchObject({ inserted: 0, path: 'staged' });
+    expect(await deltaCount()).toBe(0);
     expect((await sql.query('select * from metrics_hourly order by device_id, metric, bucket')).rows).toEqual(before);
   });
 });

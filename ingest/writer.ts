@@ -27,6 +27,7 @@ export interface WriteResult {
   /** `fast` (direct COPY) or `staged` (duplicates present), with step timings for debug logs */
   path: 'fast' | 'staged' | 'none';
   copyMs: number;
+  /** time spent aggregating and COPYing the rollup deltas (fast path) */
   rollupMs: number;
 }
 
@@ -35,26 +36,12 @@ const STAGE = `create temp table if not exists rulr_ingest_stage (
   value double precision, text text, counter boolean not null
 ) on commit delete rows`;
 
-const rollup = (table: string, unit: 'hour' | 'day') => `
-  ${table}_up as (
-    insert into ${table} as r (bucket, org_id, device_id, metric, min, max, sum, count, last, last_time)
-    select date_trunc('${unit}', time, 'UTC'), org_id, device_id, metric, min(value), max(value), sum(value), count(*),
-           (array_agg(value order by time desc))[1], max(time)
-      from ins where text is null and value is not null
-     group by 1, 2, 3, 4 order by 3, 4, 1
-    on conflict (device_id, metric, bucket) do update set
-      min = least(r.min, excluded.min), max = greatest(r.max, excluded.max), sum = r.sum + excluded.sum,
-      count = r.count + excluded.count,
-      last = case when excluded.last_time >= r.last_time then excluded.last else r.last end,
-      last_time = greatest(r.last_time, excluded.last_time)
-    returning 1
-  )`;
-
 /**
  * Raw rows are COPYed into a per-connection temp table, then moved with one statement: the insert
  * into `device_metrics` skips rows already stored (a redelivered message), and only the rows it
- * actually inserted (its RETURNING) feed the hourly and daily rollups, so duplicates are never
- * counted twice. Counter metrics also go to `energy_readings`. All in one transaction.
+ * actually inserted (its RETURNING) become rollup deltas (one per device, metric and UTC hour), so
+ * duplicates are never counted twice. Counter metrics also go to `energy_readings`. All in one
+ * transaction.
  */
 const MOVE = `
   with ins as (
@@ -63,31 +50,25 @@ const MOVE = `
     on conflict do nothing
     returning time, org_id, device_id, metric, value, text
   ),
-  ${rollup('metrics_hourly', 'hour')},
-  ${rollup('metrics_daily', 'day')},
+  deltas as (
+    insert into metrics_rollup_deltas (bucket, org_id, device_id, metric, min, max, sum, count, last, last_time)
+    select date_trunc('hour', time, 'UTC'), org_id, device_id, metric, min(value), max(value), sum(value), count(*),
+           (array_agg(value order by time desc))[1], max(time)
+      from ins where text is null and value is not null
+     group by 1, 2, 3, 4
+    returning 1
+  ),
   energy as (
     insert into energy_readings (time, org_id, device_id, counter_kwh)
     select to_timestamp(ts / 1000.0), org_id, device_id, value from rulr_ingest_stage where counter and value is not null
     on conflict do nothing
     returning 1
   )
-  select (select count(*) from ins)::int as inserted,
-         (select count(*) from metrics_hourly_up)::int as h, (select count(*) from metrics_daily_up)::int as d,
+  select (select count(*) from ins)::int as inserted, (select count(*) from deltas)::int as deltas,
          (select count(*) from energy)::int as e`;
 
 const DEAD = `insert into dead_letters (org_id, device_id, topic, reason, detail, payload)
   select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[])`;
-
-const UPSERT = (table: string) => `
-  insert into ${table} as r (bucket, org_id, device_id, metric, min, max, sum, count, last, last_time)
-  select to_timestamp(b / 1000.0), o, d, m, mi, ma, su, n, la, to_timestamp(lt / 1000.0)
-    from unnest($1::bigint[], $2::uuid[], $3::uuid[], $4::text[], $5::float8[], $6::float8[], $7::float8[], $8::bigint[], $9::float8[], $10::bigint[])
-      as u(b, o, d, m, mi, ma, su, n, la, lt)
-  on conflict (device_id, metric, bucket) do update set
-    min = least(r.min, excluded.min), max = greatest(r.max, excluded.max), sum = r.sum + excluded.sum,
-    count = r.count + excluded.count,
-    last = case when excluded.last_time >= r.last_time then excluded.last else r.last end,
-    last_time = greatest(r.last_time, excluded.last_time)`;
 
 function esc(s: string): string {
   return s.replace(/[\\\n\r\t]/g, (c) => (c === '\\' ? '\\\\' : c === '\n' ? '\\n' : c === '\r' ? '\\r' : '\\t'));
@@ -120,6 +101,21 @@ function energyText(rows: Row[]): string {
 
 const stripNul = (s: string) => s.replace(/\0/g, '');
 
+const HOUR = 3_600_000;
+
+interface Delta {
+  bucket: number;
+  org: string;
+  dev: string;
+  metric: string;
+  min: number;
+  max: number;
+  sum: number;
+  n: number;
+  last: number;
+  lastTs: number;
+}
+
 /**
  * A dedicated connection (its temp staging table lives as long as it does). A failed batch throws;
  * the caller retries with the same rows after `reset()`, which drops a broken connection.
@@ -127,7 +123,10 @@ const stripNul = (s: string) => s.replace(/\0/g, '');
 export class BatchWriter {
   private client?: pg.Client;
 
-  constructor(private readonly url: string) {}
+  constructor(
+    /** database the batches go to (the rollup compactor of the same process uses it too) */
+    readonly url: string,
+  ) {}
 
   private async conn(): Promise<pg.Client> {
     if (this.client) return this.client;
@@ -158,7 +157,8 @@ export class BatchWriter {
 
   /**
    * Fast path first: COPY straight into `device_metrics` (and `energy_readings`) inside a savepoint,
-   * with rollups aggregated here (every row was inserted). A unique violation (a redelivered
+   * then the rollup deltas aggregated here (every row was inserted), COPYed too: the transaction
+   * only inserts. A unique violation (a redelivered
    * message) rolls back to the savepoint and takes the staged, duplicate-skipping path instead.
    */
   async write(rows: Row[], dead: DeadLetterRow[]): Promise<WriteResult> {
@@ -180,7 +180,7 @@ export class BatchWriter {
           await c.query('release savepoint fast');
           copyMs = performance.now() - t;
           t = performance.now();
-          await this.rollups(c, rows);
+          await this.deltas(c, rows);
           rollupMs = performance.now() - t;
           inserted = rows.length;
           path = 'fast';
@@ -218,72 +218,52 @@ export class BatchWriter {
   fastBatches = 0;
   stagedBatches = 0;
 
-  private async rollups(c: pg.Client, rows: Row[]): Promise<void> {
-    for (const [table, ms] of [
-      ['metrics_hourly', 3_600_000],
-      ['metrics_daily', 86_400_000],
-    ] as const) {
-      const groups = new Map<
-        string,
-        {
-          bucket: number;
-          org: string;
-          dev: string;
-          metric: string;
-          min: number;
-          max: number;
-          sum: number;
-          n: number;
-          last: number;
-          lastTs: number;
-        }
-      >();
-      for (const r of rows) {
-        if (r.text !== null || r.value === null) continue;
-        const bucket = r.ts - (((r.ts % ms) + ms) % ms);
-        const k = `${r.deviceId}\u0000${r.metric}\u0000${bucket}`;
-        const g = groups.get(k);
-        if (!g)
-          groups.set(k, {
-            bucket,
-            org: r.orgId,
-            dev: r.deviceId,
-            metric: r.metric,
-            min: r.value,
-            max: r.value,
-            sum: r.value,
-            n: 1,
-            last: r.value,
-            lastTs: r.ts,
-          });
-        else {
-          if (r.value < g.min) g.min = r.value;
-          if (r.value > g.max) g.max = r.value;
-          g.sum += r.value;
-          g.n++;
-          if (r.ts >= g.lastTs) {
-            g.last = r.value;
-            g.lastTs = r.ts;
-          }
+  /**
+   * One partial aggregate per (device, metric, UTC hour) of the batch's numeric rows, COPYed into
+   * the append-only `metrics_rollup_deltas` (the compactor folds them into the rollups later).
+   * Returns how many deltas were written.
+   */
+  private async deltas(c: pg.Client, rows: Row[]): Promise<number> {
+    const groups = new Map<string, Delta>();
+    for (const r of rows) {
+      if (r.text !== null || r.value === null) continue;
+      const bucket = r.ts - (((r.ts % HOUR) + HOUR) % HOUR);
+      const k = `${r.deviceId}\u0000${r.metric}\u0000${bucket}`;
+      const g = groups.get(k);
+      if (!g)
+        groups.set(k, {
+          bucket,
+          org: r.orgId,
+          dev: r.deviceId,
+          metric: r.metric,
+          min: r.value,
+          max: r.value,
+          sum: r.value,
+          n: 1,
+          last: r.value,
+          lastTs: r.ts,
+        });
+      else {
+        if (r.value < g.min) g.min = r.value;
+        if (r.value > g.max) g.max = r.value;
+        g.sum += r.value;
+        g.n++;
+        if (r.ts >= g.lastTs) {
+          g.last = r.value;
+          g.lastTs = r.ts;
         }
       }
-      if (!groups.size) continue;
-      const list = [...groups.values()].sort((a, b) =>
-        a.dev < b.dev ? -1 : a.dev > b.dev ? 1 : a.metric < b.metric ? -1 : a.metric > b.metric ? 1 : a.bucket - b.bucket,
-      );
-      await c.query(UPSERT(table), [
-        list.map((g) => g.bucket),
-        list.map((g) => g.org),
-        list.map((g) => g.dev),
-        list.map((g) => g.metric),
-        list.map((g) => g.min),
-        list.map((g) => g.max),
-        list.map((g) => g.sum),
-        list.map((g) => g.n),
-        list.map((g) => g.last),
-        list.map((g) => g.lastTs),
-      ]);
     }
+    if (!groups.size) return 0;
+    let text = '';
+    for (const g of groups.values())
+      text += `${iso(g.bucket)}\t${g.org}\t${g.dev}\t${esc(g.metric)}\t${g.min}\t${g.max}\t${g.sum}\t${g.n}\t${g.last}\t${iso(g.lastTs)}\n`;
+    await this.copy(
+      c,
+      'copy metrics_rollup_deltas (bucket, org_id, device_id, metric, min, max, sum, count, last, last_time) from stdin',
+      text,
+    );
+    return groups.size;
   }
 
   /** Drops the connection (after a failure its transaction state is unknown). */

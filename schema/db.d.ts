@@ -154,7 +154,46 @@ export interface MetricsDaily {
   sum: number;
 }
 
+export interface MetricsDailyLive {
+  bucket: Timestamp | null;
+  count: Int8 | null;
+  device_id: string | null;
+  last: number | null;
+  last_time: Timestamp | null;
+  max: number | null;
+  metric: string | null;
+  min: number | null;
+  org_id: string | null;
+  sum: number | null;
+}
+
 export interface MetricsHourly {
+  bucket: Timestamp;
+  count: Int8;
+  device_id: string;
+  last: number;
+  last_time: Timestamp;
+  max: number;
+  metric: string;
+  min: number;
+  org_id: string;
+  sum: number;
+}
+
+export interface MetricsHourlyLive {
+  bucket: Timestamp | null;
+  count: Int8 | null;
+  device_id: string | null;
+  last: number | null;
+  last_time: Timestamp | null;
+  max: number | null;
+  metric: string | null;
+  min: number | null;
+  org_id: string | null;
+  sum: number | null;
+}
+
+export interface MetricsRollupDeltas {
   bucket: Timestamp;
   count: Int8;
   device_id: string;
@@ -224,7 +263,10 @@ export interface DB {
   geometry_columns: GeometryColumns;
   memberships: Memberships;
   metrics_daily: MetricsDaily;
+  metrics_daily_live: MetricsDailyLive;
   metrics_hourly: MetricsHourly;
+  metrics_hourly_live: MetricsHourlyLive;
+  metrics_rollup_deltas: MetricsRollupDeltas;
   organizations: Organizations;
   rulr_migrations: RulrMigrations;
   rulr_migrations_lock: RulrMigrationsLock;

@@ -182,7 +182,7 @@ describe('ingest rollups', () => {
         [d],
       );
       const roll = await sql.query(
-        `select bucket, metric, min, max, sum, count::int count, last, last_time from ${table} where device_id = $1 order by 1, 2`,
+        `select bucket, metric, min, max, sum, count::int count, last, last_time from ${table}_live where device_id = $1 order by 1, 2`,
         [d],
       );
       expect(roll.rows.length).toBeGreaterThan(1);

@@ -71,7 +71,7 @@ async function checkExactlyOnce(f: Fleet, expected: number): Promise<void> {
     [f.orgId],
   );
   expect(r.rows[0]).toEqual({ n: expected, d: expected });
-  const h = await sql.query(`select coalesce(sum(count), 0)::int n from metrics_hourly where org_id = $1`, [f.orgId]);
+  const h = await sql.query(`select coalesce(sum(count), 0)::int n from metrics_hourly_live where org_id = $1`, [f.orgId]);
   expect(h.rows[0].n).toBe(expected);
 }
 

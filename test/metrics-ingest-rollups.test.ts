@@ -1,4 +1,6 @@
 import { randomBytes } from 'node:crypto';
+import { sql } from 'kysely';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BatchWriter, type Row } from '../ingest/writer.js';
 import { loadConfig } from '../lib/config.js';
@@ -8,6 +10,7 @@ import { RoleContext } from '../lib/role.js';
 import { MetricsRepository } from '../subgraphs/metrics/repository.js';
 import { AGGREGATES, DAY, HOUR, MINUTE, planSeries } from '../subgraphs/metrics/series.js';
 import { insertDevice, insertOrg } from '../subgraphs/metrics/test-fixtures.js';
+import { compactRollups } from '../workers/compactor.js';
 import { createTestDatabase, type TestDatabase } from './support/db.js';
 import { REDIS_URL } from './support/env.js';
 
@@ -37,7 +40,7 @@ afterAll(async () => {
 });
 
 describe("ingest's incremental rollups read by the metrics subgraph", () => {
-  it('give every aggregate at 1h, 6h and 1d exactly as the raw rows do, with batches out of order and one redelivered', async () => {
+  it('give every aggregate at 1h, 6h and 1d exactly as the raw rows do, with batches out of order and one redelivered, before and after compaction', async () => {
     const rows: Row[] = [];
     for (let i = 0; i < 2 * 24 * 60; i += 3) {
       const ts = T0 + i * MINUTE + (i % 2) * 1500;
@@ -53,21 +56,34 @@ describe("ingest's incremental rollups read by the metrics subgraph", () => {
     } finally {
       await writer.close();
     }
-    for (const interval of ['1h', '6h', '1d']) {
-      const plan = planSeries(new Date(T0), new Date(T0 + 2 * DAY), interval);
-      expect(plan.source).toBe(interval === '1d' ? 'daily' : 'hourly');
-      for (const agg of AGGREGATES) {
-        const fromRollup = await repo.series(org, dev, 'power', plan, agg);
-        const fromRaw = await repo.seriesFromRaw(org, dev, 'power', plan, agg);
-        expect(fromRollup.length, `${interval} ${agg}`).toBe((2 * DAY) / plan.intervalMs);
-        expect(fromRollup.map((p) => p.ts.getTime())).toEqual(fromRaw.map((p) => p.ts.getTime()));
-        for (const [i, p] of fromRollup.entries()) expect(p.value, `${interval} ${agg} #${i}`).toBeCloseTo(fromRaw[i]?.value as number, 6);
+    for (const compacted of [false, true]) {
+      if (compacted) {
+        const c = new pg.Client({ connectionString: tdb.url });
+        await c.connect();
+        await compactRollups(c).finally(() => c.end());
       }
+      await checkAgainstRaw(compacted);
     }
-    const hourlyCount = await repo.series(org, dev, 'power', planSeries(new Date(T0), new Date(T0 + HOUR), '1h'), 'COUNT');
-    expect(hourlyCount[0]?.value).toBe(20);
-    // booleans are stored raw but neither rolled up nor aggregated
-    expect(await repo.series(org, dev, 'lampState', planSeries(new Date(T0), new Date(T0 + DAY), '1h'), 'AVG')).toEqual([]);
-    expect(await repo.series(org, dev, 'lampState', planSeries(new Date(T0), new Date(T0 + DAY), '15m'), 'AVG')).toEqual([]);
   });
 });
+
+async function checkAgainstRaw(compacted: boolean): Promise<void> {
+  const deltas = await sql<{ n: number }>`select count(*)::int as n from metrics_rollup_deltas`.execute(tdb.db);
+  expect(deltas.rows[0]?.n === 0).toBe(compacted);
+  for (const interval of ['1h', '6h', '1d']) {
+    const plan = planSeries(new Date(T0), new Date(T0 + 2 * DAY), interval);
+    expect(plan.source).toBe(interval === '1d' ? 'daily' : 'hourly');
+    for (const agg of AGGREGATES) {
+      const fromRollup = await repo.series(org, dev, 'power', plan, agg);
+      const fromRaw = await repo.seriesFromRaw(org, dev, 'power', plan, agg);
+      expect(fromRollup.length, `${interval} ${agg}`).toBe((2 * DAY) / plan.intervalMs);
+      expect(fromRollup.map((p) => p.ts.getTime())).toEqual(fromRaw.map((p) => p.ts.getTime()));
+      for (const [i, p] of fromRollup.entries()) expect(p.value, `${interval} ${agg} #${i}`).toBeCloseTo(fromRaw[i]?.value as number, 6);
+    }
+  }
+  const hourlyCount = await repo.series(org, dev, 'power', planSeries(new Date(T0), new Date(T0 + HOUR), '1h'), 'COUNT');
+  expect(hourlyCount[0]?.value).toBe(20);
+  // booleans are stored raw but neither rolled up nor aggregated
+  expect(await repo.series(org, dev, 'lampState', planSeries(new Date(T0), new Date(T0 + DAY), '1h'), 'AVG')).toEqual([]);
+  expect(await repo.series(org, dev, 'lampState', planSeries(new Date(T0), new Date(T0 + DAY), '15m'), 'AVG')).toEqual([]);
+}

@@ -1,6 +1,7 @@
 import { pingDb } from '../lib/db.js';
 import { ServiceServer } from '../lib/http.js';
 import type { RoleContext, RoleHandle } from '../lib/role.js';
+import { RollupCompactor } from './compactor.js';
 import { Maintenance, retentionFromConfig } from './maintenance.js';
 
 /**
@@ -17,6 +18,8 @@ export async function startWorkers(ctx: RoleContext, o: { port?: number } = {}):
     logger: ctx.logger.child({ role: 'workers' }),
   });
   await maintenance.start();
+  // Safety net: folds rollup deltas even while no ingest replica runs (ingest compacts as it writes).
+  const compactor = new RollupCompactor({ url: cfg.DATABASE_URL, intervalMs: 5000, logger: ctx.logger }).start();
   const server = new ServiceServer({
     name: 'workers',
     port: o.port ?? cfg.WORKERS_PORT,
@@ -30,6 +33,7 @@ export async function startWorkers(ctx: RoleContext, o: { port?: number } = {}):
     async close() {
       await server.close();
       await maintenance.close();
+      await compactor.close();
     },
   };
 }

@@ -115,6 +115,7 @@ export async function recomputeRollups(
   const to = new Date(Math.ceil(o.to.getTime() / DAY) * DAY);
   const org = o.orgId ? sql`and org_id = ${o.orgId}` : sql``;
   return db.transaction().execute(async (tx) => {
+    await sql`delete from metrics_rollup_deltas where bucket >= ${from} and bucket < ${to} ${org}`.execute(tx);
     await sql`delete from metrics_hourly where bucket >= ${from} and bucket < ${to} ${org}`.execute(tx);
     await sql`delete from metrics_daily where bucket >= ${from} and bucket < ${to} ${org}`.execute(tx);
     const h = await sql`

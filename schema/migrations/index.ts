@@ -1,6 +1,7 @@
 import type { Migration } from 'kysely';
 import * as m0001 from './0001_core.js';
 import * as m0002 from './0002_telemetry.js';
+import * as m0003 from './0003_rollup_deltas.js';
 
 /**
  * Every migration, in order. A static list (not a folder scan) so the same code runs from
@@ -9,4 +10,5 @@ import * as m0002 from './0002_telemetry.js';
 export const migrations: Record<string, Migration> = {
   '0001_core': m0001,
   '0002_telemetry': m0002,
+  '0003_rollup_deltas': m0003,
 };

@@ -123,7 +123,9 @@ export class MetricsRepository {
             and time >= ${from} and time < ${to} and value is not null and text is null
           group by 1 order by 1`.execute(tx);
       }
-      const table = sql.table(plan.source === 'hourly' ? 'metrics_hourly' : 'metrics_daily');
+      // The `_live` views add the rollup deltas ingest appended and the compactor has not folded yet,
+      // so a rollup series equals the raw aggregates at every moment.
+      const table = sql.table(plan.source === 'hourly' ? 'metrics_hourly_live' : 'metrics_daily_live');
       return sql<PointRow>`
         select date_bin(${iv}::interval, bucket, ${EPOCH}) as ts, ${ROLLUP_AGG[agg]} as value
         from ${table}

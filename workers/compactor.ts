@@ -1,0 +1,200 @@
+import pg from 'pg';
+import type { Logger } from '../lib/logger.js';
+import { counter, histogram } from '../lib/metrics.js';
+
+/**
+ * Folds `metrics_rollup_deltas` (appended by ingest in each batch's transaction) into `metrics_hourly`
+ * and `metrics_daily`. One transaction deletes the deltas it folds (`delete … returning`), aggregates
+ * them per (device, metric, hour) and per day, and upserts both rollups, so a delta is counted either
+ * in the deltas table or in the rollups, never both and never neither (readers use the `_live` views).
+ * A transaction-scoped advisory lock lets one compaction run at a time across every process (ingest
+ * replicas and workers): the others skip their turn.
+ */
+
+/** `pg_try_advisory_xact_lock` key of the compaction (any constant unique in the database). */
+export const COMPACTION_LOCK = 7_252_011_431;
+
+/**
+ * Most deltas folded by one transaction (keeps a backlog from making one huge transaction).
+ * @default 200000
+ */
+export const COMPACTION_MAX_DELTAS = 200_000;
+
+const compactions = counter('rulr_rollup_compactions_total', 'Rollup compaction runs by outcome', ['outcome']);
+const compactedDeltas = counter('rulr_rollup_deltas_compacted_total', 'Rollup deltas folded into metrics_hourly/metrics_daily');
+const compactionSeconds = histogram('rulr_rollup_compaction_seconds', 'Duration of a rollup compaction transaction');
+
+const merge = `
+  min = least(r.min, excluded.min), max = greatest(r.max, excluded.max), sum = r.sum + excluded.sum,
+  count = r.count + excluded.count,
+  last = case when excluded.last_time >= r.last_time then excluded.last else r.last end,
+  last_time = greatest(r.last_time, excluded.last_time)`;
+
+const COMPACT = `
+  with d as (
+    delete from metrics_rollup_deltas
+     where ctid = any(array(select ctid from metrics_rollup_deltas limit $1))
+    returning bucket, org_id, device_id, metric, min, max, sum, count, last, last_time
+  ),
+  h as (
+    select bucket, org_id, device_id, metric, min(min) as min, max(max) as max, sum(sum) as sum, sum(count)::bigint as count,
+           (array_agg(last order by last_time desc))[1] as last, max(last_time) as last_time
+      from d group by 1, 2, 3, 4
+  ),
+  hu as (
+    insert into metrics_hourly as r (bucket, org_id, device_id, metric, min, max, sum, count, last, last_time)
+    select * from h order by device_id, metric, bucket
+    on conflict (device_id, metric, bucket) do update set ${merge}
+    returning 1
+  ),
+  du as (
+    insert into metrics_daily as r (bucket, org_id, device_id, metric, min, max, sum, count, last, last_time)
+    select date_trunc('day', bucket, 'UTC'), org_id, device_id, metric, min(min), max(max), sum(sum), sum(count)::bigint,
+           (array_agg(last order by last_time desc))[1], max(last_time)
+      from h group by 1, 2, 3, 4 order by 3, 4, 1
+    on conflict (device_id, metric, bucket) do update set ${merge}
+    returning 1
+  )
+  select (select count(*) from d)::int as deltas, (select count(*) from hu)::int as hourly, (select count(*) from du)::int as daily`;
+
+export interface CompactionResult {
+  /** deltas folded */
+  deltas: number;
+  /** hourly / daily rollup rows inserted or updated */
+  hourly: number;
+  daily: number;
+}
+
+/**
+ * One compaction on `client` (a connection NOT inside a transaction). Returns null when another
+ * compaction holds the lock. Folds at most `max` deltas; `more` in the caller's hands: call again
+ * while `deltas === max`.
+ */
+export async function compactRollups(client: pg.ClientBase, max = COMPACTION_MAX_DELTAS): Promise<CompactionResult | null> {
+  await client.query('begin');
+  try {
+    const lock = await client.query<{ ok: boolean }>('select pg_try_advisory_xact_lock($1) as ok', [COMPACTION_LOCK]);
+    if (!lock.rows[0]?.ok) {
+      await client.query('rollback');
+      return null;
+    }
+    const r = await client.query<CompactionResult>(COMPACT, [max]);
+    await client.query('commit');
+    return r.rows[0] ?? { deltas: 0, hourly: 0, daily: 0 };
+  } catch (e) {
+    await client.query('rollback').catch(() => undefined);
+    throw e;
+  }
+}
+
+export interface CompactorOptions {
+  url: string;
+  /**
+   * Shortest time between two compactions while deltas keep arriving (`poke`), and the period of the
+   * background timer that catches deltas left by another process.
+   * @default 1000
+   */
+  intervalMs?: number;
+  logger?: Logger;
+}
+
+/**
+ * Runs {@link compactRollups} on its own connection: at most every `intervalMs` after a `poke()`
+ * (ingest pokes after each commit, so at low rates a batch is folded at once and under load one
+ * compaction covers many batches), and on a timer of the same period.
+ */
+export class RollupCompactor {
+  private client?: pg.Client;
+  private running?: Promise<void>;
+  private timer?: NodeJS.Timeout;
+  private ticker?: NodeJS.Timeout;
+  private last = 0;
+  private again = false;
+  private closed = false;
+  private readonly intervalMs: number;
+
+  constructor(private readonly o: CompactorOptions) {
+    this.intervalMs = o.intervalMs ?? 1000;
+  }
+
+  /** Starts the background timer. */
+  start(): this {
+    this.ticker = setInterval(() => this.poke(), this.intervalMs);
+    this.ticker.unref();
+    return this;
+  }
+
+  /** Deltas were appended: compact now, or as soon as the interval since the last run allows. */
+  poke(): void {
+    if (this.closed) return;
+    if (this.running) {
+      this.again = true;
+      return;
+    }
+    if (this.timer) return;
+    const wait = Math.max(0, this.last + this.intervalMs - Date.now());
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.running = this.run().finally(() => {
+        this.running = undefined;
+        if (this.again) {
+          this.again = false;
+          this.poke();
+        }
+      });
+    }, wait);
+  }
+
+  /** Compacts until no deltas are left (or another process holds the lock). */
+  async runOnce(): Promise<number> {
+    const c = await this.conn();
+    let total = 0;
+    for (;;) {
+      const end = compactionSeconds.startTimer();
+      const r = await compactRollups(c);
+      end();
+      compactions.inc({ outcome: r ? 'done' : 'locked' });
+      if (!r) return total;
+      total += r.deltas;
+      compactedDeltas.inc(r.deltas);
+      if (r.deltas < COMPACTION_MAX_DELTAS) return total;
+    }
+  }
+
+  private async run(): Promise<void> {
+    this.last = Date.now();
+    try {
+      await this.runOnce();
+    } catch (e) {
+      compactions.inc({ outcome: 'error' });
+      this.o.logger?.warn({ err: (e as Error).message }, 'rollup compaction failed (retried)');
+      await this.reset();
+    }
+  }
+
+  private async conn(): Promise<pg.Client> {
+    if (this.client) return this.client;
+    const c = new pg.Client({ connectionString: this.o.url, application_name: 'rulr-compactor', connectionTimeoutMillis: 5000 });
+    c.on('error', () => {
+      if (this.client === c) this.client = undefined;
+    });
+    await c.connect();
+    this.client = c;
+    return c;
+  }
+
+  private async reset(): Promise<void> {
+    const c = this.client;
+    this.client = undefined;
+    await c?.end().catch(() => undefined);
+  }
+
+  /** Stops the timers, lets a running compaction finish, closes the connection. */
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+    if (this.ticker) clearInterval(this.ticker);
+    await this.running;
+    await this.reset();
+  }
+}
