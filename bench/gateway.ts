@@ -12,6 +12,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
@@ -218,6 +219,51 @@ async function load(t: Target, q: Query, connections: number, duration: number, 
   return { rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors + r.non2xx + r.timeouts };
 }
 
+/**
+ * Open-loop load at a fixed rate: request i is sent at t0 + i/rate whatever the answers do, and its
+ * latency counts from that scheduled time (no coordinated omission). autocannon's `overallRate`
+ * sends each second's quota in a burst at the top of the second, which measures burst queueing.
+ */
+async function openLoop(t: Target, q: Query, rate: number, duration: number): Promise<Run> {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1024 });
+  const body = JSON.stringify({ query: q.query, variables: q.variables });
+  const url = new URL(t.url);
+  const headers = { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)), ...t.headers() };
+  const total = Math.max(1, Math.round(rate * duration));
+  const latencies: number[] = [];
+  let errors = 0;
+  const one = (scheduled: number) =>
+    new Promise<void>((resolve) => {
+      const req = http.request({ hostname: url.hostname, port: url.port, path: url.pathname, method: 'POST', agent, headers }, (res) => {
+        res.resume();
+        res.on('end', () => {
+          if (res.statusCode !== 200) errors++;
+          latencies.push(performance.now() - scheduled);
+          resolve();
+        });
+      });
+      req.on('error', () => {
+        errors++;
+        resolve();
+      });
+      req.end(body);
+    });
+  const pending: Promise<void>[] = [];
+  const t0 = performance.now() + 50;
+  for (let i = 0; i < total; i++) {
+    const at = t0 + (i * 1000) / rate;
+    const wait = at - performance.now();
+    if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+    pending.push(one(at));
+  }
+  await Promise.all(pending);
+  agent.destroy();
+  latencies.sort((a, b) => a - b);
+  const pct = (p: number) =>
+    Math.round((latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))] ?? 0) * 10) / 10;
+  return { rps: total / duration, p50: pct(50), p99: pct(99), errors };
+}
+
 async function probe(t: Target, q: Query): Promise<unknown> {
   const res = await fetch(t.url, {
     method: 'POST',
@@ -358,7 +404,7 @@ async function main(): Promise<void> {
       for (const t of targets) {
         const row = results[q.name]?.[t.key];
         if (!row) continue;
-        row.fixed = await load(t, q, 50, FIXED_DURATION, rate);
+        row.fixed = await openLoop(t, q, rate, FIXED_DURATION);
         console.log(`${q.name} · ${t.label}: ${rate} req/s fixed → p50 ${row.fixed.p50} ms, p99 ${row.fixed.p99} ms`);
       }
     }
@@ -380,7 +426,7 @@ async function main(): Promise<void> {
       'Command: `npm run bench:gateway` (`BENCH_DURATION`, `BENCH_ROUNDS`, `BENCH_FIXED_DURATION` set the run lengths; `BENCH_CPU_PROF=1` writes CPU profiles to `bench/out/<role>/`).',
       'Servers run in child processes with `NODE_ENV=production`; autocannon runs in the parent process on the same machine,',
       'so the load generator competes with the servers for the same cores. Latency is measured at a fixed rate of half of',
-      "(c)'s saturated throughput for that query (autocannon `overallRate`, 50 connections).",
+      "(c)'s saturated throughput for that query: an open-loop generator sends request i at t0 + i/rate on keep-alive sockets and counts latency from the scheduled time (autocannon's `overallRate` bursts each second's quota at the top of the second, which measures burst queueing instead).",
       '',
       'Targets: (a) the devices subgraph called directly with a signed identity header; (b) a stock `@apollo/gateway`',
       '(ApolloGateway + `startStandaloneServer`, HTTP data sources, defaults, identity header added in `willSendRequest`);',
