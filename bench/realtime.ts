@@ -538,7 +538,9 @@ async function gateway(data: Data, prefix: string, cpuProf: boolean): Promise<Ph
     }
     gw = spawnNode(MAIN, {
       env,
-      nodeFlags: cpuProf ? ['--cpu-prof', '--cpu-prof-dir', PROFILE_DIR] : [],
+      // A bounded heap, as the deployment sets it (NODE_OPTIONS): without it V8 lets garbage from
+      // ~90,000 frames/s pile up to ~1 GB before collecting.
+      nodeFlags: [...(cpuProf ? ['--cpu-prof', '--cpu-prof-dir', PROFILE_DIR] : []), '--max-old-space-size=256'],
       args: ['start', 'gateway', 'devices', 'metrics'],
     });
     await waitReady(gwPort, 'gateway', gw);
@@ -674,7 +676,7 @@ function writeResults(rs: PhaseResult[], o: { loadBefore: number; loadAfter: num
     `Setup: ${SITES} sites × ${DEVICES_PER_SITE} devices in database \`${DB_NAME}\` (recreated). ${n(CONNECTIONS)} graphql-transport-ws connections from ${CLIENTS} client processes (minimal client on raw \`ws\`, ${CONCURRENCY} connects in flight per process), connection k subscribed to \`telemetryUpdated(siteId: <site k mod ${SITES}>) { device { name } readings { metric value ts } }\`.`,
     args.source === 'redis'
       ? `Gateway side (\`--source redis\`): one \`rulr start gateway devices metrics\` process (its RSS is reported; ${MAIN === 'cli/main.ts' ? 'run from sources through tsx, which adds about 60 MB' : 'compiled with tsc, as in production'}); MQTT and ingest bypassed: a publisher process sends ${n(RATE)} events/s in ingest's envelope straight to the Redis channel \`<prefix>events:<org>\` (\`ts\` = publish time) for ${DURATION} s after a ${WARMUP} s warm-up.`
-      : `Gateway side: one \`rulr start gateway devices metrics\` process (its RSS is reported; ${MAIN === 'cli/main.ts' ? 'run from sources through tsx, which adds about 60 MB' : 'compiled with tsc, as in production'}), one \`rulr start ingest\`, a private no-drop Mosquitto, a publisher process sending ${n(RATE)} MQTT messages/s (QoS 1, one device's \`power\` and \`dim\` each, \`ts\` = publish time) for ${DURATION} s after a ${WARMUP} s warm-up.`,
+      : `Gateway side: one \`rulr start gateway devices metrics\` process with \`--max-old-space-size=256\` (its RSS is reported; ${MAIN === 'cli/main.ts' ? 'run from sources through tsx, which adds about 60 MB' : 'compiled with tsc, as in production'}), one \`rulr start ingest\`, a private no-drop Mosquitto, a publisher process sending ${n(RATE)} MQTT messages/s (QoS 1, one device's \`power\` and \`dim\` each, \`ts\` = publish time) for ${DURATION} s after a ${WARMUP} s warm-up.`,
     `Baseline: a bare \`ws\` server process generating the same ${n(RATE)} events/s and sending each frame (same shape; \`ts\` = scheduled time, so its own lag counts as latency) to its site's subscribers, same client code and number of client processes. Latency = client receive time − reading \`ts\` (same host clock), 1 ms histograms merged over the client processes. Delivery time = first publish → last frame received.`,
     '',
     '| measure | bare ws broadcast | RULR gateway | target |',

@@ -169,14 +169,15 @@ export const configSpec = {
     shown: '100',
   },
   REALTIME_SOFT_BUFFER_BYTES: {
-    schema: posInt(262144),
-    description: 'Unsent bytes above which a WebSocket client counts as lagging (its telemetry is coalesced per device).',
-    shown: '262144',
+    schema: posInt(16384),
+    description:
+      'Unsent bytes above which a WebSocket client counts as lagging (its telemetry is coalesced per device); with 10,000 clients this bounds send buffers to ~160 MB.',
+    shown: '16384',
   },
   REALTIME_HARD_BUFFER_BYTES: {
-    schema: posInt(4194304),
+    schema: posInt(1048576),
     description: 'Queued bytes of a lagging client above which it is disconnected (close 4008).',
-    shown: '4194304',
+    shown: '1048576',
   },
   REALTIME_KEEPALIVE_MS: {
     schema: posInt(30000),

@@ -1,7 +1,6 @@
 // Regenerates the README's configuration table from lib/config.ts (between the config markers),
-// then lets Biome format README.md (it pads Markdown tables). `npx tsx scripts/update-readme.ts`
+// `npx tsx scripts/update-readme.ts`
 // writes README.md; `--check` exits 1 when the table's contents are stale.
-import { spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -55,8 +54,6 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
     }
   } else if (stale) {
     writeFileSync(README, renderReadme(current));
-    const biome = join(ROOT, 'node_modules', '.bin', 'biome');
-    spawnSync(biome, ['format', '--write', README], { cwd: ROOT, stdio: 'inherit' });
     console.log('README.md configuration table updated');
   } else {
     console.log('README.md configuration table is up to date');

@@ -71,8 +71,8 @@ describe('deploy/k8s', () => {
     }
   });
 
-  it('uses only environment variables declared in lib/config.ts', () => {
-    const declared = Object.keys(configSpec);
+  it('uses only environment variables declared in lib/config.ts (and Node.js runtime options)', () => {
+    const declared = [...Object.keys(configSpec), 'NODE_OPTIONS'];
     const names = [
       ...of('ConfigMap').flatMap((m) => Object.keys(m.data ?? {})),
       ...of('Secret').flatMap((s) => Object.keys({ ...s.data, ...s.stringData })),

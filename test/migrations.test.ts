@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
 import { afterEach, describe, expect, it } from 'vitest';
+import { createPool } from '../lib/db.js';
 import { migrateDown, migrateToLatest } from '../schema/migrate.js';
 import { migrations } from '../schema/migrations/index.js';
 import { adminUrl, dbUrl } from './support/env.js';
@@ -17,8 +18,9 @@ async function freshDb(): Promise<string> {
   created.push(name);
   return name;
 }
-const open = (name: string) =>
-  new Kysely<unknown>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: dbUrl(name), max: 2 }) }) });
+// createPool listens for pool errors: a client still closing when afterEach drops the database
+// (with force) must not surface as an unhandled error.
+const open = (name: string) => new Kysely<unknown>({ dialect: new PostgresDialect({ pool: createPool(dbUrl(name), 2) }) });
 const tables = async (db: Kysely<unknown>) =>
   (
     await sql<{

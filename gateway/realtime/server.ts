@@ -47,9 +47,9 @@ export interface RealtimeOptions {
   connectionInitTimeoutMs?: number;
   /** WebSocket ping interval; a peer that misses one pong is dropped. @default 30000 */
   keepAliveMs?: number;
-  /** Above this many buffered bytes a connection is backlogged: telemetry is coalesced per device. @default 262144 */
+  /** Above this many buffered bytes a connection is backlogged: telemetry is coalesced per device. @default 16384 */
   softBufferBytes?: number;
-  /** Above this many queued bytes of a backlogged connection it is closed with 4008. @default 4194304 */
+  /** Above this many queued bytes of a backlogged connection it is closed with 4008. @default 1048576 */
   hardBufferBytes?: number;
   /** Mask internal error messages. */
   mask: boolean;
@@ -199,7 +199,7 @@ export class RealtimeServer {
     private readonly server: Server,
     options: RealtimeOptions,
   ) {
-    this.o = { softBufferBytes: 262_144, hardBufferBytes: 4_194_304, ...options };
+    this.o = { softBufferBytes: 16_384, hardBufferBytes: 1_048_576, ...options };
     this.hub = new RealtimeHub(
       options.redisSubscriber,
       options.redisPrefix,
