@@ -8,13 +8,12 @@
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
-import { type Broker, startNoDropBroker } from '../ingest/testing/broker.js';
+import { type Broker, freePort, startNoDropBroker } from '../ingest/testing/broker.js';
 import { issueToken } from '../lib/auth.js';
 import { createRedis } from '../lib/redis.js';
 import { migrateToLatest } from '../schema/migrate.js';
@@ -131,17 +130,6 @@ async function stopChild(proc: ChildProcess, signal: NodeJS.Signals = 'SIGTERM',
 
 async function stopAll(): Promise<void> {
   await Promise.all([...children].map((c) => stopChild(c, 'SIGTERM', 5_000)));
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => resolve(p));
-    });
-  });
 }
 
 const rssMb = (pid: number): number => {

@@ -51,7 +51,8 @@ function prng(seed: number): () => number {
   };
 }
 
-const STREET_LIGHT_METRICS = [
+/** The demo street-light controller's metric definitions (the simulator publishes exactly these). */
+export const STREET_LIGHT_METRICS = [
   { name: 'voltage', type: 'number', unit: 'V', min: 0, max: 300 },
   { name: 'current', type: 'number', unit: 'A', min: 0, max: 10 },
   { name: 'power', type: 'number', unit: 'W', min: 0, max: 1000 },

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { sql } from 'kysely';
 import mqtt from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { STREET_LIGHT_METRICS } from '../cli/seed.js';
 import { dimLevel, lightReading, loadSimulatedDevices, localHour, simulate } from '../cli/simulate.js';
 import {
   decodeJson,
@@ -18,14 +19,8 @@ import { insertDevice, insertOrg, insertSite } from '../subgraphs/metrics/test-f
 import { createTestDatabase, type TestDatabase } from './support/db.js';
 import { MQTT_URL } from './support/env.js';
 
-const PROFILE = [
-  { name: 'voltage', type: 'number', unit: 'V', min: 0, max: 300 },
-  { name: 'current', type: 'number', unit: 'A', min: 0, max: 10 },
-  { name: 'power', type: 'number', unit: 'W', min: 0, max: 1000 },
-  { name: 'energy', type: 'number', unit: 'kWh', min: 0, counter: true },
-  { name: 'dimLevel', type: 'number', unit: '%', min: 0, max: 100 },
-  { name: 'lampState', type: 'boolean' },
-];
+// The seed's own street-light profile, so the simulator is checked against what the demo fleet uses.
+const PROFILE = STREET_LIGHT_METRICS;
 
 let tdb: TestDatabase;
 const slug = `sim-${randomBytes(3).toString('hex')}`;

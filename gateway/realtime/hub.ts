@@ -34,6 +34,10 @@ interface Group {
 
 export type FollowUpExecutor = (document: DocumentNode, variables: Record<string, unknown>, identity: Identity) => Promise<ExecutionResult>;
 
+const redisReconnects = counter(
+  'rulr_realtime_redis_reconnects_total',
+  'Times the real-time Redis subscription dropped (events published meanwhile are missed)',
+);
 const eventsReceived = counter('rulr_realtime_events_total', 'Real-time events received from Redis', ['field']);
 const eventsInvalid = counter('rulr_realtime_events_invalid_total', 'Malformed real-time events dropped');
 const followUps = counter('rulr_realtime_followups_total', 'Follow-up queries for entity fields of events');
@@ -60,10 +64,6 @@ export class RealtimeHub {
   private readonly orgRefs = new Map<string, number>();
   private queue: RealtimeEvent[] = [];
   private readonly subscribing = new Set<Promise<unknown>>();
-  /** events taken from Redis since start */
-  received = 0;
-  /** times the Redis subscription dropped */
-  reconnects = 0;
   private running = false;
 
   constructor(
@@ -76,7 +76,7 @@ export class RealtimeHub {
     redisSub.on('message', (_channel: string, message: string) => this.receive(message));
     // ioredis resubscribes by itself after a reconnect; events published in between are lost, so say so.
     redisSub.on('reconnecting', () => {
-      this.reconnects++;
+      redisReconnects.inc();
       logger.warn('real-time Redis subscription lost; reconnecting (events published meanwhile are missed)');
     });
   }
@@ -179,7 +179,6 @@ export class RealtimeHub {
       return;
     }
     eventsReceived.inc({ field: e.field });
-    this.received++;
     this.queue.push(e);
     if (!this.running) {
       this.running = true;

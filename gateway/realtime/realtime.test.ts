@@ -343,23 +343,7 @@ describe('federated subscriptions over graphql-ws', () => {
     }
     await new Promise((r) => setTimeout(r, 1500));
     socket.resume();
-    await until(() => frames.at(-1)?.payload?.data.telemetryUpdated.readings[0]?.value === n - 1, 30_000).catch((e) => {
-      const rt = s.rt as unknown as {
-        backlogged: Set<{ queue: unknown[]; ws: WebSocket; closed: boolean }>;
-        conns: Set<{ queue: unknown[]; ws: WebSocket; closed: boolean }>;
-      };
-      for (const c of rt.conns) console.log('conn', c.queue.length, c.ws.bufferedAmount, c.closed, rt.backlogged.has(c as never));
-      console.log(
-        frames.length,
-        JSON.stringify(frames.at(-1)).slice(0, 100),
-        closedCode,
-        'received',
-        s.rt.hub.received,
-        'reconnects',
-        s.rt.hub.reconnects,
-      );
-      throw e;
-    });
+    await until(() => frames.at(-1)?.payload?.data.telemetryUpdated.readings[0]?.value === n - 1, 30_000);
     expect(frames.length).toBeLessThan(n);
     expect(closedCode).toBe(0);
   });
