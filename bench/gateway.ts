@@ -56,10 +56,15 @@ async function serve(role: string): Promise<void> {
   const urls = JSON.parse(process.env.BENCH_URLS ?? '{}') as Record<string, string>;
   let close: () => Promise<void>;
   let port: number;
+  // BENCH_SUBGRAPH=memory: the devices subgraph answers from an in-memory snapshot (bench/memory-devices.ts).
+  const devicesRepository =
+    process.env.BENCH_SUBGRAPH === 'memory' && (role === 'devices' || role === 'allinone')
+      ? await (await import('./memory-devices.js')).MemoryDevicesRepository.load(ctx.db, [process.env.BENCH_ORG ?? ''])
+      : undefined;
   if (role === 'devices' || role === 'metrics') {
     const mod =
       role === 'devices'
-        ? (await import('../subgraphs/devices/index.js')).createDevicesSubgraph(ctx)
+        ? (await import('../subgraphs/devices/index.js')).createDevicesSubgraph(ctx, devicesRepository)
         : (await import('../subgraphs/metrics/index.js')).createMetricsSubgraph(ctx);
     const h = await startSubgraphServer(ctx, mod, 0);
     port = h.port;
@@ -69,7 +74,7 @@ async function serve(role: string): Promise<void> {
     const local =
       role === 'allinone'
         ? {
-            devices: (await import('../subgraphs/devices/index.js')).createDevicesSubgraph(ctx),
+            devices: (await import('../subgraphs/devices/index.js')).createDevicesSubgraph(ctx, devicesRepository),
             metrics: (await import('../subgraphs/metrics/index.js')).createMetricsSubgraph(ctx),
           }
         : undefined;
@@ -125,8 +130,9 @@ function startServer(role: string, extraEnv: Record<string, string> = {}): Promi
   const args = ['--import', 'tsx'];
   if (process.env.BENCH_CPU_PROF === '1') {
     // One folder per role: tsx's loader thread writes a profile of its own beside the main thread's.
-    mkdirSync(`${OUT}${role}`, { recursive: true });
-    args.push('--cpu-prof', `--cpu-prof-dir=${OUT}${role}`);
+    const dir = `${OUT}${extraEnv.BENCH_SUBGRAPH ?? 'postgres'}/${role}`;
+    mkdirSync(dir, { recursive: true });
+    args.push('--cpu-prof', `--cpu-prof-dir=${dir}`);
   }
   args.push(fileURLToPath(import.meta.url), '--serve', role);
   const child = spawn(process.execPath, args, { env: { ...serverEnv(), ...extraEnv }, stdio: ['ignore', 'pipe', 'inherit'] });
@@ -311,21 +317,80 @@ async function main(): Promise<void> {
   const identity = { kind: 'user' as const, subject: userId, orgId, role: 'viewer' as const, scopes: [] };
   const token = await issueToken({ userId, orgId, role: 'viewer' }, { secret: SECRET, issuer: 'rulr', ttlSeconds: 24 * 3600 });
 
+  const modes = (process.env.BENCH_SUBGRAPH ?? 'postgres,memory').split(',') as Mode[];
+  const subset = Boolean(process.env.BENCH_TARGETS || process.env.BENCH_QUERIES || process.env.BENCH_SUBGRAPH);
+  const sections: string[] = [];
+  const answers = new Map<string, string>();
+  for (const mode of modes) {
+    sections.push(...(await suite(mode, { orgId, deviceId, identity, token, signIdentity }, answers)));
+  }
+  if (subset) {
+    console.log('subset run: bench/RESULTS.md left as it is');
+    return;
+  }
+  const mem = `${Math.round(os.totalmem() / 2 ** 30)} GiB`;
+  const loadAfter = os.loadavg()[0] ?? 0;
+  const lines: string[] = [
+    '## Gateway (`npm run bench:gateway`)',
+    '',
+    `Run ${started.toISOString()} · ${os.availableParallelism()} cores (${os.cpus()[0]?.model ?? 'unknown cpu'}) · ${mem} RAM · Node ${process.version} · ` +
+      `saturation: ${ROUNDS} interleaved rounds of ${DURATION} s per target and connection count, best round reported · ` +
+      `latency: ${FIXED_DURATION} s at a fixed rate · database \`${DB_NAME}\` seeded with the demo data (1,000 devices) · ` +
+      `1-minute load average ${loadBefore.toFixed(1)} before and ${loadAfter.toFixed(1)} after.`,
+    '',
+    'Command: `npm run bench:gateway` (`BENCH_DURATION`, `BENCH_ROUNDS`, `BENCH_FIXED_DURATION` set the run lengths; `BENCH_SUBGRAPH=postgres|memory` runs one of the two suites; `BENCH_CPU_PROF=1` writes CPU profiles to `bench/out/<suite>/<role>/`).',
+    'Servers run in child processes with `NODE_ENV=production`; autocannon runs in the parent process on the same machine,',
+    'so the load generator competes with the servers for the same cores. Latency is measured at a fixed rate of half of',
+    "(c)'s saturated throughput for that query: an open-loop generator sends request i at t0 + i/rate on keep-alive sockets and counts latency from the scheduled time (autocannon's `overallRate` bursts each second's quota at the top of the second, which measures burst queueing instead).",
+    '',
+    'Targets: (a) the devices subgraph called directly with a signed identity header; (b) a stock `@apollo/gateway`',
+    '(ApolloGateway + `startStandaloneServer`, HTTP data sources, defaults, identity header added in `willSendRequest`);',
+    "(c) RULR's gateway with the subgraphs in their own processes over HTTP; (c') RULR all-in-one (`rulr start all`, subgraphs in process).",
+    '',
+    'Two suites, the same queries and data: **PostgreSQL** — the devices subgraph as shipped, reading PostgreSQL; **in-memory** —',
+    'the same subgraph code (SDL, resolvers, DataLoaders, identity check, HTTP handler) over an in-memory snapshot of the same rows',
+    "(`bench/memory-devices.ts`), the configuration of the issue's reference figures for a stock gateway (0.40× of direct on the page",
+    'query, 0.15× on the by-id query): it shows what the gateways themselves cost. Every target of both suites must give byte-identical answers.',
+    '',
+    ...sections,
+    ANALYSIS,
+    '',
+  ];
+  writeSection(lines.join('\n'));
+  console.log(`\nwrote the gateway section of ${RESULTS}`);
+}
+
+type Mode = 'postgres' | 'memory';
+
+async function suite(
+  mode: Mode,
+  s: {
+    orgId: string;
+    deviceId: string;
+    identity: import('../lib/identity.js').Identity;
+    token: string;
+    signIdentity: (i: import('../lib/identity.js').Identity, secret: string) => string;
+  },
+  answers: Map<string, string>,
+): Promise<string[]> {
+  const { identity, token, signIdentity, deviceId } = s;
+  const modeEnv = { BENCH_SUBGRAPH: mode, BENCH_ORG: s.orgId };
+  const lines: string[] = [`### ${mode === 'postgres' ? 'PostgreSQL-backed devices subgraph' : 'In-memory devices subgraph'}`, ''];
   const servers: Server[] = [];
   const notes: string[] = [];
   try {
-    const devices = await startServer('devices');
+    const devices = await startServer('devices', modeEnv);
     servers.push(devices);
     let metrics: Server | undefined;
     try {
-      metrics = await startServer('metrics');
+      metrics = await startServer('metrics', modeEnv);
       servers.push(metrics);
     } catch (e) {
       notes.push(`metrics subgraph did not start (${(e as Error).message}): the cross-subgraph query is skipped.`);
     }
     const urls: Record<string, string> = { devices: `http://127.0.0.1:${devices.port}/graphql` };
     if (metrics) urls.metrics = `http://127.0.0.1:${metrics.port}/graphql`;
-    const env = { BENCH_URLS: JSON.stringify(urls), BENCH_IDENTITY: JSON.stringify(identity) };
+    const env = { ...modeEnv, BENCH_URLS: JSON.stringify(urls), BENCH_IDENTITY: JSON.stringify(identity) };
     const stock = await startServer('stock', env);
     const rulr = await startServer('rulr', env);
     const allinone = await startServer('allinone', env);
@@ -365,7 +430,6 @@ async function main(): Promise<void> {
 
     const onlyTargets = process.env.BENCH_TARGETS?.split(',');
     const onlyQueries = process.env.BENCH_QUERIES?.split(',').map(Number);
-    const subset = Boolean(onlyTargets || onlyQueries);
     if (onlyTargets) targets.splice(0, targets.length, ...targets.filter((t) => onlyTargets.includes(t.key)));
     if (onlyQueries) queries.splice(0, queries.length, ...queries.filter((_q, i) => onlyQueries.includes(i)));
     const results: Record<string, Record<string, { c50: Run; c200: Run; fixed?: Run }>> = {};
@@ -377,7 +441,8 @@ async function main(): Promise<void> {
       for (const t of targets) {
         if (q.name.includes('metrics') && t.key === 'a') continue;
         const data = JSON.stringify(await probe(t, q));
-        reference ??= data;
+        reference ??= answers.get(q.name) ?? data;
+        answers.set(q.name, reference);
         if (data !== reference)
           throw new Error(`${t.label} answered ${q.name} differently:\n${data.slice(0, 300)}\n${reference.slice(0, 300)}`);
       }
@@ -392,7 +457,7 @@ async function main(): Promise<void> {
           const t = eligible[(i + round) % eligible.length] as Target;
           const c50 = await load(t, q, 50, DURATION);
           const c200 = await load(t, q, 200, DURATION);
-          console.log(`${q.name} · round ${round + 1} · ${t.label}: 50c ${fmt(c50.rps)} req/s · 200c ${fmt(c200.rps)} req/s`);
+          console.log(`[${mode}] ${q.name} · round ${round + 1} · ${t.label}: 50c ${fmt(c50.rps)} req/s · 200c ${fmt(c200.rps)} req/s`);
           best[t.key] = { c50: better(best[t.key]?.c50, c50), c200: better(best[t.key]?.c200, c200) };
         }
       }
@@ -405,41 +470,17 @@ async function main(): Promise<void> {
         const row = results[q.name]?.[t.key];
         if (!row) continue;
         row.fixed = await openLoop(t, q, rate, FIXED_DURATION);
-        console.log(`${q.name} · ${t.label}: ${rate} req/s fixed → p50 ${row.fixed.p50} ms, p99 ${row.fixed.p99} ms`);
+        console.log(`[${mode}] ${q.name} · ${t.label}: ${rate} req/s fixed → p50 ${row.fixed.p50} ms, p99 ${row.fixed.p99} ms`);
       }
     }
 
-    if (subset) {
-      console.log('subset run: bench/RESULTS.md left as it is');
-      return;
-    }
-    const mem = `${Math.round(os.totalmem() / 2 ** 30)} GiB`;
-    const loadAfter = os.loadavg()[0] ?? 0;
-    const lines: string[] = [
-      '## Gateway (`npm run bench:gateway`)',
-      '',
-      `Run ${started.toISOString()} · ${os.availableParallelism()} cores (${os.cpus()[0]?.model ?? 'unknown cpu'}) · ${mem} RAM · Node ${process.version} · ` +
-        `saturation: ${ROUNDS} interleaved rounds of ${DURATION} s per target and connection count, best round reported · ` +
-        `latency: ${FIXED_DURATION} s at a fixed rate · database \`${DB_NAME}\` seeded with the demo data (1,000 devices) · ` +
-        `1-minute load average ${loadBefore.toFixed(1)} before and ${loadAfter.toFixed(1)} after (the machine is shared: other work competes for the cores).`,
-      '',
-      'Command: `npm run bench:gateway` (`BENCH_DURATION`, `BENCH_ROUNDS`, `BENCH_FIXED_DURATION` set the run lengths; `BENCH_CPU_PROF=1` writes CPU profiles to `bench/out/<role>/`).',
-      'Servers run in child processes with `NODE_ENV=production`; autocannon runs in the parent process on the same machine,',
-      'so the load generator competes with the servers for the same cores. Latency is measured at a fixed rate of half of',
-      "(c)'s saturated throughput for that query: an open-loop generator sends request i at t0 + i/rate on keep-alive sockets and counts latency from the scheduled time (autocannon's `overallRate` bursts each second's quota at the top of the second, which measures burst queueing instead).",
-      '',
-      'Targets: (a) the devices subgraph called directly with a signed identity header; (b) a stock `@apollo/gateway`',
-      '(ApolloGateway + `startStandaloneServer`, HTTP data sources, defaults, identity header added in `willSendRequest`);',
-      "(c) RULR's gateway with the subgraphs in their own processes over HTTP; (c') RULR all-in-one (`rulr start all`, subgraphs in process).",
-      '',
-    ];
     for (const q of queries) {
       const r = results[q.name] ?? {};
       const a = r.a;
       const b = r.b;
       const c = r.c;
       const best = (x?: { c50: Run; c200: Run }) => (x ? Math.max(x.c50.rps, x.c200.rps) : Number.NaN);
-      lines.push(`### ${q.name}`, '', `Fixed rate for latency: ${rates[q.name]} req/s.`, '');
+      lines.push(`#### ${q.name}`, '', `Fixed rate for latency: ${rates[q.name]} req/s.`, '');
       lines.push(
         '| target | req/s @50 | req/s @200 | p50 ms @fixed | p99 ms @fixed | errors |',
         '| --- | ---: | ---: | ---: | ---: | ---: |',
@@ -465,11 +506,9 @@ async function main(): Promise<void> {
       lines.push(`Targets: ${goals.join('; ')}.`, '');
     }
     if (notes.length) lines.push('Notes:', '', ...notes.map((n) => `- ${n}`), '');
-    lines.push(ANALYSIS, '');
-    writeSection(lines.join('\n'));
-    console.log(`\nwrote the gateway section of ${RESULTS}`);
+    return lines;
   } finally {
-    for (const s of servers.reverse()) await stopServer(s);
+    for (const x of servers.reverse()) await stopServer(x);
   }
 }
 

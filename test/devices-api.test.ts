@@ -286,11 +286,12 @@ describe('devices subgraph', () => {
       expect(d.devices.edges[1].node).toEqual({ serial: 'P-001', site: { name: 'North' }, profile: { name: 'Light' }, isGateway: false });
       const selects = f.t.queries.filter((q) => /^\s*select/i.test(q) && !q.includes('set_config'));
       expect(selects).toHaveLength(3);
-      expect(f.t.queries.filter((q) => q === 'begin')).toHaveLength(1);
+      // one read-only transaction, sent as one round trip (tenantRead)
+      expect(f.t.queries.filter((q) => q.startsWith('begin'))).toEqual(['begin read only']);
       expect(f.t.queries.length).toBeLessThanOrEqual(6);
     });
 
-    it('resolves 50 entity representations with one statement per type', async () => {
+    it('resolves 50 entity representations in one round trip, one statement per type', async () => {
       const ids = (await f.ok(admin, `{ devices(first: 50, filter: { search: "P-" }) { edges { node { id } } } }`)).devices.edges.map(
         (e: { node: { id: string } }) => e.node.id,
       );
@@ -300,8 +301,10 @@ describe('devices subgraph', () => {
       });
       expect(r._entities).toHaveLength(50);
       expect(r._entities.every((e: unknown) => e !== null)).toBe(true);
+      // devices, and in the same transaction (one round trip) their sites and profiles, which prime the loaders
       const selects = f.t.queries.filter((q) => /^\s*select/i.test(q) && !q.includes('set_config'));
-      expect(selects).toHaveLength(2);
+      expect(selects).toHaveLength(3);
+      expect(f.t.queries.filter((q) => q.startsWith('begin'))).toEqual(['begin read only']);
     });
   });
 

@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { withTenant } from '../lib/db.js';
+import { tenantRead, withTenant } from '../lib/db.js';
 import type { Identity } from '../lib/identity.js';
 import { codes, type DevicesFixture, devicesFixture } from './devices-fixtures.js';
 
@@ -148,6 +148,38 @@ describe('tenant isolation', () => {
         async (tx) => (await sql<{ id: string }>`select id from organizations`.execute(tx)).rows,
       );
       expect(orgs.map((r) => r.id)).toEqual([a.orgId]);
+    });
+
+    it("returns only org A's rows to raw selects sent through tenantRead (one round trip)", async () => {
+      const [devices, sites, orgs] = await tenantRead(f.t.db, a.orgId, [
+        sql`select org_id from devices`.compile(f.t.db),
+        sql`select org_id from sites where org_id = any(${[a.orgId, b.orgId]}::uuid[])`.compile(f.t.db),
+        sql`select id from organizations`.compile(f.t.db),
+      ]);
+      expect(devices?.map((r) => r.org_id)).toEqual([a.orgId]);
+      expect(new Set(sites?.map((r) => r.org_id))).toEqual(new Set([a.orgId]));
+      expect(orgs?.map((r) => r.id)).toEqual([a.orgId]);
+    });
+
+    it('refuses writes through tenantRead, rolls back, and leaves the pool usable', async () => {
+      await expect(
+        tenantRead(f.t.db, a.orgId, [sql`update devices set name = 'x' where id = ${b.deviceId}`.compile(f.t.db)]),
+      ).rejects.toThrow(/read-only transaction/);
+      await expect(tenantRead(f.t.db, a.orgId, [sql`select 1/0`.compile(f.t.db)])).rejects.toThrow(/division by zero/);
+      // a quote in a value stays a value: no statement can be smuggled through a parameter
+      const sneaky = `x'); update devices set name = 'pwned'; select ('`;
+      const [rows] = await tenantRead(f.t.db, a.orgId, [sql`select ${sneaky}::text as v, ${'back\\slash'}::text as w`.compile(f.t.db)]);
+      expect(rows).toEqual([{ v: sneaky, w: 'back\\slash' }]);
+      const names = await f.t.db.selectFrom('devices').select('name').where('name', '=', 'pwned').execute();
+      expect(names).toEqual([]);
+      for (let i = 0; i < 8; i++) {
+        const [d] = await tenantRead(f.t.db, a.orgId, [sql`select id from devices`.compile(f.t.db)]);
+        expect(d).toEqual([{ id: a.deviceId }]);
+      }
+    });
+
+    it('refuses a tenantRead for an org id that is not a uuid', async () => {
+      await expect(tenantRead(f.t.db, "x', true); select ('", [])).rejects.toThrow(/uuid/);
     });
 
     it("refuses an insert carrying org B's org_id inside A's tenant transaction", async () => {

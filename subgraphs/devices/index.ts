@@ -14,7 +14,11 @@ export const devicesTypeDefs = readFileSync(new URL('./schema.graphql', import.m
  * The devices subgraph: organizations, sites, device profiles, devices, credentials, API keys and
  * `login`. Uses the primary database (writes must be visible to the next read).
  */
-export function createDevicesSubgraph(ctx: RoleContext): SubgraphModule<DevicesContext> {
+export function createDevicesSubgraph(
+  ctx: RoleContext,
+  /** a repository other than PostgreSQL's (bench:gateway's in-memory reference subgraph) */
+  repository?: DevicesRepository,
+): SubgraphModule<DevicesContext> {
   const schema = buildSubgraphSchema([
     {
       typeDefs: parse(devicesTypeDefs),
@@ -25,7 +29,7 @@ export function createDevicesSubgraph(ctx: RoleContext): SubgraphModule<DevicesC
       }),
     },
   ]);
-  let repo: DevicesRepository | undefined;
+  let repo: DevicesRepository | undefined = repository;
   return {
     name: 'devices',
     schema,

@@ -2,7 +2,8 @@ import DataLoader from 'dataloader';
 import type { DeviceRow, DevicesRepository, ProfileRow, SiteRow } from './repository.js';
 
 /**
- * Per-request DataLoaders: every batch is one tenant transaction with one SELECT, so a page of
+ * Per-request DataLoaders: every batch is one read-only tenant transaction sent as one round trip
+ * (`tenantRead`; a device batch brings its sites and profiles along), so a page of
  * devices with their sites and profiles (or 50 `_entities` representations) costs a constant
  * number of statements.
  */
@@ -39,10 +40,6 @@ export function createLoaders(repo: DevicesRepository, orgId: string): DevicesLo
     const ids = validKeys(keys);
     return ids.length ? fetch(ids) : [];
   };
-  const device = new DataLoader<string, DeviceRow | null>(
-    async (keys) => byId(keys, await rows(keys, (ids) => repo.devicesByIds(orgId, ids))),
-    opts,
-  );
   const site = new DataLoader<string, SiteRow | null>(
     async (keys) => byId(keys, await rows(keys, (ids) => repo.sitesByIds(orgId, ids))),
     opts,
@@ -51,6 +48,15 @@ export function createLoaders(repo: DevicesRepository, orgId: string): DevicesLo
     async (keys) => byId(keys, await rows(keys, (ids) => repo.profilesByIds(orgId, ids))),
     opts,
   );
+  // Devices come with their sites and profiles (same round trip): prime those loaders.
+  const device = new DataLoader<string, DeviceRow | null>(async (keys) => {
+    const ids = validKeys(keys);
+    if (!ids.length) return keys.map(() => null);
+    const r = await repo.devicesByIds(orgId, ids);
+    for (const s of r.sites) site.prime(s.id, s);
+    for (const p of r.profiles) profile.prime(p.id, p);
+    return byId(keys, r.rows);
+  }, opts);
   const deviceChildren = new DataLoader<string, DeviceRow[]>(async (keys) => {
     const children = await rows(keys, (ids) => repo.childrenOf(orgId, ids));
     for (const c of children) device.prime(c.id, c);

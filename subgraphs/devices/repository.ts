@@ -1,7 +1,7 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import { type Expression, type SelectQueryBuilder, type SqlBool, sql } from 'kysely';
+import { type Compilable, type CompiledQuery, type Expression, type SelectQueryBuilder, type SqlBool, sql } from 'kysely';
 import { generateApiKey } from '../../lib/auth.js';
-import { type DB, type Db, isUuid, type Tx, withTenant } from '../../lib/db.js';
+import { type DB, type Db, isUuid, type Tx, tenantRead, withTenant } from '../../lib/db.js';
 import { ConflictError, NotFoundError } from '../../lib/errors.js';
 import type { Identity } from '../../lib/identity.js';
 
@@ -158,89 +158,104 @@ type DeviceQuery = SelectQueryBuilder<DB & { d: DB['devices'] }, 'd', object>;
 export class DevicesRepository {
   constructor(readonly db: Db) {}
 
-  // ---- batched reads (one statement per DataLoader batch) ----
+  // ---- batched reads: one round trip per DataLoader batch (see `tenantRead`) ----
 
-  devicesByIds(orgId: string, ids: readonly string[]): Promise<DeviceRow[]> {
-    return withTenant(this.db, orgId, (tx) =>
-      this.selectDevices(tx)
-        .where('d.org_id', '=', orgId)
-        .where('d.id', 'in', [...ids])
-        .execute(),
+  /** Rows of read-only statements run in one tenant transaction, in one round trip. */
+  private read(orgId: string, ...queries: (Compilable | CompiledQuery)[]): Promise<Record<string, unknown>[][]> {
+    return tenantRead(
+      this.db,
+      orgId,
+      queries.map((q) => ('compile' in q ? q.compile() : q)),
     );
+  }
+
+  private sitesQuery(orgId: string) {
+    return this.db.selectFrom('sites').select(siteColumns).where('org_id', '=', orgId);
+  }
+
+  private profilesQuery(orgId: string) {
+    return this.db.selectFrom('device_profiles').select(profileColumns).where('org_id', '=', orgId);
+  }
+
+  /**
+   * Devices by id with, in the same round trip, their sites and profiles (nearly every device
+   * selection asks for one of them; the loaders are primed with them).
+   */
+  async devicesByIds(orgId: string, ids: readonly string[]): Promise<{ rows: DeviceRow[]; sites: SiteRow[]; profiles: ProfileRow[] }> {
+    const devices = this.selectDevices(this.db)
+      .where('d.org_id', '=', orgId)
+      .where('d.id', 'in', [...ids]);
+    const refs = (col: 'd.site_id' | 'd.profile_id') =>
+      this.db
+        .selectFrom('devices as d')
+        .select(col)
+        .where('d.org_id', '=', orgId)
+        .where('d.id', 'in', [...ids]);
+    const [rows, sites, profiles] = await this.read(
+      orgId,
+      devices,
+      this.sitesQuery(orgId).where('id', 'in', refs('d.site_id')),
+      this.profilesQuery(orgId).where('id', 'in', refs('d.profile_id')),
+    );
+    return { rows: rows as unknown as DeviceRow[], sites: sites as unknown as SiteRow[], profiles: profiles as unknown as ProfileRow[] };
   }
 
   /** Children of concentrators (in service only), ordered by serial. */
-  childrenOf(orgId: string, parentIds: readonly string[]): Promise<DeviceRow[]> {
-    return withTenant(this.db, orgId, (tx) =>
-      this.selectDevices(tx)
+  async childrenOf(orgId: string, parentIds: readonly string[]): Promise<DeviceRow[]> {
+    const [rows] = await this.read(
+      orgId,
+      this.selectDevices(this.db)
         .where('d.org_id', '=', orgId)
         .where('d.parent_id', 'in', [...parentIds])
         .where('d.decommissioned_at', 'is', null)
-        .orderBy('d.serial')
-        .execute(),
+        .orderBy('d.serial'),
     );
+    return rows as unknown as DeviceRow[];
   }
 
-  sitesByIds(orgId: string, ids: readonly string[]): Promise<SiteRow[]> {
-    return withTenant(this.db, orgId, (tx) =>
-      tx
-        .selectFrom('sites')
-        .select(siteColumns)
-        .where('org_id', '=', orgId)
-        .where('id', 'in', [...ids])
-        .execute(),
-    );
+  async sitesByIds(orgId: string, ids: readonly string[]): Promise<SiteRow[]> {
+    const [rows] = await this.read(orgId, this.sitesQuery(orgId).where('id', 'in', [...ids]));
+    return rows as unknown as SiteRow[];
   }
 
-  siteChildren(orgId: string, parentIds: readonly string[]): Promise<SiteRow[]> {
-    return withTenant(this.db, orgId, (tx) =>
-      tx
-        .selectFrom('sites')
-        .select(siteColumns)
-        .where('org_id', '=', orgId)
+  async siteChildren(orgId: string, parentIds: readonly string[]): Promise<SiteRow[]> {
+    const [rows] = await this.read(
+      orgId,
+      this.sitesQuery(orgId)
         .where('parent_id', 'in', [...parentIds])
-        .orderBy('name')
-        .execute(),
+        .orderBy('name'),
     );
+    return rows as unknown as SiteRow[];
   }
 
   /** In-service devices per site, subtree included. */
-  siteDeviceCounts(orgId: string, siteIds: readonly string[]): Promise<{ id: string; n: number }[]> {
-    return withTenant(this.db, orgId, async (tx) => {
-      const r = await sql<{ id: string; n: number }>`
+  async siteDeviceCounts(orgId: string, siteIds: readonly string[]): Promise<{ id: string; n: number }[]> {
+    const [rows] = await this.read(
+      orgId,
+      sql<{ id: string; n: number }>`
         select s.id, count(d.id)::int as n
         from sites s
         join sites sub on sub.org_id = ${orgId} and sub.path <@ s.path
         join devices d on d.org_id = ${orgId} and d.site_id = sub.id and d.decommissioned_at is null
         where s.org_id = ${orgId} and s.id = any(${[...siteIds]}::uuid[])
-        group by s.id`.execute(tx);
-      return r.rows;
-    });
+        group by s.id`.compile(this.db),
+    );
+    return rows as unknown as { id: string; n: number }[];
   }
 
-  profilesByIds(orgId: string, ids: readonly string[]): Promise<ProfileRow[]> {
-    return withTenant(
-      this.db,
-      orgId,
-      (tx) =>
-        tx
-          .selectFrom('device_profiles')
-          .select(profileColumns)
-          .where('org_id', '=', orgId)
-          .where('id', 'in', [...ids])
-          .execute() as unknown as Promise<ProfileRow[]>,
-    );
+  async profilesByIds(orgId: string, ids: readonly string[]): Promise<ProfileRow[]> {
+    const [rows] = await this.read(orgId, this.profilesQuery(orgId).where('id', 'in', [...ids]));
+    return rows as unknown as ProfileRow[];
   }
 
   // ---- lists ----
 
   /**
    * One page in serial order after `afterSerial` (up to `limit` rows: ask one more to learn
-   * hasNextPage), and in the same transaction what the request will need next: the page's sites
-   * and profiles and the total, each only when asked for. A dashboard's page query is thus one
-   * round of statements instead of one transaction per loader.
+   * hasNextPage), and in the same round trip what the request will need next: the page's sites
+   * and profiles (selected through the page query itself) and the total, each only when asked for.
    */
-  listDevices(
+  async listDevices(
     orgId: string,
     o: {
       limit: number;
@@ -251,26 +266,22 @@ export class DevicesRepository {
       withCount?: boolean;
     },
   ): Promise<{ rows: DeviceRow[]; sites: SiteRow[]; profiles: ProfileRow[]; total?: number }> {
-    return withTenant(this.db, orgId, async (tx) => {
-      let q = this.filtered(this.selectDevices(tx), orgId, o.filter);
-      if (o.afterSerial !== undefined) q = q.where('d.serial', '>', o.afterSerial);
-      const rows = await q.orderBy('d.serial').limit(o.limit).execute();
-      const siteIds = o.withSites ? [...new Set(rows.flatMap((r) => (r.site_id ? [r.site_id] : [])))] : [];
-      const profileIds = o.withProfiles ? [...new Set(rows.flatMap((r) => (r.profile_id ? [r.profile_id] : [])))] : [];
-      const sites = siteIds.length
-        ? await tx.selectFrom('sites').select(siteColumns).where('org_id', '=', orgId).where('id', 'in', siteIds).execute()
-        : [];
-      const profiles = profileIds.length
-        ? ((await tx
-            .selectFrom('device_profiles')
-            .select(profileColumns)
-            .where('org_id', '=', orgId)
-            .where('id', 'in', profileIds)
-            .execute()) as unknown as ProfileRow[])
-        : [];
-      if (!o.withCount) return { rows, sites, profiles };
-      return { rows, sites, profiles, total: await this.count(tx, orgId, o.filter) };
-    });
+    let page = this.filtered(this.selectDevices(this.db), orgId, o.filter);
+    if (o.afterSerial !== undefined) page = page.where('d.serial', '>', o.afterSerial);
+    page = page.orderBy('d.serial').limit(o.limit);
+    const ofPage = (col: 'site_id' | 'profile_id') => this.db.selectFrom(page.as('p')).select(`p.${col}`);
+    const queries: Compilable[] = [page];
+    if (o.withSites) queries.push(this.sitesQuery(orgId).where('id', 'in', ofPage('site_id')));
+    if (o.withProfiles) queries.push(this.profilesQuery(orgId).where('id', 'in', ofPage('profile_id')));
+    if (o.withCount)
+      queries.push(this.filtered(this.db.selectFrom('devices as d'), orgId, o.filter).select(sql<number>`count(*)::int`.as('n')));
+    const results = await this.read(orgId, ...queries);
+    const take = <T>(on: boolean | undefined): T[] => (on ? (results.splice(0, 1)[0] as unknown as T[]) : []);
+    const rows = take<DeviceRow>(true);
+    const sites = take<SiteRow>(o.withSites);
+    const profiles = take<ProfileRow>(o.withProfiles);
+    if (!o.withCount) return { rows, sites, profiles };
+    return { rows, sites, profiles, total: Number((results[0]?.[0] as { n: number } | undefined)?.n ?? 0) };
   }
 
   countDevices(orgId: string, filter: DeviceListFilter): Promise<number> {
@@ -556,7 +567,7 @@ export class DevicesRepository {
 
   // ---- helpers ----
 
-  private selectDevices(tx: Tx) {
+  private selectDevices(tx: Db | Tx) {
     return tx.selectFrom('devices as d').select([...deviceColumns, lat, lng]) as unknown as SelectQueryBuilder<
       DB & { d: DB['devices'] },
       'd',

@@ -1,0 +1,109 @@
+/**
+ * bench:gateway's in-memory devices subgraph: the real devices subgraph (same SDL, resolvers,
+ * DataLoaders, identity check and HTTP handler) over a repository that answers the bench's reads
+ * from a snapshot held in memory instead of PostgreSQL. The issue's reference figures for a stock
+ * @apollo/gateway were measured in front of an in-memory subgraph: this target isolates what the
+ * gateways themselves cost, which the PostgreSQL-backed subgraph hides behind its own cost.
+ *
+ * The snapshot is loaded through the real repository, so rows have exactly the shapes and values
+ * PostgreSQL returns, and bench:gateway checks that both subgraphs give identical answers.
+ */
+import type { Db } from '../lib/db.js';
+import {
+  type DeviceListFilter,
+  type DeviceRow,
+  DevicesRepository,
+  type ProfileRow,
+  type SiteRow,
+} from '../subgraphs/devices/repository.js';
+
+interface Tenant {
+  devices: DeviceRow[];
+  byId: Map<string, DeviceRow>;
+  sites: Map<string, SiteRow>;
+  profiles: Map<string, ProfileRow>;
+}
+
+export class MemoryDevicesRepository extends DevicesRepository {
+  private readonly tenants = new Map<string, Tenant>();
+
+  private constructor(db: Db) {
+    super(db);
+  }
+
+  /** Loads every device, site and profile of `orgIds` through the PostgreSQL repository. */
+  static async load(db: Db, orgIds: string[]): Promise<MemoryDevicesRepository> {
+    const repo = new MemoryDevicesRepository(db);
+    const real = new DevicesRepository(db);
+    for (const orgId of orgIds) {
+      const { rows } = await real.listDevices(orgId, { limit: 1_000_000, filter: { includeDecommissioned: true } });
+      const sites = await real.listSites(orgId);
+      const profiles = await real.listProfiles(orgId);
+      repo.tenants.set(orgId, {
+        devices: rows, // already in serial order
+        byId: new Map(rows.map((r) => [r.id, r])),
+        sites: new Map(sites.map((s) => [s.id, s])),
+        profiles: new Map(profiles.map((p) => [p.id, p])),
+      });
+    }
+    return repo;
+  }
+
+  private tenant(orgId: string): Tenant {
+    return this.tenants.get(orgId) ?? { devices: [], byId: new Map(), sites: new Map(), profiles: new Map() };
+  }
+
+  override async devicesByIds(orgId: string, ids: readonly string[]) {
+    const t = this.tenant(orgId);
+    const rows = ids.flatMap((id) => t.byId.get(id) ?? []);
+    const sites = [...new Set(rows.flatMap((r) => (r.site_id ? [r.site_id] : [])))].flatMap((id) => t.sites.get(id) ?? []);
+    const profiles = [...new Set(rows.flatMap((r) => (r.profile_id ? [r.profile_id] : [])))].flatMap((id) => t.profiles.get(id) ?? []);
+    return { rows, sites, profiles };
+  }
+
+  override async sitesByIds(orgId: string, ids: readonly string[]) {
+    const t = this.tenant(orgId);
+    return ids.flatMap((id) => t.sites.get(id) ?? []);
+  }
+
+  override async profilesByIds(orgId: string, ids: readonly string[]) {
+    const t = this.tenant(orgId);
+    return ids.flatMap((id) => t.profiles.get(id) ?? []);
+  }
+
+  override async listDevices(
+    orgId: string,
+    o: {
+      limit: number;
+      afterSerial?: string | undefined;
+      filter: DeviceListFilter;
+      withSites?: boolean;
+      withProfiles?: boolean;
+      withCount?: boolean;
+    },
+  ) {
+    const f = o.filter;
+    if (f.siteId || f.profileId || f.parentId || f.search || f.bbox || f.near) {
+      throw new Error('the in-memory bench repository serves unfiltered pages only');
+    }
+    const t = this.tenant(orgId);
+    const all = f.includeDecommissioned ? t.devices : t.devices.filter((d) => d.decommissioned_at === null);
+    // serial order is PostgreSQL's collation order here: the snapshot came sorted from it
+    let start = 0;
+    if (o.afterSerial !== undefined) {
+      const i = all.findIndex((d) => d.serial === o.afterSerial);
+      start = i >= 0 ? i + 1 : all.length;
+    }
+    const rows = all.slice(start, start + o.limit);
+    const { sites, profiles } = await this.devicesByIds(
+      orgId,
+      rows.map((r) => r.id),
+    );
+    return {
+      rows,
+      sites: o.withSites ? sites : [],
+      profiles: o.withProfiles ? profiles : [],
+      ...(o.withCount ? { total: all.length } : {}),
+    };
+  }
+}
