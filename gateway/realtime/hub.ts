@@ -8,7 +8,8 @@ import { indexFollowUp, project, type SubscriptionPlan } from './selection.js';
 
 /** Where a subscriber's frames go (one WebSocket connection). */
 export interface FrameSink {
-  next(id: string, payloadJson: string, coalesceKey: string | undefined): void;
+  /** `payload`: the JSON of the `next` message's payload, UTF-8, shared by every subscriber of the group */
+  next(id: string, payload: Buffer, coalesceKey: string | undefined): void;
 }
 
 export interface Subscriber {
@@ -18,7 +19,11 @@ export interface Subscriber {
   document: DocumentNode;
   variables: Record<string, unknown>;
   plan: SubscriptionPlan;
+  /** the last event that visited this subscriber during fan-out */
+  mark?: number;
 }
+
+let visitMark = 0;
 
 /** Subscribers that share a payload: same organisation, permissions and selection. */
 interface Group {
@@ -263,16 +268,23 @@ export class RealtimeHub {
       }),
     );
     for (const e of events) {
-      const candidates = new Set(g.unindexed);
-      for (const k of eventKeys(e.filter)) for (const s of g.byKey.get(k) ?? []) candidates.add(s);
-      if (!candidates.size) continue;
-      let payload: string | undefined;
+      // A subscriber may sit under several of the event's keys: the mark visits it once per event
+      // (no candidate set built per event). Sets tolerate a subscriber removed while iterating.
+      const mark = ++visitMark;
+      let payload: Buffer | undefined;
       let sent = 0;
-      for (const s of candidates) {
-        if (!g.subs.has(s) || !matches(s.plan.args, e.filter)) continue;
-        payload ??= JSON.stringify(project(schema, rep.document, rep.plan, rep.variables, e.data, entities));
+      const visit = (s: Subscriber) => {
+        if (s.mark === mark) return;
+        s.mark = mark;
+        if (!g.subs.has(s) || !matches(s.plan.args, e.filter)) return;
+        payload ??= Buffer.from(JSON.stringify(project(schema, rep.document, rep.plan, rep.variables, e.data, entities)));
         s.sink.next(s.id, payload, e.coalesce);
         sent++;
+      };
+      for (const s of g.unindexed) visit(s);
+      for (const k of eventKeys(e.filter)) {
+        const set = g.byKey.get(k);
+        if (set) for (const s of set) visit(s);
       }
       if (sent) deliveries.inc(sent);
     }

@@ -181,6 +181,23 @@ describe('federated subscriptions over graphql-ws', () => {
     });
   });
 
+  it('should frame payloads of every WebSocket length class intact, in order, for subscriptions sharing a payload', async () => {
+    const s = await startServer();
+    const q = 'subscription { deviceStatusChanged { online note } }';
+    const one = collect(client(s.url, 'A'), q);
+    const two = collect(client(s.url, 'A'), q);
+    await subscribed(2);
+    // 7-bit, 16-bit and 64-bit frame lengths (< 126, < 65,536, larger), and a multi-byte character
+    const notes = ['', 'é'.repeat(60), 'x'.repeat(5000), `ü${'y'.repeat(70_000)}`];
+    for (const [i, note] of notes.entries()) {
+      await publish({ field: 'deviceStatusChanged', orgId: ORG_A, filter: { deviceId: 'd-a1' }, data: { online: i % 2 === 0, note } });
+    }
+    await until(() => one.events.length === notes.length && two.events.length === notes.length);
+    const expected = notes.map((note, i) => ({ data: { deviceStatusChanged: { online: i % 2 === 0, note } } }));
+    expect(one.events).toEqual(expected);
+    expect(two.events).toEqual(expected);
+  });
+
   it('should never show one organisation the events of another, even without a site filter', async () => {
     const s = await startServer();
     const b = collect(client(s.url, 'B'), 'subscription { telemetryUpdated { device { id } } }');

@@ -27,7 +27,10 @@ export interface RealtimeOptions {
   /** The current federated API schema (with the Subscription type composed from the subgraphs). */
   schema: () => GraphQLSchema | undefined;
   /** Verifies `connection_init` credentials; throws UNAUTHENTICATED. `expiresAt` (ms) closes the socket with 4403 then. */
-  authenticate(payload: Record<string, unknown> | undefined, req: IncomingMessage): Promise<{ identity: Identity; expiresAt?: number }>;
+  authenticate(
+    payload: Record<string, unknown> | undefined,
+    req: Pick<IncomingMessage, 'headers'>,
+  ): Promise<{ identity: Identity; expiresAt?: number }>;
   /** Runs a query or mutation through the federated graph as `identity` (follow-ups, visibility checks, queries over WebSocket). */
   execute(
     document: DocumentNode,
@@ -71,7 +74,23 @@ const refused = counter('rulr_realtime_refused_total', 'Subscriptions refused', 
 
 interface QueueEntry {
   key: string | undefined;
-  frame: string;
+  /** a complete WebSocket frame */
+  frame: Buffer;
+}
+
+/** `}` closing a `next` message around its payload. */
+const CLOSE_BRACE = 0x7d;
+
+/**
+ * Connections with frames collected during this turn of the event loop: all written on the next
+ * turn, one write (one syscall) per connection, whatever the number of frames.
+ */
+const dirty = new Set<Connection>();
+let writeScheduled = false;
+function writeDirty(): void {
+  writeScheduled = false;
+  for (const c of dirty) c.writeOut();
+  dirty.clear();
 }
 
 /** One graphql-ws connection: protocol state, its subscriptions, and its outbound backlog. */
@@ -83,6 +102,11 @@ class Connection implements FrameSink {
   private queue: QueueEntry[] = [];
   private queued = new Map<string, QueueEntry>();
   private queuedBytes = 0;
+  /** frames of this turn, written together on the next one */
+  private out: Buffer[] = [];
+  private outBytes = 0;
+  /** `{"id":<id>,"type":"next","payload":` per subscription id */
+  private readonly prefixes = new Map<string, Buffer>();
   alive = true;
   closed = false;
   timers: NodeJS.Timeout[] = [];
@@ -93,17 +117,52 @@ class Connection implements FrameSink {
     private readonly onBacklog: (c: Connection) => void,
   ) {}
 
-  send(frame: string): void {
-    if (!this.closed) this.ws.send(frame);
+  /** A protocol message (ack, pong, error, complete): after any event frames collected before it. */
+  send(message: string): void {
+    if (this.closed) return;
+    this.writeOut();
+    this.ws.send(message);
   }
 
-  next(id: string, payloadJson: string, coalesceKey: string | undefined): void {
+  forget(id: string): void {
+    this.prefixes.delete(id);
+  }
+
+  /**
+   * One `next` message as a complete WebSocket frame (a server's frames are not masked): the
+   * payload is encoded once per event and subscriber group by the hub; only the prefix naming
+   * the subscription differs per connection, and it is built once per subscription.
+   */
+  private frame(id: string, payload: Buffer): Buffer {
+    let prefix = this.prefixes.get(id);
+    if (!prefix) {
+      prefix = Buffer.from(`{"id":${JSON.stringify(id)},"type":"next","payload":`);
+      this.prefixes.set(id, prefix);
+    }
+    const len = prefix.length + payload.length + 1;
+    const head = len < 126 ? 2 : len < 65_536 ? 4 : 10;
+    const buf = Buffer.allocUnsafe(head + len);
+    buf[0] = 0x81; // FIN, text frame
+    if (head === 2) buf[1] = len;
+    else if (head === 4) {
+      buf[1] = 126;
+      buf.writeUInt16BE(len, 2);
+    } else {
+      buf[1] = 127;
+      buf.writeUInt32BE(Math.floor(len / 2 ** 32), 2);
+      buf.writeUInt32BE(len >>> 0, 6);
+    }
+    prefix.copy(buf, head);
+    payload.copy(buf, head + prefix.length);
+    buf[head + len - 1] = CLOSE_BRACE;
+    return buf;
+  }
+
+  next(id: string, payload: Buffer, coalesceKey: string | undefined): void {
     if (this.closed) return;
-    const frame = `{"id":${JSON.stringify(id)},"type":"next","payload":${payloadJson}}`;
+    const frame = this.frame(id, payload);
     if (!this.queue.length && this.unsent() < this.o.softBufferBytes) {
-      this.cork();
-      this.tickBytes += Buffer.byteLength(frame) + 10; // + the frame header (2–10 bytes)
-      this.ws.send(frame);
+      this.collect(frame);
       return;
     }
     const key = coalesceKey === undefined ? undefined : `${id}\u0000${coalesceKey}`;
@@ -126,40 +185,49 @@ class Connection implements FrameSink {
     if (this.queue.length === 1) this.onBacklog(this);
   }
 
-  private corked = false;
-  /** bytes written while corked this turn: held back by us, not by a slow reader */
-  private tickBytes = 0;
-
-  /** What the peer has not taken yet (this turn's own corked frames excluded). */
+  /**
+   * What the peer has not taken yet. This turn's collected frames are not counted: they are held
+   * back by us for one write, not by a slow reader.
+   */
   private unsent(): number {
-    return this.ws.bufferedAmount - this.tickBytes;
+    return this.ws.bufferedAmount;
+  }
+
+  private collect(frame: Buffer): void {
+    this.out.push(frame);
+    this.outBytes += frame.length;
+    dirty.add(this);
+    if (!writeScheduled) {
+      writeScheduled = true;
+      setImmediate(writeDirty);
+    }
   }
 
   /**
-   * Frames sent to one socket during one turn of the event loop leave in one write (one syscall)
-   * instead of one each: the socket is corked on the first frame and uncorked on the next turn.
+   * Writes the collected frames straight to the socket as one buffer. `ws` frames its own
+   * messages synchronously on the same socket (no compression is negotiated), so whole frames
+   * never interleave; `ws.bufferedAmount` counts these bytes like its own.
    */
-  private cork(): void {
-    if (this.corked) return;
-    const socket = (this.ws as unknown as { _socket?: { cork(): void; uncork(): void } })._socket;
-    if (!socket) return;
-    this.corked = true;
-    socket.cork();
-    setImmediate(() => {
-      this.corked = false;
-      this.tickBytes = 0;
-      socket.uncork();
-    });
+  writeOut(): void {
+    if (!this.out.length) return;
+    const data = this.out.length === 1 ? (this.out[0] as Buffer) : Buffer.concat(this.out, this.outBytes);
+    this.out = [];
+    this.outBytes = 0;
+    const socket = (this.ws as unknown as { _socket?: Duplex })._socket;
+    if (this.closed || this.ws.readyState !== this.ws.OPEN || !socket) return;
+    socket.write(data);
   }
 
   /** Sends queued frames while the socket has room; true when the backlog is empty. */
   flush(): boolean {
     let i = 0;
-    while (i < this.queue.length && this.unsent() < this.o.softBufferBytes && !this.closed) {
+    let room = this.o.softBufferBytes - this.unsent();
+    while (i < this.queue.length && room > 0 && !this.closed) {
       const e = this.queue[i++] as QueueEntry;
+      room -= e.frame.length;
       if (e.key !== undefined) this.queued.delete(e.key);
       this.queuedBytes -= e.frame.length;
-      this.ws.send(e.frame);
+      this.collect(e.frame);
     }
     this.queue = i ? this.queue.slice(i) : this.queue;
     return this.queue.length === 0 || this.closed;
@@ -256,7 +324,9 @@ export class RealtimeServer {
     ws.on('pong', () => {
       c.alive = true;
     });
-    ws.on('message', (data) => void this.onMessage(c, data.toString(), req));
+    // keep only the headers (credentials may come in them), not the whole upgrade request, per connection
+    const upgrade = { headers: req.headers };
+    ws.on('message', (data) => void this.onMessage(c, data.toString(), upgrade));
     ws.on('close', () => this.onClose(c));
     ws.on('error', () => ws.terminate());
   }
@@ -275,7 +345,7 @@ export class RealtimeServer {
     if (this.conns.delete(c)) connectionsGauge.dec();
   }
 
-  private async onMessage(c: Connection, raw: string, req: IncomingMessage): Promise<void> {
+  private async onMessage(c: Connection, raw: string, req: Pick<IncomingMessage, 'headers'>): Promise<void> {
     let msg: ReturnType<typeof parseMessage>;
     try {
       msg = parseMessage(raw);
@@ -326,6 +396,7 @@ export class RealtimeServer {
       case MessageType.Complete: {
         const s = c.subs.get(msg.id);
         c.subs.delete(msg.id);
+        c.forget(msg.id);
         if (s && s !== 'pending') {
           this.hub.remove(s);
           subscriptionsGauge.dec();
@@ -339,6 +410,7 @@ export class RealtimeServer {
 
   private sendError(c: Connection, id: string, errors: readonly GraphQLError[]): void {
     c.subs.delete(id);
+    c.forget(id);
     const formatted = errors.map((e) => formatError(e, this.o.mask).toJSON());
     for (const e of formatted) refused.inc({ code: String(e.extensions?.code ?? 'UNKNOWN') });
     c.send(JSON.stringify({ id, type: MessageType.Error, payload: formatted }));
