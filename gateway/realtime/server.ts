@@ -259,6 +259,7 @@ export class RealtimeServer {
   private readonly docs = new LRUCache<string, { schema: GraphQLSchema; doc?: DocumentNode; errors?: readonly GraphQLError[] }>({
     max: 2000,
   });
+  private readonly plans = new LRUCache<string, { schema: GraphQLSchema; plan: ReturnType<typeof planSubscription> }>({ max: 10_000 });
   private readonly pump: NodeJS.Timeout;
   private readonly pinger: NodeJS.Timeout;
   private readonly o: RealtimeOptions & Required<Pick<RealtimeOptions, 'softBufferBytes' | 'hardBufferBytes'>>;
@@ -472,7 +473,15 @@ export class RealtimeServer {
     }
     let plan: ReturnType<typeof planSubscription>;
     try {
-      plan = planSubscription(schema, doc, opName, variables);
+      // Plans are immutable and depend only on the schema, the document and the variables: live
+      // screens subscribing to the same site share one (and its parsed follow-up documents).
+      const planKey = JSON.stringify([payload.query, opName ?? null, variables]);
+      const cached = this.plans.get(planKey);
+      if (cached?.schema === schema) plan = cached.plan;
+      else {
+        plan = planSubscription(schema, doc, opName, variables);
+        this.plans.set(planKey, { schema, plan });
+      }
       authorize(identity, { role: 'viewer', scope: FIELD_SCOPES[plan.rootFieldName] ?? 'realtime:read' });
     } catch (e) {
       return this.sendError(c, id, [
