@@ -25,6 +25,9 @@ export interface Subscriber {
 
 let visitMark = 0;
 
+/** A batch grouped by subscriber group, with each group's follow-up results. */
+type Prepared = { g: Group; events: RealtimeEvent[]; entities: Map<string, Map<string, unknown>> }[];
+
 /** Subscribers that share a payload: same organisation, permissions and selection. */
 interface Group {
   key: string;
@@ -191,25 +194,37 @@ export class RealtimeHub {
     }
   }
 
-  /** Batches are processed one after another so each subscriber sees events in publish order. */
   /**
-   * Batches are processed one after another so each subscriber sees events in publish order. A
+   * Batches are delivered one after another so each subscriber sees events in publish order. A
    * batch is at most `SLICE` events and the loop yields to I/O between batches, so under overload
    * sockets keep draining and Redis keeps being read instead of the event loop blocking for seconds.
+   * The follow-up queries of the next batch are started before the current one is fanned out, so
+   * their round trip overlaps the fan-out instead of adding to it.
    */
   private async drain(): Promise<void> {
     try {
-      while (this.queue.length) {
-        if (this.queue.length > BACKLOG_COALESCE) this.coalesceBacklog();
-        const batch = this.queue.length > SLICE ? this.queue.splice(0, SLICE) : this.queue.splice(0);
+      let ahead: Promise<Prepared> | undefined;
+      while (this.queue.length || ahead) {
+        const current = ahead ?? this.prepare(this.take());
+        ahead = this.queue.length ? this.prepare(this.take()) : undefined;
         const t = process.hrtime.bigint();
-        await this.fanOut(batch).catch((e) => this.logger.error({ err: e }, 'real-time fan-out failed'));
+        try {
+          this.fanOut(await current);
+        } catch (e) {
+          this.logger.error({ err: e }, 'real-time fan-out failed');
+        }
         batchSeconds.observe(Number(process.hrtime.bigint() - t) / 1e9);
         await new Promise<void>((resolve) => setImmediate(resolve));
       }
     } finally {
       this.running = false;
     }
+  }
+
+  /** The next batch (at most `SLICE` events), coalescing the backlog first when the process is behind. */
+  private take(): RealtimeEvent[] {
+    if (this.queue.length > BACKLOG_COALESCE) this.coalesceBacklog();
+    return this.queue.length > SLICE ? this.queue.splice(0, SLICE) : this.queue.splice(0);
   }
 
   /**
@@ -227,7 +242,8 @@ export class RealtimeHub {
     backlogCoalesced.inc(before - this.queue.length);
   }
 
-  private async fanOut(batch: RealtimeEvent[]): Promise<void> {
+  /** Groups a batch's events by subscriber group and starts each group's follow-up queries. */
+  private async prepare(batch: RealtimeEvent[]): Promise<Prepared> {
     const work = new Map<Group, RealtimeEvent[]>();
     for (const e of batch) {
       const groups = this.orgs.get(e.orgId)?.get(e.field);
@@ -241,11 +257,15 @@ export class RealtimeHub {
         list.push(e);
       }
     }
-    await Promise.all([...work].map(([g, events]) => this.deliver(g, events)));
+    return Promise.all([...work].map(async ([g, events]) => ({ g, events, entities: await this.followUp(g, events) })));
   }
 
-  private async deliver(g: Group, events: RealtimeEvent[]): Promise<void> {
-    const schema = this.schema();
+  private fanOut(prepared: Prepared): void {
+    for (const { g, events, entities } of prepared) this.deliver(g, events, entities);
+  }
+
+  /** One follow-up query per entity field of the group's selection, for all the batch's entities. */
+  private async followUp(g: Group, events: RealtimeEvent[]): Promise<Map<string, Map<string, unknown>>> {
     const rep = g.first;
     const entities = new Map<string, Map<string, unknown>>();
     await Promise.all(
@@ -267,6 +287,12 @@ export class RealtimeHub {
         }
       }),
     );
+    return entities;
+  }
+
+  private deliver(g: Group, events: RealtimeEvent[], entities: Map<string, Map<string, unknown>>): void {
+    const schema = this.schema();
+    const rep = g.first;
     for (const e of events) {
       // A subscriber may sit under several of the event's keys: the mark visits it once per event
       // (no candidate set built per event). Sets tolerate a subscriber removed while iterating.

@@ -328,6 +328,9 @@ describe('federated subscriptions over graphql-ws', () => {
     // the fast subscriber gets every status event (none dropped) while the slow one is stuck
     await until(() => fast.events.length === n, 30_000);
     expect(fast.events).toHaveLength(n);
+    // in publish order, across the hub's batches (their follow-ups overlap)
+    const online = fast.events.map((e) => (e as { data: { deviceStatusChanged: { online: boolean } } }).data.deviceStatusChanged.online);
+    expect(online).toEqual(Array.from({ length: n }, (_, i) => i % 2 === 0));
     // once the slow client reads again it finds it was disconnected with the slow-consumer code
     (slow as unknown as { _socket: { resume(): void } })._socket.resume();
     expect(await closed).toBe(CloseCode.SlowConsumer);
