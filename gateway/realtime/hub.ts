@@ -53,6 +53,8 @@ const deliveries = counter('rulr_realtime_deliveries_total', 'Event payloads han
 const backlogCoalesced = counter('rulr_realtime_backlog_coalesced_total', 'Telemetry events merged because the gateway itself fell behind');
 /** Most events fanned out before yielding to I/O. */
 const SLICE = 256;
+/** Batches whose follow-up queries may be in flight at once (delivered in order). */
+const PIPELINE = 4;
 /** Pending events above which queued telemetry is merged per device. */
 const BACKLOG_COALESCE = 5000;
 const batchSeconds = histogram(
@@ -198,15 +200,16 @@ export class RealtimeHub {
    * Batches are delivered one after another so each subscriber sees events in publish order. A
    * batch is at most `SLICE` events and the loop yields to I/O between batches, so under overload
    * sockets keep draining and Redis keeps being read instead of the event loop blocking for seconds.
-   * The follow-up queries of the next batch are started before the current one is fanned out, so
-   * their round trip overlaps the fan-out instead of adding to it.
+   * The follow-up queries of up to `PIPELINE` batches run while earlier ones are fanned out, so
+   * their round trips overlap the fan-out instead of adding to it.
    */
   private async drain(): Promise<void> {
     try {
-      let ahead: Promise<Prepared> | undefined;
-      while (this.queue.length || ahead) {
-        const current = ahead ?? this.prepare(this.take());
-        ahead = this.queue.length ? this.prepare(this.take()) : undefined;
+      const inflight: Promise<Prepared>[] = [];
+      for (;;) {
+        while (inflight.length < PIPELINE && this.queue.length) inflight.push(this.prepare(this.take()));
+        const current = inflight.shift();
+        if (!current) break;
         const t = process.hrtime.bigint();
         try {
           this.fanOut(await current);
@@ -299,10 +302,18 @@ export class RealtimeHub {
       const mark = ++visitMark;
       let payload: Buffer | undefined;
       let sent = 0;
+      // subscribers with the same query and variables share their plan's args: match once per run of them
+      let lastArgs: Record<string, unknown> | undefined;
+      let lastMatch = false;
       const visit = (s: Subscriber) => {
         if (s.mark === mark) return;
         s.mark = mark;
-        if (!g.subs.has(s) || !matches(s.plan.args, e.filter)) return;
+        if (!g.subs.has(s)) return;
+        if (s.plan.args !== lastArgs) {
+          lastArgs = s.plan.args;
+          lastMatch = matches(lastArgs, e.filter);
+        }
+        if (!lastMatch) return;
         payload ??= Buffer.from(JSON.stringify(project(schema, rep.document, rep.plan, rep.variables, e.data, entities)));
         s.sink.next(s.id, payload, e.coalesce);
         sent++;
