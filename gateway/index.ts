@@ -104,6 +104,7 @@ export async function startGateway(ctx: RoleContext, o: GatewayOptions = {}): Pr
     ctx.db,
     new TokenVerifier({ secret: cfg.RULR_SECRET, issuer: cfg.JWT_ISSUER, ttlSeconds: cfg.JWT_TTL_SECONDS, jwksUrl: cfg.JWKS_URL }),
     logger,
+    { apiKeyCacheMs: cfg.GATEWAY_CREDENTIAL_RECHECK_MS },
   );
   const limiter = new GatewayRateLimiter(
     ctx.redis,

@@ -158,6 +158,12 @@ export const configSpec = {
   GATEWAY_TIMEOUT_MS: { schema: posInt(15000), description: 'Request timeout at the gateway.', shown: '15000' },
   GATEWAY_RATE_LIMIT: { schema: posInt(1200), description: 'Requests per identity per window.', shown: '1200' },
   GATEWAY_RATE_WINDOW_S: { schema: posInt(60), description: 'Rate-limit window in seconds.', shown: '60' },
+  GATEWAY_CREDENTIAL_RECHECK_MS: {
+    schema: posInt(30_000),
+    description:
+      'How long an API key check is cached, and how often open WebSocket connections authenticated by an API key are checked again (a revoked or expired key closes them with 4403).',
+    shown: '30000',
+  },
   REALTIME_PORT: {
     schema: port(3001),
     description: 'Port of the WebSocket-only gateway role (`rulr start realtime`); the full gateway serves graphql-ws on GATEWAY_PORT.',

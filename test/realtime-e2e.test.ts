@@ -111,7 +111,13 @@ const send = (deviceId: string, values: Record<string, unknown>) =>
 beforeAll(async () => {
   t = await createTestDatabase();
   broker = await startNoDropBroker();
-  ({ ctx } = contextFor(ingestEnv({ dbUrl: t.url, mqttUrl: broker.url, extra: { REDIS_URL, GATEWAY_RATE_LIMIT: '100000' } })));
+  ({ ctx } = contextFor(
+    ingestEnv({
+      dbUrl: t.url,
+      mqttUrl: broker.url,
+      extra: { REDIS_URL, GATEWAY_RATE_LIMIT: '100000', GATEWAY_CREDENTIAL_RECHECK_MS: '300' },
+    }),
+  ));
   a = await tenant(3);
   b = await tenant(2);
   ingest = await startIngest(ctx, { port: 0 });
@@ -180,6 +186,41 @@ describe('real-time through the gateway', () => {
     const sub = collect(client(gw, 'not-a-token'), 'subscription { telemetryUpdated { device { id } } }');
     await sub.done;
     expect((sub.errors[0] as { code: number }).code).toBe(CloseCode.Unauthorized);
+  });
+
+  it('should close a connection authenticated by an API key with 4403 once the key is revoked', async () => {
+    const gw = gateways[0] ?? (await newGateway());
+    const cfg = ctx.config;
+    const admin = await issueToken(
+      { userId: randomUUID(), orgId: a.orgId, role: 'admin' },
+      { secret: cfg.RULR_SECRET, issuer: cfg.JWT_ISSUER, ttlSeconds: 600 },
+    );
+    const gql = async (query: string, variables: Record<string, unknown> = {}) => {
+      const res = await fetch(`http://127.0.0.1:${gw.port}/graphql`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${admin}` },
+        body: JSON.stringify({ query, variables }),
+      });
+      const body = (await res.json()) as { data: Record<string, { key: string; apiKey: { id: string } }>; errors?: unknown };
+      expect(body.errors).toBeUndefined();
+      return body.data;
+    };
+    const created = (
+      await gql('mutation { createApiKey(input: { name: "screen", scopes: ["telemetry:read", "devices:read"] }) { key apiKey { id } } }')
+    ).createApiKey as { key: string; apiKey: { id: string } };
+    const n = gw.realtime?.hub.subscriberCount ?? 0;
+    const sub = collect(client(gw, created.key), 'subscription($d: [ID!]) { telemetryUpdated(deviceIds: $d) { readings { value } } }', {
+      d: [a.deviceIds[1]],
+    });
+    await subscribed(gw, n + 1);
+    await send(a.deviceIds[1] as string, { power: 7 });
+    await until(() => sub.events.length === 1, 10_000, 'event for the API key subscriber');
+    // several re-checks pass while the key is valid
+    await new Promise((r) => setTimeout(r, 800));
+    expect(sub.errors).toEqual([]);
+    await gql('mutation($id: ID!) { revokeApiKey(id: $id) { revokedAt } }', { id: created.apiKey.id });
+    await sub.done;
+    expect((sub.errors[0] as { code: number }).code).toBe(CloseCode.Forbidden);
   });
 
   it('should refuse an over-limit subscription with the HTTP limit codes', async () => {

@@ -53,6 +53,7 @@ export function attachRealtime(gw: GatewayCapabilities, cfg: Config, logger: Log
     softBufferBytes: cfg.REALTIME_SOFT_BUFFER_BYTES,
     hardBufferBytes: cfg.REALTIME_HARD_BUFFER_BYTES,
     keepAliveMs: cfg.REALTIME_KEEPALIVE_MS,
+    credentialRecheckMs: cfg.GATEWAY_CREDENTIAL_RECHECK_MS,
     mask: cfg.NODE_ENV === 'production',
   });
 }

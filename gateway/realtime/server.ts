@@ -54,6 +54,11 @@ export interface RealtimeOptions {
   softBufferBytes?: number;
   /** Above this many queued bytes of a backlogged connection it is closed with 4008. @default 1048576 */
   hardBufferBytes?: number;
+  /**
+   * How often connections authenticated by an API key run `authenticate` again with their
+   * `connection_init` credentials: a revoked or expired key closes them with 4403. @default 30000
+   */
+  credentialRecheckMs?: number;
   /** Mask internal error messages. */
   mask: boolean;
 }
@@ -110,6 +115,8 @@ class Connection implements FrameSink {
   alive = true;
   closed = false;
   timers: NodeJS.Timeout[] = [];
+  /** re-runs the `connection_init` authentication (API keys: revocation is not in the credential) */
+  recheck?: () => Promise<unknown>;
 
   constructor(
     readonly ws: WebSocket,
@@ -262,6 +269,7 @@ export class RealtimeServer {
   private readonly plans = new LRUCache<string, { schema: GraphQLSchema; plan: ReturnType<typeof planSubscription> }>({ max: 10_000 });
   private readonly pump: NodeJS.Timeout;
   private readonly pinger: NodeJS.Timeout;
+  private readonly rechecker: NodeJS.Timeout;
   private readonly o: RealtimeOptions & Required<Pick<RealtimeOptions, 'softBufferBytes' | 'hardBufferBytes'>>;
 
   constructor(
@@ -296,6 +304,20 @@ export class RealtimeServer {
         c.ws.ping();
       }
     }, options.keepAliveMs ?? 30_000);
+    this.rechecker = setInterval(() => this.recheckCredentials(), options.credentialRecheckMs ?? 30_000);
+  }
+
+  /** Closes (4403) the connections whose API key was revoked or expired since they authenticated. */
+  private recheckCredentials(): void {
+    for (const c of this.conns) {
+      if (!c.recheck || c.closed) continue;
+      c.recheck().catch((e: unknown) => {
+        // Only a refused credential closes the socket: a database outage must not drop every screen.
+        if (e instanceof RulrError && e.code === ErrorCode.Unauthenticated) {
+          c.close(CloseCode.Forbidden, `Forbidden: ${e.message}`.slice(0, 120));
+        } else this.o.logger.warn({ err: e }, 'real-time: credential re-check failed; connection kept');
+      });
+    }
   }
 
   get connectionCount(): number {
@@ -362,9 +384,11 @@ export class RealtimeServer {
         }
         c.initReceived = true;
         try {
-          const { identity, expiresAt } = await this.o.authenticate(msg.payload ?? undefined, req);
+          const initPayload = msg.payload ?? undefined;
+          const { identity, expiresAt } = await this.o.authenticate(initPayload, req);
           if (identity.kind === 'anonymous') throw new RulrError(ErrorCode.Unauthenticated, 'credentials required');
           c.identity = identity;
+          if (identity.kind === 'apikey') c.recheck = () => this.o.authenticate(initPayload, req);
           if (expiresAt !== undefined) {
             const ms = Math.max(0, expiresAt - Date.now());
             c.timers.push(setTimeout(() => c.close(CloseCode.Forbidden, 'Forbidden: token expired'), Math.min(ms, 2 ** 31 - 1)));
@@ -545,6 +569,7 @@ export class RealtimeServer {
     this.server.off('upgrade', this.onUpgrade);
     clearInterval(this.pump);
     clearInterval(this.pinger);
+    clearInterval(this.rechecker);
     for (const c of this.conns) c.close(1001, 'server shutting down');
     await new Promise<void>((r) => this.wss.close(() => r()));
     await this.o.redisSubscriber.quit().catch(() => undefined);
