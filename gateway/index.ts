@@ -422,6 +422,8 @@ export async function startGateway(ctx: RoleContext, o: GatewayOptions = {}): Pr
     identify: (headers) => authenticator.identify(headers),
     identifyWithExpiry: (headers) => authenticator.identifyWithExpiry(headers),
     checkLimits: (document) => checkLimits(document, { ...limits, ...(router ? { schema: router.apiSchema } : {}) }),
+    // WebSocket operations are authenticated identities (anonymous sockets are closed at connection_init)
+    rateLimit: (identity) => limiter.consume(rateLimitKey(identity, undefined)),
     async execute(document, variables, operationName, identity) {
       let query = printed.get(document);
       if (!query) {

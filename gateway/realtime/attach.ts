@@ -12,6 +12,8 @@ export interface GatewayCapabilities {
   apiSchema(): GraphQLSchema | undefined;
   identifyWithExpiry(headers: IncomingHttpHeaders): Promise<{ identity: Identity; expiresAt?: number }>;
   checkLimits(document: DocumentNode): GraphQLError | null;
+  /** Counts one operation against the identity's rate limit: null when allowed, else seconds to wait. */
+  rateLimit(identity: Identity): Promise<number | null>;
   execute(
     document: DocumentNode,
     variables: Record<string, unknown> | undefined,
@@ -46,6 +48,7 @@ export function attachRealtime(gw: GatewayCapabilities, cfg: Config, logger: Log
     authenticate: (payload, req) => gw.identifyWithExpiry(credentialsFrom(payload, req.headers)),
     execute: (document, variables, operationName, identity) => gw.execute(document, variables, operationName, identity),
     checkLimits: (document) => gw.checkLimits(document),
+    rateLimit: (identity) => gw.rateLimit(identity),
     redisSubscriber: createRedis(cfg.REDIS_URL),
     redisPrefix: cfg.REDIS_PREFIX,
     logger: logger.child({ component: 'realtime' }),

@@ -265,6 +265,32 @@ describe('federated subscriptions over graphql-ws', () => {
     expect((sub.errors[0] as { code: number }).code).toBe(CloseCode.Forbidden);
   });
 
+  it("should count every operation over the socket against the identity's rate limit", async () => {
+    const used = new Map<string, number>();
+    const s = await startServer({
+      rateLimit: async (identity) => {
+        const n = (used.get(identity.subject) ?? 0) + 1;
+        used.set(identity.subject, n);
+        return n > 2 ? 17 : null;
+      },
+    });
+    const c = client(s.url, 'A');
+    collect(c, 'subscription { telemetryUpdated { device { id } } }');
+    await subscribed(1);
+    const query = collect(c, 'query($ids: [ID!]!) { devicesByIds(ids: $ids) { id } }', { ids: ['d-a1'] });
+    await query.done;
+    expect(query.events).toEqual([{ data: { devicesByIds: [{ id: 'd-a1' }] } }]);
+    const third = collect(c, 'subscription { deviceStatusChanged { online } }');
+    await third.done;
+    expect(third.errors).toHaveLength(1);
+    expect(JSON.stringify(third.errors)).toContain('RATE_LIMITED');
+    expect(JSON.stringify(third.errors)).toContain('retry in 17 s');
+    // another identity has its own budget
+    const other = collect(client(s.url, 'B'), 'subscription { deviceStatusChanged { online } }');
+    await subscribed(2);
+    expect(other.errors).toEqual([]);
+  });
+
   it('should refuse subscriptions beyond the per-connection limit and over-limit documents', async () => {
     const s = await startServer({ maxSubscriptionsPerConnection: 1 });
     const c = client(s.url, 'A');

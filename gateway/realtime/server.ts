@@ -40,6 +40,11 @@ export interface RealtimeOptions {
   ): Promise<ExecutionResult>;
   /** Depth/alias/cost limits shared with HTTP; returns the refusal or null. */
   checkLimits?: (document: DocumentNode) => GraphQLError | null;
+  /**
+   * The identity's request rate limit shared with HTTP, counted once per `subscribe` message
+   * (queries, mutations and subscriptions over the socket): null when allowed, else seconds to wait.
+   */
+  rateLimit?: (identity: Identity) => Promise<number | null>;
   /** A Redis connection used only for SUBSCRIBE. */
   redisSubscriber: Redis;
   redisPrefix: string;
@@ -461,6 +466,13 @@ export class RealtimeServer {
     const identity = c.identity as Identity;
     const schema = this.o.schema();
     if (!schema) return this.sendError(c, id, [new GraphQLError('gateway is starting', { extensions: { code: ErrorCode.Internal } })]);
+    const wait = this.o.rateLimit ? await this.o.rateLimit(identity) : null;
+    if (c.subs.get(id) !== 'pending') return; // completed by the client meanwhile
+    if (wait !== null) {
+      return this.sendError(c, id, [
+        new RulrError(ErrorCode.RateLimited, `rate limit exceeded: retry in ${wait} s`, { retryAfter: wait }).toGraphQL(),
+      ]);
+    }
     const { doc, errors } = this.document(schema, payload.query);
     if (!doc) return this.sendError(c, id, errors ?? []);
     const variables = (payload.variables ?? {}) as Record<string, unknown>;
