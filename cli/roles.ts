@@ -17,6 +17,9 @@ const SUBGRAPHS = {
 /** What `all` runs: one process with everything (the gateway serves HTTP and graphql-ws). */
 const ALL = ['gateway', ...Object.keys(SUBGRAPHS), 'workers', 'ingest'];
 /** `realtime` is the WebSocket-only gateway, for deployments that scale subscriptions apart. */
+
+/** How long one role may take to stop on SIGTERM before the others go on without it. */
+const ROLE_STOP_MS = 12_000;
 export const ROLE_NAMES = [...ALL, 'realtime'] as const;
 
 /**
@@ -56,8 +59,31 @@ export async function startRoles(cfg: Config, logger: Logger, requested: string[
     port: handles[0]?.port ?? 0,
     async close() {
       // Stop taking traffic at the edge first, then the roles behind it.
-      for (const h of [...handles].reverse()) await h.close();
+      // Each role gets ROLE_STOP_MS: one that hangs (a peer that never answers a close) is logged
+      // and left behind rather than holding every other role's drain hostage.
+      for (const h of [...handles].reverse()) {
+        const t = performance.now();
+        let timer: NodeJS.Timeout | undefined;
+        const stopped = await Promise.race([
+          h.close().then(
+            () => true,
+            (e: unknown) => {
+              ctx.logger.warn({ role: h.name, err: e }, 'role failed to stop cleanly');
+              return true;
+            },
+          ),
+          new Promise<false>((r) => {
+            timer = setTimeout(() => r(false), ROLE_STOP_MS);
+          }),
+        ]);
+        clearTimeout(timer);
+        const ms = Math.round(performance.now() - t);
+        if (stopped) ctx.logger.info({ role: h.name, ms }, 'role stopped');
+        else ctx.logger.warn({ role: h.name, ms }, 'role did not stop in time; going on');
+      }
+      const t = performance.now();
       await ctx.close();
+      ctx.logger.info({ ms: Math.round(performance.now() - t) }, 'shared clients closed');
     },
   };
 }

@@ -584,6 +584,8 @@ export class RealtimeServer {
     clearInterval(this.rechecker);
     for (const c of this.conns) c.close(1001, 'server shutting down');
     await new Promise<void>((r) => this.wss.close(() => r()));
-    await this.o.redisSubscriber.quit().catch(() => undefined);
+    // QUIT waits for Redis' answer: bounded, then the socket is dropped either way.
+    await Promise.race([this.o.redisSubscriber.quit().catch(() => undefined), new Promise((r) => setTimeout(r, 2000).unref())]);
+    this.o.redisSubscriber.disconnect();
   }
 }
