@@ -40,7 +40,8 @@ export class RoleContext {
 
   get redis(): Redis {
     if (!this._redis) {
-      const r = createRedis(this.config.REDIS_URL);
+      // Commands issued in the same turn (rate limits, status reads, event publishes) share one write.
+      const r = createRedis(this.config.REDIS_URL, { enableAutoPipelining: true });
       this._redis = r;
       this.closers.push(() => r.quit().catch(() => r.disconnect()));
     }
