@@ -1,7 +1,10 @@
 // `npm run bench:ingest`: 1,000,000 readings (100,000 QoS 1 messages × 10 values, 1,000 devices)
 // through a private no-drop Mosquitto (deploy/mosquitto/mosquitto-no-drop.conf on port 18830) into
 // one ingest process; then psql COPY of the same rows into an identical table; then publish→commit
-// latency at half the measured rate. Env: BENCH_MESSAGES, BENCH_DEVICES, BENCH_PORT, TEST_PG_URL.
+// latency at half the measured rate. Env: BENCH_MESSAGES, BENCH_DEVICES, BENCH_PORT, TEST_PG_URL;
+// BENCH_PHASES (default `backlog,latency`: the optional phases after live + COPY) for quick loops;
+// BENCH_LATENCY_RATE (readings/s, default half the live rate);
+// BENCH_CPU_PROF=1 writes a V8 CPU profile of each ingest child (`node --cpu-prof`) to BENCH_CPU_PROF_DIR.
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -24,6 +27,9 @@ const PORT = Number(process.env.BENCH_PORT ?? 18830);
 const LATENCY_SECONDS = Number(process.env.BENCH_LATENCY_SECONDS ?? 20);
 /** Node flags of the ingest process: a bounded old space, as recommended for ingest deployments (ingest/README.md). */
 const INGEST_NODE_FLAGS = (process.env.BENCH_INGEST_NODE_FLAGS ?? '--max-old-space-size=256').split(' ').filter(Boolean);
+const CPU_PROF_DIR = process.env.BENCH_CPU_PROF === '1' ? (process.env.BENCH_CPU_PROF_DIR ?? `${os.tmpdir()}/rulr-ingest-prof`) : undefined;
+if (CPU_PROF_DIR) INGEST_NODE_FLAGS.push('--cpu-prof', `--cpu-prof-dir=${CPU_PROF_DIR}`);
+const PHASES = new Set((process.env.BENCH_PHASES ?? 'backlog,latency').split(',').map((p) => p.trim()));
 const METRICS = ['power', 'voltage', 'current', 'temp', 'lux', 'dim', 'pf', 'freq', 'rssi', 'energy'];
 
 const log = (...a: unknown[]) => console.log(new Date().toISOString().slice(11, 19), ...a);
@@ -37,21 +43,67 @@ function rssMb(pid: number): number {
   return Number(/VmRSS:\s+(\d+)/.exec(s)?.[1] ?? 0) / 1024;
 }
 
+/** CPU seconds (user + system) a process has used so far; 0 once it is gone. */
+function cpuSeconds(pid: number): number {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+    return (Number(f[11]) + Number(f[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
+
+/** CPU seconds of the PostgreSQL backends serving `db` (by pid). */
+async function backendCpu(sql: pg.Client, db: string): Promise<Map<number, number>> {
+  const r = await sql.query<{ pid: number }>('select pid from pg_stat_activity where datname = $1', [db]);
+  return new Map(r.rows.map((x) => [x.pid, cpuSeconds(x.pid)]));
+}
+
 async function readingsCommitted(port: number): Promise<number> {
   const r = await fetch(`http://127.0.0.1:${port}/metrics`);
   const m = /^rulr_ingest_readings_total (\d+)/m.exec(await r.text());
   return Number(m?.[1] ?? 0);
 }
 
-function startIngestChild(env: Record<string, string>): Promise<{ child: ChildProcess; port: number; lines: string[] }> {
-  // node --import tsx (not npx): the pid we measure is the ingest process itself.
-  const child = spawn(process.execPath, [...INGEST_NODE_FLAGS, '--import', 'tsx', 'ingest/testing/run-ingest.ts'], {
+/**
+ * The ingest child runs compiled JavaScript, as in production (`rulr start ingest` runs dist/): the
+ * entry is bundled once into bench/out/ (esbuild, packages external). Under `node --import tsx` the
+ * TypeScript loader's own thread and caches added about 45 MB to the child's RSS (168 MB idle vs
+ * 123 MB compiled). BENCH_INGEST_RUNNER=tsx runs the sources through tsx instead.
+ */
+let entry: string[] | undefined;
+async function ingestEntry(): Promise<string[]> {
+  if (entry) return entry;
+  if (process.env.BENCH_INGEST_RUNNER === 'tsx') {
+    entry = ['--import', 'tsx', 'ingest/testing/run-ingest.ts'];
+    return entry;
+  }
+  const { build } = await import('esbuild');
+  const outfile = `${ROOT}bench/out/run-ingest.mjs`;
+  await build({
+    entryPoints: [`${ROOT}ingest/testing/run-ingest.ts`],
+    outfile,
+    bundle: true,
+    platform: 'node',
+    format: 'esm',
+    target: 'node20',
+    packages: 'external',
+    logLevel: 'warning',
+  });
+  // No --enable-source-maps: with it the child used about 25% more CPU (stack traces taken in the hot path).
+  entry = [outfile];
+  return entry;
+}
+
+async function startIngestChild(env: Record<string, string>): Promise<{ child: ChildProcess; port: number; lines: string[] }> {
+  // node itself (not npx): the pid we measure is the ingest process itself.
+  const child = spawn(process.execPath, [...INGEST_NODE_FLAGS, ...(await ingestEntry())], {
     cwd: ROOT,
     env: { ...process.env, ...env },
     stdio: ['pipe', 'pipe', 'inherit'],
   });
   const lines: string[] = [];
-  return new Promise((resolve, reject) => {
+  return await new Promise((resolve, reject) => {
     let buf = '';
     child.stdout?.on('data', (b: Buffer) => {
       buf += b.toString();
@@ -117,6 +169,7 @@ async function main(): Promise<void> {
     ingest = await startIngestChild(env);
     const pub = await connectPublisher(broker.url);
     const t0 = Date.now() - 7_200_000;
+    const cpu0 = { ingest: cpuSeconds(ingest.child.pid as number), pub: process.cpuUsage(), pg: await backendCpu(sql, dbName) };
 
     // 1. Throughput: publish everything at QoS 1 as fast as the broker takes it.
     log(`publishing ${MESSAGES} messages × ${VALUES} values from ${DEVICES} devices`);
@@ -139,6 +192,16 @@ async function main(): Promise<void> {
     }
     const done = performance.now();
     const seconds = (done - start) / 1000;
+    let cpuLive = '';
+    {
+      // Where the 2 cores went during the live phase (bench parent = publisher + polling).
+      const pgNow = await backendCpu(sql, dbName);
+      let pgCpu = 0;
+      for (const [pid, c] of pgNow) pgCpu += c - (cpu0.pg.get(pid) ?? 0);
+      const pubCpu = process.cpuUsage(cpu0.pub);
+      cpuLive = `ingest ${(cpuSeconds(ingest.child.pid as number) - cpu0.ingest).toFixed(1)} s, publisher ${((pubCpu.user + pubCpu.system) / 1e6).toFixed(1)} s, PostgreSQL backends ${pgCpu.toFixed(1)} s`;
+      log(`cpu during the live phase (${seconds.toFixed(1)} s wall): ${cpuLive}; load ${os.loadavg()[0]?.toFixed(1)}`);
+    }
     const ingestRate = expected / seconds;
     // Rollups: ingest commits deltas; its compactor folds them within seconds. Measure until the last
     // delta is folded, and check that the rollups then count every reading exactly once.
@@ -193,61 +256,64 @@ async function main(): Promise<void> {
 
     // 3. Backlog: the same volume queued by the broker while ingest is stopped (same session),
     // then drained: ingest's own rate without the publisher competing for the CPU.
-    ingest.child.kill('SIGTERM');
-    await new Promise((r) => ingest?.child.once('exit', r));
-    const t1 = t0 + 3_600_000;
-    for (let i = 0; i < MESSAGES; i++) {
-      const ts = t1 + Math.floor(i / DEVICES) * 10;
-      window.push(pub.publishAsync(`devices/${fleet.deviceIds[i % DEVICES]}/telemetry`, payload(ts, i), { qos: 1 }));
-      if (window.length >= 2000) await Promise.all(window.splice(0));
+    let drainRate = Number.NaN;
+    if (PHASES.has('backlog')) {
+      ingest.child.kill('SIGTERM');
+      await new Promise((r) => ingest?.child.once('exit', r));
+      const t1 = t0 + 3_600_000;
+      for (let i = 0; i < MESSAGES; i++) {
+        const ts = t1 + Math.floor(i / DEVICES) * 10;
+        window.push(pub.publishAsync(`devices/${fleet.deviceIds[i % DEVICES]}/telemetry`, payload(ts, i), { qos: 1 }));
+        if (window.length >= 2000) await Promise.all(window.splice(0));
+      }
+      await Promise.all(window);
+      const d0 = performance.now();
+      ingest = await startIngestChild(env);
+      while ((await readingsCommitted(ingest.port)) < expected) {
+        if (performance.now() - d0 > 600_000) throw new Error('backlog phase: not every reading committed within 10 minutes');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const drainSeconds = (performance.now() - d0) / 1000;
+      drainRate = expected / drainSeconds;
+      log(
+        `backlog drain: ${expected} readings in ${drainSeconds.toFixed(2)} s = ${Math.round(drainRate)} readings/s (${((100 * drainRate) / copyRate).toFixed(1)}% of COPY)`,
+      );
     }
-    await Promise.all(window);
-    const d0 = performance.now();
-    ingest = await startIngestChild(env);
-    while ((await readingsCommitted(ingest.port)) < expected) {
-      if (performance.now() - d0 > 600_000) throw new Error('backlog phase: not every reading committed within 10 minutes');
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    const drainSeconds = (performance.now() - d0) / 1000;
-    const drainRate = expected / drainSeconds;
-    log(
-      `backlog drain: ${expected} readings in ${drainSeconds.toFixed(2)} s = ${Math.round(drainRate)} readings/s (${((100 * drainRate) / copyRate).toFixed(1)}% of COPY)`,
-    );
 
     // 4. Latency at half the measured rate: a fresh ingest with latency recording.
-    ingest.child.kill('SIGTERM');
-    await new Promise((r) => ingest?.child.once('exit', r));
-    ingest = await startIngestChild({ ...env, RULR_BENCH_LATENCY: '1' });
-    const msgRate = ingestRate / VALUES / 2;
-    const total = Math.round(msgRate * LATENCY_SECONDS);
-    log(`latency: ${total} messages at ${Math.round(msgRate)} msg/s (${Math.round(msgRate * VALUES)} readings/s) for ${LATENCY_SECONDS} s`);
-    const l0 = performance.now();
-    const inflight: Promise<unknown>[] = [];
-    for (let i = 0; i < total; i++) {
-      const due = l0 + (i / msgRate) * 1000;
-      const wait = due - performance.now();
-      if (wait > 2) await new Promise((r) => setTimeout(r, wait));
-      inflight.push(pub.publishAsync(`devices/${fleet.deviceIds[i % DEVICES]}/telemetry`, payload(Date.now(), i), { qos: 1 }));
-      if (inflight.length > 5000) await Promise.all(inflight.splice(0, 2500));
+    const msgRate = Number(process.env.BENCH_LATENCY_RATE ?? ingestRate / 2) / VALUES;
+    let stats = { n: 0, p50: Number.NaN, p99: Number.NaN, max: Number.NaN };
+    if (PHASES.has('latency')) {
+      ingest.child.kill('SIGTERM');
+      await new Promise((r) => ingest?.child.once('exit', r));
+      ingest = await startIngestChild({ ...env, RULR_BENCH_LATENCY: '1' });
+      const total = Math.round(msgRate * LATENCY_SECONDS);
+      log(
+        `latency: ${total} messages at ${Math.round(msgRate)} msg/s (${Math.round(msgRate * VALUES)} readings/s) for ${LATENCY_SECONDS} s`,
+      );
+      const l0 = performance.now();
+      const inflight: Promise<unknown>[] = [];
+      for (let i = 0; i < total; i++) {
+        const due = l0 + (i / msgRate) * 1000;
+        const wait = due - performance.now();
+        if (wait > 2) await new Promise((r) => setTimeout(r, wait));
+        inflight.push(pub.publishAsync(`devices/${fleet.deviceIds[i % DEVICES]}/telemetry`, payload(Date.now(), i), { qos: 1 }));
+        if (inflight.length > 5000) await Promise.all(inflight.splice(0, 2500));
+      }
+      await Promise.all(inflight);
+      const l1 = performance.now();
+      while ((await readingsCommitted(ingest.port)) < total * VALUES) {
+        if (performance.now() - l1 > 120_000) throw new Error('latency phase: not every reading committed within 2 minutes');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      // The counter moves at commit; latencies are recorded after the Redis stage that follows it.
+      await new Promise((r) => setTimeout(r, 2000));
+      ingest.child.stdin?.write('stats\n');
+      const lines = ingest.lines;
+      while (!lines.some((l) => l.startsWith('stats '))) await new Promise((r) => setTimeout(r, 50));
+      stats = JSON.parse((lines.find((l) => l.startsWith('stats ')) as string).slice(6)) as typeof stats;
+      log(`latency publish→committed: p50 ${stats.p50} ms, p99 ${stats.p99} ms, max ${stats.max} ms over ${stats.n} messages`);
     }
-    await Promise.all(inflight);
-    const l1 = performance.now();
-    while ((await readingsCommitted(ingest.port)) < total * VALUES) {
-      if (performance.now() - l1 > 120_000) throw new Error('latency phase: not every reading committed within 2 minutes');
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    // The counter moves at commit; latencies are recorded after the Redis stage that follows it.
-    await new Promise((r) => setTimeout(r, 2000));
-    ingest.child.stdin?.write('stats\n');
-    const lines = ingest.lines;
-    while (!lines.some((l) => l.startsWith('stats '))) await new Promise((r) => setTimeout(r, 50));
-    const stats = JSON.parse((lines.find((l) => l.startsWith('stats ')) as string).slice(6)) as {
-      n: number;
-      p50: number;
-      p99: number;
-      max: number;
-    };
-    log(`latency publish→committed: p50 ${stats.p50} ms, p99 ${stats.p99} ms, max ${stats.max} ms over ${stats.n} messages`);
     await pub.endAsync();
 
     const cpu = os.cpus();
@@ -268,12 +334,16 @@ async function main(): Promise<void> {
       backlogDrainReadingsPerSecond: Math.round(drainRate),
       backlogRatioPercent: Number(((100 * drainRate) / copyRate).toFixed(1)),
       ingestPeakRssMb: Math.round(hwm),
+      cpuLive,
       latencyRateReadingsPerSecond: Math.round(msgRate * VALUES),
       latencyP50Ms: stats.p50,
       latencyP99Ms: stats.p99,
     };
     console.log(JSON.stringify(result));
-    if (process.env.BENCH_WRITE_RESULTS !== '0') writeResults(result, loadBefore);
+    if (process.env.BENCH_WRITE_RESULTS !== '0') {
+      if (PHASES.has('backlog') && PHASES.has('latency') && !CPU_PROF_DIR) writeResults(result, loadBefore);
+      else log('RESULTS.md not written: only a full run without profiling is reported there');
+    }
   } finally {
     ingest?.child.kill('SIGTERM');
     await sql.end();
@@ -298,8 +368,8 @@ function writeResults(r: Record<string, unknown>, loadBefore: number): void {
     '## Ingest (`npm run bench:ingest`)',
     '',
     `Run ${new Date().toISOString().slice(0, 16)}Z on ${r.machine}. 1-minute load average ${loadBefore.toFixed(1)} before and ${os.loadavg()[0]?.toFixed(1)} after (the host is shared: absolute rates are pessimistic and vary from run to run).`,
-    `Command: \`npm run bench:ingest\` (env: \`BENCH_MESSAGES\`, \`BENCH_DEVICES\`, \`BENCH_PORT\`, \`BENCH_LATENCY_SECONDS\`, \`BENCH_WRITE_RESULTS=0\`).`,
-    `Setup: ${n(MESSAGES)} QoS 1 messages × ${VALUES} values from ${n(DEVICES)} devices (\`{"ts","values"}\`), one mqtt.js publisher, a private Mosquitto 2.0.11 on port ${PORT} with \`deploy/mosquitto/mosquitto-no-drop.conf\`, one ingest process (child, ${r.settings ? `\`${r.settings}\`` : 'default settings'}, \`node --max-old-space-size=256\`), PostgreSQL 15 with default settings on the same host.`,
+    `Command: \`npm run bench:ingest\` (env: \`BENCH_MESSAGES\`, \`BENCH_DEVICES\`, \`BENCH_PORT\`, \`BENCH_LATENCY_SECONDS\`, \`BENCH_WRITE_RESULTS=0\`, \`BENCH_PHASES\`, \`BENCH_CPU_PROF=1\`, \`BENCH_INGEST_RUNNER=tsx\`).`,
+    `Setup: ${n(MESSAGES)} QoS 1 messages × ${VALUES} values from ${n(DEVICES)} devices (\`{"ts","values"}\`), one mqtt.js publisher, a private Mosquitto 2.0.11 on port ${PORT} with \`deploy/mosquitto/mosquitto-no-drop.conf\`, one ingest process (child: compiled JavaScript as in production, bundled by esbuild into bench/out/, ${r.settings ? `\`${r.settings}\`` : 'default settings'}, \`node --max-old-space-size=256\`), PostgreSQL 15 with default settings on the same host.`,
     '',
     '| measure | result | target |',
     '| --- | ---: | --- |',
@@ -309,6 +379,7 @@ function writeResults(r: Record<string, unknown>, loadBefore: number): void {
     `| ratio ingest / COPY | ${pct(r.ratioPercent)} | ≥ 50% |`,
     `| ingest, backlog: the same volume queued while ingest was stopped, then drained (includes process start) | ${n(r.backlogDrainReadingsPerSecond)} readings/s (${pct(r.backlogRatioPercent)} of COPY) | |`,
     `| ingest peak RSS (VmHWM) | ${r.ingestPeakRssMb} MB | < 300 MB |`,
+    `| CPU time during the live phase (2 cores shared by all) | ${r.cpuLive} | |`,
     `| publish → committed latency at ${n(r.latencyRateReadingsPerSecond)} readings/s (half the live rate), p50 / p99 | ${r.latencyP50Ms} ms / ${r.latencyP99Ms} ms | |`,
     '',
     "Every reading is written once into `device_metrics` (counter metrics also into `energy_readings`) and, in the same transaction, one partial aggregate per device, metric and hour of the batch is COPYed into the append-only `metrics_rollup_deltas`; ingest's compactor folds the deltas into `metrics_hourly`/`metrics_daily` about once a second (the bench waits for it and checks that the rollups count every reading exactly once). The raw COPY writes only the rows.",

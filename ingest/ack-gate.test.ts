@@ -144,6 +144,28 @@ describe('AckGate (relies on mqtt.js internals: an upgrade that breaks them fail
     expect(s.got.every((g) => g.conn === s.gate.connection && g.conn > 0)).toBe(true);
   });
 
+  it('should keep the connection alive while packets arrive but the PINGRESP is late', async () => {
+    const topic = `test/gate/${randomUUID()}`;
+    const s = await subscriber(`gate-${randomUUID()}`, topic, 1);
+    // A PINGRESP stuck behind a backlog of PUBLISH packets: mqtt.js alone times out after 1.5 keepalives.
+    let pings = 0;
+    (s.c as unknown as { sendPing: () => void }).sendPing = () => {
+      pings++;
+    };
+    let closed = 0;
+    s.c.on('close', () => closed++);
+    s.c.on('message', (_t, _p, packet) => s.gate.release(packet.messageId as number, s.gate.connection));
+    const pub = await connect(`pub-${randomUUID()}`);
+    for (let i = 0; i < 40; i++) {
+      pub.publish(topic, String(i), { qos: 1 });
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await until(() => s.got.length === 40);
+    expect(closed).toBe(0);
+    expect(s.c.connected).toBe(true);
+    expect(pings).toBeGreaterThan(0);
+  });
+
   it('should give no ticket to messages read after the connection closed', async () => {
     const topic = `test/gate/${randomUUID()}`;
     const s = await subscriber(`gate-${randomUUID()}`, topic);

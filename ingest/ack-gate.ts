@@ -18,8 +18,12 @@ interface Held {
  * broker redelivers them on the resumed session. `pause()` withholds the read callback instead,
  * which stops mqtt.js from reading (TCP back-pressure reaches the broker); while paused, PINGREQs
  * keep the broker's keepalive satisfied and the client's keepalive timer is re-armed, since the
- * PINGRESP cannot be read until reading resumes. `ack-gate.test.ts` fails loudly if an mqtt.js
- * upgrade changes any of this.
+ * PINGRESP cannot be read until reading resumes. mqtt.js only counts a PINGRESP (or an ack of its
+ * own publishes) as a sign of life, and a PINGRESP queued behind thousands of PUBLISH packets of a
+ * backlog arrives late: so every half keepalive in which packets were read, the gate sends a PINGREQ
+ * itself (the broker sees the client alive even while no PUBACK is due) and re-arms the client's
+ * keepalive timer; with nothing read, mqtt.js's own keepalive runs as usual and detects a dead
+ * connection. `ack-gate.test.ts` fails loudly if an mqtt.js upgrade changes any of this.
  */
 export class AckGate {
   private queue: Held[] = [];
@@ -30,6 +34,9 @@ export class AckGate {
   private paused = false;
   private stalled: (() => void)[] = [];
   private keepalive?: NodeJS.Timeout;
+  private corked = false;
+  /** packets were read since the last keepalive tick */
+  private reading = false;
   private readonly send: (packet: unknown) => void;
 
   constructor(private readonly client: MqttClient) {
@@ -51,11 +58,30 @@ export class AckGate {
       if (this.paused && cb) this.stalled.push(cb);
       else cb?.();
     };
+    client.on('packetreceive', () => {
+      this.reading = true;
+    });
     client.on('connect', () => {
       this.generation++;
       this.live = true;
+      this.arm();
     });
     client.on('close', () => this.reset());
+  }
+
+  /** One timer per connection, every half keepalive (see the class comment). */
+  private arm(): void {
+    if (this.keepalive) clearInterval(this.keepalive);
+    const every = Math.max(500, ((this.client.keepalive || 60) * 1000) / 2);
+    this.reading = false;
+    this.keepalive = setInterval(() => {
+      if (!this.client.connected) return;
+      if (!this.paused && !this.reading) return;
+      this.reading = false;
+      this.client.sendPing();
+      this.client.reschedulePing(true);
+    }, every);
+    this.keepalive.unref();
   }
 
   /** Ticket generation for a message arriving now; -1 (never acknowledged) between connections. */
@@ -79,21 +105,11 @@ export class AckGate {
 
   /** Stops mqtt.js from reading further packets until `resume()`. */
   pause(): void {
-    if (this.paused) return;
     this.paused = true;
-    const every = Math.max(1000, ((this.client.options.keepalive ?? 60) * 1000) / 2);
-    this.keepalive = setInterval(() => {
-      if (!this.client.connected) return;
-      this.client.sendPing();
-      this.client.reschedulePing(true);
-    }, every);
-    this.keepalive.unref();
   }
 
   resume(): void {
     this.paused = false;
-    if (this.keepalive) clearInterval(this.keepalive);
-    this.keepalive = undefined;
     const s = this.stalled.splice(0);
     for (const cb of s) cb();
   }
@@ -104,6 +120,7 @@ export class AckGate {
       if (!e?.ready) break;
       this.head++;
       if (this.byId.get(e.id) === e) this.byId.delete(e.id);
+      this.cork();
       this.send(e.packet);
     }
     if (this.head > 1024 && this.head * 2 > this.queue.length) {
@@ -112,8 +129,23 @@ export class AckGate {
     }
   }
 
+  /** PUBACKs released in one tick (a committed batch) leave in one socket write instead of one each. */
+  private cork(): void {
+    if (this.corked) return;
+    const stream = this.client.stream as { cork?: () => void; uncork?: () => void } | undefined;
+    if (!stream?.cork || !stream.uncork) return;
+    stream.cork();
+    this.corked = true;
+    process.nextTick(() => {
+      this.corked = false;
+      stream.uncork?.();
+    });
+  }
+
   private reset(): void {
     this.live = false;
+    if (this.keepalive) clearInterval(this.keepalive);
+    this.keepalive = undefined;
     this.queue = [];
     this.head = 0;
     this.byId.clear();

@@ -112,6 +112,12 @@ describe('validateEntries', () => {
     expect(v.wrongType).toEqual(['power', 'on', 'nested']);
   });
 
+  it('refuses a string holding NUL, which PostgreSQL text cannot store', () => {
+    const v = validateEntries([{ ts: NOW, values: { mode: 'a\u0000b', power: 1 } }], defs);
+    expect(v.readings.map((r) => r.metric)).toEqual(['power']);
+    expect(v.wrongType).toEqual(['mode']);
+  });
+
   it('stores out-of-range and unknown metrics but counts them', () => {
     const v = validateEntries([{ ts: NOW, values: { power: 900, humidity: 40 } }], defs);
     expect(v.readings.map((r) => r.metric)).toEqual(['power', 'humidity']);

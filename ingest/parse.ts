@@ -140,23 +140,35 @@ export interface Reading {
   counter: boolean;
 }
 
-export interface Validated {
-  readings: Reading[];
+/** Makes the stored form of one reading (the pipeline builds its database rows directly). */
+export type ReadingBuilder<T> = (metric: string, ts: number, value: number | null, text: string | null, counter: boolean) => T;
+
+const toReading: ReadingBuilder<Reading> = (metric, ts, value, text, counter) => ({ metric, ts, value, text, counter });
+
+export interface Validated<T = Reading> {
+  readings: T[];
   /** metric names whose value had the wrong type (not stored) */
   wrongType: string[];
   unknownMetrics: number;
   outOfRange: number;
 }
 
-/** Longest stored string value; longer strings are a wrong type. */
+/** Longest stored string value; longer strings (and strings holding NUL, which PostgreSQL text cannot store) are a wrong type. */
 export const MAX_TEXT = 1024;
 const METRIC_NAME = /^[A-Za-z0-9_.:-]{1,64}$/;
 
 /** Validates entries against the profile's metric definitions (empty map: types inferred). */
-export function validateEntries(entries: Entry[], defs: Map<string, MetricDefinition>): Validated {
-  const out: Validated = { readings: [], wrongType: [], unknownMetrics: 0, outOfRange: 0 };
+export function validateEntries<T = Reading>(
+  entries: Entry[],
+  defs: Map<string, MetricDefinition>,
+  build: ReadingBuilder<T> = toReading as unknown as ReadingBuilder<T>,
+): Validated<T> {
+  const out: Validated<T> = { readings: [], wrongType: [], unknownMetrics: 0, outOfRange: 0 };
   for (const e of entries) {
-    for (const [metric, v] of Object.entries(e.values)) {
+    const values = e.values;
+    // for…in rather than Object.entries: no pair array per value (JSON objects have no inherited keys).
+    for (const metric in values) {
+      const v = values[metric];
       const def = defs.get(metric);
       if (!METRIC_NAME.test(metric)) {
         out.wrongType.push(metric.slice(0, 64));
@@ -166,11 +178,11 @@ export function validateEntries(entries: Entry[], defs: Map<string, MetricDefini
       const type = def?.type ?? (typeof v === 'number' ? 'number' : typeof v === 'boolean' ? 'boolean' : 'string');
       if (type === 'number' && typeof v === 'number' && Number.isFinite(v)) {
         if ((def?.min !== undefined && v < def.min) || (def?.max !== undefined && v > def.max)) out.outOfRange++;
-        out.readings.push({ metric, ts: e.ts, value: v, text: null, counter: def?.counter === true });
+        out.readings.push(build(metric, e.ts, v, null, def?.counter === true));
       } else if (type === 'boolean' && typeof v === 'boolean') {
-        out.readings.push({ metric, ts: e.ts, value: v ? 1 : 0, text: v ? 'true' : 'false', counter: false });
-      } else if (type === 'string' && typeof v === 'string' && v.length <= MAX_TEXT) {
-        out.readings.push({ metric, ts: e.ts, value: null, text: v, counter: false });
+        out.readings.push(build(metric, e.ts, v ? 1 : 0, v ? 'true' : 'false', false));
+      } else if (type === 'string' && typeof v === 'string' && v.length <= MAX_TEXT && !v.includes('\0')) {
+        out.readings.push(build(metric, e.ts, null, v, false));
       } else {
         out.wrongType.push(metric);
       }

@@ -146,7 +146,9 @@ export class Pipeline {
         const doc = decodeJson(msg.payload, this.o.maxPayloadBytes);
         if (topic.kind === 'device') {
           p.entries = telemetryEntries(doc, msg.received);
-          p.size = p.entries.reduce((n, e) => n + Object.keys(e.values).length, 0) || 1;
+          let n = 0;
+          for (const e of p.entries) for (const _ in e.values) n++;
+          p.size = n || 1;
         } else p.doc = doc;
       }
     } catch (e) {
@@ -240,21 +242,22 @@ export class Pipeline {
         await this.realtime.status(statuses, now);
       });
       if (!rt.ok) return;
-      this.logger.debug(
-        {
-          messages: batch.length,
-          rows: rowCount,
-          prepareMs: Math.round(t1 - t0),
-          writeMs: Math.round(t2 - t1),
-          path: w.value.path,
-          copyMs: w.value.copyMs,
-          rollupMs: w.value.rollupMs,
-          redisMs: Math.round(performance.now() - t3),
-          pending: this.pending,
-          ...memory(),
-        },
-        'ingest: batch committed',
-      );
+      if (this.logger.isLevelEnabled('debug'))
+        this.logger.debug(
+          {
+            messages: batch.length,
+            rows: rowCount,
+            prepareMs: Math.round(t1 - t0),
+            writeMs: Math.round(t2 - t1),
+            path: w.value.path,
+            copyMs: w.value.copyMs,
+            rollupMs: w.value.rollupMs,
+            redisMs: Math.round(performance.now() - t3),
+            pending: this.pending,
+            ...memory(),
+          },
+          'ingest: batch committed',
+        );
       this.compactor?.poke();
       this.o.onCommit?.(
         batch.map((p) => p.msg),
@@ -297,7 +300,22 @@ export class Pipeline {
       });
     };
     const addEntries = (p: Parsed, dev: DeviceInfo, entries: Entry[]) => {
-      const v = validateEntries(entries, dev.metrics);
+      const orgId = dev.orgId;
+      const deviceId = dev.id;
+      // One object per reading: the database row is also the event's and the rule job's reading.
+      const v = validateEntries(
+        entries,
+        dev.metrics,
+        (metric, ts, value, text, counter): Row => ({
+          ts,
+          orgId,
+          deviceId,
+          metric,
+          value,
+          text,
+          counter,
+        }),
+      );
       if (v.unknownMetrics) unknownMetricsTotal.inc(v.unknownMetrics);
       if (v.outOfRange) outOfRangeTotal.inc(v.outOfRange);
       if (v.wrongType.length) deadLetter(p, 'wrong_type', `wrong type for ${v.wrongType.join(', ')}`, dev);
@@ -308,7 +326,7 @@ export class Pipeline {
         perDevice.set(dev.id, d);
       }
       for (const r of v.readings) {
-        rows.push({ ts: r.ts, orgId: dev.orgId, deviceId: dev.id, metric: r.metric, value: r.value, text: r.text, counter: r.counter });
+        rows.push(r);
         d.readings.push(r);
       }
     };

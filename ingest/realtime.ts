@@ -82,17 +82,32 @@ const filterOf = (d: { deviceId: string; siteId: string | null; sitePath: string
  * its value with the device as an entity reference, `filter` what subscribers' arguments match.
  */
 export function telemetryEvent(d: DeviceReadings, now: number): string {
-  return JSON.stringify({
-    field: 'telemetryUpdated',
-    orgId: d.orgId,
-    filter: filterOf(d),
-    data: {
-      device: { id: d.deviceId },
-      readings: d.readings.map((r) => ({ metric: r.metric, ts: new Date(r.ts).toISOString(), value: r.value, text: r.text })),
-    },
-    coalesce: d.deviceId,
-    at: now,
-  });
+  // Built as text (one event per device per batch, dozens of readings each): no object per reading,
+  // and the readings of one message share their timestamp, formatted once. Metric names are
+  // [A-Za-z0-9_.:-] and values finite numbers (parse.ts), so only `text` needs escaping.
+  let lastTs = Number.NaN;
+  let lastIso = '';
+  let readings = '';
+  for (const r of d.readings) {
+    if (r.ts !== lastTs) {
+      lastTs = r.ts;
+      lastIso = new Date(r.ts).toISOString();
+    }
+    readings += `${readings ? ',' : ''}{"metric":${JSON.stringify(r.metric)},"ts":"${lastIso}","value":${r.value === null ? 'null' : JSON.stringify(r.value)},"text":${r.text === null ? 'null' : JSON.stringify(r.text)}}`;
+  }
+  return `{"field":"telemetryUpdated","orgId":${JSON.stringify(d.orgId)},"filter":${JSON.stringify(filterOf(d))},"data":{"device":{"id":${JSON.stringify(d.deviceId)}},"readings":[${readings}]},"coalesce":${JSON.stringify(d.deviceId)},"at":${JSON.stringify(now)}}`;
+}
+
+type Latest = { metric: string; ts: number; value: number | null; text: string | null };
+
+/** The newest reading per metric of one device (the later one wins a tie, as readings arrive in order). */
+function newestByMetric(readings: DeviceReadings['readings']): Map<string, Latest> {
+  const newest = new Map<string, Latest>();
+  for (const r of readings) {
+    const cur = newest.get(r.metric);
+    if (!cur || cur.ts <= r.ts) newest.set(r.metric, r);
+  }
+  return newest;
 }
 
 export function statusEvent(
@@ -139,19 +154,19 @@ export class Realtime {
   async telemetry(batch: DeviceReadings[], now: number): Promise<void> {
     if (!batch.length) return;
     const p = this.redis.pipeline() as unknown as Scripted & { exec(): Promise<[Error | null, unknown][] | null> };
-    let lastSeenOf: number[] = [];
-    lastSeenOf = batch.map((d) => d.readings.reduce((m, r) => Math.max(m, r.ts), 0));
-    batch.forEach((d, i) => {
-      const argv: (string | number)[] = [now, Math.min(lastSeenOf[i] as number, now)];
-      const newest = new Map<string, { ts: number; value: number | null; text: string | null }>();
-      for (const r of d.readings) {
-        const cur = newest.get(r.metric);
-        if (!cur || cur.ts <= r.ts) newest.set(r.metric, r);
-      }
+    const lastSeenOf: number[] = [];
+    const newestOf: Map<string, Latest>[] = [];
+    for (const d of batch) {
+      let lastSeen = 0;
+      for (const r of d.readings) if (r.ts > lastSeen) lastSeen = r.ts;
+      lastSeenOf.push(lastSeen);
+      const newest = newestByMetric(d.readings);
+      newestOf.push(newest);
+      const argv: (string | number)[] = [now, Math.min(lastSeen, now)];
       for (const [m, r] of newest) argv.push(m, r.ts, JSON.stringify({ ts: r.ts, v: r.value, t: r.text }));
       p.rulrTouch(`${this.prefix}latest:${d.deviceId}`, `${this.prefix}status:${d.deviceId}`, ...argv);
       p.publish(`${this.prefix}events:${d.orgId}`, telemetryEvent(d, now));
-    });
+    }
     const res = (await p.exec()) ?? [];
     const q = this.redis.pipeline();
     batch.forEach((d, i) => {
@@ -162,23 +177,20 @@ export class Realtime {
       }
     });
     if (q.length) await q.exec();
-    await this.jobs(batch);
+    await this.jobs(batch, newestOf);
   }
 
   /** One job per organization: the newest reading per device and metric, capped at `maxJobReadings`. */
-  private async jobs(batch: DeviceReadings[]): Promise<void> {
+  private async jobs(batch: DeviceReadings[], newestOf: Map<string, Latest>[]): Promise<void> {
     const byOrg = new Map<string, { deviceId: string; metric: string; ts: number; value: number | null }[]>();
-    for (const d of batch) {
+    for (let i = 0; i < batch.length; i++) {
+      const d = batch[i] as DeviceReadings;
       let list = byOrg.get(d.orgId);
       if (!list) {
         list = [];
         byOrg.set(d.orgId, list);
       }
-      const newest = new Map<string, { metric: string; ts: number; value: number | null; text: string | null }>();
-      for (const r of d.readings) {
-        const cur = newest.get(r.metric);
-        if (!cur || cur.ts <= r.ts) newest.set(r.metric, r);
-      }
+      const newest = newestOf[i] ?? newestByMetric(d.readings);
       for (const r of newest.values()) {
         if (list.length < this.maxJobReadings) list.push({ deviceId: d.deviceId, metric: r.metric, ts: r.ts, value: r.value });
       }

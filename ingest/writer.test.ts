@@ -1,5 +1,6 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { energyPartialsSql } from '../schema/energy.js';
 import { createTestDatabase, type TestDatabase } from '../test/support/db.js';
 import { compactRollups } from '../workers/compactor.js';
 import { type Fleet, seedFleet } from './testing/fixtures.js';
@@ -62,6 +63,16 @@ async function rollupsMatchRaw(): Promise<void> {
     }
   }
   expect(await deltaCount()).toBe(0);
+  // the energy partials, folded, equal the partials of the stored counter readings
+  expect(Number((await sql.query('select count(*) n from energy_hourly_deltas')).rows[0].n)).toBe(0);
+  const cols = 'bucket, device_id, first_time, first_kwh, last_time, last_kwh, kwh::numeric(20,9) kwh, count::int count';
+  expect((await sql.query(`select ${cols} from energy_hourly order by 1, 2`)).rows).toEqual(
+    (await sql.query(`select ${cols} from (${energyPartialsSql('energy_readings')}) p order by 1, 2`)).rows,
+  );
+}
+
+async function energyDeltaCount(): Promise<number> {
+  return Number((await sql.query('select count(*) n from energy_hourly_deltas')).rows[0].n);
 }
 
 describe('BatchWriter', () => {
@@ -70,6 +81,15 @@ describe('BatchWriter', () => {
     expect(r).toMatchObject({ inserted: 270, path: 'fast' });
     // 90 minutes of 3 devices, numeric metrics power and energy: one delta per device, metric and hour
     expect(await deltaCount()).toBe(12);
+    // and one energy partial per device and hour, from its counter readings
+    expect(await energyDeltaCount()).toBe(6);
+    const p = await sql.query(
+      `select first_kwh, last_kwh, kwh, count::int from energy_hourly_deltas where device_id = $1 order by bucket`,
+      [fleet.deviceIds[0]],
+    );
+    const firstHour = Array.from({ length: 90 }, (_, i) => i).filter((i) => i % 3 === 0 && base + i * 60_000 < base + 3_600_000);
+    expect(p.rows[0]).toMatchObject({ first_kwh: 0, last_kwh: (firstHour.at(-1) as number) / 10, count: firstHour.length });
+    expect(p.rows[0].kwh).toBeCloseTo((firstHour.at(-1) as number) / 10, 9);
     const text = await sql.query(`select distinct text from device_metrics where metric = 'mode' order by 1`);
     expect(text.rows.map((x) => x.text)).toEqual(['dim\tx', 'full\\y']);
     expect(Number((await sql.query('select count(*) n from energy_readings')).rows[0].n)).toBe(90);
@@ -81,6 +101,8 @@ describe('BatchWriter', () => {
       { orgId: null, deviceId: null, topic: 'devices/x/telemetry', reason: 'not_json', detail: 'bad\u0000', payload: '{' },
     ]);
     expect(r).toMatchObject({ inserted: 90, path: 'staged' });
+    // readings 60..89 were stored already: partials only for 90..119 (3 devices, one hour, after the stored readings)
+    expect(await energyDeltaCount()).toBe(3);
     expect(Number((await sql.query('select count(*) n from device_metrics')).rows[0].n)).toBe(360);
     expect(Number((await sql.query('select count(*) n from energy_readings')).rows[0].n)).toBe(120);
     expect((await sql.query('select reason, detail from dead_letters')).rows).toEqual([{ reason: 'not_json', detail: 'bad' }]);
@@ -91,6 +113,7 @@ describe('BatchWriter', () => {
     const before = (await sql.query('select * from metrics_hourly order by device_id, metric, bucket')).rows;
     expect(await writer.write(rows(0, 120), [])).toMatchObject({ inserted: 0, path: 'staged' });
     expect(await deltaCount()).toBe(0);
+    expect(await energyDeltaCount()).toBe(0);
     expect((await sql.query('select * from metrics_hourly order by device_id, metric, bucket')).rows).toEqual(before);
   });
 });

@@ -1,5 +1,8 @@
 import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
+import { energyPartialsSql } from '../schema/energy.js';
+import { metricRollupTables, storageInfoOf } from '../schema/timescale/mode.js';
+import { BinaryCopyWriter } from './copy-binary.js';
 
 /** One reading ready for storage (resolved device, validated value). */
 export interface Row {
@@ -40,8 +43,9 @@ const STAGE = `create temp table if not exists rulr_ingest_stage (
  * Raw rows are COPYed into a per-connection temp table, then moved with one statement: the insert
  * into `device_metrics` skips rows already stored (a redelivered message), and only the rows it
  * actually inserted (its RETURNING) become rollup deltas (one per device, metric and UTC hour), so
- * duplicates are never counted twice. Counter metrics also go to `energy_readings`. All in one
- * transaction.
+ * duplicates are never counted twice. Counter metrics also go to `energy_readings`, and the counter
+ * readings it actually inserted become energy partials (`energy_hourly_deltas`). All in one
+ * transaction. `$1`: write the metric deltas (`BatchWriterOptions.metricRollups`).
  */
 const MOVE = `
   with ins as (
@@ -54,7 +58,7 @@ const MOVE = `
     insert into metrics_rollup_deltas (bucket, org_id, device_id, metric, min, max, sum, count, last, last_time)
     select date_trunc('hour', time, 'UTC'), org_id, device_id, metric, min(value), max(value), sum(value), count(*),
            (array_agg(value order by time desc))[1], max(time)
-      from ins where text is null and value is not null
+      from ins where $1::boolean and text is null and value is not null
      group by 1, 2, 3, 4
     returning 1
   ),
@@ -62,10 +66,15 @@ const MOVE = `
     insert into energy_readings (time, org_id, device_id, counter_kwh)
     select to_timestamp(ts / 1000.0), org_id, device_id, value from rulr_ingest_stage where counter and value is not null
     on conflict do nothing
+    returning time, org_id, device_id, counter_kwh
+  ),
+  energy_deltas as (
+    insert into energy_hourly_deltas (bucket, org_id, device_id, first_time, first_kwh, last_time, last_kwh, kwh, count)
+    ${energyPartialsSql('energy')}
     returning 1
   )
   select (select count(*) from ins)::int as inserted, (select count(*) from deltas)::int as deltas,
-         (select count(*) from energy)::int as e`;
+         (select count(*) from energy)::int as e, (select count(*) from energy_deltas)::int as ed`;
 
 const DEAD = `insert into dead_letters (org_id, device_id, topic, reason, detail, payload)
   select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[])`;
@@ -85,21 +94,45 @@ export function copyText(rows: Row[]): string {
 
 const iso = (ms: number) => new Date(ms).toISOString();
 
-function directText(rows: Row[]): string {
-  let s = '';
-  for (const r of rows) {
-    s += `${iso(r.ts)}\t${r.orgId}\t${r.deviceId}\t${esc(r.metric)}\t${r.value === null ? '\\N' : r.value}\t${r.text === null ? '\\N' : esc(r.text)}\n`;
-  }
-  return s;
+/** Binary COPY data for `device_metrics (time, org_id, device_id, metric, value, text)`. */
+export function directBinary(rows: Row[]): Buffer {
+  const w = new BinaryCopyWriter(rows.length * 96 + 64);
+  for (const r of rows) w.row(6).timestamptz(r.ts).uuid(r.orgId).uuid(r.deviceId).text(r.metric).float8(r.value).text(r.text);
+  return w.finish();
 }
 
-function energyText(rows: Row[]): string {
-  let s = '';
-  for (const r of rows) s += `${iso(r.ts)}\t${r.orgId}\t${r.deviceId}\t${r.value}\n`;
-  return s;
+/** Binary COPY data for `energy_readings (time, org_id, device_id, counter_kwh)` (rows with a value). */
+function energyBinary(rows: Row[]): Buffer {
+  const w = new BinaryCopyWriter(rows.length * 64 + 64);
+  for (const r of rows) w.row(4).timestamptz(r.ts).uuid(r.orgId).uuid(r.deviceId).float8(r.value);
+  return w.finish();
 }
 
 const stripNul = (s: string) => s.replace(/\0/g, '');
+
+const ENERGY_DELTAS_COPY =
+  'copy energy_hourly_deltas (bucket, org_id, device_id, first_time, first_kwh, last_time, last_kwh, kwh, count) from stdin';
+
+/**
+ * COPY lines of energy partials: readings sorted by time, `kwh` the reset-aware increase between
+ * consecutive readings of the hour (a drop means the counter restarted at zero).
+ */
+function energyDeltasText(groups: Iterable<EnergyDelta>): string {
+  let text = '';
+  for (const g of groups) {
+    const rs = g.readings.length > 1 ? g.readings.sort((a, b) => a.ts - b.ts) : g.readings;
+    const first = rs[0] as { ts: number; kwh: number };
+    let last = first;
+    let kwh = 0;
+    for (let i = 1; i < rs.length; i++) {
+      const cur = rs[i] as { ts: number; kwh: number };
+      kwh += cur.kwh >= last.kwh ? cur.kwh - last.kwh : cur.kwh;
+      last = cur;
+    }
+    text += `${iso(g.bucket)}\t${g.org}\t${g.dev}\t${iso(first.ts)}\t${first.kwh}\t${iso(last.ts)}\t${last.kwh}\t${kwh}\t${rs.length}\n`;
+  }
+  return text;
+}
 
 const HOUR = 3_600_000;
 
@@ -116,6 +149,24 @@ interface Delta {
   lastTs: number;
 }
 
+/** Counter readings of one device in one UTC hour of a batch, folded into an `energy_hourly_deltas` row. */
+interface EnergyDelta {
+  bucket: number;
+  org: string;
+  dev: string;
+  readings: { ts: number; kwh: number }[];
+}
+
+export interface BatchWriterOptions {
+  /**
+   * Append metric rollup deltas (`metrics_rollup_deltas`) with each batch. False where
+   * `metrics_hourly`/`metrics_daily` are views over TimescaleDB continuous aggregates (deltas nobody
+   * folds would pile up); energy partials (`energy_hourly_deltas`) are written in every mode.
+   * @default read once per connection from `rulr_storage_mode` (`storageInfo`): true on plain PostgreSQL
+   */
+  metricRollups?: boolean;
+}
+
 /**
  * A dedicated connection (its temp staging table lives as long as it does). A failed batch throws;
  * the caller retries with the same rows after `reset()`, which drops a broken connection.
@@ -123,9 +174,13 @@ interface Delta {
 export class BatchWriter {
   private client?: pg.Client;
 
+  /** the `metricRollups` option, or what the current connection's database says */
+  private metrics = true;
+
   constructor(
     /** database the batches go to (the rollup compactor of the same process uses it too) */
     readonly url: string,
+    private readonly o: BatchWriterOptions = {},
   ) {}
 
   private async conn(): Promise<pg.Client> {
@@ -138,6 +193,7 @@ export class BatchWriter {
     try {
       await c.query("set time zone 'UTC'; set synchronous_commit = on");
       await c.query(STAGE);
+      this.metrics = this.o.metricRollups ?? metricRollupTables(await storageInfoOf(c));
     } catch (e) {
       await c.end().catch(() => undefined);
       throw e;
@@ -146,12 +202,12 @@ export class BatchWriter {
     return c;
   }
 
-  private copy(c: pg.Client, statement: string, text: string): Promise<void> {
+  private copy(c: pg.Client, statement: string, data: string | Buffer): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       const stream = c.query(copyFrom(statement));
       stream.on('finish', resolve);
       stream.on('error', reject);
-      stream.end(text);
+      stream.end(data);
     });
   }
 
@@ -173,10 +229,18 @@ export class BatchWriter {
       if (rows.length) {
         await c.query('savepoint fast');
         try {
-          await this.copy(c, 'copy device_metrics (time, org_id, device_id, metric, value, text) from stdin', directText(rows));
+          await this.copy(
+            c,
+            'copy device_metrics (time, org_id, device_id, metric, value, text) from stdin with (format binary)',
+            directBinary(rows),
+          );
           const counters = rows.filter((r) => r.counter && r.value !== null);
           if (counters.length)
-            await this.copy(c, 'copy energy_readings (time, org_id, device_id, counter_kwh) from stdin', energyText(counters));
+            await this.copy(
+              c,
+              'copy energy_readings (time, org_id, device_id, counter_kwh) from stdin with (format binary)',
+              energyBinary(counters),
+            );
           await c.query('release savepoint fast');
           copyMs = performance.now() - t;
           t = performance.now();
@@ -189,7 +253,7 @@ export class BatchWriter {
           if ((e as { code?: string }).code !== '23505') throw e;
           await c.query('rollback to savepoint fast');
           await this.copy(c, 'copy rulr_ingest_stage from stdin', copyText(rows));
-          const r = await c.query<{ inserted: number }>(MOVE);
+          const r = await c.query<{ inserted: number }>(MOVE, [this.metrics]);
           inserted = r.rows[0]?.inserted ?? 0;
           copyMs = performance.now() - t;
           path = 'staged';
@@ -220,14 +284,25 @@ export class BatchWriter {
 
   /**
    * One partial aggregate per (device, metric, UTC hour) of the batch's numeric rows, COPYed into
-   * the append-only `metrics_rollup_deltas` (the compactor folds them into the rollups later).
-   * Returns how many deltas were written.
+   * the append-only `metrics_rollup_deltas`, and one energy partial per (device, UTC hour) of its
+   * counter rows into `energy_hourly_deltas` (the same as `energyPartialsSql`; the compactor folds
+   * both into the rollups later). Returns how many metric deltas were written (none without
+   * `metricRollups`).
    */
   private async deltas(c: pg.Client, rows: Row[]): Promise<number> {
     const groups = new Map<string, Delta>();
+    const energy = new Map<string, EnergyDelta>();
     for (const r of rows) {
-      if (r.text !== null || r.value === null) continue;
+      if (r.value === null) continue;
       const bucket = r.ts - (((r.ts % HOUR) + HOUR) % HOUR);
+      if (r.counter) {
+        // exactly the rows COPYed into energy_readings
+        const ek = `${r.deviceId}\u0000${bucket}`;
+        const e = energy.get(ek);
+        if (e) e.readings.push({ ts: r.ts, kwh: r.value });
+        else energy.set(ek, { bucket, org: r.orgId, dev: r.deviceId, readings: [{ ts: r.ts, kwh: r.value }] });
+      }
+      if (r.text !== null || !this.metrics) continue;
       const k = `${r.deviceId}\u0000${r.metric}\u0000${bucket}`;
       const g = groups.get(k);
       if (!g)
@@ -254,6 +329,7 @@ export class BatchWriter {
         }
       }
     }
+    if (energy.size) await this.copy(c, ENERGY_DELTAS_COPY, energyDeltasText(energy.values()));
     if (!groups.size) return 0;
     let text = '';
     for (const g of groups.values())

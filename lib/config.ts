@@ -103,7 +103,7 @@ export const configSpec = {
     shown: '2',
   },
   INGEST_MAX_PENDING: {
-    schema: posInt(10000),
+    schema: posInt(20000),
     description: 'Unacknowledged messages held in memory (also the MQTT receive maximum, capped at 65535); past it ingest stops reading.',
     shown: '20000',
   },

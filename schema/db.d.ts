@@ -107,6 +107,30 @@ export interface Devices {
   updated_at: Generated<Timestamp>;
 }
 
+export interface EnergyHourly {
+  bucket: Timestamp;
+  count: Int8;
+  device_id: string;
+  first_kwh: number;
+  first_time: Timestamp;
+  kwh: number;
+  last_kwh: number;
+  last_time: Timestamp;
+  org_id: string;
+}
+
+export interface EnergyHourlyDeltas {
+  bucket: Timestamp;
+  count: Int8;
+  device_id: string;
+  first_kwh: number;
+  first_time: Timestamp;
+  kwh: number;
+  last_kwh: number;
+  last_time: Timestamp;
+  org_id: string;
+}
+
 export interface EnergyReadings {
   counter_kwh: number;
   device_id: string;
@@ -258,6 +282,8 @@ export interface DB {
   device_metrics: DeviceMetrics;
   device_profiles: DeviceProfiles;
   devices: Devices;
+  energy_hourly: EnergyHourly;
+  energy_hourly_deltas: EnergyHourlyDeltas;
   energy_readings: EnergyReadings;
   geography_columns: GeographyColumns;
   geometry_columns: GeometryColumns;

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { type Kysely, sql } from 'kysely';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BatchWriter, type Row } from '../ingest/writer.js';
 import { createDb, type Db } from '../lib/db.js';
 import { ConflictError } from '../lib/errors.js';
 import type { Redis } from '../lib/redis.js';
@@ -11,6 +12,8 @@ import { storageInfo, storageMode } from '../schema/timescale/mode.js';
 import { DAYS, DEVICES, FROM, loadSample, ORG } from '../schema/timescale/sample.js';
 import { MetricsRepository } from '../subgraphs/metrics/repository.js';
 import { AGGREGATES, planSeries } from '../subgraphs/metrics/series.js';
+import { RollupCompactor } from '../workers/compactor.js';
+import { applyRetention, recomputeRollups } from '../workers/maintenance.js';
 import { createTestDatabase, type TestDatabase } from './support/db.js';
 
 describe('storage mode on plain PostgreSQL', () => {
@@ -59,6 +62,7 @@ if (!TIMESCALE_URL) console.info('timescale-mode: TEST_TIMESCALE_URL is not set,
 describe.skipIf(!TIMESCALE_URL)('storage mode on TimescaleDB (TEST_TIMESCALE_URL)', () => {
   const name = `rulr_tstest_${randomBytes(4).toString('hex')}`;
   let db: Db;
+  let dbUrl: string;
   let applied: string[];
   const admin = async (q: string) => {
     const c = new pg.Client({ connectionString: TIMESCALE_URL });
@@ -74,7 +78,8 @@ describe.skipIf(!TIMESCALE_URL)('storage mode on TimescaleDB (TEST_TIMESCALE_URL
     await admin(`create database ${name}`);
     const url = new URL(TIMESCALE_URL as string);
     url.pathname = `/${name}`;
-    db = createDb({ url: url.toString(), poolSize: 3 });
+    dbUrl = url.toString();
+    db = createDb({ url: dbUrl, poolSize: 3 });
     await migrateToLatest(db as unknown as Kysely<unknown>);
     applied = await applyTimescale(db);
   }, 120_000);
@@ -86,7 +91,7 @@ describe.skipIf(!TIMESCALE_URL)('storage mode on TimescaleDB (TEST_TIMESCALE_URL
   it('converts the telemetry tables to hypertables with the documented chunk intervals', async () => {
     const { rows } = await sql<{ table: string; interval: string }>`
       select hypertable_name as table, time_interval::text as interval from timescaledb_information.dimensions
-      order by 1`.execute(db);
+      where hypertable_schema = 'public' order by 1`.execute(db);
     expect(rows).toEqual([
       { table: 'audit_logs', interval: '30 days' },
       { table: 'device_metrics', interval: '1 day' },
@@ -135,5 +140,111 @@ describe.skipIf(!TIMESCALE_URL)('storage mode on TimescaleDB (TEST_TIMESCALE_URL
     const total = (rows: { kwh: number }[]) => rows.reduce((s, r) => s + Number(r.kwh), 0);
     expect(days).toHaveLength(DAYS);
     expect(total(days)).toBeCloseTo(total(hours), 9);
+  });
+
+  it('keeps ingest, the compactor and maintenance working: energy rollup folded and repaired, metric rollups left to TimescaleDB', async () => {
+    const info = await storageInfo(db);
+    const dev = '00000000-0000-4000-8000-0000000000e1';
+    const h = Date.UTC(2026, 9, 20, 10);
+    const MIN = 60_000;
+    const rows = (from: number, n: number): Row[] =>
+      Array.from({ length: n }, (_, i) => [
+        { ts: from + i * MIN, orgId: ORG, deviceId: dev, metric: 'power', value: i, text: null, counter: false },
+        { ts: from + i * MIN, orgId: ORG, deviceId: dev, metric: 'energy', value: 5 + i * 0.25, text: null, counter: true },
+      ]).flat();
+    const count = async (table: string) =>
+      (await sql<{ n: number }>`select count(*)::int as n from ${sql.table(table)} where device_id = ${dev}`.execute(db)).rows[0]?.n;
+    const w = new BatchWriter(dbUrl);
+    try {
+      expect(await w.write(rows(h, 90), [])).toMatchObject({ path: 'fast', inserted: 180 });
+      // minutes 80–109: the first ten again (redelivered), so the duplicate-skipping path
+      expect(await w.write(rows(h, 110).slice(160), [])).toMatchObject({ path: 'staged', inserted: 40 });
+    } finally {
+      await w.close();
+    }
+    // with continuous aggregates no metric deltas (nothing would fold them); energy partials always
+    expect(await count('metrics_rollup_deltas')).toBe(info.continuousAggregates ? 0 : 6);
+    expect(await count('energy_hourly_deltas')).toBe(3);
+    const compactor = new RollupCompactor({ url: dbUrl });
+    try {
+      await compactor.runOnce();
+    } finally {
+      await compactor.close();
+    }
+    expect(await count('energy_hourly_deltas')).toBe(0);
+    expect(await count('metrics_rollup_deltas')).toBe(0);
+    const repo = new MetricsRepository(db, undefined as unknown as Redis, 'rulr:');
+    const day = [Date.UTC(2026, 9, 20), Date.UTC(2026, 9, 21)] as const;
+    const energyBoth = async () => [
+      await repo.energy(ORG, dev, ...day, 3_600_000),
+      await repo.energyFromReadings(ORG, dev, ...day, 3_600_000),
+    ];
+    const [fromRollup, fromRaw] = await energyBoth();
+    expect(fromRollup).toEqual(fromRaw);
+    expect(fromRollup?.reduce((a, r) => a + r.kwh, 0)).toBe(109 * 0.25);
+
+    // a wrong energy hour, repaired with the aggregates of the day
+    await sql`update energy_hourly set kwh = 999 where device_id = ${dev}`.execute(db);
+    const r = await recomputeRollups(db, { from: new Date(day[0]), to: new Date(day[1]) });
+    expect(r.energyHourly).toBe(2);
+    const [repaired, raw] = await energyBoth();
+    expect(repaired).toEqual(raw);
+    const plan = planSeries(new Date(day[0]), new Date(day[1]), '1h');
+    for (const agg of AGGREGATES) {
+      const a = await repo.series(ORG, dev, 'power', plan, agg);
+      const b = await repo.seriesFromRaw(ORG, dev, 'power', plan, agg);
+      expect(a.map((p) => [p.ts, Number(p.value)])).toEqual(b.map((p) => [p.ts, Number(p.value)]));
+    }
+
+    // retention: TimescaleDB's policies (or drop_chunks) for raw data, energy_hourly trimmed here
+    await sql`insert into energy_hourly (bucket, org_id, device_id, first_time, first_kwh, last_time, last_kwh, kwh, count)
+      values ('2015-01-01', ${ORG}, ${dev}, '2015-01-01', 1, '2015-01-01', 1, 0, 1)`.execute(db);
+    const kept = await applyRetention(db, { rawDays: 365, rollupDays: 1825, deadLetterDays: 30 }, day[1]);
+    expect(kept.deletedRows.energy_hourly).toBe(1);
+    expect(await count('energy_hourly')).toBe(2);
+    expect(await count('device_metrics')).toBe(220);
+  });
+
+  it('on an Apache-only build keeps metric deltas and rollup tables, and drops whole chunks past retention', async (ctx) => {
+    // -DAPACHE_ONLY=ON, or timescaledb.license = 'apache' in postgresql.conf (it cannot be set per database)
+    if ((await storageInfo(db)).policies) ctx.skip();
+    const dev = '00000000-0000-4000-8000-0000000000e2';
+    const row = (ts: number, metric: string, value: number, counter = false): Row => ({
+      ts,
+      orgId: ORG,
+      deviceId: dev,
+      metric,
+      value,
+      text: null,
+      counter,
+    });
+    const now = Date.UTC(2026, 10, 27, 12);
+    const old = Date.UTC(2020, 0, 1, 10);
+    const w = new BatchWriter(dbUrl);
+    try {
+      await w.write([row(old, 'power', 1), row(old, 'energy', 1, true), row(now, 'power', 2), row(now, 'energy', 2, true)], []);
+    } finally {
+      await w.close();
+    }
+    const count = async (table: string) =>
+      (await sql<{ n: number }>`select count(*)::int as n from ${sql.table(table)} where device_id = ${dev}`.execute(db)).rows[0]?.n;
+    expect(await count('metrics_rollup_deltas')).toBe(4);
+    const compactor = new RollupCompactor({ url: dbUrl });
+    try {
+      await compactor.runOnce();
+    } finally {
+      await compactor.close();
+    }
+    expect(await count('metrics_hourly')).toBe(4);
+    expect(await count('energy_hourly')).toBe(2);
+
+    const r = await applyRetention(db, { rawDays: 365, rollupDays: 1825, deadLetterDays: 30 }, now);
+    expect(r.droppedPartitions).toHaveLength(2);
+    expect(r.droppedPartitions.every((c) => c.startsWith('_timescaledb_internal.'))).toBe(true);
+    expect(await count('device_metrics')).toBe(2);
+    expect(await count('energy_readings')).toBe(1);
+    expect(r.deletedRows).toMatchObject({ metrics_hourly: 2, metrics_daily: 2, energy_hourly: 1 });
+
+    expect(await recomputeRollups(db, { from: new Date(now), to: new Date(now) })).toEqual({ hourly: 2, daily: 2, energyHourly: 1 });
   });
 });

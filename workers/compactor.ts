@@ -1,6 +1,8 @@
 import pg from 'pg';
 import type { Logger } from '../lib/logger.js';
 import { counter, histogram } from '../lib/metrics.js';
+import { energyPartialsSql } from '../schema/energy.js';
+import { metricRollupTables, storageInfoOf } from '../schema/timescale/mode.js';
 
 /**
  * Folds `metrics_rollup_deltas` (appended by ingest in each batch's transaction) into `metrics_hourly`
@@ -9,6 +11,10 @@ import { counter, histogram } from '../lib/metrics.js';
  * in the deltas table or in the rollups, never both and never neither (readers use the `_live` views).
  * A transaction-scoped advisory lock lets one compaction run at a time across every process (ingest
  * replicas and workers): the others skip their turn.
+ *
+ * The same transaction folds `energy_hourly_deltas` into `energy_hourly` (see {@link COMPACT_ENERGY}).
+ * In TimescaleDB mode with continuous aggregates (`metrics_hourly`/`metrics_daily` are views, ingest
+ * writes no metric deltas) only the energy fold runs: `energy_hourly` is a plain table in both modes.
  */
 
 /** `pg_try_advisory_xact_lock` key of the compaction (any constant unique in the database). */
@@ -22,6 +28,7 @@ export const COMPACTION_MAX_DELTAS = 200_000;
 
 const compactions = counter('rulr_rollup_compactions_total', 'Rollup compaction runs by outcome', ['outcome']);
 const compactedDeltas = counter('rulr_rollup_deltas_compacted_total', 'Rollup deltas folded into metrics_hourly/metrics_daily');
+const compactedEnergyDeltas = counter('rulr_energy_deltas_compacted_total', 'Energy partials folded into energy_hourly');
 const compactionSeconds = histogram('rulr_rollup_compaction_seconds', 'Duration of a rollup compaction transaction');
 
 const merge = `
@@ -57,20 +64,87 @@ const COMPACT = `
   )
   select (select count(*) from d)::int as deltas, (select count(*) from hu)::int as hourly, (select count(*) from du)::int as daily`;
 
+/**
+ * Folds energy partials per (device, hour): the deltas of whole device-hours (all of a device-hour's
+ * deltas visible to the statement, so they and the readings it sees are the same set) together with
+ * the stored `energy_hourly` row. Partials that do not overlap in time chain exactly, in time order:
+ * kwh = kwh_a + kwh_b + increase(last_kwh_a, first_kwh_b). Partials that overlap (batches of one
+ * device-hour arriving interleaved) cannot be chained: that device-hour is recomputed from its
+ * `energy_readings` (same snapshot, so exactly the readings of the stored row and the deltas).
+ */
+export const COMPACT_ENERGY = `
+  with k as (
+    select distinct device_id, bucket from (select device_id, bucket from energy_hourly_deltas limit $1) s
+  ),
+  d as (
+    delete from energy_hourly_deltas x using k where x.device_id = k.device_id and x.bucket = k.bucket
+    returning x.bucket, x.org_id, x.device_id, x.first_time, x.first_kwh, x.last_time, x.last_kwh, x.kwh, x.count
+  ),
+  p as (
+    select * from d
+    union all
+    -- one primary-key probe per device-hour (the limit keeps the planner from hashing the whole table)
+    select h.* from k cross join lateral (
+      select h.bucket, h.org_id, h.device_id, h.first_time, h.first_kwh, h.last_time, h.last_kwh, h.kwh, h.count
+        from energy_hourly h where h.device_id = k.device_id and h.bucket = k.bucket limit 1) h
+  ),
+  w as (
+    select p.*, lag(last_kwh) over o as prev_kwh,
+           max(last_time) over (o rows between unbounded preceding and 1 preceding) as prev_end
+      from p window o as (partition by device_id, bucket order by first_time)
+  ),
+  m as (
+    select bucket, org_id, device_id, coalesce(bool_or(first_time <= prev_end), false) as overlap,
+           min(first_time) as first_time, (array_agg(first_kwh order by first_time))[1] as first_kwh,
+           max(last_time) as last_time, (array_agg(last_kwh order by last_time desc))[1] as last_kwh,
+           sum(kwh + case when prev_kwh is null then 0 when first_kwh >= prev_kwh then first_kwh - prev_kwh else first_kwh end) as kwh,
+           sum(count)::bigint as count
+      from w group by 1, 2, 3
+  ),
+  r as (
+    ${energyPartialsSql(`(select e.* from m cross join lateral (
+        select e.time, e.org_id, e.device_id, e.counter_kwh from energy_readings e
+         where e.device_id = m.device_id and e.time >= m.bucket and e.time < m.bucket + interval '1 hour' offset 0) e
+       where m.overlap)`)}
+  ),
+  u as (
+    insert into energy_hourly as h (bucket, org_id, device_id, first_time, first_kwh, last_time, last_kwh, kwh, count)
+    select * from (
+      select bucket, org_id, device_id, first_time, first_kwh, last_time, last_kwh, kwh, count from m where not overlap
+      union all
+      select * from r
+    ) x order by device_id, bucket
+    on conflict (device_id, bucket) do update set first_time = excluded.first_time, first_kwh = excluded.first_kwh,
+      last_time = excluded.last_time, last_kwh = excluded.last_kwh, kwh = excluded.kwh, count = excluded.count
+    returning 1
+  )
+  select (select count(*) from d)::int as "energyDeltas", (select count(*) from u)::int as "energyHourly",
+         (select count(*) from m where overlap)::int as "energyRecomputed"`;
+
 export interface CompactionResult {
   /** deltas folded */
   deltas: number;
   /** hourly / daily rollup rows inserted or updated */
   hourly: number;
   daily: number;
+  /** energy partials folded (`energy_hourly_deltas`) */
+  energyDeltas: number;
+  /** `energy_hourly` rows inserted or updated */
+  energyHourly: number;
+  /** of those, device-hours recomputed from `energy_readings` because their partials overlapped in time */
+  energyRecomputed: number;
 }
 
 /**
  * One compaction on `client` (a connection NOT inside a transaction). Returns null when another
  * compaction holds the lock. Folds at most `max` deltas; `more` in the caller's hands: call again
- * while `deltas === max`.
+ * while `deltas === max`. `metrics: false` (TimescaleDB continuous aggregates) folds energy partials only.
  */
-export async function compactRollups(client: pg.ClientBase, max = COMPACTION_MAX_DELTAS): Promise<CompactionResult | null> {
+export async function compactRollups(
+  client: pg.ClientBase,
+  max = COMPACTION_MAX_DELTAS,
+  o: { metrics?: boolean } = {},
+): Promise<CompactionResult | null> {
   await client.query('begin');
   try {
     const lock = await client.query<{ ok: boolean }>('select pg_try_advisory_xact_lock($1) as ok', [COMPACTION_LOCK]);
@@ -78,9 +152,16 @@ export async function compactRollups(client: pg.ClientBase, max = COMPACTION_MAX
       await client.query('rollback');
       return null;
     }
-    const r = await client.query<CompactionResult>(COMPACT, [max]);
+    const r =
+      o.metrics === false
+        ? { rows: [{ deltas: 0, hourly: 0, daily: 0 }] }
+        : await client.query<Pick<CompactionResult, 'deltas' | 'hourly' | 'daily'>>(COMPACT, [max]);
+    const e = await client.query<Pick<CompactionResult, 'energyDeltas' | 'energyHourly' | 'energyRecomputed'>>(COMPACT_ENERGY, [max]);
     await client.query('commit');
-    return r.rows[0] ?? { deltas: 0, hourly: 0, daily: 0 };
+    return {
+      ...(r.rows[0] ?? { deltas: 0, hourly: 0, daily: 0 }),
+      ...(e.rows[0] ?? { energyDeltas: 0, energyHourly: 0, energyRecomputed: 0 }),
+    };
   } catch (e) {
     await client.query('rollback').catch(() => undefined);
     throw e;
@@ -96,6 +177,12 @@ export interface CompactorOptions {
    */
   intervalMs?: number;
   logger?: Logger;
+  /**
+   * Fold `metrics_rollup_deltas` into `metrics_hourly`/`metrics_daily` (energy partials are folded
+   * regardless). False where those are views over TimescaleDB continuous aggregates.
+   * @default read once per connection from `rulr_storage_mode` (`storageInfo`): true on plain PostgreSQL
+   */
+  metricRollups?: boolean;
 }
 
 /**
@@ -105,6 +192,8 @@ export interface CompactorOptions {
  */
 export class RollupCompactor {
   private client?: pg.Client;
+  /** the `metricRollups` option, or what the current connection's database says */
+  private metrics = true;
   private running?: Promise<void>;
   private timer?: NodeJS.Timeout;
   private ticker?: NodeJS.Timeout;
@@ -151,13 +240,14 @@ export class RollupCompactor {
     let total = 0;
     for (;;) {
       const end = compactionSeconds.startTimer();
-      const r = await compactRollups(c);
+      const r = await compactRollups(c, COMPACTION_MAX_DELTAS, { metrics: this.metrics });
       end();
       compactions.inc({ outcome: r ? 'done' : 'locked' });
       if (!r) return total;
-      total += r.deltas;
+      total += r.deltas + r.energyDeltas;
       compactedDeltas.inc(r.deltas);
-      if (r.deltas < COMPACTION_MAX_DELTAS) return total;
+      compactedEnergyDeltas.inc(r.energyDeltas);
+      if (r.deltas < COMPACTION_MAX_DELTAS && r.energyDeltas < COMPACTION_MAX_DELTAS) return total;
     }
   }
 
@@ -178,7 +268,13 @@ export class RollupCompactor {
     c.on('error', () => {
       if (this.client === c) this.client = undefined;
     });
-    await c.connect();
+    try {
+      await c.connect();
+      this.metrics = this.o.metricRollups ?? metricRollupTables(await storageInfoOf(c));
+    } catch (e) {
+      await c.end().catch(() => undefined);
+      throw e;
+    }
     this.client = c;
     return c;
   }

@@ -4,11 +4,16 @@ import type { Config } from '../lib/config.js';
 import type { Db } from '../lib/db.js';
 import type { Logger } from '../lib/logger.js';
 import { counter } from '../lib/metrics.js';
+import { energyPartialsSql } from '../schema/energy.js';
+import { metricRollupTables, type StorageInfo, storageInfo } from '../schema/timescale/mode.js';
+import { COMPACTION_LOCK } from './compactor.js';
 
 /**
  * Storage upkeep on plain PostgreSQL: partitions created ahead, whole partitions dropped past
  * retention, and rollups recomputed from raw rows on demand (repair after a backfill or a bug).
  * Runs as BullMQ jobs on the `maintenance` queue so exactly one worker replica does each run.
+ * In TimescaleDB mode (`storageInfo`) it leaves to TimescaleDB what TimescaleDB does (chunks,
+ * policies, continuous aggregates) and keeps the hourly energy rollup, a plain table in every mode.
  */
 
 export const MAINTENANCE_QUEUE = 'maintenance';
@@ -74,14 +79,26 @@ export interface RetentionResult {
 /**
  * Drops every raw partition whose whole range is older than its retention (bounds read from the
  * catalog, so partition names do not matter), clears expired rows that landed in the default
- * partitions, and deletes expired rollup rows and dead letters (those tables are not partitioned).
+ * partitions, and deletes expired rollup rows (`metrics_hourly`, `metrics_daily`, `energy_hourly`,
+ * and their pending deltas, which would only bring expired hours back) and dead letters (those
+ * tables are not partitioned). In TimescaleDB mode raw data goes by `drop_chunks`, or is left to the
+ * retention policies together with the continuous aggregates when those exist; the energy rollup and
+ * dead letters are always deleted here. `info` defaults to the database's `storageInfo`.
  */
-export async function applyRetention(db: Db, r: Retention, now = Date.now()): Promise<RetentionResult> {
+export async function applyRetention(db: Db, r: Retention, now = Date.now(), info?: StorageInfo): Promise<RetentionResult> {
+  const mode = info ?? (await storageInfo(db));
   const rawCutoff = new Date(now - r.rawDays * DAY);
   const rollupCutoff = new Date(now - r.rollupDays * DAY);
   const dlCutoff = new Date(now - r.deadLetterDays * DAY);
   const droppedPartitions: string[] = [];
-  for (const parent of ['device_metrics', 'energy_readings']) {
+  // with retention policies TimescaleDB drops the chunks itself
+  for (const parent of mode.policies ? [] : ['device_metrics', 'energy_readings']) {
+    if (mode.mode === 'timescale') {
+      const { rows } = await sql<{ name: string }>`
+        select drop_chunks(${parent}, older_than => ${rawCutoff}::timestamptz)::text as name`.execute(db);
+      droppedPartitions.push(...rows.map((x) => x.name));
+      continue;
+    }
     for (const p of await listPartitions(db, parent)) {
       if (p.to && p.to.getTime() <= rawCutoff.getTime()) {
         await sql`drop table if exists ${sql.table(p.name)}`.execute(db);
@@ -94,46 +111,107 @@ export async function applyRetention(db: Db, r: Retention, now = Date.now()): Pr
     const res = await q.execute(db);
     deletedRows[name] = Number(res.numAffectedRows ?? 0);
   };
-  await del('device_metrics_default', sql`delete from device_metrics_default where time < ${rawCutoff}`);
-  await del('energy_readings_default', sql`delete from energy_readings_default where time < ${rawCutoff}`);
-  await del('metrics_hourly', sql`delete from metrics_hourly where bucket < ${rollupCutoff}`);
-  await del('metrics_daily', sql`delete from metrics_daily where bucket < ${rollupCutoff}`);
+  if (mode.mode === 'native') {
+    await del('device_metrics_default', sql`delete from device_metrics_default where time < ${rawCutoff}`);
+    await del('energy_readings_default', sql`delete from energy_readings_default where time < ${rawCutoff}`);
+  }
+  if (metricRollupTables(mode)) {
+    await del('metrics_rollup_deltas', sql`delete from metrics_rollup_deltas where bucket < ${rollupCutoff}`);
+    await del('metrics_hourly', sql`delete from metrics_hourly where bucket < ${rollupCutoff}`);
+    await del('metrics_daily', sql`delete from metrics_daily where bucket < ${rollupCutoff}`);
+  }
+  await del('energy_hourly_deltas', sql`delete from energy_hourly_deltas where bucket < ${rollupCutoff}`);
+  await del('energy_hourly', sql`delete from energy_hourly where bucket < ${rollupCutoff}`);
   await del('dead_letters', sql`delete from dead_letters where received_at < ${dlCutoff}`);
   return { droppedPartitions, deletedRows };
 }
 
+export interface RecomputeResult {
+  /** `metrics_hourly` / `metrics_daily` rows rebuilt (0 where continuous aggregates were refreshed instead) */
+  hourly: number;
+  daily: number;
+  /** `energy_hourly` rows rebuilt */
+  energyHourly: number;
+}
+
 /**
- * Rebuilds the hourly and daily rollups of [from, to) (widened to whole UTC days) from raw rows,
- * in one transaction: hourly from `device_metrics` (numeric readings only: booleans, stored with a
- * `text`, are left out as ingest does), daily from those hourly rows. Optionally limited to one organization.
+ * Rebuilds the rollups of [from, to) (widened to whole UTC days) from raw rows: hourly from
+ * `device_metrics` (numeric readings only: booleans, stored with a `text`, are left out as ingest
+ * does), daily from those hourly rows, and `energy_hourly` from `energy_readings` (`energyPartialsSql`,
+ * the definition ingest and the compactor use), replacing the rollup rows and pending deltas of the
+ * range. Optionally limited to one organization.
+ *
+ * One repeatable-read transaction holding the compaction lock (the compactor skips its turns
+ * meanwhile): deltas and raw rows are read from one snapshot, so a batch that ingest commits during
+ * the repair is neither lost nor counted twice (its deltas stay pending and are folded afterwards).
+ * A serialization failure (a compaction that committed just before the lock was taken) is retried.
+ * With TimescaleDB continuous aggregates the metric rollups are refreshed by
+ * `refresh_continuous_aggregate` (after the transaction: it refuses to run inside one) instead.
  */
 export async function recomputeRollups(
   db: Db,
   o: { from: Date; to: Date; orgId?: string | undefined },
-): Promise<{ hourly: number; daily: number }> {
+  info?: StorageInfo,
+): Promise<RecomputeResult> {
+  const metrics = metricRollupTables(info ?? (await storageInfo(db)));
   const from = new Date(Math.floor(o.from.getTime() / DAY) * DAY);
   const to = new Date(Math.ceil(o.to.getTime() / DAY) * DAY);
   const org = o.orgId ? sql`and org_id = ${o.orgId}` : sql``;
-  return db.transaction().execute(async (tx) => {
-    await sql`delete from metrics_rollup_deltas where bucket >= ${from} and bucket < ${to} ${org}`.execute(tx);
-    await sql`delete from metrics_hourly where bucket >= ${from} and bucket < ${to} ${org}`.execute(tx);
-    await sql`delete from metrics_daily where bucket >= ${from} and bucket < ${to} ${org}`.execute(tx);
-    const h = await sql`
-      insert into metrics_hourly (bucket, org_id, device_id, metric, min, max, sum, count, last, last_time)
-      select date_bin('1 hour', time, '1970-01-01 00:00:00+00'), org_id, device_id, metric,
-             min(value), max(value), sum(value), count(*), (array_agg(value order by time desc))[1], max(time)
-      from device_metrics
-      where time >= ${from} and time < ${to} and value is not null and text is null ${org}
-      group by 1, 2, 3, 4`.execute(tx);
-    const d = await sql`
-      insert into metrics_daily (bucket, org_id, device_id, metric, min, max, sum, count, last, last_time)
-      select date_bin('1 day', bucket, '1970-01-01 00:00:00+00'), org_id, device_id, metric,
-             min(min), max(max), sum(sum), sum(count), (array_agg(last order by last_time desc))[1], max(last_time)
-      from metrics_hourly
-      where bucket >= ${from} and bucket < ${to} ${org}
-      group by 1, 2, 3, 4`.execute(tx);
-    return { hourly: Number(h.numAffectedRows ?? 0), daily: Number(d.numAffectedRows ?? 0) };
-  });
+  const rebuild = () =>
+    db
+      .transaction()
+      .setIsolationLevel('repeatable read')
+      .execute(async (tx): Promise<RecomputeResult> => {
+        await sql`select pg_advisory_xact_lock(${COMPACTION_LOCK})`.execute(tx);
+        let hourly = 0;
+        let daily = 0;
+        if (metrics) {
+          await sql`delete from metrics_rollup_deltas where bucket >= ${from} and bucket < ${to} ${org}`.execute(tx);
+          await sql`delete from metrics_hourly where bucket >= ${from} and bucket < ${to} ${org}`.execute(tx);
+          await sql`delete from metrics_daily where bucket >= ${from} and bucket < ${to} ${org}`.execute(tx);
+          const h = await sql`
+            insert into metrics_hourly (bucket, org_id, device_id, metric, min, max, sum, count, last, last_time)
+            select date_bin('1 hour', time, '1970-01-01 00:00:00+00'), org_id, device_id, metric,
+                   min(value), max(value), sum(value), count(*), (array_agg(value order by time desc))[1], max(time)
+            from device_metrics
+            where time >= ${from} and time < ${to} and value is not null and text is null ${org}
+            group by 1, 2, 3, 4`.execute(tx);
+          const d = await sql`
+            insert into metrics_daily (bucket, org_id, device_id, metric, min, max, sum, count, last, last_time)
+            select date_bin('1 day', bucket, '1970-01-01 00:00:00+00'), org_id, device_id, metric,
+                   min(min), max(max), sum(sum), sum(count), (array_agg(last order by last_time desc))[1], max(last_time)
+            from metrics_hourly
+            where bucket >= ${from} and bucket < ${to} ${org}
+            group by 1, 2, 3, 4`.execute(tx);
+          hourly = Number(h.numAffectedRows ?? 0);
+          daily = Number(d.numAffectedRows ?? 0);
+        }
+        await sql`delete from energy_hourly_deltas where bucket >= ${from} and bucket < ${to} ${org}`.execute(tx);
+        await sql`delete from energy_hourly where bucket >= ${from} and bucket < ${to} ${org}`.execute(tx);
+        const e = await sql`
+          with energy_src as (
+            select time, org_id, device_id, counter_kwh from energy_readings where time >= ${from} and time < ${to} ${org}
+          )
+          insert into energy_hourly (bucket, org_id, device_id, first_time, first_kwh, last_time, last_kwh, kwh, count)
+          ${sql.raw(energyPartialsSql('energy_src'))}`.execute(tx);
+        return { hourly, daily, energyHourly: Number(e.numAffectedRows ?? 0) };
+      });
+  let result: RecomputeResult;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      result = await rebuild();
+      break;
+    } catch (e) {
+      if ((e as { code?: string }).code !== '40001' || attempt >= 5) throw e;
+    }
+  }
+  if (!metrics) {
+    for (const cagg of ['metrics_hourly_cagg', 'metrics_daily_cagg'])
+      await sql`call refresh_continuous_aggregate(${sql.lit(cagg)}, ${sql.lit(from.toISOString())}::timestamptz, ${sql.lit(to.toISOString())}::timestamptz)`.execute(
+        db,
+      );
+  }
+  return result;
 }
 
 export interface MaintenanceOptions {

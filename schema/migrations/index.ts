@@ -2,6 +2,7 @@ import type { Migration } from 'kysely';
 import * as m0001 from './0001_core.js';
 import * as m0002 from './0002_telemetry.js';
 import * as m0003 from './0003_rollup_deltas.js';
+import * as m0004 from './0004_energy_hourly.js';
 
 /**
  * Every migration, in order. A static list (not a folder scan) so the same code runs from
@@ -11,4 +12,5 @@ export const migrations: Record<string, Migration> = {
   '0001_core': m0001,
   '0002_telemetry': m0002,
   '0003_rollup_deltas': m0003,
+  '0004_energy_hourly': m0004,
 };

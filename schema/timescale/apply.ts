@@ -1,7 +1,7 @@
 import { Kysely, PostgresDialect, type QueryExecutorProvider, sql } from 'kysely';
 import { createPool } from '../../lib/db.js';
 import { ConflictError } from '../../lib/errors.js';
-import { storageInfo } from './mode.js';
+import { recordStorageMode, storageInfo } from './mode.js';
 
 /**
  * The TimescaleDB storage path (docs/timescale.md). Runs after the normal migrations, only where the
@@ -142,6 +142,9 @@ export async function applyTimescale<DB>(db: Kysely<DB>, o: TimescaleOptions = {
   const { rows: deltas } = await sql<{ t: string | null }>`select to_regclass('public.metrics_rollup_deltas')::text as t`.execute(db);
   const telemetry = ['device_metrics', 'energy_readings', 'metrics_hourly', 'metrics_daily'];
   if (deltas[0]?.t) telemetry.push('metrics_rollup_deltas');
+  // 0004's energy rollup stays a plain table (maintained by ingest and the compactor in both modes)
+  const { rows: energy } = await sql<{ t: string | null }>`select to_regclass('public.energy_hourly')::text as t`.execute(db);
+  if (energy[0]?.t) telemetry.push('energy_hourly', 'energy_hourly_deltas');
   for (const t of telemetry) {
     if (!(await isEmpty(db, t)))
       throw new ConflictError(`TimescaleDB storage needs a fresh database: ${t} has rows (convert it by hand, see docs/timescale.md)`);
@@ -176,18 +179,7 @@ export async function applyTimescale<DB>(db: Kysely<DB>, o: TimescaleOptions = {
     } else out.push('timescale: audit_logs has rows, left partitioned');
     await guardPartitionFunction(tx, 'rulr_ensure_partitions', 'return 0;');
     await guardPartitionFunction(tx, 'rulr_ensure_monthly_partitions', 'return;');
-    await sql`
-      create table rulr_storage_mode (
-        singleton boolean primary key default true check (singleton),
-        mode text not null check (mode in ('native', 'timescale')),
-        continuous_aggregates boolean not null,
-        policies boolean not null,
-        license text not null,
-        applied_at timestamptz not null default now()
-      )`.execute(tx);
-    await sql`insert into rulr_storage_mode (mode, continuous_aggregates, policies, license)
-              values ('timescale', false, false, ${license})`.execute(tx);
-    await sql`grant select on rulr_storage_mode to rulr_app`.execute(tx);
+    await recordStorageMode(tx, { license, continuousAggregates: false, policies: false });
   });
   if (!tsl) {
     out.push('timescale: Apache-only build: no compression, policies or continuous aggregates; rollup tables stay');

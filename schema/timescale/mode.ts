@@ -1,4 +1,5 @@
 import { type QueryExecutorProvider, sql } from 'kysely';
+import type pg from 'pg';
 
 /**
  * How telemetry is stored: `native` = declarative partitions + rollup tables written by ingest
@@ -17,20 +18,62 @@ export interface StorageInfo {
 
 const NATIVE: StorageInfo = { mode: 'native', continuousAggregates: false, policies: false };
 
+const EXISTS_SQL = "select to_regclass('public.rulr_storage_mode')::text as t";
+const INFO_SQL = 'select mode, continuous_aggregates as caggs, policies from rulr_storage_mode limit 1';
+type InfoRow = { mode: StorageMode; caggs: boolean; policies: boolean };
+const toInfo = (r: InfoRow | undefined): StorageInfo =>
+  r ? { mode: r.mode, continuousAggregates: r.caggs, policies: r.policies } : NATIVE;
+
 /**
  * The storage mode recorded by the timescale path in `rulr_storage_mode` (one row). A database
  * without that table (every plain PostgreSQL one) is `native`. Read it once at role start.
  */
 export async function storageInfo(db: QueryExecutorProvider): Promise<StorageInfo> {
-  const { rows: exists } = await sql<{ t: string | null }>`select to_regclass('public.rulr_storage_mode')::text as t`.execute(db);
+  const { rows: exists } = await sql.raw<{ t: string | null }>(EXISTS_SQL).execute(db);
   if (!exists[0]?.t) return NATIVE;
-  const { rows } = await sql<{ mode: StorageMode; caggs: boolean; policies: boolean }>`
-    select mode, continuous_aggregates as caggs, policies from rulr_storage_mode limit 1`.execute(db);
-  const r = rows[0];
-  return r ? { mode: r.mode, continuousAggregates: r.caggs, policies: r.policies } : NATIVE;
+  return toInfo((await sql.raw<InfoRow>(INFO_SQL).execute(db)).rows[0]);
 }
+
+/**
+ * {@link storageInfo} on a plain `pg` connection (ingest's batch writers and the rollup compactor
+ * hold their own clients and read it once per connection).
+ */
+export async function storageInfoOf(client: pg.ClientBase): Promise<StorageInfo> {
+  const exists = await client.query<{ t: string | null }>(EXISTS_SQL);
+  if (!exists.rows[0]?.t) return NATIVE;
+  return toInfo((await client.query<InfoRow>(INFO_SQL)).rows[0]);
+}
+
+/**
+ * Whether this database keeps `metrics_hourly`/`metrics_daily` as tables fed by rollup deltas
+ * (`metrics_rollup_deltas`): false once they are views over continuous aggregates. The hourly energy
+ * rollup (`energy_hourly`) is a plain table fed by its deltas in every mode.
+ */
+export const metricRollupTables = (info: StorageInfo): boolean => !info.continuousAggregates;
 
 /** `'timescale'` once `schema/timescale/apply.ts` converted the database, else `'native'`. */
 export async function storageMode(db: QueryExecutorProvider): Promise<StorageMode> {
   return (await storageInfo(db)).mode;
+}
+
+/**
+ * Creates `rulr_storage_mode` and records timescale mode in it (the timescale path does this; tests use
+ * it to simulate a converted database on plain PostgreSQL).
+ */
+export async function recordStorageMode(
+  db: QueryExecutorProvider,
+  o: { license: string; continuousAggregates: boolean; policies: boolean },
+): Promise<void> {
+  await sql`
+    create table rulr_storage_mode (
+      singleton boolean primary key default true check (singleton),
+      mode text not null check (mode in ('native', 'timescale')),
+      continuous_aggregates boolean not null,
+      policies boolean not null,
+      license text not null,
+      applied_at timestamptz not null default now()
+    )`.execute(db);
+  await sql`insert into rulr_storage_mode (mode, continuous_aggregates, policies, license)
+            values ('timescale', ${o.continuousAggregates}, ${o.policies}, ${o.license})`.execute(db);
+  await sql`grant select on rulr_storage_mode to rulr_app`.execute(db);
 }

@@ -1,6 +1,7 @@
 import { sql } from 'kysely';
 import type { Db } from '../../lib/db.js';
 import { recomputeRollups } from '../../workers/maintenance.js';
+import { energyPartialsSql } from '../energy.js';
 import { storageInfo } from './mode.js';
 
 /** Deterministic telemetry for comparing storage modes (`compare.ts`, `test/timescale-mode.test.ts`). */
@@ -18,6 +19,8 @@ export async function loadSample(db: Db): Promise<string> {
   const to = new Date(FROM.getTime() + DAYS * 86_400_000);
   await sql`delete from device_metrics where org_id = ${ORG}`.execute(db);
   await sql`delete from energy_readings where org_id = ${ORG}`.execute(db);
+  await sql`delete from energy_hourly where org_id = ${ORG}`.execute(db);
+  await sql`delete from energy_hourly_deltas where org_id = ${ORG}`.execute(db);
   // one reading a minute per device: power (number), lampState (boolean), firmware (string, hourly)
   await sql`
     insert into device_metrics (time, org_id, device_id, metric, value, text)
@@ -30,16 +33,20 @@ export async function loadSample(db: Db): Promise<string> {
     cross join unnest(${DEVICES}::uuid[]) with ordinality d(id, k)
     cross join (values ('power'), ('lampState'), ('firmware')) m(metric)
     where m.metric <> 'firmware' or n % 60 = 0`.execute(db);
-  // cumulative counter; device 1 restarts at zero on day 2 at 12:00 (meter replaced)
+  // cumulative counter; device 1 restarts at zero on day 2 at 12:00 (meter replaced); with their
+  // hourly energy partials, as ingest writes them (both modes keep `energy_hourly` the same way)
   await sql`
-    insert into energy_readings (time, org_id, device_id, counter_kwh)
-    select ${FROM}::timestamptz + n * interval '5 minutes', ${ORG}::uuid, d.id,
-           case when d.k = 1 and n >= 432 then (n - 432) * 0.011 else 100 * d.k + n * (0.01 + d.k / 1000.0) end
-    from generate_series(0, ${(DAYS * 1440) / 5 - 1}) n
-    cross join unnest(${DEVICES}::uuid[]) with ordinality d(id, k)`.execute(db);
-  if (info.continuousAggregates) {
-    await sql`call refresh_continuous_aggregate('metrics_hourly_cagg', ${FROM}, ${to})`.execute(db);
-    await sql`call refresh_continuous_aggregate('metrics_daily_cagg', ${FROM}, ${to})`.execute(db);
-  } else await recomputeRollups(db, { from: FROM, to });
+    with ins as (
+      insert into energy_readings (time, org_id, device_id, counter_kwh)
+      select ${FROM}::timestamptz + n * interval '5 minutes', ${ORG}::uuid, d.id,
+             case when d.k = 1 and n >= 432 then (n - 432) * 0.011 else 100 * d.k + n * (0.01 + d.k / 1000.0) end
+      from generate_series(0, ${(DAYS * 1440) / 5 - 1}) n
+      cross join unnest(${DEVICES}::uuid[]) with ordinality d(id, k)
+      returning time, org_id, device_id, counter_kwh
+    )
+    insert into energy_hourly_deltas (bucket, org_id, device_id, first_time, first_kwh, last_time, last_kwh, kwh, count)
+    ${sql.raw(energyPartialsSql('ins'))}`.execute(db);
+  // rollup tables rebuilt, or continuous aggregates refreshed; energy_hourly rebuilt in both modes
+  await recomputeRollups(db, { from: FROM, to }, info);
   return `${info.mode}${info.continuousAggregates ? ' + continuous aggregates' : ' + rollup tables'}`;
 }

@@ -2,7 +2,7 @@ import { sql } from 'kysely';
 import { LRUCache } from 'lru-cache';
 import { type Db, isUuid, type Tx, withTenant } from '../../lib/db.js';
 import type { Redis } from '../../lib/redis.js';
-import { type Aggregate, DAY, pgInterval, type SeriesPlan } from './series.js';
+import { type Aggregate, DAY, HOUR, pgInterval, type SeriesPlan } from './series.js';
 
 /**
  * SQL and Redis reads of the metrics subgraph. Every database read runs inside `withTenant` (row-level
@@ -60,6 +60,13 @@ export interface SiteRow {
   id: string;
   path: string;
 }
+
+const oneDevice = (deviceId: string) => sql`select ${deviceId}::uuid as id`;
+
+/** Devices of a site subtree, decommissioned ones included (they consumed energy while they ran). */
+const siteDevices = (orgId: string, sitePath: string) =>
+  sql`select d.id from devices d join sites s on s.id = d.site_id
+      where d.org_id = ${orgId} and s.org_id = ${orgId} and s.path <@ ${sitePath}::ltree`;
 
 export class MetricsRepository {
   /**
@@ -146,19 +153,98 @@ export class MetricsRepository {
 
   /** kWh per bucket for one device (see {@link energyForDevices}). */
   energy(orgId: string, deviceId: string, from: number, to: number, intervalMs: number): Promise<EnergyRow[]> {
-    return this.energyForDevices(orgId, sql`select ${deviceId}::uuid as id`, from, to, intervalMs);
+    return this.energyForDevices(orgId, oneDevice(deviceId), from, to, intervalMs);
   }
 
   /** kWh per UTC day over the devices of a site subtree (`path` is the site's ltree path). */
   siteEnergy(orgId: string, sitePath: string, from: number, to: number): Promise<EnergyRow[]> {
-    return this.energyForDevices(
-      orgId,
-      sql`select d.id from devices d join sites s on s.id = d.site_id
-          where d.org_id = ${orgId} and s.org_id = ${orgId} and s.path <@ ${sitePath}::ltree`,
-      from,
-      to,
-      DAY,
+    return this.energyForDevices(orgId, siteDevices(orgId, sitePath), from, to, DAY);
+  }
+
+  /**
+   * The same answers as {@link energy} / {@link siteEnergy} computed from every counter reading of
+   * the range (no rollup): the reference the rollup path is tested and benchmarked against.
+   */
+  energyFromReadings(orgId: string, deviceId: string, from: number, to: number, intervalMs: number): Promise<EnergyRow[]> {
+    return this.energyFromRaw(orgId, oneDevice(deviceId), from, to, intervalMs);
+  }
+
+  /** {@link siteEnergy} from every counter reading (see {@link energyFromReadings}). */
+  siteEnergyFromReadings(orgId: string, sitePath: string, from: number, to: number): Promise<EnergyRow[]> {
+    return this.energyFromRaw(orgId, siteDevices(orgId, sitePath), from, to, DAY);
+  }
+
+  /**
+   * kWh per bucket summed over a set of devices, from the hourly energy rollup for the whole hours of
+   * the range and raw readings for the rest; the same answers as {@link energyFromRaw} (the rule of
+   * `energyBuckets` in `series.ts`). Per device, time-ordered "segments" are chained: a segment is
+   * an `energy_hourly` row (its `kwh` is the increase between its own readings) or one raw reading;
+   * each segment adds its `kwh` plus `increase(previous segment's last_kwh, its first_kwh)` to the
+   * bucket of its first reading. Raw readings are used for the device's last reading in the week
+   * before `from`, the partial hours at the edges of an unaligned range, and whole hours that still
+   * have partials pending in `energy_hourly_deltas` (not compacted yet: the rollup row would be
+   * incomplete, the readings are not, and both commit together), so a committed reading counts at
+   * once. A bucket appears when at least one pair of consecutive readings ends in it, as in the raw
+   * rule. Intervals that are not whole hours read raw readings only.
+   */
+  private async energyForDevices(orgId: string, devices: ReturnType<typeof sql>, from: number, to: number, intervalMs: number) {
+    const hf = Math.ceil(from / HOUR) * HOUR;
+    const ht = Math.floor(to / HOUR) * HOUR;
+    if (intervalMs % HOUR !== 0 || hf >= ht) return this.energyFromRaw(orgId, devices, from, to, intervalMs);
+    const f = new Date(from);
+    const t = new Date(to);
+    const hF = new Date(hf);
+    const hT = new Date(ht);
+    const lookback = new Date(from - ENERGY_LOOKBACK_MS);
+    const edges = [
+      ...(from < hf ? [sql`(e.time >= ${f} and e.time < ${hF})`] : []),
+      ...(ht < to ? [sql`(e.time >= ${hT} and e.time < ${t})`] : []),
+    ];
+    const { rows } = await this.tenant(orgId, (tx) =>
+      sql<EnergyRow>`
+        with devs as (${devices}),
+        pending as (
+          select devs.id, p.buckets
+          from devs left join (
+            select device_id, array_agg(distinct bucket) as buckets from energy_hourly_deltas
+            where org_id = ${orgId} and bucket >= ${hF} and bucket < ${hT}
+            group by 1
+          ) p on p.device_id = devs.id
+        )
+        select date_bin(${pgInterval(intervalMs)}::interval, first_time, ${EPOCH}) as ts,
+               sum(kwh + case when prev is null then 0 when first_kwh >= prev then first_kwh - prev else first_kwh end) as kwh
+        from pending cross join lateral (
+          select first_time, first_kwh, kwh, count, lag(last_kwh) over (order by first_time) as prev
+          from (
+            (select time as first_time, counter_kwh as first_kwh, counter_kwh as last_kwh, 0::float8 as kwh, 1::bigint as count
+             from energy_readings e
+             where e.device_id = pending.id and e.org_id = ${orgId} and e.time >= ${lookback} and e.time < ${f}
+             order by time desc limit 1)
+            union all
+            select h.first_time, h.first_kwh, h.last_kwh, h.kwh, h.count
+            from energy_hourly h
+            where h.device_id = pending.id and h.org_id = ${orgId} and h.bucket >= ${hF} and h.bucket < ${hT}
+              and (pending.buckets is null or h.bucket <> all(pending.buckets))
+            union all
+            select e.time, e.counter_kwh, e.counter_kwh, 0, 1
+            from unnest(pending.buckets) p(bucket)
+            join energy_readings e on e.device_id = pending.id and e.org_id = ${orgId} and e.time >= p.bucket and e.time < p.bucket + interval '1 hour'
+            ${
+              edges.length
+                ? sql`union all
+            select e.time, e.counter_kwh, e.counter_kwh, 0, 1
+            from energy_readings e
+            where e.device_id = pending.id and e.org_id = ${orgId} and (${sql.join(edges, sql` or `)})`
+                : sql``
+            }
+          ) s
+        ) w
+        where first_time >= ${f}
+        group by 1
+        having sum(count - 1 + case when prev is null then 0 else 1 end) > 0
+        order by 1`.execute(tx),
     );
+    return rows;
   }
 
   /**
@@ -166,9 +252,9 @@ export class MetricsRepository {
    * ordered index range scan each, so no big sort), its readings in [from, to) plus its last
    * reading in the week before `from`, consecutive deltas (a drop means the counter restarted at 0,
    * so the new value is the delta), each delta booked in the bucket of the later reading. Same rule
-   * as `energyBuckets` in `series.ts`.
+   * as `energyBuckets` in `series.ts`. Cost grows with the readings of the range.
    */
-  private async energyForDevices(orgId: string, devices: ReturnType<typeof sql>, from: number, to: number, intervalMs: number) {
+  private async energyFromRaw(orgId: string, devices: ReturnType<typeof sql>, from: number, to: number, intervalMs: number) {
     const f = new Date(from);
     const t = new Date(to);
     const lookback = new Date(from - ENERGY_LOOKBACK_MS);

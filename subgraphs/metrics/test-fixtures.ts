@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import type { Db } from '../../lib/db.js';
+import { energyPartialsSql } from '../../schema/energy.js';
 
 /**
  * Plain-SQL fixtures for the metrics tests and benchmark: organizations, a site tree and devices
@@ -61,9 +62,19 @@ export async function insertReadings(db: Db, orgId: string, rows: RawReading[]):
   }
 }
 
+/**
+ * Inserts counter readings and, in the same statement, their energy partials (`energy_hourly_deltas`,
+ * computed by the same SQL as ingest's duplicate-skipping path):
+ * the energy queries read the hourly rollup, and pending partials make them use these readings.
+ */
 export async function insertEnergy(db: Db, orgId: string, deviceId: string, rows: { time: Date; kwh: number }[]): Promise<void> {
   if (!rows.length) return;
-  await sql`insert into energy_readings (time, org_id, device_id, counter_kwh)
-    select t, ${orgId}::uuid, ${deviceId}::uuid, k from unnest(${rows.map((r) => r.time.toISOString())}::timestamptz[],
-      ${rows.map((r) => r.kwh)}::float8[]) as u(t, k)`.execute(db);
+  await sql`with ins as (
+      insert into energy_readings (time, org_id, device_id, counter_kwh)
+      select t, ${orgId}::uuid, ${deviceId}::uuid, k from unnest(${rows.map((r) => r.time.toISOString())}::timestamptz[],
+        ${rows.map((r) => r.kwh)}::float8[]) as u(t, k)
+      returning time, org_id, device_id, counter_kwh
+    )
+    insert into energy_hourly_deltas (bucket, org_id, device_id, first_time, first_kwh, last_time, last_kwh, kwh, count)
+    ${sql.raw(energyPartialsSql('ins'))}`.execute(db);
 }
