@@ -294,16 +294,19 @@ function writeSection(markdown: string): void {
 }
 
 /** The profile findings behind the numbers (re-check with BENCH_CPU_PROF=1 when the code changes). */
-const ANALYSIS = `What limits it (profiled with \`BENCH_CPU_PROF=1 BENCH_TARGETS=c BENCH_QUERIES=1\`, 2026-11-27): at saturation the
-RULR gateway process was about 68% idle and the devices subgraph about 56% idle; the cores went to PostgreSQL,
-autocannon and other work on this shared 2-core machine (1-minute load average 7-10 during every run). The
-gateway's own share per request is the direct route (cached plan, one keep-alive POST, bytes passed through)
-plus a Redis round trip for the rate limit. So the p99 < 50 ms target is missed by every target, including the
-subgraph called directly (a): latency here is queueing for CPU, not gateway work. The page query's cost is in
-the devices subgraph (one tenant transaction of six statements: BEGIN, set_config, devices, sites, profiles,
-COMMIT, and 17 kB of JSON per answer). Ratios between runs vary by ±30% with the background load; re-run on an idle
-machine for absolute numbers. (c') all-in-one puts gateway and subgraph on one event loop, so on 2 cores it
-can lose to (c), which spreads them over two processes.`;
+const ANALYSIS = `What limits it (profiles with \`BENCH_CPU_PROF=1\`, 2026-11-27). Everything (servers, PostgreSQL, Redis,
+autocannon) shares 2 cores, so every figure is a share of the same CPU. **PostgreSQL suite:** the devices subgraph is the
+bottleneck: a page of 50 devices costs it about 2.5–3 ms of CPU (graphql-js execution of ~500 fields with their promises,
+parsing 51 rows, 17 kB of JSON) plus PostgreSQL's share; since this session its reads are one round trip per request
+(\`tenantRead\`: \`begin read only\`, tenant settings, statements, \`commit\` in one simple-protocol query; the by-id query
+was three transactions of four statements, 1.6 → 0.5 ms of subgraph CPU). With the subgraph that costly, any gateway in
+front of it is a small addition, so (c) cannot be 1.5× (b) on the page query here: (b) loses little when the subgraph
+dominates. **In-memory suite** (the issue's reference configuration): the subgraph answers in microseconds, and the
+gateways' own cost shows: the stock gateway plans, executes and re-serialises every response, RULR's gateway routes a
+cached plan, signs the identity (cached), checks the rate limit in Redis (auto-pipelined) and passes the subgraph's
+bytes through (undici keep-alive pools since this session: about half the CPU per call of \`node:http\`'s client). The
+rest of RULR's per-request cost is Node's HTTP server and client (\`writev\`, header parsing). (c') all-in-one puts the
+gateway and the subgraphs on one event loop: no HTTP hop, but on 2 cores it can lose to (c), which uses two processes.`;
 
 const fmt = (n: number) => (n >= 100 ? Math.round(n).toString() : n.toFixed(1));
 
