@@ -66,6 +66,23 @@ describe('BinaryCopyWriter', () => {
     );
   });
 
+  it('should round-trip bigints through COPY binary, and refuse unsafe ones', async () => {
+    await sql.query('create table copy_binary_n (n bigint)');
+    const values = [0, 1, -1, 4_294_967_295, 4_294_967_296, -4_294_967_297, Number.MAX_SAFE_INTEGER, Number.MIN_SAFE_INTEGER];
+    const w = new BinaryCopyWriter(64);
+    for (const n of values) w.row(1).int8(n);
+    await new Promise<void>((resolve, reject) => {
+      const s = sql.query(copyFrom('copy copy_binary_n (n) from stdin with (format binary)'));
+      s.on('finish', resolve);
+      s.on('error', reject);
+      s.end(w.finish());
+    });
+    const r = await sql.query<{ n: string }>('select n::text as n from copy_binary_n order by ctid');
+    expect(r.rows.map((x) => x.n)).toEqual(values.map(String));
+    expect(() => new BinaryCopyWriter().row(1).int8(2 ** 53)).toThrow(RangeError);
+    expect(() => new BinaryCopyWriter().row(1).int8(1.5)).toThrow(RangeError);
+  });
+
   it('should refuse a value that is not a uuid', () => {
     const w = new BinaryCopyWriter();
     expect(() => w.row(1).uuid('not-a-uuid')).toThrow(TypeError);

@@ -140,6 +140,18 @@ export class BinaryCopyWriter {
     return this;
   }
 
+  /** bigint (a safe integer). */
+  int8(n: number): this {
+    if (!Number.isSafeInteger(n)) throw new RangeError(`int8: not a safe integer ${n}`);
+    const hi = Math.floor(n / TWO_32);
+    this.ensure(12);
+    this.buf.writeInt32BE(8, this.off);
+    this.buf.writeInt32BE(hi, this.off + 4);
+    this.buf.writeUInt32BE(n - hi * TWO_32, this.off + 8);
+    this.off += 12;
+    return this;
+  }
+
   /** Bytes written so far (header included). */
   get length(): number {
     return this.off;

@@ -290,8 +290,15 @@ export class BatchWriter {
    * `metricRollups`).
    */
   private async deltas(c: pg.Client, rows: Row[]): Promise<number> {
-    const groups = new Map<string, Delta>();
+    // device → hour → metric: nested maps keyed by the strings and numbers at hand (no key built
+    // per reading); consecutive readings of one message share the device and hour lookups.
+    const groups = new Map<string, Map<number, Map<string, Delta>>>();
+    let groupCount = 0;
     const energy = new Map<string, EnergyDelta>();
+    let lastDev = '';
+    let lastBucket = Number.NaN;
+    let hours: Map<number, Map<string, Delta>> | undefined;
+    let metrics: Map<string, Delta> | undefined;
     for (const r of rows) {
       if (r.value === null) continue;
       const bucket = r.ts - (((r.ts % HOUR) + HOUR) % HOUR);
@@ -303,10 +310,26 @@ export class BatchWriter {
         else energy.set(ek, { bucket, org: r.orgId, dev: r.deviceId, readings: [{ ts: r.ts, kwh: r.value }] });
       }
       if (r.text !== null || !this.metrics) continue;
-      const k = `${r.deviceId}\u0000${r.metric}\u0000${bucket}`;
-      const g = groups.get(k);
-      if (!g)
-        groups.set(k, {
+      if (r.deviceId !== lastDev || !hours) {
+        lastDev = r.deviceId;
+        hours = groups.get(r.deviceId);
+        if (!hours) {
+          hours = new Map();
+          groups.set(r.deviceId, hours);
+        }
+        lastBucket = Number.NaN;
+      }
+      if (bucket !== lastBucket || !metrics) {
+        lastBucket = bucket;
+        metrics = hours.get(bucket);
+        if (!metrics) {
+          metrics = new Map();
+          hours.set(bucket, metrics);
+        }
+      }
+      const g = metrics.get(r.metric);
+      if (!g) {
+        metrics.set(r.metric, {
           bucket,
           org: r.orgId,
           dev: r.deviceId,
@@ -318,7 +341,8 @@ export class BatchWriter {
           last: r.value,
           lastTs: r.ts,
         });
-      else {
+        groupCount++;
+      } else {
         if (r.value < g.min) g.min = r.value;
         if (r.value > g.max) g.max = r.value;
         g.sum += r.value;
@@ -330,16 +354,28 @@ export class BatchWriter {
       }
     }
     if (energy.size) await this.copy(c, ENERGY_DELTAS_COPY, energyDeltasText(energy.values()));
-    if (!groups.size) return 0;
-    let text = '';
-    for (const g of groups.values())
-      text += `${iso(g.bucket)}\t${g.org}\t${g.dev}\t${esc(g.metric)}\t${g.min}\t${g.max}\t${g.sum}\t${g.n}\t${g.last}\t${iso(g.lastTs)}\n`;
+    if (!groupCount) return 0;
+    const w = new BinaryCopyWriter(groupCount * 120 + 64);
+    for (const byHour of groups.values())
+      for (const byMetric of byHour.values())
+        for (const g of byMetric.values())
+          w.row(10)
+            .timestamptz(g.bucket)
+            .uuid(g.org)
+            .uuid(g.dev)
+            .text(g.metric)
+            .float8(g.min)
+            .float8(g.max)
+            .float8(g.sum)
+            .int8(g.n)
+            .float8(g.last)
+            .timestamptz(g.lastTs);
     await this.copy(
       c,
-      'copy metrics_rollup_deltas (bucket, org_id, device_id, metric, min, max, sum, count, last, last_time) from stdin',
-      text,
+      'copy metrics_rollup_deltas (bucket, org_id, device_id, metric, min, max, sum, count, last, last_time) from stdin (format binary)',
+      w.finish(),
     );
-    return groups.size;
+    return groupCount;
   }
 
   /** Drops the connection (after a failure its transaction state is unknown). */
