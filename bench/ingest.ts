@@ -25,8 +25,10 @@ const DEVICES = Number(process.env.BENCH_DEVICES ?? 1000);
 const VALUES = 10;
 const PORT = Number(process.env.BENCH_PORT ?? 18830);
 const LATENCY_SECONDS = Number(process.env.BENCH_LATENCY_SECONDS ?? 20);
-/** Node flags of the ingest process: a bounded old space, as recommended for ingest deployments (ingest/README.md). */
-const INGEST_NODE_FLAGS = (process.env.BENCH_INGEST_NODE_FLAGS ?? '--max-old-space-size=256').split(' ').filter(Boolean);
+/** Node flags of the ingest process, as deploy/k8s/ingest.yaml sets them (ingest/README.md). */
+const INGEST_NODE_FLAGS = (process.env.BENCH_INGEST_NODE_FLAGS ?? '--max-old-space-size=256 --max-semi-space-size=16')
+  .split(' ')
+  .filter(Boolean);
 const CPU_PROF_DIR = process.env.BENCH_CPU_PROF === '1' ? (process.env.BENCH_CPU_PROF_DIR ?? `${os.tmpdir()}/rulr-ingest-prof`) : undefined;
 if (CPU_PROF_DIR) INGEST_NODE_FLAGS.push('--cpu-prof', `--cpu-prof-dir=${CPU_PROF_DIR}`);
 const PHASES = new Set((process.env.BENCH_PHASES ?? 'backlog,latency').split(',').map((p) => p.trim()));
