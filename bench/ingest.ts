@@ -371,7 +371,7 @@ function writeResults(r: Record<string, unknown>, loadBefore: number): void {
     '',
     `Run ${new Date().toISOString().slice(0, 16)}Z on ${r.machine}. 1-minute load average ${loadBefore.toFixed(1)} before and ${os.loadavg()[0]?.toFixed(1)} after (the host is shared: absolute rates are pessimistic and vary from run to run).`,
     `Command: \`npm run bench:ingest\` (env: \`BENCH_MESSAGES\`, \`BENCH_DEVICES\`, \`BENCH_PORT\`, \`BENCH_LATENCY_SECONDS\`, \`BENCH_WRITE_RESULTS=0\`, \`BENCH_PHASES\`, \`BENCH_CPU_PROF=1\`, \`BENCH_INGEST_RUNNER=tsx\`).`,
-    `Setup: ${n(MESSAGES)} QoS 1 messages × ${VALUES} values from ${n(DEVICES)} devices (\`{"ts","values"}\`), one mqtt.js publisher, a private Mosquitto 2.0.11 on port ${PORT} with \`deploy/mosquitto/mosquitto-no-drop.conf\`, one ingest process (child: compiled JavaScript as in production, bundled by esbuild into bench/out/, ${r.settings ? `\`${r.settings}\`` : 'default settings'}, \`node --max-old-space-size=256\`), PostgreSQL 15 with default settings on the same host.`,
+    `Setup: ${n(MESSAGES)} QoS 1 messages × ${VALUES} values from ${n(DEVICES)} devices (\`{"ts","values"}\`), one mqtt.js publisher, a private Mosquitto 2.0.11 on port ${PORT} with \`deploy/mosquitto/mosquitto-no-drop.conf\`, one ingest process (child: compiled JavaScript as in production, bundled by esbuild into bench/out/, ${r.settings ? `\`${r.settings}\`` : 'default settings'}, \`node ${INGEST_NODE_FLAGS.filter((f) => !f.startsWith('--cpu-prof')).join(' ')}\`), PostgreSQL 15 with default settings on the same host.`,
     '',
     '| measure | result | target |',
     '| --- | ---: | --- |',
