@@ -671,7 +671,7 @@ function writeResults(rs: PhaseResult[], o: { loadBefore: number; loadAfter: num
     '| --- | ---: | ---: | --- |',
     ...rows.map(([label, f, target]) => `| ${label} | ${cell(b, f)} | ${cell(g, f)} | ${target} |`),
     '',
-    `Ratio gateway / bare delivery time: ${Number.isFinite(ratio) ? ratio.toFixed(2) : 'n/a'} (target ≤ 2). Ratio of p50 latency: ${b && g ? (g.p50 / Math.max(1, b.p50)).toFixed(1) : 'n/a'}.`,
+    `Ratio gateway / bare delivery time: ${Number.isFinite(ratio) ? ratio.toFixed(2) : 'n/a'} (target ≤ 2). Ratio of p50 latency: ${b && g ? Number((g.p50 / Math.max(1, b.p50)).toPrecision(2)) : 'n/a'}.`,
   ];
   const st = g?.serverStats;
   if (st?.rulr_realtime_batch_seconds_count) {
