@@ -10,9 +10,10 @@
  */
 import type { Db } from '../lib/db.js';
 import {
-  type DeviceListFilter,
+  type DevicePage,
   type DeviceRow,
   DevicesRepository,
+  type ListDevicesOptions,
   type ProfileRow,
   type SiteRow,
 } from '../subgraphs/devices/repository.js';
@@ -71,17 +72,7 @@ export class MemoryDevicesRepository extends DevicesRepository {
     return ids.flatMap((id) => t.profiles.get(id) ?? []);
   }
 
-  override async listDevices(
-    orgId: string,
-    o: {
-      limit: number;
-      afterSerial?: string | undefined;
-      filter: DeviceListFilter;
-      withSites?: boolean;
-      withProfiles?: boolean;
-      withCount?: boolean;
-    },
-  ) {
+  override async listDevices(orgId: string, o: ListDevicesOptions): Promise<DevicePage> {
     const f = o.filter;
     if (f.siteId || f.profileId || f.parentId || f.search || f.bbox || f.near) {
       throw new Error('the in-memory bench repository serves unfiltered pages only');

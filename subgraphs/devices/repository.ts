@@ -80,6 +80,23 @@ export interface DeviceListFilter {
   includeDecommissioned?: boolean | undefined;
 }
 
+/** One page of devices in serial order, and what the request selects besides (`listDevices`). */
+export interface ListDevicesOptions {
+  limit: number;
+  afterSerial?: string | undefined;
+  filter: DeviceListFilter;
+  withSites?: boolean;
+  withProfiles?: boolean;
+  withCount?: boolean;
+}
+
+export interface DevicePage {
+  rows: DeviceRow[];
+  sites: SiteRow[];
+  profiles: ProfileRow[];
+  total?: number;
+}
+
 export interface NewDevice {
   serial: string;
   name: string;
@@ -255,17 +272,7 @@ export class DevicesRepository {
    * hasNextPage), and in the same round trip what the request will need next: the page's sites
    * and profiles (selected through the page query itself) and the total, each only when asked for.
    */
-  async listDevices(
-    orgId: string,
-    o: {
-      limit: number;
-      afterSerial?: string | undefined;
-      filter: DeviceListFilter;
-      withSites?: boolean;
-      withProfiles?: boolean;
-      withCount?: boolean;
-    },
-  ): Promise<{ rows: DeviceRow[]; sites: SiteRow[]; profiles: ProfileRow[]; total?: number }> {
+  async listDevices(orgId: string, o: ListDevicesOptions): Promise<DevicePage> {
     let page = this.filtered(this.selectDevices(this.db), orgId, o.filter);
     if (o.afterSerial !== undefined) page = page.where('d.serial', '>', o.afterSerial);
     page = page.orderBy('d.serial').limit(o.limit);
