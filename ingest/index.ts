@@ -59,6 +59,9 @@ export async function startIngest(ctx: RoleContext, o: IngestOptions = {}): Prom
     reconnectPeriod: 1000,
     connectTimeout: 10_000,
     keepalive: 30,
+    // mqtt.js logs every packet through `debug` (cheap when off, but per packet at 10,000+ msg/s);
+    // with DEBUG set (e.g. DEBUG=mqttjs*) its own logger is kept for troubleshooting.
+    ...(process.env.DEBUG ? {} : { log: () => undefined }),
     properties: {
       sessionExpiryInterval: cfg.INGEST_SESSION_EXPIRY_S,
       receiveMaximum: Math.min(65535, cfg.INGEST_MAX_PENDING),
