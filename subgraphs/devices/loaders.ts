@@ -8,12 +8,51 @@ import type { DeviceRow, DevicesRepository, ProfileRow, SiteRow } from './reposi
  * number of statements.
  */
 export interface DevicesLoaders {
-  device: DataLoader<string, DeviceRow | null>;
-  site: DataLoader<string, SiteRow | null>;
-  profile: DataLoader<string, ProfileRow | null>;
+  device: PeekLoader<DeviceRow>;
+  site: PeekLoader<SiteRow>;
+  profile: PeekLoader<ProfileRow>;
   deviceChildren: DataLoader<string, DeviceRow[]>;
   siteChildren: DataLoader<string, SiteRow[]>;
   siteDeviceCount: DataLoader<string, number>;
+}
+
+/**
+ * A DataLoader that can also answer synchronously with what it already holds (primed or loaded).
+ * A resolver returning the row itself instead of a promise spares graphql-js a promise per field and
+ * per object: a page of 50 devices with their (primed) sites and profiles resolves without any.
+ */
+export class PeekLoader<V> extends DataLoader<string, V | null> {
+  private readonly known = new Map<string, V | null>();
+
+  constructor(batch: (keys: readonly string[]) => Promise<(V | null)[]>, options?: DataLoader.Options<string, V | null>) {
+    super(async (keys) => {
+      const values = await batch(keys);
+      keys.forEach((k, i) => {
+        this.known.set(k, values[i] ?? null);
+      });
+      return values;
+    }, options);
+  }
+
+  /** The value if held, else a promise of it (what `load` gives). */
+  get(key: string): V | null | Promise<V | null> {
+    return this.known.has(key) ? (this.known.get(key) as V | null) : this.load(key);
+  }
+
+  override prime(key: string, value: V | null | Error): this {
+    if (!(value instanceof Error) && !this.known.has(key)) this.known.set(key, value);
+    return super.prime(key, value);
+  }
+
+  override clear(key: string): this {
+    this.known.delete(key);
+    return super.clear(key);
+  }
+
+  override clearAll(): this {
+    this.known.clear();
+    return super.clearAll();
+  }
 }
 
 function byId<T extends { id: string }>(keys: readonly string[], rows: T[]): (T | null)[] {
@@ -40,16 +79,10 @@ export function createLoaders(repo: DevicesRepository, orgId: string): DevicesLo
     const ids = validKeys(keys);
     return ids.length ? fetch(ids) : [];
   };
-  const site = new DataLoader<string, SiteRow | null>(
-    async (keys) => byId(keys, await rows(keys, (ids) => repo.sitesByIds(orgId, ids))),
-    opts,
-  );
-  const profile = new DataLoader<string, ProfileRow | null>(
-    async (keys) => byId(keys, await rows(keys, (ids) => repo.profilesByIds(orgId, ids))),
-    opts,
-  );
+  const site = new PeekLoader<SiteRow>(async (keys) => byId(keys, await rows(keys, (ids) => repo.sitesByIds(orgId, ids))), opts);
+  const profile = new PeekLoader<ProfileRow>(async (keys) => byId(keys, await rows(keys, (ids) => repo.profilesByIds(orgId, ids))), opts);
   // Devices come with their sites and profiles (same round trip): prime those loaders.
-  const device = new DataLoader<string, DeviceRow | null>(async (keys) => {
+  const device = new PeekLoader<DeviceRow>(async (keys) => {
     const ids = validKeys(keys);
     if (!ids.length) return keys.map(() => null);
     const r = await repo.devicesByIds(orgId, ids);

@@ -320,9 +320,9 @@ export function createResolvers(login: LoginOptions): GraphQLResolverMap<Devices
   };
 
   const Device: Record<string, Resolver<DeviceRow>> = {
-    site: (d, _a, ctx) => (d.site_id ? ctx.loaders.site.load(d.site_id) : null),
+    site: (d, _a, ctx) => (d.site_id ? ctx.loaders.site.get(d.site_id) : null),
     location: (d) => (d.lat === null || d.lng === null ? null : { lat: d.lat, lng: d.lng }),
-    profile: (d, _a, ctx) => (d.profile_id ? ctx.loaders.profile.load(d.profile_id) : null),
+    profile: (d, _a, ctx) => (d.profile_id ? ctx.loaders.profile.get(d.profile_id) : null),
     attributes: (d) => d.attributes ?? {},
     createdAt: (d) => d.created_at,
     updatedAt: (d) => d.updated_at,
