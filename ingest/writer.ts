@@ -1,5 +1,6 @@
-import pg from 'pg';
+import type pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
+import { DedicatedClient } from '../lib/db.js';
 import { energyPartialsSql } from '../schema/energy.js';
 import { metricRollupTables, storageInfoOf } from '../schema/timescale/mode.js';
 import { BinaryCopyWriter } from './copy-binary.js';
@@ -172,35 +173,27 @@ export interface BatchWriterOptions {
  * the caller retries with the same rows after `reset()`, which drops a broken connection.
  */
 export class BatchWriter {
-  private client?: pg.Client;
-
   /** the `metricRollups` option, or what the current connection's database says */
   private metrics = true;
 
   constructor(
     /** database the batches go to (the rollup compactor of the same process uses it too) */
     readonly url: string,
-    private readonly o: BatchWriterOptions = {},
-  ) {}
-
-  private async conn(): Promise<pg.Client> {
-    if (this.client) return this.client;
-    const c = new pg.Client({ connectionString: this.url, application_name: 'rulr-ingest', connectionTimeoutMillis: 5000 });
-    c.on('error', () => {
-      if (this.client === c) this.client = undefined;
+    o: BatchWriterOptions = {},
+  ) {
+    this.connection = new DedicatedClient({
+      url,
+      applicationName: 'rulr-ingest',
+      setup: async (c) => {
+        await c.query("set time zone 'UTC'; set synchronous_commit = on");
+        await c.query(STAGE);
+        this.metrics = o.metricRollups ?? metricRollupTables(await storageInfoOf(c));
+      },
     });
-    await c.connect();
-    try {
-      await c.query("set time zone 'UTC'; set synchronous_commit = on");
-      await c.query(STAGE);
-      this.metrics = this.o.metricRollups ?? metricRollupTables(await storageInfoOf(c));
-    } catch (e) {
-      await c.end().catch(() => undefined);
-      throw e;
-    }
-    this.client = c;
-    return c;
   }
+
+  /** its own connection: the staging table and the storage mode are read once per connection */
+  private readonly connection: DedicatedClient;
 
   private copy(c: pg.Client, statement: string, data: string | Buffer): Promise<void> {
     return new Promise<void>((resolve, reject) => {
@@ -218,7 +211,7 @@ export class BatchWriter {
    * message) rolls back to the savepoint and takes the staged, duplicate-skipping path instead.
    */
   async write(rows: Row[], dead: DeadLetterRow[]): Promise<WriteResult> {
-    const c = await this.conn();
+    const c = await this.connection.get();
     try {
       await c.query('begin');
       let inserted = 0;
@@ -379,10 +372,8 @@ export class BatchWriter {
   }
 
   /** Drops the connection (after a failure its transaction state is unknown). */
-  async reset(): Promise<void> {
-    const c = this.client;
-    this.client = undefined;
-    await c?.end().catch(() => undefined);
+  reset(): Promise<void> {
+    return this.connection.reset();
   }
 
   async close(): Promise<void> {

@@ -60,6 +60,40 @@ export async function withTenant<T>(db: Db, orgId: string, fn: (tx: Tx) => Promi
   });
 }
 
+/**
+ * One long-lived connection of its own (ingest's batch writers, the rollup compactor): opened on first
+ * use and prepared by `setup`; a connection that errors is dropped, and the next `get()` opens another.
+ */
+export class DedicatedClient {
+  private client?: pg.Client;
+
+  constructor(private readonly o: { url: string; applicationName: string; setup?: (c: pg.Client) => Promise<void> }) {}
+
+  async get(): Promise<pg.Client> {
+    if (this.client) return this.client;
+    const c = new pg.Client({ connectionString: this.o.url, application_name: this.o.applicationName, connectionTimeoutMillis: 5000 });
+    c.on('error', () => {
+      if (this.client === c) this.client = undefined;
+    });
+    try {
+      await c.connect();
+      await this.o.setup?.(c);
+    } catch (e) {
+      await c.end().catch(() => undefined);
+      throw e;
+    }
+    this.client = c;
+    return c;
+  }
+
+  /** Drops the connection (after a failure its transaction state is unknown). */
+  async reset(): Promise<void> {
+    const c = this.client;
+    this.client = undefined;
+    await c?.end().catch(() => undefined);
+  }
+}
+
 export async function pingDb(db: Db): Promise<void> {
   await sql`select 1`.execute(db);
 }

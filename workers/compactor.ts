@@ -1,4 +1,5 @@
-import pg from 'pg';
+import type pg from 'pg';
+import { DedicatedClient } from '../lib/db.js';
 import type { Logger } from '../lib/logger.js';
 import { counter, histogram } from '../lib/metrics.js';
 import { energyPartialsSql } from '../schema/energy.js';
@@ -191,7 +192,8 @@ export interface CompactorOptions {
  * compaction covers many batches), and on a timer of the same period.
  */
 export class RollupCompactor {
-  private client?: pg.Client;
+  /** its own connection: the storage mode is read once per connection */
+  private readonly connection: DedicatedClient;
   /** the `metricRollups` option, or what the current connection's database says */
   private metrics = true;
   private running?: Promise<void>;
@@ -204,6 +206,13 @@ export class RollupCompactor {
 
   constructor(private readonly o: CompactorOptions) {
     this.intervalMs = o.intervalMs ?? 1000;
+    this.connection = new DedicatedClient({
+      url: o.url,
+      applicationName: 'rulr-compactor',
+      setup: async (c) => {
+        this.metrics = o.metricRollups ?? metricRollupTables(await storageInfoOf(c));
+      },
+    });
   }
 
   /** Starts the background timer. */
@@ -236,7 +245,7 @@ export class RollupCompactor {
 
   /** Compacts until no deltas are left (or another process holds the lock). */
   async runOnce(): Promise<number> {
-    const c = await this.conn();
+    const c = await this.connection.get();
     let total = 0;
     for (;;) {
       const end = compactionSeconds.startTimer();
@@ -258,31 +267,8 @@ export class RollupCompactor {
     } catch (e) {
       compactions.inc({ outcome: 'error' });
       this.o.logger?.warn({ err: (e as Error).message }, 'rollup compaction failed (retried)');
-      await this.reset();
+      await this.connection.reset();
     }
-  }
-
-  private async conn(): Promise<pg.Client> {
-    if (this.client) return this.client;
-    const c = new pg.Client({ connectionString: this.o.url, application_name: 'rulr-compactor', connectionTimeoutMillis: 5000 });
-    c.on('error', () => {
-      if (this.client === c) this.client = undefined;
-    });
-    try {
-      await c.connect();
-      this.metrics = this.o.metricRollups ?? metricRollupTables(await storageInfoOf(c));
-    } catch (e) {
-      await c.end().catch(() => undefined);
-      throw e;
-    }
-    this.client = c;
-    return c;
-  }
-
-  private async reset(): Promise<void> {
-    const c = this.client;
-    this.client = undefined;
-    await c?.end().catch(() => undefined);
   }
 
   /** Stops the timers, lets a running compaction finish, closes the connection. */
@@ -291,6 +277,6 @@ export class RollupCompactor {
     if (this.timer) clearTimeout(this.timer);
     if (this.ticker) clearInterval(this.ticker);
     await this.running;
-    await this.reset();
+    await this.connection.reset();
   }
 }
