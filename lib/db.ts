@@ -154,14 +154,7 @@ export function inlineParameters(text: string, params: readonly unknown[]): stri
 export async function tenantRead(db: Db, orgId: string, queries: readonly CompiledQuery[]): Promise<Record<string, unknown>[][]> {
   if (!isUuid(orgId)) throw new Error('tenantRead: orgId must be a uuid');
   const entry = pools.get(db);
-  if (!entry) {
-    // A Db not made by createDb (no pool at hand): the same statements, one round trip each.
-    return withTenant(db, orgId, async (tx) => {
-      const out: Record<string, unknown>[][] = [];
-      for (const q of queries) out.push((await tx.executeQuery<Record<string, unknown>>(q)).rows);
-      return out;
-    });
-  }
+  if (!entry) throw new Error('tenantRead: the Db was not made by createDb (no pool to send one round trip on)');
   const statements = [
     'begin read only',
     `select set_config('role', 'rulr_app', true), set_config('rulr.org_id', '${orgId}', true)`,
