@@ -225,13 +225,20 @@ async function load(t: Target, q: Query, connections: number, duration: number, 
   return { rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors + r.non2xx + r.timeouts };
 }
 
+/** Keep-alive connections of the fixed-rate generator (as wrk2 does: a fixed pool, not one socket per late request). */
+const OPEN_LOOP_CONNECTIONS = Number(process.env.BENCH_FIXED_CONNECTIONS ?? 50);
+
 /**
  * Open-loop load at a fixed rate: request i is sent at t0 + i/rate whatever the answers do, and its
  * latency counts from that scheduled time (no coordinated omission). autocannon's `overallRate`
  * sends each second's quota in a burst at the top of the second, which measures burst queueing.
+ * Requests go over a fixed pool of OPEN_LOOP_CONNECTIONS keep-alive connections; when all are busy a
+ * request waits in the generator, and that wait counts in its latency. (An unbounded pool answered
+ * every hiccup with a burst of new TCP connections, which the servers then had to accept: the
+ * generator's own connection storm, not the servers' latency.)
  */
 async function openLoop(t: Target, q: Query, rate: number, duration: number): Promise<Run> {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: 1024 });
+  const agent = new http.Agent({ keepAlive: true, maxSockets: OPEN_LOOP_CONNECTIONS });
   const body = JSON.stringify({ query: q.query, variables: q.variables });
   const url = new URL(t.url);
   const headers = { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)), ...t.headers() };
@@ -344,7 +351,9 @@ async function main(): Promise<void> {
     'Command: `npm run bench:gateway` (`BENCH_DURATION`, `BENCH_ROUNDS`, `BENCH_FIXED_DURATION` set the run lengths; `BENCH_SUBGRAPH=postgres|memory` runs one of the two suites; `BENCH_CPU_PROF=1` writes CPU profiles to `bench/out/<suite>/<role>/`).',
     'Servers run in child processes with `NODE_ENV=production`; autocannon runs in the parent process on the same machine,',
     'so the load generator competes with the servers for the same cores. Latency is measured at a fixed rate of half of',
-    "(c)'s saturated throughput for that query: an open-loop generator sends request i at t0 + i/rate on keep-alive sockets and counts latency from the scheduled time (autocannon's `overallRate` bursts each second's quota at the top of the second, which measures burst queueing instead).",
+    "(c)'s saturated throughput for that query: an open-loop generator sends request i at t0 + i/rate over a fixed pool of " +
+      OPEN_LOOP_CONNECTIONS +
+      " keep-alive connections (as wrk2 does) and counts latency from the scheduled time (autocannon's `overallRate` bursts each second's quota at the top of the second, which measures burst queueing instead).",
     '',
     'Targets: (a) the devices subgraph called directly with a signed identity header; (b) a stock `@apollo/gateway`',
     '(ApolloGateway + `startStandaloneServer`, HTTP data sources, defaults, identity header added in `willSendRequest`);',
