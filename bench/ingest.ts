@@ -5,6 +5,7 @@
 // BENCH_PHASES (default `backlog,latency`: the optional phases after live + COPY) for quick loops;
 // BENCH_LATENCY_RATE (readings/s, default half the live rate);
 // BENCH_CPU_PROF=1 writes a V8 CPU profile of each ingest child (`node --cpu-prof`) to BENCH_CPU_PROF_DIR.
+// BENCH_INGEST_ENTRY=<file.mjs> runs that prebuilt ingest bundle instead of building ingest/testing/run-ingest.ts.
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -25,6 +26,11 @@ const DEVICES = Number(process.env.BENCH_DEVICES ?? 1000);
 const VALUES = 10;
 const PORT = Number(process.env.BENCH_PORT ?? 18830);
 const LATENCY_SECONDS = Number(process.env.BENCH_LATENCY_SECONDS ?? 20);
+/**
+ * Seconds of traffic at the latency rate sent to the fresh ingest before measuring (not counted): the
+ * latency phase is about the steady state, not the process start (JIT, device cache, Lua scripts).
+ */
+const LATENCY_WARMUP_SECONDS = Number(process.env.BENCH_LATENCY_WARMUP_SECONDS ?? 5);
 /** Node flags of the ingest process, as deploy/k8s/ingest.yaml sets them (ingest/README.md). */
 const INGEST_NODE_FLAGS = (process.env.BENCH_INGEST_NODE_FLAGS ?? '--max-old-space-size=256 --max-semi-space-size=16')
   .split(' ')
@@ -55,10 +61,12 @@ function cpuSeconds(pid: number): number {
   }
 }
 
-/** CPU seconds of the PostgreSQL backends serving `db` (by pid). */
-async function backendCpu(sql: pg.Client, db: string): Promise<Map<number, number>> {
-  const r = await sql.query<{ pid: number }>('select pid from pg_stat_activity where datname = $1', [db]);
-  return new Map(r.rows.map((x) => [x.pid, cpuSeconds(x.pid)]));
+/** CPU seconds of the PostgreSQL backends serving `db` (by pid), with their application names. */
+async function backendCpu(sql: pg.Client, db: string): Promise<Map<number, { app: string; cpu: number }>> {
+  const r = await sql.query<{ pid: number; app: string }>('select pid, application_name as app from pg_stat_activity where datname = $1', [
+    db,
+  ]);
+  return new Map(r.rows.map((x) => [x.pid, { app: x.app || 'other', cpu: cpuSeconds(x.pid) }]));
 }
 
 async function readingsCommitted(port: number): Promise<number> {
@@ -76,6 +84,11 @@ async function readingsCommitted(port: number): Promise<number> {
 let entry: string[] | undefined;
 async function ingestEntry(): Promise<string[]> {
   if (entry) return entry;
+  if (process.env.BENCH_INGEST_ENTRY) {
+    // A prebuilt bundle (e.g. of an earlier version, for interleaved A/B runs).
+    entry = [process.env.BENCH_INGEST_ENTRY];
+    return entry;
+  }
   if (process.env.BENCH_INGEST_RUNNER === 'tsx') {
     entry = ['--import', 'tsx', 'ingest/testing/run-ingest.ts'];
     return entry;
@@ -199,9 +212,19 @@ async function main(): Promise<void> {
       // Where the 2 cores went during the live phase (bench parent = publisher + polling).
       const pgNow = await backendCpu(sql, dbName);
       let pgCpu = 0;
-      for (const [pid, c] of pgNow) pgCpu += c - (cpu0.pg.get(pid) ?? 0);
+      const byApp = new Map<string, number>();
+      for (const [pid, c] of pgNow) {
+        const used = c.cpu - (cpu0.pg.get(pid)?.cpu ?? 0);
+        pgCpu += used;
+        byApp.set(c.app, (byApp.get(c.app) ?? 0) + used);
+      }
+      const apps = [...byApp]
+        .filter(([, c]) => c >= 0.05)
+        .sort((a, b) => b[1] - a[1])
+        .map(([app, c]) => `${app} ${c.toFixed(1)}`)
+        .join(', ');
       const pubCpu = process.cpuUsage(cpu0.pub);
-      cpuLive = `ingest ${(cpuSeconds(ingest.child.pid as number) - cpu0.ingest).toFixed(1)} s, publisher ${((pubCpu.user + pubCpu.system) / 1e6).toFixed(1)} s, PostgreSQL backends ${pgCpu.toFixed(1)} s`;
+      cpuLive = `ingest ${(cpuSeconds(ingest.child.pid as number) - cpu0.ingest).toFixed(1)} s, publisher ${((pubCpu.user + pubCpu.system) / 1e6).toFixed(1)} s, PostgreSQL backends ${pgCpu.toFixed(1)} s (${apps})`;
       log(`cpu during the live phase (${seconds.toFixed(1)} s wall): ${cpuLive}; load ${os.loadavg()[0]?.toFixed(1)}`);
     }
     const ingestRate = expected / seconds;
@@ -252,6 +275,10 @@ async function main(): Promise<void> {
     const copySeconds = (performance.now() - c0) / 1000;
     const copyRate = expected / copySeconds;
     rmSync(file, { force: true });
+    // The raw COPY left ~1M rows of dirty pages and WAL: drop the table (its dirty buffers go with it)
+    // and checkpoint, so the phases after it do not pay for its write-back (the latency phase's first
+    // commits waited seconds on it).
+    await sql.query('drop table bench_raw; checkpoint');
     log(
       `psql COPY: ${expected} rows in ${copySeconds.toFixed(2)} s = ${Math.round(copyRate)} rows/s; ingest/COPY = ${((100 * ingestRate) / copyRate).toFixed(1)}%`,
     );
@@ -285,35 +312,54 @@ async function main(): Promise<void> {
     // 4. Latency at half the measured rate: a fresh ingest with latency recording.
     const msgRate = Number(process.env.BENCH_LATENCY_RATE ?? ingestRate / 2) / VALUES;
     let stats = { n: 0, p50: Number.NaN, p99: Number.NaN, max: Number.NaN };
+    let warmup = stats;
     if (PHASES.has('latency')) {
       ingest.child.kill('SIGTERM');
       await new Promise((r) => ingest?.child.once('exit', r));
       ingest = await startIngestChild({ ...env, RULR_BENCH_LATENCY: '1' });
+      const child = ingest;
+      const warm = Math.round(msgRate * LATENCY_WARMUP_SECONDS);
       const total = Math.round(msgRate * LATENCY_SECONDS);
+      let sent = 0;
+      /** publishes `count` messages at `msgRate`, waits for their commit and returns ingest's latency summary (which it resets) */
+      const paced = async (count: number) => {
+        const l0 = performance.now();
+        const inflight: Promise<unknown>[] = [];
+        for (let i = 0; i < count; i++, sent++) {
+          const due = l0 + (i / msgRate) * 1000;
+          const wait = due - performance.now();
+          if (wait > 2) await new Promise((r) => setTimeout(r, wait));
+          inflight.push(pub.publishAsync(`devices/${fleet.deviceIds[sent % DEVICES]}/telemetry`, payload(Date.now(), sent), { qos: 1 }));
+          if (inflight.length > 5000) await Promise.all(inflight.splice(0, 2500));
+        }
+        await Promise.all(inflight);
+        const l1 = performance.now();
+        while ((await readingsCommitted(child.port)) < sent * VALUES) {
+          if (performance.now() - l1 > 120_000) throw new Error('latency phase: not every reading committed within 2 minutes');
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        // The counter moves at commit; latencies are recorded after the Redis stage that follows it.
+        await new Promise((r) => setTimeout(r, 2000));
+        const seen = child.lines.length;
+        child.child.stdin?.write('stats\n');
+        let line: string | undefined;
+        for (;;) {
+          line = child.lines.slice(seen).find((l) => l.startsWith('stats '));
+          if (line) break;
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        return JSON.parse(line.slice(6)) as typeof stats;
+      };
+      if (warm > 0) {
+        log(`latency warm-up (not counted): ${warm} messages at ${Math.round(msgRate)} msg/s for ${LATENCY_WARMUP_SECONDS} s`);
+        const w = await paced(warm);
+        warmup = w;
+        log(`  warm-up publish→committed: p50 ${w.p50} ms, p99 ${w.p99} ms, max ${w.max} ms`);
+      }
       log(
         `latency: ${total} messages at ${Math.round(msgRate)} msg/s (${Math.round(msgRate * VALUES)} readings/s) for ${LATENCY_SECONDS} s`,
       );
-      const l0 = performance.now();
-      const inflight: Promise<unknown>[] = [];
-      for (let i = 0; i < total; i++) {
-        const due = l0 + (i / msgRate) * 1000;
-        const wait = due - performance.now();
-        if (wait > 2) await new Promise((r) => setTimeout(r, wait));
-        inflight.push(pub.publishAsync(`devices/${fleet.deviceIds[i % DEVICES]}/telemetry`, payload(Date.now(), i), { qos: 1 }));
-        if (inflight.length > 5000) await Promise.all(inflight.splice(0, 2500));
-      }
-      await Promise.all(inflight);
-      const l1 = performance.now();
-      while ((await readingsCommitted(ingest.port)) < total * VALUES) {
-        if (performance.now() - l1 > 120_000) throw new Error('latency phase: not every reading committed within 2 minutes');
-        await new Promise((r) => setTimeout(r, 100));
-      }
-      // The counter moves at commit; latencies are recorded after the Redis stage that follows it.
-      await new Promise((r) => setTimeout(r, 2000));
-      ingest.child.stdin?.write('stats\n');
-      const lines = ingest.lines;
-      while (!lines.some((l) => l.startsWith('stats '))) await new Promise((r) => setTimeout(r, 50));
-      stats = JSON.parse((lines.find((l) => l.startsWith('stats ')) as string).slice(6)) as typeof stats;
+      stats = await paced(total);
       log(`latency publish→committed: p50 ${stats.p50} ms, p99 ${stats.p99} ms, max ${stats.max} ms over ${stats.n} messages`);
     }
     await pub.endAsync();
@@ -340,6 +386,8 @@ async function main(): Promise<void> {
       latencyRateReadingsPerSecond: Math.round(msgRate * VALUES),
       latencyP50Ms: stats.p50,
       latencyP99Ms: stats.p99,
+      latencyWarmupP50Ms: warmup.p50,
+      latencyWarmupP99Ms: warmup.p99,
     };
     console.log(JSON.stringify(result));
     if (process.env.BENCH_WRITE_RESULTS !== '0') {
@@ -370,7 +418,7 @@ function writeResults(r: Record<string, unknown>, loadBefore: number): void {
     '## Ingest (`npm run bench:ingest`)',
     '',
     `Run ${new Date().toISOString().slice(0, 16)}Z on ${r.machine}. 1-minute load average ${loadBefore.toFixed(1)} before and ${os.loadavg()[0]?.toFixed(1)} after (the host is shared: absolute rates are pessimistic and vary from run to run).`,
-    `Command: \`npm run bench:ingest\` (env: \`BENCH_MESSAGES\`, \`BENCH_DEVICES\`, \`BENCH_PORT\`, \`BENCH_LATENCY_SECONDS\`, \`BENCH_WRITE_RESULTS=0\`, \`BENCH_PHASES\`, \`BENCH_CPU_PROF=1\`, \`BENCH_INGEST_RUNNER=tsx\`).`,
+    `Command: \`npm run bench:ingest\` (env: \`BENCH_MESSAGES\`, \`BENCH_DEVICES\`, \`BENCH_PORT\`, \`BENCH_LATENCY_SECONDS\`, \`BENCH_LATENCY_WARMUP_SECONDS\`, \`BENCH_WRITE_RESULTS=0\`, \`BENCH_PHASES\`, \`BENCH_CPU_PROF=1\`, \`BENCH_INGEST_RUNNER=tsx\`).`,
     `Setup: ${n(MESSAGES)} QoS 1 messages × ${VALUES} values from ${n(DEVICES)} devices (\`{"ts","values"}\`), one mqtt.js publisher, a private Mosquitto 2.0.11 on port ${PORT} with \`deploy/mosquitto/mosquitto-no-drop.conf\`, one ingest process (child: compiled JavaScript as in production, bundled by esbuild into bench/out/, ${r.settings ? `\`${r.settings}\`` : 'default settings'}, \`node ${INGEST_NODE_FLAGS.filter((f) => !f.startsWith('--cpu-prof')).join(' ')}\`), PostgreSQL 15 with default settings on the same host.`,
     '',
     '| measure | result | target |',
@@ -382,9 +430,9 @@ function writeResults(r: Record<string, unknown>, loadBefore: number): void {
     `| ingest, backlog: the same volume queued while ingest was stopped, then drained (includes process start) | ${n(r.backlogDrainReadingsPerSecond)} readings/s (${pct(r.backlogRatioPercent)} of COPY) | |`,
     `| ingest peak RSS (VmHWM) | ${r.ingestPeakRssMb} MB | < 300 MB |`,
     `| CPU time during the live phase (2 cores shared by all) | ${r.cpuLive} | |`,
-    `| publish → committed latency at ${n(r.latencyRateReadingsPerSecond)} readings/s (half the live rate), p50 / p99 | ${r.latencyP50Ms} ms / ${r.latencyP99Ms} ms | |`,
+    `| publish → committed latency at ${n(r.latencyRateReadingsPerSecond)} readings/s (half the live rate; after ${LATENCY_WARMUP_SECONDS} s of warm-up at that rate, not counted), p50 / p99 | ${r.latencyP50Ms} ms / ${r.latencyP99Ms} ms (warm-up of a fresh process: ${r.latencyWarmupP50Ms} ms / ${r.latencyWarmupP99Ms} ms) | |`,
     '',
-    "Every reading is written once into `device_metrics` (counter metrics also into `energy_readings`) and, in the same transaction, one partial aggregate per device, metric and hour of the batch is COPYed into the append-only `metrics_rollup_deltas`; ingest's compactor folds the deltas into `metrics_hourly`/`metrics_daily` about once a second (the bench waits for it and checks that the rollups count every reading exactly once). The raw COPY writes only the rows.",
+    "Every reading is written once into `device_metrics` (counter metrics also into `energy_readings`) and, in the same transaction, one partial aggregate per device, metric and hour of the batch is COPYed into the append-only `metrics_rollup_deltas`; ingest's compactor folds the deltas into `metrics_hourly`/`metrics_daily` about once a second, less often while compactions take long (the bench waits for it and checks that the rollups count every reading exactly once). The raw COPY writes only the rows.",
     '<!-- bench:ingest:end -->',
   ].join('\n');
   const text = readFileSync(file, 'utf8');

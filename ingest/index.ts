@@ -50,6 +50,9 @@ export async function startIngest(ctx: RoleContext, o: IngestOptions = {}): Prom
   const devices = DeviceDirectory.fromPool(pool, cfg.INGEST_DEVICE_CACHE_TTL_S * 1000);
   await devices.listen(ctx.redis, cfg.REDIS_PREFIX);
   const writers = Array.from({ length: cfg.INGEST_WRITERS }, () => new BatchWriter(cfg.DATABASE_URL));
+  // Connected before the broker: a resumed session redelivers at once, and a cold start would
+  // otherwise add connection setup to the first batches' latency.
+  await Promise.all(writers.map((w) => w.open()));
   const realtime = new Realtime(ctx.redis, cfg.REDIS_PREFIX, cfg.INGEST_RULE_JOB_MAX_READINGS);
 
   const client = mqtt.connect(cfg.MQTT_URL, {

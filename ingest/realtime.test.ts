@@ -1,5 +1,8 @@
+import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { type DeviceReadings, telemetryEvent } from './realtime.js';
+import { createRedis } from '../lib/redis.js';
+import { REDIS_URL } from '../test/support/env.js';
+import { type DeviceReadings, Realtime, telemetryEvent } from './realtime.js';
 
 describe('telemetryEvent', () => {
   it('should write the real-time envelope with every reading of the device, as JSON', () => {
@@ -37,5 +40,54 @@ describe('telemetryEvent', () => {
     });
     // Same text as JSON.stringify of that object (key order included).
     expect(json).toBe(JSON.stringify(JSON.parse(json)));
+  });
+});
+
+describe('Realtime.telemetry', () => {
+  it('should keep the newest value of each metric in the latest hash, whatever characters its text holds', async () => {
+    const redis = createRedis(REDIS_URL);
+    const prefix = `test-rt-${randomUUID()}:`;
+    const rt = new Realtime(redis, prefix, 100);
+    const device = (readings: DeviceReadings['readings']): DeviceReadings => ({
+      orgId: randomUUID(),
+      deviceId: 'd1',
+      siteId: null,
+      sitePath: [],
+      readings,
+    });
+    try {
+      const odd = 'a\u001fb\u001ec "q" ⚡\\';
+      await rt.telemetry(
+        [
+          device([
+            { metric: 'power', ts: 2000, value: 1.5, text: null },
+            { metric: 'mode', ts: 2000, value: null, text: odd },
+            { metric: 'power', ts: 1000, value: 3, text: null },
+          ]),
+        ],
+        5000,
+      );
+      await rt.telemetry(
+        [
+          device([
+            { metric: 'power', ts: 1500, value: 7, text: null },
+            { metric: 'on', ts: 3000, value: 1, text: 'true' },
+          ]),
+        ],
+        6000,
+      );
+      const latest = await redis.hgetall(`${prefix}latest:d1`);
+      expect(Object.fromEntries(Object.entries(latest).map(([k, v]) => [k, JSON.parse(v)]))).toEqual({
+        power: { ts: 2000, v: 1.5, t: null },
+        mode: { ts: 2000, v: null, t: odd },
+        on: { ts: 3000, v: 1, t: 'true' },
+      });
+      expect(await redis.hget(`${prefix}status:d1`, 'lastSeen')).toBe('3000');
+    } finally {
+      const keys = await redis.keys(`${prefix}*`);
+      if (keys.length) await redis.del(...keys);
+      await rt.close();
+      await redis.quit();
+    }
   });
 });

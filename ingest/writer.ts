@@ -205,10 +205,10 @@ export class BatchWriter {
   }
 
   /**
-   * Fast path first: COPY straight into `device_metrics` (and `energy_readings`) inside a savepoint,
-   * then the rollup deltas aggregated here (every row was inserted), COPYed too: the transaction
-   * only inserts. A unique violation (a redelivered
-   * message) rolls back to the savepoint and takes the staged, duplicate-skipping path instead.
+   * Fast path first: COPY straight into `device_metrics` (and `energy_readings`), then the rollup
+   * deltas aggregated here (every row was inserted), COPYed too: the transaction only inserts. A
+   * unique violation (a redelivered message) rolls the transaction back and writes the batch again
+   * by the staged, duplicate-skipping path.
    */
   async write(rows: Row[], dead: DeadLetterRow[]): Promise<WriteResult> {
     const c = await this.connection.get();
@@ -220,7 +220,9 @@ export class BatchWriter {
       let copyMs = 0;
       let rollupMs = 0;
       if (rows.length) {
-        await c.query('savepoint fast');
+        // No savepoint around the fast path: a duplicate (only redeliveries cause one) rolls the
+        // whole transaction back, nothing else having been done in it, and starts again. Two round
+        // trips fewer per batch; no PostgreSQL CPU difference was measurable.
         try {
           await this.copy(
             c,
@@ -234,7 +236,6 @@ export class BatchWriter {
               'copy energy_readings (time, org_id, device_id, counter_kwh) from stdin with (format binary)',
               energyBinary(counters),
             );
-          await c.query('release savepoint fast');
           copyMs = performance.now() - t;
           t = performance.now();
           await this.deltas(c, rows);
@@ -244,7 +245,9 @@ export class BatchWriter {
           this.fastBatches++;
         } catch (e) {
           if ((e as { code?: string }).code !== '23505') throw e;
-          await c.query('rollback to savepoint fast');
+          await c.query('rollback');
+          await c.query('begin');
+          t = performance.now();
           await this.copy(c, 'copy rulr_ingest_stage from stdin', copyText(rows));
           const r = await c.query<{ inserted: number }>(MOVE, [this.metrics]);
           inserted = r.rows[0]?.inserted ?? 0;
@@ -369,6 +372,14 @@ export class BatchWriter {
       w.finish(),
     );
     return groupCount;
+  }
+
+  /**
+   * Opens the connection ahead of the first batch (connection, session settings, staging table),
+   * so the first messages after a start do not wait for it. A failure is left to the first write.
+   */
+  async open(): Promise<void> {
+    await this.connection.get().catch(() => undefined);
   }
 
   /** Drops the connection (after a failure its transaction state is unknown). */

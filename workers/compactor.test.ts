@@ -159,6 +159,35 @@ describe('rollup compaction', () => {
     });
     expect(Number((await sql.query('select count(*) n from energy_hourly_deltas')).rows[0].n)).toBe(0);
   });
+
+  it('waits longer before the next compaction when the last one took a large share of the time', async () => {
+    const w = new BatchWriter(t.url);
+    // Any compaction is "expensive" at this fraction: the next one waits maxIntervalMs from its start.
+    const c = new RollupCompactor({ url: t.url, intervalMs: 20, maxBusyFraction: 0.000_01, maxIntervalMs: 2000 });
+    const until = async (ms: number) => {
+      const end = Date.now() + ms;
+      while ((await deltas()) > 0 && Date.now() < end) await new Promise((r) => setTimeout(r, 10));
+    };
+    const hour = T0 + 10 * 24 * 60 * MIN;
+    try {
+      await w.write([row(hour, 1)], []);
+      c.poke();
+      await until(5000);
+      expect(await deltas()).toBe(0);
+      const folded = Date.now();
+      await w.write([row(hour + MIN, 2)], []);
+      c.poke();
+      await new Promise((r) => setTimeout(r, 800));
+      if (Date.now() - folded < 1500) expect(await deltas()).toBe(1);
+      await until(5000);
+      expect(await deltas()).toBe(0);
+      const r = await sql.query('select count::int as count, sum from metrics_hourly where bucket = $1', [new Date(hour)]);
+      expect(r.rows).toEqual([{ count: 2, sum: 3 }]);
+    } finally {
+      await c.close();
+      await w.close();
+    }
+  });
 });
 
 describe('rollups in TimescaleDB mode with continuous aggregates (simulated on plain PostgreSQL)', () => {

@@ -177,6 +177,22 @@ export interface CompactorOptions {
    * @default 1000
    */
   intervalMs?: number;
+  /**
+   * Most of the wall time compactions may take: after a compaction of `d` ms the next one waits at
+   * least `d / maxBusyFraction` ms from its start (but never longer than `maxIntervalMs`). A
+   * compaction costs about one upsert per (device, metric, hour) it folds, however many deltas each
+   * has, so when few devices report often (every key is in every second's deltas) compacting every
+   * second cost PostgreSQL as much CPU as the raw COPY itself; waiting longer folds more deltas per
+   * upsert. With light traffic compactions take milliseconds and run every `intervalMs` as before.
+   * @default 0.1
+   */
+  maxBusyFraction?: number;
+  /**
+   * Longest wait between compactions while deltas arrive, whatever the last one cost (pending deltas
+   * make the `_live` views read more).
+   * @default 5000, or `intervalMs` when that is longer
+   */
+  maxIntervalMs?: number;
   logger?: Logger;
   /**
    * Fold `metrics_rollup_deltas` into `metrics_hourly`/`metrics_daily` (energy partials are folded
@@ -189,7 +205,8 @@ export interface CompactorOptions {
 /**
  * Runs {@link compactRollups} on its own connection: at most every `intervalMs` after a `poke()`
  * (ingest pokes after each commit, so at low rates a batch is folded at once and under load one
- * compaction covers many batches), and on a timer of the same period.
+ * compaction covers many batches), and on a timer of the same period; less often when compactions
+ * get expensive (`maxBusyFraction`).
  */
 export class RollupCompactor {
   /** its own connection: the storage mode is read once per connection */
@@ -200,12 +217,15 @@ export class RollupCompactor {
   private timer?: NodeJS.Timeout;
   private ticker?: NodeJS.Timeout;
   private last = 0;
+  /** wait from the start of the last compaction to the next one (`intervalMs` or more, see `maxBusyFraction`) */
+  private gap: number;
   private again = false;
   private closed = false;
   private readonly intervalMs: number;
 
   constructor(private readonly o: CompactorOptions) {
     this.intervalMs = o.intervalMs ?? 1000;
+    this.gap = this.intervalMs;
     this.connection = new DedicatedClient({
       url: o.url,
       applicationName: 'rulr-compactor',
@@ -230,7 +250,7 @@ export class RollupCompactor {
       return;
     }
     if (this.timer) return;
-    const wait = Math.max(0, this.last + this.intervalMs - Date.now());
+    const wait = Math.max(0, this.last + this.gap - Date.now());
     this.timer = setTimeout(() => {
       this.timer = undefined;
       this.running = this.run().finally(() => {
@@ -264,6 +284,9 @@ export class RollupCompactor {
     this.last = Date.now();
     try {
       await this.runOnce();
+      const took = Date.now() - this.last;
+      const maxInterval = Math.max(this.o.maxIntervalMs ?? 5000, this.intervalMs);
+      this.gap = Math.min(maxInterval, Math.max(this.intervalMs, took / (this.o.maxBusyFraction ?? 0.1)));
     } catch (e) {
       compactions.inc({ outcome: 'error' });
       this.o.logger?.warn({ err: (e as Error).message }, 'rollup compaction failed (retried)');
