@@ -111,6 +111,9 @@ function literal(value: unknown): string {
   return pg.escapeLiteral(text);
 }
 
+/** What may start a quoted string, a comment or a placeholder (`inlineParameters`). */
+const SPECIAL = /['"$-]/g;
+
 /**
  * Replaces `$n` placeholders with literals, skipping quoted strings, quoted identifiers and
  * comments (a `$` followed by a digit cannot start a dollar-quoted string).
@@ -137,12 +140,65 @@ export function inlineParameters(text: string, params: readonly unknown[]): stri
       out += literal(params[n - 1]);
       i = j;
     } else {
-      out += c;
-      i++;
+      // an ordinary run, up to the next character that may start one of the cases above
+      SPECIAL.lastIndex = i + 1;
+      const j = SPECIAL.exec(text)?.index ?? text.length;
+      out += text.slice(i, j);
+      i = j;
     }
   }
   return out;
 }
+
+/** The value of the decimal digits of `t` from `from` to `to`, or -1 if one is not a digit. */
+function digits(t: string, from: number, to: number): number {
+  let v = 0;
+  for (let i = from; i < to; i++) {
+    const d = t.charCodeAt(i) - 48;
+    if (d < 0 || d > 9) return -1;
+    v = v * 10 + d;
+  }
+  return v;
+}
+
+const parseDefault = (oid: number, format?: string) => pg.types.getTypeParser(oid, (format ?? 'text') as 'text');
+
+/**
+ * timestamptz as a UTC session writes it (`2026-11-27 10:48:23.154652+00`) decoded without the three
+ * regular expressions of pg's own parser (postgres-date) and to the same Date (same arithmetic);
+ * any other form (offsets, BC, infinity, years before 1000) goes to pg's parser.
+ */
+export function parseTimestamptz(t: string): Date {
+  const n = t.length;
+  if (
+    n >= 22 &&
+    t.charCodeAt(n - 3) === 43 &&
+    t.charCodeAt(n - 2) === 48 &&
+    t.charCodeAt(n - 1) === 48 &&
+    t.charCodeAt(4) === 45 &&
+    t.charCodeAt(7) === 45 &&
+    t.charCodeAt(10) === 32 &&
+    t.charCodeAt(13) === 58 &&
+    t.charCodeAt(16) === 58 &&
+    (n === 22 || (n >= 24 && t.charCodeAt(19) === 46 && digits(t, 20, n - 3) >= 0))
+  ) {
+    const y = digits(t, 0, 4);
+    const mo = digits(t, 5, 7);
+    const d = digits(t, 8, 10);
+    const h = digits(t, 11, 13);
+    const mi = digits(t, 14, 16);
+    const s = digits(t, 17, 19);
+    if (y >= 1000 && mo >= 0 && d >= 0 && h >= 0 && mi >= 0 && s >= 0) {
+      return new Date(Date.UTC(y, mo - 1, d, h, mi, s, n === 22 ? 0 : 1000 * Number.parseFloat(t.slice(19, n - 3))));
+    }
+  }
+  return parseDefault(1184)(t) as Date;
+}
+
+/** The type parsers of {@link tenantRead}: pg's own, with a faster timestamptz. */
+const readTypes = {
+  getTypeParser: (oid: number, format?: string) => (oid === 1184 && format !== 'binary' ? parseTimestamptz : parseDefault(oid, format)),
+};
 
 /**
  * Read-only statements in one tenant transaction, sent in ONE round trip: `begin read only`, the
@@ -151,7 +207,11 @@ export function inlineParameters(text: string, params: readonly unknown[]): stri
  * a DataLoader batch) thus cost one network round trip instead of four or more; row-level security
  * applies exactly as in `withTenant`. Returns each statement's rows, in order.
  */
-export async function tenantRead(db: Db, orgId: string, queries: readonly CompiledQuery[]): Promise<Record<string, unknown>[][]> {
+export async function tenantRead(
+  db: Db,
+  orgId: string,
+  queries: readonly Pick<CompiledQuery, 'sql' | 'parameters'>[],
+): Promise<Record<string, unknown>[][]> {
   if (!isUuid(orgId)) throw new Error('tenantRead: orgId must be a uuid');
   const entry = pools.get(db);
   if (!entry) throw new Error('tenantRead: the Db was not made by createDb (no pool to send one round trip on)');
@@ -165,7 +225,7 @@ export async function tenantRead(db: Db, orgId: string, queries: readonly Compil
   const client = await entry.pool.connect();
   let broken: Error | undefined;
   try {
-    const res = (await client.query(statements.join(';\n'))) as unknown as pg.QueryResult[] | pg.QueryResult;
+    const res = (await client.query({ text: statements.join(';\n'), types: readTypes })) as unknown as pg.QueryResult[] | pg.QueryResult;
     const results = Array.isArray(res) ? res : [res];
     return queries.map((_, i) => (results[i + 2]?.rows ?? []) as Record<string, unknown>[]);
   } catch (e) {

@@ -129,6 +129,27 @@ describe('devices subgraph', () => {
     expect(await serials({ near: { lat: 52.3731, lng: 4.8926, radiusMeters: 1000 } })).toEqual(['A-1', 'A-2']);
     expect(await serials({ near: { lat: 52.3731, lng: 4.8926, radiusMeters: 100_000 } })).toEqual(['A-1', 'A-2', 'R-1']);
     expect(await serials({ siteId: district, profileId: light, search: 'east' })).toEqual(['A-2']);
+    // across the antimeridian (minLng > maxLng), then the ordinary box again: two shapes of one query
+    expect(await serials({ bbox: { minLat: 51, minLng: 4.895, maxLat: 53, maxLng: 4.48 } })).toEqual(['A-2', 'R-1']);
+    expect(await serials({ bbox: { minLat: 52.3, minLng: 4.85, maxLat: 52.4, maxLng: 4.895 } })).toEqual(['A-1']);
+  });
+
+  it('answers other fields of a device whole when a page of the same operation read only some columns', async () => {
+    const d = await f.ok(admin, `{ devices(first: 200) { edges { node { id serial } } } }`);
+    const id = d.devices.edges.find((e: { node: { serial: string } }) => e.node.serial === 'A-1').node.id;
+    const both = await f.ok(
+      admin,
+      `query($id: ID!) {
+      devices(first: 200) { edges { node { id } } }
+      device(id: $id) { serial name attributes location { lat lng } site { name } profile { name } createdAt }
+    }`,
+      { id },
+    );
+    expect(both.devices.edges).toHaveLength(4);
+    expect(both.device).toMatchObject({ serial: 'A-1', name: 'Dam square', attributes: {}, location: { lat: 52.3731, lng: 4.8926 } });
+    expect(both.device.site.name).toBe('Main St');
+    expect(both.device.profile.name).toBe('Light');
+    expect(Number.isNaN(Date.parse(both.device.createdAt))).toBe(false);
   });
 
   it('hides decommissioned devices unless asked to include them', async () => {

@@ -1,9 +1,10 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import { type Compilable, type CompiledQuery, type Expression, type SelectQueryBuilder, type SqlBool, sql } from 'kysely';
+import { type Compilable, type Expression, type SelectQueryBuilder, type SqlBool, sql } from 'kysely';
 import { generateApiKey } from '../../lib/auth.js';
 import { type DB, type Db, isUuid, type Tx, tenantRead, withTenant } from '../../lib/db.js';
 import { ConflictError, NotFoundError } from '../../lib/errors.js';
 import type { Identity } from '../../lib/identity.js';
+import { QueryTemplates, type Statement } from './query-templates.js';
 
 /** A device row as the resolvers see it (location split into lat/lng). */
 export interface DeviceRow {
@@ -80,11 +81,29 @@ export interface DeviceListFilter {
   includeDecommissioned?: boolean | undefined;
 }
 
+/** A column of {@link DeviceRow} that a page can do without (`location` stands for `lat` and `lng`). */
+export type DeviceColumn =
+  | 'org_id'
+  | 'name'
+  | 'site_id'
+  | 'profile_id'
+  | 'parent_id'
+  | 'attributes'
+  | 'created_at'
+  | 'updated_at'
+  | 'decommissioned_at'
+  | 'location';
+
 /** One page of devices in serial order, and what the request selects besides (`listDevices`). */
 export interface ListDevicesOptions {
   limit: number;
   afterSerial?: string | undefined;
   filter: DeviceListFilter;
+  /**
+   * Only these columns besides `id` and `serial` (the rest of the rows' properties are absent):
+   * reading and decoding fewer columns is most of what a page costs. @default all of them
+   */
+  columns?: readonly DeviceColumn[] | undefined;
   withSites?: boolean;
   withProfiles?: boolean;
   withCount?: boolean;
@@ -163,6 +182,8 @@ const profileColumns = [
 const apiKeyColumns = ['id', 'name', 'prefix', 'scopes', 'created_at', 'last_used_at', 'expires_at', 'revoked_at'] as const;
 
 const escapeLike = (s: string) => s.replace(/[\\%_]/g, (c) => `\\${c}`);
+/** The ILIKE pattern of a `search` filter: the text anywhere in serial or name. */
+const searchPattern = (s: string) => `%${escapeLike(s)}%`;
 const actorOf = (i: Identity) => `${i.kind}:${i.subject}`;
 const isUniqueViolation = (e: unknown) => (e as { code?: string }).code === '23505';
 
@@ -173,12 +194,15 @@ type DeviceQuery = SelectQueryBuilder<DB & { d: DB['devices'] }, 'd', object>;
  * row-level security applies) and also filters on `org_id` itself; one method = one transaction.
  */
 export class DevicesRepository {
+  /** The hot reads' queries, compiled once per shape. */
+  private readonly templates = new QueryTemplates();
+
   constructor(readonly db: Db) {}
 
   // ---- batched reads: one round trip per DataLoader batch (see `tenantRead`) ----
 
   /** Rows of read-only statements run in one tenant transaction, in one round trip. */
-  private read(orgId: string, ...queries: (Compilable | CompiledQuery)[]): Promise<Record<string, unknown>[][]> {
+  private read(orgId: string, ...queries: (Compilable | Statement)[]): Promise<Record<string, unknown>[][]> {
     return tenantRead(
       this.db,
       orgId,
@@ -199,21 +223,21 @@ export class DevicesRepository {
    * selection asks for one of them; the loaders are primed with them).
    */
   async devicesByIds(orgId: string, ids: readonly string[]): Promise<{ rows: DeviceRow[]; sites: SiteRow[]; profiles: ProfileRow[] }> {
-    const devices = this.selectDevices(this.db)
-      .where('d.org_id', '=', orgId)
-      .where('d.id', 'in', [...ids]);
-    const refs = (col: 'd.site_id' | 'd.profile_id') =>
-      this.db
-        .selectFrom('devices as d')
-        .select(col)
-        .where('d.org_id', '=', orgId)
-        .where('d.id', 'in', [...ids]);
-    const [rows, sites, profiles] = await this.read(
-      orgId,
-      devices,
-      this.sitesQuery(orgId).where('id', 'in', refs('d.site_id')),
-      this.profilesQuery(orgId).where('id', 'in', refs('d.profile_id')),
+    const statements = this.templates.statements(
+      `devicesByIds:${ids.length}`,
+      (bind) => ({ orgId: bind(orgId), ids: ids.map(bind) }),
+      (a) => {
+        const devices = this.selectDevices(this.db).where('d.org_id', '=', a.orgId).where('d.id', 'in', a.ids);
+        const refs = (col: 'd.site_id' | 'd.profile_id') =>
+          this.db.selectFrom('devices as d').select(col).where('d.org_id', '=', a.orgId).where('d.id', 'in', a.ids);
+        return [
+          devices,
+          this.sitesQuery(a.orgId).where('id', 'in', refs('d.site_id')),
+          this.profilesQuery(a.orgId).where('id', 'in', refs('d.profile_id')),
+        ];
+      },
     );
+    const [rows, sites, profiles] = await this.read(orgId, ...statements);
     return { rows: rows as unknown as DeviceRow[], sites: sites as unknown as SiteRow[], profiles: profiles as unknown as ProfileRow[] };
   }
 
@@ -231,7 +255,12 @@ export class DevicesRepository {
   }
 
   async sitesByIds(orgId: string, ids: readonly string[]): Promise<SiteRow[]> {
-    const [rows] = await this.read(orgId, this.sitesQuery(orgId).where('id', 'in', [...ids]));
+    const statements = this.templates.statements(
+      `sitesByIds:${ids.length}`,
+      (bind) => ({ orgId: bind(orgId), ids: ids.map(bind) }),
+      (a) => [this.sitesQuery(a.orgId).where('id', 'in', a.ids)],
+    );
+    const [rows] = await this.read(orgId, ...statements);
     return rows as unknown as SiteRow[];
   }
 
@@ -261,7 +290,12 @@ export class DevicesRepository {
   }
 
   async profilesByIds(orgId: string, ids: readonly string[]): Promise<ProfileRow[]> {
-    const [rows] = await this.read(orgId, this.profilesQuery(orgId).where('id', 'in', [...ids]));
+    const statements = this.templates.statements(
+      `profilesByIds:${ids.length}`,
+      (bind) => ({ orgId: bind(orgId), ids: ids.map(bind) }),
+      (a) => [this.profilesQuery(a.orgId).where('id', 'in', a.ids)],
+    );
+    const [rows] = await this.read(orgId, ...statements);
     return rows as unknown as ProfileRow[];
   }
 
@@ -273,16 +307,63 @@ export class DevicesRepository {
    * and profiles (selected through the page query itself) and the total, each only when asked for.
    */
   async listDevices(orgId: string, o: ListDevicesOptions): Promise<DevicePage> {
-    let page = this.filtered(this.selectDevices(this.db), orgId, o.filter);
-    if (o.afterSerial !== undefined) page = page.where('d.serial', '>', o.afterSerial);
-    page = page.orderBy('d.serial').limit(o.limit);
-    const ofPage = (col: 'site_id' | 'profile_id') => this.db.selectFrom(page.as('p')).select(`p.${col}`);
-    const queries: Compilable[] = [page];
-    if (o.withSites) queries.push(this.sitesQuery(orgId).where('id', 'in', ofPage('site_id')));
-    if (o.withProfiles) queries.push(this.profilesQuery(orgId).where('id', 'in', ofPage('profile_id')));
-    if (o.withCount)
-      queries.push(this.filtered(this.db.selectFrom('devices as d'), orgId, o.filter).select(sql<number>`count(*)::int`.as('n')));
-    const results = await this.read(orgId, ...queries);
+    const f = o.filter;
+    // The sites and profiles are selected through the page's own site_id and profile_id.
+    const columns = o.columns && [
+      ...o.columns,
+      ...(o.withSites && !o.columns.includes('site_id') ? (['site_id'] as const) : []),
+      ...(o.withProfiles && !o.columns.includes('profile_id') ? (['profile_id'] as const) : []),
+    ];
+    // Everything the SQL text depends on; the values themselves are bound below.
+    const shape = [
+      f.siteId ? 's' : '',
+      f.profileId ? 'p' : '',
+      f.parentId ? 'c' : '',
+      f.search ? 'q' : '',
+      f.bbox ? (f.bbox.minLng <= f.bbox.maxLng ? 'b' : 'w') : '',
+      f.near ? 'n' : '',
+      f.includeDecommissioned ? 'D' : '',
+      o.afterSerial !== undefined ? 'a' : '',
+      o.withSites ? 'S' : '',
+      o.withProfiles ? 'P' : '',
+      o.withCount ? 'C' : '',
+      columns ? `(${columns.join(',')})` : '',
+    ].join('');
+    const statements = this.templates.statements(
+      `listDevices:${shape}`,
+      (bind) => ({
+        orgId: bind(orgId),
+        filter: {
+          siteId: f.siteId ? bind(f.siteId) : undefined,
+          profileId: f.profileId ? bind(f.profileId) : undefined,
+          parentId: f.parentId ? bind(f.parentId) : undefined,
+          search: f.search ? bind(searchPattern(f.search)) : undefined,
+          bbox: f.bbox
+            ? { minLat: bind(f.bbox.minLat), maxLat: bind(f.bbox.maxLat), minLng: bind(f.bbox.minLng), maxLng: bind(f.bbox.maxLng) }
+            : undefined,
+          near: f.near ? { lng: bind(f.near.lng), lat: bind(f.near.lat), radiusMeters: bind(f.near.radiusMeters) } : undefined,
+          includeDecommissioned: f.includeDecommissioned,
+        } satisfies DeviceListFilter,
+        afterSerial: o.afterSerial !== undefined ? bind(o.afterSerial) : undefined,
+        limit: bind(o.limit),
+      }),
+      (a) => {
+        const wraps = f.bbox !== undefined && f.bbox.minLng > f.bbox.maxLng;
+        let page = this.filtered(this.selectDevices(this.db, columns), a.orgId, a.filter, wraps);
+        if (a.afterSerial !== undefined) page = page.where('d.serial', '>', a.afterSerial);
+        page = page.orderBy('d.serial').limit(a.limit);
+        const ofPage = (col: 'site_id' | 'profile_id') => this.db.selectFrom(page.as('p')).select(`p.${col}`);
+        const queries: Compilable[] = [page];
+        if (o.withSites) queries.push(this.sitesQuery(a.orgId).where('id', 'in', ofPage('site_id')));
+        if (o.withProfiles) queries.push(this.profilesQuery(a.orgId).where('id', 'in', ofPage('profile_id')));
+        if (o.withCount)
+          queries.push(
+            this.filtered(this.db.selectFrom('devices as d'), a.orgId, a.filter, wraps).select(sql<number>`count(*)::int`.as('n')),
+          );
+        return queries;
+      },
+    );
+    const results = await this.read(orgId, ...statements);
     const take = <T>(on: boolean | undefined): T[] => (on ? (results.splice(0, 1)[0] as unknown as T[]) : []);
     const rows = take<DeviceRow>(true);
     const sites = take<SiteRow>(o.withSites);
@@ -574,16 +655,19 @@ export class DevicesRepository {
 
   // ---- helpers ----
 
-  private selectDevices(tx: Db | Tx) {
-    return tx.selectFrom('devices as d').select([...deviceColumns, lat, lng]) as unknown as SelectQueryBuilder<
-      DB & { d: DB['devices'] },
-      'd',
-      DeviceRow
-    >;
+  private selectDevices(tx: Db | Tx, columns?: readonly DeviceColumn[]) {
+    const q = tx.selectFrom('devices as d');
+    if (!columns) return q.select([...deviceColumns, lat, lng]) as unknown as SelectQueryBuilder<DB & { d: DB['devices'] }, 'd', DeviceRow>;
+    const some = q.select(['d.id', 'd.serial', ...columns.filter((c) => c !== 'location').map((c) => `d.${c}` as const)]);
+    const selected = columns.includes('location') ? some.select([lat, lng]) : some;
+    return selected as unknown as SelectQueryBuilder<DB & { d: DB['devices'] }, 'd', DeviceRow>;
   }
 
   private async count(tx: Tx, orgId: string, filter: DeviceListFilter): Promise<number> {
-    const q = this.filtered(tx.selectFrom('devices as d') as unknown as DeviceQuery, orgId, filter);
+    const q = this.filtered(tx.selectFrom('devices as d') as unknown as DeviceQuery, orgId, {
+      ...filter,
+      search: filter.search ? searchPattern(filter.search) : undefined,
+    });
     const r = await q.select((eb) => eb.fn.countAll<number>().as('n')).executeTakeFirstOrThrow();
     return Number(r.n);
   }
@@ -596,7 +680,16 @@ export class DevicesRepository {
     return row;
   }
 
-  private filtered<Q extends DeviceQuery>(q: Q, orgId: string, f: DeviceListFilter): Q {
+  /**
+   * The filter's conditions; `f.search` is already an ILIKE pattern (`searchPattern`) and `wraps`
+   * (the bbox crosses the antimeridian) is given apart, as `f` may hold placeholders (`QueryTemplates`).
+   */
+  private filtered<Q extends DeviceQuery>(
+    q: Q,
+    orgId: string,
+    f: DeviceListFilter,
+    wraps = f.bbox !== undefined && f.bbox.minLng > f.bbox.maxLng,
+  ): Q {
     const conds: Expression<SqlBool>[] = [sql<SqlBool>`d.org_id = ${orgId}`];
     if (!f.includeDecommissioned) conds.push(sql<SqlBool>`d.decommissioned_at is null`);
     if (f.siteId) {
@@ -606,12 +699,12 @@ export class DevicesRepository {
     }
     if (f.profileId) conds.push(sql<SqlBool>`d.profile_id = ${f.profileId}`);
     if (f.parentId) conds.push(sql<SqlBool>`d.parent_id = ${f.parentId}`);
-    if (f.search) conds.push(sql<SqlBool>`(d.serial || ' ' || d.name) ilike ${`%${escapeLike(f.search)}%`}`);
+    if (f.search) conds.push(sql<SqlBool>`(d.serial || ' ' || d.name) ilike ${f.search}`);
     if (f.bbox) {
       const b = f.bbox;
       conds.push(sql<SqlBool>`st_y(d.location::geometry) between ${b.minLat} and ${b.maxLat}`);
       conds.push(
-        b.minLng <= b.maxLng
+        !wraps
           ? sql<SqlBool>`st_x(d.location::geometry) between ${b.minLng} and ${b.maxLng}`
           : sql<SqlBool>`(st_x(d.location::geometry) >= ${b.minLng} or st_x(d.location::geometry) <= ${b.maxLng})`,
       );

@@ -13,7 +13,7 @@ import { isUuid } from '../../lib/db.js';
 import { ErrorCode, UnauthenticatedError } from '../../lib/errors.js';
 import { authorize, type Identity, type Requirement } from '../../lib/identity.js';
 import type { DevicesLoaders } from './loaders.js';
-import type { ApiKeyRow, DeviceRow, DevicesRepository, ProfileRow, SiteRow } from './repository.js';
+import type { ApiKeyRow, DeviceColumn, DeviceRow, DevicesRepository, ProfileRow, SiteRow } from './repository.js';
 import { labelToId } from './repository.js';
 import {
   check,
@@ -106,6 +106,53 @@ function selects(info: GraphQLResolveInfo, path: string[]): boolean {
   return info.fieldNodes.some((f: FieldNode) => walk(f.selectionSet, path));
 }
 
+/** The columns each field of `Device` reads besides `id` and `serial`. */
+const deviceFieldColumns: Record<string, readonly DeviceColumn[]> = {
+  __typename: [],
+  id: [],
+  serial: [],
+  name: ['name'],
+  site: ['site_id'],
+  location: ['location'],
+  profile: ['profile_id'],
+  attributes: ['attributes'],
+  createdAt: ['created_at'],
+  updatedAt: ['updated_at'],
+  decommissionedAt: ['decommissioned_at'],
+  parent: ['parent_id'],
+  children: [],
+  isGateway: ['profile_id'],
+};
+
+/**
+ * The device columns that the fields selected at `path` read (fragments followed), or `undefined`
+ * (all columns) when a selection is not a plain field of `Device` this table knows.
+ */
+function deviceColumnsAt(info: GraphQLResolveInfo, path: string[]): DeviceColumn[] | undefined {
+  const columns = new Set<DeviceColumn>();
+  let known = true;
+  const collect = (set: SelectionSetNode | undefined, rest: string[]): void => {
+    if (!set) return;
+    for (const sel of set.selections) {
+      if (sel.kind === Kind.FIELD) {
+        if (rest.length) {
+          if (sel.name.value === rest[0]) collect(sel.selectionSet, rest.slice(1));
+          continue;
+        }
+        const cols = Object.hasOwn(deviceFieldColumns, sel.name.value) ? deviceFieldColumns[sel.name.value] : undefined;
+        if (!cols) known = false;
+        else for (const c of cols) columns.add(c);
+      } else if (sel.kind === Kind.INLINE_FRAGMENT) {
+        collect(sel.selectionSet, rest);
+      } else {
+        collect(info.fragments[sel.name.value]?.selectionSet, rest);
+      }
+    }
+  };
+  for (const f of info.fieldNodes) collect(f.selectionSet, path);
+  return known ? [...columns].sort() : undefined;
+}
+
 function primeDevice(ctx: DevicesContext, row: DeviceRow): DeviceRow {
   ctx.loaders.device.clear(row.id).prime(row.id, row);
   ctx.loaders.deviceChildren.clearAll();
@@ -151,10 +198,12 @@ export function createResolvers(login: LoginOptions): GraphQLResolverMap<Devices
       };
       const afterSerial = page.after ? decodeCursor(page.after) : undefined;
       const node = ['edges', 'node'];
+      const columns = deviceColumnsAt(info, node);
       const { rows, sites, profiles, total } = await ctx.repo.listDevices(id.orgId, {
         limit: page.first + 1,
         afterSerial,
         filter,
+        columns,
         withSites: selects(info, [...node, 'site']),
         withProfiles: selects(info, [...node, 'profile']) || selects(info, [...node, 'isGateway']),
         withCount: selects(info, ['totalCount']),
@@ -163,7 +212,8 @@ export function createResolvers(login: LoginOptions): GraphQLResolverMap<Devices
       for (const r of profiles) ctx.loaders.profile.prime(r.id, r);
       const hasNextPage = rows.length > page.first;
       const nodes = hasNextPage ? rows.slice(0, page.first) : rows;
-      for (const r of nodes) ctx.loaders.device.prime(r.id, r);
+      // Rows without some columns must not answer other fields' loads.
+      if (!columns) for (const r of nodes) ctx.loaders.device.prime(r.id, r);
       const edges = nodes.map((node) => ({ cursor: encodeCursor(node.serial), node }));
       const conn: Connection = {
         edges,
