@@ -11,7 +11,7 @@
  * database name).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -127,7 +127,8 @@ interface Server {
 }
 
 function startServer(role: string, extraEnv: Record<string, string> = {}): Promise<Server> {
-  const args = ['--import', 'tsx'];
+  // BENCH_SERVER_NODE_FLAGS: extra node flags for the servers (e.g. `--trace-gc` with BENCH_SERVER_LOG_DIR)
+  const args = ['--import', 'tsx', ...(process.env.BENCH_SERVER_NODE_FLAGS?.split(' ').filter(Boolean) ?? [])];
   if (process.env.BENCH_CPU_PROF === '1') {
     // One folder per role: tsx's loader thread writes a profile of its own beside the main thread's.
     const dir = `${OUT}${extraEnv.BENCH_SUBGRAPH ?? 'postgres'}/${role}`;
@@ -143,7 +144,12 @@ function startServer(role: string, extraEnv: Record<string, string> = {}): Promi
       const m = /READY (\d+)/.exec(buf);
       if (m) {
         child.stdout?.off('data', onData);
-        child.stdout?.resume();
+        // BENCH_SERVER_LOG_DIR: keep each server's stdout (e.g. NODE_OPTIONS=--trace-gc) in <dir>/<suite>-<role>.log
+        const logDir = process.env.BENCH_SERVER_LOG_DIR;
+        if (logDir) {
+          mkdirSync(logDir, { recursive: true });
+          child.stdout?.pipe(createWriteStream(`${logDir}/${extraEnv.BENCH_SUBGRAPH ?? 'postgres'}-${role}.log`));
+        } else child.stdout?.resume();
         resolve({ role, port: Number(m[1]), child });
       }
     };
@@ -237,13 +243,15 @@ const OPEN_LOOP_CONNECTIONS = Number(process.env.BENCH_FIXED_CONNECTIONS ?? 50);
  * every hiccup with a burst of new TCP connections, which the servers then had to accept: the
  * generator's own connection storm, not the servers' latency.)
  */
-async function openLoop(t: Target, q: Query, rate: number, duration: number): Promise<Run> {
+async function runOpenLoop(t: { url: string; headers: Record<string, string> }, q: Query, rate: number, duration: number): Promise<Run> {
   const agent = new http.Agent({ keepAlive: true, maxSockets: OPEN_LOOP_CONNECTIONS });
   const body = JSON.stringify({ query: q.query, variables: q.variables });
   const url = new URL(t.url);
-  const headers = { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)), ...t.headers() };
+  const headers = { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)), ...t.headers };
   const total = Math.max(1, Math.round(rate * duration));
   const latencies: number[] = [];
+  /** BENCH_DEBUG_TAIL=1: (scheduled time, latency) of every request, to see where the slow ones sit */
+  const timeline: [number, number][] | undefined = process.env.BENCH_DEBUG_TAIL ? [] : undefined;
   let errors = 0;
   const one = (scheduled: number) =>
     new Promise<void>((resolve) => {
@@ -252,6 +260,7 @@ async function openLoop(t: Target, q: Query, rate: number, duration: number): Pr
         res.on('end', () => {
           if (res.statusCode !== 200) errors++;
           latencies.push(performance.now() - scheduled);
+          if (timeline) timeline.push([scheduled, performance.now() - scheduled]);
           resolve();
         });
       });
@@ -261,6 +270,11 @@ async function openLoop(t: Target, q: Query, rate: number, duration: number): Pr
       });
       req.end(body);
     });
+  // Open the pool first (not measured): the run measures the servers, not TCP handshakes.
+  await Promise.all(Array.from({ length: OPEN_LOOP_CONNECTIONS }, () => one(performance.now())));
+  latencies.length = 0;
+  timeline?.splice(0);
+  errors = 0;
   const pending: Promise<void>[] = [];
   const t0 = performance.now() + 50;
   for (let i = 0; i < total; i++) {
@@ -271,10 +285,48 @@ async function openLoop(t: Target, q: Query, rate: number, duration: number): Pr
   }
   await Promise.all(pending);
   agent.destroy();
+  if (timeline) {
+    // where the slow requests sit in the run: count (and worst) per 100 ms of schedule, slots with any
+    const slow = new Map<number, [number, number]>();
+    for (const [at, l] of timeline) {
+      if (l <= 50) continue;
+      const slot = Math.floor((at - t0) / 100);
+      const v = slow.get(slot) ?? [0, 0];
+      slow.set(slot, [v[0] + 1, Math.max(v[1], Math.round(l))]);
+    }
+    console.log(`slow (>50 ms) by 100 ms slot [slot, [count, worst]]: ${JSON.stringify([...slow].sort((a, b) => a[0] - b[0]))}`);
+  }
   latencies.sort((a, b) => a - b);
   const pct = (p: number) =>
     Math.round((latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))] ?? 0) * 10) / 10;
   return { rps: total / duration, p50: pct(50), p99: pct(99), errors };
+}
+
+/**
+ * {@link runOpenLoop} in a child process of its own (`--open-loop`), as a separate load generator
+ * would be: a fresh, small heap whose pauses cannot delay the schedule the way a collection in this
+ * process (which has run autocannon for minutes) would, and which would count as server latency.
+ */
+function openLoop(t: Target, q: Query, rate: number, duration: number): Promise<Run> {
+  const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--open-loop'], {
+    env: process.env,
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
+  child.stdin?.end(JSON.stringify({ target: { url: t.url, headers: t.headers() }, q, rate, duration }));
+  return new Promise((resolve, reject) => {
+    let out = '';
+    child.stdout?.on('data', (c: Buffer) => {
+      out += c.toString();
+    });
+    child.once('exit', (code) => {
+      const line = out.split('\n').find((l) => l.startsWith('RESULT '));
+      if (code !== 0 || !line) reject(new Error(`open-loop generator exited with ${code}: ${out.slice(0, 300)}`));
+      else {
+        for (const l of out.split('\n')) if (l && !l.startsWith('RESULT ')) console.log(l);
+        resolve(JSON.parse(line.slice(7)) as Run);
+      }
+    });
+  });
 }
 
 async function probe(t: Target, q: Query): Promise<unknown> {
@@ -353,7 +405,7 @@ async function main(): Promise<void> {
     'so the load generator competes with the servers for the same cores. Latency is measured at a fixed rate of half of',
     "(c)'s saturated throughput for that query: an open-loop generator sends request i at t0 + i/rate over a fixed pool of " +
       OPEN_LOOP_CONNECTIONS +
-      " keep-alive connections (as wrk2 does) and counts latency from the scheduled time (autocannon's `overallRate` bursts each second's quota at the top of the second, which measures burst queueing instead).",
+      " keep-alive connections (as wrk2 does; in a child process of its own, the pool opened before the run) and counts latency from the scheduled time (autocannon's `overallRate` bursts each second's quota at the top of the second, which measures burst queueing instead).",
     '',
     'Targets: (a) the devices subgraph called directly with a signed identity header; (b) a stock `@apollo/gateway`',
     '(ApolloGateway + `startStandaloneServer`, HTTP data sources, defaults, identity header added in `willSendRequest`);',
@@ -526,6 +578,17 @@ async function suite(
 
 if (process.argv[2] === '--serve') {
   await serve(process.argv[3] ?? '');
+} else if (process.argv[2] === '--open-loop') {
+  const chunks: Buffer[] = [];
+  for await (const c of process.stdin) chunks.push(c as Buffer);
+  const a = JSON.parse(Buffer.concat(chunks).toString()) as {
+    target: { url: string; headers: Record<string, string> };
+    q: Query;
+    rate: number;
+    duration: number;
+  };
+  process.stdout.write(`RESULT ${JSON.stringify(await runOpenLoop(a.target, a.q, a.rate, a.duration))}\n`);
+  process.exit(0);
 } else {
   await main();
   process.exit(0);
