@@ -353,19 +353,23 @@ function writeSection(markdown: string): void {
 }
 
 /** The profile findings behind the numbers (re-check with BENCH_CPU_PROF=1 when the code changes). */
-const ANALYSIS = `What limits it (profiles with \`BENCH_CPU_PROF=1\`, 2026-11-27). Everything (servers, PostgreSQL, Redis,
-autocannon) shares 2 cores, so every figure is a share of the same CPU. **PostgreSQL suite:** the devices subgraph is the
-bottleneck: a page of 50 devices costs it about 2.5–3 ms of CPU (graphql-js execution of ~500 fields with their promises,
-parsing 51 rows, 17 kB of JSON) plus PostgreSQL's share; since this session its reads are one round trip per request
-(\`tenantRead\`: \`begin read only\`, tenant settings, statements, \`commit\` in one simple-protocol query; the by-id query
-was three transactions of four statements, 1.6 → 0.5 ms of subgraph CPU). With the subgraph that costly, any gateway in
-front of it is a small addition, so (c) cannot be 1.5× (b) on the page query here: (b) loses little when the subgraph
-dominates. **In-memory suite** (the issue's reference configuration): the subgraph answers in microseconds, and the
-gateways' own cost shows: the stock gateway plans, executes and re-serialises every response, RULR's gateway routes a
-cached plan, signs the identity (cached), checks the rate limit in Redis (auto-pipelined) and passes the subgraph's
-bytes through (undici keep-alive pools since this session: about half the CPU per call of \`node:http\`'s client). The
-rest of RULR's per-request cost is Node's HTTP server and client (\`writev\`, header parsing). (c') all-in-one puts the
-gateway and the subgraphs on one event loop: no HTTP hop, but on 2 cores it can lose to (c), which uses two processes.`;
+const ANALYSIS = `What limits it (hand-kept analysis, 2026-11-27). Everything (servers, PostgreSQL, Redis, autocannon, the
+fixed-rate generator) shares 2 cores, so every figure is a share of the same CPU. **PostgreSQL suite:** a page of 50
+devices costs the devices subgraph about 0.85 ms of CPU (it was 2.5–3 ms with graphql-js and a transaction per
+statement): its reads are one round trip (\`tenantRead\`), queries run compiled by graphql-jit, Kysely queries are
+compiled once per shape, the page reads only the selected columns, timestamps are decoded without regular expressions.
+The stock gateway (b) is then capped by its own single core (about 300 req/s on the page), and RULR's gateway (c)
+reaches about twice that. **In-memory suite** (the issue's reference configuration): the subgraph answers in
+microseconds, and the gateways' own cost shows: the stock gateway plans, executes and re-serialises every response,
+RULR's gateway routes a cached plan, signs the identity (cached), checks the rate limit in Redis (auto-pipelined) and
+passes the subgraph's bytes through (undici keep-alive pools). The rest of RULR's per-request cost is Node's HTTP server
+and client (\`writev\`, header parsing). (c') all-in-one puts the gateway and the subgraphs on one event loop: no HTTP
+hop, but on 2 cores it can lose to (c), which uses two processes. **Latency at the fixed rate:** p99 < 50 ms is met in
+short subset runs (25–70 ms) and missed in the full run. With \`BENCH_DEBUG_TAIL=1\` the slow requests come in episodes:
+something in the chain stalls for about 100 ms, then the queue takes up to a second to drain with the two cores
+60–70% busy. It is not the servers' garbage collection (\`BENCH_SERVER_NODE_FLAGS=--trace-gc\`: scavenges ≤ 9 ms,
+mark-compacts ≤ 27 ms at that rate) and not the generator (own process, pool opened before the run); the source was
+not found; a run with the generator on another host would show whether it is contention on this one.`;
 
 const fmt = (n: number) => (n >= 100 ? Math.round(n).toString() : n.toFixed(1));
 
