@@ -26,6 +26,8 @@ export interface SeedOptions {
 
 export const DEMO_EMAIL = 'admin@demo.rulr.io';
 const CITY = { name: 'Lumen City', lat: 52.3702, lng: 4.8952 };
+/** Coordinates to 6 decimals (about 0.1 m): no float noise such as 52.374199999999995 in answers. */
+const deg = (x: number) => Math.round(x * 1e6) / 1e6;
 const DISTRICTS = ['Old Town', 'Harbour', 'University', 'Riverside'];
 const STREETS = ['Main Street', 'Canal Road', 'Market Lane', 'Station Avenue'];
 const CONCENTRATORS_PER_DISTRICT = 1;
@@ -105,8 +107,8 @@ export async function seedDemo(cfg: Config, o: SeedOptions): Promise<SeedSummary
             path: `${label(cityId)}.${label(districtId)}.${label(streetId)}`,
           });
           // Districts are the four quadrants around the centre; streets are bands within them.
-          const lat = CITY.lat + (di < 2 ? 1 : -1) * (0.004 + si * 0.006);
-          const lng = CITY.lng + (di % 2 === 0 ? -1 : 1) * 0.012;
+          const lat = deg(CITY.lat + (di < 2 ? 1 : -1) * (0.004 + si * 0.006));
+          const lng = deg(CITY.lng + (di % 2 === 0 ? -1 : 1) * 0.012);
           streets.push({ id: streetId, district: di, lat, lng });
         });
       });
@@ -183,8 +185,8 @@ export async function seedDemo(cfg: Config, o: SeedOptions): Promise<SeedSummary
           site_id: street?.id ?? cityId,
           profile_id: profileIds['Street-light controller'] ?? null,
           parent_id: gateway?.id ?? null,
-          lat: (street?.lat ?? CITY.lat) + (rand() - 0.5) * 0.002,
-          lng: (street?.lng ?? CITY.lng) + (along % 200) * 0.00012 * (rand() > 0.5 ? 1 : -1) + (rand() - 0.5) * 0.0004,
+          lat: deg((street?.lat ?? CITY.lat) + (rand() - 0.5) * 0.002),
+          lng: deg((street?.lng ?? CITY.lng) + (along % 200) * 0.00012 * (rand() > 0.5 ? 1 : -1) + (rand() - 0.5) * 0.0004),
           attributes: {
             lampType: 'LED',
             ratedPowerW: [60, 90, 120][i % 3],
