@@ -34,7 +34,7 @@ export class QueryTemplates {
         values.push(v);
         return v;
       });
-      return cached.map((s) => ({ sql: s.sql, parameters: s.parameters.map((p) => (p instanceof Slot ? values[p.index] : p)) }));
+      return fill(cached, values);
     }
     const a = args(<T>(v: T): T => {
       values.push(v);
@@ -46,6 +46,10 @@ export class QueryTemplates {
       return { sql: c.sql, parameters: c.parameters };
     });
     if (this.shapes.size < this.maxShapes) this.shapes.set(shape, compiled);
-    return compiled.map((s) => ({ sql: s.sql, parameters: s.parameters.map((p) => values[(p as Slot).index]) }));
+    return fill(compiled, values);
   }
 }
+
+/** A shape's statements with this request's values in place of their slots (every parameter is one). */
+const fill = (statements: Statement[], values: unknown[]): Statement[] =>
+  statements.map((s) => ({ sql: s.sql, parameters: s.parameters.map((p) => values[(p as Slot).index]) }));

@@ -92,18 +92,24 @@ const reference = (load: (id: unknown, ctx: DevicesContext) => unknown) => (ref:
   return load(ref.id, ctx);
 };
 
-/** Whether the operation selects `path` (field names, fragments followed) below the current field. */
-function selects(info: GraphQLResolveInfo, path: string[]): boolean {
-  const walk = (set: SelectionSetNode | undefined, rest: string[]): boolean => {
-    if (!set) return false;
-    const [head, ...tail] = rest;
-    return set.selections.some((sel) => {
-      if (sel.kind === Kind.FIELD) return sel.name.value === head && (tail.length === 0 || walk(sel.selectionSet, tail));
-      if (sel.kind === Kind.INLINE_FRAGMENT) return walk(sel.selectionSet, rest);
-      return walk(info.fragments[sel.name.value]?.selectionSet, rest);
-    });
+/**
+ * The fields the operation selects at `path` below the current field (`[]`: its own selection;
+ * field names, fragments followed).
+ */
+function fieldsAt(info: GraphQLResolveInfo, path: string[]): FieldNode[] {
+  const out: FieldNode[] = [];
+  const collect = (set: SelectionSetNode | undefined, rest: string[]): void => {
+    if (!set) return;
+    for (const sel of set.selections) {
+      if (sel.kind === Kind.FIELD) {
+        if (!rest.length) out.push(sel);
+        else if (sel.name.value === rest[0]) collect(sel.selectionSet, rest.slice(1));
+      } else if (sel.kind === Kind.INLINE_FRAGMENT) collect(sel.selectionSet, rest);
+      else collect(info.fragments[sel.name.value]?.selectionSet, rest);
+    }
   };
-  return info.fieldNodes.some((f: FieldNode) => walk(f.selectionSet, path));
+  for (const f of info.fieldNodes) collect(f.selectionSet, path);
+  return out;
 }
 
 /** The columns each field of `Device` reads besides `id` and `serial`. */
@@ -125,32 +131,17 @@ const deviceFieldColumns: Record<string, readonly DeviceColumn[]> = {
 };
 
 /**
- * The device columns that the fields selected at `path` read (fragments followed), or `undefined`
- * (all columns) when a selection is not a plain field of `Device` this table knows.
+ * The device columns that `fields` (selected on `Device`) read, or `undefined` (all columns) when
+ * one of them is not a plain field of `Device` this table knows.
  */
-function deviceColumnsAt(info: GraphQLResolveInfo, path: string[]): DeviceColumn[] | undefined {
+function deviceColumnsOf(fields: readonly FieldNode[]): DeviceColumn[] | undefined {
   const columns = new Set<DeviceColumn>();
-  let known = true;
-  const collect = (set: SelectionSetNode | undefined, rest: string[]): void => {
-    if (!set) return;
-    for (const sel of set.selections) {
-      if (sel.kind === Kind.FIELD) {
-        if (rest.length) {
-          if (sel.name.value === rest[0]) collect(sel.selectionSet, rest.slice(1));
-          continue;
-        }
-        const cols = Object.hasOwn(deviceFieldColumns, sel.name.value) ? deviceFieldColumns[sel.name.value] : undefined;
-        if (!cols) known = false;
-        else for (const c of cols) columns.add(c);
-      } else if (sel.kind === Kind.INLINE_FRAGMENT) {
-        collect(sel.selectionSet, rest);
-      } else {
-        collect(info.fragments[sel.name.value]?.selectionSet, rest);
-      }
-    }
-  };
-  for (const f of info.fieldNodes) collect(f.selectionSet, path);
-  return known ? [...columns].sort() : undefined;
+  for (const f of fields) {
+    const cols = Object.hasOwn(deviceFieldColumns, f.name.value) ? deviceFieldColumns[f.name.value] : undefined;
+    if (!cols) return undefined;
+    for (const c of cols) columns.add(c);
+  }
+  return [...columns].sort();
 }
 
 function primeDevice(ctx: DevicesContext, row: DeviceRow): DeviceRow {
@@ -197,16 +188,17 @@ export function createResolvers(login: LoginOptions): GraphQLResolverMap<Devices
         includeDecommissioned: f.includeDecommissioned ?? false,
       };
       const afterSerial = page.after ? decodeCursor(page.after) : undefined;
-      const node = ['edges', 'node'];
-      const columns = deviceColumnsAt(info, node);
+      const nodeFields = fieldsAt(info, ['edges', 'node']);
+      const onNode = (name: string) => nodeFields.some((f) => f.name.value === name);
+      const columns = deviceColumnsOf(nodeFields);
       const { rows, sites, profiles, total } = await ctx.repo.listDevices(id.orgId, {
         limit: page.first + 1,
         afterSerial,
         filter,
         columns,
-        withSites: selects(info, [...node, 'site']),
-        withProfiles: selects(info, [...node, 'profile']) || selects(info, [...node, 'isGateway']),
-        withCount: selects(info, ['totalCount']),
+        withSites: onNode('site'),
+        withProfiles: onNode('profile') || onNode('isGateway'),
+        withCount: fieldsAt(info, []).some((f) => f.name.value === 'totalCount'),
       });
       for (const r of sites) ctx.loaders.site.prime(r.id, r);
       for (const r of profiles) ctx.loaders.profile.prime(r.id, r);
