@@ -2,7 +2,7 @@
 // through a private no-drop Mosquitto (deploy/mosquitto/mosquitto-no-drop.conf on port 18830) into
 // one ingest process; then psql COPY of the same rows into an identical table; then publish→commit
 // latency at half the measured rate. Env: BENCH_MESSAGES, BENCH_DEVICES, BENCH_PUBLISHERS (live-phase connections, default 4), BENCH_COPY_RUNS (default 3), BENCH_PORT, TEST_PG_URL;
-// BENCH_PHASES (default `backlog,latency`: the optional phases after live + COPY) for quick loops;
+// BENCH_PHASES (default `listened,backlog,latency`: the optional phases besides live + COPY) for quick loops;
 // BENCH_LATENCY_RATE (readings/s, default half the live rate);
 // BENCH_CPU_PROF=1 writes a V8 CPU profile of each ingest child (`node --cpu-prof`) to BENCH_CPU_PROF_DIR.
 // BENCH_INGEST_ENTRY=<file.mjs> runs that prebuilt ingest bundle instead of building ingest/testing/run-ingest.ts.
@@ -40,7 +40,7 @@ const INGEST_NODE_FLAGS = (process.env.BENCH_INGEST_NODE_FLAGS ?? '--max-old-spa
   .filter(Boolean);
 const CPU_PROF_DIR = process.env.BENCH_CPU_PROF === '1' ? (process.env.BENCH_CPU_PROF_DIR ?? `${os.tmpdir()}/rulr-ingest-prof`) : undefined;
 if (CPU_PROF_DIR) INGEST_NODE_FLAGS.push('--cpu-prof', `--cpu-prof-dir=${CPU_PROF_DIR}`);
-const PHASES = new Set((process.env.BENCH_PHASES ?? 'backlog,latency').split(',').map((p) => p.trim()));
+const PHASES = new Set((process.env.BENCH_PHASES ?? 'listened,backlog,latency').split(',').map((p) => p.trim()));
 const METRICS = ['power', 'voltage', 'current', 'temp', 'lux', 'dim', 'pf', 'freq', 'rssi', 'energy'];
 
 const log = (...a: unknown[]) => console.log(new Date().toISOString().slice(11, 19), ...a);
@@ -48,10 +48,6 @@ const log = (...a: unknown[]) => console.log(new Date().toISOString().slice(11, 
 function rssPeakMb(pid: number): number {
   const s = readFileSync(`/proc/${pid}/status`, 'utf8');
   return Number(/VmHWM:\s+(\d+)/.exec(s)?.[1] ?? 0) / 1024;
-}
-function rssMb(pid: number): number {
-  const s = readFileSync(`/proc/${pid}/status`, 'utf8');
-  return Number(/VmRSS:\s+(\d+)/.exec(s)?.[1] ?? 0) / 1024;
 }
 
 /** CPU seconds (user + system) a process has used so far; 0 once it is gone. */
@@ -130,7 +126,8 @@ async function startIngestChild(env: Record<string, string>): Promise<{ child: C
         const line = buf.slice(0, i);
         buf = buf.slice(i + 1);
         lines.push(line);
-        if (process.env.BENCH_LOG_LEVEL && line.startsWith('{')) process.stderr.write(`${line}\n`);
+        if ((process.env.BENCH_LOG_LEVEL && line.startsWith('{')) || (process.env.BENCH_CHILD_STDOUT === '1' && !line.startsWith('{')))
+          process.stderr.write(`${line}\n`);
         const m = /^ready (\d+)/.exec(line);
         if (m) resolve({ child, port: Number(m[1]), lines });
         i = buf.indexOf('\n');
@@ -192,34 +189,35 @@ async function main(): Promise<void> {
     const pubs = [pub];
     for (let k = 1; k < PUBLISHERS; k++) pubs.push(await connectPublisher(broker.url));
     const t0 = Date.now() - 7_200_000;
-    const cpu0 = { ingest: cpuSeconds(ingest.child.pid as number), pub: process.cpuUsage(), pg: await backendCpu(sql, dbName) };
-
-    // 1. Throughput: publish everything at QoS 1 as fast as the broker takes it.
-    log(`publishing ${MESSAGES} messages × ${VALUES} values from ${DEVICES} devices`);
-    const start = performance.now();
-    const window: Promise<unknown>[] = [];
-    for (let i = 0; i < MESSAGES; i++) {
-      const d = i % DEVICES;
-      const ts = t0 + Math.floor(i / DEVICES) * 10;
-      window.push(
-        (pubs[d % pubs.length] as MqttClient).publishAsync(`devices/${fleet.deviceIds[d]}/telemetry`, payload(ts, i), { qos: 1 }),
-      );
-      // a sliding window of 2,000 unacknowledged messages (not stop-and-wait per 2,000)
-      if (window.length >= 2000) await window.shift();
-    }
-    await Promise.all(window);
-    const published = performance.now();
     const expected = MESSAGES * VALUES;
-    let peakRss = 0;
-    while ((await readingsCommitted(ingest.port)) < expected) {
-      peakRss = Math.max(peakRss, rssMb(ingest.child.pid as number));
-      if (performance.now() - start > 600_000) throw new Error('ingest did not finish within 10 minutes');
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    const done = performance.now();
-    const seconds = (done - start) / 1000;
-    let cpuLive = '';
-    {
+    const child = ingest.child;
+    const port = ingest.port;
+
+    /**
+     * Publishes MESSAGES at QoS 1 as fast as the broker takes them (readings stamped from `tBase`)
+     * and waits until ingest has committed `until` readings in all; where the 2 cores went meanwhile.
+     */
+    const live = async (tBase: number, until: number) => {
+      const cpu0 = { ingest: cpuSeconds(child.pid as number), pub: process.cpuUsage(), pg: await backendCpu(sql, dbName) };
+      const start = performance.now();
+      const window: Promise<unknown>[] = [];
+      for (let i = 0; i < MESSAGES; i++) {
+        const d = i % DEVICES;
+        const ts = tBase + Math.floor(i / DEVICES) * 10;
+        window.push(
+          (pubs[d % pubs.length] as MqttClient).publishAsync(`devices/${fleet.deviceIds[d]}/telemetry`, payload(ts, i), { qos: 1 }),
+        );
+        // a sliding window of 2,000 unacknowledged messages (not stop-and-wait per 2,000)
+        if (window.length >= 2000) await window.shift();
+      }
+      await Promise.all(window);
+      const published = performance.now();
+      while ((await readingsCommitted(port)) < until) {
+        if (performance.now() - start > 600_000) throw new Error('ingest did not finish within 10 minutes');
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const done = performance.now();
+      const seconds = (done - start) / 1000;
       // Where the 2 cores went during the live phase (bench parent = publisher + polling).
       const pgNow = await backendCpu(sql, dbName);
       let pgCpu = 0;
@@ -231,13 +229,18 @@ async function main(): Promise<void> {
       }
       const apps = [...byApp]
         .filter(([, c]) => c >= 0.05)
-        .sort((a, b) => b[1] - a[1])
+        .sort((x, y) => y[1] - x[1])
         .map(([app, c]) => `${app} ${c.toFixed(1)}`)
         .join(', ');
       const pubCpu = process.cpuUsage(cpu0.pub);
-      cpuLive = `ingest ${(cpuSeconds(ingest.child.pid as number) - cpu0.ingest).toFixed(1)} s, publisher ${((pubCpu.user + pubCpu.system) / 1e6).toFixed(1)} s, PostgreSQL backends ${pgCpu.toFixed(1)} s (${apps})`;
+      const cpuLive = `ingest ${(cpuSeconds(child.pid as number) - cpu0.ingest).toFixed(1)} s, publisher ${((pubCpu.user + pubCpu.system) / 1e6).toFixed(1)} s, PostgreSQL backends ${pgCpu.toFixed(1)} s (${apps})`;
       log(`cpu during the live phase (${seconds.toFixed(1)} s wall): ${cpuLive}; load ${os.loadavg()[0]?.toFixed(1)}`);
-    }
+      return { start, published, done, seconds, cpuLive };
+    };
+
+    // 1. Throughput: publish everything at QoS 1 as fast as the broker takes it.
+    log(`publishing ${MESSAGES} messages × ${VALUES} values from ${DEVICES} devices`);
+    const { start, published, done, seconds, cpuLive } = await live(t0, expected);
     const ingestRate = expected / seconds;
     // Rollups: ingest commits deltas; its compactor folds them within seconds. Measure until the last
     // delta is folded, and check that the rollups then count every reading exactly once.
@@ -256,6 +259,31 @@ async function main(): Promise<void> {
     log(
       `ingest: ${expected} readings in ${seconds.toFixed(2)} s = ${Math.round(ingestRate)} readings/s (publish took ${((published - start) / 1000).toFixed(2)} s); stored ${stored}; rollups compacted after ${compactedSeconds.toFixed(2)} s; peak RSS ${hwm.toFixed(0)} MB`,
     );
+
+    // 1b. The same with a real-time listener on the organization's channel, as a gateway with
+    // subscribers would be: ingest then builds and publishes the events it skips when nobody listens.
+    let listened: { rate: number; events: number; cpuLive: string } | undefined;
+    if (PHASES.has('listened')) {
+      const { createRedis } = await import('../lib/redis.js');
+      const listener = createRedis(process.env.TEST_REDIS_URL ?? 'redis://127.0.0.1:6379');
+      let events = 0;
+      const marker = Buffer.from('"field":"telemetryUpdated"');
+      listener.on('messageBuffer', (_c: Buffer, m: Buffer) => {
+        for (let i = m.indexOf(marker); i >= 0; i = m.indexOf(marker, i + marker.length)) events++;
+      });
+      await listener.subscribe(`${prefix}events:${fleet.orgId}`);
+      log('publishing the same volume again with a real-time listener subscribed');
+      const l = await live(t0 + 1_800_000, 2 * expected);
+      await new Promise((r) => setTimeout(r, 200));
+      await listener.quit();
+      if (events === 0) throw new Error('listened phase: no telemetry event reached the listener');
+      const stored2 = Number((await sql.query('select count(*) n from device_metrics')).rows[0].n);
+      if (stored2 !== 2 * expected) throw new Error(`listened phase: ${stored2} readings stored, expected ${2 * expected}`);
+      listened = { rate: expected / l.seconds, events, cpuLive: l.cpuLive };
+      log(
+        `ingest with a listener: ${expected} readings in ${l.seconds.toFixed(2)} s = ${Math.round(listened.rate)} readings/s; ${events} device events received`,
+      );
+    }
 
     // 2. Raw psql COPY of the same rows into an identical table.
     await sql.query(`create table bench_raw (like device_metrics) partition by range (time);
@@ -307,6 +335,7 @@ async function main(): Promise<void> {
       ingest.child.kill('SIGTERM');
       await new Promise((r) => ingest?.child.once('exit', r));
       const t1 = t0 + 3_600_000;
+      const window: Promise<unknown>[] = [];
       for (let i = 0; i < MESSAGES; i++) {
         const ts = t1 + Math.floor(i / DEVICES) * 10;
         window.push(pub.publishAsync(`devices/${fleet.deviceIds[i % DEVICES]}/telemetry`, payload(ts, i), { qos: 1 }));
@@ -397,6 +426,10 @@ async function main(): Promise<void> {
       copyRowsPerSecond: Math.round(copyRate),
       copyRuns: copyRange.join(', '),
       ratioPercent: Number(((100 * ingestRate) / copyRate).toFixed(1)),
+      listenedReadingsPerSecond: Math.round(listened?.rate ?? Number.NaN),
+      listenedRatioPercent: Number(((100 * (listened?.rate ?? Number.NaN)) / copyRate).toFixed(1)),
+      listenedEvents: listened?.events,
+      cpuListened: listened?.cpuLive,
       backlogDrainReadingsPerSecond: Math.round(drainRate),
       backlogRatioPercent: Number(((100 * drainRate) / copyRate).toFixed(1)),
       ingestPeakRssMb: Math.round(hwm),
@@ -409,7 +442,7 @@ async function main(): Promise<void> {
     };
     console.log(JSON.stringify(result));
     if (process.env.BENCH_WRITE_RESULTS !== '0') {
-      if (PHASES.has('backlog') && PHASES.has('latency') && !CPU_PROF_DIR) writeResults(result, loadBefore);
+      if (PHASES.has('listened') && PHASES.has('backlog') && PHASES.has('latency') && !CPU_PROF_DIR) writeResults(result, loadBefore);
       else log('RESULTS.md not written: only a full run without profiling is reported there');
     }
   } finally {
@@ -445,12 +478,13 @@ function writeResults(r: Record<string, unknown>, loadBefore: number): void {
     `| ingest, live, until the last rollup delta was compacted into \`metrics_hourly\`/\`metrics_daily\` | ${n(r.compactedReadingsPerSecond)} readings/s (${r.compactedSeconds} s) | |`,
     `| raw \`psql \\copy\` of the same rows into an identical partitioned table (median of ${COPY_RUNS} runs, each into the emptied table after a checkpoint: ${r.copyRuns} rows/s) | ${n(r.copyRowsPerSecond)} rows/s (${r.copySeconds} s) | |`,
     `| ratio ingest / COPY | ${pct(r.ratioPercent)} | ≥ 50% |`,
+    `| ingest, live, with a real-time listener subscribed to the organization's event channel (ingest then builds and publishes the events: ${n(r.listenedEvents)} device events received) | ${n(r.listenedReadingsPerSecond)} readings/s (${pct(r.listenedRatioPercent)} of COPY) | |`,
     `| ingest, backlog: the same volume queued while ingest was stopped, then drained (includes process start) | ${n(r.backlogDrainReadingsPerSecond)} readings/s (${pct(r.backlogRatioPercent)} of COPY) | |`,
     `| ingest peak RSS (VmHWM) | ${r.ingestPeakRssMb} MB | < 300 MB |`,
-    `| CPU time during the live phase (2 cores shared by all) | ${r.cpuLive} | |`,
+    `| CPU time during the live phase (2 cores shared by all) | ${r.cpuLive}; with the listener: ${r.cpuListened} | |`,
     `| publish → committed latency at ${n(r.latencyRateReadingsPerSecond)} readings/s (half the live rate; after ${LATENCY_WARMUP_SECONDS} s of warm-up at that rate, not counted), p50 / p99 | ${r.latencyP50Ms} ms / ${r.latencyP99Ms} ms (warm-up of a fresh process: ${r.latencyWarmupP50Ms} ms / ${r.latencyWarmupP99Ms} ms) | |`,
     '',
-    "Every reading is written once into `device_metrics` (counter metrics also into `energy_readings`) and, in the same transaction, one partial aggregate per device, metric and hour of the batch is COPYed into the append-only `metrics_rollup_deltas`; ingest's compactor folds the deltas into `metrics_hourly`/`metrics_daily` about once a second, less often while compactions take long (the bench waits for it and checks that the rollups count every reading exactly once). The raw COPY writes only the rows.",
+    "Every reading is written once into `device_metrics` (counter metrics also into `energy_readings`) and, in the same transaction, one partial aggregate per device, metric and hour of the batch is COPYed into the append-only `metrics_rollup_deltas`; ingest's compactor folds the deltas into `metrics_hourly`/`metrics_daily` about once a second, less often while compactions take long (the bench waits for it and checks that the rollups count every reading exactly once). The raw COPY writes only the rows. Ingest builds real-time events only for organizations whose Redis channel has a subscriber (a gateway with live subscriptions); the first live phase has none, the second has one.",
     '<!-- bench:ingest:end -->',
   ].join('\n');
   const text = readFileSync(file, 'utf8');

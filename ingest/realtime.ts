@@ -5,39 +5,72 @@ import type { Redis } from '../lib/redis.js';
 export const RULE_EVAL_QUEUE = 'rule-eval';
 
 /**
- * Per device: newer-only merge of latest values into `P latest:<id>`, `lastSeen` into `P status:<id>`,
- * and a transition to online when the device was offline or unknown. Returns 1 on that transition.
- * KEYS: latest, status. ARGV: nowMs, lastSeenMs, then the latest values packed into one string (see
- * {@link packLatest}): one argument per device instead of three per metric cut the client's
- * per-argument encoding, which was most of ingest's Redis stage.
+ * Per device of a chunk: newer-only merge of latest values into `P latest:<id>`, `lastSeen` into
+ * `P status:<id>`, and a transition to online when the device was offline or unknown.
+ * KEYS: latest, status of device 1, latest, status of device 2, ... ARGV: nowMs, then per device
+ * lastSeenMs and its latest values packed into one string (see {@link packLatest}). Returns one flag
+ * per device, 1 on that transition. One call per chunk of devices instead of one per device: the
+ * client's cost per command (object, promise, reply) was most of ingest's Redis stage.
  */
 const TOUCH = `
-local lastSeen = tonumber(ARGV[2])
-local names, tss, vals = {}, {}, {}
-for name, ts, json in string.gmatch(ARGV[3] or '', '([^\\31]+)\\31(%d+)\\31([^\\30]*)\\30') do
-  names[#names + 1] = name
-  tss[#tss + 1] = tonumber(ts)
-  vals[#vals + 1] = json
-end
-if #names > 0 then
-  local cur = redis.call('HMGET', KEYS[1], unpack(names))
-  local set = {}
-  for i = 1, #names do
-    local old = cur[i] and tonumber(string.match(cur[i], '"ts":(%d+)'))
-    if not old or old <= tss[i] then
-      set[#set + 1] = names[i]
-      set[#set + 1] = vals[i]
-    end
+local out = {}
+for d = 1, #KEYS / 2 do
+  local lk, sk = KEYS[2 * d - 1], KEYS[2 * d]
+  local lastSeen = tonumber(ARGV[2 * d])
+  local names, tss, vals = {}, {}, {}
+  for name, ts, json in string.gmatch(ARGV[2 * d + 1] or '', '([^\\31]+)\\31(%d+)\\31([^\\30]*)\\30') do
+    names[#names + 1] = name
+    tss[#tss + 1] = tonumber(ts)
+    vals[#vals + 1] = json
   end
-  if #set > 0 then redis.call('HSET', KEYS[1], unpack(set)) end
+  if #names > 0 then
+    local cur = redis.call('HMGET', lk, unpack(names))
+    local set = {}
+    for i = 1, #names do
+      local old = cur[i] and tonumber(string.match(cur[i], '"ts":(%d+)'))
+      if not old or old <= tss[i] then
+        set[#set + 1] = names[i]
+        set[#set + 1] = vals[i]
+      end
+    end
+    if #set > 0 then redis.call('HSET', lk, unpack(set)) end
+  end
+  local st = redis.call('HMGET', sk, 'online', 'lastSeen')
+  if not st[2] or tonumber(st[2]) < lastSeen then redis.call('HSET', sk, 'lastSeen', lastSeen) end
+  out[d] = 0
+  if st[1] ~= '1' then
+    redis.call('HSET', sk, 'online', '1', 'since', ARGV[1])
+    out[d] = 1
+  end
 end
-local st = redis.call('HMGET', KEYS[2], 'online', 'lastSeen')
-if not st[2] or tonumber(st[2]) < lastSeen then redis.call('HSET', KEYS[2], 'lastSeen', lastSeen) end
-if st[1] ~= '1' then
-  redis.call('HSET', KEYS[2], 'online', '1', 'since', ARGV[1])
-  return 1
-end
-return 0`;
+return out`;
+
+/** Devices per touch-script call (a call blocks Redis while it runs: about a millisecond per 250). */
+const TOUCH_CHUNK = 250;
+/** Events per PUBLISH (one JSON array of envelopes; the gateway accepts an envelope or an array). */
+const PUBLISH_CHUNK = 500;
+
+/**
+ * Publishes event envelopes (JSON text) grouped per organization channel, in their order, as JSON
+ * arrays of at most `PUBLISH_CHUNK` envelopes.
+ */
+function publishGrouped(
+  p: { publish(channel: string, message: Buffer): unknown },
+  prefix: string,
+  events: [orgId: string, json: string][],
+): void {
+  const byOrg = new Map<string, string[]>();
+  for (const [orgId, json] of events) {
+    const list = byOrg.get(orgId);
+    if (list) list.push(json);
+    else byOrg.set(orgId, [json]);
+  }
+  for (const [orgId, list] of byOrg)
+    for (let i = 0; i < list.length; i += PUBLISH_CHUNK)
+      // As bytes: ioredis measures string arguments with Buffer.byteLength, slow on strings built by
+      // concatenation; Buffer.from flattens and encodes at once.
+      p.publish(`${prefix}events:${orgId}`, Buffer.from(`[${list.slice(i, i + PUBLISH_CHUNK).join(',')}]`));
+}
 
 /**
  * Explicit status (status topic, last will, concentrator connect/disconnect, silence timeout).
@@ -86,20 +119,26 @@ const filterOf = (d: { deviceId: string; siteId: string | null; sitePath: string
  * its value with the device as an entity reference, `filter` what subscribers' arguments match.
  */
 export function telemetryEvent(d: DeviceReadings, now: number): string {
-  // Built as text (one event per device per batch, dozens of readings each): no object per reading,
-  // and the readings of one message share their timestamp, formatted once. Metric names are
-  // [A-Za-z0-9_.:-] and values finite numbers (parse.ts), so only `text` needs escaping.
+  // One JSON.stringify of plain objects: V8's serializer writes a flat string in one pass, 2.4x
+  // faster than building the text piece by piece (whose cons strings are flattened at publish).
+  // The readings of one message share their timestamp, formatted once.
   let lastTs = Number.NaN;
   let lastIso = '';
-  let readings = '';
-  for (const r of d.readings) {
+  const readings = d.readings.map((r) => {
     if (r.ts !== lastTs) {
       lastTs = r.ts;
       lastIso = new Date(r.ts).toISOString();
     }
-    readings += `${readings ? ',' : ''}{"metric":${JSON.stringify(r.metric)},"ts":"${lastIso}","value":${r.value === null ? 'null' : JSON.stringify(r.value)},"text":${r.text === null ? 'null' : JSON.stringify(r.text)}}`;
-  }
-  return `{"field":"telemetryUpdated","orgId":${JSON.stringify(d.orgId)},"filter":${JSON.stringify(filterOf(d))},"data":{"device":{"id":${JSON.stringify(d.deviceId)}},"readings":[${readings}]},"coalesce":${JSON.stringify(d.deviceId)},"at":${JSON.stringify(now)}}`;
+    return { metric: r.metric, ts: lastIso, value: r.value, text: r.text };
+  });
+  return JSON.stringify({
+    field: 'telemetryUpdated',
+    orgId: d.orgId,
+    filter: filterOf(d),
+    data: { device: { id: d.deviceId }, readings },
+    coalesce: d.deviceId,
+    at: now,
+  });
 }
 
 type Latest = { metric: string; ts: number; value: number | null; text: string | null };
@@ -143,7 +182,7 @@ export function statusEvent(
 }
 
 type Scripted = Redis & {
-  rulrTouch(latest: string, status: string, ...argv: (string | number | Buffer)[]): Promise<number>;
+  rulrTouch(numberOfKeys: number, ...keysAndArgv: (string | number | Buffer)[]): Promise<number[]>;
   rulrStatus(status: string, ...argv: (string | number)[]): Promise<number>;
 };
 
@@ -161,46 +200,62 @@ export class Realtime {
     private readonly maxJobReadings: number,
   ) {
     const r = redis as Scripted;
-    if (typeof r.rulrTouch !== 'function') r.defineCommand('rulrTouch', { numberOfKeys: 2, lua: TOUCH });
+    if (typeof r.rulrTouch !== 'function') r.defineCommand('rulrTouch', { lua: TOUCH });
     if (typeof r.rulrStatus !== 'function') r.defineCommand('rulrStatus', { numberOfKeys: 1, lua: STATUS });
     this.redis = r;
     this.queue = new Queue(RULE_EVAL_QUEUE, { connection: redis, prefix: `${prefix}bull` });
   }
 
-  /** Applies telemetry of one committed batch; returns the status transitions it published. */
+  /**
+   * Applies telemetry of one committed batch: latest values, `lastSeen`, online transitions, events,
+   * rule jobs. Events are built and published only for organizations whose channel has a subscriber
+   * (`PUBSUB NUMSUB`, asked in the same round trip as the latest values): building them is a tenth of
+   * ingest's CPU at full rate, wasted when no gateway listens. A gateway that subscribes to an
+   * organization's channel while a batch is between that question and its publish misses that batch,
+   * as if it had subscribed a moment later.
+   */
   async telemetry(batch: DeviceReadings[], now: number): Promise<void> {
     if (!batch.length) return;
     const p = this.redis.pipeline() as unknown as Scripted & { exec(): Promise<[Error | null, unknown][] | null> };
     const lastSeenOf: number[] = [];
     const newestOf: Map<string, Latest>[] = [];
-    for (const d of batch) {
-      let lastSeen = 0;
-      for (const r of d.readings) if (r.ts > lastSeen) lastSeen = r.ts;
-      lastSeenOf.push(lastSeen);
-      const newest = newestByMetric(d.readings);
-      newestOf.push(newest);
-      p.rulrTouch(
-        `${this.prefix}latest:${d.deviceId}`,
-        `${this.prefix}status:${d.deviceId}`,
-        now,
-        Math.min(lastSeen, now),
-        Buffer.from(packLatest(newest.values())),
-      );
-      // As bytes (here and the packed latest values above): these strings are built piece by piece,
-      // and ioredis measures every string argument with Buffer.byteLength, which walks such a string
-      // slowly (a fifth of the Redis stage in a profile); Buffer.from flattens and encodes it at once.
-      p.publish(`${this.prefix}events:${d.orgId}`, Buffer.from(telemetryEvent(d, now)));
-    }
-    const res = (await p.exec()) ?? [];
-    const q = this.redis.pipeline();
-    batch.forEach((d, i) => {
-      const touched = res[i * 2];
-      if (touched?.[0]) throw touched[0];
-      if (touched?.[1] === 1) {
-        q.publish(`${this.prefix}events:${d.orgId}`, statusEvent(d, true, lastSeenOf[i] ?? null, now));
+    const orgs = new Set<string>();
+    for (let start = 0; start < batch.length; start += TOUCH_CHUNK) {
+      const keys: string[] = [];
+      const argv: (number | Buffer)[] = [now];
+      for (const d of batch.slice(start, start + TOUCH_CHUNK)) {
+        let lastSeen = 0;
+        for (const r of d.readings) if (r.ts > lastSeen) lastSeen = r.ts;
+        lastSeenOf.push(lastSeen);
+        const newest = newestByMetric(d.readings);
+        newestOf.push(newest);
+        keys.push(`${this.prefix}latest:${d.deviceId}`, `${this.prefix}status:${d.deviceId}`);
+        argv.push(Math.min(lastSeen, now), Buffer.from(packLatest(newest.values())));
+        orgs.add(d.orgId);
       }
-    });
-    if (q.length) await q.exec();
+      p.rulrTouch(keys.length, ...keys, ...argv);
+    }
+    const orgList = [...orgs];
+    p.pubsub('NUMSUB', ...orgList.map((o) => `${this.prefix}events:${o}`));
+    const res = (await p.exec()) ?? [];
+    for (const [err] of res) if (err) throw err;
+    const numsub = (res[res.length - 1]?.[1] ?? []) as (string | number)[];
+    const listened = new Set(orgList.filter((_, i) => Number(numsub[2 * i + 1]) > 0));
+    if (listened.size) {
+      const events: [string, string][] = [];
+      const online: [string, string][] = [];
+      batch.forEach((d, i) => {
+        if (!listened.has(d.orgId)) return;
+        events.push([d.orgId, telemetryEvent(d, now)]);
+        const flags = res[Math.floor(i / TOUCH_CHUNK)]?.[1] as number[];
+        if (flags[i % TOUCH_CHUNK] === 1) online.push([d.orgId, statusEvent(d, true, lastSeenOf[i] ?? null, now)]);
+      });
+      const q = this.redis.pipeline();
+      // telemetry first, then the online transitions it caused (as subscribers saw them before)
+      publishGrouped(q, this.prefix, events);
+      publishGrouped(q, this.prefix, online);
+      await q.exec();
+    }
     await this.jobs(batch, newestOf);
   }
 
@@ -242,17 +297,20 @@ export class Realtime {
       );
     }
     const res = (await p.exec()) ?? [];
-    const q = this.redis.pipeline();
-    let n = 0;
+    const events: [string, string][] = [];
     changes.forEach((c, i) => {
       const r = res[i];
       if (r?.[0]) throw r[0];
       if (typeof r?.[1] !== 'string') return;
-      n++;
       const lastSeen = Number(r[1]) || null;
-      q.publish(`${this.prefix}events:${c.orgId}`, statusEvent(c, c.online, lastSeen, now));
+      events.push([c.orgId, statusEvent(c, c.online, lastSeen, now)]);
     });
-    if (q.length) await q.exec();
+    if (events.length) {
+      const q = this.redis.pipeline();
+      publishGrouped(q, this.prefix, events);
+      await q.exec();
+    }
+    const n = events.length;
     return n;
   }
 

@@ -38,7 +38,8 @@ beforeAll(async () => {
   ({ ctx } = contextFor(env));
   fleet = await seedFleet(t.url, { devices: 6 });
   sub = createRedis(REDIS_URL);
-  sub.on('message', (_c, m: string) => events.push(JSON.parse(m)));
+  // a channel message is one envelope or an array of them (ingest: one array per organization per batch)
+  sub.on('message', (_c, m: string) => events.push(...[JSON.parse(m)].flat()));
   await sub.subscribe(`${prefix}events:${fleet.orgId}`);
   ingest = await startIngest(ctx, { port: 0 });
   await ingest.subscribed;

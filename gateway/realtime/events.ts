@@ -26,14 +26,27 @@ export interface RealtimeEvent {
 
 export const eventsChannel = (prefix: string, orgId: string) => `${prefix}events:${orgId}`;
 
-export function parseEvent(raw: string): RealtimeEvent | null {
+const isEvent = (e: unknown): e is RealtimeEvent => {
+  const x = e as RealtimeEvent | null;
+  return typeof x?.field === 'string' && typeof x.orgId === 'string' && typeof x.filter === 'object' && x.filter !== null;
+};
+
+/**
+ * One channel message: an envelope, or a JSON array of envelopes in publish order (ingest sends one
+ * array per organization per committed batch: one PUBLISH and one parse instead of one per device).
+ * Malformed elements are counted in `invalid` and skipped; the others are kept.
+ */
+export function parseEvents(raw: string): { events: RealtimeEvent[]; invalid: number } {
+  let doc: unknown;
   try {
-    const e = JSON.parse(raw) as RealtimeEvent;
-    if (typeof e?.field !== 'string' || typeof e.orgId !== 'string' || typeof e.filter !== 'object' || e.filter === null) return null;
-    return e;
+    doc = JSON.parse(raw);
   } catch {
-    return null;
+    return { events: [], invalid: 1 };
   }
+  if (!Array.isArray(doc)) return isEvent(doc) ? { events: [doc], invalid: 0 } : { events: [], invalid: 1 };
+  const events: RealtimeEvent[] = [];
+  for (const e of doc) if (isEvent(e)) events.push(e);
+  return { events, invalid: doc.length - events.length };
 }
 
 const asList = (v: unknown): unknown[] => (Array.isArray(v) ? v : v === undefined || v === null ? [] : [v]);

@@ -3,7 +3,7 @@ import type { Identity } from '../../lib/identity.js';
 import type { Logger } from '../../lib/logger.js';
 import { counter, histogram } from '../../lib/metrics.js';
 import type { Redis } from '../../lib/redis.js';
-import { eventKeys, eventsChannel, matches, parseEvent, type RealtimeEvent, subscriberKeys } from './events.js';
+import { eventKeys, eventsChannel, matches, parseEvents, type RealtimeEvent, subscriberKeys } from './events.js';
 import { indexFollowUp, project, type SubscriptionPlan } from './selection.js';
 
 /** Where a subscriber's frames go (one WebSocket connection). */
@@ -183,13 +183,13 @@ export class RealtimeHub {
   }
 
   private receive(message: string): void {
-    const e = parseEvent(message);
-    if (!e) {
-      eventsInvalid.inc();
-      return;
+    const { events, invalid } = parseEvents(message);
+    if (invalid) eventsInvalid.inc(invalid);
+    if (!events.length) return;
+    for (const e of events) {
+      eventsReceived.inc({ field: e.field });
+      this.queue.push(e);
     }
-    eventsReceived.inc({ field: e.field });
-    this.queue.push(e);
     if (!this.running) {
       this.running = true;
       setImmediate(() => void this.drain());

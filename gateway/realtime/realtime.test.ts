@@ -8,6 +8,7 @@ import WebSocket from 'ws';
 import { CloseCode, UnauthenticatedError } from '../../lib/errors.js';
 import type { Identity } from '../../lib/identity.js';
 import { createLogger } from '../../lib/logger.js';
+import { registry } from '../../lib/metrics.js';
 import { createRedis, type Redis } from '../../lib/redis.js';
 import { REDIS_URL } from '../../test/support/env.js';
 import { eventsChannel, type RealtimeEvent } from './events.js';
@@ -150,6 +151,12 @@ const telemetry = (orgId: string, deviceId: string, siteId: string, value: numbe
   coalesce: deviceId,
 });
 
+/** A counter's total over its label sets (the servers run in this process, so its registry is ours). */
+async function counterValue(name: string): Promise<number> {
+  const m = registry.getSingleMetric(name);
+  return m ? (await m.get()).values.reduce((n, v) => n + v.value, 0) : 0;
+}
+
 const publish = (e: RealtimeEvent) => publisher.publish(eventsChannel(prefix, e.orgId), JSON.stringify(e));
 
 beforeAll(() => {
@@ -209,6 +216,21 @@ describe('federated subscriptions over graphql-ws', () => {
     await new Promise((r) => setTimeout(r, 100));
     expect(a.events).toEqual([{ data: { telemetryUpdated: { device: { id: 'd-a1' } } } }]);
     expect(b.events).toEqual([{ data: { telemetryUpdated: { device: { id: 'd-b1' } } } }]);
+  });
+
+  it('should deliver every envelope of an array message in order, skipping and counting a malformed one', async () => {
+    const s = await startServer();
+    const sub = collect(client(s.url, 'A'), 'subscription { telemetryUpdated { device { id } readings { value } } }');
+    await subscribed(1);
+    const invalidBefore = await counterValue('rulr_realtime_events_invalid_total');
+    const batch = [telemetry(ORG_A, 'd-a1', 's-a', 1), { field: 'telemetryUpdated', orgId: ORG_A }, telemetry(ORG_A, 'd-a2', 's-a2', 2)];
+    await publisher.publish(eventsChannel(prefix, ORG_A), JSON.stringify(batch));
+    await until(() => sub.events.length === 2);
+    expect(sub.events).toEqual([
+      { data: { telemetryUpdated: { device: { id: 'd-a1' }, readings: [{ value: 1 }] } } },
+      { data: { telemetryUpdated: { device: { id: 'd-a2' }, readings: [{ value: 2 }] } } },
+    ]);
+    expect((await counterValue('rulr_realtime_events_invalid_total')) - invalidBefore).toBe(1);
   });
 
   it('should filter by device ids and by site subtree', async () => {
