@@ -5,19 +5,19 @@
  * gateway section of bench/RESULTS.md.
  *
  * Environment: BENCH_DURATION (seconds per saturation run, default 5), BENCH_ROUNDS (default 3),
- * BENCH_FIXED_DURATION (seconds per fixed-rate run, default 10); BENCH_CPU_PROF=1 (children write
+ * BENCH_FIXED_DURATION (seconds per fixed-rate run, default 30: a p99 over ~20,000+ requests, not decided by one stall); BENCH_CPU_PROF=1 (children write
  * .cpuprofile files to bench/out/); BENCH_TARGETS=a,b,c,c' and BENCH_QUERIES=0,1,2 to run a subset
  * (the RESULTS.md section is only written for a full run); BENCH_PG_BASE (PostgreSQL without the
  * database name).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import http from 'node:http';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
+import { runOpenLoopRaw } from './open-loop.js';
 
 const PG_BASE = process.env.BENCH_PG_BASE ?? 'postgres://postgres@127.0.0.1:5432';
 const DB_NAME = 'rulr_bench';
@@ -27,7 +27,7 @@ const DURATION = Number(process.env.BENCH_DURATION ?? 5);
 /** Saturation runs are interleaved across targets in rounds; each target's best round is reported. */
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 /** Length of each fixed-rate latency run. */
-const FIXED_DURATION = Number(process.env.BENCH_FIXED_DURATION ?? 10);
+const FIXED_DURATION = Number(process.env.BENCH_FIXED_DURATION ?? 30);
 const RESULTS = fileURLToPath(new URL('./RESULTS.md', import.meta.url));
 const OUT = fileURLToPath(new URL('./out/', import.meta.url));
 
@@ -244,62 +244,28 @@ const OPEN_LOOP_CONNECTIONS = Number(process.env.BENCH_FIXED_CONNECTIONS ?? 50);
  * generator's own connection storm, not the servers' latency.)
  */
 async function runOpenLoop(t: { url: string; headers: Record<string, string> }, q: Query, rate: number, duration: number): Promise<Run> {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: OPEN_LOOP_CONNECTIONS });
-  const body = JSON.stringify({ query: q.query, variables: q.variables });
-  const url = new URL(t.url);
-  const headers = { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)), ...t.headers };
-  const total = Math.max(1, Math.round(rate * duration));
-  const latencies: number[] = [];
-  /** BENCH_DEBUG_TAIL=1: (scheduled time, latency) of every request, to see where the slow ones sit */
-  const timeline: [number, number][] | undefined = process.env.BENCH_DEBUG_TAIL ? [] : undefined;
-  let errors = 0;
-  const one = (scheduled: number) =>
-    new Promise<void>((resolve) => {
-      const req = http.request({ hostname: url.hostname, port: url.port, path: url.pathname, method: 'POST', agent, headers }, (res) => {
-        res.resume();
-        res.on('end', () => {
-          if (res.statusCode !== 200) errors++;
-          latencies.push(performance.now() - scheduled);
-          if (timeline) timeline.push([scheduled, performance.now() - scheduled]);
-          resolve();
-        });
-      });
-      req.on('error', () => {
-        errors++;
-        resolve();
-      });
-      req.end(body);
-    });
-  // Open the pool first (not measured): the run measures the servers, not TCP handshakes.
-  await Promise.all(Array.from({ length: OPEN_LOOP_CONNECTIONS }, () => one(performance.now())));
-  latencies.length = 0;
-  timeline?.splice(0);
-  errors = 0;
-  const pending: Promise<void>[] = [];
-  const t0 = performance.now() + 50;
-  for (let i = 0; i < total; i++) {
-    const at = t0 + (i * 1000) / rate;
-    const wait = at - performance.now();
-    if (wait > 1) await new Promise((r) => setTimeout(r, wait));
-    pending.push(one(at));
-  }
-  await Promise.all(pending);
-  agent.destroy();
-  if (timeline) {
-    // where the slow requests sit in the run: count (and worst) per 100 ms of schedule, slots with any
-    const slow = new Map<number, [number, number]>();
-    for (const [at, l] of timeline) {
-      if (l <= 50) continue;
-      const slot = Math.floor((at - t0) / 100);
-      const v = slow.get(slot) ?? [0, 0];
-      slow.set(slot, [v[0] + 1, Math.max(v[1], Math.round(l))]);
-    }
-    console.log(`slow (>50 ms) by 100 ms slot [slot, [count, worst]]: ${JSON.stringify([...slow].sort((a, b) => a[0] - b[0]))}`);
-  }
-  latencies.sort((a, b) => a - b);
-  const pct = (p: number) =>
-    Math.round((latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))] ?? 0) * 10) / 10;
-  return { rps: total / duration, p50: pct(50), p99: pct(99), errors };
+  /** BENCH_DEBUG_TAIL=1: where the slow (> 50 ms) requests sit: count and worst per 100 ms of schedule */
+  const slow = process.env.BENCH_DEBUG_TAIL ? new Map<number, [number, number]>() : undefined;
+  const r = await runOpenLoopRaw({
+    url: t.url,
+    headers: t.headers,
+    body: JSON.stringify({ query: q.query, variables: q.variables }),
+    rate,
+    durationS: duration,
+    connections: OPEN_LOOP_CONNECTIONS,
+    ...(slow
+      ? {
+          onSample: (at: number, l: number) => {
+            if (l <= 50) return;
+            const slot = Math.floor(at / 100);
+            const v = slow.get(slot) ?? [0, 0];
+            slow.set(slot, [v[0] + 1, Math.max(v[1], Math.round(l))]);
+          },
+        }
+      : {}),
+  });
+  if (slow) console.log(`slow (>50 ms) by 100 ms slot [slot, [count, worst]]: ${JSON.stringify([...slow].sort((x, y) => x[0] - y[0]))}`);
+  return { rps: r.rps, p50: r.p50, p99: r.p99, errors: r.errors };
 }
 
 /**
@@ -409,7 +375,7 @@ async function main(): Promise<void> {
     'so the load generator competes with the servers for the same cores. Latency is measured at a fixed rate of half of',
     "(c)'s saturated throughput for that query: an open-loop generator sends request i at t0 + i/rate over a fixed pool of " +
       OPEN_LOOP_CONNECTIONS +
-      " keep-alive connections (as wrk2 does; in a child process of its own, the pool opened before the run) and counts latency from the scheduled time (autocannon's `overallRate` bursts each second's quota at the top of the second, which measures burst queueing instead).",
+      " keep-alive connections (as wrk2 does; raw TCP sockets with one pre-encoded request, `bench/open-loop.ts`, in a child process of its own, the pool opened before the run) and counts latency from the scheduled time (autocannon's `overallRate` bursts each second's quota at the top of the second, which measures burst queueing instead).",
     '',
     'Targets: (a) the devices subgraph called directly with a signed identity header; (b) a stock `@apollo/gateway`',
     '(ApolloGateway + `startStandaloneServer`, HTTP data sources, defaults, identity header added in `willSendRequest`);',

@@ -1,0 +1,200 @@
+// Fixed-rate (open-loop) HTTP/1.1 load generator on raw TCP sockets, as wrk2 does it: request i is
+// due at t0 + i/rate and its latency counts from that time, so a stalled server is charged for every
+// request it delayed (no coordinated omission). Requests go over a fixed pool of keep-alive
+// connections opened before the run; when all are busy a request waits here, and that wait counts.
+//
+// Raw sockets and one pre-encoded request instead of node:http: the generator shares the 2 cores
+// with the servers it measures, and node:http's client (agent, header objects, streams per request)
+// cost several times more CPU per request, which showed up as server latency at the higher rates.
+import net from 'node:net';
+
+export interface OpenLoopResult {
+  rps: number;
+  p50: number;
+  p99: number;
+  errors: number;
+  /** requests answered (any status) */
+  completed: number;
+}
+
+export interface OpenLoopOptions {
+  url: string;
+  headers: Record<string, string>;
+  body: string;
+  rate: number;
+  durationS: number;
+  connections: number;
+  /** called with (scheduled time relative to t0, latency) of every request (debugging the tail) */
+  onSample?: (at: number, latencyMs: number) => void;
+}
+
+const CRLF2 = Buffer.from('\r\n\r\n');
+const CRLF = Buffer.from('\r\n');
+
+/**
+ * Length of the complete HTTP/1.1 response at the start of `buf` (Content-Length or chunked
+ * framing), or -1 while it is incomplete; `status` is its status code.
+ */
+export function responseLength(buf: Buffer): { length: number; status: number } {
+  const end = buf.indexOf(CRLF2);
+  if (end < 0) return { length: -1, status: 0 };
+  const head = buf.toString('latin1', 0, end);
+  const status = Number(head.slice(9, 12));
+  const bodyStart = end + 4;
+  const cl = /\r\ncontent-length:\s*(\d+)/i.exec(head);
+  if (cl) {
+    const total = bodyStart + Number(cl[1]);
+    return { length: buf.length >= total ? total : -1, status };
+  }
+  if (/\r\ntransfer-encoding:\s*chunked/i.test(head)) {
+    let at = bodyStart;
+    for (;;) {
+      const eol = buf.indexOf(CRLF, at);
+      if (eol < 0) return { length: -1, status };
+      const size = Number.parseInt(buf.toString('latin1', at, eol), 16);
+      if (Number.isNaN(size)) throw new Error('bad chunk size in response');
+      at = eol + 2 + size + 2; // data and its CRLF (the last chunk: the empty trailer's CRLF)
+      if (buf.length < at) return { length: -1, status };
+      if (size === 0) return { length: at, status };
+    }
+  }
+  // no body framing: only bodiless statuses are expected here
+  return { length: bodyStart, status };
+}
+
+class Connection {
+  private socket!: net.Socket;
+  private buf: Buffer = Buffer.alloc(0);
+  private scheduled = 0;
+  private resolveOpen?: () => void;
+  busy = false;
+
+  constructor(
+    private readonly host: string,
+    private readonly port: number,
+    private readonly request: Buffer,
+    /** called when a response is complete (status 0: the connection broke) */
+    public onResponse: (c: Connection, scheduled: number, status: number) => void,
+  ) {}
+
+  open(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.resolveOpen = resolve;
+      this.buf = Buffer.alloc(0);
+      const s = net.connect({ host: this.host, port: this.port, noDelay: true });
+      this.socket = s;
+      s.once('connect', () => this.resolveOpen?.());
+      s.on('data', (chunk: Buffer) => this.onData(chunk));
+      s.on('error', (e) => {
+        if (this.busy) this.fail();
+        else reject(e);
+      });
+      s.on('close', () => {
+        if (this.busy) this.fail();
+      });
+    });
+  }
+
+  send(scheduled: number): void {
+    this.busy = true;
+    // the loop below sends up to 1 ms early rather than sleep for less: count from the actual send then
+    this.scheduled = Math.min(scheduled, performance.now());
+    this.socket.write(this.request);
+  }
+
+  private onData(chunk: Buffer): void {
+    this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
+    const { length, status } = responseLength(this.buf);
+    if (length < 0) return;
+    this.buf = this.buf.subarray(length);
+    this.busy = false;
+    this.onResponse(this, this.scheduled, status);
+  }
+
+  /** the connection broke mid-request: count an error and reconnect */
+  private fail(): void {
+    this.busy = false;
+    this.socket.destroy();
+    const scheduled = this.scheduled;
+    this.open().then(
+      () => this.onResponse(this, scheduled, 0),
+      () => this.onResponse(this, scheduled, 0),
+    );
+  }
+
+  close(): void {
+    this.socket.removeAllListeners('close');
+    this.socket.destroy();
+  }
+}
+
+export async function runOpenLoopRaw(o: OpenLoopOptions): Promise<OpenLoopResult> {
+  const url = new URL(o.url);
+  const headerLines = Object.entries({
+    host: url.host,
+    'content-type': 'application/json',
+    'content-length': String(Buffer.byteLength(o.body)),
+    connection: 'keep-alive',
+    ...o.headers,
+  })
+    .map(([k, v]) => `${k}: ${v}\r\n`)
+    .join('');
+  const request = Buffer.from(`POST ${url.pathname}${url.search} HTTP/1.1\r\n${headerLines}\r\n${o.body}`);
+  const total = Math.max(1, Math.round(o.rate * o.durationS));
+  const latencies = new Float64Array(total);
+  let completed = 0;
+  let errors = 0;
+  let t0 = 0;
+  const waiting: number[] = [];
+  let waitHead = 0;
+  let finish: () => void = () => undefined;
+  const free: Connection[] = [];
+
+  const measured = (c: Connection, scheduled: number, status: number) => {
+    const l = performance.now() - scheduled;
+    if (status !== 200) errors++;
+    latencies[completed++] = l;
+    o.onSample?.(scheduled - t0, l);
+    if (completed === total) finish();
+    if (waitHead < waiting.length) c.send(waiting[waitHead++] as number);
+    else free.push(c);
+  };
+
+  const port = Number(url.port || 80);
+  // One request per connection before the run (not measured): the servers accept and warm each one.
+  let warmed = 0;
+  let warmedAll: () => void = () => undefined;
+  const warm = new Promise<void>((r) => {
+    warmedAll = r;
+  });
+  const pool = Array.from(
+    { length: o.connections },
+    () =>
+      new Connection(url.hostname, port, request, () => {
+        if (++warmed === o.connections) warmedAll();
+      }),
+  );
+  await Promise.all(pool.map((c) => c.open()));
+  for (const c of pool) c.send(performance.now());
+  await warm;
+  for (const c of pool) c.onResponse = measured;
+  free.push(...pool);
+
+  const finished = new Promise<void>((resolve) => {
+    finish = resolve;
+  });
+  t0 = performance.now() + 50;
+  for (let i = 0; i < total; i++) {
+    const at = t0 + (i * 1000) / o.rate;
+    const wait = at - performance.now();
+    if (wait > 1) await new Promise((r) => setTimeout(r, wait));
+    const c = free.pop();
+    if (c) c.send(at);
+    else waiting.push(at);
+  }
+  await finished;
+  for (const c of pool) c.close();
+  const sorted = Array.from(latencies.subarray(0, completed)).sort((a, b) => a - b);
+  const pct = (p: number) => Math.round((sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0) * 10) / 10;
+  return { rps: total / o.durationS, p50: pct(50), p99: pct(99), errors, completed };
+}
