@@ -455,10 +455,11 @@ async function suite(
       },
     ];
     if (metrics) {
+      // the third query: the page with a field from a second subgraph (one entity fetch of 50)
       queries.push({
-        name: 'one device with its status from the metrics subgraph',
-        query: 'query Status($id: ID!) { device(id: $id) { id serial name status { online lastSeen } } }',
-        variables: { id: deviceId },
+        name: 'page of 50 devices with site, profile and status from the metrics subgraph',
+        query:
+          'query PageStatus { devices(first: 50) { edges { cursor node { id serial name createdAt site { id name } profile { id name } status { online lastSeen } } } pageInfo { hasNextPage endCursor } } }',
       });
     }
 
