@@ -26,6 +26,7 @@ import { OperationRouter, type Route } from './operations.js';
 import { GatewayRateLimiter, rateLimitKey } from './rate-limit.js';
 import { attachRealtime, type GatewayCapabilities } from './realtime/attach.js';
 import type { RealtimeServer } from './realtime/server.js';
+import { installShaping, shapedVariables } from './result-shaping.js';
 import { loadSupergraph, readSubgraphSdls, SUBGRAPH_NAMES } from './supergraph.js';
 
 export interface GatewayOptions {
@@ -113,6 +114,8 @@ export async function startGateway(ctx: RoleContext, o: GatewayOptions = {}): Pr
   );
   const limits = { maxDepth: cfg.GATEWAY_MAX_DEPTH, maxAliases: cfg.GATEWAY_MAX_ALIASES, maxCost: cfg.GATEWAY_MAX_COST };
   const fastPath = o.fastPath ?? true;
+  // compiled response shaping for multi-subgraph plans (patches @apollo/gateway's computeResponse once per process)
+  if (fastPath) installShaping();
 
   const finalizeError = (e: GraphQLFormattedError): GraphQLFormattedError => {
     if (!production) return e;
@@ -243,7 +246,12 @@ export async function startGateway(ctx: RoleContext, o: GatewayOptions = {}): Pr
       if (getVariableValues(r.apiSchema, route.operation.variableDefinitions, variables ?? {}).errors) return null;
     }
     const requestContext = {
-      request: { query: body.query as string, variables, operationName: (body.operationName ?? undefined) as string | undefined },
+      request: {
+        query: body.query as string,
+        // carries the route's compiled response shaping to the patched computeResponse (result-shaping.ts)
+        variables: shapedVariables(variables, route.shaper),
+        operationName: (body.operationName ?? undefined) as string | undefined,
+      },
       context: { identity },
       logger,
       metrics: {},

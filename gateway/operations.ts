@@ -20,6 +20,7 @@ type OperationContext = ReturnType<typeof buildOperationContext>;
 
 import { ErrorCode } from '../lib/errors.js';
 import { checkLimits, type QueryLimits } from './limits.js';
+import { compileShaper, type Shaper } from './result-shaping.js';
 
 /** How the gateway answers one operation text (cached per query text + operation name). */
 export type Route =
@@ -31,7 +32,14 @@ export type Route =
    * Several fetches: the cached plan runs through Apollo's own `executeQueryPlan`, without the rest
    * of Apollo Server's per-request pipeline.
    */
-  | { kind: 'planned'; plan: QueryPlan; operationContext: OperationContext; operation: OperationDefinitionNode }
+  | {
+      kind: 'planned';
+      plan: QueryPlan;
+      operationContext: OperationContext;
+      operation: OperationDefinitionNode;
+      /** the response shaping compiled for this operation (null: Apollo's `computeResponse` runs) */
+      shaper: Shaper | null;
+    }
   /** Everything else (parse/validation errors, introspection, subscriptions, @defer): Apollo's pipeline. */
   | { kind: 'apollo'; reason: string };
 
@@ -148,11 +156,13 @@ export class OperationRouter {
     if (fetch.kind !== 'Fetch') {
       if (!this.o.planned || hasNode(plan.node, 'Defer') || hasNode(plan.node, 'Subscription'))
         return { kind: 'apollo', reason: 'several fetches' };
+      const operationContext = buildOperationContext({ schema: this.apiSchema, operationDocument: document, operationName });
       return {
         kind: 'planned',
         plan,
         operation,
-        operationContext: buildOperationContext({ schema: this.apiSchema, operationDocument: document, operationName }),
+        operationContext,
+        shaper: compileShaper(this.apiSchema, operationContext.operation, operationContext.fragments),
       };
     }
     if (
