@@ -330,12 +330,17 @@ microseconds, and the gateways' own cost shows: the stock gateway plans, execute
 RULR's gateway routes a cached plan, signs the identity (cached), checks the rate limit in Redis (auto-pipelined) and
 passes the subgraph's bytes through (undici keep-alive pools). The rest of RULR's per-request cost is Node's HTTP server
 and client (\`writev\`, header parsing). (c') all-in-one puts the gateway and the subgraphs on one event loop: no HTTP
-hop, but on 2 cores it can lose to (c), which uses two processes. **Latency at the fixed rate:** p99 < 50 ms is met in
-short subset runs (25–70 ms) and missed in the full run. With \`BENCH_DEBUG_TAIL=1\` the slow requests come in episodes:
-something in the chain stalls for about 100 ms, then the queue takes up to a second to drain with the two cores
-60–70% busy. It is not the servers' garbage collection (\`BENCH_SERVER_NODE_FLAGS=--trace-gc\`: scavenges ≤ 9 ms,
-mark-compacts ≤ 27 ms at that rate) and not the generator (own process, pool opened before the run); the source was
-not found; a run with the generator on another host would show whether it is contention on this one.`;
+hop, but on 2 cores it can lose to (c), which uses two processes. **Third query** (the issue's: the page with \`status\`
+from the metrics subgraph): a two-fetch plan run by Apollo's \`executeQueryPlan\`, whose response shaping
+(\`computeResponse\`) was a quarter of RULR's gateway CPU; it is now compiled once per operation
+(\`gateway/result-shaping.ts\`, tested against Apollo's function): 409 → 572 req/s, 1.4× → 1.8× the stock gateway.
+**Latency at the fixed rate:** the generator is now raw TCP sockets with one pre-encoded request
+(\`bench/open-loop.ts\`; node:http's client cost several times more CPU per request, which showed as server latency at
+the in-memory suite's rates: its p99 fell from 0.3–1.3 s to 13–200 ms), each fixed-rate run lasts 30 s (a p99 over
+8,000–100,000 requests, not decided by one stall), and connections are used round robin. The slow requests still come in
+episodes (\`BENCH_DEBUG_TAIL=1\`): a stall of up to ~100 ms somewhere in the chain, then a queue that drains with the two
+cores busy; scavenges of 15–20 ms in all three server processes under this load (\`--trace-gc\`) are one source. p99 of
+(c) therefore varies from run to run on this host (by id: 27 and 56 ms in two 30 s runs).`;
 
 const fmt = (n: number) => (n >= 100 ? Math.round(n).toString() : n.toFixed(1));
 

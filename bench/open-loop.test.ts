@@ -24,6 +24,8 @@ describe('runOpenLoopRaw', () => {
   let server: Server;
   let url: string;
   let bodies = 0;
+  let connections = 0;
+  let closeEach = false;
   beforeAll(async () => {
     let n = 0;
     server = createServer((req, res) => {
@@ -34,6 +36,7 @@ describe('runOpenLoopRaw', () => {
       req.on('end', () => {
         if (body === '{"q":1}' && req.headers['x-test'] === 'yes') bodies++;
         n++;
+        if (closeEach) res.setHeader('connection', 'close');
         // every 7th answer refused, and both framings
         if (n % 7 === 0) res.writeHead(503).end('no');
         else if (n % 2) res.end(JSON.stringify({ data: { n } }));
@@ -42,6 +45,9 @@ describe('runOpenLoopRaw', () => {
           res.end('{}}');
         }
       });
+    });
+    server.on('connection', () => {
+      connections++;
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/graphql`;
@@ -68,5 +74,20 @@ describe('runOpenLoopRaw', () => {
     expect(r.errors).toBe(refused);
     expect(r.p50).toBeGreaterThan(0);
     expect(r.p99).toBeGreaterThanOrEqual(r.p50);
+  });
+
+  it('should reconnect a connection the server closed between requests, losing no request', async () => {
+    const before = bodies;
+    const connectionsBefore = connections;
+    closeEach = true; // as a keep-alive timeout does to a connection idle between two of its requests
+    try {
+      const r = await runOpenLoopRaw({ url, headers: { 'x-test': 'yes' }, body: '{"q":1}', rate: 20, durationS: 1, connections: 3 });
+      expect(r.completed).toBe(20);
+      expect(bodies - before).toBe(23);
+      // the server did close idle connections, and they were opened again
+      expect(connections - connectionsBefore).toBeGreaterThan(6);
+    } finally {
+      closeEach = false;
+    }
   });
 });

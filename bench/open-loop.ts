@@ -67,6 +67,8 @@ class Connection {
   private buf: Buffer = Buffer.alloc(0);
   private scheduled = 0;
   private resolveOpen?: () => void;
+  /** the server closed the idle connection (keep-alive timeout): reconnect before the next request */
+  private dead = false;
   busy = false;
 
   constructor(
@@ -81,15 +83,19 @@ class Connection {
     return new Promise((resolve, reject) => {
       this.resolveOpen = resolve;
       this.buf = Buffer.alloc(0);
+      this.dead = false;
       const s = net.connect({ host: this.host, port: this.port, noDelay: true });
       this.socket = s;
       s.once('connect', () => this.resolveOpen?.());
       s.on('data', (chunk: Buffer) => this.onData(chunk));
       s.on('error', (e) => {
+        if (s !== this.socket) return;
         if (this.busy) this.fail();
         else reject(e);
       });
       s.on('close', () => {
+        if (s !== this.socket) return;
+        this.dead = true;
         if (this.busy) this.fail();
       });
     });
@@ -99,7 +105,12 @@ class Connection {
     this.busy = true;
     // the loop below sends up to 1 ms early rather than sleep for less: count from the actual send then
     this.scheduled = Math.min(scheduled, performance.now());
-    this.socket.write(this.request);
+    if (this.dead)
+      this.open().then(
+        () => this.socket.write(this.request),
+        () => this.fail(),
+      );
+    else this.socket.write(this.request);
   }
 
   private onData(chunk: Buffer): void {
@@ -188,7 +199,8 @@ export async function runOpenLoopRaw(o: OpenLoopOptions): Promise<OpenLoopResult
     const at = t0 + (i * 1000) / o.rate;
     const wait = at - performance.now();
     if (wait > 1) await new Promise((r) => setTimeout(r, wait));
-    const c = free.pop();
+    // the longest-idle connection first (round robin, as wrk does): none idles into the server's keep-alive timeout
+    const c = free.shift();
     if (c) c.send(at);
     else waiting.push(at);
   }
