@@ -14,6 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { Kysely, PostgresDialect } from 'kysely';
 import mqtt, { type MqttClient } from 'mqtt';
 import pg from 'pg';
+import { eventsChannel } from '../gateway/realtime/events.js';
 import { startNoDropBroker } from '../ingest/testing/broker.js';
 import { seedFleet } from '../ingest/testing/fixtures.js';
 import { copyText, type Row } from '../ingest/writer.js';
@@ -271,7 +272,7 @@ async function main(): Promise<void> {
       listener.on('messageBuffer', (_c: Buffer, m: Buffer) => {
         for (let i = m.indexOf(marker); i >= 0; i = m.indexOf(marker, i + marker.length)) events++;
       });
-      await listener.subscribe(`${prefix}events:${fleet.orgId}`);
+      await listener.subscribe(eventsChannel(prefix, fleet.orgId));
       await sql.query('checkpoint'); // like the first live phase: no write-back of the first one pending
       log('publishing the same volume again with a real-time listener subscribed');
       const l = await live(t0 + 1_800_000, 2 * expected);

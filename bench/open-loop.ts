@@ -66,7 +66,6 @@ class Connection {
   private socket!: net.Socket;
   private buf: Buffer = Buffer.alloc(0);
   private scheduled = 0;
-  private resolveOpen?: () => void;
   /** the server closed the idle connection (keep-alive timeout): reconnect before the next request */
   private dead = false;
   busy = false;
@@ -81,12 +80,11 @@ class Connection {
 
   open(): Promise<void> {
     return new Promise((resolve, reject) => {
-      this.resolveOpen = resolve;
       this.buf = Buffer.alloc(0);
       this.dead = false;
       const s = net.connect({ host: this.host, port: this.port, noDelay: true });
       this.socket = s;
-      s.once('connect', () => this.resolveOpen?.());
+      s.once('connect', () => resolve());
       s.on('data', (chunk: Buffer) => this.onData(chunk));
       s.on('error', (e) => {
         if (s !== this.socket) return;

@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
+import { eventsChannel } from '../gateway/realtime/events.js';
 import { type Broker, freePort, startNoDropBroker } from '../ingest/testing/broker.js';
 import { issueToken } from '../lib/auth.js';
 import { createRedis } from '../lib/redis.js';
@@ -572,7 +573,7 @@ async function gateway(data: Data, prefix: string, cpuProf: boolean): Promise<Ph
             ? {
                 redis: {
                   url: REDIS_URL,
-                  channel: `${prefix}events:${data.orgId}`,
+                  channel: eventsChannel(prefix, data.orgId),
                   orgId: data.orgId,
                   siteOf: Object.fromEntries(data.devices.map((d) => [d.id, d.siteId])),
                 },

@@ -52,12 +52,7 @@ const BUILT_IN = new Set(['Int', 'Float', 'String', 'Boolean', 'ID']);
 
 class Unsupported extends Error {}
 
-function collect(
-  schema: GraphQLSchema,
-  parent: GraphQLObjectType,
-  sets: SelectionSetNode[],
-  fragments: Record<string, FragmentDefinitionNode>,
-): FieldPlan[] {
+function collect(parent: GraphQLObjectType, sets: SelectionSetNode[], fragments: Record<string, FragmentDefinitionNode>): FieldPlan[] {
   const plans = new Map<string, FieldPlan>();
   const subSets = new Map<string, SelectionSetNode[]>();
   const visit = (set: SelectionSetNode) => {
@@ -98,7 +93,7 @@ function collect(
     let named: GraphQLOutputType = plan.type;
     while (named instanceof GraphQLNonNull || named instanceof GraphQLList) named = named.ofType;
     if (!isObjectType(named)) throw new Unsupported('abstract type');
-    plan.sub = collect(schema, named, sets2, fragments);
+    plan.sub = collect(named, sets2, fragments);
   }
   return [...plans.values()];
 }
@@ -113,7 +108,7 @@ export function compileShaper(
   if (!root) return null;
   let plans: FieldPlan[];
   try {
-    plans = collect(schema, root, [operation.selectionSet], fragments);
+    plans = collect(root, [operation.selectionSet], fragments);
   } catch (e) {
     if (e instanceof Unsupported) return null;
     throw e;
