@@ -5,15 +5,16 @@ import { loadConfig } from '../lib/config.js';
 import type { Identity, Role } from '../lib/identity.js';
 import { createLogger } from '../lib/logger.js';
 import { RoleContext } from '../lib/role.js';
-import { executeSubgraph } from '../lib/subgraph.js';
+import { executeSubgraph, type SubgraphModule } from '../lib/subgraph.js';
 import { createDevicesSubgraph } from '../subgraphs/devices/index.js';
 import { createTestDatabase, type TestDatabase } from './support/db.js';
+import { REDIS_URL } from './support/env.js';
 
-/** A devices subgraph over its own test database, with helpers to make tenants and run operations. */
-export interface DevicesFixture {
+/** A subgraph over its own test database and Redis prefix, with helpers to make tenants and run operations. */
+export interface SubgraphFixture<M extends SubgraphModule = SubgraphModule> {
   t: TestDatabase;
   ctx: RoleContext;
-  mod: ReturnType<typeof createDevicesSubgraph>;
+  mod: M;
   run<T = Record<string, unknown>>(identity: Identity, query: string, variables?: Record<string, unknown>): Promise<ExecutionResult<T>>;
   /** runs and fails the test on GraphQL errors */
   // biome-ignore lint/suspicious/noExplicitAny: tests read results by shape and assert them by value
@@ -24,13 +25,27 @@ export interface DevicesFixture {
   close(): Promise<void>;
 }
 
-export async function devicesFixture(): Promise<DevicesFixture> {
+export type DevicesFixture = SubgraphFixture<ReturnType<typeof createDevicesSubgraph>>;
+
+/** The devices subgraph over its own test database. */
+export const devicesFixture = (): Promise<DevicesFixture> => subgraphFixture(createDevicesSubgraph);
+
+/**
+ * `create`'s subgraph over its own test database (migrated) and its own Redis key prefix
+ * (`ctx.config.REDIS_PREFIX`); `close()` drops the database and deletes the prefix's keys.
+ */
+export async function subgraphFixture<M extends SubgraphModule>(create: (ctx: RoleContext) => M): Promise<SubgraphFixture<M>> {
   const t = await createTestDatabase();
-  const cfg = { ...loadConfig({ NODE_ENV: 'test', LOG_LEVEL: 'silent' }), DATABASE_URL: t.url };
+  const cfg = {
+    ...loadConfig({ NODE_ENV: 'test', LOG_LEVEL: 'silent', REDIS_URL }),
+    DATABASE_URL: t.url,
+    REDIS_PREFIX: `rulr-test-${randomBytes(4).toString('hex')}:`,
+  };
   const ctx = new RoleContext(cfg, createLogger('silent'));
   // The subgraph reads ctx.db: point it at the test database's counted handle.
   Object.defineProperty(ctx, 'db', { get: () => t.db });
-  const mod = createDevicesSubgraph(ctx);
+  Object.defineProperty(ctx, 'readDb', { get: () => t.db });
+  const mod = create(ctx);
   const run = <T>(identity: Identity, query: string, variables?: Record<string, unknown>) =>
     executeSubgraph(mod, parse(query), variables, undefined, identity, false) as Promise<ExecutionResult<T>>;
   return {
@@ -61,6 +76,8 @@ export async function devicesFixture(): Promise<DevicesFixture> {
       return { kind, subject: randomUUID(), orgId, role, scopes };
     },
     async close() {
+      const keys = await ctx.redis.keys(`${cfg.REDIS_PREFIX}*`);
+      if (keys.length) await ctx.redis.del(...keys);
       await ctx.close();
       await t.drop();
     },

@@ -1,5 +1,6 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { type Compilable, type Expression, type SelectQueryBuilder, type SqlBool, sql } from 'kysely';
+import { actorOf, audit } from '../../lib/audit.js';
 import { generateApiKey } from '../../lib/auth.js';
 import { type DB, type Db, isUuid, type Tx, tenantRead, withTenant } from '../../lib/db.js';
 import { ConflictError, NotFoundError } from '../../lib/errors.js';
@@ -184,7 +185,6 @@ const apiKeyColumns = ['id', 'name', 'prefix', 'scopes', 'created_at', 'last_use
 const escapeLike = (s: string) => s.replace(/[\\%_]/g, (c) => `\\${c}`);
 /** The ILIKE pattern of a `search` filter: the text anywhere in serial or name. */
 const searchPattern = (s: string) => `%${escapeLike(s)}%`;
-const actorOf = (i: Identity) => `${i.kind}:${i.subject}`;
 const isUniqueViolation = (e: unknown) => (e as { code?: string }).code === '23505';
 
 type DeviceQuery = SelectQueryBuilder<DB & { d: DB['devices'] }, 'd', object>;
@@ -733,28 +733,4 @@ async function assertRefs(
   if (!f?.site) throw new NotFoundError(`site ${r.siteId}`);
   if (!f.profile) throw new NotFoundError(`device profile ${r.profileId}`);
   if (!f.parent) throw new NotFoundError(`parent device ${r.parentId}`);
-}
-
-async function audit(
-  tx: Tx,
-  orgId: string,
-  actor: string,
-  action: string,
-  entityType: string,
-  entityId: string | null,
-  before: unknown,
-  after: unknown,
-): Promise<void> {
-  await tx
-    .insertInto('audit_logs')
-    .values({
-      org_id: orgId,
-      actor,
-      action,
-      entity_type: entityType,
-      entity_id: entityId,
-      before: before == null ? null : JSON.stringify(before),
-      after: after == null ? null : JSON.stringify(after),
-    })
-    .execute();
 }

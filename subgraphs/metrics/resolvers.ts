@@ -1,5 +1,5 @@
-import { GraphQLError, GraphQLScalarType, Kind } from 'graphql';
-import { BadInputError, ErrorCode } from '../../lib/errors.js';
+import { BadInputError } from '../../lib/errors.js';
+import { DateTimeScalar } from '../../lib/graphql-scalars.js';
 import { authorize, type Identity } from '../../lib/identity.js';
 import type { MetricsLoaders } from './loaders.js';
 import type { DeadLetterRow, MetricsRepository, SiteRow } from './repository.js';
@@ -20,30 +20,6 @@ const ADMIN = { role: 'admin', scope: '*' } as const;
  * @default 500
  */
 export const MAX_DEAD_LETTER_PAGE = 500;
-
-const badDate = (what: string) =>
-  new GraphQLError(`${what} is not a valid DateTime (ISO-8601)`, { extensions: { code: ErrorCode.BadUserInput } });
-
-function toDate(v: unknown): Date {
-  const d = typeof v === 'string' ? new Date(v) : Number.NaN;
-  if (!(d instanceof Date) || Number.isNaN(d.getTime())) throw badDate(JSON.stringify(v));
-  return d;
-}
-
-/** ISO-8601 instants; accepts any string `Date` parses with an explicit date, answers in UTC. */
-export const DateTimeScalar = new GraphQLScalarType<Date, string>({
-  name: 'DateTime',
-  serialize(v) {
-    const d = v instanceof Date ? v : new Date(v as string | number);
-    if (Number.isNaN(d.getTime())) throw new GraphQLError('DateTime cannot represent an invalid date');
-    return d.toISOString();
-  },
-  parseValue: toDate,
-  parseLiteral(ast) {
-    if (ast.kind !== Kind.STRING) throw badDate('literal');
-    return toDate(ast.value);
-  },
-});
 
 interface DeviceRef {
   id: string;
