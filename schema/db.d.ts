@@ -25,6 +25,37 @@ export type JsonValue = JsonArray | JsonObject | JsonPrimitive;
 
 export type Timestamp = ColumnType<Date, Date | string, Date | string>;
 
+export interface AlarmEvents {
+  actor: string;
+  alarm_id: string;
+  at: Generated<Timestamp>;
+  id: Generated<Int8>;
+  kind: string;
+  note: string | null;
+  org_id: string;
+  value: number | null;
+}
+
+export interface Alarms {
+  acknowledged_at: Timestamp | null;
+  acknowledged_by: string | null;
+  cleared_at: Timestamp | null;
+  cleared_by: string | null;
+  device_id: string;
+  id: Generated<string>;
+  last_at: Generated<Timestamp>;
+  message: Generated<string>;
+  occurrences: Generated<number>;
+  org_id: string;
+  raised_at: Generated<Timestamp>;
+  raised_by: string;
+  reading_ts: Int8 | null;
+  rule_id: string | null;
+  severity: string;
+  type: string;
+  value: number | null;
+}
+
 export interface ApiKeys {
   created_at: Generated<Timestamp>;
   created_by: string | null;
@@ -237,6 +268,38 @@ export interface Organizations {
   slug: string;
 }
 
+export interface RuleExecutions {
+  at: Generated<Timestamp>;
+  cleared: number;
+  id: Generated<Int8>;
+  matched: number;
+  org_id: string;
+  raised: number;
+  readings: number;
+  rule_id: string;
+}
+
+export interface Rules {
+  alarm_type: string;
+  auto_clear: Generated<boolean>;
+  clear_threshold: number | null;
+  created_at: Generated<Timestamp>;
+  created_by: string;
+  deleted_at: Timestamp | null;
+  description: Generated<string>;
+  enabled: Generated<boolean>;
+  id: Generated<string>;
+  metric: string;
+  name: string;
+  operator: string;
+  org_id: string;
+  profile_id: string | null;
+  severity: string;
+  site_id: string | null;
+  threshold: number;
+  updated_at: Generated<Timestamp>;
+}
+
 export interface RulrMigrations {
   name: string;
   timestamp: string;
@@ -275,6 +338,8 @@ export interface Users {
 }
 
 export interface DB {
+  alarm_events: AlarmEvents;
+  alarms: Alarms;
   api_keys: ApiKeys;
   audit_logs: AuditLogs;
   dead_letters: DeadLetters;
@@ -294,6 +359,8 @@ export interface DB {
   metrics_hourly_live: MetricsHourlyLive;
   metrics_rollup_deltas: MetricsRollupDeltas;
   organizations: Organizations;
+  rule_executions: RuleExecutions;
+  rules: Rules;
   rulr_migrations: RulrMigrations;
   rulr_migrations_lock: RulrMigrationsLock;
   sites: Sites;

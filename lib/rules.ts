@@ -1,0 +1,117 @@
+/**
+ * Threshold rules as pure logic, shared by the rules subgraph (validation, dry runs) and the
+ * `rule-eval` worker (evaluation). No I/O here. See docs/alarms-rules.md.
+ */
+
+/** Name of the BullMQ queue ingest fills with one job per committed batch per organization. */
+export const RULE_EVAL_QUEUE = 'rule-eval';
+
+/** What a `rule-eval` job carries: the newest reading per device and metric of one batch. */
+export interface RuleEvalJob {
+  orgId: string;
+  readings: { deviceId: string; metric: string; ts: number; value: number | null }[];
+}
+
+/**
+ * Redis key bumped (INCR) on every change to an organization's rules, so workers drop their cached
+ * copy at once instead of waiting for a TTL.
+ */
+export const rulesVersionKey = (prefix: string, orgId: string) => `${prefix}rules:ver:${orgId}`;
+/** Redis hash of one rule's evaluation counters (evaluations, readings, matches, lastEvaluatedAt). */
+export const ruleStatsKey = (prefix: string, ruleId: string) => `${prefix}rules:stats:${ruleId}`;
+
+export const OPERATORS = ['gt', 'gte', 'lt', 'lte', 'eq', 'neq'] as const;
+export type Operator = (typeof OPERATORS)[number];
+
+/** Alarm severities, most severe first. */
+export const SEVERITIES = ['critical', 'major', 'minor', 'warning', 'indeterminate'] as const;
+export type Severity = (typeof SEVERITIES)[number];
+
+/** A rule's test: `value <operator> threshold`; while its alarm is open, the clear test uses `clearThreshold`. */
+export interface Condition {
+  operator: Operator;
+  threshold: number;
+  /** Hysteresis: an open alarm clears only once the value no longer passes this threshold. @default threshold */
+  clearThreshold?: number | null;
+}
+
+/** Does `value` pass `operator threshold`? */
+export function passes(operator: Operator, threshold: number, value: number): boolean {
+  switch (operator) {
+    case 'gt':
+      return value > threshold;
+    case 'gte':
+      return value >= threshold;
+    case 'lt':
+      return value < threshold;
+    case 'lte':
+      return value <= threshold;
+    case 'eq':
+      return value === threshold;
+    case 'neq':
+      return value !== threshold;
+  }
+}
+
+/**
+ * Why a condition cannot be used, or null. Thresholds must be finite; a clear threshold only makes
+ * sense for ordered comparisons and must lie on the clearing side (below a `gt`/`gte` threshold,
+ * above a `lt`/`lte` one), or the alarm would clear and raise on the same value.
+ */
+export function conditionProblem(c: Condition): string | null {
+  if (!Number.isFinite(c.threshold)) return 'threshold must be a finite number';
+  const ct = c.clearThreshold;
+  if (ct === undefined || ct === null) return null;
+  if (!Number.isFinite(ct)) return 'clearThreshold must be a finite number';
+  if (c.operator === 'eq' || c.operator === 'neq') return 'clearThreshold applies only to GT, GTE, LT and LTE';
+  if ((c.operator === 'gt' || c.operator === 'gte') && ct > c.threshold) return 'clearThreshold must not be above threshold for GT/GTE';
+  if ((c.operator === 'lt' || c.operator === 'lte') && ct < c.threshold) return 'clearThreshold must not be below threshold for LT/LTE';
+  return null;
+}
+
+/** What one reading does to a device's alarm of one rule. */
+export type Decision = 'raise' | 'keep' | 'clear' | 'none';
+
+/**
+ * The decision for a reading, given whether the device's alarm for this rule is open:
+ * closed + passes → raise; open + still passes the clear threshold → keep (refresh value);
+ * open + no longer passes → clear (or keep, when the rule does not clear automatically).
+ */
+export function decide(c: Condition, value: number, open: boolean, autoClear = true): Decision {
+  if (!open) return passes(c.operator, c.threshold, value) ? 'raise' : 'none';
+  const stays = passes(c.operator, c.clearThreshold ?? c.threshold, value);
+  if (stays) return 'keep';
+  return autoClear ? 'clear' : 'keep';
+}
+
+const SYMBOL: Record<Operator, string> = { gt: '>', gte: '≥', lt: '<', lte: '≤', eq: '=', neq: '≠' };
+
+/** The alarm message of a rule's reading, e.g. `voltage 262.1 > 253`. */
+export function describeMatch(metric: string, c: Condition, value: number): string {
+  return `${metric} ${value} ${SYMBOL[c.operator]} ${c.threshold}`;
+}
+
+/** A rule as the evaluator needs it. */
+export interface EvalRule extends Condition {
+  id: string;
+  metric: string;
+  severity: Severity;
+  alarmType: string;
+  autoClear: boolean;
+  /** ltree path of the scope site (ids as labels), or null for the whole organization */
+  sitePath: string | null;
+  profileId: string | null;
+}
+
+/** Is a device (its site's ltree path and its profile) inside a rule's scope? */
+export function inScope(
+  rule: Pick<EvalRule, 'sitePath' | 'profileId'>,
+  device: { sitePath: string | null; profileId: string | null },
+): boolean {
+  if (rule.profileId && rule.profileId !== device.profileId) return false;
+  if (rule.sitePath) {
+    const p = device.sitePath;
+    if (!p || !(p === rule.sitePath || p.startsWith(`${rule.sitePath}.`))) return false;
+  }
+  return true;
+}
