@@ -1,0 +1,116 @@
+import { DateTimeScalar, encodeCursor } from '../../lib/graphql-scalars.js';
+import { authorize, type Identity, type Requirement } from '../../lib/identity.js';
+import { OPERATORS, passes, SEVERITIES } from '../../lib/rules.js';
+import type { RulesLoaders } from './loaders.js';
+import type { RuleFilter, RuleRow, RulesRepository } from './repository.js';
+import {
+  check,
+  checkFirst,
+  checkId,
+  MAX_DRY_RUN_MATCHES,
+  MAX_EXECUTIONS,
+  MAX_RULE_PAGE,
+  parseRuleCursor,
+  parseRuleInput,
+  parseRulePatch,
+  ruleFilterSchema,
+} from './validation.js';
+
+/** Per-request context of the rules subgraph. */
+export interface RulesContext {
+  identity: Identity;
+  repo: RulesRepository;
+  loaders: RulesLoaders;
+}
+
+const READ: Requirement = { role: 'viewer', scope: 'rules:read' };
+/** Dry runs write nothing but show device values, so they need the same right as writes. */
+const WRITE: Requirement = { role: 'operator', scope: 'rules:write' };
+
+type Args = Record<string, unknown>;
+
+/** GraphQL enum value → its lower-case form in the database and in `lib/rules.ts`. */
+const upperCased = (values: readonly string[]) => Object.fromEntries(values.map((v) => [v.toUpperCase(), v]));
+
+interface RuleConnection {
+  edges: { cursor: string; node: RuleRow }[];
+  pageInfo: { hasNextPage: boolean; endCursor: string | null };
+  orgId: string;
+  filter: RuleFilter;
+}
+
+export const resolvers = {
+  DateTime: DateTimeScalar,
+  RuleOperator: upperCased(OPERATORS),
+  AlarmSeverity: upperCased(SEVERITIES),
+  Query: {
+    async rules(_: unknown, args: Args, ctx: RulesContext): Promise<RuleConnection> {
+      const { orgId } = authorize(ctx.identity, READ);
+      const first = checkFirst((args.first as number | null | undefined) ?? 50, MAX_RULE_PAGE);
+      const f = check(ruleFilterSchema, args.filter, 'filter') ?? {};
+      const filter: RuleFilter = {
+        enabled: f.enabled ?? undefined,
+        metric: f.metric ?? undefined,
+        search: f.search || undefined,
+      };
+      const after = typeof args.after === 'string' ? parseRuleCursor(args.after) : undefined;
+      const rows = await ctx.repo.list(orgId, { limit: first + 1, after, filter });
+      const edges = rows.slice(0, first).map((r) => {
+        ctx.loaders.rule.prime(r.id, r);
+        return { cursor: encodeCursor([r.createdAtText, r.id]), node: r };
+      });
+      return { edges, pageInfo: { hasNextPage: rows.length > first, endCursor: edges.at(-1)?.cursor ?? null }, orgId, filter };
+    },
+    rule(_: unknown, args: Args, ctx: RulesContext) {
+      authorize(ctx.identity, READ);
+      return ctx.loaders.rule.load(checkId(args.id));
+    },
+  },
+  Mutation: {
+    createRule(_: unknown, args: Args, ctx: RulesContext) {
+      const identity = authorize(ctx.identity, WRITE);
+      return ctx.repo.create(identity, parseRuleInput(args.input));
+    },
+    updateRule(_: unknown, args: Args, ctx: RulesContext) {
+      const identity = authorize(ctx.identity, WRITE);
+      const id = checkId(args.id);
+      return ctx.repo.update(identity, id, parseRulePatch((args.input ?? {}) as Args));
+    },
+    async deleteRule(_: unknown, args: Args, ctx: RulesContext) {
+      const identity = authorize(ctx.identity, WRITE);
+      await ctx.repo.delete(identity, checkId(args.id));
+      return true;
+    },
+    async dryRunRule(_: unknown, args: Args, ctx: RulesContext) {
+      const { orgId } = authorize(ctx.identity, WRITE);
+      const rule = parseRuleInput(args.input);
+      const first = checkFirst((args.first as number | null | undefined) ?? 100, MAX_DRY_RUN_MATCHES);
+      const scope = await ctx.repo.scopeReadings(orgId, rule);
+      const matching = scope.values.filter((r) => passes(rule.operator, rule.threshold, r.value));
+      return {
+        devicesInScope: scope.devicesInScope,
+        evaluated: scope.values.length,
+        matching: matching.length,
+        truncated: scope.truncated,
+        matches: matching.slice(0, first).map((m) => ({ device: { id: m.deviceId }, value: m.value, ts: m.ts })),
+      };
+    },
+  },
+  RuleConnection: {
+    totalCount: (c: RuleConnection, _: Args, ctx: RulesContext) => ctx.repo.count(c.orgId, c.filter),
+  },
+  Rule: {
+    /** Rules of other organizations (and malformed ids) resolve to null; deleted rules still resolve. */
+    __resolveReference(ref: { id: unknown }, ctx: RulesContext) {
+      authorize(ctx.identity, READ);
+      return typeof ref.id === 'string' ? ctx.loaders.rule.load(ref.id) : null;
+    },
+    site: (r: RuleRow) => (r.siteId ? { id: r.siteId } : null),
+    profile: (r: RuleRow) => (r.profileId ? { id: r.profileId } : null),
+    stats: (r: RuleRow, _: Args, ctx: RulesContext) => ctx.loaders.stats.load(r.id),
+    executions(r: RuleRow, args: Args, ctx: RulesContext) {
+      const first = checkFirst((args.first as number | null | undefined) ?? 20, MAX_EXECUTIONS);
+      return ctx.loaders.executions.load({ ruleId: r.id, first });
+    },
+  },
+};
