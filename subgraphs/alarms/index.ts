@@ -1,0 +1,46 @@
+import { readFileSync } from 'node:fs';
+import { buildSubgraphSchema } from '@apollo/subgraph';
+import { parse } from 'graphql';
+import { eventsChannel } from '../../gateway/realtime/events.js';
+import { alarmChangedEvent, sitePathIds } from '../../lib/alarms.js';
+import type { RoleContext } from '../../lib/role.js';
+import type { SubgraphModule } from '../../lib/subgraph.js';
+import { createLoaders } from './loaders.js';
+import { AlarmsRepository } from './repository.js';
+import { type AlarmsContext, type PublishAlarmChange, resolvers } from './resolvers.js';
+
+/** The subgraph's SDL (also read by composition). */
+export const typeDefs = parse(readFileSync(new URL('./schema.graphql', import.meta.url), 'utf8'));
+
+/**
+ * Alarms: listing, counts and operators' actions (raise, acknowledge, clear, comment), with the
+ * `alarmChanged` real-time event published on Redis after each committed change. Uses the primary
+ * database (an operator's action must be visible to the next read).
+ */
+export function createAlarmsSubgraph(ctx: RoleContext): SubgraphModule<AlarmsContext> {
+  const schema = buildSubgraphSchema([{ typeDefs, resolvers }]);
+  const publish: PublishAlarmChange = async (orgId, { row, change, site }) => {
+    if (!change) return;
+    try {
+      const event = alarmChangedEvent(
+        orgId,
+        change,
+        { id: row.id, deviceId: row.device_id, severity: row.severity },
+        { siteId: site.siteId, sitePath: sitePathIds(site.sitePath) },
+        Date.now(),
+      );
+      await ctx.redis.publish(eventsChannel(ctx.config.REDIS_PREFIX, orgId), event);
+    } catch (err) {
+      ctx.logger.warn({ err, alarmId: row.id, change }, 'alarmChanged event not published');
+    }
+  };
+  let repo: AlarmsRepository | undefined;
+  return {
+    name: 'alarms',
+    schema,
+    context(identity): AlarmsContext {
+      repo ??= new AlarmsRepository(ctx.db);
+      return { identity, repo, loaders: createLoaders(repo, identity.orgId), publish };
+    },
+  };
+}
