@@ -1,9 +1,9 @@
 import { Queue } from 'bullmq';
 import { eventsChannel } from '../gateway/realtime/events.js';
 import type { Redis } from '../lib/redis.js';
+import { RULE_EVAL_QUEUE, type RuleEvalJob } from '../lib/rules.js';
 
-/** Name of the BullMQ queue that receives one job per committed batch per organization. */
-export const RULE_EVAL_QUEUE = 'rule-eval';
+export { RULE_EVAL_QUEUE };
 
 /**
  * Per device of a chunk: newer-only merge of latest values into `P latest:<id>`, `lastSeen` into
@@ -278,8 +278,9 @@ export class Realtime {
     await this.queue.addBulk(
       [...byOrg].map(([orgId, readings]) => ({
         name: 'batch',
-        data: { orgId, readings },
-        opts: { removeOnComplete: 1000, removeOnFail: 5000 },
+        data: { orgId, readings } satisfies RuleEvalJob,
+        // Retried with backoff: a worker that loses PostgreSQL for a while evaluates the batch later.
+        opts: { removeOnComplete: 1000, removeOnFail: 5000, attempts: 8, backoff: { type: 'exponential', delay: 500 } },
       })),
     );
   }

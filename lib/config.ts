@@ -128,6 +128,11 @@ export const configSpec = {
     shown: '5000',
   },
   WORKERS_PORT: { schema: port(4011), description: 'workers health/metrics port.', shown: '4011' },
+  RULE_EVAL_CONCURRENCY: {
+    schema: posInt(2),
+    description: '`rule-eval` jobs one workers process evaluates at once.',
+    shown: '2',
+  },
   SUBGRAPH_HOST: {
     schema: z.string().default('127.0.0.1'),
     description: 'Host the gateway uses to reach subgraphs when `*_URL` is not set.',

@@ -26,10 +26,16 @@ export function histogram(name: string, help: string, labelNames: string[] = [],
   return h;
 }
 
-export function gauge(name: string, help: string, labelNames: string[] = []): client.Gauge<string> {
+/** A gauge; `collect` (first registration wins) refreshes it when /metrics is scraped. */
+export function gauge(
+  name: string,
+  help: string,
+  labelNames: string[] = [],
+  collect?: (this: client.Gauge<string>) => void | Promise<void>,
+): client.Gauge<string> {
   let g = gauges.get(name);
   if (!g) {
-    g = new client.Gauge({ name, help, labelNames, registers: [registry] });
+    g = new client.Gauge({ name, help, labelNames, registers: [registry], ...(collect ? { collect } : {}) });
     gauges.set(name, g);
   }
   return g;

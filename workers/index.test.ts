@@ -4,6 +4,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../lib/config.js';
 import { createLogger } from '../lib/logger.js';
 import { RoleContext } from '../lib/role.js';
+import { RULE_EVAL_QUEUE } from '../lib/rules.js';
 import { createTestDatabase, type TestDatabase } from '../test/support/db.js';
 import { REDIS_URL } from '../test/support/env.js';
 import { startWorkers } from './index.js';
@@ -21,7 +22,7 @@ afterAll(async () => {
 });
 
 describe('workers role', () => {
-  it('serves health and readiness and schedules the maintenance jobs on its prefixed queue', async () => {
+  it('serves health and readiness, schedules the maintenance jobs on its prefixed queue and exports waiting jobs per queue', async () => {
     const ctx = new RoleContext(
       loadConfig({ DATABASE_URL: tdb.url, REDIS_URL, REDIS_PREFIX: prefix, LOG_LEVEL: 'silent' }),
       createLogger('silent'),
@@ -33,6 +34,15 @@ describe('workers role', () => {
       expect(ready.status).toBe(200);
       expect(await ready.json()).toMatchObject({ checks: { postgres: 'ok', redis: 'ok' } });
       expect((await queue.getJobSchedulers()).length).toBe(2);
+      // the HPA's metric: waiting jobs per queue, read at scrape time
+      const ruleQueue = new Queue(RULE_EVAL_QUEUE, { connection: { url: REDIS_URL }, prefix: `${prefix}bull` });
+      await ruleQueue.pause();
+      await ruleQueue.add('batch', { orgId: '00000000-0000-0000-0000-000000000000', readings: [] });
+      const metrics = await (await fetch(`http://127.0.0.1:${handle.port}/metrics`)).text();
+      expect(metrics).toContain('rulr_queue_waiting_jobs{queue="rule-eval"} 1');
+      expect(metrics).toMatch(/rulr_queue_waiting_jobs\{queue="maintenance"\} \d+/);
+      await ruleQueue.obliterate({ force: true });
+      await ruleQueue.close();
     } finally {
       await queue.obliterate({ force: true });
       await queue.close();

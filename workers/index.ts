@@ -1,12 +1,23 @@
+import { Queue } from 'bullmq';
 import { pingDb } from '../lib/db.js';
 import { ServiceServer } from '../lib/http.js';
+import { gauge } from '../lib/metrics.js';
 import type { RoleContext, RoleHandle } from '../lib/role.js';
+import { RULE_EVAL_QUEUE } from '../lib/rules.js';
 import { RollupCompactor } from './compactor.js';
-import { Maintenance, retentionFromConfig } from './maintenance.js';
+import { MAINTENANCE_QUEUE, Maintenance, retentionFromConfig } from './maintenance.js';
+import { RuleEvaluator } from './rule-eval.js';
+
+/** Queues of the workers running in this process, read when /metrics is scraped. */
+const queues = new Set<{ name: string; queue: Queue }>();
+gauge('rulr_queue_waiting_jobs', 'Jobs waiting in a BullMQ queue (the workers HPA scales on it)', ['queue'], async function () {
+  this.reset();
+  for (const q of queues) this.set({ queue: q.name }, await q.queue.getWaitingCount().catch(() => 0));
+});
 
 /**
  * The workers role: BullMQ processors behind a ServiceServer (`/healthz`, `/readyz`, `/metrics`) on
- * `WORKERS_PORT`. Today it runs the maintenance queue; other processors register here.
+ * `WORKERS_PORT`. It runs rule evaluation (`rule-eval`, fed by ingest) and the maintenance queue.
  */
 export async function startWorkers(ctx: RoleContext, o: { port?: number } = {}): Promise<RoleHandle> {
   const cfg = ctx.config;
@@ -18,6 +29,14 @@ export async function startWorkers(ctx: RoleContext, o: { port?: number } = {}):
     logger: ctx.logger.child({ role: 'workers' }),
   });
   await maintenance.start();
+  const ruleEval = new RuleEvaluator({
+    db: ctx.db,
+    redis: ctx.redis,
+    redisUrl: cfg.REDIS_URL,
+    prefix: cfg.REDIS_PREFIX,
+    concurrency: cfg.RULE_EVAL_CONCURRENCY,
+    logger: ctx.logger.child({ role: 'workers', queue: 'rule-eval' }),
+  }).start();
   // Safety net: folds rollup deltas even while no ingest replica runs (ingest compacts as it writes).
   const compactor = new RollupCompactor({ url: cfg.DATABASE_URL, intervalMs: 5000, logger: ctx.logger }).start();
   const server = new ServiceServer({
@@ -25,6 +44,11 @@ export async function startWorkers(ctx: RoleContext, o: { port?: number } = {}):
     port: o.port ?? cfg.WORKERS_PORT,
     checks: { postgres: () => pingDb(ctx.db), redis: async () => void (await ctx.redis.ping()) },
   });
+  const watched = [
+    { name: RULE_EVAL_QUEUE, queue: new Queue(RULE_EVAL_QUEUE, { connection: ctx.redis, prefix: `${cfg.REDIS_PREFIX}bull` }) },
+    { name: MAINTENANCE_QUEUE, queue: maintenance.queue },
+  ];
+  for (const w of watched) queues.add(w);
   const port = await server.listen();
   ctx.logger.info({ role: 'workers', port }, 'workers listening');
   return {
@@ -32,6 +56,9 @@ export async function startWorkers(ctx: RoleContext, o: { port?: number } = {}):
     port,
     async close() {
       await server.close();
+      for (const w of watched) queues.delete(w);
+      await watched[0]?.queue.close();
+      await ruleEval.close();
       await maintenance.close();
       await compactor.close();
     },

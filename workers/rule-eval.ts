@@ -1,0 +1,403 @@
+import { Worker } from 'bullmq';
+import { sql } from 'kysely';
+import { LRUCache } from 'lru-cache';
+import { eventsChannel } from '../gateway/realtime/events.js';
+import { type AlarmChange, alarmChangedEvent, sitePathIds } from '../lib/alarms.js';
+import { type Db, isUuid, withTenant } from '../lib/db.js';
+import type { Logger } from '../lib/logger.js';
+import { counter } from '../lib/metrics.js';
+import type { Redis } from '../lib/redis.js';
+import {
+  decide,
+  describeMatch,
+  type EvalRule,
+  inScope,
+  type Operator,
+  passes,
+  RULE_EVAL_QUEUE,
+  type RuleEvalJob,
+  ruleStatsKey,
+  rulesVersionKey,
+  SEVERITIES,
+  type Severity,
+} from '../lib/rules.js';
+
+const jobsTotal = counter('rulr_rule_eval_jobs_total', 'rule-eval jobs by outcome', ['outcome']);
+const readingsTotal = counter('rulr_rule_eval_readings_total', 'Readings compared with a rule (one per rule and reading)');
+const invalidTotal = counter('rulr_rule_eval_invalid_total', 'Malformed rule-eval jobs or readings, skipped');
+const alarmsTotal = counter('rulr_alarms_total', 'Alarms raised and cleared by rules', ['change']);
+
+/** How long a cached rule set is trusted without a version change (a missed bump heals after this). */
+const RULES_TTL_MS = 60_000;
+
+export interface RuleEvaluatorOptions {
+  db: Db;
+  /** Shared client: rule versions, counters and event publishes. */
+  redis: Redis;
+  /** BullMQ opens its own blocking connections from this URL. */
+  redisUrl: string;
+  /** `REDIS_PREFIX`: queue keys under `<prefix>bull`, events and counters under `<prefix>`. */
+  prefix: string;
+  /** Jobs evaluated at once by this process. @default 2 */
+  concurrency?: number;
+  logger: Logger;
+}
+
+/** What one job did. */
+export interface EvalSummary {
+  /** rule × reading comparisons */
+  readings: number;
+  matched: number;
+  raised: number;
+  cleared: number;
+  /** readings older than what an alarm already reflects (a job evaluated late) */
+  stale: number;
+}
+
+interface DeviceScope {
+  id: string;
+  profileId: string | null;
+  siteId: string | null;
+  sitePath: string | null;
+}
+
+interface LatestAlarm {
+  id: string;
+  open: boolean;
+  readingTs: number | null;
+}
+
+interface Raise {
+  rule: EvalRule;
+  deviceId: string;
+  value: number;
+  ts: number;
+}
+interface Keep {
+  id: string;
+  value: number;
+  ts: number;
+  breach: boolean;
+  severity: Severity;
+}
+interface Clear {
+  id: string;
+  rule: EvalRule;
+  value: number;
+  ts: number;
+}
+
+interface RuleCount {
+  readings: number;
+  matched: number;
+  raised: number;
+  cleared: number;
+}
+
+const SEVERITY_RANK = new Map(SEVERITIES.map((s, i) => [s, i]));
+
+const isReading = (r: unknown): r is RuleEvalJob['readings'][number] => {
+  const x = r as RuleEvalJob['readings'][number] | null;
+  return typeof x?.deviceId === 'string' && typeof x.metric === 'string' && typeof x.ts === 'number' && Number.isFinite(x.ts);
+};
+
+/**
+ * The `rule-eval` consumer: compares each job's readings with the organization's enabled rules and
+ * raises, refreshes or clears alarms in one tenant transaction per job, then publishes `alarmChanged`
+ * events and counts evaluations in Redis. Jobs may run out of order (several workers, retries):
+ * an alarm remembers the time of the newest reading applied to it (`reading_ts`) and older readings
+ * leave it alone. See docs/alarms-rules.md.
+ */
+export class RuleEvaluator {
+  private worker?: Worker;
+  private readonly rules = new LRUCache<string, { version: string | null; rules: EvalRule[]; at: number }>({ max: 10_000 });
+
+  constructor(private readonly o: RuleEvaluatorOptions) {}
+
+  start(): this {
+    const connection = { url: this.o.redisUrl, maxRetriesPerRequest: null };
+    this.worker = new Worker(RULE_EVAL_QUEUE, (job) => this.evaluate(job.data as RuleEvalJob), {
+      connection,
+      prefix: `${this.o.prefix}bull`,
+      concurrency: this.o.concurrency ?? 2,
+    });
+    this.worker.on('failed', (job, err) => {
+      jobsTotal.inc({ outcome: 'failed' });
+      this.o.logger.warn({ jobId: job?.id, attempts: job?.attemptsMade, err: err.message }, 'rule-eval job failed; retried with backoff');
+    });
+    this.worker.on('error', (err) => this.o.logger.warn({ err: err.message }, 'rule-eval worker error'));
+    return this;
+  }
+
+  /** Evaluates one job (the BullMQ processor; callable directly). Throws on storage errors, so BullMQ retries. */
+  async evaluate(job: RuleEvalJob): Promise<EvalSummary> {
+    const summary: EvalSummary = { readings: 0, matched: 0, raised: 0, cleared: 0, stale: 0 };
+    if (!isUuid(job?.orgId) || !Array.isArray(job.readings)) {
+      invalidTotal.inc();
+      jobsTotal.inc({ outcome: 'invalid' });
+      this.o.logger.warn({ orgId: job?.orgId }, 'malformed rule-eval job skipped');
+      return summary;
+    }
+    const orgId = job.orgId;
+    const rules = await this.rulesFor(orgId);
+    const byMetric = new Map<string, EvalRule[]>();
+    for (const r of rules) byMetric.set(r.metric, [...(byMetric.get(r.metric) ?? []), r]);
+    const candidates: { deviceId: string; metric: string; ts: number; value: number }[] = [];
+    for (const r of job.readings) {
+      if (!isReading(r) || !isUuid(r.deviceId)) {
+        invalidTotal.inc();
+        continue;
+      }
+      const v = typeof r.value === 'boolean' ? Number(r.value) : r.value;
+      if (typeof v === 'number' && Number.isFinite(v) && byMetric.has(r.metric)) candidates.push({ ...r, value: v });
+    }
+    if (!candidates.length) {
+      jobsTotal.inc({ outcome: 'no_rules' });
+      return summary;
+    }
+
+    const perRule = new Map<string, RuleCount>();
+    const events: [AlarmChange, { id: string; deviceId: string; severity: string }][] = [];
+    const devices = new Map<string, DeviceScope>();
+    await withTenant(this.o.db, orgId, async (tx) => {
+      const ids = [...new Set(candidates.map((c) => c.deviceId))];
+      const { rows: devRows } = await sql<DeviceScope>`
+        select d.id, d.profile_id as "profileId", d.site_id as "siteId", s.path::text as "sitePath"
+        from devices d left join sites s on s.id = d.site_id and s.org_id = ${orgId}
+        where d.org_id = ${orgId} and d.id = any(${ids}::uuid[]) and d.decommissioned_at is null`.execute(tx);
+      for (const d of devRows) devices.set(d.id, d);
+
+      const pairs: { rule: EvalRule; deviceId: string; ts: number; value: number }[] = [];
+      for (const c of candidates) {
+        const device = devices.get(c.deviceId);
+        if (!device) continue;
+        for (const rule of byMetric.get(c.metric) ?? []) {
+          if (!inScope(rule, device)) continue;
+          pairs.push({ rule, deviceId: c.deviceId, ts: c.ts, value: c.value });
+          const n = perRule.get(rule.id) ?? { readings: 0, matched: 0, raised: 0, cleared: 0 };
+          n.readings++;
+          if (passes(rule.operator, rule.threshold, c.value)) n.matched++;
+          perRule.set(rule.id, n);
+        }
+      }
+      summary.readings = pairs.length;
+      for (const n of perRule.values()) summary.matched += n.matched;
+      if (!pairs.length) return;
+
+      const latest = await this.latestAlarms(tx, orgId, pairs);
+      const raises: Raise[] = [];
+      const keeps: Keep[] = [];
+      const clears: Clear[] = [];
+      // One decision per device and alarm type per job: rules sharing a type share the alarm, and the
+      // most severe rule (rules are sorted so) decides.
+      const decided = new Set<string>();
+      for (const p of pairs) {
+        const key = `${p.deviceId}\u0000${p.rule.alarmType}`;
+        if (decided.has(key)) continue;
+        decided.add(key);
+        const cur = latest.get(key);
+        if (cur?.readingTs != null && p.ts <= cur.readingTs) {
+          summary.stale++;
+          continue;
+        }
+        const open = cur?.open === true;
+        const d = decide(p.rule, p.value, open, p.rule.autoClear);
+        if (d === 'raise') raises.push(p);
+        else if (d === 'keep' && cur)
+          keeps.push({
+            id: cur.id,
+            value: p.value,
+            ts: p.ts,
+            breach: passes(p.rule.operator, p.rule.threshold, p.value),
+            severity: p.rule.severity,
+          });
+        else if (d === 'clear' && cur) clears.push({ id: cur.id, rule: p.rule, value: p.value, ts: p.ts });
+      }
+
+      if (raises.length) {
+        const inserted = await tx
+          .insertInto('alarms')
+          .values(
+            raises.map((r) => ({
+              org_id: orgId,
+              device_id: r.deviceId,
+              rule_id: r.rule.id,
+              type: r.rule.alarmType,
+              severity: r.rule.severity,
+              message: describeMatch(r.rule.metric, r.rule, r.value),
+              value: r.value,
+              reading_ts: r.ts,
+              raised_by: `rule:${r.rule.id}`,
+              raised_at: sql<Date>`least(now(), to_timestamp(${r.ts}::float8 / 1000))`,
+              last_at: sql<Date>`least(now(), to_timestamp(${r.ts}::float8 / 1000))`,
+            })),
+          )
+          .onConflict((oc) => oc.columns(['org_id', 'device_id', 'type']).where('cleared_at', 'is', null).doNothing())
+          .returning(['id', 'device_id', 'rule_id', 'severity', 'value'])
+          .execute();
+        if (inserted.length) {
+          await tx
+            .insertInto('alarm_events')
+            .values(inserted.map((a) => ({ org_id: orgId, alarm_id: a.id, kind: 'raised', actor: `rule:${a.rule_id}`, value: a.value })))
+            .execute();
+        }
+        for (const a of inserted) {
+          events.push(['raised', { id: a.id, deviceId: a.device_id, severity: a.severity }]);
+          const n = perRule.get(a.rule_id ?? '');
+          if (n) n.raised++;
+        }
+        summary.raised = inserted.length;
+      }
+
+      if (keeps.length) {
+        await sql`
+          update alarms a set
+            value = v.value,
+            reading_ts = v.ts,
+            severity = v.severity,
+            occurrences = a.occurrences + v.breach::int,
+            last_at = case when v.breach then greatest(a.last_at, least(now(), to_timestamp(v.ts::float8 / 1000))) else a.last_at end
+          from unnest(${keeps.map((k) => k.id)}::uuid[], ${keeps.map((k) => k.value)}::float8[], ${keeps.map((k) => k.ts)}::int8[],
+                      ${keeps.map((k) => k.breach)}::bool[], ${keeps.map((k) => k.severity)}::text[]) as v(id, value, ts, breach, severity)
+          where a.id = v.id and a.org_id = ${orgId} and a.cleared_at is null and (a.reading_ts is null or a.reading_ts < v.ts)`.execute(tx);
+      }
+
+      if (clears.length) {
+        const { rows: cleared } = await sql<{ id: string; device_id: string; severity: string; rule_id: string; value: number }>`
+          update alarms a set
+            value = v.value,
+            reading_ts = v.ts,
+            cleared_at = greatest(a.raised_at, least(now(), to_timestamp(v.ts::float8 / 1000))),
+            cleared_by = 'rule:' || v.rule_id
+          from unnest(${clears.map((c) => c.id)}::uuid[], ${clears.map((c) => c.value)}::float8[], ${clears.map((c) => c.ts)}::int8[],
+                      ${clears.map((c) => c.rule.id)}::uuid[]) as v(id, value, ts, rule_id)
+          where a.id = v.id and a.org_id = ${orgId} and a.cleared_at is null and (a.reading_ts is null or a.reading_ts < v.ts)
+          returning a.id, a.device_id, a.severity, v.rule_id, a.value`.execute(tx);
+        if (cleared.length) {
+          await tx
+            .insertInto('alarm_events')
+            .values(cleared.map((a) => ({ org_id: orgId, alarm_id: a.id, kind: 'cleared', actor: `rule:${a.rule_id}`, value: a.value })))
+            .execute();
+        }
+        for (const a of cleared) {
+          events.push(['cleared', { id: a.id, deviceId: a.device_id, severity: a.severity }]);
+          const n = perRule.get(a.rule_id);
+          if (n) n.cleared++;
+        }
+        summary.cleared = cleared.length;
+      }
+
+      const executions = [...perRule].filter(([, n]) => n.raised + n.cleared > 0);
+      if (executions.length) {
+        await tx
+          .insertInto('rule_executions')
+          .values(executions.map(([ruleId, n]) => ({ org_id: orgId, rule_id: ruleId, ...n })))
+          .execute();
+      }
+    });
+
+    readingsTotal.inc(summary.readings);
+    if (summary.raised) alarmsTotal.inc({ change: 'raised' }, summary.raised);
+    if (summary.cleared) alarmsTotal.inc({ change: 'cleared' }, summary.cleared);
+    await this.afterCommit(orgId, events, devices, perRule);
+    jobsTotal.inc({ outcome: 'evaluated' });
+    return summary;
+  }
+
+  /** The newest alarm (open or cleared) per device and alarm type among the pairs. */
+  private async latestAlarms(
+    tx: Parameters<Parameters<typeof withTenant>[2]>[0],
+    orgId: string,
+    pairs: { rule: EvalRule; deviceId: string }[],
+  ): Promise<Map<string, LatestAlarm>> {
+    const deviceIds = [...new Set(pairs.map((p) => p.deviceId))];
+    const types = [...new Set(pairs.map((p) => p.rule.alarmType))];
+    const { rows } = await sql<{ id: string; device_id: string; type: string; open: boolean; reading_ts: number | null }>`
+      select distinct on (device_id, type) id, device_id, type, cleared_at is null as open, reading_ts
+      from alarms
+      where org_id = ${orgId} and device_id = any(${deviceIds}::uuid[]) and type = any(${types}::text[])
+      order by device_id, type, raised_at desc, id desc`.execute(tx);
+    return new Map(rows.map((r) => [`${r.device_id}\u0000${r.type}`, { id: r.id, open: r.open, readingTs: r.reading_ts }]));
+  }
+
+  /**
+   * Events and counters once the transaction committed. A failure here is logged, not thrown: the
+   * alarms are stored, and retrying the job would find them already applied.
+   */
+  private async afterCommit(
+    orgId: string,
+    events: [AlarmChange, { id: string; deviceId: string; severity: string }][],
+    devices: Map<string, DeviceScope>,
+    perRule: Map<string, RuleCount>,
+  ): Promise<void> {
+    const p = this.o.redis.pipeline();
+    const now = Date.now();
+    const channel = eventsChannel(this.o.prefix, orgId);
+    for (const [change, a] of events) {
+      const d = devices.get(a.deviceId);
+      p.publish(
+        channel,
+        alarmChangedEvent(orgId, change, a, { siteId: d?.siteId ?? null, sitePath: sitePathIds(d?.sitePath ?? null) }, now),
+      );
+    }
+    for (const [ruleId, n] of perRule) {
+      const key = ruleStatsKey(this.o.prefix, ruleId);
+      p.hincrby(key, 'evaluations', 1);
+      p.hincrby(key, 'readings', n.readings);
+      p.hincrby(key, 'matches', n.matched);
+      p.hset(key, 'lastEvaluatedAt', now);
+    }
+    try {
+      await p.exec();
+    } catch (e) {
+      this.o.logger.warn({ orgId, err: (e as Error).message }, 'rule-eval: publishing alarm events failed');
+    }
+  }
+
+  /** The organization's enabled rules, most severe first, cached until its version key changes. */
+  private async rulesFor(orgId: string): Promise<EvalRule[]> {
+    const version = await this.o.redis.get(rulesVersionKey(this.o.prefix, orgId));
+    const hit = this.rules.get(orgId);
+    if (hit && hit.version === version && Date.now() - hit.at < RULES_TTL_MS) return hit.rules;
+    const rows = await withTenant(this.o.db, orgId, async (tx) => {
+      const { rows } = await sql<{
+        id: string;
+        metric: string;
+        operator: Operator;
+        threshold: number;
+        clear_threshold: number | null;
+        severity: Severity;
+        alarm_type: string;
+        auto_clear: boolean;
+        site_path: string | null;
+        profile_id: string | null;
+      }>`
+        select r.id, r.metric, r.operator, r.threshold, r.clear_threshold, r.severity, r.alarm_type, r.auto_clear,
+               s.path::text as site_path, r.profile_id
+        from rules r left join sites s on s.id = r.site_id and s.org_id = ${orgId}
+        where r.org_id = ${orgId} and r.enabled and r.deleted_at is null
+        order by r.created_at, r.id`.execute(tx);
+      return rows;
+    });
+    const rules: EvalRule[] = rows
+      .map((r) => ({
+        id: r.id,
+        metric: r.metric,
+        operator: r.operator,
+        threshold: r.threshold,
+        clearThreshold: r.clear_threshold,
+        severity: r.severity,
+        alarmType: r.alarm_type,
+        autoClear: r.auto_clear,
+        sitePath: r.site_path,
+        profileId: r.profile_id,
+      }))
+      .sort((a, b) => (SEVERITY_RANK.get(a.severity) ?? 9) - (SEVERITY_RANK.get(b.severity) ?? 9));
+    this.rules.set(orgId, { version, rules, at: Date.now() });
+    return rules;
+  }
+
+  async close(): Promise<void> {
+    await this.worker?.close();
+  }
+}
