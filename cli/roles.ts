@@ -4,13 +4,17 @@ import type { Config } from '../lib/config.js';
 import type { Logger } from '../lib/logger.js';
 import { RoleContext, type RoleHandle } from '../lib/role.js';
 import { type SubgraphModule, startSubgraphServer } from '../lib/subgraph.js';
+import { createAlarmsSubgraph } from '../subgraphs/alarms/index.js';
 import { createDevicesSubgraph } from '../subgraphs/devices/index.js';
 import { createMetricsSubgraph } from '../subgraphs/metrics/index.js';
+import { createRulesSubgraph } from '../subgraphs/rules/index.js';
 import { startWorkers } from '../workers/index.js';
 
-/** Subgraphs that exist today, with the config key of their port. */
+/** The subgraphs, with the config key of their port. */
 const SUBGRAPHS = {
   devices: { create: createDevicesSubgraph, port: (c: Config) => c.DEVICES_PORT },
+  alarms: { create: createAlarmsSubgraph, port: (c: Config) => c.ALARMS_PORT },
+  rules: { create: createRulesSubgraph, port: (c: Config) => c.RULES_PORT },
   metrics: { create: createMetricsSubgraph, port: (c: Config) => c.METRICS_PORT },
 } satisfies Record<string, { create: (ctx: RoleContext) => SubgraphModule; port: (c: Config) => number }>;
 

@@ -61,7 +61,38 @@ export const STREET_LIGHT_METRICS = [
   { name: 'energy', type: 'number', unit: 'kWh', min: 0, counter: true },
   { name: 'dimLevel', type: 'number', unit: '%', min: 0, max: 100 },
   { name: 'lampState', type: 'boolean' },
+  { name: 'lampFault', type: 'boolean' },
 ];
+/** Rules the demo organization starts with: the simulator's lamp faults raise "Lamp failure" alarms. */
+export const DEMO_RULES = [
+  {
+    name: 'Lamp failure',
+    description: 'The controller reports a lamp or driver fault.',
+    metric: 'lampFault',
+    operator: 'eq',
+    threshold: 1,
+    clearThreshold: null,
+    severity: 'major',
+  },
+  {
+    name: 'Overvoltage',
+    description: 'Mains above 230 V + 10 % (EN 50160); clears below 250 V.',
+    metric: 'voltage',
+    operator: 'gt',
+    threshold: 253,
+    clearThreshold: 250,
+    severity: 'critical',
+  },
+  {
+    name: 'Undervoltage',
+    description: 'Mains below 230 V - 10 % (EN 50160); clears above 210 V.',
+    metric: 'voltage',
+    operator: 'lt',
+    threshold: 207,
+    clearThreshold: 210,
+    severity: 'major',
+  },
+] as const;
 const CONCENTRATOR_METRICS = [
   { name: 'connectedChildren', type: 'number', min: 0 },
   { name: 'rssi', type: 'number', unit: 'dBm', min: -150, max: 0 },
@@ -214,6 +245,18 @@ export async function seedDemo(cfg: Config, o: SeedOptions): Promise<SeedSummary
           )
           .onConflict((oc) => oc.columns(['org_id', 'serial']).doNothing())
           .execute();
+      }
+
+      // Demo rules, evaluated by the workers role on every committed reading (docs/alarms-rules.md).
+      const lightProfile = profileIds['Street-light controller'] ?? null;
+      for (const r of DEMO_RULES) {
+        await sql`
+          insert into rules (org_id, name, description, metric, operator, threshold, clear_threshold, severity, alarm_type, profile_id, created_by)
+          select ${orgId}, ${r.name}, ${r.description}, ${r.metric}, ${r.operator}, ${r.threshold}, ${r.clearThreshold},
+                 ${r.severity}, ${r.name}, ${lightProfile}, 'system:seed'
+          where not exists (select 1 from rules where org_id = ${orgId} and lower(name) = lower(${r.name}) and deleted_at is null)`.execute(
+          tx,
+        );
       }
 
       const passwordHash = await hashPassword(password);

@@ -97,6 +97,8 @@ export interface LightReading {
   power: number;
   dimLevel: number;
   lampState: boolean;
+  /** the controller's fault flag: lamp or driver failure */
+  lampFault: boolean;
 }
 
 /** Electrical readings of one controller: power follows dim level (driver losses at low dim), I = P/V. */
@@ -104,7 +106,7 @@ export function lightReading(ratedW: number, dim: number, noise: () => number, f
   const voltage = round(230 + (noise() - 0.5) * 8, 1);
   const on = dim > 0 && !failed;
   const power = on ? round(ratedW * (0.1 + 0.9 * (dim / 100)) * (1 + (noise() - 0.5) * 0.04), 1) : round(0.4 + noise() * 0.2, 2);
-  return { voltage, current: round(power / voltage, 3), power, dimLevel: on ? dim : 0, lampState: on };
+  return { voltage, current: round(power / voltage, 3), power, dimLevel: on ? dim : 0, lampState: on, lampFault: failed };
 }
 
 const round = (v: number, d: number) => Math.round(v * 10 ** d) / 10 ** d;

@@ -76,8 +76,15 @@ curl -s ${url} -H 'content-type: application/json' \\
   -H 'authorization: Bearer ${token}' \\
   -d '{"query":"{ devices(first: 1, filter: {search: \\"SL-000001\\"}) { edges { node { serial status { online lastSeen } latest { metric value text ts } } } } }"}'
 
+Alarms raised by the demo rules (the simulator's lamp faults show up within a minute or two):
+
+curl -s ${url} -H 'content-type: application/json' \\
+  -H 'authorization: Bearer ${token}' \\
+  -d '{"query":"{ alarmCounts { active major critical } alarms(first: 5) { edges { node { id type severity status message raisedAt device { serial site { name } } } } } }"}'
+
 Subscriptions (graphql-ws) on ws://127.0.0.1:${port}/graphql with connectionParams {"authorization": "Bearer <token>"}:
   subscription { telemetryUpdated { device { serial site { name } } readings { metric value } } }
+  subscription { alarmChanged { kind alarm { type severity status device { serial site { name } } } } }
 Simulator log: /tmp/rulr-simulate.log
 
 Log in instead:

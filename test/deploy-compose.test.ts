@@ -42,7 +42,19 @@ describe('docker-compose.yml', () => {
   });
 
   it('runs the infrastructure and every platform role from the one image', () => {
-    for (const name of ['postgres', 'redis', 'mosquitto', 'migrate', 'gateway', 'devices', 'metrics', 'ingest', 'workers']) {
+    for (const name of [
+      'postgres',
+      'redis',
+      'mosquitto',
+      'migrate',
+      'gateway',
+      'devices',
+      'alarms',
+      'rules',
+      'metrics',
+      'ingest',
+      'workers',
+    ]) {
       expect(services[name], name).toBeDefined();
     }
     for (const [name, s] of roleServices) {

@@ -47,7 +47,7 @@ describe('deploy/k8s', () => {
 
   it('runs each role as a Deployment with a Service on the port its config declares', () => {
     const roles = of('Deployment').map((d) => d.metadata.labels['app.kubernetes.io/component']);
-    expect(roles).toEqual(expect.arrayContaining(['gateway', 'devices', 'metrics', 'ingest', 'workers']));
+    expect(roles).toEqual(expect.arrayContaining(['gateway', 'devices', 'alarms', 'rules', 'metrics', 'ingest', 'workers']));
     for (const d of of('Deployment')) {
       const role = d.metadata.labels['app.kubernetes.io/component'];
       const port = defaults[ROLE_PORT[role]!];

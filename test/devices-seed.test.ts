@@ -16,7 +16,7 @@ describe('demo seed and CLI credentials', () => {
   afterAll(() => f.close());
 
   const counts = async () => {
-    const n = async (t: 'devices' | 'sites' | 'device_profiles' | 'organizations' | 'users' | 'memberships') =>
+    const n = async (t: 'devices' | 'sites' | 'device_profiles' | 'organizations' | 'users' | 'memberships' | 'rules') =>
       Number(
         (
           await f.t.db
@@ -27,6 +27,7 @@ describe('demo seed and CLI credentials', () => {
       );
     return {
       devices: await n('devices'),
+      rules: await n('rules'),
       sites: await n('sites'),
       profiles: await n('device_profiles'),
       orgs: await n('organizations'),
@@ -35,10 +36,10 @@ describe('demo seed and CLI credentials', () => {
     };
   };
 
-  it('creates the demo organization with 1,000 street lights, and running it again duplicates nothing', async () => {
+  it('creates the demo organization with 1,000 street lights and its rules, and running it again duplicates nothing', async () => {
     const first = await seedDemo(cfg, { devices: 1000, db: f.t.db, password: 'demo-password-1', quiet: true });
     const after1 = await counts();
-    expect(after1).toMatchObject({ orgs: 1, profiles: 2, users: 1, memberships: 1 });
+    expect(after1).toMatchObject({ orgs: 1, profiles: 2, users: 1, memberships: 1, rules: 3 });
     expect(after1.sites).toBeGreaterThanOrEqual(20);
     const lights = await f.t.db.selectFrom('devices').select('serial').where('serial', 'like', 'SL-%').orderBy('serial').execute();
     expect(lights).toHaveLength(1000);
@@ -72,6 +73,7 @@ describe('demo seed and CLI credentials', () => {
       'energy:kWh',
       'dimLevel:%',
       'lampState:',
+      'lampFault:',
     ]);
     expect(light.metrics.find((m: { name: string }) => m.name === 'energy').counter).toBe(true);
     const root = d.sites.find((s: { parent: unknown }) => s.parent === null);

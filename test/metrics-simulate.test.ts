@@ -131,7 +131,15 @@ describe('fleet simulator', () => {
         for (const [key, entries] of perDevice) {
           const v = validateEntries(entries, defs);
           if (v.wrongType.length || v.unknownMetrics || v.outOfRange) throw new Error('invalid readings');
-          expect(v.readings.map((r) => r.metric).sort()).toEqual(['current', 'dimLevel', 'energy', 'lampState', 'power', 'voltage']);
+          expect(v.readings.map((r) => r.metric).sort()).toEqual([
+            'current',
+            'dimLevel',
+            'energy',
+            'lampFault',
+            'lampState',
+            'power',
+            'voltage',
+          ]);
           const e = v.readings.find((r) => r.metric === 'energy')?.value as number;
           energy.set(key, [...(energy.get(key) ?? []), e]);
           good++;
