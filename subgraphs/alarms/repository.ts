@@ -1,7 +1,7 @@
 import { type RawBuilder, type Selectable, sql } from 'kysely';
 import { type AlarmChange, afterAction, statusOf, statusPredicate } from '../../lib/alarms.js';
 import { actorOf, audit } from '../../lib/audit.js';
-import { type Db, type Tx, withTenant } from '../../lib/db.js';
+import { type Db, type Tx, tenantRead, withTenant } from '../../lib/db.js';
 import { NotFoundError } from '../../lib/errors.js';
 import type { Identity } from '../../lib/identity.js';
 import type { Severity } from '../../lib/rules.js';
@@ -94,8 +94,9 @@ function filterConditions(orgId: string, f: AlarmFilterInput): RawBuilder<unknow
 }
 
 /**
- * All SQL of the alarms subgraph. Every read and write runs inside `withTenant` (row-level security)
- * AND filters `org_id` itself, so a leak needs both a forgotten filter and a forgotten policy; one
+ * All SQL of the alarms subgraph. Every read runs in a read-only tenant transaction sent as one round
+ * trip (`tenantRead`), every write inside `withTenant` (row-level security both ways), AND each
+ * statement filters `org_id` itself, so a leak needs both a forgotten filter and a forgotten policy; one
  * method is one transaction. Raw SQL because the statements (upserts, window functions, ltree) are
  * clearer written out than built.
  */
@@ -106,21 +107,29 @@ export class AlarmsRepository {
     return withTenant(this.db, orgId, fn);
   }
 
+  /** One read-only statement in one round trip (`tenantRead`: the same row-level security as `withTenant`). */
+  private async read<T>(orgId: string, q: RawBuilder<T>): Promise<T[]> {
+    const [rows] = await tenantRead(this.db, orgId, [q.compile(this.db)]);
+    return (rows ?? []) as T[];
+  }
+
   /** Alarms of `orgId` among `ids` (other organizations' and unknown ids drop out). */
   async byIds(orgId: string, ids: readonly string[]): Promise<AlarmRow[]> {
-    const { rows } = await this.tenant(orgId, (tx) =>
-      sql<AlarmRow>`select ${ALARM} from alarms a where a.org_id = ${orgId} and a.id = any(${ids}::uuid[])`.execute(tx),
+    const rows = await this.read(
+      orgId,
+      sql<AlarmRow>`select ${ALARM} from alarms a where a.org_id = ${orgId} and a.id = any(${ids}::uuid[])`,
     );
     return rows;
   }
 
   /** History entries of many alarms, oldest first per alarm. */
   async history(orgId: string, alarmIds: readonly string[]): Promise<AlarmEventRow[]> {
-    const { rows } = await this.tenant(orgId, (tx) =>
+    const rows = await this.read(
+      orgId,
       sql<AlarmEventRow>`
         select alarm_id, at, kind, actor, value, note from alarm_events
         where org_id = ${orgId} and alarm_id = any(${alarmIds}::uuid[])
-        order by alarm_id, id`.execute(tx),
+        order by alarm_id, id`,
     );
     return rows;
   }
@@ -128,7 +137,8 @@ export class AlarmsRepository {
   /** The newest `first` alarms of each device (only active or only cleared ones when `active` is set). */
   async ofDevices(orgId: string, deviceIds: readonly string[], first: number, active: boolean | null): Promise<AlarmRow[]> {
     const state = active === null ? sql`` : sql`and a.cleared_at is ${sql.raw(active ? 'null' : 'not null')}`;
-    const { rows } = await this.tenant(orgId, (tx) =>
+    const rows = await this.read(
+      orgId,
       sql<AlarmRow>`
         select ${ALARM} from (
           select ${ALARM}, row_number() over (partition by a.device_id order by a.raised_at desc, a.id desc) as rn
@@ -136,18 +146,19 @@ export class AlarmsRepository {
           where a.org_id = ${orgId} and a.device_id = any(${deviceIds}::uuid[]) ${state}
         ) a
         where a.rn <= ${first}
-        order by a.device_id, a.raised_at desc, a.id desc`.execute(tx),
+        order by a.device_id, a.raised_at desc, a.id desc`,
     );
     return rows;
   }
 
   /** Active alarms per device, for the devices among `deviceIds` that have any. */
   async activeCounts(orgId: string, deviceIds: readonly string[]): Promise<Map<string, number>> {
-    const { rows } = await this.tenant(orgId, (tx) =>
+    const rows = await this.read(
+      orgId,
       sql<{ device_id: string; n: number }>`
         select device_id, count(*)::int as n from alarms
         where org_id = ${orgId} and device_id = any(${deviceIds}::uuid[]) and cleared_at is null
-        group by device_id`.execute(tx),
+        group by device_id`,
     );
     return new Map(rows.map((r) => [r.device_id, r.n]));
   }
@@ -156,21 +167,21 @@ export class AlarmsRepository {
   async list(orgId: string, o: { limit: number; after?: AlarmCursor | undefined; filter: AlarmFilterInput }): Promise<AlarmPageRow[]> {
     const where = filterConditions(orgId, o.filter);
     if (o.after) where.push(sql`(a.raised_at, a.id) < (${o.after.raisedAt}::timestamptz, ${o.after.id}::uuid)`);
-    const { rows } = await this.tenant(orgId, (tx) =>
+    const rows = await this.read(
+      orgId,
       sql<AlarmPageRow>`
         select ${ALARM}, a.raised_at::text as raised_at_text from alarms a
         where ${sql.join(where, sql` and `)}
         order by a.raised_at desc, a.id desc
-        limit ${o.limit}`.execute(tx),
+        limit ${o.limit}`,
     );
     return rows;
   }
 
   async count(orgId: string, filter: AlarmFilterInput): Promise<number> {
-    const { rows } = await this.tenant(orgId, (tx) =>
-      sql<{ n: number }>`select count(*)::int as n from alarms a where ${sql.join(filterConditions(orgId, filter), sql` and `)}`.execute(
-        tx,
-      ),
+    const rows = await this.read(
+      orgId,
+      sql<{ n: number }>`select count(*)::int as n from alarms a where ${sql.join(filterConditions(orgId, filter), sql` and `)}`,
     );
     return rows[0]?.n ?? 0;
   }
@@ -179,14 +190,15 @@ export class AlarmsRepository {
   async counts(orgId: string, siteId: string | null): Promise<AlarmCountsRow> {
     const site = siteId ? sql`and a.device_id in (${siteSubtree(orgId, siteId)})` : sql``;
     const perSeverity = (s: Severity) => sql`count(*) filter (where a.severity = ${s})::int as ${sql.ref(s)}`;
-    const { rows } = await this.tenant(orgId, (tx) =>
+    const rows = await this.read(
+      orgId,
       sql<AlarmCountsRow>`
         select count(*)::int as active,
                count(*) filter (where a.acknowledged_at is null)::int as unacknowledged,
                ${perSeverity('critical')}, ${perSeverity('major')}, ${perSeverity('minor')},
                ${perSeverity('warning')}, ${perSeverity('indeterminate')}
         from alarms a
-        where a.org_id = ${orgId} and a.cleared_at is null ${site}`.execute(tx),
+        where a.org_id = ${orgId} and a.cleared_at is null ${site}`,
     );
     return rows[0] as AlarmCountsRow;
   }
