@@ -304,20 +304,44 @@ export class RuleEvaluator {
     return summary;
   }
 
-  /** The newest alarm (open or cleared) per device and alarm type among the pairs. */
+  /**
+   * What the decisions need per device and alarm type: the open alarm (the partial unique index on
+   * open alarms), and only for breaching pairs without one, the newest cleared alarm's reading time
+   * (one index probe per pair). The cost does not grow with the devices' alarm history.
+   */
   private async latestAlarms(
     tx: Parameters<Parameters<typeof withTenant>[2]>[0],
     orgId: string,
-    pairs: { rule: EvalRule; deviceId: string }[],
+    pairs: { rule: EvalRule; deviceId: string; value: number }[],
   ): Promise<Map<string, LatestAlarm>> {
+    const key = (deviceId: string, type: string) => `${deviceId}\u0000${type}`;
     const deviceIds = [...new Set(pairs.map((p) => p.deviceId))];
     const types = [...new Set(pairs.map((p) => p.rule.alarmType))];
-    const { rows } = await sql<{ id: string; device_id: string; type: string; open: boolean; reading_ts: number | null }>`
-      select distinct on (device_id, type) id, device_id, type, cleared_at is null as open, reading_ts
-      from alarms
-      where org_id = ${orgId} and device_id = any(${deviceIds}::uuid[]) and type = any(${types}::text[])
-      order by device_id, type, raised_at desc, id desc`.execute(tx);
-    return new Map(rows.map((r) => [`${r.device_id}\u0000${r.type}`, { id: r.id, open: r.open, readingTs: r.reading_ts }]));
+    const { rows: open } = await sql<{ id: string; device_id: string; type: string; reading_ts: number | null }>`
+      select id, device_id, type, reading_ts from alarms
+      where org_id = ${orgId} and cleared_at is null and device_id = any(${deviceIds}::uuid[]) and type = any(${types}::text[])`.execute(
+      tx,
+    );
+    const out = new Map(open.map((r) => [key(r.device_id, r.type), { id: r.id, open: true, readingTs: r.reading_ts }]));
+    const probe = new Map<string, [string, string]>();
+    for (const p of pairs) {
+      const k = key(p.deviceId, p.rule.alarmType);
+      if (!out.has(k) && passes(p.rule.operator, p.rule.threshold, p.value)) probe.set(k, [p.deviceId, p.rule.alarmType]);
+    }
+    if (probe.size) {
+      const list = [...probe.values()];
+      const { rows } = await sql<{ id: string; device_id: string; type: string; reading_ts: number | null }>`
+        select p.device_id, p.type, a.id, a.reading_ts
+        from unnest(${list.map((x) => x[0])}::uuid[], ${list.map((x) => x[1])}::text[]) as p(device_id, type)
+        cross join lateral (
+          select id, reading_ts from alarms a
+          where a.org_id = ${orgId} and a.device_id = p.device_id and a.type = p.type
+          order by a.raised_at desc, a.id desc
+          limit 1
+        ) a`.execute(tx);
+      for (const r of rows) out.set(key(r.device_id, r.type), { id: r.id, open: false, readingTs: r.reading_ts });
+    }
+    return out;
   }
 
   /**

@@ -59,7 +59,7 @@ export async function up(db: Kysely<unknown>): Promise<void> {
     );
     create unique index alarms_open_key on alarms (org_id, device_id, type) where cleared_at is null;
     create index alarms_list_idx on alarms (org_id, raised_at desc, id desc);
-    create index alarms_device_idx on alarms (device_id, type, raised_at desc);
+    create index alarms_device_idx on alarms (device_id, type, raised_at desc, id desc);
     create index alarms_device_time_idx on alarms (device_id, raised_at desc, id desc);
     create index alarms_open_idx on alarms (org_id, severity) where cleared_at is null;
     create index alarms_rule_idx on alarms (rule_id) where rule_id is not null;
