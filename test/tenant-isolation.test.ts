@@ -133,6 +133,23 @@ describe('tenant isolation', () => {
   });
 
   describe('row-level security without the application filter', () => {
+    it('is enabled, forced and keyed to the tenant setting on every table that has an org_id (new tables included)', async () => {
+      const { rows } = await sql<{ table: string; enabled: boolean; forced: boolean; policy: string | null }>`
+        select c.relname as table, c.relrowsecurity as enabled, c.relforcerowsecurity as forced,
+               (select pg_get_expr(p.polqual, p.polrelid) from pg_policy p where p.polrelid = c.oid and p.polname = 'tenant_isolation') as policy
+        from pg_class c
+        join pg_attribute a on a.attrelid = c.oid and a.attname = 'org_id' and not a.attisdropped
+        where c.relnamespace = 'public'::regnamespace and c.relkind in ('r', 'p') and not c.relispartition
+        order by 1`.execute(f.t.db);
+      expect(rows.map((r) => r.table)).toEqual(
+        expect.arrayContaining(['alarms', 'alarm_events', 'devices', 'rule_executions', 'rules', 'sites']),
+      );
+      for (const r of rows) {
+        expect(r, r.table).toMatchObject({ enabled: true, forced: true });
+        expect(r.policy, r.table).toContain("current_setting('rulr.org_id'");
+      }
+    });
+
     it("returns only org A's rows to a raw select inside A's tenant transaction", async () => {
       const rows = await withTenant(f.t.db, a.orgId, async (tx) => (await sql<{ org_id: string }>`select * from devices`.execute(tx)).rows);
       expect(rows.map((r) => r.org_id)).toEqual([a.orgId]);
