@@ -150,6 +150,22 @@ describe('tenant isolation', () => {
       }
     });
 
+    it('keeps the application role off partitions, which have no policies of their own (queries go through the parents)', async () => {
+      await sql`select rulr_ensure_monthly_partitions('audit_logs', 3), rulr_ensure_partitions('device_metrics', 'day', 2)`.execute(f.t.db);
+      const { rows } = await sql<{ part: string; reachable: boolean }>`
+        select c.relname as part, has_table_privilege('rulr_app', c.oid, 'select,insert,update,delete') as reachable
+        from pg_class c where c.relnamespace = 'public'::regnamespace and c.relispartition and c.relkind = 'r'`.execute(f.t.db);
+      expect(rows.map((r) => r.part)).toEqual(expect.arrayContaining(['audit_logs_default', 'device_metrics_default']));
+      expect(rows.filter((r) => r.reachable).map((r) => r.part)).toEqual([]);
+      // through the parent, the tenant still reads its own audit rows
+      const audit = await withTenant(
+        f.t.db,
+        a.orgId,
+        async (tx) => (await sql<{ n: number }>`select count(*)::int as n from audit_logs`.execute(tx)).rows[0]?.n,
+      );
+      expect(audit).toBeGreaterThan(0);
+    });
+
     it("returns only org A's rows to a raw select inside A's tenant transaction", async () => {
       const rows = await withTenant(f.t.db, a.orgId, async (tx) => (await sql<{ org_id: string }>`select * from devices`.execute(tx)).rows);
       expect(rows.map((r) => r.org_id)).toEqual([a.orgId]);
