@@ -207,6 +207,11 @@ export const configSpec = {
   },
   RETENTION_ROLLUP_DAYS: { schema: posInt(1825), description: 'Days of hourly/daily rollups kept.', shown: '1825' },
   RETENTION_DEAD_LETTER_DAYS: { schema: posInt(30), description: 'Days of dead letters kept.', shown: '30' },
+  RETENTION_ALARM_DAYS: {
+    schema: posInt(365),
+    description: 'Days cleared alarms (with their history) and rule executions are kept; active alarms stay.',
+    shown: '365',
+  },
 } satisfies Record<string, ConfigVar>;
 
 type Spec = typeof configSpec;

@@ -84,6 +84,42 @@ describe('maintenance: partitions', () => {
     const dl = await sql<{ reason: string }>`select reason from dead_letters`.execute(tdb.db);
     expect(dl.rows.map((x) => x.reason)).toEqual(['new']);
   });
+
+  it('deletes cleared alarms with their history and rule executions past the alarm retention, and keeps active alarms of any age', async () => {
+    const now = Date.now();
+    const old = new Date(now - 400 * DAY);
+    const rule = (
+      await sql<{ id: string }>`insert into rules (org_id, name, metric, operator, threshold, severity, alarm_type, created_by)
+        values (${org}, ${`r-${randomBytes(3).toString('hex')}`}, 'power', 'gt', 1, 'major', 't', 'test') returning id`.execute(tdb.db)
+    ).rows[0]?.id as string;
+    const alarm = async (type: string, raisedAt: Date, clearedAt: Date | null) =>
+      (
+        await sql<{ id: string }>`insert into alarms (org_id, device_id, type, severity, raised_by, raised_at, cleared_at)
+          values (${org}, ${dev}, ${type}, 'major', 'test', ${raisedAt}, ${clearedAt}) returning id`.execute(tdb.db)
+      ).rows[0]?.id as string;
+    const oldCleared = await alarm('old-cleared', old, new Date(old.getTime() + DAY));
+    const oldActive = await alarm('old-active', old, null);
+    const recentCleared = await alarm('recent-cleared', new Date(now - 10 * DAY), new Date(now - 9 * DAY));
+    await sql`insert into alarm_events (org_id, alarm_id, kind, actor) values (${org}, ${oldCleared}, 'raised', 'test'), (${org}, ${recentCleared}, 'raised', 'test')`.execute(
+      tdb.db,
+    );
+    await sql`insert into rule_executions (org_id, rule_id, at, readings, matched, raised, cleared)
+      values (${org}, ${rule}, ${old}, 1, 1, 1, 0), (${org}, ${rule}, now(), 1, 1, 1, 0)`.execute(tdb.db);
+
+    const r = await applyRetention(tdb.db, { rawDays: 365, rollupDays: 1825, deadLetterDays: 30, alarmDays: 365 }, now);
+
+    expect(r.deletedRows.alarms).toBe(1);
+    const left = await sql<{
+      id: string;
+    }>`select id from alarms where id in (${oldCleared}, ${oldActive}, ${recentCleared}) order by raised_at`.execute(tdb.db);
+    expect(left.rows.map((x) => x.id)).toEqual([oldActive, recentCleared]);
+    const history = await sql<{
+      alarm_id: string;
+    }>`select alarm_id from alarm_events where alarm_id in (${oldCleared}, ${recentCleared})`.execute(tdb.db);
+    expect(history.rows.map((x) => x.alarm_id)).toEqual([recentCleared]);
+    const executions = await sql<{ n: number }>`select count(*)::int as n from rule_executions where rule_id = ${rule}`.execute(tdb.db);
+    expect(executions.rows[0]?.n).toBe(1);
+  });
 });
 
 describe('maintenance: energy rollup retention', () => {
@@ -130,7 +166,13 @@ describe('maintenance: energy rollup retention', () => {
     });
     expect(r.droppedPartitions).toEqual([]);
     expect(await exists('energy_readings_201001')).toBe(true);
-    expect(Object.keys(r.deletedRows).sort()).toEqual(['dead_letters', 'energy_hourly', 'energy_hourly_deltas']);
+    expect(Object.keys(r.deletedRows).sort()).toEqual([
+      'alarms',
+      'dead_letters',
+      'energy_hourly',
+      'energy_hourly_deltas',
+      'rule_executions',
+    ]);
     expect(await energyBuckets('energy_hourly', d)).toEqual([]);
     expect(await energyBuckets('metrics_hourly', d)).toEqual([old.getTime()]);
     await sql`drop table energy_readings_201001`.execute(tdb.db);

@@ -43,10 +43,17 @@ export interface Retention {
   rawDays: number;
   rollupDays: number;
   deadLetterDays: number;
+  /** Cleared alarms (with their history) and rule executions older than this go. @default 365 */
+  alarmDays?: number;
 }
 
 export function retentionFromConfig(cfg: Config): Retention {
-  return { rawDays: cfg.RETENTION_RAW_DAYS, rollupDays: cfg.RETENTION_ROLLUP_DAYS, deadLetterDays: cfg.RETENTION_DEAD_LETTER_DAYS };
+  return {
+    rawDays: cfg.RETENTION_RAW_DAYS,
+    rollupDays: cfg.RETENTION_ROLLUP_DAYS,
+    deadLetterDays: cfg.RETENTION_DEAD_LETTER_DAYS,
+    alarmDays: cfg.RETENTION_ALARM_DAYS,
+  };
 }
 
 /** Creates the partitions of the coming days/months that do not exist yet; returns how many were made. */
@@ -123,6 +130,10 @@ export async function applyRetention(db: Db, r: Retention, now = Date.now(), inf
   await del('energy_hourly_deltas', sql`delete from energy_hourly_deltas where bucket < ${rollupCutoff}`);
   await del('energy_hourly', sql`delete from energy_hourly where bucket < ${rollupCutoff}`);
   await del('dead_letters', sql`delete from dead_letters where received_at < ${dlCutoff}`);
+  // Alarms still active are kept whatever their age; a cleared alarm's history goes with it (cascade).
+  const alarmCutoff = new Date(now - (r.alarmDays ?? 365) * DAY);
+  await del('alarms', sql`delete from alarms where cleared_at < ${alarmCutoff}`);
+  await del('rule_executions', sql`delete from rule_executions where at < ${alarmCutoff}`);
   return { droppedPartitions, deletedRows };
 }
 
