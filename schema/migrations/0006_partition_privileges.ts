@@ -9,24 +9,22 @@ import { type Kysely, sql } from 'kysely';
  */
 export async function up(db: Kysely<unknown>): Promise<void> {
   await monthlyPartitions(db, true);
-  await sql`
-    do $$
-    declare p regclass;
-    begin
-      for p in select inhrelid::regclass from pg_inherits where inhparent = 'audit_logs'::regclass loop
-        execute format('revoke all on %s from rulr_app', p);
-      end loop;
-    end $$`.execute(db);
+  await auditPartitions(db, 'revoke all on %s from rulr_app');
 }
 
 export async function down(db: Kysely<unknown>): Promise<void> {
   await monthlyPartitions(db, false);
+  await auditPartitions(db, 'grant select, insert, update, delete on %s to rulr_app');
+}
+
+/** Runs `statement` (a format string taking the partition) on every existing audit-log partition. */
+async function auditPartitions(db: Kysely<unknown>, statement: string): Promise<void> {
   await sql`
     do $$
     declare p regclass;
     begin
       for p in select inhrelid::regclass from pg_inherits where inhparent = 'audit_logs'::regclass loop
-        execute format('grant select, insert, update, delete on %s to rulr_app', p);
+        execute format(${sql.lit(statement)}, p);
       end loop;
     end $$`.execute(db);
 }
