@@ -3,6 +3,7 @@ import { sql } from 'kysely';
 import { hashPassword } from '../lib/auth.js';
 import type { Config } from '../lib/config.js';
 import { createDb, type Db } from '../lib/db.js';
+import { siteLabel } from '../lib/sites.js';
 
 /** What `seedDemo` created or found, for scripts and tests. */
 export interface SeedSummary {
@@ -39,7 +40,6 @@ function stableId(name: string): string {
   const variant = ((Number.parseInt(h[16] ?? '0', 16) & 0x3) | 0x8).toString(16);
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-5${h.slice(13, 16)}-${variant}${h.slice(17, 20)}-${h.slice(20, 32)}`;
 }
-const label = (id: string) => id.replaceAll('-', '_');
 
 /** Deterministic pseudo-random numbers (mulberry32) so the demo city looks the same on every run. */
 function prng(seed: number): () => number {
@@ -123,19 +123,19 @@ export async function seedDemo(cfg: Config, o: SeedOptions): Promise<SeedSummary
       // Sites: one city, its districts, their streets.
       const cityId = key('site:city');
       const sites: { id: string; parent_id: string | null; name: string; path: string }[] = [
-        { id: cityId, parent_id: null, name: CITY.name, path: label(cityId) },
+        { id: cityId, parent_id: null, name: CITY.name, path: siteLabel(cityId) },
       ];
       const streets: { id: string; district: number; lat: number; lng: number }[] = [];
       DISTRICTS.forEach((d, di) => {
         const districtId = key(`site:${d}`);
-        sites.push({ id: districtId, parent_id: cityId, name: d, path: `${label(cityId)}.${label(districtId)}` });
+        sites.push({ id: districtId, parent_id: cityId, name: d, path: `${siteLabel(cityId)}.${siteLabel(districtId)}` });
         STREETS.forEach((s, si) => {
           const streetId = key(`site:${d}:${s}`);
           sites.push({
             id: streetId,
             parent_id: districtId,
             name: `${s} (${d})`,
-            path: `${label(cityId)}.${label(districtId)}.${label(streetId)}`,
+            path: `${siteLabel(cityId)}.${siteLabel(districtId)}.${siteLabel(streetId)}`,
           });
           // Districts are the four quadrants around the centre; streets are bands within them.
           const lat = deg(CITY.lat + (di < 2 ? 1 : -1) * (0.004 + si * 0.006));

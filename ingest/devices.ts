@@ -1,6 +1,7 @@
 import { LRUCache } from 'lru-cache';
 import type pg from 'pg';
 import type { Redis } from '../lib/redis.js';
+import { sitePathIds } from '../lib/sites.js';
 import { type MetricDefinition, parseProfileMetrics } from './parse.js';
 
 /** What ingest needs to know about a device to store its telemetry. */
@@ -39,8 +40,7 @@ const toInfo = (r: Row): DeviceInfo => ({
   orgId: r.org_id,
   serial: r.serial,
   siteId: r.site_id,
-  // ltree labels are site uuids with '_' for '-'
-  sitePath: r.site_path ? r.site_path.split('.').map((l) => l.replaceAll('_', '-')) : [],
+  sitePath: sitePathIds(r.site_path),
   metrics: parseProfileMetrics(r.metrics),
   silenceTimeoutS: r.silence_timeout_s ?? 900,
   isGateway: r.is_gateway === true,

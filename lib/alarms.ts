@@ -1,3 +1,5 @@
+import { sitePathIds } from './sites.js';
+
 /**
  * The alarm life cycle as pure logic, shared by the alarms subgraph (operators' actions) and the
  * `rule-eval` worker (raise and clear). An alarm is active until cleared, and unacknowledged until
@@ -48,25 +50,25 @@ export function statusPredicate(s: AlarmStatus): { cleared: boolean; acknowledge
 /**
  * The `alarmChanged` real-time envelope (gateway/realtime/events.ts): the alarm as an entity
  * reference (the gateway fetches the subscriber's selection through `alarmsByIds`), filterable by
- * device, site subtree and severity.
+ * device, site subtree (from the device's site's ltree path) and severity.
  */
 export function alarmChangedEvent(
   orgId: string,
   change: AlarmChange,
   alarm: { id: string; deviceId: string; severity: string },
-  device: { siteId: string | null; sitePath: string[] },
+  device: { siteId: string | null; sitePath: string | null },
   at: number,
 ): string {
   return JSON.stringify({
     field: 'alarmChanged',
     orgId,
-    filter: { deviceId: alarm.deviceId, siteId: device.siteId, sitePath: device.sitePath, severity: alarm.severity.toUpperCase() },
+    filter: {
+      deviceId: alarm.deviceId,
+      siteId: device.siteId,
+      sitePath: sitePathIds(device.sitePath),
+      severity: alarm.severity.toUpperCase(),
+    },
     data: { kind: change.toUpperCase(), alarm: { id: alarm.id }, at: new Date(at).toISOString() },
     at,
   });
-}
-
-/** Site ids from an ltree path whose labels are site ids with `_` for `-` (how sites are stored). */
-export function sitePathIds(path: string | null): string[] {
-  return path ? path.split('.').map((l) => l.replaceAll('_', '-')) : [];
 }

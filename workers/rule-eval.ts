@@ -2,7 +2,7 @@ import { Worker } from 'bullmq';
 import { sql } from 'kysely';
 import { LRUCache } from 'lru-cache';
 import { eventsChannel } from '../gateway/realtime/events.js';
-import { type AlarmChange, alarmChangedEvent, sitePathIds } from '../lib/alarms.js';
+import { type AlarmChange, alarmChangedEvent } from '../lib/alarms.js';
 import { type Db, isUuid, withTenant } from '../lib/db.js';
 import type { Logger } from '../lib/logger.js';
 import { counter } from '../lib/metrics.js';
@@ -358,11 +358,7 @@ export class RuleEvaluator {
     const now = Date.now();
     const channel = eventsChannel(this.o.prefix, orgId);
     for (const [change, a] of events) {
-      const d = devices.get(a.deviceId);
-      p.publish(
-        channel,
-        alarmChangedEvent(orgId, change, a, { siteId: d?.siteId ?? null, sitePath: sitePathIds(d?.sitePath ?? null) }, now),
-      );
+      p.publish(channel, alarmChangedEvent(orgId, change, a, devices.get(a.deviceId) ?? { siteId: null, sitePath: null }, now));
     }
     for (const [ruleId, n] of perRule) {
       const key = ruleStatsKey(this.o.prefix, ruleId);

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { buildSubgraphSchema } from '@apollo/subgraph';
 import { parse } from 'graphql';
 import { eventsChannel } from '../../gateway/realtime/events.js';
-import { alarmChangedEvent, sitePathIds } from '../../lib/alarms.js';
+import { alarmChangedEvent } from '../../lib/alarms.js';
 import type { RoleContext } from '../../lib/role.js';
 import type { SubgraphModule } from '../../lib/subgraph.js';
 import { createLoaders } from './loaders.js';
@@ -22,13 +22,7 @@ export function createAlarmsSubgraph(ctx: RoleContext): SubgraphModule<AlarmsCon
   const publish: PublishAlarmChange = async (orgId, { row, change, site }) => {
     if (!change) return;
     try {
-      const event = alarmChangedEvent(
-        orgId,
-        change,
-        { id: row.id, deviceId: row.device_id, severity: row.severity },
-        { siteId: site.siteId, sitePath: sitePathIds(site.sitePath) },
-        Date.now(),
-      );
+      const event = alarmChangedEvent(orgId, change, { id: row.id, deviceId: row.device_id, severity: row.severity }, site, Date.now());
       await ctx.redis.publish(eventsChannel(ctx.config.REDIS_PREFIX, orgId), event);
     } catch (err) {
       ctx.logger.warn({ err, alarmId: row.id, change }, 'alarmChanged event not published');

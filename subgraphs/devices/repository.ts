@@ -5,6 +5,7 @@ import { generateApiKey } from '../../lib/auth.js';
 import { type DB, type Db, isUuid, type Tx, tenantRead, withTenant } from '../../lib/db.js';
 import { ConflictError, NotFoundError } from '../../lib/errors.js';
 import type { Identity } from '../../lib/identity.js';
+import { siteLabel } from '../../lib/sites.js';
 import { QueryTemplates, type Statement } from './query-templates.js';
 
 /** A device row as the resolvers see it (location split into lat/lng). */
@@ -145,8 +146,6 @@ export interface NewProfile {
 }
 
 /** ltree labels allow only [A-Za-z0-9_]: a site's label is its uuid with `_` for `-`. */
-export const siteLabel = (id: string) => id.replaceAll('-', '_');
-export const labelToId = (label: string) => label.replaceAll('_', '-');
 
 /** Device MQTT secrets are random 192-bit strings, so a fast hash is enough (as for API keys). */
 export const hashDeviceSecret = (secret: string) => createHash('sha256').update(secret).digest('hex');

@@ -12,9 +12,9 @@ import { hashPassword, issueToken, verifyPassword } from '../../lib/auth.js';
 import { isUuid } from '../../lib/db.js';
 import { ErrorCode, UnauthenticatedError } from '../../lib/errors.js';
 import { authorize, type Identity, type Requirement } from '../../lib/identity.js';
+import { sitePathIds } from '../../lib/sites.js';
 import type { DevicesLoaders } from './loaders.js';
 import type { ApiKeyRow, DeviceColumn, DeviceRow, DevicesRepository, ProfileRow, SiteRow } from './repository.js';
-import { labelToId } from './repository.js';
 import {
   check,
   checkId,
@@ -378,7 +378,7 @@ export function createResolvers(login: LoginOptions): GraphQLResolverMap<Devices
     parent: (s, _a, ctx) => (s.parent_id ? ctx.loaders.site.load(s.parent_id) : null),
     children: (s, _a, ctx) => ctx.loaders.siteChildren.load(s.id),
     async path(s, _a, ctx) {
-      const ids = s.path.split('.').map(labelToId);
+      const ids = sitePathIds(s.path);
       const sites = await ctx.loaders.site.loadMany(ids);
       return sites.filter((x): x is SiteRow => x !== null && !(x instanceof Error));
     },
