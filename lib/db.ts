@@ -47,6 +47,9 @@ export function createDb(opts: DbOptions): Db {
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 export const isUuid = (v: unknown): v is string => typeof v === 'string' && UUID.test(v);
 
+/** A PostgreSQL unique violation (SQLSTATE 23505), for mapping to CONFLICT. */
+export const isUniqueViolation = (e: unknown) => (e as { code?: string } | null)?.code === '23505';
+
 /**
  * Runs `fn` in a transaction scoped to one organization: the role drops to `rulr_app` (subject to
  * row-level security) and `rulr.org_id` is set for this transaction only, so the database refuses
@@ -237,4 +240,14 @@ export async function tenantRead(
   } finally {
     client.release(broken);
   }
+}
+
+/** The rows of one read-only statement, through {@link tenantRead} (one round trip). */
+export async function tenantReadRows<T = Record<string, unknown>>(
+  db: Db,
+  orgId: string,
+  query: Pick<CompiledQuery, 'sql' | 'parameters'>,
+): Promise<T[]> {
+  const [rows] = await tenantRead(db, orgId, [query]);
+  return (rows ?? []) as T[];
 }

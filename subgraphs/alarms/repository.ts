@@ -1,7 +1,7 @@
 import { type RawBuilder, type Selectable, sql } from 'kysely';
 import { type AlarmChange, afterAction, statusOf, statusPredicate } from '../../lib/alarms.js';
 import { actorOf, audit } from '../../lib/audit.js';
-import { type Db, type Tx, tenantRead, withTenant } from '../../lib/db.js';
+import { type Db, type Tx, tenantReadRows, withTenant } from '../../lib/db.js';
 import { NotFoundError } from '../../lib/errors.js';
 import type { Identity } from '../../lib/identity.js';
 import type { Severity } from '../../lib/rules.js';
@@ -108,9 +108,8 @@ export class AlarmsRepository {
   }
 
   /** One read-only statement in one round trip (`tenantRead`: the same row-level security as `withTenant`). */
-  private async read<T>(orgId: string, q: RawBuilder<T>): Promise<T[]> {
-    const [rows] = await tenantRead(this.db, orgId, [q.compile(this.db)]);
-    return (rows ?? []) as T[];
+  private read<T>(orgId: string, q: RawBuilder<T>): Promise<T[]> {
+    return tenantReadRows<T>(this.db, orgId, q.compile(this.db));
   }
 
   /** Alarms of `orgId` among `ids` (other organizations' and unknown ids drop out). */

@@ -2,7 +2,7 @@ import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { type Compilable, type Expression, type SelectQueryBuilder, type SqlBool, sql } from 'kysely';
 import { actorOf, audit } from '../../lib/audit.js';
 import { generateApiKey } from '../../lib/auth.js';
-import { type DB, type Db, isUuid, type Tx, tenantRead, withTenant } from '../../lib/db.js';
+import { type DB, type Db, isUniqueViolation, isUuid, type Tx, tenantRead, withTenant } from '../../lib/db.js';
 import { ConflictError, NotFoundError } from '../../lib/errors.js';
 import type { Identity } from '../../lib/identity.js';
 import { siteLabel } from '../../lib/sites.js';
@@ -184,7 +184,6 @@ const apiKeyColumns = ['id', 'name', 'prefix', 'scopes', 'created_at', 'last_use
 const escapeLike = (s: string) => s.replace(/[\\%_]/g, (c) => `\\${c}`);
 /** The ILIKE pattern of a `search` filter: the text anywhere in serial or name. */
 const searchPattern = (s: string) => `%${escapeLike(s)}%`;
-const isUniqueViolation = (e: unknown) => (e as { code?: string }).code === '23505';
 
 type DeviceQuery = SelectQueryBuilder<DB & { d: DB['devices'] }, 'd', object>;
 

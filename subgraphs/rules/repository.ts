@@ -1,6 +1,6 @@
 import { type CompiledQuery, type SelectQueryBuilder, sql } from 'kysely';
 import { actorOf, audit } from '../../lib/audit.js';
-import { type DB, type Db, isUuid, type Tx, tenantRead, withTenant } from '../../lib/db.js';
+import { type DB, type Db, isUniqueViolation, isUuid, type Tx, tenantReadRows, withTenant } from '../../lib/db.js';
 import { BadInputError, ConflictError, NotFoundError } from '../../lib/errors.js';
 import type { Identity } from '../../lib/identity.js';
 import type { Logger } from '../../lib/logger.js';
@@ -95,7 +95,6 @@ const ruleColumns = [
 ] as const;
 
 const escapeLike = (s: string) => s.replace(/[\\%_]/g, (c) => `\\${c}`);
-const isUniqueViolation = (e: unknown) => (e as { code?: string }).code === '23505';
 
 /**
  * A reading of the `latest:<deviceId>` hash (`{"ts":<ms>,"v":…}`) as a number, or null when its value
@@ -137,10 +136,9 @@ export class RulesRepository {
     private readonly logger?: Logger,
   ) {}
 
-  /** One read-only statement in a tenant transaction, sent as one round trip (`tenantRead`). */
-  private async read(orgId: string, query: CompiledQuery): Promise<Record<string, unknown>[]> {
-    const [rows] = await tenantRead(this.db, orgId, [query]);
-    return rows ?? [];
+  /** One read-only statement in a tenant transaction, sent as one round trip. */
+  private read(orgId: string, query: CompiledQuery): Promise<Record<string, unknown>[]> {
+    return tenantReadRows(this.db, orgId, query);
   }
 
   private rulesQuery(orgId: string) {
