@@ -68,3 +68,10 @@ export function isPgTimestamptz(s: string): boolean {
 /** The `[timestamptz text, uuid]` key of a newest-first keyset cursor (alarms, rules). */
 export const decodeTimeIdCursor = (cursor: string): [time: string, id: string] =>
   decodeCursor(cursor, (k): k is [string, string] => k.length === 2 && typeof k[0] === 'string' && isPgTimestamptz(k[0]) && isUuid(k[1]));
+
+/**
+ * A GraphQL enum's resolver map from its stored lower-case words (`major` ↔ `MAJOR`), so resolvers
+ * and SQL see the database's values.
+ */
+export const upperCaseEnum = (values: readonly string[]): Record<string, string> =>
+  Object.fromEntries(values.map((v) => [v.toUpperCase(), v]));

@@ -1,9 +1,10 @@
 import type { GraphQLResolverMap } from '@apollo/subgraph/dist/schema-helper/resolverMap.js';
 import type { GraphQLResolveInfo } from 'graphql';
-import { statusOf } from '../../lib/alarms.js';
+import { ALARM_CHANGES, statusOf } from '../../lib/alarms.js';
 import { isUuid } from '../../lib/db.js';
-import { DateTimeScalar, encodeCursor } from '../../lib/graphql-scalars.js';
+import { DateTimeScalar, encodeCursor, upperCaseEnum } from '../../lib/graphql-scalars.js';
 import { authorize, type Identity, type Requirement } from '../../lib/identity.js';
+import { SEVERITIES } from '../../lib/rules.js';
 import type { AlarmsLoaders } from './loaders.js';
 import type { AlarmRow, AlarmsRepository, AlarmWrite } from './repository.js';
 import {
@@ -139,8 +140,8 @@ const Device: Record<string, Resolver<DeviceRef>> = {
 /** The resolver map of the alarms subgraph (enum values map the database's lower-case words). */
 export const resolvers = {
   DateTime: DateTimeScalar,
-  AlarmSeverity: { CRITICAL: 'critical', MAJOR: 'major', MINOR: 'minor', WARNING: 'warning', INDETERMINATE: 'indeterminate' },
-  AlarmChange: { RAISED: 'raised', ACKNOWLEDGED: 'acknowledged', CLEARED: 'cleared', COMMENTED: 'commented' },
+  AlarmSeverity: upperCaseEnum(SEVERITIES),
+  AlarmChange: upperCaseEnum(ALARM_CHANGES),
   Query,
   Mutation,
   Alarm: {

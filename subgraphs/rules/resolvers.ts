@@ -1,4 +1,4 @@
-import { DateTimeScalar, encodeCursor } from '../../lib/graphql-scalars.js';
+import { DateTimeScalar, encodeCursor, upperCaseEnum } from '../../lib/graphql-scalars.js';
 import { authorize, type Identity, type Requirement } from '../../lib/identity.js';
 import { OPERATORS, passes, SEVERITIES } from '../../lib/rules.js';
 import type { RulesLoaders } from './loaders.js';
@@ -29,9 +29,6 @@ const WRITE: Requirement = { role: 'operator', scope: 'rules:write' };
 
 type Args = Record<string, unknown>;
 
-/** GraphQL enum value → its lower-case form in the database and in `lib/rules.ts`. */
-const upperCased = (values: readonly string[]) => Object.fromEntries(values.map((v) => [v.toUpperCase(), v]));
-
 interface RuleConnection {
   edges: { cursor: string; node: RuleRow }[];
   pageInfo: { hasNextPage: boolean; endCursor: string | null };
@@ -41,8 +38,8 @@ interface RuleConnection {
 
 export const resolvers = {
   DateTime: DateTimeScalar,
-  RuleOperator: upperCased(OPERATORS),
-  AlarmSeverity: upperCased(SEVERITIES),
+  RuleOperator: upperCaseEnum(OPERATORS),
+  AlarmSeverity: upperCaseEnum(SEVERITIES),
   Query: {
     async rules(_: unknown, args: Args, ctx: RulesContext): Promise<RuleConnection> {
       const { orgId } = authorize(ctx.identity, READ);
