@@ -408,4 +408,11 @@ describe('metrics subgraph: dead letters', () => {
     const bad = await gql(user(orgA, 'admin'), Q, { after: 'garbage' });
     expect(bad.errors?.[0]?.extensions?.code).toBe('BAD_USER_INPUT');
   });
+
+  it('refuses a forged cursor naming an impossible instant with BAD_USER_INPUT, not a database error', async () => {
+    const forged = Buffer.from(JSON.stringify(['2026-02-30 10:00:00.000001+00', '1'])).toString('base64url');
+    const r = await gql(user(orgA, 'admin'), Q, { after: forged });
+    expect(r.errors?.[0]?.extensions?.code).toBe('BAD_USER_INPUT');
+    expect(r.errors?.[0]?.message).toBe('invalid cursor');
+  });
 });

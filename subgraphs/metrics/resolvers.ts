@@ -1,8 +1,8 @@
 import { BadInputError } from '../../lib/errors.js';
-import { DateTimeScalar } from '../../lib/graphql-scalars.js';
+import { DateTimeScalar, decodeCursor, encodeCursor, isPgTimestamptz } from '../../lib/graphql-scalars.js';
 import { authorize, type Identity } from '../../lib/identity.js';
 import type { MetricsLoaders } from './loaders.js';
-import type { DeadLetterRow, MetricsRepository, SiteRow } from './repository.js';
+import type { MetricsRepository, SiteRow } from './repository.js';
 import { parseAggregate, planSeries } from './series.js';
 
 /** Per-request context of the metrics subgraph. */
@@ -33,18 +33,13 @@ interface SeriesArgs {
   aggregate?: string | null;
 }
 
-const encodeCursor = (r: DeadLetterRow) => Buffer.from(JSON.stringify([r.receivedAtText, r.id])).toString('base64url');
-
-function decodeCursor(c: string): { receivedAt: string; id: string } {
-  try {
-    const [receivedAt, id] = JSON.parse(Buffer.from(c, 'base64url').toString()) as [unknown, unknown];
-    if (typeof receivedAt === 'string' && typeof id === 'string' && /^[0-9]+$/.test(id) && !Number.isNaN(Date.parse(receivedAt))) {
-      return { receivedAt, id };
-    }
-  } catch {
-    /* fall through */
-  }
-  throw new BadInputError('invalid cursor');
+/** A dead-letters cursor: `received_at` as PostgreSQL prints it and the bigint id. */
+function decodeDeadLetterCursor(c: string): { receivedAt: string; id: string } {
+  const [receivedAt, id] = decodeCursor(
+    c,
+    (k): k is [string, string] => typeof k[0] === 'string' && isPgTimestamptz(k[0]) && typeof k[1] === 'string' && /^[0-9]+$/.test(k[1]),
+  );
+  return { receivedAt, id };
 }
 
 export const resolvers = {
@@ -56,11 +51,11 @@ export const resolvers = {
       if (first < 1 || first > MAX_DEAD_LETTER_PAGE) throw new BadInputError(`first must be between 1 and ${MAX_DEAD_LETTER_PAGE}`);
       const rows = await ctx.repo.deadLetters(id.orgId, {
         first,
-        after: args.after ? decodeCursor(args.after) : undefined,
+        after: args.after ? decodeDeadLetterCursor(args.after) : undefined,
         reason: args.reason,
       });
       const page = rows.slice(0, first);
-      const edges = page.map((r) => ({ cursor: encodeCursor(r), node: r }));
+      const edges = page.map((r) => ({ cursor: encodeCursor([r.receivedAtText, r.id]), node: r }));
       return { edges, pageInfo: { hasNextPage: rows.length > first, endCursor: edges.at(-1)?.cursor ?? null } };
     },
   },
