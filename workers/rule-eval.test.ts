@@ -222,6 +222,22 @@ describe('rule evaluation', () => {
     expect(alarms.map((a) => [a.device_id, a.type])).toEqual([[o.d[2], 'Street overvoltage']]);
   });
 
+  it('lets the most severe rule decide for rules sharing an alarm type, whatever the order of the readings', async () => {
+    const o = await org();
+    await rule(o, { metric: 'current', threshold: 1, severity: 'minor', type: 'Electrical fault' });
+    await rule(o, { metric: 'voltage', threshold: 253, severity: 'critical', type: 'Electrical fault' });
+    // the minor rule's reading comes first and does not breach; the critical rule's does
+    const s = await ev.evaluate(
+      job(o, [
+        [1, 0.5, 1000, 'current'],
+        [1, 300, 1000, 'voltage'],
+      ]),
+    );
+    expect(s.raised).toBe(1);
+    const [a] = await alarmsOf(o);
+    expect(a).toMatchObject({ type: 'Electrical fault', severity: 'critical', value: 300 });
+  });
+
   it('picks up a rule created after the first job at once, through the rules version key', async () => {
     const o = await org();
     await ev.evaluate(job(o, [[1, 300, 1000]])); // no rules yet: cached as none

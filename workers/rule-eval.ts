@@ -3,7 +3,7 @@ import { sql } from 'kysely';
 import { LRUCache } from 'lru-cache';
 import { eventsChannel } from '../gateway/realtime/events.js';
 import { type AlarmChange, alarmChangedEvent } from '../lib/alarms.js';
-import { type Db, isUuid, withTenant } from '../lib/db.js';
+import { type Db, isUuid, type Tx, withTenant } from '../lib/db.js';
 import type { Logger } from '../lib/logger.js';
 import { counter } from '../lib/metrics.js';
 import type { Redis } from '../lib/redis.js';
@@ -67,12 +67,22 @@ interface LatestAlarm {
   readingTs: number | null;
 }
 
-interface Raise {
-  rule: EvalRule;
+/** A numeric reading of a watched metric. */
+interface Candidate {
   deviceId: string;
-  value: number;
   ts: number;
+  value: number;
 }
+
+/** A reading of a device in a rule's scope: what one decision is made from. */
+interface Pair extends Candidate {
+  rule: EvalRule;
+  /** the reading passes the rule's threshold */
+  breach: boolean;
+}
+
+/** Map key of one device's alarm of one type. */
+const alarmKey = (deviceId: string, type: string) => `${deviceId}\u0000${type}`;
 interface Keep {
   id: string;
   value: number;
@@ -140,18 +150,22 @@ export class RuleEvaluator {
     }
     const orgId = job.orgId;
     const rules = await this.rulesFor(orgId);
-    const byMetric = new Map<string, EvalRule[]>();
-    for (const r of rules) byMetric.set(r.metric, [...(byMetric.get(r.metric) ?? []), r]);
-    const candidates: { deviceId: string; metric: string; ts: number; value: number }[] = [];
+    // the numeric readings of metrics some rule watches, by metric
+    const byMetric = new Map<string, Candidate[]>(rules.map((r) => [r.metric, []]));
+    let candidates = 0;
     for (const r of job.readings) {
       if (!isReading(r) || !isUuid(r.deviceId)) {
         invalidTotal.inc();
         continue;
       }
       const v = typeof r.value === 'boolean' ? Number(r.value) : r.value;
-      if (typeof v === 'number' && Number.isFinite(v) && byMetric.has(r.metric)) candidates.push({ ...r, value: v });
+      const list = byMetric.get(r.metric);
+      if (list && typeof v === 'number' && Number.isFinite(v)) {
+        list.push({ deviceId: r.deviceId, ts: r.ts, value: v });
+        candidates++;
+      }
     }
-    if (!candidates.length) {
+    if (!candidates) {
       jobsTotal.inc({ outcome: 'no_rules' });
       return summary;
     }
@@ -160,23 +174,25 @@ export class RuleEvaluator {
     const events: [AlarmChange, { id: string; deviceId: string; severity: string }][] = [];
     const devices = new Map<string, DeviceScope>();
     await withTenant(this.o.db, orgId, async (tx) => {
-      const ids = [...new Set(candidates.map((c) => c.deviceId))];
+      const ids = [...new Set([...byMetric.values()].flatMap((list) => list.map((c) => c.deviceId)))];
       const { rows: devRows } = await sql<DeviceScope>`
         select d.id, d.profile_id as "profileId", d.site_id as "siteId", s.path::text as "sitePath"
         from devices d left join sites s on s.id = d.site_id and s.org_id = ${orgId}
         where d.org_id = ${orgId} and d.id = any(${ids}::uuid[]) and d.decommissioned_at is null`.execute(tx);
       for (const d of devRows) devices.set(d.id, d);
 
-      const pairs: { rule: EvalRule; deviceId: string; ts: number; value: number }[] = [];
-      for (const c of candidates) {
-        const device = devices.get(c.deviceId);
-        if (!device) continue;
-        for (const rule of byMetric.get(c.metric) ?? []) {
-          if (!inScope(rule, device)) continue;
-          pairs.push({ rule, deviceId: c.deviceId, ts: c.ts, value: c.value });
+      // Rule by rule, most severe first (`rulesFor` sorts them), so the first pair of a device and
+      // alarm type below is the most severe rule's.
+      const pairs: Pair[] = [];
+      for (const rule of rules) {
+        for (const c of byMetric.get(rule.metric) ?? []) {
+          const device = devices.get(c.deviceId);
+          if (!device || !inScope(rule, device)) continue;
+          const breach = passes(rule.operator, rule.threshold, c.value);
+          pairs.push({ rule, ...c, breach });
           const n = perRule.get(rule.id) ?? { readings: 0, matched: 0, raised: 0, cleared: 0 };
           n.readings++;
-          if (passes(rule.operator, rule.threshold, c.value)) n.matched++;
+          if (breach) n.matched++;
           perRule.set(rule.id, n);
         }
       }
@@ -185,14 +201,14 @@ export class RuleEvaluator {
       if (!pairs.length) return;
 
       const latest = await this.latestAlarms(tx, orgId, pairs);
-      const raises: Raise[] = [];
+      const raises: Pair[] = [];
       const keeps: Keep[] = [];
       const clears: Clear[] = [];
       // One decision per device and alarm type per job: rules sharing a type share the alarm, and the
-      // most severe rule (rules are sorted so) decides.
+      // most severe rule decides.
       const decided = new Set<string>();
       for (const p of pairs) {
-        const key = `${p.deviceId}\u0000${p.rule.alarmType}`;
+        const key = alarmKey(p.deviceId, p.rule.alarmType);
         if (decided.has(key)) continue;
         decided.add(key);
         const cur = latest.get(key);
@@ -208,7 +224,7 @@ export class RuleEvaluator {
             id: cur.id,
             value: p.value,
             ts: p.ts,
-            breach: passes(p.rule.operator, p.rule.threshold, p.value),
+            breach: p.breach,
             severity: p.rule.severity,
           });
         else if (d === 'clear' && cur) clears.push({ id: cur.id, rule: p.rule, value: p.value, ts: p.ts });
@@ -309,12 +325,7 @@ export class RuleEvaluator {
    * open alarms), and only for breaching pairs without one, the newest cleared alarm's reading time
    * (one index probe per pair). The cost does not grow with the devices' alarm history.
    */
-  private async latestAlarms(
-    tx: Parameters<Parameters<typeof withTenant>[2]>[0],
-    orgId: string,
-    pairs: { rule: EvalRule; deviceId: string; value: number }[],
-  ): Promise<Map<string, LatestAlarm>> {
-    const key = (deviceId: string, type: string) => `${deviceId}\u0000${type}`;
+  private async latestAlarms(tx: Tx, orgId: string, pairs: Pair[]): Promise<Map<string, LatestAlarm>> {
     const deviceIds = [...new Set(pairs.map((p) => p.deviceId))];
     const types = [...new Set(pairs.map((p) => p.rule.alarmType))];
     const { rows: open } = await sql<{ id: string; device_id: string; type: string; reading_ts: number | null }>`
@@ -322,11 +333,11 @@ export class RuleEvaluator {
       where org_id = ${orgId} and cleared_at is null and device_id = any(${deviceIds}::uuid[]) and type = any(${types}::text[])`.execute(
       tx,
     );
-    const out = new Map(open.map((r) => [key(r.device_id, r.type), { id: r.id, open: true, readingTs: r.reading_ts }]));
+    const out = new Map(open.map((r) => [alarmKey(r.device_id, r.type), { id: r.id, open: true, readingTs: r.reading_ts }]));
     const probe = new Map<string, [string, string]>();
     for (const p of pairs) {
-      const k = key(p.deviceId, p.rule.alarmType);
-      if (!out.has(k) && passes(p.rule.operator, p.rule.threshold, p.value)) probe.set(k, [p.deviceId, p.rule.alarmType]);
+      const k = alarmKey(p.deviceId, p.rule.alarmType);
+      if (!out.has(k) && p.breach) probe.set(k, [p.deviceId, p.rule.alarmType]);
     }
     if (probe.size) {
       const list = [...probe.values()];
@@ -339,7 +350,7 @@ export class RuleEvaluator {
           order by a.raised_at desc, a.id desc
           limit 1
         ) a`.execute(tx);
-      for (const r of rows) out.set(key(r.device_id, r.type), { id: r.id, open: false, readingTs: r.reading_ts });
+      for (const r of rows) out.set(alarmKey(r.device_id, r.type), { id: r.id, open: false, readingTs: r.reading_ts });
     }
     return out;
   }
