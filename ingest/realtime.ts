@@ -3,8 +3,6 @@ import { eventsChannel } from '../gateway/realtime/events.js';
 import type { Redis } from '../lib/redis.js';
 import { RULE_EVAL_QUEUE, type RuleEvalJob } from '../lib/rules.js';
 
-export { RULE_EVAL_QUEUE };
-
 /**
  * Per device of a chunk: newer-only merge of latest values into `P latest:<id>`, `lastSeen` into
  * `P status:<id>`, and a transition to online when the device was offline or unknown.
@@ -262,7 +260,7 @@ export class Realtime {
 
   /** One job per organization: the newest reading per device and metric, capped at `maxJobReadings`. */
   private async jobs(batch: DeviceReadings[], newestOf: Map<string, Latest>[]): Promise<void> {
-    const byOrg = new Map<string, { deviceId: string; metric: string; ts: number; value: number | null }[]>();
+    const byOrg = new Map<string, RuleEvalJob['readings']>();
     for (let i = 0; i < batch.length; i++) {
       const d = batch[i] as DeviceReadings;
       let list = byOrg.get(d.orgId);

@@ -4,12 +4,12 @@ import type { MqttClient } from 'mqtt';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type IngestHandle, startIngest } from '../ingest/index.js';
-import { RULE_EVAL_QUEUE } from '../ingest/realtime.js';
 import { type Broker, startNoDropBroker } from '../ingest/testing/broker.js';
 import { contextFor, type Fleet, ingestEnv, publisher, seedFleet, until } from '../ingest/testing/fixtures.js';
 import { registry } from '../lib/metrics.js';
 import { createRedis, type Redis } from '../lib/redis.js';
 import type { RoleContext } from '../lib/role.js';
+import { RULE_EVAL_QUEUE } from '../lib/rules.js';
 import { createTestDatabase, type TestDatabase } from './support/db.js';
 import { REDIS_URL } from './support/env.js';
 
