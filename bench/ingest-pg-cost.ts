@@ -13,10 +13,10 @@ import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { seedFleet } from '../ingest/testing/fixtures.js';
-import { BatchWriter, directBinary, type Row } from '../ingest/writer.js';
+import { RollupCompactor } from '../lib/telemetry/compactor.js';
+import { BatchWriter, directBinary, type Row } from '../lib/telemetry/writer.js';
 import { migrateToLatest } from '../schema/migrate.js';
 import { adminUrl, dbUrl } from '../test/support/env.js';
-import { RollupCompactor } from '../workers/compactor.js';
 
 const READINGS = Number(process.env.COST_READINGS ?? 1_000_000);
 const BATCH = Number(process.env.COST_BATCH ?? 50_000);

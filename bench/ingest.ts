@@ -17,7 +17,7 @@ import pg from 'pg';
 import { eventsChannel } from '../gateway/realtime/events.js';
 import { startNoDropBroker } from '../ingest/testing/broker.js';
 import { seedFleet } from '../ingest/testing/fixtures.js';
-import { copyText, type Row } from '../ingest/writer.js';
+import { copyText, type Row } from '../lib/telemetry/writer.js';
 import { migrateToLatest } from '../schema/migrate.js';
 import { adminUrl, dbUrl } from '../test/support/env.js';
 

@@ -62,7 +62,7 @@ program
     const cfg = config();
     for (const line of await runMigrations(cfg.DATABASE_URL, o.down)) console.log(line);
     if (!o.down) {
-      const { migrateTimescale } = await import('../schema/timescale/apply.js');
+      const { migrateTimescale } = await import('../lib/telemetry/timescale/apply.js');
       const ts = { explicit: o.timescale, rawDays: cfg.RETENTION_RAW_DAYS, rollupDays: cfg.RETENTION_ROLLUP_DAYS };
       for (const line of await migrateTimescale(cfg.DATABASE_URL, ts)) console.log(line);
     }

@@ -4,11 +4,11 @@ import { createPool } from '../lib/db.js';
 import { ServiceServer } from '../lib/http.js';
 import { gauge } from '../lib/metrics.js';
 import type { RoleContext, RoleHandle } from '../lib/role.js';
+import { BatchWriter } from '../lib/telemetry/writer.js';
 import { AckGate } from './ack-gate.js';
 import { DeviceDirectory } from './devices.js';
 import { type Incoming, Pipeline } from './pipeline.js';
 import { Realtime } from './realtime.js';
-import { BatchWriter } from './writer.js';
 
 export interface IngestOptions {
   /** health/metrics port @default INGEST_PORT */

@@ -1,6 +1,7 @@
 import type { Logger } from '../lib/logger.js';
 import { counter, gauge, histogram } from '../lib/metrics.js';
-import { RollupCompactor } from '../workers/compactor.js';
+import { RollupCompactor } from '../lib/telemetry/compactor.js';
+import type { BatchWriter, DeadLetterRow, Row } from '../lib/telemetry/writer.js';
 import type { DeviceDirectory, DeviceInfo } from './devices.js';
 import {
   type DeadLetterReason,
@@ -18,7 +19,6 @@ import {
   validateEntries,
 } from './parse.js';
 import type { DeviceReadings, Realtime, StatusChange } from './realtime.js';
-import type { BatchWriter, DeadLetterRow, Row } from './writer.js';
 
 const messagesTotal = counter('rulr_ingest_messages_total', 'MQTT messages received by ingest', ['kind']);
 const readingsTotal = counter('rulr_ingest_readings_total', 'Readings committed (inserted, duplicates excluded)');

@@ -2,17 +2,17 @@ import { randomBytes } from 'node:crypto';
 import { sql } from 'kysely';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BatchWriter, type Row } from '../ingest/writer.js';
 import { loadConfig } from '../lib/config.js';
 import type { Db } from '../lib/db.js';
 import { createLogger } from '../lib/logger.js';
 import { RoleContext } from '../lib/role.js';
+import { compactRollups } from '../lib/telemetry/compactor.js';
+import { BatchWriter, type Row } from '../lib/telemetry/writer.js';
 import { MetricsRepository } from '../subgraphs/metrics/repository.js';
 import { AGGREGATES, DAY, HOUR, MINUTE, planSeries } from '../subgraphs/metrics/series.js';
-import { insertDevice, insertOrg } from '../subgraphs/metrics/test-fixtures.js';
-import { compactRollups } from '../workers/compactor.js';
 import { createTestDatabase, type TestDatabase } from './support/db.js';
 import { REDIS_URL } from './support/env.js';
+import { insertDevice, insertOrg } from './support/telemetry-fixtures.js';
 
 /**
  * Cross-role check of the telemetry contract: rollups maintained incrementally by ingest's writer

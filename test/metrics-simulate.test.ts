@@ -15,9 +15,9 @@ import {
   telemetryEntries,
   validateEntries,
 } from '../ingest/parse.js';
-import { insertDevice, insertOrg, insertSite } from '../subgraphs/metrics/test-fixtures.js';
 import { createTestDatabase, type TestDatabase } from './support/db.js';
 import { MQTT_URL } from './support/env.js';
+import { insertDevice, insertOrg, insertSite } from './support/telemetry-fixtures.js';
 
 // The seed's own street-light profile, so the simulator is checked against what the demo fleet uses.
 const PROFILE = STREET_LIGHT_METRICS;

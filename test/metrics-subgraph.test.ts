@@ -8,10 +8,10 @@ import { RoleContext } from '../lib/role.js';
 import { DocumentCache, executeSubgraph, type SubgraphModule } from '../lib/subgraph.js';
 import { createMetricsSubgraph } from '../subgraphs/metrics/index.js';
 import { type Aggregate, aggregateValues, bucketStart, DAY, HOUR, MINUTE } from '../subgraphs/metrics/series.js';
-import { insertDevice, insertEnergy, insertOrg, insertReadings, insertSite, type RawReading } from '../subgraphs/metrics/test-fixtures.js';
 import { recomputeRollups } from '../workers/maintenance.js';
 import { createTestDatabase, type TestDatabase } from './support/db.js';
 import { REDIS_URL } from './support/env.js';
+import { insertDevice, insertEnergy, insertOrg, insertReadings, insertSite, type RawReading } from './support/telemetry-fixtures.js';
 
 /** A RoleContext whose databases are the test's own (so `tdb.queries` sees every statement). */
 class TestContext extends RoleContext {

@@ -4,7 +4,7 @@ import { ServiceServer } from '../lib/http.js';
 import { gauge } from '../lib/metrics.js';
 import type { RoleContext, RoleHandle } from '../lib/role.js';
 import { RULE_EVAL_QUEUE } from '../lib/rules.js';
-import { RollupCompactor } from './compactor.js';
+import { RollupCompactor } from '../lib/telemetry/compactor.js';
 import { MAINTENANCE_QUEUE, Maintenance, retentionFromConfig } from './maintenance.js';
 import { RuleEvaluator } from './rule-eval.js';
 

@@ -4,9 +4,9 @@ import type { Config } from '../lib/config.js';
 import type { Db } from '../lib/db.js';
 import type { Logger } from '../lib/logger.js';
 import { counter } from '../lib/metrics.js';
-import { energyPartialsSql } from '../schema/energy.js';
-import { metricRollupTables, type StorageInfo, storageInfo } from '../schema/timescale/mode.js';
-import { COMPACTION_LOCK } from './compactor.js';
+import { COMPACTION_LOCK } from '../lib/telemetry/compactor.js';
+import { energyPartialsSql } from '../lib/telemetry/energy.js';
+import { metricRollupTables, type StorageInfo, storageInfo } from '../lib/telemetry/timescale/mode.js';
 
 /**
  * Storage upkeep on plain PostgreSQL: partitions created ahead, whole partitions dropped past

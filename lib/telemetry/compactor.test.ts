@@ -1,10 +1,10 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BatchWriter, type Row } from '../ingest/writer.js';
-import { recordStorageMode } from '../schema/timescale/mode.js';
-import { insertDevice, insertOrg } from '../subgraphs/metrics/test-fixtures.js';
-import { createTestDatabase, type TestDatabase } from '../test/support/db.js';
+import { createTestDatabase, type TestDatabase } from '../../test/support/db.js';
+import { insertDevice, insertOrg } from '../../test/support/telemetry-fixtures.js';
 import { COMPACTION_LOCK, compactRollups, RollupCompactor } from './compactor.js';
+import { recordStorageMode } from './timescale/mode.js';
+import { BatchWriter, type Row } from './writer.js';
 
 let t: TestDatabase;
 let sql: pg.Client;

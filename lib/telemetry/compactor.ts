@@ -1,9 +1,9 @@
 import type pg from 'pg';
-import { DedicatedClient } from '../lib/db.js';
-import type { Logger } from '../lib/logger.js';
-import { counter, histogram } from '../lib/metrics.js';
-import { energyPartialsSql } from '../schema/energy.js';
-import { metricRollupTables, storageInfoOf } from '../schema/timescale/mode.js';
+import { DedicatedClient } from '../db.js';
+import type { Logger } from '../logger.js';
+import { counter, histogram } from '../metrics.js';
+import { energyPartialsSql } from './energy.js';
+import { metricRollupTables, storageInfoOf } from './timescale/mode.js';
 
 /**
  * Folds `metrics_rollup_deltas` (appended by ingest in each batch's transaction) into `metrics_hourly`

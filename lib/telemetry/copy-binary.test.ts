@@ -1,7 +1,7 @@
 import pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createTestDatabase, type TestDatabase } from '../test/support/db.js';
+import { createTestDatabase, type TestDatabase } from '../../test/support/db.js';
 import { BinaryCopyWriter } from './copy-binary.js';
 
 let t: TestDatabase;

@@ -1,21 +1,22 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { energyPartialsSql } from '../schema/energy.js';
-import { createTestDatabase, type TestDatabase } from '../test/support/db.js';
-import { compactRollups } from '../workers/compactor.js';
-import { type Fleet, seedFleet } from './testing/fixtures.js';
+import { createTestDatabase, type TestDatabase } from '../../test/support/db.js';
+import { insertDevice, insertOrg } from '../../test/support/telemetry-fixtures.js';
+import { compactRollups } from './compactor.js';
+import { energyPartialsSql } from './energy.js';
 import { BatchWriter, type Row } from './writer.js';
 
 let t: TestDatabase;
 let sql: pg.Client;
-let fleet: Fleet;
+let fleet: { orgId: string; deviceIds: string[] };
 let writer: BatchWriter;
 
 beforeAll(async () => {
   t = await createTestDatabase();
   sql = new pg.Client({ connectionString: t.url });
   await sql.connect();
-  fleet = await seedFleet(t.url, { devices: 3 });
+  const orgId = await insertOrg(t.db, `w-${Date.now()}`);
+  fleet = { orgId, deviceIds: await Promise.all([0, 1, 2].map((i) => insertDevice(t.db, orgId, `W-${i}`, null))) };
   writer = new BatchWriter(t.url);
 });
 

@@ -1,9 +1,9 @@
 import type pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
-import { DedicatedClient } from '../lib/db.js';
-import { energyPartialsSql } from '../schema/energy.js';
-import { metricRollupTables, storageInfoOf } from '../schema/timescale/mode.js';
+import { DedicatedClient } from '../db.js';
 import { BinaryCopyWriter } from './copy-binary.js';
+import { energyPartialsSql } from './energy.js';
+import { metricRollupTables, storageInfoOf } from './timescale/mode.js';
 
 /** One reading ready for storage (resolved device, validated value). */
 export interface Row {

@@ -13,10 +13,10 @@
 import { sql } from 'kysely';
 import { createDb } from '../../lib/db.js';
 import type { Redis } from '../../lib/redis.js';
+import { DAILY_CAGG_QUERY, HOURLY_CAGG_QUERY } from '../../lib/telemetry/timescale/apply.js';
+import { storageInfo } from '../../lib/telemetry/timescale/mode.js';
 import { MetricsRepository } from '../../subgraphs/metrics/repository.js';
 import { AGGREGATES, planSeries } from '../../subgraphs/metrics/series.js';
-import { DAILY_CAGG_QUERY, HOURLY_CAGG_QUERY } from './apply.js';
-import { storageInfo } from './mode.js';
 import { DAYS, DEVICES, FROM, loadSample, ORG } from './sample.js';
 
 type Answer = { ts: number; v: number | null }[];

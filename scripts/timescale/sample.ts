@@ -1,8 +1,8 @@
 import { sql } from 'kysely';
 import type { Db } from '../../lib/db.js';
+import { energyPartialsSql } from '../../lib/telemetry/energy.js';
+import { storageInfo } from '../../lib/telemetry/timescale/mode.js';
 import { recomputeRollups } from '../../workers/maintenance.js';
-import { energyPartialsSql } from '../energy.js';
-import { storageInfo } from './mode.js';
 
 /** Deterministic telemetry for comparing storage modes (`compare.ts`, `test/timescale-mode.test.ts`). */
 export const ORG = '00000000-0000-4000-8000-00000000c0de';

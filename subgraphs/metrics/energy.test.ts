@@ -1,12 +1,12 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BatchWriter, type Row } from '../../ingest/writer.js';
 import type { Redis } from '../../lib/redis.js';
+import { compactRollups } from '../../lib/telemetry/compactor.js';
+import { BatchWriter, type Row } from '../../lib/telemetry/writer.js';
 import { createTestDatabase, type TestDatabase } from '../../test/support/db.js';
-import { compactRollups } from '../../workers/compactor.js';
+import { insertDevice, insertEnergy, insertOrg, insertSite, type SiteFixture } from '../../test/support/telemetry-fixtures.js';
 import { ENERGY_LOOKBACK_MS, type EnergyRow, MetricsRepository } from './repository.js';
 import { type CounterReading, DAY, energyBuckets, HOUR, MINUTE } from './series.js';
-import { insertDevice, insertEnergy, insertOrg, insertSite, type SiteFixture } from './test-fixtures.js';
 
 /**
  * The hourly energy rollup answers exactly like the raw `energy_readings` computation and the pure

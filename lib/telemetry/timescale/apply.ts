@@ -1,6 +1,6 @@
 import { Kysely, PostgresDialect, type QueryExecutorProvider, sql } from 'kysely';
-import { createPool } from '../../lib/db.js';
-import { ConflictError } from '../../lib/errors.js';
+import { createPool } from '../../db.js';
+import { ConflictError } from '../../errors.js';
 import { recordStorageMode, storageInfo } from './mode.js';
 
 /**

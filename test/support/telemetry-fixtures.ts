@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import type { Db } from '../../lib/db.js';
-import { energyPartialsSql } from '../../schema/energy.js';
+import { energyPartialsSql } from '../../lib/telemetry/energy.js';
 
 /**
  * Plain-SQL fixtures for the metrics tests and benchmark: organizations, a site tree and devices
