@@ -16,9 +16,10 @@ import { Kysely, PostgresDialect, sql } from 'kysely';
 import pg from 'pg';
 import { seedDemo } from '../cli/seed.js';
 import { loadConfig } from '../lib/config.js';
+import { RULE_EVAL_QUEUE, type RuleEvalJob } from '../lib/contracts/rule-eval.js';
+import { rulesVersionKey } from '../lib/contracts/rule-state.js';
 import { createDb } from '../lib/db.js';
 import { createLogger } from '../lib/logger.js';
-import { RULE_EVAL_QUEUE, type RuleEvalJob, rulesVersionKey } from '../lib/rules.js';
 import { migrateToLatest } from '../schema/migrate.js';
 import { RuleEvaluator } from '../workers/rule-eval.js';
 

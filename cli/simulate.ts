@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import mqtt, { type MqttClient } from 'mqtt';
 import type { Config } from '../lib/config.js';
+import { deviceTopic, gatewayTopic } from '../lib/contracts/mqtt-topics.js';
 import { createDb, type Db } from '../lib/db.js';
 
 /**
@@ -133,11 +134,14 @@ export const BAD_KINDS = ['not_json', 'wrong_type', 'unknown_device', 'bad_topic
 function badMessage(kind: (typeof BAD_KINDS)[number], s: DeviceState, prefix: string): [string, string] {
   switch (kind) {
     case 'not_json':
-      return [`${prefix}devices/${s.d.id}/telemetry`, '{"ts": 1, "values": {"power": 12'];
+      return [`${prefix}${deviceTopic(s.d.id, 'telemetry')}`, '{"ts": 1, "values": {"power": 12'];
     case 'wrong_type':
-      return [`${prefix}devices/${s.d.id}/telemetry`, JSON.stringify({ ts: Date.now(), values: { power: 'bright', voltage: { v: 1 } } })];
+      return [
+        `${prefix}${deviceTopic(s.d.id, 'telemetry')}`,
+        JSON.stringify({ ts: Date.now(), values: { power: 'bright', voltage: { v: 1 } } }),
+      ];
     case 'unknown_device':
-      return [`${prefix}devices/${randomUUID()}/telemetry`, JSON.stringify({ ts: Date.now(), values: { power: 10 } })];
+      return [`${prefix}${deviceTopic(randomUUID(), 'telemetry')}`, JSON.stringify({ ts: Date.now(), values: { power: 10 } })];
     case 'bad_topic':
       return [`${prefix}devices/${s.d.id}/telemetry/extra`, JSON.stringify({ power: 10 })];
   }
@@ -177,8 +181,8 @@ export async function simulate(devices: SimulatedDevice[], mqttUrl: string, o: S
   };
   const status = (s: DeviceState, online: boolean, state?: Record<string, unknown>) => {
     const body = state ? { online, state } : { online };
-    if (s.d.parentId) publish(s.conn, `${prefix}gateways/${s.d.parentId}/status`, JSON.stringify({ [s.d.serial]: body }));
-    else publish(s.conn, `${prefix}devices/${s.d.id}/status`, JSON.stringify(body));
+    if (s.d.parentId) publish(s.conn, `${prefix}${gatewayTopic(s.d.parentId, 'status')}`, JSON.stringify({ [s.d.serial]: body }));
+    else publish(s.conn, `${prefix}${deviceTopic(s.d.id, 'status')}`, JSON.stringify(body));
     res.statusMessages++;
   };
   // Concentrators announce their children (up to 500 serials per message); direct devices come online.
@@ -190,7 +194,11 @@ export async function simulate(devices: SimulatedDevice[], mqttUrl: string, o: S
   for (const [gw, list] of children) {
     for (let i = 0; i < list.length; i += 500) {
       const chunk = list.slice(i, i + 500);
-      publish((chunk[0] as DeviceState).conn, `${prefix}gateways/${gw}/connect`, JSON.stringify({ devices: chunk.map((c) => c.d.serial) }));
+      publish(
+        (chunk[0] as DeviceState).conn,
+        `${prefix}${gatewayTopic(gw, 'connect')}`,
+        JSON.stringify({ devices: chunk.map((c) => c.d.serial) }),
+      );
       res.statusMessages++;
     }
   }
@@ -232,8 +240,8 @@ export async function simulate(devices: SimulatedDevice[], mqttUrl: string, o: S
       s.energy = round(s.energy + (r.power * (now - s.lastAt)) / 3_600_000_000, 6);
       s.lastAt = now;
       const reading = { ts: now, values: { ...r, energy: s.energy } };
-      if (s.d.parentId) publish(s.conn, `${prefix}gateways/${s.d.parentId}/telemetry`, JSON.stringify({ [s.d.serial]: reading }));
-      else publish(s.conn, `${prefix}devices/${s.d.id}/telemetry`, JSON.stringify(reading));
+      if (s.d.parentId) publish(s.conn, `${prefix}${gatewayTopic(s.d.parentId, 'telemetry')}`, JSON.stringify({ [s.d.serial]: reading }));
+      else publish(s.conn, `${prefix}${deviceTopic(s.d.id, 'telemetry')}`, JSON.stringify(reading));
       res.sent++;
       if (Math.random() < OFFLINE_CHANCE) {
         status(s, false);

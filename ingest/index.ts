@@ -1,5 +1,6 @@
 import { hostname } from 'node:os';
 import mqtt from 'mqtt';
+import { INGEST_TOPIC_FILTERS, sharedSubscription } from '../lib/contracts/mqtt-topics.js';
 import { createPool } from '../lib/db.js';
 import { ServiceServer } from '../lib/http.js';
 import { gauge } from '../lib/metrics.js';
@@ -30,11 +31,7 @@ export interface IngestHandle extends RoleHandle {
 const connectedGauge = gauge('rulr_ingest_mqtt_connected', 'Whether ingest is connected to the broker');
 
 /** The subscriptions of one ingest replica (QoS 1, shared by every replica in `group`). */
-export const ingestTopics = (group: string) => [
-  `$share/${group}/devices/+/telemetry`,
-  `$share/${group}/devices/+/status`,
-  `$share/${group}/gateways/+/+`,
-];
+export const ingestTopics = (group: string) => INGEST_TOPIC_FILTERS.map((f) => sharedSubscription(group, f));
 
 /**
  * The ingest role: MQTT (shared subscriptions, persistent session) → validate → batch → COPY into

@@ -7,14 +7,12 @@ import {
   PayloadError,
   parseProfileMetrics,
   parseStatus,
-  parseTopic,
   parseTs,
   telemetryEntries,
   validateEntries,
 } from './parse.js';
 
 const NOW = Date.parse('2026-06-01T12:00:00Z');
-const ID = '0b0c4a6e-2d0a-4d6f-9a57-1f0b7c3a9e10';
 
 function reasonOf(fn: () => unknown): string {
   try {
@@ -25,21 +23,6 @@ function reasonOf(fn: () => unknown): string {
   }
   return 'none';
 }
-
-describe('parseTopic', () => {
-  it('accepts the device and gateway topics of the contract', () => {
-    expect(parseTopic(`devices/${ID}/telemetry`)).toEqual({ kind: 'device', deviceId: ID, channel: 'telemetry' });
-    expect(parseTopic(`devices/${ID.toUpperCase()}/status`)).toEqual({ kind: 'device', deviceId: ID, channel: 'status' });
-    expect(parseTopic(`gateways/${ID}/connect`)).toEqual({ kind: 'gateway', gatewayId: ID, channel: 'connect' });
-  });
-
-  it('rejects topics outside the contract', () => {
-    expect(parseTopic('devices/not-a-uuid/telemetry')).toBeNull();
-    expect(parseTopic(`devices/${ID}/commands`)).toBeNull();
-    expect(parseTopic(`gateways/${ID}/reboot`)).toBeNull();
-    expect(parseTopic(`devices/${ID}/telemetry/extra`)).toBeNull();
-  });
-});
 
 describe('telemetry payload forms', () => {
   it('reads {ts, values} with ts in milliseconds', () => {

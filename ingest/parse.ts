@@ -53,25 +53,6 @@ export class PayloadError extends Error {
   }
 }
 
-export type Topic =
-  | { kind: 'device'; deviceId: string; channel: 'telemetry' | 'status' }
-  | { kind: 'gateway'; gatewayId: string; channel: 'connect' | 'disconnect' | 'telemetry' | 'status' };
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-const GATEWAY_KINDS = new Set(['connect', 'disconnect', 'telemetry', 'status']);
-
-/** Maps a topic to the contract; anything else (or an id that is not a uuid) is `null` → `bad_topic`. */
-export function parseTopic(topic: string): Topic | null {
-  const p = topic.split('/');
-  if (p.length !== 3 || !p[1] || !UUID.test(p[1])) return null;
-  const id = p[1].toLowerCase();
-  if (p[0] === 'devices' && (p[2] === 'telemetry' || p[2] === 'status')) return { kind: 'device', deviceId: id, channel: p[2] };
-  if (p[0] === 'gateways' && GATEWAY_KINDS.has(p[2] as string)) {
-    return { kind: 'gateway', gatewayId: id, channel: p[2] as 'connect' | 'disconnect' | 'telemetry' | 'status' };
-  }
-  return null;
-}
-
 /** One timestamped group of raw values, before validation against a profile. */
 export interface Entry {
   ts: number;

@@ -1,3 +1,5 @@
+import { ContractError } from '../lib/contracts/contract.js';
+import { parseTopic, type Topic } from '../lib/contracts/mqtt-topics.js';
 import type { Logger } from '../lib/logger.js';
 import { counter, gauge, histogram } from '../lib/metrics.js';
 import { RollupCompactor } from '../lib/telemetry/compactor.js';
@@ -12,9 +14,7 @@ import {
   gatewayTelemetry,
   PayloadError,
   parseStatus,
-  parseTopic,
   type StatusUpdate,
-  type Topic,
   telemetryEntries,
   validateEntries,
 } from './parse.js';
@@ -33,6 +33,16 @@ const batchSeconds = histogram(
   [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
 );
 const pendingGauge = gauge('rulr_ingest_pending_messages', 'Messages received and not yet acknowledged');
+
+/** The topic, or a `bad_topic` PayloadError naming what is wrong with it. */
+function topicOf(topic: string): Topic {
+  try {
+    return parseTopic(topic);
+  } catch (e) {
+    if (e instanceof ContractError) throw new PayloadError('bad_topic', `topic outside the MQTT contract: ${e.reason}`);
+    throw e;
+  }
+}
 
 const mb = (n: number) => Math.round(n / 1048576);
 function memory() {
@@ -135,10 +145,10 @@ export class Pipeline {
   }
 
   private parse(msg: Incoming): Parsed {
-    const topic = parseTopic(msg.topic);
-    const p: Parsed = { msg, topic, size: 1 };
+    const p: Parsed = { msg, topic: null, size: 1 };
     try {
-      if (!topic) throw new PayloadError('bad_topic', 'topic outside the MQTT contract');
+      const topic = topicOf(msg.topic);
+      p.topic = topic;
       if (topic.channel === 'status') {
         if (topic.kind === 'device') p.status = parseStatus(msg.payload, this.o.maxPayloadBytes);
         else p.doc = decodeJson(msg.payload, this.o.maxPayloadBytes);
@@ -155,7 +165,7 @@ export class Pipeline {
       if (!(e instanceof PayloadError)) throw e;
       p.error = e;
     }
-    messagesTotal.inc({ kind: topic ? `${topic.kind}_${topic.channel}` : 'bad_topic' });
+    messagesTotal.inc({ kind: p.topic ? `${p.topic.kind}_${p.topic.channel}` : 'bad_topic' });
     return p;
   }
 

@@ -1,47 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
+import { latestKey, parseLatestHash, parseStatusHash, statusKey } from '../lib/contracts/device-state.js';
 import { createRedis } from '../lib/redis.js';
 import { REDIS_URL } from '../test/support/env.js';
-import { type DeviceReadings, Realtime, telemetryEvent } from './realtime.js';
-
-describe('telemetryEvent', () => {
-  it('should write the real-time envelope with every reading of the device, as JSON', () => {
-    const ts = Date.UTC(2026, 10, 27, 8, 0, 0, 5);
-    const d: DeviceReadings = {
-      orgId: '0a1b2c3d-4e5f-6789-abcd-ef0123456789',
-      deviceId: '12345678-9abc-def0-1234-56789abcdef0',
-      siteId: null,
-      sitePath: ['north', 'lamp "7"'],
-      readings: [
-        { metric: 'power', ts, value: 12.5, text: null },
-        { metric: 'on', ts, value: 1, text: 'true' },
-        { metric: 'mode', ts: ts + 1000, value: null, text: 'dim "50%"\n⚡\\' },
-        { metric: 'energy', ts: ts + 1000, value: -0, text: null },
-        { metric: 'tiny', ts: ts + 2000, value: 1e-7, text: null },
-      ],
-    };
-    const json = telemetryEvent(d, 42);
-    expect(JSON.parse(json)).toEqual({
-      field: 'telemetryUpdated',
-      orgId: d.orgId,
-      filter: { deviceId: d.deviceId, siteId: null, sitePath: ['north', 'lamp "7"'] },
-      data: {
-        device: { id: d.deviceId },
-        readings: [
-          { metric: 'power', ts: '2026-11-27T08:00:00.005Z', value: 12.5, text: null },
-          { metric: 'on', ts: '2026-11-27T08:00:00.005Z', value: 1, text: 'true' },
-          { metric: 'mode', ts: '2026-11-27T08:00:01.005Z', value: null, text: 'dim "50%"\n⚡\\' },
-          { metric: 'energy', ts: '2026-11-27T08:00:01.005Z', value: 0, text: null },
-          { metric: 'tiny', ts: '2026-11-27T08:00:02.005Z', value: 1e-7, text: null },
-        ],
-      },
-      coalesce: d.deviceId,
-      at: 42,
-    });
-    // Same text as JSON.stringify of that object (key order included).
-    expect(json).toBe(JSON.stringify(JSON.parse(json)));
-  });
-});
+import { type DeviceReadings, Realtime } from './realtime.js';
 
 describe('Realtime.telemetry', () => {
   it('should keep the newest value of each metric in the latest hash, whatever characters its text holds', async () => {
@@ -83,6 +45,19 @@ describe('Realtime.telemetry', () => {
         on: { ts: 3000, v: 1, t: 'true' },
       });
       expect(await redis.hget(`${prefix}status:d1`, 'lastSeen')).toBe('3000');
+      // what the scripts wrote is what the readers' contract parses, with nothing rejected
+      expect(parseLatestHash(await redis.hgetall(latestKey(prefix, 'd1')))).toEqual({
+        readings: [
+          { metric: 'mode', ts: 2000, value: null, text: odd },
+          { metric: 'on', ts: 3000, value: 1, text: 'true' },
+          { metric: 'power', ts: 2000, value: 1.5, text: null },
+        ],
+        invalid: 0,
+      });
+      expect(parseStatusHash(await redis.hgetall(statusKey(prefix, 'd1')))).toEqual({
+        status: { online: true, lastSeen: 3000, since: 5000, state: null },
+        invalid: 0,
+      });
     } finally {
       const keys = await redis.keys(`${prefix}*`);
       if (keys.length) await redis.del(...keys);

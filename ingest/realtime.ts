@@ -1,7 +1,9 @@
 import { Queue } from 'bullmq';
-import { eventsChannel } from '../gateway/realtime/events.js';
+import { encodeLatestValue, latestKey, statusKey } from '../lib/contracts/device-state.js';
+import { deviceStatusChangedEvent, eventsChannel, telemetryUpdatedEvent } from '../lib/contracts/events.js';
+import { queuePrefix } from '../lib/contracts/queues.js';
+import { RULE_EVAL_QUEUE, type RuleEvalJob, ruleEvalJob } from '../lib/contracts/rule-eval.js';
 import type { Redis } from '../lib/redis.js';
-import { RULE_EVAL_QUEUE, type RuleEvalJob } from '../lib/rules.js';
 
 /**
  * Per device of a chunk: newer-only merge of latest values into `P latest:<id>`, `lastSeen` into
@@ -107,51 +109,17 @@ export interface StatusChange {
   ifLastSeenBelow?: number;
 }
 
-const filterOf = (d: { deviceId: string; siteId: string | null; sitePath: string[] }) => ({
-  deviceId: d.deviceId,
-  siteId: d.siteId,
-  sitePath: d.sitePath,
-});
-
-/**
- * The real-time envelope (gateway/realtime/events.ts): `field` is the Subscription root field, `data`
- * its value with the device as an entity reference, `filter` what subscribers' arguments match.
- */
-export function telemetryEvent(d: DeviceReadings, now: number): string {
-  // One JSON.stringify of plain objects: V8's serializer writes a flat string in one pass, 2.4x
-  // faster than building the text piece by piece (whose cons strings are flattened at publish).
-  // The readings of one message share their timestamp, formatted once.
-  let lastTs = Number.NaN;
-  let lastIso = '';
-  const readings = d.readings.map((r) => {
-    if (r.ts !== lastTs) {
-      lastTs = r.ts;
-      lastIso = new Date(r.ts).toISOString();
-    }
-    return { metric: r.metric, ts: lastIso, value: r.value, text: r.text };
-  });
-  return JSON.stringify({
-    field: 'telemetryUpdated',
-    orgId: d.orgId,
-    filter: filterOf(d),
-    data: { device: { id: d.deviceId }, readings },
-    coalesce: d.deviceId,
-    at: now,
-  });
-}
-
 type Latest = { metric: string; ts: number; value: number | null; text: string | null };
 
 /**
  * The `TOUCH` script's packed latest values: per metric `name US ts US json RS` (US = \x1f, RS = \x1e).
  * Neither separator can occur inside: metric names are `[A-Za-z0-9_.:-]` (parse.ts), `ts` is digits,
  * and JSON text escapes every control character. `json` is the stored hash value
- * `{"ts","v","t"}` (the text `JSON.stringify` makes).
+ * ({@link encodeLatestValue}).
  */
 export function packLatest(newest: Iterable<Latest>): string {
   let s = '';
-  for (const r of newest)
-    s += `${r.metric}\x1f${r.ts}\x1f{"ts":${r.ts},"v":${r.value === null ? 'null' : JSON.stringify(r.value)},"t":${r.text === null ? 'null' : JSON.stringify(r.text)}}\x1e`;
+  for (const r of newest) s += `${r.metric}\x1f${r.ts}\x1f${encodeLatestValue(r)}\x1e`;
   return s;
 }
 
@@ -163,21 +131,6 @@ function newestByMetric(readings: DeviceReadings['readings']): Map<string, Lates
     if (!cur || cur.ts <= r.ts) newest.set(r.metric, r);
   }
   return newest;
-}
-
-export function statusEvent(
-  d: { orgId: string; deviceId: string; siteId: string | null; sitePath: string[] },
-  online: boolean,
-  lastSeen: number | null,
-  now: number,
-): string {
-  return JSON.stringify({
-    field: 'deviceStatusChanged',
-    orgId: d.orgId,
-    filter: filterOf(d),
-    data: { device: { id: d.deviceId }, online, lastSeen: lastSeen ? new Date(lastSeen).toISOString() : null },
-    at: now,
-  });
 }
 
 type Scripted = Redis & {
@@ -202,7 +155,7 @@ export class Realtime {
     if (typeof r.rulrTouch !== 'function') r.defineCommand('rulrTouch', { lua: TOUCH });
     if (typeof r.rulrStatus !== 'function') r.defineCommand('rulrStatus', { numberOfKeys: 1, lua: STATUS });
     this.redis = r;
-    this.queue = new Queue(RULE_EVAL_QUEUE, { connection: redis, prefix: `${prefix}bull` });
+    this.queue = new Queue(RULE_EVAL_QUEUE, { connection: redis, prefix: queuePrefix(prefix) });
   }
 
   /**
@@ -228,7 +181,7 @@ export class Realtime {
         lastSeenOf.push(lastSeen);
         const newest = newestByMetric(d.readings);
         newestOf.push(newest);
-        keys.push(`${this.prefix}latest:${d.deviceId}`, `${this.prefix}status:${d.deviceId}`);
+        keys.push(latestKey(this.prefix, d.deviceId), statusKey(this.prefix, d.deviceId));
         argv.push(Math.min(lastSeen, now), Buffer.from(packLatest(newest.values())));
         orgs.add(d.orgId);
       }
@@ -245,9 +198,9 @@ export class Realtime {
       const online: [string, string][] = [];
       batch.forEach((d, i) => {
         if (!listened.has(d.orgId)) return;
-        events.push([d.orgId, telemetryEvent(d, now)]);
+        events.push([d.orgId, telemetryUpdatedEvent(d, now)]);
         const flags = res[Math.floor(i / TOUCH_CHUNK)]?.[1] as number[];
-        if (flags[i % TOUCH_CHUNK] === 1) online.push([d.orgId, statusEvent(d, true, lastSeenOf[i] ?? null, now)]);
+        if (flags[i % TOUCH_CHUNK] === 1) online.push([d.orgId, deviceStatusChangedEvent(d, true, lastSeenOf[i] ?? null, now)]);
       });
       const q = this.redis.pipeline();
       // telemetry first, then the online transitions it caused (as subscribers saw them before)
@@ -273,14 +226,7 @@ export class Realtime {
         if (list.length < this.maxJobReadings) list.push({ deviceId: d.deviceId, metric: r.metric, ts: r.ts, value: r.value });
       }
     }
-    await this.queue.addBulk(
-      [...byOrg].map(([orgId, readings]) => ({
-        name: 'batch',
-        data: { orgId, readings } satisfies RuleEvalJob,
-        // Retried with backoff: a worker that loses PostgreSQL for a while evaluates the batch later.
-        opts: { removeOnComplete: 1000, removeOnFail: 5000, attempts: 8, backoff: { type: 'exponential', delay: 500 } },
-      })),
-    );
+    await this.queue.addBulk([...byOrg].map(([orgId, readings]) => ruleEvalJob({ orgId, readings })));
   }
 
   /** Applies explicit status changes and publishes `status` events for real transitions. */
@@ -289,7 +235,7 @@ export class Realtime {
     const p = this.redis.pipeline() as unknown as Scripted & { exec(): Promise<[Error | null, unknown][] | null> };
     for (const c of changes) {
       p.rulrStatus(
-        `${this.prefix}status:${c.deviceId}`,
+        statusKey(this.prefix, c.deviceId),
         c.online ? '1' : '0',
         now,
         c.state ? JSON.stringify(c.state) : '',
@@ -303,7 +249,7 @@ export class Realtime {
       if (r?.[0]) throw r[0];
       if (typeof r?.[1] !== 'string') return;
       const lastSeen = Number(r[1]) || null;
-      events.push([c.orgId, statusEvent(c, c.online, lastSeen, now)]);
+      events.push([c.orgId, deviceStatusChangedEvent(c, c.online, lastSeen, now)]);
     });
     if (events.length) {
       const q = this.redis.pipeline();

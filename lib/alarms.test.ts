@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { afterAction, alarmChangedEvent, statusOf, statusPredicate } from './alarms.js';
+import { afterAction, statusOf, statusPredicate } from './alarms.js';
 
 describe('alarm life cycle', () => {
   it('derives the four statuses from cleared and acknowledged times', () => {
@@ -22,18 +22,5 @@ describe('alarm life cycle', () => {
   it('maps statuses to column conditions', () => {
     expect(statusPredicate('ACTIVE_ACK')).toEqual({ cleared: false, acknowledged: true });
     expect(statusPredicate('CLEARED_UNACK')).toEqual({ cleared: true, acknowledged: false });
-  });
-
-  it('builds the alarmChanged envelope with the alarm as an entity reference and a site-path filter', () => {
-    const ev = JSON.parse(
-      alarmChangedEvent('o', 'raised', { id: 'a', deviceId: 'd', severity: 'major' }, { siteId: 's2', sitePath: 's1.s2' }, 0),
-    );
-    expect(ev).toEqual({
-      field: 'alarmChanged',
-      orgId: 'o',
-      filter: { deviceId: 'd', siteId: 's2', sitePath: ['s1', 's2'], severity: 'MAJOR' },
-      data: { kind: 'RAISED', alarm: { id: 'a' }, at: '1970-01-01T00:00:00.000Z' },
-      at: 0,
-    });
   });
 });

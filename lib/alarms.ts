@@ -1,5 +1,3 @@
-import { sitePathIds } from './sites.js';
-
 /**
  * The alarm life cycle as pure logic, shared by the alarms subgraph (operators' actions) and the
  * `rule-eval` worker (raise and clear). An alarm is active until cleared, and unacknowledged until
@@ -46,30 +44,4 @@ export function afterAction(status: AlarmStatus, action: 'acknowledge' | 'clear'
 /** Statuses as SQL conditions on `cleared_at` / `acknowledged_at` (for filters). */
 export function statusPredicate(s: AlarmStatus): { cleared: boolean; acknowledged: boolean } {
   return { cleared: s.startsWith('CLEARED'), acknowledged: s.endsWith('_ACK') };
-}
-
-/**
- * The `alarmChanged` real-time envelope (gateway/realtime/events.ts): the alarm as an entity
- * reference (the gateway fetches the subscriber's selection through `alarmsByIds`), filterable by
- * device, site subtree (from the device's site's ltree path) and severity.
- */
-export function alarmChangedEvent(
-  orgId: string,
-  change: AlarmChange,
-  alarm: { id: string; deviceId: string; severity: string },
-  device: { siteId: string | null; sitePath: string | null },
-  at: number,
-): string {
-  return JSON.stringify({
-    field: 'alarmChanged',
-    orgId,
-    filter: {
-      deviceId: alarm.deviceId,
-      siteId: device.siteId,
-      sitePath: sitePathIds(device.sitePath),
-      severity: alarm.severity.toUpperCase(),
-    },
-    data: { kind: change.toUpperCase(), alarm: { id: alarm.id }, at: new Date(at).toISOString() },
-    at,
-  });
 }

@@ -85,6 +85,20 @@ export class ConflictError extends RulrError {
 }
 
 /**
+ * A message or stored value that breaks its contract between roles (`lib/contracts/`): not JSON,
+ * a missing field, a wrong type. `contract` names the contract, `reason` says what is wrong without
+ * echoing the input. Internal (a client never sends these), so it maps to INTERNAL_SERVER_ERROR.
+ */
+export class ContractError extends RulrError {
+  constructor(
+    readonly contract: string,
+    readonly reason: string,
+  ) {
+    super(ErrorCode.Internal, `${contract}: ${reason}`);
+  }
+}
+
+/**
  * The one place errors become what a client sees: RulrErrors keep their code, GraphQL errors with a
  * code pass, anything else becomes INTERNAL_SERVER_ERROR without its message when `mask` is on.
  */

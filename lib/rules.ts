@@ -1,24 +1,8 @@
 /**
  * Threshold rules as pure logic, shared by the rules subgraph (validation, dry runs) and the
- * `rule-eval` worker (evaluation). No I/O here. See docs/alarms-rules.md.
+ * `rule-eval` worker (evaluation). No I/O here; the queue, its job and the rules' Redis keys are
+ * contracts (lib/contracts/rule-eval.ts, rule-state.ts). See docs/alarms-rules.md.
  */
-
-/** Name of the BullMQ queue ingest fills with one job per committed batch per organization. */
-export const RULE_EVAL_QUEUE = 'rule-eval';
-
-/** What a `rule-eval` job carries: the newest reading per device and metric of one batch. */
-export interface RuleEvalJob {
-  orgId: string;
-  readings: { deviceId: string; metric: string; ts: number; value: number | null }[];
-}
-
-/**
- * Redis key bumped (INCR) on every change to an organization's rules, so workers drop their cached
- * copy at once instead of waiting for a TTL.
- */
-export const rulesVersionKey = (prefix: string, orgId: string) => `${prefix}rules:ver:${orgId}`;
-/** Redis hash of one rule's evaluation counters (evaluations, readings, matches, lastEvaluatedAt). */
-export const ruleStatsKey = (prefix: string, ruleId: string) => `${prefix}rules:stats:${ruleId}`;
 
 export const OPERATORS = ['gt', 'gte', 'lt', 'lte', 'eq', 'neq'] as const;
 export type Operator = (typeof OPERATORS)[number];

@@ -6,10 +6,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type IngestHandle, startIngest } from '../ingest/index.js';
 import { type Broker, startNoDropBroker } from '../ingest/testing/broker.js';
 import { contextFor, type Fleet, ingestEnv, publisher, seedFleet, until } from '../ingest/testing/fixtures.js';
+import { RULE_EVAL_QUEUE } from '../lib/contracts/rule-eval.js';
 import { registry } from '../lib/metrics.js';
 import { createRedis, type Redis } from '../lib/redis.js';
 import type { RoleContext } from '../lib/role.js';
-import { RULE_EVAL_QUEUE } from '../lib/rules.js';
 import { createTestDatabase, type TestDatabase } from './support/db.js';
 import { REDIS_URL } from './support/env.js';
 

@@ -11,10 +11,10 @@ import {
   gatewayTelemetry,
   parseProfileMetrics,
   parseStatus,
-  parseTopic,
   telemetryEntries,
   validateEntries,
 } from '../ingest/parse.js';
+import { parseTopic } from '../lib/contracts/mqtt-topics.js';
 import { createTestDatabase, type TestDatabase } from './support/db.js';
 import { MQTT_URL } from './support/env.js';
 import { insertDevice, insertOrg, insertSite } from './support/telemetry-fixtures.js';
@@ -100,10 +100,9 @@ describe('fleet simulator', () => {
     const energy = new Map<string, number[]>();
     const connected: string[] = [];
     for (const m of got) {
-      const topic = parseTopic(m.topic.slice(prefix.length));
       const now = Date.now();
       try {
-        if (!topic) throw new Error('not a contract topic');
+        const topic = parseTopic(m.topic.slice(prefix.length));
         let perDevice: [string, ReturnType<typeof telemetryEntries>][] = [];
         if (topic.kind === 'device') {
           if (!ids.includes(topic.deviceId)) throw new Error('unknown device');

@@ -1,8 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { encodeLatestValue, latestKey } from '../lib/contracts/device-state.js';
+import { ruleStatsKey, rulesVersionKey } from '../lib/contracts/rule-state.js';
 import { withTenant } from '../lib/db.js';
 import { ANONYMOUS, type Identity } from '../lib/identity.js';
-import { ruleStatsKey, rulesVersionKey } from '../lib/rules.js';
 import { createRulesSubgraph } from '../subgraphs/rules/index.js';
 import { codes, type SubgraphFixture, subgraphFixture } from './devices-fixtures.js';
 
@@ -75,9 +76,19 @@ describe('rules subgraph', () => {
     return r.id;
   }
 
-  /** Writes a device's latest value as ingest's status cache does. */
-  const latest = (deviceId: string, metric: string, v: unknown, ts = Date.now()) =>
-    f.ctx.redis.hset(`${f.ctx.config.REDIS_PREFIX}latest:${deviceId}`, metric, JSON.stringify({ ts, v, t: null }));
+  /** Writes a device's latest value as ingest's status cache does (booleans as 1/0 and text, strings as text). */
+  const latest = (deviceId: string, metric: string, v: number | boolean | string, ts = Date.now()) =>
+    f.ctx.redis.hset(
+      latestKey(f.ctx.config.REDIS_PREFIX, deviceId),
+      metric,
+      encodeLatestValue(
+        typeof v === 'number'
+          ? { ts, value: v, text: null }
+          : typeof v === 'boolean'
+            ? { ts, value: v ? 1 : 0, text: String(v) }
+            : { ts, value: null, text: v },
+      ),
+    );
 
   const version = async (orgId: string) => Number((await f.ctx.redis.get(rulesVersionKey(f.ctx.config.REDIS_PREFIX, orgId))) ?? 0);
   const create = async (input: Record<string, unknown>, as: Identity = operator) => (await f.ok(as, CREATE, { input })).createRule;
@@ -433,7 +444,7 @@ describe('rules subgraph', () => {
       const elsewhere = await site(org, 'Elsewhere');
       lamp = await profile(org, 'Lamp');
       const meter = await profile(org, 'Meter');
-      const devices: [string, string, unknown, Parameters<typeof device>[2]][] = [
+      const devices: [string, string, number | boolean | string, Parameters<typeof device>[2]][] = [
         ['D01-city-high', 'voltage', 260, { siteId: city.id, profileId: lamp }],
         ['D02-street-high', 'voltage', 255.5, { siteId: street.id, profileId: lamp }],
         ['D03-street-low', 'voltage', 230, { siteId: street.id, profileId: lamp }],

@@ -1,9 +1,10 @@
 import { Queue } from 'bullmq';
+import { queuePrefix } from '../lib/contracts/queues.js';
+import { RULE_EVAL_QUEUE } from '../lib/contracts/rule-eval.js';
 import { pingDb } from '../lib/db.js';
 import { ServiceServer } from '../lib/http.js';
 import { gauge } from '../lib/metrics.js';
 import type { RoleContext, RoleHandle } from '../lib/role.js';
-import { RULE_EVAL_QUEUE } from '../lib/rules.js';
 import { RollupCompactor } from '../lib/telemetry/compactor.js';
 import { MAINTENANCE_QUEUE, Maintenance, retentionFromConfig } from './maintenance.js';
 import { RuleEvaluator } from './rule-eval.js';
@@ -24,7 +25,7 @@ export async function startWorkers(ctx: RoleContext, o: { port?: number } = {}):
   const maintenance = new Maintenance({
     db: ctx.db,
     redisUrl: cfg.REDIS_URL,
-    prefix: `${cfg.REDIS_PREFIX}bull`,
+    prefix: queuePrefix(cfg.REDIS_PREFIX),
     retention: retentionFromConfig(cfg),
     logger: ctx.logger.child({ role: 'workers' }),
   });
@@ -45,7 +46,7 @@ export async function startWorkers(ctx: RoleContext, o: { port?: number } = {}):
     checks: { postgres: () => pingDb(ctx.db), redis: async () => void (await ctx.redis.ping()) },
   });
   const watched = [
-    { name: RULE_EVAL_QUEUE, queue: new Queue(RULE_EVAL_QUEUE, { connection: ctx.redis, prefix: `${cfg.REDIS_PREFIX}bull` }) },
+    { name: RULE_EVAL_QUEUE, queue: new Queue(RULE_EVAL_QUEUE, { connection: ctx.redis, prefix: queuePrefix(cfg.REDIS_PREFIX) }) },
     { name: MAINTENANCE_QUEUE, queue: maintenance.queue },
   ];
   for (const w of watched) queues.add(w);

@@ -1,26 +1,16 @@
 import { Worker } from 'bullmq';
 import { sql } from 'kysely';
 import { LRUCache } from 'lru-cache';
-import { eventsChannel } from '../gateway/realtime/events.js';
-import { type AlarmChange, alarmChangedEvent } from '../lib/alarms.js';
-import { type Db, isUuid, type Tx, withTenant } from '../lib/db.js';
+import type { AlarmChange } from '../lib/alarms.js';
+import { alarmChangedEvent, eventsChannel } from '../lib/contracts/events.js';
+import { queuePrefix } from '../lib/contracts/queues.js';
+import { parseRuleEvalJob, RULE_EVAL_QUEUE } from '../lib/contracts/rule-eval.js';
+import { addRuleStats, rulesVersionKey } from '../lib/contracts/rule-state.js';
+import { type Db, type Tx, withTenant } from '../lib/db.js';
 import type { Logger } from '../lib/logger.js';
 import { counter } from '../lib/metrics.js';
 import type { Redis } from '../lib/redis.js';
-import {
-  decide,
-  describeMatch,
-  type EvalRule,
-  inScope,
-  type Operator,
-  passes,
-  RULE_EVAL_QUEUE,
-  type RuleEvalJob,
-  ruleStatsKey,
-  rulesVersionKey,
-  SEVERITIES,
-  type Severity,
-} from '../lib/rules.js';
+import { decide, describeMatch, type EvalRule, inScope, type Operator, passes, SEVERITIES, type Severity } from '../lib/rules.js';
 
 const jobsTotal = counter('rulr_rule_eval_jobs_total', 'rule-eval jobs by outcome', ['outcome']);
 const readingsTotal = counter('rulr_rule_eval_readings_total', 'Readings compared with a rule (one per rule and reading)');
@@ -106,11 +96,6 @@ interface RuleCount {
 
 const SEVERITY_RANK = new Map(SEVERITIES.map((s, i) => [s, i]));
 
-const isReading = (r: unknown): r is RuleEvalJob['readings'][number] => {
-  const x = r as RuleEvalJob['readings'][number] | null;
-  return typeof x?.deviceId === 'string' && typeof x.metric === 'string' && typeof x.ts === 'number' && Number.isFinite(x.ts);
-};
-
 /**
  * The `rule-eval` consumer: compares each job's readings with the organization's enabled rules and
  * raises, refreshes or clears alarms in one tenant transaction per job, then publishes `alarmChanged`
@@ -126,9 +111,9 @@ export class RuleEvaluator {
 
   start(): this {
     const connection = { url: this.o.redisUrl, maxRetriesPerRequest: null };
-    this.worker = new Worker(RULE_EVAL_QUEUE, (job) => this.evaluate(job.data as RuleEvalJob), {
+    this.worker = new Worker(RULE_EVAL_QUEUE, (job) => this.evaluate(job.data), {
       connection,
-      prefix: `${this.o.prefix}bull`,
+      prefix: queuePrefix(this.o.prefix),
       concurrency: this.o.concurrency ?? 2,
     });
     this.worker.on('failed', (job, err) => {
@@ -139,29 +124,32 @@ export class RuleEvaluator {
     return this;
   }
 
-  /** Evaluates one job (the BullMQ processor; callable directly). Throws on storage errors, so BullMQ retries. */
-  async evaluate(job: RuleEvalJob): Promise<EvalSummary> {
+  /**
+   * Evaluates one job's data (the BullMQ processor; callable directly). A malformed job or reading
+   * is skipped and counted (lib/contracts/rule-eval.ts). Throws on storage errors, so BullMQ retries.
+   */
+  async evaluate(data: unknown): Promise<EvalSummary> {
     const summary: EvalSummary = { readings: 0, matched: 0, raised: 0, cleared: 0, stale: 0 };
-    if (!isUuid(job?.orgId) || !Array.isArray(job.readings)) {
+    let parsed: ReturnType<typeof parseRuleEvalJob>;
+    try {
+      parsed = parseRuleEvalJob(data);
+    } catch (e) {
       invalidTotal.inc();
       jobsTotal.inc({ outcome: 'invalid' });
-      this.o.logger.warn({ orgId: job?.orgId }, 'malformed rule-eval job skipped');
+      this.o.logger.warn({ err: (e as Error).message }, 'malformed rule-eval job skipped');
       return summary;
     }
+    const { job, invalid } = parsed;
+    if (invalid) invalidTotal.inc(invalid);
     const orgId = job.orgId;
     const rules = await this.rulesFor(orgId);
     // the numeric readings of metrics some rule watches, by metric
     const byMetric = new Map<string, Candidate[]>(rules.map((r) => [r.metric, []]));
     let candidates = 0;
     for (const r of job.readings) {
-      if (!isReading(r) || !isUuid(r.deviceId)) {
-        invalidTotal.inc();
-        continue;
-      }
-      const v = typeof r.value === 'boolean' ? Number(r.value) : r.value;
       const list = byMetric.get(r.metric);
-      if (list && typeof v === 'number' && Number.isFinite(v)) {
-        list.push({ deviceId: r.deviceId, ts: r.ts, value: v });
+      if (list && r.value !== null) {
+        list.push({ deviceId: r.deviceId, ts: r.ts, value: r.value });
         candidates++;
       }
     }
@@ -371,13 +359,7 @@ export class RuleEvaluator {
     for (const [change, a] of events) {
       p.publish(channel, alarmChangedEvent(orgId, change, a, devices.get(a.deviceId) ?? { siteId: null, sitePath: null }, now));
     }
-    for (const [ruleId, n] of perRule) {
-      const key = ruleStatsKey(this.o.prefix, ruleId);
-      p.hincrby(key, 'evaluations', 1);
-      p.hincrby(key, 'readings', n.readings);
-      p.hincrby(key, 'matches', n.matched);
-      p.hset(key, 'lastEvaluatedAt', now);
-    }
+    for (const [ruleId, n] of perRule) addRuleStats(p, this.o.prefix, ruleId, n, now);
     try {
       await p.exec();
     } catch (e) {

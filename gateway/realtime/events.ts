@@ -1,53 +1,7 @@
 /**
- * The real-time event envelope every producer (ingest, workers) publishes on the Redis channel
- * `<prefix>events:<orgId>`. The gateway needs no code per subscription field: `field` names the
- * Subscription root field, `data` is its value (entity references as `{ id }`), and `filter` is
- * what subscribers' arguments are matched against.
+ * How the gateway matches real-time events (the envelope is a contract: lib/contracts/events.ts)
+ * with its subscribers' root-field arguments.
  */
-export interface RealtimeEvent {
-  field: string;
-  orgId: string;
-  /**
-   * Matched against the subscriber's root-field arguments by name: an argument `xIds: [ID!]`
-   * matches when `filter.xId` (or any of `filter.xPath`) is in the list; an argument `xId` matches
-   * `filter.xId` or any of `filter.xPath` (ancestors, so a site matches its whole subtree); any other
-   * argument must equal `filter[name]`. An argument left out (or null) matches everything.
-   */
-  filter: Record<string, unknown>;
-  data: unknown;
-  /**
-   * Events with the same coalesce key may be merged to the newest one for a subscriber that lags
-   * (telemetry of one device). Events without it are never dropped.
-   */
-  coalesce?: string;
-  /** producer's timestamp (ms), for latency measurement */
-  at?: number;
-}
-
-export const eventsChannel = (prefix: string, orgId: string) => `${prefix}events:${orgId}`;
-
-const isEvent = (e: unknown): e is RealtimeEvent => {
-  const x = e as RealtimeEvent | null;
-  return typeof x?.field === 'string' && typeof x.orgId === 'string' && typeof x.filter === 'object' && x.filter !== null;
-};
-
-/**
- * One channel message: an envelope, or a JSON array of envelopes in publish order (ingest sends one
- * array per organization per committed batch: one PUBLISH and one parse instead of one per device).
- * Malformed elements are counted in `invalid` and skipped; the others are kept.
- */
-export function parseEvents(raw: string): { events: RealtimeEvent[]; invalid: number } {
-  let doc: unknown;
-  try {
-    doc = JSON.parse(raw);
-  } catch {
-    return { events: [], invalid: 1 };
-  }
-  if (!Array.isArray(doc)) return isEvent(doc) ? { events: [doc], invalid: 0 } : { events: [], invalid: 1 };
-  const events: RealtimeEvent[] = [];
-  for (const e of doc) if (isEvent(e)) events.push(e);
-  return { events, invalid: doc.length - events.length };
-}
 
 const asList = (v: unknown): unknown[] => (Array.isArray(v) ? v : v === undefined || v === null ? [] : [v]);
 

@@ -1,9 +1,10 @@
 import type { DocumentNode, ExecutionResult, GraphQLSchema } from 'graphql';
+import { eventsChannel, parseEvents, type RealtimeEvent } from '../../lib/contracts/events.js';
 import type { Identity } from '../../lib/identity.js';
 import type { Logger } from '../../lib/logger.js';
 import { counter, histogram } from '../../lib/metrics.js';
 import type { Redis } from '../../lib/redis.js';
-import { eventKeys, eventsChannel, matches, parseEvents, type RealtimeEvent, subscriberKeys } from './events.js';
+import { eventKeys, matches, subscriberKeys } from './events.js';
 import { indexFollowUp, project, type SubscriptionPlan } from './selection.js';
 
 /** Where a subscriber's frames go (one WebSocket connection). */

@@ -5,13 +5,13 @@ import { buildSchema, execute, GraphQLError, type GraphQLSchema } from 'graphql'
 import { type Client, createClient } from 'graphql-ws';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import WebSocket from 'ws';
+import { eventsChannel, type RealtimeEvent } from '../../lib/contracts/events.js';
 import { CloseCode, UnauthenticatedError } from '../../lib/errors.js';
 import type { Identity } from '../../lib/identity.js';
 import { createLogger } from '../../lib/logger.js';
 import { registry } from '../../lib/metrics.js';
 import { createRedis, type Redis } from '../../lib/redis.js';
 import { REDIS_URL } from '../../test/support/env.js';
-import { eventsChannel, type RealtimeEvent } from './events.js';
 import { RealtimeServer } from './server.js';
 
 // A small federated-looking API schema served in memory: the gateway's follow-up executor is what

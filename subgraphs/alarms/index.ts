@@ -1,8 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { buildSubgraphSchema } from '@apollo/subgraph';
 import { parse } from 'graphql';
-import { eventsChannel } from '../../gateway/realtime/events.js';
-import { alarmChangedEvent } from '../../lib/alarms.js';
+import { alarmChangedEvent, eventsChannel } from '../../lib/contracts/events.js';
 import type { RoleContext } from '../../lib/role.js';
 import type { SubgraphModule } from '../../lib/subgraph.js';
 import { createLoaders } from './loaders.js';

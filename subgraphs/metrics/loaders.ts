@@ -1,7 +1,8 @@
 import DataLoader from 'dataloader';
+import { parseLatestHash, parseStatusHash } from '../../lib/contracts/device-state.js';
 import type { MetricsRepository, SiteRow } from './repository.js';
 
-/** One reading as the status cache stores it (`P latest:<deviceId>` hash value). */
+/** One reading of the status cache (`latest:<deviceId>`, lib/contracts/device-state.ts). */
 export interface CachedReading {
   metric: string;
   ts: Date;
@@ -14,30 +15,15 @@ export interface CachedStatus {
   lastSeen: Date | null;
 }
 
-/** Parses one `latest` hash into readings sorted by metric; malformed entries are skipped. */
+/** One `latest` hash as readings sorted by metric (corrupt entries skipped and counted: lib/contracts/device-state.ts). */
 export function parseLatest(hash: Record<string, string>): CachedReading[] {
-  const out: CachedReading[] = [];
-  for (const [metric, raw] of Object.entries(hash)) {
-    try {
-      const j = JSON.parse(raw) as { ts?: unknown; v?: unknown; t?: unknown };
-      if (typeof j.ts !== 'number') continue;
-      out.push({
-        metric,
-        ts: new Date(j.ts),
-        value: typeof j.v === 'number' ? j.v : null,
-        text: typeof j.t === 'string' ? j.t : null,
-      });
-    } catch {
-      /* a corrupt cache entry is not worth failing the request */
-    }
-  }
-  return out.sort((a, b) => (a.metric < b.metric ? -1 : a.metric > b.metric ? 1 : 0));
+  return parseLatestHash(hash).readings.map((r) => ({ metric: r.metric, ts: new Date(r.ts), value: r.value, text: r.text }));
 }
 
-/** Parses one `status` hash; a device never heard from is offline with no lastSeen. */
+/** One `status` hash; a device never heard from is offline with no lastSeen. */
 export function parseStatus(hash: Record<string, string>): CachedStatus {
-  const lastSeen = Number(hash.lastSeen);
-  return { online: hash.online === '1', lastSeen: hash.lastSeen && Number.isFinite(lastSeen) ? new Date(lastSeen) : null };
+  const { status } = parseStatusHash(hash);
+  return { online: status.online, lastSeen: status.lastSeen === null ? null : new Date(status.lastSeen) };
 }
 
 export interface MetricsLoaders {

@@ -1,5 +1,6 @@
 import { sql } from 'kysely';
 import { LRUCache } from 'lru-cache';
+import { latestKey, statusKey } from '../../lib/contracts/device-state.js';
 import { type Db, isUuid, type Tx, withTenant } from '../../lib/db.js';
 import type { Redis } from '../../lib/redis.js';
 import { type Aggregate, DAY, HOUR, pgInterval, type SeriesPlan } from './series.js';
@@ -314,19 +315,19 @@ export class MetricsRepository {
 
   /** `latest:<id>` hashes of many devices in one pipeline. */
   async latestHashes(ids: readonly string[]): Promise<Record<string, string>[]> {
-    return this.hashes('latest', ids);
+    return this.hashes(latestKey, ids);
   }
 
   /** `status:<id>` hashes of many devices in one pipeline. */
   async statusHashes(ids: readonly string[]): Promise<Record<string, string>[]> {
-    return this.hashes('status', ids);
+    return this.hashes(statusKey, ids);
   }
 
   /** One field of the `latest:<id>` hash of many devices, in one pipeline. */
   async latestField(ids: readonly string[], metric: string): Promise<(string | null)[]> {
     if (!ids.length) return [];
     const p = this.redis.pipeline();
-    for (const id of ids) p.hget(`${this.prefix}latest:${id}`, metric);
+    for (const id of ids) p.hget(latestKey(this.prefix, id), metric);
     const res = (await p.exec()) ?? [];
     return res.map(([err, v]) => {
       if (err) throw err;
@@ -334,10 +335,10 @@ export class MetricsRepository {
     });
   }
 
-  private async hashes(kind: 'latest' | 'status', ids: readonly string[]): Promise<Record<string, string>[]> {
+  private async hashes(key: (prefix: string, id: string) => string, ids: readonly string[]): Promise<Record<string, string>[]> {
     if (!ids.length) return [];
     const p = this.redis.pipeline();
-    for (const id of ids) p.hgetall(`${this.prefix}${kind}:${id}`);
+    for (const id of ids) p.hgetall(key(this.prefix, id));
     const res = (await p.exec()) ?? [];
     return res.map(([err, v]) => {
       if (err) throw err;

@@ -1,3 +1,4 @@
+import { numericLatest } from '../../lib/contracts/device-state.js';
 import { BadInputError } from '../../lib/errors.js';
 import { DateTimeScalar, decodeCursor, encodeCursor, isPgTimestamptz } from '../../lib/graphql-scalars.js';
 import { authorize, type Identity } from '../../lib/identity.js';
@@ -85,13 +86,8 @@ export const resolvers = {
       const ids = await ctx.repo.siteDeviceIds(ctx.identity.orgId, s.path);
       let total: number | null = null;
       for (const raw of await ctx.repo.latestField(ids, 'power')) {
-        if (!raw) continue;
-        try {
-          const v = (JSON.parse(raw) as { v?: unknown }).v;
-          if (typeof v === 'number') total = (total ?? 0) + v;
-        } catch {
-          /* corrupt cache entry: skip */
-        }
+        const reading = numericLatest(raw);
+        if (reading) total = (total ?? 0) + reading.value;
       }
       return total;
     },

@@ -1,11 +1,12 @@
 import { type CompiledQuery, type SelectQueryBuilder, sql } from 'kysely';
 import { actorOf, audit } from '../../lib/audit.js';
+import { latestKey, numericLatest } from '../../lib/contracts/device-state.js';
+import { parseRuleStats, type RuleStats, ruleStatsKey, rulesVersionKey } from '../../lib/contracts/rule-state.js';
 import { type DB, type Db, isUniqueViolation, isUuid, type Tx, tenantReadRows, withTenant } from '../../lib/db.js';
 import { BadInputError, ConflictError, NotFoundError } from '../../lib/errors.js';
 import type { Identity } from '../../lib/identity.js';
 import type { Logger } from '../../lib/logger.js';
 import type { Redis } from '../../lib/redis.js';
-import { ruleStatsKey, rulesVersionKey } from '../../lib/rules.js';
 import { assertCondition, type RuleCursor, type RuleDefinition, type RulePatch } from './validation.js';
 
 /**
@@ -52,12 +53,7 @@ export interface ExecutionRow {
   cleared: number;
 }
 
-export interface RuleStats {
-  evaluations: number;
-  readings: number;
-  matches: number;
-  lastEvaluatedAt: Date | null;
-}
+export type { RuleStats };
 
 /** A device's latest numeric value of one metric (booleans as 1/0), as the status cache holds it. */
 export interface LatestValue {
@@ -95,37 +91,6 @@ const ruleColumns = [
 ] as const;
 
 const escapeLike = (s: string) => s.replace(/[\\%_]/g, (c) => `\\${c}`);
-
-/**
- * A reading of the `latest:<deviceId>` hash (`{"ts":<ms>,"v":…}`) as a number, or null when its value
- * is not numeric (strings, nulls) or the entry is corrupt; booleans count as 1 and 0.
- */
-export function numericReading(raw: string | null | undefined): { value: number; ts: Date } | null {
-  if (!raw) return null;
-  try {
-    const j = JSON.parse(raw) as { ts?: unknown; v?: unknown };
-    if (typeof j.ts !== 'number' || !Number.isFinite(j.ts)) return null;
-    const value = typeof j.v === 'boolean' ? Number(j.v) : j.v;
-    return typeof value === 'number' && Number.isFinite(value) ? { value, ts: new Date(j.ts) } : null;
-  } catch {
-    return null;
-  }
-}
-
-/** A rule stats hash as numbers; missing counters are zero. */
-export function parseStats(hash: Record<string, string> | null | undefined): RuleStats {
-  const n = (k: string) => {
-    const v = Number(hash?.[k]);
-    return Number.isFinite(v) ? v : 0;
-  };
-  const last = Number(hash?.lastEvaluatedAt);
-  return {
-    evaluations: n('evaluations'),
-    readings: n('readings'),
-    matches: n('matches'),
-    lastEvaluatedAt: hash?.lastEvaluatedAt && Number.isFinite(last) ? new Date(last) : null,
-  };
-}
 
 export class RulesRepository {
   constructor(
@@ -314,11 +279,11 @@ export class RulesRepository {
     for (let i = 0; i < inScope.length; i += LATEST_CHUNK) {
       const chunk = inScope.slice(i, i + LATEST_CHUNK);
       const p = this.redis.pipeline();
-      for (const id of chunk) p.hget(`${this.prefix}latest:${id}`, scope.metric);
+      for (const id of chunk) p.hget(latestKey(this.prefix, id), scope.metric);
       const res = (await p.exec()) ?? [];
       chunk.forEach((deviceId, j) => {
-        const reading = numericReading(res[j]?.[1] as string | null | undefined);
-        if (reading) values.push({ deviceId, ...reading });
+        const reading = numericLatest(res[j]?.[1] as string | null | undefined);
+        if (reading) values.push({ deviceId, value: reading.value, ts: new Date(reading.ts) });
       });
     }
     return { devicesInScope: inScope.length, truncated, values };
@@ -329,7 +294,7 @@ export class RulesRepository {
     const p = this.redis.pipeline();
     for (const id of ruleIds) p.hgetall(ruleStatsKey(this.prefix, id));
     const res = (await p.exec()) ?? [];
-    return ruleIds.map((_, i) => parseStats(res[i]?.[1] as Record<string, string> | undefined));
+    return ruleIds.map((_, i) => parseRuleStats(res[i]?.[1] as Record<string, string> | undefined));
   }
 
   /**

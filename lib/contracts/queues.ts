@@ -1,0 +1,8 @@
+/**
+ * What every BullMQ queue between roles shares: its keys live under one prefix per deployment,
+ * so a producer and its consumers must build it the same way. Each queue's name, job builder and
+ * job parser live in the module of its contract (`rule-eval.ts`, …).
+ */
+
+/** BullMQ's key prefix for every queue of a deployment: `<REDIS_PREFIX>bull`. */
+export const queuePrefix = (redisPrefix: string) => `${redisPrefix}bull`;
