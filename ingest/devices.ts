@@ -1,5 +1,9 @@
 import { LRUCache } from 'lru-cache';
 import type pg from 'pg';
+import { ContractError } from '../lib/contracts/contract.js';
+import { type DeviceChange, deviceChangesChannel, parseDeviceChange } from '../lib/contracts/device-changes.js';
+import type { Logger } from '../lib/logger.js';
+import { counter } from '../lib/metrics.js';
 import type { Redis } from '../lib/redis.js';
 import { sitePathIds } from '../lib/sites.js';
 import { type MetricDefinition, parseProfileMetrics } from './parse.js';
@@ -12,6 +16,7 @@ export interface DeviceInfo {
   siteId: string | null;
   /** site ids from the root down to the device's site (real-time filters match a site's subtree) */
   sitePath: string[];
+  profileId: string | null;
   metrics: Map<string, MetricDefinition>;
   silenceTimeoutS: number;
   isGateway: boolean;
@@ -25,6 +30,7 @@ interface Row {
   serial: string;
   site_id: string | null;
   site_path: string | null;
+  profile_id: string | null;
   metrics: unknown;
   silence_timeout_s: number | null;
   is_gateway: boolean | null;
@@ -32,7 +38,7 @@ interface Row {
   decommissioned_at: Date | null;
 }
 
-const SELECT = `select d.id, d.org_id, d.serial, d.site_id, s.path::text as site_path, d.decommissioned_at, p.metrics, p.silence_timeout_s, p.is_gateway, p.auto_create_children
+const SELECT = `select d.id, d.org_id, d.serial, d.site_id, s.path::text as site_path, d.profile_id, d.decommissioned_at, p.metrics, p.silence_timeout_s, p.is_gateway, p.auto_create_children
   from devices d left join device_profiles p on p.id = d.profile_id left join sites s on s.id = d.site_id`;
 
 const toInfo = (r: Row): DeviceInfo => ({
@@ -41,6 +47,7 @@ const toInfo = (r: Row): DeviceInfo => ({
   serial: r.serial,
   siteId: r.site_id,
   sitePath: sitePathIds(r.site_path),
+  profileId: r.profile_id,
   metrics: parseProfileMetrics(r.metrics),
   silenceTimeoutS: r.silence_timeout_s ?? 900,
   isGateway: r.is_gateway === true,
@@ -51,16 +58,23 @@ const toInfo = (r: Row): DeviceInfo => ({
 /** Unknown ids are remembered briefly so a flood from an unregistered device does not hit the database. */
 const NEGATIVE_TTL_MS = 30_000;
 
+const noticesTotal = counter('rulr_ingest_device_changes_total', 'Device-change notices applied to the device cache, by kind', ['kind']);
+const noticesInvalid = counter('rulr_ingest_device_changes_invalid_total', 'Device-change notices ignored because they break the contract');
+
 /**
- * Cached device lookups (LRU with TTL). Invalidation: anything that changes a device or profile
- * publishes on `<prefix>devices:changed` a device uuid (drops that device and its children) or `*`
- * (drops everything; e.g. after a profile edit). Lookups are batched: one query per batch of misses.
+ * Cached device lookups (LRU with TTL). Invalidation: the devices subgraph publishes a notice
+ * (lib/contracts/device-changes.ts) after each committed change: a device's entry drops with its
+ * children's, a profile's drops every device of it. A lookup that was running when a notice
+ * arrived is not cached (it may have read the old row), and after a lost Redis connection, when
+ * notices may have been missed, everything drops. Lookups are batched: one query per batch of misses.
  */
 export class DeviceDirectory {
   private readonly byId: LRUCache<string, DeviceInfo | false>;
   /** `<gatewayId>/<serial>` → child device id */
   private readonly children: LRUCache<string, string | false>;
   private sub?: Redis;
+  /** bumped by every invalidation: a lookup started under an older epoch is not cached */
+  private epoch = 0;
 
   constructor(
     private readonly query: (text: string, values: unknown[]) => Promise<{ rows: unknown[] }>,
@@ -75,23 +89,57 @@ export class DeviceDirectory {
     return new DeviceDirectory((t, v) => pool.query(t, v), ttlMs);
   }
 
-  /** Subscribes to `<prefix>devices:changed` on a dedicated connection. */
-  async listen(redis: Redis, prefix: string): Promise<void> {
+  /** Subscribes to the device-change notices on a dedicated connection. */
+  async listen(redis: Redis, prefix: string, logger?: Logger): Promise<void> {
     const sub = redis.duplicate();
     sub.on('error', () => undefined);
     this.sub = sub;
-    sub.on('message', (_ch, msg: string) => this.invalidate(msg.trim()));
-    await sub.subscribe(`${prefix}devices:changed`);
+    let ready = false;
+    sub.on('ready', () => {
+      // ioredis resubscribes after a reconnect; notices published meanwhile are lost
+      if (ready) this.invalidateAll();
+      ready = true;
+    });
+    sub.on('message', (_ch, msg: string) => {
+      try {
+        this.apply(parseDeviceChange(msg));
+      } catch (e) {
+        if (!(e instanceof ContractError)) throw e;
+        noticesInvalid.inc();
+        logger?.warn({ reason: e.reason }, 'device-change notice ignored');
+      }
+    });
+    await sub.subscribe(deviceChangesChannel(prefix));
   }
 
-  invalidate(id: string): void {
-    if (id === '*' || id === '') {
-      this.byId.clear();
-      this.children.clear();
-      return;
+  /** Drops what a notice makes stale. */
+  apply(change: DeviceChange): void {
+    noticesTotal.inc({ kind: change.kind });
+    if (change.kind === 'profile-updated') this.invalidateProfile(change.profileId);
+    else this.invalidate(change.deviceIds);
+  }
+
+  /** Drops devices and what is cached about their children (a concentrator's by serial, or as a child). */
+  invalidate(ids: Iterable<string>): void {
+    this.epoch++;
+    const drop = new Set(ids);
+    for (const id of drop) this.byId.delete(id);
+    for (const [k, child] of [...this.children.entries()]) {
+      if (drop.has(k.slice(0, k.indexOf('/'))) || (child && drop.has(child))) this.children.delete(k);
     }
-    this.byId.delete(id);
-    for (const k of [...this.children.keys()]) if (k.startsWith(`${id}/`) || this.children.peek(k) === id) this.children.delete(k);
+  }
+
+  /** Drops every device of a profile. */
+  invalidateProfile(profileId: string): void {
+    const ids: string[] = [];
+    for (const [id, info] of this.byId.entries()) if (info && info.profileId === profileId) ids.push(id);
+    this.invalidate(ids);
+  }
+
+  invalidateAll(): void {
+    this.epoch++;
+    this.byId.clear();
+    this.children.clear();
   }
 
   /** Resolves many ids at once; unknown ids map to `undefined`. */
@@ -105,15 +153,17 @@ export class DeviceDirectory {
       out.set(id, hit || undefined);
     }
     if (missing.length) {
+      const epoch = this.epoch;
       const { rows } = await this.query(`${SELECT} where d.id = any($1::uuid[])`, [missing]);
+      const cache = epoch === this.epoch;
       const found = new Set<string>();
       for (const r of rows as Row[]) {
         const info = toInfo(r);
-        this.byId.set(info.id, info);
+        if (cache) this.byId.set(info.id, info);
         out.set(info.id, info);
         found.add(info.id);
       }
-      for (const id of missing) if (!found.has(id)) this.byId.set(id, false, { ttl: NEGATIVE_TTL_MS });
+      if (cache) for (const id of missing) if (!found.has(id)) this.byId.set(id, false, { ttl: NEGATIVE_TTL_MS });
     }
     return out;
   }
@@ -133,6 +183,7 @@ export class DeviceDirectory {
       else out.set(s, undefined);
     }
     if (missing.length) {
+      const epoch = this.epoch;
       const { rows } = await this.query(`${SELECT} where d.org_id = $1 and d.serial = any($2::text[])`, [gateway.orgId, missing]);
       const found = new Map((rows as Row[]).map((r) => [r.serial, toInfo(r)]));
       const create = missing.filter((s) => !found.has(s) && s.length <= 128);
@@ -147,10 +198,13 @@ export class DeviceDirectory {
         const again = await this.query(`${SELECT} where d.org_id = $1 and d.serial = any($2::text[])`, [gateway.orgId, create]);
         for (const r of again.rows as Row[]) found.set(r.serial, toInfo(r));
       }
+      const cache = epoch === this.epoch;
       for (const s of missing) {
         const info = found.get(s);
-        this.children.set(`${gateway.id}/${s}`, info ? info.id : false, info ? {} : { ttl: NEGATIVE_TTL_MS });
-        if (info) this.byId.set(info.id, info);
+        if (cache) {
+          this.children.set(`${gateway.id}/${s}`, info ? info.id : false, info ? {} : { ttl: NEGATIVE_TTL_MS });
+          if (info) this.byId.set(info.id, info);
+        }
         out.set(s, info);
       }
     }

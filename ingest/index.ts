@@ -45,7 +45,7 @@ export async function startIngest(ctx: RoleContext, o: IngestOptions = {}): Prom
 
   const pool = createPool(cfg.DATABASE_URL, 2);
   const devices = DeviceDirectory.fromPool(pool, cfg.INGEST_DEVICE_CACHE_TTL_S * 1000);
-  await devices.listen(ctx.redis, cfg.REDIS_PREFIX);
+  await devices.listen(ctx.redis, cfg.REDIS_PREFIX, log);
   const writers = Array.from({ length: cfg.INGEST_WRITERS }, () => new BatchWriter(cfg.DATABASE_URL));
   // Connected before the broker: a resumed session redelivers at once, and a cold start would
   // otherwise add connection setup to the first batches' latency.

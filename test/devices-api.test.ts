@@ -194,6 +194,48 @@ describe('devices subgraph', () => {
     expect(audit[1]?.after).toMatchObject({ name: 'Renamed' });
   });
 
+  it("updates a profile's given fields, keeps the others, stores metrics as ingest reads them and audits the change", async () => {
+    const UPDATE = `mutation($id: ID!, $input: UpdateDeviceProfileInput!) {
+      updateDeviceProfile(id: $id, input: $input) { name description silenceTimeoutSeconds isGateway metrics { name type max } } }`;
+    const id = (await f.ok(admin, CREATE_PROFILE, { input: { name: 'Meter', metrics: [{ name: 'power', type: 'NUMBER' }] } }))
+      .createDeviceProfile.id;
+    const u = await f.ok(admin, UPDATE, {
+      id,
+      input: {
+        description: 'kWh meter',
+        metrics: [{ name: 'power', type: 'NUMBER', max: 500 }],
+        silenceTimeoutSeconds: 60,
+        isGateway: null,
+      },
+    });
+    expect(u.updateDeviceProfile).toEqual({
+      name: 'Meter',
+      description: 'kWh meter',
+      silenceTimeoutSeconds: 60,
+      isGateway: false,
+      metrics: [{ name: 'power', type: 'NUMBER', max: 500 }],
+    });
+    const raw = await f.t.db.selectFrom('device_profiles').select('metrics').where('id', '=', id).executeTakeFirstOrThrow();
+    expect(raw.metrics).toEqual([{ name: 'power', type: 'number', max: 500 }]);
+    const audit = await f.t.db
+      .selectFrom('audit_logs')
+      .select(['action', 'before', 'after'])
+      .where('entity_id', '=', id)
+      .orderBy('at')
+      .execute();
+    expect(audit.map((a) => a.action)).toEqual(['device_profile.create', 'device_profile.update']);
+    expect(audit[1]?.before).toMatchObject({ description: '', silence_timeout_s: 900 });
+    expect(audit[1]?.after).toMatchObject({ description: 'kWh meter', silence_timeout_s: 60 });
+
+    const errOf = async (variables: Record<string, unknown>) => (await f.run(admin, UPDATE, variables)).errors?.[0];
+    expect((await errOf({ id, input: { name: 'Light' } }))?.extensions?.code).toBe('CONFLICT');
+    expect((await errOf({ id, input: { name: null } }))?.extensions?.code).toBe('BAD_USER_INPUT');
+    expect((await errOf({ id, input: { metrics: [{ name: 'p', type: 'STRING', counter: true }] } }))?.extensions?.code).toBe(
+      'BAD_USER_INPUT',
+    );
+    expect((await errOf({ id: '00000000-0000-4000-8000-000000000000', input: { name: 'x' } }))?.extensions?.code).toBe('NOT_FOUND');
+  });
+
   it('rotates device credentials, keeping only the newest secret valid', async () => {
     const id = (await f.ok(admin, CREATE_DEVICE, { input: { serial: 'C-1', name: 'Creds' } })).createDevice.id;
     const q = `mutation($id: ID!) { rotateDeviceCredentials(id: $id) { deviceId username secret createdAt } }`;

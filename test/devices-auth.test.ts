@@ -8,6 +8,7 @@ const CREATE = `mutation($s: String!) { createDevice(input: { serial: $s, name: 
 const MUTATIONS = [
   `mutation { createSite(input: { name: "s" }) { id } }`,
   `mutation { createDeviceProfile(input: { name: "p" }) { id } }`,
+  `mutation($id: ID!) { updateDeviceProfile(id: $id, input: { name: "q" }) { id } }`,
   `mutation { createDevice(input: { serial: "M-1", name: "x" }) { id } }`,
   `mutation($id: ID!) { updateDevice(id: $id, input: { name: "y" }) { id } }`,
   `mutation($id: ID!, $s: ID!) { moveDevice(id: $id, siteId: $s) { id } }`,

@@ -93,6 +93,7 @@ describe('tenant isolation', () => {
       [`mutation($id: ID!, $s: ID!) { moveDevice(id: $id, siteId: $s) { id } }`, { id: a.deviceId, s: b.siteId }],
       [`mutation($id: ID!) { decommissionDevice(id: $id) { id } }`, { id: b.deviceId }],
       [`mutation($id: ID!) { rotateDeviceCredentials(id: $id) { secret } }`, { id: b.deviceId }],
+      [`mutation($id: ID!) { updateDeviceProfile(id: $id, input: { name: "pwned" }) { id } }`, { id: b.profileId }],
       [`mutation($id: ID!) { revokeApiKey(id: $id) { id } }`, { id: b.apiKeyId }],
       [`mutation($s: ID!) { createSite(input: { name: "child", parentId: $s }) { id } }`, { s: b.siteId }],
       [`mutation($s: ID!) { createDevice(input: { serial: "X-9", name: "x", siteId: $s }) { id } }`, { s: b.siteId }],
@@ -106,6 +107,8 @@ describe('tenant isolation', () => {
     }
     const row = await f.t.db.selectFrom('devices').selectAll().where('id', '=', b.deviceId).executeTakeFirstOrThrow();
     expect(row).toMatchObject({ name: 'Device SHARED-1', site_id: b.siteId, decommissioned_at: null });
+    const profile = await f.t.db.selectFrom('device_profiles').select('name').where('id', '=', b.profileId).executeTakeFirstOrThrow();
+    expect(profile.name).toBe('Profile SHARED-1');
     const key = await f.t.db.selectFrom('api_keys').select('revoked_at').where('id', '=', b.apiKeyId).executeTakeFirstOrThrow();
     expect(key.revoked_at).toBeNull();
     expect(await f.t.db.selectFrom('device_credentials').selectAll().where('device_id', '=', b.deviceId).execute()).toEqual([]);

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { buildSubgraphSchema } from '@apollo/subgraph';
 import { parse } from 'graphql';
+import { type DeviceChange, publishDeviceChange } from '../../lib/contracts/device-changes.js';
 import type { RoleContext } from '../../lib/role.js';
 import type { SubgraphModule } from '../../lib/subgraph.js';
 import { createLoaders } from './loaders.js';
@@ -30,12 +31,22 @@ export function createDevicesSubgraph(
     },
   ]);
   let repo: DevicesRepository | undefined = repository;
+  const notify = async (change: DeviceChange) => {
+    try {
+      await publishDeviceChange(ctx.redis, ctx.config.REDIS_PREFIX, change);
+    } catch (e) {
+      ctx.logger.warn(
+        { err: (e as Error).message, kind: change.kind },
+        'device-change notice not published (ingest catches up on its cache TTL)',
+      );
+    }
+  };
   return {
     name: 'devices',
     schema,
     context(identity) {
       repo ??= new DevicesRepository(ctx.db);
-      return { identity, loaders: createLoaders(repo, identity.orgId), repo };
+      return { identity, loaders: createLoaders(repo, identity.orgId), repo, notify };
     },
   };
 }

@@ -493,6 +493,43 @@ export class DevicesRepository {
     });
   }
 
+  /** Applies the fields present in `patch`; NOT_FOUND when the profile is not this tenant's. */
+  updateProfile(identity: Identity, id: string, patch: Partial<NewProfile>): Promise<ProfileRow> {
+    const orgId = identity.orgId;
+    return withTenant(this.db, orgId, async (tx) => {
+      const before = (await tx
+        .selectFrom('device_profiles')
+        .select(profileColumns)
+        .where('org_id', '=', orgId)
+        .where('id', '=', id)
+        .forUpdate()
+        .executeTakeFirst()) as unknown as ProfileRow | undefined;
+      if (!before) throw new NotFoundError(`device profile ${id}`);
+      const set: Record<string, unknown> = {};
+      if (patch.name !== undefined) set.name = patch.name;
+      if (patch.description !== undefined) set.description = patch.description;
+      if (patch.metrics !== undefined) set.metrics = JSON.stringify(patch.metrics);
+      if (patch.silenceTimeoutSeconds !== undefined) set.silence_timeout_s = patch.silenceTimeoutSeconds;
+      if (patch.isGateway !== undefined) set.is_gateway = patch.isGateway;
+      if (patch.autoCreateChildren !== undefined) set.auto_create_children = patch.autoCreateChildren;
+      if (!Object.keys(set).length) return before;
+      try {
+        const after = (await tx
+          .updateTable('device_profiles')
+          .set(set)
+          .where('org_id', '=', orgId)
+          .where('id', '=', id)
+          .returning(profileColumns)
+          .executeTakeFirstOrThrow()) as unknown as ProfileRow;
+        await audit(tx, orgId, actorOf(identity), 'device_profile.update', 'device_profile', id, before, after);
+        return after;
+      } catch (e) {
+        if (isUniqueViolation(e)) throw new ConflictError(`a device profile named "${patch.name}" already exists`);
+        throw e;
+      }
+    });
+  }
+
   createDevice(identity: Identity, d: NewDevice): Promise<DeviceRow> {
     const orgId = identity.orgId;
     return withTenant(this.db, orgId, async (tx) => {

@@ -9,6 +9,7 @@ import {
   valueFromASTUntyped,
 } from 'graphql';
 import { hashPassword, issueToken, verifyPassword } from '../../lib/auth.js';
+import type { DeviceChange } from '../../lib/contracts/device-changes.js';
 import { isUuid } from '../../lib/db.js';
 import { ErrorCode, UnauthenticatedError } from '../../lib/errors.js';
 import { authorize, type Identity, type Requirement } from '../../lib/identity.js';
@@ -29,6 +30,7 @@ import {
   loginSchema,
   pageSchema,
   updateDeviceSchema,
+  updateProfileSchema,
 } from './validation.js';
 
 /** What every resolver of this subgraph receives. */
@@ -36,6 +38,11 @@ export interface DevicesContext {
   identity: Identity;
   loaders: DevicesLoaders;
   repo: DevicesRepository;
+  /**
+   * Tells other roles that devices changed (lib/contracts/device-changes.ts). Called after the
+   * change committed; never fails the mutation (a lost notice heals on ingest's cache TTL).
+   */
+  notify(change: DeviceChange): Promise<void>;
 }
 
 /** Token settings `login` signs with. */
@@ -149,6 +156,18 @@ function primeDevice(ctx: DevicesContext, row: DeviceRow): DeviceRow {
   ctx.loaders.deviceChildren.clearAll();
   ctx.loaders.siteDeviceCount.clearAll();
   return row;
+}
+
+/** A profile's metric definitions as stored: keys left out rather than null (ingest's metric schema treats them as optional, not nullable). */
+function storedMetrics(metrics: NonNullable<ReturnType<typeof createProfileSchema.parse>['metrics']>) {
+  return metrics.map((m) => ({
+    name: m.name,
+    type: m.type,
+    ...(m.unit != null ? { unit: m.unit } : {}),
+    ...(m.min != null ? { min: m.min } : {}),
+    ...(m.max != null ? { max: m.max } : {}),
+    ...(m.counter ? { counter: true } : {}),
+  }));
 }
 
 function requireUser(ctx: DevicesContext): Identity {
@@ -299,20 +318,28 @@ export function createResolvers(login: LoginOptions): GraphQLResolverMap<Devices
       const row = await ctx.repo.createProfile(id, {
         name: p.name,
         description: p.description ?? '',
-        // Absent rather than null: ingest's metric schema treats these keys as optional, not nullable.
-        metrics: (p.metrics ?? []).map((m) => ({
-          name: m.name,
-          type: m.type,
-          ...(m.unit != null ? { unit: m.unit } : {}),
-          ...(m.min != null ? { min: m.min } : {}),
-          ...(m.max != null ? { max: m.max } : {}),
-          ...(m.counter ? { counter: true } : {}),
-        })),
+        metrics: storedMetrics(p.metrics ?? []),
         silenceTimeoutSeconds: p.silenceTimeoutSeconds ?? 900,
         isGateway: p.isGateway ?? false,
         autoCreateChildren: p.autoCreateChildren ?? false,
       });
       ctx.loaders.profile.prime(row.id, row);
+      return row;
+    },
+    async updateDeviceProfile(_p, args, ctx) {
+      const id = authorize(ctx.identity, WRITE);
+      const profileId = checkId(args.id);
+      const p = check(updateProfileSchema, args.input, 'input');
+      const row = await ctx.repo.updateProfile(id, profileId, {
+        ...(p.name != null ? { name: p.name } : {}),
+        ...(p.description != null ? { description: p.description } : {}),
+        ...(p.metrics != null ? { metrics: storedMetrics(p.metrics) } : {}),
+        ...(p.silenceTimeoutSeconds != null ? { silenceTimeoutSeconds: p.silenceTimeoutSeconds } : {}),
+        ...(p.isGateway != null ? { isGateway: p.isGateway } : {}),
+        ...(p.autoCreateChildren != null ? { autoCreateChildren: p.autoCreateChildren } : {}),
+      });
+      await ctx.notify({ orgId: id.orgId, kind: 'profile-updated', profileId });
+      ctx.loaders.profile.clear(row.id).prime(row.id, row);
       return row;
     },
     async createDevice(_p, args, ctx) {
@@ -327,27 +354,39 @@ export function createResolvers(login: LoginOptions): GraphQLResolverMap<Devices
         location: d.location,
         attributes: d.attributes ?? undefined,
       });
+      // the parent too: ingest may remember the serial as an unknown child of that concentrator
+      await ctx.notify({ orgId: id.orgId, kind: 'created', deviceIds: row.parent_id ? [row.id, row.parent_id] : [row.id] });
       return primeDevice(ctx, row);
     },
     async updateDevice(_p, args, ctx) {
       const id = authorize(ctx.identity, WRITE);
       const deviceId = checkId(args.id);
       const patch = check(updateDeviceSchema, args.input, 'input');
-      return primeDevice(ctx, await ctx.repo.updateDevice(id, deviceId, patch));
+      const row = await ctx.repo.updateDevice(id, deviceId, patch);
+      await ctx.notify({ orgId: id.orgId, kind: 'updated', deviceIds: [deviceId] });
+      return primeDevice(ctx, row);
     },
     async moveDevice(_p, args, ctx) {
       const id = authorize(ctx.identity, WRITE);
       const deviceId = checkId(args.id);
       const siteId = checkId(args.siteId, 'siteId');
-      return primeDevice(ctx, await ctx.repo.updateDevice(id, deviceId, { siteId }, 'device.move'));
+      const row = await ctx.repo.updateDevice(id, deviceId, { siteId }, 'device.move');
+      await ctx.notify({ orgId: id.orgId, kind: 'moved', deviceIds: [deviceId] });
+      return primeDevice(ctx, row);
     },
     async decommissionDevice(_p, args, ctx) {
       const id = authorize(ctx.identity, WRITE);
-      return primeDevice(ctx, await ctx.repo.decommissionDevice(id, checkId(args.id)));
+      const deviceId = checkId(args.id);
+      const row = await ctx.repo.decommissionDevice(id, deviceId);
+      await ctx.notify({ orgId: id.orgId, kind: 'decommissioned', deviceIds: [deviceId] });
+      return primeDevice(ctx, row);
     },
-    rotateDeviceCredentials(_p, args, ctx) {
+    async rotateDeviceCredentials(_p, args, ctx) {
       const id = authorize(ctx.identity, WRITE);
-      return ctx.repo.rotateCredentials(id, checkId(args.id));
+      const deviceId = checkId(args.id);
+      const credentials = await ctx.repo.rotateCredentials(id, deviceId);
+      await ctx.notify({ orgId: id.orgId, kind: 'credentials-rotated', deviceIds: [deviceId] });
+      return credentials;
     },
     async createApiKey(_p, args, ctx) {
       const id = authorize(ctx.identity, ADMIN);

@@ -78,6 +78,9 @@ export const createProfileSchema = z.object({
   autoCreateChildren: z.boolean().nullish(),
 });
 
+/** The fields of {@link createProfileSchema}, each optional (null leaves a field as it is; `name` may not be null). */
+export const updateProfileSchema = createProfileSchema.partial();
+
 export const createDeviceSchema = z.object({
   serial,
   name,
