@@ -1,20 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { ContractError, rejectedCount } from './contract.js';
+import { rejectionOf } from '../../test/support/contracts.js';
+import { rejectedCount } from './contract.js';
 import { type DeviceChange, deviceChangesChannel, encodeDeviceChange, MAX_NOTICE_DEVICES, parseDeviceChange } from './device-changes.js';
 
 const ORG = randomUUID();
 const DEV = randomUUID();
 
-const reasonOf = (raw: string): string => {
-  try {
-    parseDeviceChange(raw);
-  } catch (e) {
-    if (e instanceof ContractError) return e.reason;
-    throw e;
-  }
-  return 'accepted';
-};
+const reasonOf = (raw: string) => rejectionOf(() => parseDeviceChange(raw));
 
 describe('device-change notice contract', () => {
   it('is published on one channel under the prefix', () => {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { ContractError, rejectedCount } from './contract.js';
+import { rejectionOf } from '../../test/support/contracts.js';
+import { rejectedCount } from './contract.js';
 import {
   encodeLatestValue,
   latestKey,
@@ -9,16 +10,6 @@ import {
   parseStatusHash,
   statusKey,
 } from './device-state.js';
-
-const reasonOf = (fn: () => unknown): string => {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof ContractError) return e.reason;
-    throw e;
-  }
-  return 'accepted';
-};
 
 describe('device state contract: latest values', () => {
   it('names the hashes of a device under the prefix', () => {
@@ -41,15 +32,15 @@ describe('device state contract: latest values', () => {
 
   it('rejects corrupt JSON, wrong types and a missing ts with a reason, and counts each rejection', async () => {
     const before = await rejectedCount('device-state.latest');
-    expect(reasonOf(() => parseLatestValue('{"ts":1,'))).toBe('not JSON');
-    expect(reasonOf(() => parseLatestValue('{"ts":1,"v":2} junk'))).toBe('not JSON');
-    expect(reasonOf(() => parseLatestValue('[1,2]'))).toBe('not an object');
-    expect(reasonOf(() => parseLatestValue('{"v":2}'))).toBe('ts must be a millisecond timestamp');
-    expect(reasonOf(() => parseLatestValue('{"ts":"2026-01-01","v":2}'))).toBe('ts must be a millisecond timestamp');
-    expect(reasonOf(() => parseLatestValue('{"ts":1.5,"v":2}'))).toBe('ts must be a millisecond timestamp');
-    expect(reasonOf(() => parseLatestValue('{"ts":1,"v":"12"}'))).toBe('v must be a finite number or null');
-    expect(reasonOf(() => parseLatestValue('{"ts":1,"v":true}'))).toBe('v must be a finite number or null');
-    expect(reasonOf(() => parseLatestValue('{"ts":1,"v":null,"t":5}'))).toBe('t must be a string or null');
+    expect(rejectionOf(() => parseLatestValue('{"ts":1,'))).toBe('not JSON');
+    expect(rejectionOf(() => parseLatestValue('{"ts":1,"v":2} junk'))).toBe('not JSON');
+    expect(rejectionOf(() => parseLatestValue('[1,2]'))).toBe('not an object');
+    expect(rejectionOf(() => parseLatestValue('{"v":2}'))).toBe('ts must be a millisecond timestamp');
+    expect(rejectionOf(() => parseLatestValue('{"ts":"2026-01-01","v":2}'))).toBe('ts must be a millisecond timestamp');
+    expect(rejectionOf(() => parseLatestValue('{"ts":1.5,"v":2}'))).toBe('ts must be a millisecond timestamp');
+    expect(rejectionOf(() => parseLatestValue('{"ts":1,"v":"12"}'))).toBe('v must be a finite number or null');
+    expect(rejectionOf(() => parseLatestValue('{"ts":1,"v":true}'))).toBe('v must be a finite number or null');
+    expect(rejectionOf(() => parseLatestValue('{"ts":1,"v":null,"t":5}'))).toBe('t must be a string or null');
     expect(await rejectedCount('device-state.latest')).toBe(before + 9);
   });
 

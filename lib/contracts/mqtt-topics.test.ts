@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { ContractError, rejectedCount } from './contract.js';
+import { rejectionOf } from '../../test/support/contracts.js';
+import { rejectedCount } from './contract.js';
 import { deviceTopic, gatewayTopic, INGEST_TOPIC_FILTERS, parseTopic, sharedSubscription } from './mqtt-topics.js';
 
 const ID = '0b0c4a6e-2d0a-4d6f-9a57-1f0b7c3a9e10';
@@ -15,15 +16,7 @@ describe('MQTT topics contract', () => {
 
   it('rejects topics outside the contract with a reason, counting each', async () => {
     const before = await rejectedCount('mqtt-topics');
-    const reasonOf = (topic: string) => {
-      try {
-        parseTopic(topic);
-      } catch (e) {
-        if (e instanceof ContractError) return e.reason;
-        throw e;
-      }
-      return 'accepted';
-    };
+    const reasonOf = (topic: string) => rejectionOf(() => parseTopic(topic));
     expect(reasonOf('devices/not-a-uuid/telemetry')).toBe('the id is not a uuid');
     expect(reasonOf(`devices/${ID}/commands`)).toMatch(/^unknown topic/);
     expect(reasonOf(`gateways/${ID}/reboot`)).toMatch(/^unknown topic/);

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { ContractError, rejectedCount } from './contract.js';
+import { rejectionOf } from '../../test/support/contracts.js';
+import { rejectedCount } from './contract.js';
 import { queuePrefix } from './queues.js';
 import { parseRuleEvalJob, RULE_EVAL_JOB_OPTIONS, RULE_EVAL_QUEUE, type RuleEvalJob, ruleEvalJob } from './rule-eval.js';
 
@@ -30,15 +31,7 @@ describe('rule-eval queue contract', () => {
 
   it('rejects an unusable job with a reason and counts it', async () => {
     const before = await rejectedCount('rule-eval');
-    const reasonOf = (data: unknown) => {
-      try {
-        parseRuleEvalJob(data);
-      } catch (e) {
-        if (e instanceof ContractError) return e.reason;
-        throw e;
-      }
-      return 'accepted';
-    };
+    const reasonOf = (data: unknown) => rejectionOf(() => parseRuleEvalJob(data));
     expect(reasonOf(null)).toBe('job data is not an object');
     expect(reasonOf('{"orgId"}')).toBe('job data is not an object');
     expect(reasonOf({ readings: [] })).toBe('orgId must be a uuid');
