@@ -64,8 +64,8 @@ async function serve(role: string): Promise<void> {
   if (role === 'devices' || role === 'metrics') {
     const mod =
       role === 'devices'
-        ? (await import('../subgraphs/devices/index.js')).createDevicesSubgraph(ctx, devicesRepository)
-        : (await import('../subgraphs/metrics/index.js')).createMetricsSubgraph(ctx);
+        ? (await import('../subgraphs/devices/index.js')).createSubgraph(ctx, devicesRepository)
+        : (await import('../subgraphs/metrics/index.js')).createSubgraph(ctx);
     const h = await startSubgraphServer(ctx, mod, 0);
     port = h.port;
     close = h.close;
@@ -74,8 +74,8 @@ async function serve(role: string): Promise<void> {
     const local =
       role === 'allinone'
         ? {
-            devices: (await import('../subgraphs/devices/index.js')).createDevicesSubgraph(ctx, devicesRepository),
-            metrics: (await import('../subgraphs/metrics/index.js')).createMetricsSubgraph(ctx),
+            devices: (await import('../subgraphs/devices/index.js')).createSubgraph(ctx, devicesRepository),
+            metrics: (await import('../subgraphs/metrics/index.js')).createSubgraph(ctx),
           }
         : undefined;
     const h = await startGateway(ctx, { port: 0, ...(local ? { local } : { urls }) });

@@ -27,7 +27,7 @@ import { createLogger } from '../lib/logger.js';
 import { RoleContext } from '../lib/role.js';
 import { DocumentCache, executeSubgraph } from '../lib/subgraph.js';
 import { migrateToLatest } from '../schema/migrate.js';
-import { createMetricsSubgraph } from '../subgraphs/metrics/index.js';
+import { createSubgraph as createMetricsSubgraph } from '../subgraphs/metrics/index.js';
 import { MetricsRepository } from '../subgraphs/metrics/repository.js';
 import { DAY, planSeries } from '../subgraphs/metrics/series.js';
 import { insertDevice, insertOrg, insertSite, type SiteFixture } from '../subgraphs/metrics/test-fixtures.js';

@@ -12,6 +12,7 @@ import { IDENTITY_HEADER, type Identity } from '../lib/identity.js';
 import { counter, histogram } from '../lib/metrics.js';
 import type { RoleContext, RoleHandle } from '../lib/role.js';
 import { executeSubgraph, type SubgraphModule } from '../lib/subgraph.js';
+import { SUBGRAPH_NAMES } from '../lib/subgraphs.js';
 import { Authenticator } from './authenticate.js';
 import {
   type GatewayContext,
@@ -27,7 +28,7 @@ import { GatewayRateLimiter, rateLimitKey } from './rate-limit.js';
 import { attachRealtime, type GatewayCapabilities } from './realtime/attach.js';
 import type { RealtimeServer } from './realtime/server.js';
 import { installShaping, shapedVariables } from './result-shaping.js';
-import { loadSupergraph, readSubgraphSdls, SUBGRAPH_NAMES } from './supergraph.js';
+import { loadSupergraph, readSubgraphSdls } from './supergraph.js';
 
 export interface GatewayOptions {
   /** Subgraphs running in this process, called without HTTP. */

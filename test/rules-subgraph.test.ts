@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { withTenant } from '../lib/db.js';
 import { ANONYMOUS, type Identity } from '../lib/identity.js';
 import { ruleStatsKey, rulesVersionKey } from '../lib/rules.js';
-import { createRulesSubgraph } from '../subgraphs/rules/index.js';
+import { createSubgraph as createRulesSubgraph } from '../subgraphs/rules/index.js';
 import { codes, type SubgraphFixture, subgraphFixture } from './devices-fixtures.js';
 
 const RULE_FIELDS = `id name description enabled metric operator threshold clearThreshold severity alarmType autoClear

@@ -18,6 +18,7 @@ import { authorize, type Identity } from '../../lib/identity.js';
 import type { Logger } from '../../lib/logger.js';
 import { counter, gauge } from '../../lib/metrics.js';
 import type { Redis } from '../../lib/redis.js';
+import { subscriptionRequirement } from '../../lib/subgraphs.js';
 import { type FrameSink, RealtimeHub, type Subscriber } from './hub.js';
 import { entityFetchers, indexFollowUp, planSubscription } from './selection.js';
 
@@ -67,14 +68,6 @@ export interface RealtimeOptions {
   /** Mask internal error messages. */
   mask: boolean;
 }
-
-/** Scope an API key needs per subscription field; fields not listed need `realtime:read`. */
-const FIELD_SCOPES: Record<string, string> = {
-  telemetryUpdated: 'telemetry:read',
-  deviceStatusChanged: 'telemetry:read',
-  alarmChanged: 'alarms:read',
-  commandUpdated: 'devices:read',
-};
 
 const connectionsGauge = gauge('rulr_realtime_connections', 'Open graphql-ws connections');
 const subscriptionsGauge = gauge('rulr_realtime_subscriptions', 'Active subscriptions');
@@ -518,7 +511,7 @@ export class RealtimeServer {
         plan = planSubscription(schema, doc, opName, variables);
         this.plans.set(planKey, { schema, plan });
       }
-      authorize(identity, { role: 'viewer', scope: FIELD_SCOPES[plan.rootFieldName] ?? 'realtime:read' });
+      authorize(identity, subscriptionRequirement(plan.rootFieldName));
     } catch (e) {
       return this.sendError(c, id, [
         e instanceof RulrError ? e.toGraphQL() : new RulrError(ErrorCode.BadUserInput, (e as Error).message).toGraphQL(),

@@ -1,27 +1,25 @@
-import { readFileSync } from 'node:fs';
 import { buildSubgraphSchema } from '@apollo/subgraph';
-import { parse } from 'graphql';
+import type { DocumentNode } from 'graphql';
 import type { RoleContext } from '../../lib/role.js';
-import type { SubgraphModule } from '../../lib/subgraph.js';
+import { readTypeDefs, type SubgraphModule } from '../../lib/subgraph.js';
 import { createLoaders } from './loaders.js';
 import { DevicesRepository } from './repository.js';
 import { createResolvers, type DevicesContext } from './resolvers.js';
 
-/** The SDL, read beside this module (the build copies `schema.graphql` next to the compiled file). */
-export const devicesTypeDefs = readFileSync(new URL('./schema.graphql', import.meta.url), 'utf8');
+export const typeDefs: DocumentNode = readTypeDefs(import.meta.url);
 
 /**
  * The devices subgraph: organizations, sites, device profiles, devices, credentials, API keys and
  * `login`. Uses the primary database (writes must be visible to the next read).
  */
-export function createDevicesSubgraph(
+export function createSubgraph(
   ctx: RoleContext,
   /** a repository other than PostgreSQL's (bench:gateway's in-memory reference subgraph) */
   repository?: DevicesRepository,
 ): SubgraphModule<DevicesContext> {
   const schema = buildSubgraphSchema([
     {
-      typeDefs: parse(devicesTypeDefs),
+      typeDefs,
       resolvers: createResolvers({
         secret: ctx.config.RULR_SECRET,
         issuer: ctx.config.JWT_ISSUER,
