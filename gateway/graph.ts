@@ -52,7 +52,7 @@ export function federatedGraph(o: FederatedGraphOptions): FederatedGraph {
   const buildService = (name: string, url: string | undefined): GraphQLDataSource<GatewayContext> => {
     const mod = o.local[name];
     if (mod) return new LocalDataSource(mod, o.signer, o.secret, o.mask);
-    return new SignedRemoteDataSource(o.urls[name] ?? (url as string), o.signer, o.client);
+    return new SignedRemoteDataSource(name, o.urls[name] ?? (url as string), o.signer, o.client, o.logger);
   };
 
   const gateway = new ApolloGateway({

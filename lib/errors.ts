@@ -14,6 +14,8 @@ export enum ErrorCode {
   PayloadTooLarge = 'PAYLOAD_TOO_LARGE',
   BatchingDisabled = 'BATCHING_DISABLED',
   Timeout = 'TIMEOUT',
+  /** A subgraph could not be reached or gave no usable answer; `extensions.subgraph` names it. */
+  SubgraphUnavailable = 'SUBGRAPH_UNAVAILABLE',
   ParseFailed = 'GRAPHQL_PARSE_FAILED',
   ValidationFailed = 'GRAPHQL_VALIDATION_FAILED',
   Internal = 'INTERNAL_SERVER_ERROR',
@@ -81,6 +83,20 @@ export class NotFoundError extends RulrError {
 export class ConflictError extends RulrError {
   constructor(message: string) {
     super(ErrorCode.Conflict, message);
+  }
+}
+
+/**
+ * A subgraph could not answer (connection refused or reset, no answer in time, an answer that is not
+ * GraphQL). The message and `extensions.subgraph` name it, and never its address: clients learn which
+ * part of their answer is missing, not how the platform is laid out.
+ */
+export class SubgraphUnavailableError extends RulrError {
+  constructor(
+    readonly subgraph: string,
+    why = 'could not be reached',
+  ) {
+    super(ErrorCode.SubgraphUnavailable, `the ${subgraph} subgraph is unavailable: it ${why}`, { subgraph });
   }
 }
 

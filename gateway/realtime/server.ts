@@ -4,6 +4,7 @@ import {
   type DocumentNode,
   type ExecutionResult,
   GraphQLError,
+  type GraphQLFormattedError,
   type GraphQLSchema,
   getOperationAST,
   parse,
@@ -67,6 +68,12 @@ export interface RealtimeOptions {
   credentialRecheckMs?: number;
   /** Mask internal error messages. */
   mask: boolean;
+}
+
+/** A visibility check that a subgraph could not answer proves nothing: refuse with its error, not FORBIDDEN. */
+function throwIfUnavailable(r: ExecutionResult): void {
+  const e = (r.errors as readonly GraphQLFormattedError[] | undefined)?.find((x) => x.extensions?.code === ErrorCode.SubgraphUnavailable);
+  if (e) throw new RulrError(ErrorCode.SubgraphUnavailable, e.message, { subgraph: e.extensions?.subgraph });
 }
 
 const connectionsGauge = gauge('rulr_realtime_connections', 'Open graphql-ws connections');
@@ -520,8 +527,14 @@ export class RealtimeServer {
     const visKey = JSON.stringify([identity.orgId, identity.role, identity.scopes, plan.args]);
     let invisible = this.visible.get(visKey)?.refusal;
     if (invisible === undefined) {
-      invisible = await this.invisibleArgument(schema, plan.args, identity).catch(() => 'a filter argument could not be checked');
-      if (invisible !== 'a filter argument could not be checked') this.visible.set(visKey, { refusal: invisible });
+      let unchecked: RulrError | undefined;
+      invisible = await this.invisibleArgument(schema, plan.args, identity).catch((e: unknown) => {
+        // Not cached: the next subscribe checks again (a subgraph that could not answer may be back).
+        unchecked = e instanceof RulrError ? e : new RulrError(ErrorCode.Forbidden, 'a filter argument could not be checked');
+        return null;
+      });
+      if (unchecked) return this.sendError(c, id, [unchecked.toGraphQL()]);
+      this.visible.set(visKey, { refusal: invisible });
     }
     if (invisible) return this.sendError(c, id, [new RulrError(ErrorCode.Forbidden, invisible).toGraphQL()]);
     if (c.subs.get(id) !== 'pending' || c.closed) return;
@@ -551,6 +564,7 @@ export class RealtimeServer {
           undefined,
           identity,
         );
+        throwIfUnavailable(r);
         const seen = indexFollowUp(r);
         const missing = ids.find((x) => !seen.has(x));
         if (missing) return `${base} ${missing} is not visible to you`;
@@ -562,6 +576,7 @@ export class RealtimeServer {
             undefined,
             identity,
           );
+          throwIfUnavailable(r);
           if (!(r.data as { _r?: unknown } | undefined)?._r) return `${base} ${x} is not visible to you`;
         }
       }

@@ -1,11 +1,10 @@
 import { type ExecutionResult, type GraphQLError, type GraphQLFormattedError, getVariableValues } from 'graphql';
-import { ErrorCode } from '../../lib/errors.js';
 import { IDENTITY_HEADER, type Identity } from '../../lib/identity.js';
 import type { Logger } from '../../lib/logger.js';
 import { executeSubgraph, type SubgraphModule } from '../../lib/subgraph.js';
-import { type IdentitySigner, localIdentity, type SubgraphHttpClient } from '../data-sources.js';
+import { type IdentitySigner, localIdentity, type SubgraphHttpClient, subgraphUnavailable } from '../data-sources.js';
 import type { OperationRouter, Route } from '../operations.js';
-import { type ErrorFinalizer, gqlError, type Reply, type RequestBody, replyJson } from '../replies.js';
+import { type ErrorFinalizer, type Reply, type RequestBody, replyJson } from '../replies.js';
 
 export interface DirectRouteOptions {
   /** Subgraphs in this process, called without HTTP. */
@@ -19,6 +18,20 @@ export interface DirectRouteOptions {
   mask: boolean;
   finalizeError: ErrorFinalizer;
   logger: Logger;
+}
+
+/** A mutation's answer when its subgraph could not answer: nothing, and the error naming the subgraph. */
+const unavailable = (service: string, cause: unknown): Reply =>
+  replyJson(200, { errors: [subgraphUnavailable(service, cause).toGraphQL().toJSON()], data: null });
+
+/** A subgraph's error body, when it is GraphQL's JSON. */
+function parseAnswer(body: Buffer): { errors: unknown[] } | null {
+  try {
+    const parsed = JSON.parse(body.toString('utf8')) as { errors?: unknown };
+    return Array.isArray(parsed?.errors) ? { errors: parsed.errors } : null;
+  } catch {
+    return null;
+  }
 }
 
 export type DirectRoute = (
@@ -72,12 +85,19 @@ export function directRoute(o: DirectRouteOptions): DirectRoute {
         [IDENTITY_HEADER]: o.signer.sign(identity),
       });
     } catch (e) {
-      // Nothing was answered: a query is retried through Apollo (which reports the failure its way).
+      // Nothing was answered: a query is retried through Apollo (whose data source reports the failure
+      // as SUBGRAPH_UNAVAILABLE, each root field null); a mutation is not repeated.
       if (route.operation.operation === 'query') return null;
       o.logger.error({ err: e, service: route.service }, 'subgraph request failed');
-      return replyJson(200, gqlError(o.mask ? 'internal error' : `subgraph ${route.service} failed`, ErrorCode.Internal));
+      return unavailable(route.service, e);
     }
-    if (res.status !== 200) return route.operation.operation === 'query' ? null : replyJson(200, JSON.parse(res.body.toString('utf8')));
+    if (res.status !== 200) {
+      if (route.operation.operation === 'query') return null;
+      const answer = parseAnswer(res.body);
+      if (res.status === 400 && answer) return replyJson(200, answer);
+      o.logger.error({ status: res.status, service: route.service }, 'subgraph answered a mutation with an HTTP error');
+      return unavailable(route.service, { extensions: { response: { status: res.status } } });
+    }
     // The common case, no errors: the subgraph's bytes are the answer.
     if (res.body.indexOf('"errors"') < 0) return { status: 200, body: res.body };
     return { status: 200, body: asGateway(JSON.parse(res.body.toString('utf8')), route.service) };
