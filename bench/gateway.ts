@@ -57,14 +57,14 @@ async function serve(role: string): Promise<void> {
   let close: () => Promise<void>;
   let port: number;
   // BENCH_SUBGRAPH=memory: the devices subgraph answers from an in-memory snapshot (bench/memory-devices.ts).
-  const devicesRepository =
+  const devicesRepositories =
     process.env.BENCH_SUBGRAPH === 'memory' && (role === 'devices' || role === 'allinone')
-      ? await (await import('./memory-devices.js')).MemoryDevicesRepository.load(ctx.db, [process.env.BENCH_ORG ?? ''])
+      ? await (await import('./memory-devices.js')).memoryRepositories(ctx.db, [process.env.BENCH_ORG ?? ''])
       : undefined;
   if (role === 'devices' || role === 'metrics') {
     const mod =
       role === 'devices'
-        ? (await import('../subgraphs/devices/index.js')).createSubgraph(ctx, devicesRepository)
+        ? (await import('../subgraphs/devices/index.js')).createSubgraph(ctx, devicesRepositories)
         : (await import('../subgraphs/metrics/index.js')).createSubgraph(ctx);
     const h = await startSubgraphServer(ctx, mod, 0);
     port = h.port;
@@ -74,7 +74,7 @@ async function serve(role: string): Promise<void> {
     const local =
       role === 'allinone'
         ? {
-            devices: (await import('../subgraphs/devices/index.js')).createSubgraph(ctx, devicesRepository),
+            devices: (await import('../subgraphs/devices/index.js')).createSubgraph(ctx, devicesRepositories),
             metrics: (await import('../subgraphs/metrics/index.js')).createSubgraph(ctx),
           }
         : undefined;

@@ -3,7 +3,7 @@ import type { DocumentNode } from 'graphql';
 import type { RoleContext } from '../../lib/role.js';
 import { readTypeDefs, type SubgraphModule } from '../../lib/subgraph.js';
 import { createLoaders } from './loaders.js';
-import { DevicesRepository } from './repository.js';
+import { createRepositories, type DevicesRepositories } from './repositories/index.js';
 import { createResolvers, type DevicesContext } from './resolvers.js';
 
 export const typeDefs: DocumentNode = readTypeDefs(import.meta.url);
@@ -14,8 +14,8 @@ export const typeDefs: DocumentNode = readTypeDefs(import.meta.url);
  */
 export function createSubgraph(
   ctx: RoleContext,
-  /** a repository other than PostgreSQL's (bench:gateway's in-memory reference subgraph) */
-  repository?: DevicesRepository,
+  /** repositories other than PostgreSQL's (bench:gateway's in-memory reference subgraph) */
+  repositories?: Partial<DevicesRepositories>,
 ): SubgraphModule<DevicesContext> {
   const schema = buildSubgraphSchema([
     {
@@ -27,13 +27,13 @@ export function createSubgraph(
       }),
     },
   ]);
-  let repo: DevicesRepository | undefined = repository;
+  let repos: DevicesRepositories | undefined;
   return {
     name: 'devices',
     schema,
     context(identity) {
-      repo ??= new DevicesRepository(ctx.db);
-      return { identity, loaders: createLoaders(repo, identity.orgId), repo };
+      repos ??= createRepositories(ctx.db, repositories);
+      return { identity, loaders: createLoaders(repos, identity.orgId), repos };
     },
   };
 }

@@ -14,7 +14,15 @@ import { ErrorCode, UnauthenticatedError } from '../../lib/errors.js';
 import { authorize, type Identity, type Requirement } from '../../lib/identity.js';
 import { sitePathIds } from '../../lib/sites.js';
 import type { DevicesLoaders } from './loaders.js';
-import type { ApiKeyRow, DeviceColumn, DeviceRow, DevicesRepository, ProfileRow, SiteRow } from './repository.js';
+import type {
+  ApiKeyRow,
+  DeviceColumn,
+  DeviceListFilter,
+  DeviceRow,
+  DevicesRepositories,
+  ProfileRow,
+  SiteRow,
+} from './repositories/index.js';
 import {
   check,
   checkId,
@@ -35,7 +43,7 @@ import {
 export interface DevicesContext {
   identity: Identity;
   loaders: DevicesLoaders;
-  repo: DevicesRepository;
+  repos: DevicesRepositories;
 }
 
 /** Token settings `login` signs with. */
@@ -160,7 +168,7 @@ interface Connection {
   edges: { cursor: string; node: DeviceRow }[];
   pageInfo: { hasNextPage: boolean; endCursor: string | null };
   orgId: string;
-  filter: Parameters<DevicesRepository['countDevices']>[1];
+  filter: DeviceListFilter;
   /** already counted with the page when `totalCount` was selected */
   total?: number | undefined;
 }
@@ -191,7 +199,7 @@ export function createResolvers(login: LoginOptions): GraphQLResolverMap<Devices
       const nodeFields = fieldsAt(info, ['edges', 'node']);
       const onNode = (name: string) => nodeFields.some((f) => f.name.value === name);
       const columns = deviceColumnsOf(nodeFields);
-      const { rows, sites, profiles, total } = await ctx.repo.listDevices(id.orgId, {
+      const { rows, sites, profiles, total } = await ctx.repos.devices.listDevices(id.orgId, {
         limit: page.first + 1,
         afterSerial,
         filter,
@@ -230,7 +238,7 @@ export function createResolvers(login: LoginOptions): GraphQLResolverMap<Devices
     },
     async sites(_p, _a, ctx) {
       const id = authorize(ctx.identity, READ);
-      const rows = await ctx.repo.listSites(id.orgId);
+      const rows = await ctx.repos.sites.listSites(id.orgId);
       for (const r of rows) ctx.loaders.site.prime(r.id, r);
       return rows;
     },
@@ -240,7 +248,7 @@ export function createResolvers(login: LoginOptions): GraphQLResolverMap<Devices
     },
     async deviceProfiles(_p, _a, ctx) {
       const id = authorize(ctx.identity, READ);
-      const rows = await ctx.repo.listProfiles(id.orgId);
+      const rows = await ctx.repos.profiles.listProfiles(id.orgId);
       for (const r of rows) ctx.loaders.profile.prime(r.id, r);
       return rows;
     },
@@ -250,25 +258,25 @@ export function createResolvers(login: LoginOptions): GraphQLResolverMap<Devices
     },
     async me(_p, _a, ctx) {
       const id = requireUser(ctx);
-      const { org, email } = await ctx.repo.whoami(id.orgId, id.kind === 'user' && isUuid(id.subject) ? id.subject : null);
+      const { org, email } = await ctx.repos.organizations.whoami(id.orgId, id.kind === 'user' && isUuid(id.subject) ? id.subject : null);
       if (!org) throw new UnauthenticatedError('your organization no longer exists');
       return { kind: id.kind, subject: id.subject, role: id.role, scopes: id.scopes, email, organization: org };
     },
     apiKeys(_p, _a, ctx) {
       const id = authorize(ctx.identity, ADMIN);
-      return ctx.repo.listApiKeys(id.orgId);
+      return ctx.repos.apiKeys.listApiKeys(id.orgId);
     },
   };
 
   const Mutation: Record<string, Resolver> = {
     async login(_p, args, ctx) {
       const a = check(loginSchema, args, '');
-      const user = await ctx.repo.findUserForLogin(a.email);
+      const user = await ctx.repos.users.findUserForLogin(a.email);
       const ok = user
         ? await verifyPassword(user.password_hash, a.password)
         : await verifyPassword(await dummy(), a.password).then(() => false);
       if (!user || !ok) throw new UnauthenticatedError('invalid email or password');
-      const memberships = await ctx.repo.memberships(user.id);
+      const memberships = await ctx.repos.users.memberships(user.id);
       const m = a.organization ? memberships.find((x) => x.slug === a.organization) : memberships[0];
       if (!m) {
         throw new UnauthenticatedError(
@@ -278,7 +286,7 @@ export function createResolvers(login: LoginOptions): GraphQLResolverMap<Devices
       const now = Math.floor(Date.now() / 1000);
       const role = m.role as Identity['role'];
       const token = await issueToken({ userId: user.id, orgId: m.id, role }, login, now);
-      await ctx.repo.recordLogin(m.id, user.id);
+      await ctx.repos.users.recordLogin(m.id, user.id);
       return {
         token,
         expiresAt: new Date((now + login.ttlSeconds) * 1000),
@@ -288,7 +296,7 @@ export function createResolvers(login: LoginOptions): GraphQLResolverMap<Devices
     },
     async createSite(_p, args, ctx) {
       const id = authorize(ctx.identity, WRITE);
-      const row = await ctx.repo.createSite(id, check(createSiteSchema, args.input, 'input'));
+      const row = await ctx.repos.sites.createSite(id, check(createSiteSchema, args.input, 'input'));
       ctx.loaders.site.prime(row.id, row);
       ctx.loaders.siteChildren.clearAll();
       return row;
@@ -296,7 +304,7 @@ export function createResolvers(login: LoginOptions): GraphQLResolverMap<Devices
     async createDeviceProfile(_p, args, ctx) {
       const id = authorize(ctx.identity, WRITE);
       const p = check(createProfileSchema, args.input, 'input');
-      const row = await ctx.repo.createProfile(id, {
+      const row = await ctx.repos.profiles.createProfile(id, {
         name: p.name,
         description: p.description ?? '',
         // Absent rather than null: ingest's metric schema treats these keys as optional, not nullable.
@@ -318,7 +326,7 @@ export function createResolvers(login: LoginOptions): GraphQLResolverMap<Devices
     async createDevice(_p, args, ctx) {
       const id = authorize(ctx.identity, WRITE);
       const d = check(createDeviceSchema, args.input, 'input');
-      const row = await ctx.repo.createDevice(id, {
+      const row = await ctx.repos.devices.createDevice(id, {
         serial: d.serial,
         name: d.name,
         siteId: d.siteId,
@@ -333,31 +341,31 @@ export function createResolvers(login: LoginOptions): GraphQLResolverMap<Devices
       const id = authorize(ctx.identity, WRITE);
       const deviceId = checkId(args.id);
       const patch = check(updateDeviceSchema, args.input, 'input');
-      return primeDevice(ctx, await ctx.repo.updateDevice(id, deviceId, patch));
+      return primeDevice(ctx, await ctx.repos.devices.updateDevice(id, deviceId, patch));
     },
     async moveDevice(_p, args, ctx) {
       const id = authorize(ctx.identity, WRITE);
       const deviceId = checkId(args.id);
       const siteId = checkId(args.siteId, 'siteId');
-      return primeDevice(ctx, await ctx.repo.updateDevice(id, deviceId, { siteId }, 'device.move'));
+      return primeDevice(ctx, await ctx.repos.devices.updateDevice(id, deviceId, { siteId }, 'device.move'));
     },
     async decommissionDevice(_p, args, ctx) {
       const id = authorize(ctx.identity, WRITE);
-      return primeDevice(ctx, await ctx.repo.decommissionDevice(id, checkId(args.id)));
+      return primeDevice(ctx, await ctx.repos.devices.decommissionDevice(id, checkId(args.id)));
     },
     rotateDeviceCredentials(_p, args, ctx) {
       const id = authorize(ctx.identity, WRITE);
-      return ctx.repo.rotateCredentials(id, checkId(args.id));
+      return ctx.repos.credentials.rotateCredentials(id, checkId(args.id));
     },
     async createApiKey(_p, args, ctx) {
       const id = authorize(ctx.identity, ADMIN);
       const input = check(createApiKeySchema, args.input, 'input');
-      const { row, key } = await ctx.repo.createApiKey(id, input);
+      const { row, key } = await ctx.repos.apiKeys.createApiKey(id, input);
       return { apiKey: row, key };
     },
     revokeApiKey(_p, args, ctx) {
       const id = authorize(ctx.identity, ADMIN);
-      return ctx.repo.revokeApiKey(id, checkId(args.id));
+      return ctx.repos.apiKeys.revokeApiKey(id, checkId(args.id));
     },
   };
 
@@ -406,7 +414,7 @@ export function createResolvers(login: LoginOptions): GraphQLResolverMap<Devices
     async __resolveReference(ref: { id: unknown }, ctx: DevicesContext) {
       const id = requireUser(ctx);
       if (ref.id !== id.orgId) return null;
-      return (await ctx.repo.whoami(id.orgId, null)).org ?? null;
+      return (await ctx.repos.organizations.whoami(id.orgId, null)).org ?? null;
     },
   };
 
@@ -418,7 +426,7 @@ export function createResolvers(login: LoginOptions): GraphQLResolverMap<Devices
   };
 
   const DeviceConnection: Record<string, Resolver<Connection>> = {
-    totalCount: (c, _a, ctx) => c.total ?? ctx.repo.countDevices(c.orgId, c.filter),
+    totalCount: (c, _a, ctx) => c.total ?? ctx.repos.devices.countDevices(c.orgId, c.filter),
   };
 
   return {

@@ -1,0 +1,69 @@
+import { actorOf, audit } from '../../../lib/audit.js';
+import { type Db, isUniqueViolation, withTenant } from '../../../lib/db.js';
+import { ConflictError } from '../../../lib/errors.js';
+import type { Identity } from '../../../lib/identity.js';
+import { QueryTemplates } from '../query-templates.js';
+import { type MetricDefinitionRow, type ProfileRow, profileColumns, profilesOf, readAll } from './rows.js';
+
+export interface NewProfile {
+  name: string;
+  description: string;
+  metrics: MetricDefinitionRow[];
+  silenceTimeoutSeconds: number;
+  isGateway: boolean;
+  autoCreateChildren: boolean;
+}
+
+/** Device profiles: what a kind of device reports and how it behaves. */
+export class ProfileRepository {
+  private readonly templates = new QueryTemplates();
+
+  constructor(readonly db: Db) {}
+
+  async profilesByIds(orgId: string, ids: readonly string[]): Promise<ProfileRow[]> {
+    const statements = this.templates.statements(
+      `profilesByIds:${ids.length}`,
+      (bind) => ({ orgId: bind(orgId), ids: ids.map(bind) }),
+      (a) => [profilesOf(this.db, a.orgId).where('id', 'in', a.ids)],
+    );
+    const [rows] = await readAll(this.db, orgId, ...statements);
+    return rows as unknown as ProfileRow[];
+  }
+
+  listProfiles(orgId: string): Promise<ProfileRow[]> {
+    return withTenant(
+      this.db,
+      orgId,
+      (tx) =>
+        tx.selectFrom('device_profiles').select(profileColumns).where('org_id', '=', orgId).orderBy('name').execute() as unknown as Promise<
+          ProfileRow[]
+        >,
+    );
+  }
+
+  createProfile(identity: Identity, p: NewProfile): Promise<ProfileRow> {
+    const orgId = identity.orgId;
+    return withTenant(this.db, orgId, async (tx) => {
+      try {
+        const row = (await tx
+          .insertInto('device_profiles')
+          .values({
+            org_id: orgId,
+            name: p.name,
+            description: p.description,
+            metrics: JSON.stringify(p.metrics),
+            silence_timeout_s: p.silenceTimeoutSeconds,
+            is_gateway: p.isGateway,
+            auto_create_children: p.autoCreateChildren,
+          })
+          .returning(profileColumns)
+          .executeTakeFirstOrThrow()) as unknown as ProfileRow;
+        await audit(tx, orgId, actorOf(identity), 'device_profile.create', 'device_profile', row.id, null, row);
+        return row;
+      } catch (e) {
+        if (isUniqueViolation(e)) throw new ConflictError(`a device profile named "${p.name}" already exists`);
+        throw e;
+      }
+    });
+  }
+}
