@@ -1,7 +1,8 @@
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Supergraph } from '@apollo/federation-internals';
-import { type GraphQLSchema, parse, print } from 'graphql';
+import { buildSubgraphSchema } from '@apollo/subgraph';
+import { type GraphQLSchema, isEnumType, isObjectType, isScalarType, parse, print } from 'graphql';
 import { describe, expect, it } from 'vitest';
 import { ROLE_NAMES } from '../cli/roles.js';
 import { loadSubgraph } from '../cli/subgraphs.js';
@@ -46,6 +47,56 @@ describe('lib/subgraphs.ts', () => {
       const pkg = await loadSubgraph(name);
       expect(print(pkg.typeDefs), name).toBe(print(parse(readFileSync(`${root}/${sdlPath(name)}`, 'utf8'))));
       expect(typeof pkg.createSubgraph, name).toBe('function');
+    }
+  });
+
+  it('gives every subgraph folder the same files (docs/subgraphs.md)', () => {
+    for (const name of SUBGRAPH_NAMES) {
+      const dir = `${root}/subgraphs/${name}`;
+      for (const f of ['schema.graphql', 'index.ts', 'resolvers.ts', 'loaders.ts', 'validation.ts', 'README.md']) {
+        expect(existsSync(`${dir}/${f}`), `subgraphs/${name}/${f}`).toBe(true);
+      }
+      const one = existsSync(`${dir}/repository.ts`);
+      const several = existsSync(`${dir}/repositories/index.ts`);
+      expect(one !== several, `subgraphs/${name}: repository.ts or repositories/index.ts, not both`).toBe(true);
+    }
+  });
+
+  it('gives those files the same exports in every subgraph', async () => {
+    for (const name of SUBGRAPH_NAMES) {
+      const dir = `../subgraphs/${name}`;
+      const resolvers = (await import(`${dir}/resolvers.ts`)) as Record<string, unknown>;
+      const loaders = (await import(`${dir}/loaders.ts`)) as Record<string, unknown>;
+      const validation = (await import(`${dir}/validation.ts`)) as Record<string, unknown>;
+      expect(typeof resolvers.createResolvers, `${name}/resolvers.ts createResolvers`).toBe('function');
+      expect(typeof loaders.createLoaders, `${name}/loaders.ts createLoaders`).toBe('function');
+      for (const fn of ['check', 'checkId', 'checkIds']) expect(typeof validation[fn], `${name}/validation.ts ${fn}`).toBe('function');
+    }
+  });
+
+  it('resolves only types and fields its SDL declares (graphql would ignore a misspelt one silently)', async () => {
+    for (const name of SUBGRAPH_NAMES) {
+      const schema = buildSubgraphSchema([{ typeDefs: (await loadSubgraph(name)).typeDefs }]);
+      const { createResolvers } = (await import(`../subgraphs/${name}/resolvers.ts`)) as {
+        createResolvers: (c: ReturnType<typeof loadConfig>) => Record<string, object>;
+      };
+      for (const [typeName, map] of Object.entries(createResolvers(loadConfig({})))) {
+        const type = schema.getType(typeName);
+        expect(type, `${name}: type ${typeName}`).toBeDefined();
+        if (isObjectType(type)) {
+          for (const field of Object.keys(map)) {
+            if (field === '__resolveReference') continue;
+            expect(Object.keys(type.getFields()), `${name}: ${typeName}.${field}`).toContain(field);
+          }
+        } else if (isEnumType(type)) {
+          expect(Object.keys(map).sort(), `${name}: enum ${typeName}`).toEqual(
+            type
+              .getValues()
+              .map((v) => v.name)
+              .sort(),
+          );
+        } else expect(isScalarType(type), `${name}: ${typeName}`).toBe(true);
+      }
     }
   });
 

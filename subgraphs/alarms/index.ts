@@ -6,7 +6,7 @@ import type { RoleContext } from '../../lib/role.js';
 import { readTypeDefs, type SubgraphModule } from '../../lib/subgraph.js';
 import { createLoaders } from './loaders.js';
 import { AlarmsRepository } from './repository.js';
-import { type AlarmsContext, type PublishAlarmChange, resolvers } from './resolvers.js';
+import { type AlarmsContext, createResolvers, type PublishAlarmChange } from './resolvers.js';
 
 export const typeDefs: DocumentNode = readTypeDefs(import.meta.url);
 
@@ -16,7 +16,7 @@ export const typeDefs: DocumentNode = readTypeDefs(import.meta.url);
  * database (an operator's action must be visible to the next read).
  */
 export function createSubgraph(ctx: RoleContext): SubgraphModule<AlarmsContext> {
-  const schema = buildSubgraphSchema([{ typeDefs, resolvers }]);
+  const schema = buildSubgraphSchema([{ typeDefs, resolvers: createResolvers(ctx.config) }]);
   const publish: PublishAlarmChange = async (orgId, { row, change, site }) => {
     if (!change) return;
     try {

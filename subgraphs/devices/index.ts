@@ -20,11 +20,7 @@ export function createSubgraph(
   const schema = buildSubgraphSchema([
     {
       typeDefs,
-      resolvers: createResolvers({
-        secret: ctx.config.RULR_SECRET,
-        issuer: ctx.config.JWT_ISSUER,
-        ttlSeconds: ctx.config.JWT_TTL_SECONDS,
-      }),
+      resolvers: createResolvers(ctx.config),
     },
   ]);
   let repos: DevicesRepositories | undefined;

@@ -9,6 +9,7 @@ import {
   valueFromASTUntyped,
 } from 'graphql';
 import { hashPassword, issueToken, verifyPassword } from '../../lib/auth.js';
+import type { Config } from '../../lib/config.js';
 import { isUuid } from '../../lib/db.js';
 import { ErrorCode, UnauthenticatedError } from '../../lib/errors.js';
 import { authorize, type Identity, type Requirement } from '../../lib/identity.js';
@@ -173,7 +174,11 @@ interface Connection {
   total?: number | undefined;
 }
 
-export function createResolvers(login: LoginOptions): GraphQLResolverMap<DevicesContext> {
+/** The resolver map of the devices subgraph; `login` signs with the configured secret, issuer and lifetime. */
+export function createResolvers(
+  config: Pick<Config, 'RULR_SECRET' | 'JWT_ISSUER' | 'JWT_TTL_SECONDS'>,
+): GraphQLResolverMap<DevicesContext> {
+  const login: LoginOptions = { secret: config.RULR_SECRET, issuer: config.JWT_ISSUER, ttlSeconds: config.JWT_TTL_SECONDS };
   // Unknown emails still pay for one argon2 verification, so timing does not reveal which emails exist.
   let dummyHash: Promise<string> | undefined;
   const dummy = () => {
@@ -444,5 +449,5 @@ export function createResolvers(login: LoginOptions): GraphQLResolverMap<Devices
     ApiKey,
     DeviceConnection,
     DeviceCredentials: {},
-  } as unknown as GraphQLResolverMap<DevicesContext>;
+  } satisfies GraphQLResolverMap<DevicesContext>;
 }

@@ -5,7 +5,7 @@ import type { RoleContext } from '../../lib/role.js';
 import { readTypeDefs, type SubgraphModule } from '../../lib/subgraph.js';
 import { createLoaders } from './loaders.js';
 import { MetricsRepository } from './repository.js';
-import { type MetricsContext, resolvers } from './resolvers.js';
+import { createResolvers, type MetricsContext } from './resolvers.js';
 
 export const typeDefs: DocumentNode = readTypeDefs(import.meta.url);
 
@@ -14,7 +14,7 @@ export const typeDefs: DocumentNode = readTypeDefs(import.meta.url);
  * PostgreSQL (the read replica when `DATABASE_READ_URL` is set).
  */
 export function createSubgraph(ctx: RoleContext): SubgraphModule<MetricsContext> {
-  const schema = buildSubgraphSchema([{ typeDefs, resolvers }]);
+  const schema = buildSubgraphSchema([{ typeDefs, resolvers: createResolvers(ctx.config) }]);
   let repo: MetricsRepository | undefined;
   return {
     name: 'metrics',

@@ -5,7 +5,7 @@ import type { RoleContext } from '../../lib/role.js';
 import { readTypeDefs, type SubgraphModule } from '../../lib/subgraph.js';
 import { createLoaders } from './loaders.js';
 import { RulesRepository } from './repository.js';
-import { type RulesContext, resolvers } from './resolvers.js';
+import { createResolvers, type RulesContext } from './resolvers.js';
 
 export const typeDefs: DocumentNode = readTypeDefs(import.meta.url);
 
@@ -14,7 +14,7 @@ export const typeDefs: DocumentNode = readTypeDefs(import.meta.url);
  * next read), evaluation counters (Redis) and dry runs against the devices' latest values.
  */
 export function createSubgraph(ctx: RoleContext): SubgraphModule<RulesContext> {
-  const schema = buildSubgraphSchema([{ typeDefs, resolvers }]);
+  const schema = buildSubgraphSchema([{ typeDefs, resolvers: createResolvers(ctx.config) }]);
   let repo: RulesRepository | undefined;
   return {
     name: 'rules',
