@@ -4,7 +4,7 @@ import { generateApiKey } from '../../../lib/auth.js';
 import { type Db, isUuid, withTenant } from '../../../lib/db.js';
 import { NotFoundError } from '../../../lib/errors.js';
 import type { Identity } from '../../../lib/identity.js';
-import type { ApiKeyRow } from './rows.js';
+import type { ApiKeyRow } from './shared.js';
 
 const apiKeyColumns = ['id', 'name', 'prefix', 'scopes', 'created_at', 'last_used_at', 'expires_at', 'revoked_at'] as const;
 

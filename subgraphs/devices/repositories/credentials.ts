@@ -5,6 +5,7 @@ import { type Db, withTenant } from '../../../lib/db.js';
 import { ConflictError } from '../../../lib/errors.js';
 import type { Identity } from '../../../lib/identity.js';
 import { deviceIn } from './devices.js';
+import { revokeDeviceCredentials } from './shared.js';
 
 /** Device MQTT secrets are random 192-bit strings, so a fast hash is enough (as for API keys). */
 export const hashDeviceSecret = (secret: string) => createHash('sha256').update(secret).digest('hex');
@@ -23,13 +24,7 @@ export class CredentialRepository {
       const device = await deviceIn(tx, orgId, id, true);
       if (device.decommissioned_at) throw new ConflictError(`device ${device.serial} is decommissioned`);
       const secret = randomBytes(24).toString('base64url');
-      await tx
-        .updateTable('device_credentials')
-        .set({ revoked_at: sql`now()` })
-        .where('org_id', '=', orgId)
-        .where('device_id', '=', id)
-        .where('revoked_at', 'is', null)
-        .execute();
+      await revokeDeviceCredentials(tx, orgId, id);
       const row = await tx
         .insertInto('device_credentials')
         .values({ org_id: orgId, device_id: id, username: id, secret_hash: hashDeviceSecret(secret) })

@@ -5,7 +5,7 @@ import { type DB, type Db, isUniqueViolation, type Tx, withTenant } from '../../
 import { ConflictError, NotFoundError } from '../../../lib/errors.js';
 import type { Identity } from '../../../lib/identity.js';
 import { QueryTemplates } from '../query-templates.js';
-import { type DeviceRow, type ProfileRow, point, profilesOf, readAll, type SiteRow, sitesOf } from './rows.js';
+import { type DeviceRow, type ProfileRow, point, profilesOf, readAll, revokeDeviceCredentials, type SiteRow, sitesOf } from './shared.js';
 
 /** Validated filter of `Query.devices` (ids already checked to be uuids). */
 export interface DeviceListFilter {
@@ -295,13 +295,7 @@ export class DeviceRepository {
         .where('org_id', '=', orgId)
         .where('id', '=', id)
         .execute();
-      await tx
-        .updateTable('device_credentials')
-        .set({ revoked_at: sql`now()` })
-        .where('org_id', '=', orgId)
-        .where('device_id', '=', id)
-        .where('revoked_at', 'is', null)
-        .execute();
+      await revokeDeviceCredentials(tx, orgId, id);
       const after = await deviceIn(tx, orgId, id);
       await audit(tx, orgId, actorOf(identity), 'device.decommission', 'device', id, before, after);
       return after;

@@ -20,7 +20,7 @@ export {
 } from './devices.js';
 export { OrganizationRepository } from './organizations.js';
 export { type NewProfile, ProfileRepository } from './profiles.js';
-export type { ApiKeyRow, DeviceRow, MetricDefinitionRow, OrganizationRow, ProfileRow, SiteRow } from './rows.js';
+export type { ApiKeyRow, DeviceRow, MetricDefinitionRow, OrganizationRow, ProfileRow, SiteRow } from './shared.js';
 export { SiteRepository } from './sites.js';
 export { UserRepository } from './users.js';
 

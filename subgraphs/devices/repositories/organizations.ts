@@ -1,5 +1,5 @@
 import { type Db, withTenant } from '../../../lib/db.js';
-import type { OrganizationRow } from './rows.js';
+import type { OrganizationRow } from './shared.js';
 
 /** Organizations, and who is asking (`Query.me`). */
 export class OrganizationRepository {

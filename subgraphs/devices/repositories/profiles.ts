@@ -3,7 +3,7 @@ import { type Db, isUniqueViolation, withTenant } from '../../../lib/db.js';
 import { ConflictError } from '../../../lib/errors.js';
 import type { Identity } from '../../../lib/identity.js';
 import { QueryTemplates } from '../query-templates.js';
-import { type MetricDefinitionRow, type ProfileRow, profileColumns, profilesOf, readAll } from './rows.js';
+import { type MetricDefinitionRow, type ProfileRow, profileColumns, profilesOf, readAll } from './shared.js';
 
 export interface NewProfile {
   name: string;

@@ -6,7 +6,7 @@ import { NotFoundError } from '../../../lib/errors.js';
 import type { Identity } from '../../../lib/identity.js';
 import { siteLabel } from '../../../lib/sites.js';
 import { QueryTemplates } from '../query-templates.js';
-import { readAll, type SiteRow, siteColumns, sitesOf } from './rows.js';
+import { readAll, type SiteRow, siteColumns, sitesOf } from './shared.js';
 
 /** Sites: the ltree hierarchy, its batched reads and device counts per subtree. */
 export class SiteRepository {
