@@ -12,7 +12,7 @@ import {
 } from './data-sources.js';
 import type { QueryLimits } from './limits.js';
 import { OperationRouter } from './operations.js';
-import { loadSupergraph, readSubgraphSdls } from './supergraph.js';
+import { loadSupergraph } from './supergraph.js';
 
 export interface FederatedGraphOptions {
   /** Subgraphs in this process, called without HTTP. */
@@ -60,8 +60,8 @@ export function federatedGraph(o: FederatedGraphOptions): FederatedGraph {
     ...(o.introspectAndCompose
       ? {
           supergraphSdl: new IntrospectAndCompose({
-            // Development only: every subgraph that has an SDL in this tree is expected to be running.
-            subgraphs: readSubgraphSdls().map(({ name }) => ({ name, url: o.urls[name] as string })),
+            // Development only: every subgraph of lib/subgraphs.ts is expected to be running.
+            subgraphs: SUBGRAPH_NAMES.map((name) => ({ name, url: o.urls[name] as string })),
           }),
         }
       : { supergraphSdl: o.supergraphSdl ?? loadSupergraph() }),

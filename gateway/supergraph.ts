@@ -54,8 +54,15 @@ export function composeFromTree(root: URL = ROOT): string {
   return composeSupergraph(readSubgraphSdls(root));
 }
 
-/** The checked-in supergraph the gateway serves. */
-export function loadSupergraph(path: URL = SUPERGRAPH_PATH): string {
+/**
+ * The supergraph beside this module's tree: the checked-in file when running from the sources, the
+ * copy `npm run build` put in `dist/schema/` otherwise. The image holds only `dist/`, so the package
+ * root's `schema/` is not there.
+ */
+const BUILT_SUPERGRAPH = new URL('../schema/supergraph.graphql', import.meta.url);
+
+/** The supergraph the gateway serves (composed from the same SDLs as the code it runs with). */
+export function loadSupergraph(path: URL = existsSync(BUILT_SUPERGRAPH) ? BUILT_SUPERGRAPH : SUPERGRAPH_PATH): string {
   if (!existsSync(path)) throw new Error(`${path.pathname} is missing: run \`npx rulr compose\``);
   return readFileSync(path, 'utf8');
 }
