@@ -160,7 +160,8 @@ export async function startGateway(ctx: RoleContext, o: GatewayOptions = {}): Pr
         query = print(document);
         printed.set(document, query);
       }
-      const { reply } = await run({ query, variables, operationName }, identity);
+      // Apollo refuses a body whose operationName is present but not a string (the fallback route)
+      const { reply } = await run({ query, variables, ...(operationName !== undefined ? { operationName } : {}) }, identity);
       return JSON.parse(reply.body.toString()) as ExecutionResult;
     },
     onClose(fn) {

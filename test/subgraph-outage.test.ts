@@ -263,11 +263,12 @@ describe('a subscription that selects fields of a subgraph that is down', () => 
     });
     clients.push(c);
     const events: { data?: unknown; errors?: { extensions?: Record<string, unknown>; message: string }[] }[] = [];
+    const refusals: unknown[] = [];
     c.subscribe(
       { query, variables },
-      { next: (v) => events.push(v as (typeof events)[number]), error: () => undefined, complete: () => undefined },
+      { next: (v) => events.push(v as (typeof events)[number]), error: (e) => refusals.push(e), complete: () => undefined },
     );
-    return events;
+    return Object.assign(events, { refusals });
   }
   const publish = (deviceId: string) =>
     subCtx.redis.publish(
@@ -315,5 +316,17 @@ describe('a subscription that selects fields of a subgraph that is down', () => 
 
     const back = await next(4);
     expect(back).toEqual({ data: { telemetryUpdated: whole } });
+  });
+
+  it('refuses a subscription whose filter cannot be checked while the devices subgraph is down, with its error rather than FORBIDDEN', async () => {
+    await kill('devices');
+    try {
+      const sub = subscribe('subscription($d: [ID!]) { telemetryUpdated(deviceIds: $d) { readings { value } } }', { d: [deviceIds[1]] });
+      await until(() => sub.refusals.length > 0, 10_000, 'the refusal');
+      const [errors] = sub.refusals as { message: string; extensions?: Record<string, unknown> }[][];
+      expectUnavailable({ errors: errors ?? [] } as Answer['body'], 'devices');
+    } finally {
+      await start('devices');
+    }
   });
 });
