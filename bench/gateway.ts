@@ -57,15 +57,15 @@ async function serve(role: string): Promise<void> {
   let close: () => Promise<void>;
   let port: number;
   // BENCH_SUBGRAPH=memory: the devices subgraph answers from an in-memory snapshot (bench/memory-devices.ts).
-  const devicesRepository =
+  const devicesRepositories =
     process.env.BENCH_SUBGRAPH === 'memory' && (role === 'devices' || role === 'allinone')
-      ? await (await import('./memory-devices.js')).MemoryDevicesRepository.load(ctx.db, [process.env.BENCH_ORG ?? ''])
+      ? await (await import('./memory-devices.js')).memoryRepositories(ctx.db, [process.env.BENCH_ORG ?? ''])
       : undefined;
   if (role === 'devices' || role === 'metrics') {
     const mod =
       role === 'devices'
-        ? (await import('../subgraphs/devices/index.js')).createDevicesSubgraph(ctx, devicesRepository)
-        : (await import('../subgraphs/metrics/index.js')).createMetricsSubgraph(ctx);
+        ? (await import('../subgraphs/devices/index.js')).createSubgraph(ctx, devicesRepositories)
+        : (await import('../subgraphs/metrics/index.js')).createSubgraph(ctx);
     const h = await startSubgraphServer(ctx, mod, 0);
     port = h.port;
     close = h.close;
@@ -74,8 +74,8 @@ async function serve(role: string): Promise<void> {
     const local =
       role === 'allinone'
         ? {
-            devices: (await import('../subgraphs/devices/index.js')).createDevicesSubgraph(ctx, devicesRepository),
-            metrics: (await import('../subgraphs/metrics/index.js')).createMetricsSubgraph(ctx),
+            devices: (await import('../subgraphs/devices/index.js')).createSubgraph(ctx, devicesRepositories),
+            metrics: (await import('../subgraphs/metrics/index.js')).createSubgraph(ctx),
           }
         : undefined;
     const h = await startGateway(ctx, { port: 0, ...(local ? { local } : { urls }) });

@@ -11,12 +11,15 @@
 import type { Db } from '../lib/db.js';
 import {
   type DevicePage,
+  DeviceRepository,
   type DeviceRow,
-  DevicesRepository,
+  type DevicesRepositories,
   type ListDevicesOptions,
+  ProfileRepository,
   type ProfileRow,
+  SiteRepository,
   type SiteRow,
-} from '../subgraphs/devices/repository.js';
+} from '../subgraphs/devices/repositories/index.js';
 
 interface Tenant {
   devices: DeviceRow[];
@@ -25,51 +28,47 @@ interface Tenant {
   profiles: Map<string, ProfileRow>;
 }
 
-export class MemoryDevicesRepository extends DevicesRepository {
+/** Every device, site and profile of some organizations, as PostgreSQL returned them. */
+class Snapshot {
   private readonly tenants = new Map<string, Tenant>();
 
-  private constructor(db: Db) {
+  /** Loads every device, site and profile of `orgIds` through the PostgreSQL repositories. */
+  static async load(db: Db, orgIds: string[]): Promise<Snapshot> {
+    const snap = new Snapshot();
+    const devices = new DeviceRepository(db);
+    const sites = new SiteRepository(db);
+    const profiles = new ProfileRepository(db);
+    for (const orgId of orgIds) {
+      const { rows } = await devices.listDevices(orgId, { limit: 1_000_000, filter: { includeDecommissioned: true } });
+      snap.tenants.set(orgId, {
+        devices: rows, // already in serial order
+        byId: new Map(rows.map((r) => [r.id, r])),
+        sites: new Map((await sites.listSites(orgId)).map((s) => [s.id, s])),
+        profiles: new Map((await profiles.listProfiles(orgId)).map((p) => [p.id, p])),
+      });
+    }
+    return snap;
+  }
+
+  tenant(orgId: string): Tenant {
+    return this.tenants.get(orgId) ?? { devices: [], byId: new Map(), sites: new Map(), profiles: new Map() };
+  }
+}
+
+class MemoryDeviceRepository extends DeviceRepository {
+  constructor(
+    db: Db,
+    private readonly snap: Snapshot,
+  ) {
     super(db);
   }
 
-  /** Loads every device, site and profile of `orgIds` through the PostgreSQL repository. */
-  static async load(db: Db, orgIds: string[]): Promise<MemoryDevicesRepository> {
-    const repo = new MemoryDevicesRepository(db);
-    const real = new DevicesRepository(db);
-    for (const orgId of orgIds) {
-      const { rows } = await real.listDevices(orgId, { limit: 1_000_000, filter: { includeDecommissioned: true } });
-      const sites = await real.listSites(orgId);
-      const profiles = await real.listProfiles(orgId);
-      repo.tenants.set(orgId, {
-        devices: rows, // already in serial order
-        byId: new Map(rows.map((r) => [r.id, r])),
-        sites: new Map(sites.map((s) => [s.id, s])),
-        profiles: new Map(profiles.map((p) => [p.id, p])),
-      });
-    }
-    return repo;
-  }
-
-  private tenant(orgId: string): Tenant {
-    return this.tenants.get(orgId) ?? { devices: [], byId: new Map(), sites: new Map(), profiles: new Map() };
-  }
-
   override async devicesByIds(orgId: string, ids: readonly string[]) {
-    const t = this.tenant(orgId);
+    const t = this.snap.tenant(orgId);
     const rows = ids.flatMap((id) => t.byId.get(id) ?? []);
     const sites = [...new Set(rows.flatMap((r) => (r.site_id ? [r.site_id] : [])))].flatMap((id) => t.sites.get(id) ?? []);
     const profiles = [...new Set(rows.flatMap((r) => (r.profile_id ? [r.profile_id] : [])))].flatMap((id) => t.profiles.get(id) ?? []);
     return { rows, sites, profiles };
-  }
-
-  override async sitesByIds(orgId: string, ids: readonly string[]) {
-    const t = this.tenant(orgId);
-    return ids.flatMap((id) => t.sites.get(id) ?? []);
-  }
-
-  override async profilesByIds(orgId: string, ids: readonly string[]) {
-    const t = this.tenant(orgId);
-    return ids.flatMap((id) => t.profiles.get(id) ?? []);
   }
 
   override async listDevices(orgId: string, o: ListDevicesOptions): Promise<DevicePage> {
@@ -77,7 +76,7 @@ export class MemoryDevicesRepository extends DevicesRepository {
     if (f.siteId || f.profileId || f.parentId || f.search || f.bbox || f.near) {
       throw new Error('the in-memory bench repository serves unfiltered pages only');
     }
-    const t = this.tenant(orgId);
+    const t = this.snap.tenant(orgId);
     const all = f.includeDecommissioned ? t.devices : t.devices.filter((d) => d.decommissioned_at === null);
     // serial order is PostgreSQL's collation order here: the snapshot came sorted from it
     let start = 0;
@@ -97,4 +96,42 @@ export class MemoryDevicesRepository extends DevicesRepository {
       ...(o.withCount ? { total: all.length } : {}),
     };
   }
+}
+
+class MemorySiteRepository extends SiteRepository {
+  constructor(
+    db: Db,
+    private readonly snap: Snapshot,
+  ) {
+    super(db);
+  }
+
+  override async sitesByIds(orgId: string, ids: readonly string[]) {
+    const t = this.snap.tenant(orgId);
+    return ids.flatMap((id) => t.sites.get(id) ?? []);
+  }
+}
+
+class MemoryProfileRepository extends ProfileRepository {
+  constructor(
+    db: Db,
+    private readonly snap: Snapshot,
+  ) {
+    super(db);
+  }
+
+  override async profilesByIds(orgId: string, ids: readonly string[]) {
+    const t = this.snap.tenant(orgId);
+    return ids.flatMap((id) => t.profiles.get(id) ?? []);
+  }
+}
+
+/** The repositories whose reads the bench's queries make, answered from a snapshot of `orgIds`. */
+export async function memoryRepositories(db: Db, orgIds: string[]): Promise<Partial<DevicesRepositories>> {
+  const snap = await Snapshot.load(db, orgIds);
+  return {
+    devices: new MemoryDeviceRepository(db, snap),
+    sites: new MemorySiteRepository(db, snap),
+    profiles: new MemoryProfileRepository(db, snap),
+  };
 }

@@ -28,7 +28,7 @@ import { DocumentCache, executeSubgraph } from '../lib/subgraph.js';
 import { compactRollups } from '../lib/telemetry/compactor.js';
 import { BatchWriter, type Row } from '../lib/telemetry/writer.js';
 import { migrateToLatest } from '../schema/migrate.js';
-import { createMetricsSubgraph } from '../subgraphs/metrics/index.js';
+import { createSubgraph as createMetricsSubgraph } from '../subgraphs/metrics/index.js';
 import { MetricsRepository } from '../subgraphs/metrics/repository.js';
 import { DAY, planSeries } from '../subgraphs/metrics/series.js';
 import { insertDevice, insertOrg, insertSite, type SiteFixture } from '../test/support/telemetry-fixtures.js';

@@ -1,30 +1,20 @@
 import { startGateway } from '../gateway/index.js';
 import { startIngest } from '../ingest/index.js';
-import type { Config } from '../lib/config.js';
+import { type Config, subgraphPort } from '../lib/config.js';
 import type { Logger } from '../lib/logger.js';
 import { RoleContext, type RoleHandle } from '../lib/role.js';
 import { type SubgraphModule, startSubgraphServer } from '../lib/subgraph.js';
-import { createAlarmsSubgraph } from '../subgraphs/alarms/index.js';
-import { createDevicesSubgraph } from '../subgraphs/devices/index.js';
-import { createMetricsSubgraph } from '../subgraphs/metrics/index.js';
-import { createRulesSubgraph } from '../subgraphs/rules/index.js';
+import { SUBGRAPH_NAMES } from '../lib/subgraphs.js';
 import { startWorkers } from '../workers/index.js';
-
-/** The subgraphs, with the config key of their port. */
-const SUBGRAPHS = {
-  devices: { create: createDevicesSubgraph, port: (c: Config) => c.DEVICES_PORT },
-  alarms: { create: createAlarmsSubgraph, port: (c: Config) => c.ALARMS_PORT },
-  rules: { create: createRulesSubgraph, port: (c: Config) => c.RULES_PORT },
-  metrics: { create: createMetricsSubgraph, port: (c: Config) => c.METRICS_PORT },
-} satisfies Record<string, { create: (ctx: RoleContext) => SubgraphModule; port: (c: Config) => number }>;
+import { loadSubgraph } from './subgraphs.js';
 
 /** What `all` runs: one process with everything (the gateway serves HTTP and graphql-ws). */
-const ALL = ['gateway', ...Object.keys(SUBGRAPHS), 'workers', 'ingest'];
-/** `realtime` is the WebSocket-only gateway, for deployments that scale subscriptions apart. */
+const ALL = ['gateway', ...SUBGRAPH_NAMES, 'workers', 'ingest'];
 
 /** How long one role may take to stop on SIGTERM before the others go on without it. */
 const ROLE_STOP_MS = 12_000;
-export const ROLE_NAMES = [...ALL, 'realtime'] as const;
+/** Every role; `realtime` is the WebSocket-only gateway, for deployments that scale subscriptions apart. */
+export const ROLE_NAMES: readonly string[] = [...ALL, 'realtime'];
 
 /**
  * Starts the named roles in this process. With the gateway and subgraphs together, the gateway
@@ -33,17 +23,17 @@ export const ROLE_NAMES = [...ALL, 'realtime'] as const;
 export async function startRoles(cfg: Config, logger: Logger, requested: string[]): Promise<RoleHandle> {
   const roles = requested.includes('all') ? [...ALL] : requested;
   for (const r of roles) {
-    if (!(ROLE_NAMES as readonly string[]).includes(r)) throw new Error(`unknown role "${r}" (known: ${ROLE_NAMES.join(', ')}, all)`);
+    if (!ROLE_NAMES.includes(r)) throw new Error(`unknown role "${r}" (known: ${ROLE_NAMES.join(', ')}, all)`);
   }
   const ctx = new RoleContext(cfg, logger);
   const handles: RoleHandle[] = [];
   const local: Record<string, SubgraphModule> = {};
   try {
-    for (const [name, s] of Object.entries(SUBGRAPHS)) {
+    for (const name of SUBGRAPH_NAMES) {
       if (!roles.includes(name)) continue;
-      const mod = s.create(ctx);
+      const mod = (await loadSubgraph(name)).createSubgraph(ctx);
       local[name] = mod;
-      handles.push(await startSubgraphServer(ctx, mod, s.port(cfg)));
+      handles.push(await startSubgraphServer(ctx, mod, subgraphPort(cfg, name)));
     }
     if (roles.includes('workers')) handles.push(await startWorkers(ctx));
     if (roles.includes('ingest')) handles.push(await startIngest(ctx));

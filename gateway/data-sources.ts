@@ -1,7 +1,9 @@
 import { type GraphQLDataSource, type GraphQLDataSourceProcessOptions, RemoteGraphQLDataSource } from '@apollo/gateway';
 import { LRUCache } from 'lru-cache';
 import { Agent, errors, request } from 'undici';
+import { SubgraphUnavailableError } from '../lib/errors.js';
 import { ANONYMOUS, IDENTITY_HEADER, type Identity, signIdentity, verifyIdentity } from '../lib/identity.js';
+import type { Logger } from '../lib/logger.js';
 import { DocumentCache, executeSubgraph, type SubgraphModule } from '../lib/subgraph.js';
 
 /** What the gateway keeps per request in Apollo's context. */
@@ -28,6 +30,28 @@ export class IdentitySigner {
     this.cache.set(key, { header, at: now });
     return header;
   }
+}
+
+/** What a data source answers (`GatewayGraphQLResponse`, whose package is only a transitive dependency). */
+type SubgraphResponse = Awaited<ReturnType<GraphQLDataSource<GatewayContext>['process']>>;
+
+/** A subgraph that accepted the request but did not answer within the gateway's timeout. */
+export class SubgraphTimeoutError extends Error {
+  constructor(readonly timeoutMs: number) {
+    super(`subgraph did not answer within ${timeoutMs} ms`);
+    this.name = 'SubgraphTimeoutError';
+  }
+}
+
+/**
+ * The client-facing error for a subgraph request that failed, whatever the cause (refused, reset,
+ * timed out, an HTTP error status, a body that is not GraphQL): names the subgraph, never its address.
+ */
+export function subgraphUnavailable(subgraph: string, cause: unknown): SubgraphUnavailableError {
+  if (cause instanceof SubgraphTimeoutError) return new SubgraphUnavailableError(subgraph, `did not answer within ${cause.timeoutMs} ms`);
+  const status = (cause as { extensions?: { response?: { status?: unknown } } } | undefined)?.extensions?.response?.status;
+  if (typeof status === 'number') return new SubgraphUnavailableError(subgraph, `answered with HTTP status ${status}`);
+  return new SubgraphUnavailableError(subgraph);
 }
 
 export interface HttpResult {
@@ -58,7 +82,7 @@ export class SubgraphHttpClient {
       return { status: res.statusCode, headers: res.headers, body: Buffer.from(await res.body.arrayBuffer()) };
     } catch (e) {
       if (e instanceof errors.HeadersTimeoutError || e instanceof errors.BodyTimeoutError) {
-        throw new Error(`subgraph did not answer within ${this.timeoutMs} ms`);
+        throw new SubgraphTimeoutError(this.timeoutMs);
       }
       throw e;
     }
@@ -89,9 +113,20 @@ export class SubgraphHttpClient {
   }
 }
 
-/** Apollo's HTTP data source with RULR's signed identity header and a keep-alive client. */
+/**
+ * Apollo's HTTP data source with RULR's signed identity header and a keep-alive client. A request
+ * that fails (the subgraph is down, restarting, too slow, or answers with an HTTP error) becomes a
+ * SUBGRAPH_UNAVAILABLE error naming the subgraph: `executeQueryPlan` then answers the rest of the
+ * operation, the fields this subgraph owns null. The cause, address included, is only logged.
+ */
 export class SignedRemoteDataSource extends RemoteGraphQLDataSource<GatewayContext> {
-  constructor(url: string, signer: IdentitySigner, client: SubgraphHttpClient) {
+  constructor(
+    private readonly subgraph: string,
+    url: string,
+    signer: IdentitySigner,
+    client: SubgraphHttpClient,
+    private readonly logger: Logger,
+  ) {
     super({
       url,
       // biome-ignore lint/suspicious/noExplicitAny: Apollo's Fetcher type lives in a transitive package.
@@ -100,6 +135,18 @@ export class SignedRemoteDataSource extends RemoteGraphQLDataSource<GatewayConte
         request.http?.headers.set(IDENTITY_HEADER, signer.sign(context.identity));
       },
     });
+  }
+
+  override async process(options: GraphQLDataSourceProcessOptions<GatewayContext>): Promise<SubgraphResponse> {
+    try {
+      return await super.process(options);
+    } catch (e) {
+      // A 400 with GraphQL errors is the subgraph refusing this operation, not an outage: its errors stand.
+      const response = (e as { extensions?: { response?: { status?: number; body?: { errors?: unknown } } } }).extensions?.response;
+      if (response?.status === 400 && Array.isArray(response.body?.errors)) return { errors: response.body.errors };
+      this.logger.warn({ err: e, subgraph: this.subgraph }, 'subgraph request failed');
+      return { errors: [subgraphUnavailable(this.subgraph, e).toGraphQL().toJSON()] };
+    }
   }
 }
 

@@ -82,23 +82,28 @@ describe('compiled response shaping', () => {
   });
 
   it('should bubble nulls of non-null fields and report invalid leaf values as Apollo does', () => {
-    const cases = [
-      page([device(1), null, device(3)]), // node: Device! null → the edges list (non-null items) → devices null
-      page([device(1, { status: { __typename: 'DeviceStatus', online: null, lastSeen: null } })]),
-      page([device(1, { name: 5 }), device(2, { id: 1.5 }), device(3, { id: 7 })]),
-      page([device(1, { site: null, status: { __typename: 'DeviceStatus', online: 'yes', lastSeen: 42 } })]),
-      { devices: null },
-      null,
+    const MUTATION = 'mutation M { decommissionDevice(id: "d1") { id serial status { online } } }';
+    const cases: [string, unknown][] = [
+      [PAGE, page([device(1), null, device(3)])], // node: Device! null → the edges list (non-null items) → devices null
+      [PAGE, page([device(1, { status: { __typename: 'DeviceStatus', online: null, lastSeen: null } })])],
+      [PAGE, page([device(1, { name: 5 }), device(2, { id: 1.5 }), device(3, { id: 7 })])],
+      [PAGE, page([device(1, { site: null, status: { __typename: 'DeviceStatus', online: 'yes', lastSeen: 42 } })])],
+      [PAGE, { devices: null }], // a nullable root field that is null: no error of its own
+      [PAGE, null],
+      [MUTATION, { decommissionDevice: null }], // a non-null root field that is null → data null
+      [MUTATION, { decommissionDevice: { __typename: 'Device', id: 'd1', serial: null, status: null } }],
     ];
     const errorCounts: number[] = [];
-    for (const input of cases) {
-      const r = both(PAGE, input);
+    for (const [query, input] of cases) {
+      const r = both(query, input);
+      expect(r.shaper).not.toBeNull();
       expect(r.ours).toEqual(r.apollo);
       errorCounts.push(r.apollo.errors.length);
     }
     // the cases do exercise the error paths: a null node, a null non-null leaf, two invalid leaves (an
-    // integer ID is valid), a wrong-typed Boolean (any DateTime is), a null non-null root field
-    expect(errorCounts).toEqual([1, 1, 2, 1, 1, 0]);
+    // integer ID is valid), a wrong-typed Boolean (any DateTime is), a null non-null root field, a null
+    // non-null leaf bubbling to the root
+    expect(errorCounts).toEqual([1, 1, 2, 1, 0, 0, 1, 1]);
   });
 
   it('should leave operations it does not model to Apollo: directives, introspection, fragments on other types', () => {

@@ -104,7 +104,7 @@ export function compileShaper(
   operation: OperationDefinitionNode,
   fragments: Record<string, FragmentDefinitionNode>,
 ): Shaper | null {
-  const root = schema.getRootType(operation.operation as never);
+  const root = schema.getRootType(operation.operation);
   if (!root) return null;
   let plans: FieldPlan[];
   try {

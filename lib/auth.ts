@@ -108,5 +108,4 @@ export const API_SCOPES = [
   'alarms:write',
   'rules:read',
   'rules:write',
-  'commands:write',
 ] as const;

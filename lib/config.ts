@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { type PortVar, portVar, SUBGRAPHS, type SubgraphName, type UrlVar, urlVar } from './subgraphs.js';
 
 /**
  * One declaration of every environment variable RULR reads. The README's configuration table is
@@ -18,6 +19,28 @@ const bool = (d: boolean) =>
     .enum(['true', 'false', '1', '0', 'yes', 'no'])
     .default(d ? 'true' : 'false')
     .transform((v) => v === 'true' || v === '1' || v === 'yes');
+
+type PortSchema = ReturnType<typeof port>;
+type UrlSchema = z.ZodOptional<z.ZodString>;
+
+/** `<NAME>_PORT` of every subgraph in `lib/subgraphs.ts`, so adding one there declares its port. */
+const subgraphPorts = Object.fromEntries(
+  SUBGRAPHS.map((s) => [
+    portVar(s.name),
+    { schema: port(s.port), description: `${s.name} subgraph port (${s.summary}).`, shown: String(s.port) },
+  ]),
+) as { [N in SubgraphName as PortVar<N>]: ConfigVar<PortSchema> };
+
+/** `<NAME>_URL` of every subgraph: where the gateway reaches it when not at SUBGRAPH_HOST and its port. */
+const subgraphUrlOverrides = Object.fromEntries(
+  SUBGRAPHS.map((s) => [
+    urlVar(s.name),
+    {
+      schema: z.string().url().optional(),
+      description: `Override for the ${s.name} subgraph URL (default http://SUBGRAPH_HOST:${portVar(s.name)}/graphql).`,
+    },
+  ]),
+) as { [N in SubgraphName as UrlVar<N>]: ConfigVar<UrlSchema> };
 
 const DEV_SECRET = 'rulr-development-secret-change-me-please-0123456789';
 
@@ -69,10 +92,7 @@ export const configSpec = {
     description: 'Optional external issuer JWKS; tokens it signs are accepted too (claims `org`, `role`).',
   },
   GATEWAY_PORT: { schema: port(3000), description: 'Gateway HTTP + WebSocket port.', shown: '3000' },
-  DEVICES_PORT: { schema: port(4001), description: 'devices subgraph port.', shown: '4001' },
-  ALARMS_PORT: { schema: port(4002), description: 'alarms subgraph port.', shown: '4002' },
-  RULES_PORT: { schema: port(4003), description: 'rules subgraph port.', shown: '4003' },
-  METRICS_PORT: { schema: port(4004), description: 'metrics subgraph port.', shown: '4004' },
+  ...subgraphPorts,
   INGEST_PORT: { schema: port(4010), description: 'ingest health/metrics/webhook port.', shown: '4010' },
   INGEST_GROUP: {
     schema: z
@@ -138,13 +158,7 @@ export const configSpec = {
     description: 'Host the gateway uses to reach subgraphs when `*_URL` is not set.',
     shown: '127.0.0.1',
   },
-  DEVICES_URL: {
-    schema: z.string().url().optional(),
-    description: 'Override for the devices subgraph URL (default http://SUBGRAPH_HOST:DEVICES_PORT/graphql).',
-  },
-  ALARMS_URL: { schema: z.string().url().optional(), description: 'Override for the alarms subgraph URL.' },
-  RULES_URL: { schema: z.string().url().optional(), description: 'Override for the rules subgraph URL.' },
-  METRICS_URL: { schema: z.string().url().optional(), description: 'Override for the metrics subgraph URL.' },
+  ...subgraphUrlOverrides,
   GATEWAY_DEV_INTROSPECT: {
     schema: bool(false),
     description:
@@ -250,12 +264,12 @@ export function configMarkdown(): string {
   return ['| variable | default | meaning |', '| --- | --- | --- |', ...rows].join('\n');
 }
 
-export function subgraphUrls(cfg: Config): Record<'devices' | 'alarms' | 'rules' | 'metrics', string> {
-  const u = (p: number) => `http://${cfg.SUBGRAPH_HOST}:${p}/graphql`;
-  return {
-    devices: cfg.DEVICES_URL ?? u(cfg.DEVICES_PORT),
-    alarms: cfg.ALARMS_URL ?? u(cfg.ALARMS_PORT),
-    rules: cfg.RULES_URL ?? u(cfg.RULES_PORT),
-    metrics: cfg.METRICS_URL ?? u(cfg.METRICS_PORT),
-  };
+/** Where the gateway reaches each subgraph: `<NAME>_URL`, else `http://SUBGRAPH_HOST:<NAME>_PORT/graphql`. */
+export function subgraphUrls(cfg: Config): Record<SubgraphName, string> {
+  return Object.fromEntries(
+    SUBGRAPHS.map((s) => [s.name, cfg[urlVar(s.name)] ?? `http://${cfg.SUBGRAPH_HOST}:${cfg[portVar(s.name)]}/graphql`]),
+  ) as Record<SubgraphName, string>;
 }
+
+/** The port a subgraph role listens on. */
+export const subgraphPort = (cfg: Config, name: SubgraphName): number => cfg[portVar(name)];

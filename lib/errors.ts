@@ -14,6 +14,8 @@ export enum ErrorCode {
   PayloadTooLarge = 'PAYLOAD_TOO_LARGE',
   BatchingDisabled = 'BATCHING_DISABLED',
   Timeout = 'TIMEOUT',
+  /** A subgraph could not be reached or gave no usable answer; `extensions.subgraph` names it. */
+  SubgraphUnavailable = 'SUBGRAPH_UNAVAILABLE',
   ParseFailed = 'GRAPHQL_PARSE_FAILED',
   ValidationFailed = 'GRAPHQL_VALIDATION_FAILED',
   Internal = 'INTERNAL_SERVER_ERROR',
@@ -95,6 +97,20 @@ export class ContractError extends RulrError {
     readonly reason: string,
   ) {
     super(ErrorCode.Internal, `${contract}: ${reason}`);
+  }
+}
+
+/**
+ * A subgraph could not answer (connection refused or reset, no answer in time, an answer that is not
+ * GraphQL). The message and `extensions.subgraph` name it, and never its address: clients learn which
+ * part of their answer is missing, not how the platform is laid out.
+ */
+export class SubgraphUnavailableError extends RulrError {
+  constructor(
+    readonly subgraph: string,
+    why = 'could not be reached',
+  ) {
+    super(ErrorCode.SubgraphUnavailable, `the ${subgraph} subgraph is unavailable: it ${why}`, { subgraph });
   }
 }
 

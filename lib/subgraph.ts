@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import {
   type DocumentNode,
@@ -16,12 +17,30 @@ import { ErrorCode, formatError, type RulrError } from './errors.js';
 import { BodyTooLargeError, readBody, sendJson } from './http.js';
 import { IDENTITY_HEADER, type Identity, verifyIdentity } from './identity.js';
 
-/** What every subgraph folder's `index.ts` exports: its schema and a per-request context factory. */
+/** A built subgraph: its executable schema and a per-request context factory. */
 export interface SubgraphModule<C = unknown> {
   name: string;
   schema: GraphQLSchema;
   /** A fresh context (DataLoaders included) for one request. */
   context(identity: Identity): C;
+}
+
+/**
+ * What every `subgraphs/<name>/index.ts` exports, under these names: the CLI loads a subgraph of
+ * `lib/subgraphs.ts` by its folder and calls `createSubgraph`.
+ */
+export interface SubgraphPackage {
+  /** The subgraph's SDL (`schema.graphql` beside the module), parsed. */
+  typeDefs: DocumentNode;
+  createSubgraph(ctx: import('./role.js').RoleContext): SubgraphModule;
+}
+
+/**
+ * The `schema.graphql` beside a subgraph's module (`import.meta.url`), parsed; the build copies the
+ * file next to the compiled module, so this works from sources and from `dist/`.
+ */
+export function readTypeDefs(moduleUrl: string): DocumentNode {
+  return parse(readFileSync(new URL('./schema.graphql', moduleUrl), 'utf8'));
 }
 
 export interface GraphQLRequestBody {

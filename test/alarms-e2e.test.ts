@@ -11,10 +11,10 @@ import { contextFor, ingestEnv, publisher, seedFleet, until } from '../ingest/te
 import { issueToken } from '../lib/auth.js';
 import type { Role } from '../lib/identity.js';
 import type { RoleContext } from '../lib/role.js';
-import { createAlarmsSubgraph } from '../subgraphs/alarms/index.js';
-import { createDevicesSubgraph } from '../subgraphs/devices/index.js';
-import { createMetricsSubgraph } from '../subgraphs/metrics/index.js';
-import { createRulesSubgraph } from '../subgraphs/rules/index.js';
+import { createSubgraph as createAlarmsSubgraph } from '../subgraphs/alarms/index.js';
+import { createSubgraph as createDevicesSubgraph } from '../subgraphs/devices/index.js';
+import { createSubgraph as createMetricsSubgraph } from '../subgraphs/metrics/index.js';
+import { createSubgraph as createRulesSubgraph } from '../subgraphs/rules/index.js';
 import { RuleEvaluator } from '../workers/rule-eval.js';
 import { createTestDatabase, type TestDatabase } from './support/db.js';
 import { REDIS_URL } from './support/env.js';

@@ -9,7 +9,7 @@ import { withTenant } from '../lib/db.js';
 import { encodeCursor } from '../lib/graphql-scalars.js';
 import { ANONYMOUS, type Identity } from '../lib/identity.js';
 import { executeSubgraph } from '../lib/subgraph.js';
-import { createAlarmsSubgraph } from '../subgraphs/alarms/index.js';
+import { createSubgraph as createAlarmsSubgraph } from '../subgraphs/alarms/index.js';
 import { codes, type SubgraphFixture, subgraphFixture } from './devices-fixtures.js';
 import { REDIS_URL } from './support/env.js';
 

@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { configSpec, loadConfig } from '../lib/config.js';
+import { portVar, SUBGRAPH_NAMES, urlVar } from '../lib/subgraphs.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 
@@ -22,13 +23,10 @@ const compose = parse(readFileSync(`${root}/docker-compose.yml`, 'utf8'), { merg
 const services = compose.services;
 const defaults = loadConfig({});
 
-/** The config variable holding each role's port. */
+/** The config variable holding each role's port (the subgraphs' from lib/subgraphs.ts). */
 const ROLE_PORT: Record<string, keyof typeof configSpec> = {
   gateway: 'GATEWAY_PORT',
-  devices: 'DEVICES_PORT',
-  alarms: 'ALARMS_PORT',
-  rules: 'RULES_PORT',
-  metrics: 'METRICS_PORT',
+  ...Object.fromEntries(SUBGRAPH_NAMES.map((n) => [n, portVar(n)])),
   ingest: 'INGEST_PORT',
   workers: 'WORKERS_PORT',
 };
@@ -42,19 +40,7 @@ describe('docker-compose.yml', () => {
   });
 
   it('runs the infrastructure and every platform role from the one image', () => {
-    for (const name of [
-      'postgres',
-      'redis',
-      'mosquitto',
-      'migrate',
-      'gateway',
-      'devices',
-      'alarms',
-      'rules',
-      'metrics',
-      'ingest',
-      'workers',
-    ]) {
+    for (const name of ['postgres', 'redis', 'mosquitto', 'migrate', 'gateway', ...SUBGRAPH_NAMES, 'ingest', 'workers']) {
       expect(services[name], name).toBeDefined();
     }
     for (const [name, s] of roleServices) {
@@ -116,6 +102,16 @@ describe('docker-compose.yml', () => {
     }
   });
 
+  it('runs every subgraph of lib/subgraphs.ts and points the gateway at it with its URL variable', () => {
+    const env = services.gateway?.environment ?? {};
+    for (const name of SUBGRAPH_NAMES) {
+      expect(services[name]?.command, `a "${name}" service running \`start ${name}\``).toEqual(['start', name]);
+      const url = env[urlVar(name)];
+      expect(url, `${urlVar(name)} in the gateway's environment`).toBeDefined();
+      expect(new URL(url!).hostname, urlVar(name)).toBe(name);
+    }
+  });
+
   it('points the platform at the compose services for PostgreSQL, Redis and MQTT', () => {
     const env = services.gateway?.environment ?? {};
     for (const key of ['DATABASE_URL', 'REDIS_URL', 'MQTT_URL']) {
@@ -136,5 +132,6 @@ describe('docker-compose.yml', () => {
     };
     const targets = prom.scrape_configs.flatMap((c) => (c.static_configs ?? []).flatMap((s) => s.targets));
     for (const [name] of roleServices) expect(targets).toContain(`${name}:${defaults[ROLE_PORT[name]!]}`);
+    for (const name of SUBGRAPH_NAMES) expect(targets, `a prometheus target for ${name}`).toContain(`${name}:${defaults[portVar(name)]}`);
   });
 });

@@ -3,6 +3,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { parseAllDocuments } from 'yaml';
 import { configSpec, loadConfig } from '../lib/config.js';
+import { portVar, SUBGRAPH_NAMES, urlVar } from '../lib/subgraphs.js';
 
 const dir = fileURLToPath(new URL('../deploy/k8s/', import.meta.url));
 // biome-ignore lint/suspicious/noExplicitAny: Kubernetes objects are checked field by field below.
@@ -19,10 +20,7 @@ const of = (kind: string) => docs.filter((d) => d.kind === kind);
 const defaults = loadConfig({});
 const ROLE_PORT: Record<string, keyof typeof configSpec> = {
   gateway: 'GATEWAY_PORT',
-  devices: 'DEVICES_PORT',
-  alarms: 'ALARMS_PORT',
-  rules: 'RULES_PORT',
-  metrics: 'METRICS_PORT',
+  ...Object.fromEntries(SUBGRAPH_NAMES.map((n) => [n, portVar(n)])),
   ingest: 'INGEST_PORT',
   workers: 'WORKERS_PORT',
 };
@@ -47,7 +45,7 @@ describe('deploy/k8s', () => {
 
   it('runs each role as a Deployment with a Service on the port its config declares', () => {
     const roles = of('Deployment').map((d) => d.metadata.labels['app.kubernetes.io/component']);
-    expect(roles).toEqual(expect.arrayContaining(['gateway', 'devices', 'alarms', 'rules', 'metrics', 'ingest', 'workers']));
+    expect(roles).toEqual(expect.arrayContaining(['gateway', ...SUBGRAPH_NAMES, 'ingest', 'workers']));
     for (const d of of('Deployment')) {
       const role = d.metadata.labels['app.kubernetes.io/component'];
       const port = defaults[ROLE_PORT[role]!];
@@ -58,6 +56,22 @@ describe('deploy/k8s', () => {
       const svc = of('Service').find((s) => matches(s.spec.selector, d.spec.template.metadata.labels));
       expect(svc, `Service for ${role}`).toBeDefined();
       expect(svc.spec.ports[0].port, role).toBe(port);
+    }
+  });
+
+  it('runs every subgraph of lib/subgraphs.ts and points the gateway at its Service with its URL variable', () => {
+    const config = Object.assign({}, ...of('ConfigMap').map((m) => m.data ?? {})) as Record<string, string>;
+    for (const name of SUBGRAPH_NAMES) {
+      const d = of('Deployment').find((x) => x.metadata.labels['app.kubernetes.io/component'] === name);
+      expect(d, `a Deployment for ${name} (deploy/k8s/${name}.yaml)`).toBeDefined();
+      expect(d.spec.template.metadata.annotations?.['prometheus.io/port'], `${name} is scraped on its port`).toBe(
+        String(defaults[portVar(name)]),
+      );
+      const svc = of('Service').find((x) => matches(x.spec.selector, d.spec.template.metadata.labels));
+      const url = config[urlVar(name)];
+      expect(url, `${urlVar(name)} in the ConfigMap`).toBeDefined();
+      expect(new URL(url!).hostname, urlVar(name)).toBe(svc.metadata.name);
+      expect(new URL(url!).port, urlVar(name)).toBe(String(defaults[portVar(name)]));
     }
   });
 

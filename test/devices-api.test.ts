@@ -245,7 +245,7 @@ describe('devices subgraph', () => {
     expect(b.secret).not.toBe(a.secret);
     const rows = await f.t.db.selectFrom('device_credentials').selectAll().where('device_id', '=', id).execute();
     expect(rows).toHaveLength(1);
-    const { hashDeviceSecret } = await import('../subgraphs/devices/repository.js');
+    const { hashDeviceSecret } = await import('../subgraphs/devices/repositories/index.js');
     expect(rows[0]?.secret_hash).toBe(hashDeviceSecret(b.secret));
     expect(rows[0]?.revoked_at).toBeNull();
   });

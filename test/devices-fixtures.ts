@@ -6,7 +6,7 @@ import type { Identity, Role } from '../lib/identity.js';
 import { createLogger } from '../lib/logger.js';
 import { RoleContext } from '../lib/role.js';
 import { executeSubgraph, type SubgraphModule } from '../lib/subgraph.js';
-import { createDevicesSubgraph } from '../subgraphs/devices/index.js';
+import { createSubgraph as createDevicesSubgraph } from '../subgraphs/devices/index.js';
 import { createTestDatabase, type TestDatabase } from './support/db.js';
 import { REDIS_URL } from './support/env.js';
 

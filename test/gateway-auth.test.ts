@@ -5,7 +5,7 @@ import { generateApiKey, hashPassword, issueToken } from '../lib/auth.js';
 import { signIdentity } from '../lib/identity.js';
 import type { RoleContext, RoleHandle } from '../lib/role.js';
 import { startSubgraphServer } from '../lib/subgraph.js';
-import { createDevicesSubgraph } from '../subgraphs/devices/index.js';
+import { createSubgraph as createDevicesSubgraph } from '../subgraphs/devices/index.js';
 import { createTestDatabase, type TestDatabase } from './support/db.js';
 
 const PASSWORD = 'correct horse battery staple';
@@ -108,7 +108,7 @@ describe('gateway identity', () => {
       const r = await gql(url, DEVICES);
       expect(r.status).toBe(200);
       expect(r.body.errors[0].extensions.code).toBe('UNAUTHENTICATED');
-      expect(r.body.data).toBeNull();
+      expect(r.body.data).toEqual({ devices: null });
     }
   });
 

@@ -6,7 +6,7 @@ import type { Identity } from '../lib/identity.js';
 import { createLogger } from '../lib/logger.js';
 import { RoleContext } from '../lib/role.js';
 import { DocumentCache, executeSubgraph, type SubgraphModule } from '../lib/subgraph.js';
-import { createMetricsSubgraph } from '../subgraphs/metrics/index.js';
+import { createSubgraph as createMetricsSubgraph } from '../subgraphs/metrics/index.js';
 import { type Aggregate, aggregateValues, bucketStart, DAY, HOUR, MINUTE } from '../subgraphs/metrics/series.js';
 import { recomputeRollups } from '../workers/maintenance.js';
 import { createTestDatabase, type TestDatabase } from './support/db.js';

@@ -11,8 +11,8 @@ import { contextFor, ingestEnv, publisher, seedFleet, until } from '../ingest/te
 import { issueToken } from '../lib/auth.js';
 import { CloseCode } from '../lib/errors.js';
 import type { RoleContext } from '../lib/role.js';
-import { createDevicesSubgraph } from '../subgraphs/devices/index.js';
-import { createMetricsSubgraph } from '../subgraphs/metrics/index.js';
+import { createSubgraph as createDevicesSubgraph } from '../subgraphs/devices/index.js';
+import { createSubgraph as createMetricsSubgraph } from '../subgraphs/metrics/index.js';
 import { createTestDatabase, type TestDatabase } from './support/db.js';
 import { REDIS_URL } from './support/env.js';
 

@@ -4,7 +4,7 @@ import { encodeLatestValue, latestKey } from '../lib/contracts/device-state.js';
 import { ruleStatsKey, rulesVersionKey } from '../lib/contracts/rule-state.js';
 import { withTenant } from '../lib/db.js';
 import { ANONYMOUS, type Identity } from '../lib/identity.js';
-import { createRulesSubgraph } from '../subgraphs/rules/index.js';
+import { createSubgraph as createRulesSubgraph } from '../subgraphs/rules/index.js';
 import { codes, type SubgraphFixture, subgraphFixture } from './devices-fixtures.js';
 
 const RULE_FIELDS = `id name description enabled metric operator threshold clearThreshold severity alarmType autoClear

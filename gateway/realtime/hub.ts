@@ -1,11 +1,11 @@
-import type { DocumentNode, ExecutionResult, GraphQLSchema } from 'graphql';
+import type { DocumentNode, ExecutionResult, GraphQLFormattedError, GraphQLSchema } from 'graphql';
 import { eventsChannel, parseEvents, type RealtimeEvent } from '../../lib/contracts/events.js';
 import type { Identity } from '../../lib/identity.js';
 import type { Logger } from '../../lib/logger.js';
 import { counter, histogram } from '../../lib/metrics.js';
 import type { Redis } from '../../lib/redis.js';
 import { eventKeys, matches, subscriberKeys } from './events.js';
-import { indexFollowUp, project, type SubscriptionPlan } from './selection.js';
+import { type FollowUpErrors, followUpErrors, indexFollowUp, project, type SubscriptionPlan } from './selection.js';
 
 /** Where a subscriber's frames go (one WebSocket connection). */
 export interface FrameSink {
@@ -26,8 +26,14 @@ export interface Subscriber {
 
 let visitMark = 0;
 
+/** A group's follow-up results: entities and errors by the response key of the event field they fill. */
+interface FollowedUp {
+  entities: Map<string, Map<string, unknown>>;
+  errors: Map<string, FollowUpErrors>;
+}
+
 /** A batch grouped by subscriber group, with each group's follow-up results. */
-type Prepared = { g: Group; events: RealtimeEvent[]; entities: Map<string, Map<string, unknown>> }[];
+type Prepared = ({ g: Group; events: RealtimeEvent[] } & FollowedUp)[];
 
 /** Subscribers that share a payload: same organisation, permissions and selection. */
 interface Group {
@@ -261,17 +267,21 @@ export class RealtimeHub {
         list.push(e);
       }
     }
-    return Promise.all([...work].map(async ([g, events]) => ({ g, events, entities: await this.followUp(g, events) })));
+    return Promise.all([...work].map(async ([g, events]) => ({ g, events, ...(await this.followUp(g, events)) })));
   }
 
   private fanOut(prepared: Prepared): void {
-    for (const { g, events, entities } of prepared) this.deliver(g, events, entities);
+    for (const { g, events, entities, errors } of prepared) this.deliver(g, events, entities, errors);
   }
 
-  /** One follow-up query per entity field of the group's selection, for all the batch's entities. */
-  private async followUp(g: Group, events: RealtimeEvent[]): Promise<Map<string, Map<string, unknown>>> {
+  /**
+   * One follow-up query per entity field of the group's selection, for all the batch's entities.
+   * Its errors (a subgraph that could not answer) go to the events they concern, as in a query.
+   */
+  private async followUp(g: Group, events: RealtimeEvent[]): Promise<FollowedUp> {
     const rep = g.first;
     const entities = new Map<string, Map<string, unknown>>();
+    const errors = new Map<string, FollowUpErrors>();
     await Promise.all(
       rep.plan.followUps.map(async (fu) => {
         const ids = [
@@ -284,19 +294,55 @@ export class RealtimeHub {
         if (!ids.length) return;
         followUps.inc();
         try {
-          entities.set(fu.responseKey, indexFollowUp(await this.execute(fu.document, { ...fu.variables, _rulrIds: ids }, g.identity)));
+          const result = await this.execute(fu.document, { ...fu.variables, _rulrIds: ids }, g.identity);
+          entities.set(fu.responseKey, indexFollowUp(result));
+          const errs = followUpErrors(result, ids, rep.plan.rootResponseKey, fu.responseKey);
+          if (errs) errors.set(fu.responseKey, errs);
         } catch (err) {
           this.logger.warn({ err, field: g.field }, 'follow-up query failed');
           entities.set(fu.responseKey, new Map());
         }
       }),
     );
-    return entities;
+    return { entities, errors };
   }
 
-  private deliver(g: Group, events: RealtimeEvent[], entities: Map<string, Map<string, unknown>>): void {
-    const schema = this.schema();
+  /** The follow-up errors that concern one event (none: `undefined`). */
+  private eventErrors(g: Group, e: RealtimeEvent, errors: Map<string, FollowUpErrors>): GraphQLFormattedError[] | undefined {
+    let out: GraphQLFormattedError[] | undefined;
+    for (const fu of g.first.plan.followUps) {
+      const errs = errors.get(fu.responseKey);
+      if (!errs) continue;
+      const id = (e.data as Record<string, { id?: string } | undefined> | null)?.[fu.fieldName]?.id;
+      const mine = id === undefined ? undefined : errs.byId.get(id);
+      if (!errs.all.length && !mine) continue;
+      out ??= [];
+      out.push(...errs.all, ...(mine ?? []));
+    }
+    return out;
+  }
+
+  /** The `next` payload of one event: the subscriber's selection over it, with the follow-up errors that concern it. */
+  private payload(
+    g: Group,
+    e: RealtimeEvent,
+    schema: GraphQLSchema,
+    entities: Map<string, Map<string, unknown>>,
+    errors: Map<string, FollowUpErrors>,
+  ): ExecutionResult | { data?: unknown; errors: readonly unknown[] } {
     const rep = g.first;
+    const result = project(schema, rep.document, rep.plan, rep.variables, e.data, entities);
+    const extra = errors.size ? this.eventErrors(g, e, errors) : undefined;
+    return extra ? { ...result, errors: [...(result.errors ?? []), ...extra] } : result;
+  }
+
+  private deliver(
+    g: Group,
+    events: RealtimeEvent[],
+    entities: Map<string, Map<string, unknown>>,
+    errors: Map<string, FollowUpErrors>,
+  ): void {
+    const schema = this.schema();
     for (const e of events) {
       // A subscriber may sit under several of the event's keys: the mark visits it once per event
       // (no candidate set built per event). Sets tolerate a subscriber removed while iterating.
@@ -315,7 +361,7 @@ export class RealtimeHub {
           lastMatch = matches(lastArgs, e.filter);
         }
         if (!lastMatch) return;
-        payload ??= Buffer.from(JSON.stringify(project(schema, rep.document, rep.plan, rep.variables, e.data, entities)));
+        payload ??= Buffer.from(JSON.stringify(this.payload(g, e, schema, entities, errors)));
         s.sink.next(s.id, payload, e.coalesce);
         sent++;
       };

@@ -6,6 +6,7 @@ import {
   type FragmentDefinitionNode,
   type GraphQLField,
   type GraphQLFieldResolver,
+  type GraphQLFormattedError,
   type GraphQLObjectType,
   type GraphQLSchema,
   getNamedType,
@@ -210,6 +211,44 @@ export function indexFollowUp(result: ExecutionResult): Map<string, unknown> {
     if (!e) continue;
     markShaped(e);
     out.set(e._rulrId, e);
+  }
+  return out;
+}
+
+/** Errors of one follow-up: those about one entity (by id) and those about all of them. */
+export interface FollowUpErrors {
+  all: GraphQLFormattedError[];
+  byId: Map<string, GraphQLFormattedError[]>;
+}
+
+/**
+ * The errors of a follow-up result, re-pathed from the follow-up (`_r.<index>.…`, the index into
+ * `ids`) to the subscriber's selection (`<root>.<field>.…`); an error about no one entity (a subgraph
+ * that could not answer at all) concerns every event of the batch. `undefined`: no errors.
+ */
+export function followUpErrors(
+  result: ExecutionResult,
+  ids: readonly string[],
+  rootResponseKey: string,
+  responseKey: string,
+): FollowUpErrors | undefined {
+  if (!result.errors?.length) return undefined;
+  const out: FollowUpErrors = { all: [], byId: new Map() };
+  const seen = new Set<string>();
+  for (const raw of result.errors as readonly GraphQLFormattedError[]) {
+    const { path, locations: _l, ...rest } = raw;
+    const index = path?.[0] === '_r' && typeof path[1] === 'number' ? path[1] : undefined;
+    const id = index === undefined ? undefined : ids[index];
+    if (id === undefined) {
+      const key = JSON.stringify(rest);
+      if (seen.has(key)) continue;
+      seen.add(key);
+      out.all.push(rest);
+      continue;
+    }
+    const list = out.byId.get(id) ?? [];
+    list.push({ ...rest, path: [rootResponseKey, responseKey, ...(path ?? []).slice(2)] });
+    out.byId.set(id, list);
   }
   return out;
 }

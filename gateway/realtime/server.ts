@@ -4,6 +4,7 @@ import {
   type DocumentNode,
   type ExecutionResult,
   GraphQLError,
+  type GraphQLFormattedError,
   type GraphQLSchema,
   getOperationAST,
   parse,
@@ -18,6 +19,7 @@ import { authorize, type Identity } from '../../lib/identity.js';
 import type { Logger } from '../../lib/logger.js';
 import { counter, gauge } from '../../lib/metrics.js';
 import type { Redis } from '../../lib/redis.js';
+import { subscriptionRequirement } from '../../lib/subgraphs.js';
 import { type FrameSink, RealtimeHub, type Subscriber } from './hub.js';
 import { entityFetchers, indexFollowUp, planSubscription } from './selection.js';
 
@@ -68,13 +70,11 @@ export interface RealtimeOptions {
   mask: boolean;
 }
 
-/** Scope an API key needs per subscription field; fields not listed need `realtime:read`. */
-const FIELD_SCOPES: Record<string, string> = {
-  telemetryUpdated: 'telemetry:read',
-  deviceStatusChanged: 'telemetry:read',
-  alarmChanged: 'alarms:read',
-  commandUpdated: 'devices:read',
-};
+/** A visibility check that a subgraph could not answer proves nothing: refuse with its error, not FORBIDDEN. */
+function throwIfUnavailable(r: ExecutionResult): void {
+  const e = (r.errors as readonly GraphQLFormattedError[] | undefined)?.find((x) => x.extensions?.code === ErrorCode.SubgraphUnavailable);
+  if (e) throw new RulrError(ErrorCode.SubgraphUnavailable, e.message, { subgraph: e.extensions?.subgraph });
+}
 
 const connectionsGauge = gauge('rulr_realtime_connections', 'Open graphql-ws connections');
 const subscriptionsGauge = gauge('rulr_realtime_subscriptions', 'Active subscriptions');
@@ -518,7 +518,7 @@ export class RealtimeServer {
         plan = planSubscription(schema, doc, opName, variables);
         this.plans.set(planKey, { schema, plan });
       }
-      authorize(identity, { role: 'viewer', scope: FIELD_SCOPES[plan.rootFieldName] ?? 'realtime:read' });
+      authorize(identity, subscriptionRequirement(plan.rootFieldName));
     } catch (e) {
       return this.sendError(c, id, [
         e instanceof RulrError ? e.toGraphQL() : new RulrError(ErrorCode.BadUserInput, (e as Error).message).toGraphQL(),
@@ -527,8 +527,14 @@ export class RealtimeServer {
     const visKey = JSON.stringify([identity.orgId, identity.role, identity.scopes, plan.args]);
     let invisible = this.visible.get(visKey)?.refusal;
     if (invisible === undefined) {
-      invisible = await this.invisibleArgument(schema, plan.args, identity).catch(() => 'a filter argument could not be checked');
-      if (invisible !== 'a filter argument could not be checked') this.visible.set(visKey, { refusal: invisible });
+      let unchecked: RulrError | undefined;
+      invisible = await this.invisibleArgument(schema, plan.args, identity).catch((e: unknown) => {
+        // Not cached: the next subscribe checks again (a subgraph that could not answer may be back).
+        unchecked = e instanceof RulrError ? e : new RulrError(ErrorCode.Forbidden, 'a filter argument could not be checked');
+        return null;
+      });
+      if (unchecked) return this.sendError(c, id, [unchecked.toGraphQL()]);
+      this.visible.set(visKey, { refusal: invisible });
     }
     if (invisible) return this.sendError(c, id, [new RulrError(ErrorCode.Forbidden, invisible).toGraphQL()]);
     if (c.subs.get(id) !== 'pending' || c.closed) return;
@@ -558,6 +564,7 @@ export class RealtimeServer {
           undefined,
           identity,
         );
+        throwIfUnavailable(r);
         const seen = indexFollowUp(r);
         const missing = ids.find((x) => !seen.has(x));
         if (missing) return `${base} ${missing} is not visible to you`;
@@ -569,6 +576,7 @@ export class RealtimeServer {
             undefined,
             identity,
           );
+          throwIfUnavailable(r);
           if (!(r.data as { _r?: unknown } | undefined)?._r) return `${base} ${x} is not visible to you`;
         }
       }

@@ -1,23 +1,21 @@
-import { readFileSync } from 'node:fs';
 import { buildSubgraphSchema } from '@apollo/subgraph';
-import { parse } from 'graphql';
+import type { DocumentNode } from 'graphql';
 import { alarmChangedEvent, eventsChannel } from '../../lib/contracts/events.js';
 import type { RoleContext } from '../../lib/role.js';
-import type { SubgraphModule } from '../../lib/subgraph.js';
+import { readTypeDefs, type SubgraphModule } from '../../lib/subgraph.js';
 import { createLoaders } from './loaders.js';
 import { AlarmsRepository } from './repository.js';
-import { type AlarmsContext, type PublishAlarmChange, resolvers } from './resolvers.js';
+import { type AlarmsContext, createResolvers, type PublishAlarmChange } from './resolvers.js';
 
-/** The subgraph's SDL (also read by composition). */
-export const typeDefs = parse(readFileSync(new URL('./schema.graphql', import.meta.url), 'utf8'));
+export const typeDefs: DocumentNode = readTypeDefs(import.meta.url);
 
 /**
  * Alarms: listing, counts and operators' actions (raise, acknowledge, clear, comment), with the
  * `alarmChanged` real-time event published on Redis after each committed change. Uses the primary
  * database (an operator's action must be visible to the next read).
  */
-export function createAlarmsSubgraph(ctx: RoleContext): SubgraphModule<AlarmsContext> {
-  const schema = buildSubgraphSchema([{ typeDefs, resolvers }]);
+export function createSubgraph(ctx: RoleContext): SubgraphModule<AlarmsContext> {
+  const schema = buildSubgraphSchema([{ typeDefs, resolvers: createResolvers(ctx.config) }]);
   const publish: PublishAlarmChange = async (orgId, { row, change, site }) => {
     if (!change) return;
     try {

@@ -1,6 +1,7 @@
 import type { GraphQLResolverMap } from '@apollo/subgraph/dist/schema-helper/resolverMap.js';
 import type { GraphQLResolveInfo } from 'graphql';
 import { ALARM_CHANGES, statusOf } from '../../lib/alarms.js';
+import type { Config } from '../../lib/config.js';
 import { isUuid } from '../../lib/db.js';
 import { DateTimeScalar, encodeCursor, upperCaseEnum } from '../../lib/graphql-scalars.js';
 import { authorize, type Identity, type Requirement } from '../../lib/identity.js';
@@ -138,7 +139,7 @@ const Device: Record<string, Resolver<DeviceRef>> = {
 };
 
 /** The resolver map of the alarms subgraph (enum values map the database's lower-case words). */
-export const resolvers = {
+const resolvers = {
   DateTime: DateTimeScalar,
   AlarmSeverity: upperCaseEnum(SEVERITIES),
   AlarmChange: upperCaseEnum(ALARM_CHANGES),
@@ -161,4 +162,9 @@ export const resolvers = {
   AlarmConnection: {
     totalCount: (c: Connection, _args: Args, ctx: AlarmsContext) => ctx.repo.count(c.orgId, c.filter),
   },
-} as unknown as GraphQLResolverMap<AlarmsContext>;
+} satisfies GraphQLResolverMap<AlarmsContext>;
+
+/** The resolver map of the alarms subgraph (the same export in every subgraph's `resolvers.ts`). */
+export function createResolvers(_config?: Config): GraphQLResolverMap<AlarmsContext> {
+  return resolvers;
+}

@@ -1,5 +1,5 @@
 import DataLoader from 'dataloader';
-import type { DeviceRow, DevicesRepository, ProfileRow, SiteRow } from './repository.js';
+import type { DeviceRow, DevicesRepositories, ProfileRow, SiteRow } from './repositories/index.js';
 
 /**
  * Per-request DataLoaders: every batch is one read-only tenant transaction sent as one round trip
@@ -73,35 +73,38 @@ function grouped<T>(keys: readonly string[], rows: T[], key: (r: T) => string | 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const validKeys = (keys: readonly string[]) => [...new Set(keys.filter((k) => UUID.test(k)))];
 
-export function createLoaders(repo: DevicesRepository, orgId: string): DevicesLoaders {
+export function createLoaders(repos: DevicesRepositories, orgId: string): DevicesLoaders {
   const opts = { maxBatchSize: 1000 };
   const rows = async <T>(keys: readonly string[], fetch: (ids: string[]) => Promise<T[]>): Promise<T[]> => {
     const ids = validKeys(keys);
     return ids.length ? fetch(ids) : [];
   };
-  const site = new PeekLoader<SiteRow>(async (keys) => byId(keys, await rows(keys, (ids) => repo.sitesByIds(orgId, ids))), opts);
-  const profile = new PeekLoader<ProfileRow>(async (keys) => byId(keys, await rows(keys, (ids) => repo.profilesByIds(orgId, ids))), opts);
+  const site = new PeekLoader<SiteRow>(async (keys) => byId(keys, await rows(keys, (ids) => repos.sites.sitesByIds(orgId, ids))), opts);
+  const profile = new PeekLoader<ProfileRow>(
+    async (keys) => byId(keys, await rows(keys, (ids) => repos.profiles.profilesByIds(orgId, ids))),
+    opts,
+  );
   // Devices come with their sites and profiles (same round trip): prime those loaders.
   const device = new PeekLoader<DeviceRow>(async (keys) => {
     const ids = validKeys(keys);
     if (!ids.length) return keys.map(() => null);
-    const r = await repo.devicesByIds(orgId, ids);
+    const r = await repos.devices.devicesByIds(orgId, ids);
     for (const s of r.sites) site.prime(s.id, s);
     for (const p of r.profiles) profile.prime(p.id, p);
     return byId(keys, r.rows);
   }, opts);
   const deviceChildren = new DataLoader<string, DeviceRow[]>(async (keys) => {
-    const children = await rows(keys, (ids) => repo.childrenOf(orgId, ids));
+    const children = await rows(keys, (ids) => repos.devices.childrenOf(orgId, ids));
     for (const c of children) device.prime(c.id, c);
     return grouped(keys, children, (r) => r.parent_id);
   }, opts);
   const siteChildren = new DataLoader<string, SiteRow[]>(async (keys) => {
-    const children = await rows(keys, (ids) => repo.siteChildren(orgId, ids));
+    const children = await rows(keys, (ids) => repos.sites.siteChildren(orgId, ids));
     for (const c of children) site.prime(c.id, c);
     return grouped(keys, children, (r) => r.parent_id);
   }, opts);
   const siteDeviceCount = new DataLoader<string, number>(async (keys) => {
-    const counts = new Map((await rows(keys, (ids) => repo.siteDeviceCounts(orgId, ids))).map((r) => [r.id, r.n]));
+    const counts = new Map((await rows(keys, (ids) => repos.sites.siteDeviceCounts(orgId, ids))).map((r) => [r.id, r.n]));
     return keys.map((k) => counts.get(k) ?? 0);
   }, opts);
   return { device, site, profile, deviceChildren, siteChildren, siteDeviceCount };

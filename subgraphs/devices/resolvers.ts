@@ -9,13 +9,22 @@ import {
   valueFromASTUntyped,
 } from 'graphql';
 import { hashPassword, issueToken, verifyPassword } from '../../lib/auth.js';
+import type { Config } from '../../lib/config.js';
 import type { DeviceChange } from '../../lib/contracts/device-changes.js';
 import { isUuid } from '../../lib/db.js';
 import { ErrorCode, UnauthenticatedError } from '../../lib/errors.js';
 import { authorize, type Identity, type Requirement } from '../../lib/identity.js';
 import { sitePathIds } from '../../lib/sites.js';
 import type { DevicesLoaders } from './loaders.js';
-import type { ApiKeyRow, DeviceColumn, DeviceRow, DevicesRepository, ProfileRow, SiteRow } from './repository.js';
+import type {
+  ApiKeyRow,
+  DeviceColumn,
+  DeviceListFilter,
+  DeviceRow,
+  DevicesRepositories,
+  ProfileRow,
+  SiteRow,
+} from './repositories/index.js';
 import {
   check,
   checkId,
@@ -37,7 +46,7 @@ import {
 export interface DevicesContext {
   identity: Identity;
   loaders: DevicesLoaders;
-  repo: DevicesRepository;
+  repos: DevicesRepositories;
   /**
    * Tells other roles that devices changed (lib/contracts/device-changes.ts). Called after the
    * change committed; never fails the mutation (a lost notice heals on ingest's cache TTL).
@@ -179,12 +188,16 @@ interface Connection {
   edges: { cursor: string; node: DeviceRow }[];
   pageInfo: { hasNextPage: boolean; endCursor: string | null };
   orgId: string;
-  filter: Parameters<DevicesRepository['countDevices']>[1];
+  filter: DeviceListFilter;
   /** already counted with the page when `totalCount` was selected */
   total?: number | undefined;
 }
 
-export function createResolvers(login: LoginOptions): GraphQLResolverMap<DevicesContext> {
+/** The resolver map of the devices subgraph; `login` signs with the configured secret, issuer and lifetime. */
+export function createResolvers(
+  config: Pick<Config, 'RULR_SECRET' | 'JWT_ISSUER' | 'JWT_TTL_SECONDS'>,
+): GraphQLResolverMap<DevicesContext> {
+  const login: LoginOptions = { secret: config.RULR_SECRET, issuer: config.JWT_ISSUER, ttlSeconds: config.JWT_TTL_SECONDS };
   // Unknown emails still pay for one argon2 verification, so timing does not reveal which emails exist.
   let dummyHash: Promise<string> | undefined;
   const dummy = () => {
@@ -210,7 +223,7 @@ export function createResolvers(login: LoginOptions): GraphQLResolverMap<Devices
       const nodeFields = fieldsAt(info, ['edges', 'node']);
       const onNode = (name: string) => nodeFields.some((f) => f.name.value === name);
       const columns = deviceColumnsOf(nodeFields);
-      const { rows, sites, profiles, total } = await ctx.repo.listDevices(id.orgId, {
+      const { rows, sites, profiles, total } = await ctx.repos.devices.listDevices(id.orgId, {
         limit: page.first + 1,
         afterSerial,
         filter,
@@ -249,7 +262,7 @@ export function createResolvers(login: LoginOptions): GraphQLResolverMap<Devices
     },
     async sites(_p, _a, ctx) {
       const id = authorize(ctx.identity, READ);
-      const rows = await ctx.repo.listSites(id.orgId);
+      const rows = await ctx.repos.sites.listSites(id.orgId);
       for (const r of rows) ctx.loaders.site.prime(r.id, r);
       return rows;
     },
@@ -259,7 +272,7 @@ export function createResolvers(login: LoginOptions): GraphQLResolverMap<Devices
     },
     async deviceProfiles(_p, _a, ctx) {
       const id = authorize(ctx.identity, READ);
-      const rows = await ctx.repo.listProfiles(id.orgId);
+      const rows = await ctx.repos.profiles.listProfiles(id.orgId);
       for (const r of rows) ctx.loaders.profile.prime(r.id, r);
       return rows;
     },
@@ -269,25 +282,25 @@ export function createResolvers(login: LoginOptions): GraphQLResolverMap<Devices
     },
     async me(_p, _a, ctx) {
       const id = requireUser(ctx);
-      const { org, email } = await ctx.repo.whoami(id.orgId, id.kind === 'user' && isUuid(id.subject) ? id.subject : null);
+      const { org, email } = await ctx.repos.organizations.whoami(id.orgId, id.kind === 'user' && isUuid(id.subject) ? id.subject : null);
       if (!org) throw new UnauthenticatedError('your organization no longer exists');
       return { kind: id.kind, subject: id.subject, role: id.role, scopes: id.scopes, email, organization: org };
     },
     apiKeys(_p, _a, ctx) {
       const id = authorize(ctx.identity, ADMIN);
-      return ctx.repo.listApiKeys(id.orgId);
+      return ctx.repos.apiKeys.listApiKeys(id.orgId);
     },
   };
 
   const Mutation: Record<string, Resolver> = {
     async login(_p, args, ctx) {
       const a = check(loginSchema, args, '');
-      const user = await ctx.repo.findUserForLogin(a.email);
+      const user = await ctx.repos.users.findUserForLogin(a.email);
       const ok = user
         ? await verifyPassword(user.password_hash, a.password)
         : await verifyPassword(await dummy(), a.password).then(() => false);
       if (!user || !ok) throw new UnauthenticatedError('invalid email or password');
-      const memberships = await ctx.repo.memberships(user.id);
+      const memberships = await ctx.repos.users.memberships(user.id);
       const m = a.organization ? memberships.find((x) => x.slug === a.organization) : memberships[0];
       if (!m) {
         throw new UnauthenticatedError(
@@ -297,7 +310,7 @@ export function createResolvers(login: LoginOptions): GraphQLResolverMap<Devices
       const now = Math.floor(Date.now() / 1000);
       const role = m.role as Identity['role'];
       const token = await issueToken({ userId: user.id, orgId: m.id, role }, login, now);
-      await ctx.repo.recordLogin(m.id, user.id);
+      await ctx.repos.users.recordLogin(m.id, user.id);
       return {
         token,
         expiresAt: new Date((now + login.ttlSeconds) * 1000),
@@ -307,7 +320,7 @@ export function createResolvers(login: LoginOptions): GraphQLResolverMap<Devices
     },
     async createSite(_p, args, ctx) {
       const id = authorize(ctx.identity, WRITE);
-      const row = await ctx.repo.createSite(id, check(createSiteSchema, args.input, 'input'));
+      const row = await ctx.repos.sites.createSite(id, check(createSiteSchema, args.input, 'input'));
       ctx.loaders.site.prime(row.id, row);
       ctx.loaders.siteChildren.clearAll();
       return row;
@@ -315,7 +328,7 @@ export function createResolvers(login: LoginOptions): GraphQLResolverMap<Devices
     async createDeviceProfile(_p, args, ctx) {
       const id = authorize(ctx.identity, WRITE);
       const p = check(createProfileSchema, args.input, 'input');
-      const row = await ctx.repo.createProfile(id, {
+      const row = await ctx.repos.profiles.createProfile(id, {
         name: p.name,
         description: p.description ?? '',
         metrics: storedMetrics(p.metrics ?? []),
@@ -330,7 +343,7 @@ export function createResolvers(login: LoginOptions): GraphQLResolverMap<Devices
       const id = authorize(ctx.identity, WRITE);
       const profileId = checkId(args.id);
       const p = check(updateProfileSchema, args.input, 'input');
-      const row = await ctx.repo.updateProfile(id, profileId, {
+      const row = await ctx.repos.profiles.updateProfile(id, profileId, {
         ...(p.name != null ? { name: p.name } : {}),
         ...(p.description != null ? { description: p.description } : {}),
         ...(p.metrics != null ? { metrics: storedMetrics(p.metrics) } : {}),
@@ -345,7 +358,7 @@ export function createResolvers(login: LoginOptions): GraphQLResolverMap<Devices
     async createDevice(_p, args, ctx) {
       const id = authorize(ctx.identity, WRITE);
       const d = check(createDeviceSchema, args.input, 'input');
-      const row = await ctx.repo.createDevice(id, {
+      const row = await ctx.repos.devices.createDevice(id, {
         serial: d.serial,
         name: d.name,
         siteId: d.siteId,
@@ -362,7 +375,7 @@ export function createResolvers(login: LoginOptions): GraphQLResolverMap<Devices
       const id = authorize(ctx.identity, WRITE);
       const deviceId = checkId(args.id);
       const patch = check(updateDeviceSchema, args.input, 'input');
-      const row = await ctx.repo.updateDevice(id, deviceId, patch);
+      const row = await ctx.repos.devices.updateDevice(id, deviceId, patch);
       await ctx.notify({ orgId: id.orgId, kind: 'updated', deviceIds: [deviceId] });
       return primeDevice(ctx, row);
     },
@@ -370,33 +383,33 @@ export function createResolvers(login: LoginOptions): GraphQLResolverMap<Devices
       const id = authorize(ctx.identity, WRITE);
       const deviceId = checkId(args.id);
       const siteId = checkId(args.siteId, 'siteId');
-      const row = await ctx.repo.updateDevice(id, deviceId, { siteId }, 'device.move');
+      const row = await ctx.repos.devices.updateDevice(id, deviceId, { siteId }, 'device.move');
       await ctx.notify({ orgId: id.orgId, kind: 'moved', deviceIds: [deviceId] });
       return primeDevice(ctx, row);
     },
     async decommissionDevice(_p, args, ctx) {
       const id = authorize(ctx.identity, WRITE);
       const deviceId = checkId(args.id);
-      const row = await ctx.repo.decommissionDevice(id, deviceId);
+      const row = await ctx.repos.devices.decommissionDevice(id, deviceId);
       await ctx.notify({ orgId: id.orgId, kind: 'decommissioned', deviceIds: [deviceId] });
       return primeDevice(ctx, row);
     },
     async rotateDeviceCredentials(_p, args, ctx) {
       const id = authorize(ctx.identity, WRITE);
       const deviceId = checkId(args.id);
-      const credentials = await ctx.repo.rotateCredentials(id, deviceId);
+      const credentials = await ctx.repos.credentials.rotateCredentials(id, deviceId);
       await ctx.notify({ orgId: id.orgId, kind: 'credentials-rotated', deviceIds: [deviceId] });
       return credentials;
     },
     async createApiKey(_p, args, ctx) {
       const id = authorize(ctx.identity, ADMIN);
       const input = check(createApiKeySchema, args.input, 'input');
-      const { row, key } = await ctx.repo.createApiKey(id, input);
+      const { row, key } = await ctx.repos.apiKeys.createApiKey(id, input);
       return { apiKey: row, key };
     },
     revokeApiKey(_p, args, ctx) {
       const id = authorize(ctx.identity, ADMIN);
-      return ctx.repo.revokeApiKey(id, checkId(args.id));
+      return ctx.repos.apiKeys.revokeApiKey(id, checkId(args.id));
     },
   };
 
@@ -445,7 +458,7 @@ export function createResolvers(login: LoginOptions): GraphQLResolverMap<Devices
     async __resolveReference(ref: { id: unknown }, ctx: DevicesContext) {
       const id = requireUser(ctx);
       if (ref.id !== id.orgId) return null;
-      return (await ctx.repo.whoami(id.orgId, null)).org ?? null;
+      return (await ctx.repos.organizations.whoami(id.orgId, null)).org ?? null;
     },
   };
 
@@ -457,7 +470,7 @@ export function createResolvers(login: LoginOptions): GraphQLResolverMap<Devices
   };
 
   const DeviceConnection: Record<string, Resolver<Connection>> = {
-    totalCount: (c, _a, ctx) => c.total ?? ctx.repo.countDevices(c.orgId, c.filter),
+    totalCount: (c, _a, ctx) => c.total ?? ctx.repos.devices.countDevices(c.orgId, c.filter),
   };
 
   return {
@@ -475,5 +488,5 @@ export function createResolvers(login: LoginOptions): GraphQLResolverMap<Devices
     ApiKey,
     DeviceConnection,
     DeviceCredentials: {},
-  } as unknown as GraphQLResolverMap<DevicesContext>;
+  } satisfies GraphQLResolverMap<DevicesContext>;
 }

@@ -1,22 +1,20 @@
-import { readFileSync } from 'node:fs';
 import { buildSubgraphSchema } from '@apollo/subgraph';
-import { parse } from 'graphql';
+import type { DocumentNode } from 'graphql';
 import type { Identity } from '../../lib/identity.js';
 import type { RoleContext } from '../../lib/role.js';
-import type { SubgraphModule } from '../../lib/subgraph.js';
+import { readTypeDefs, type SubgraphModule } from '../../lib/subgraph.js';
 import { createLoaders } from './loaders.js';
 import { MetricsRepository } from './repository.js';
-import { type MetricsContext, resolvers } from './resolvers.js';
+import { createResolvers, type MetricsContext } from './resolvers.js';
 
-/** The subgraph's SDL (also read by composition). */
-export const typeDefs = parse(readFileSync(new URL('./schema.graphql', import.meta.url), 'utf8'));
+export const typeDefs: DocumentNode = readTypeDefs(import.meta.url);
 
 /**
  * Telemetry reads: latest values and status from the Redis status cache, series and energy from
  * PostgreSQL (the read replica when `DATABASE_READ_URL` is set).
  */
-export function createMetricsSubgraph(ctx: RoleContext): SubgraphModule<MetricsContext> {
-  const schema = buildSubgraphSchema([{ typeDefs, resolvers: resolvers as never }]);
+export function createSubgraph(ctx: RoleContext): SubgraphModule<MetricsContext> {
+  const schema = buildSubgraphSchema([{ typeDefs, resolvers: createResolvers(ctx.config) }]);
   let repo: MetricsRepository | undefined;
   return {
     name: 'metrics',

@@ -1,10 +1,11 @@
+import type { GraphQLResolverMap } from '@apollo/subgraph/dist/schema-helper/resolverMap.js';
+import type { Config } from '../../lib/config.js';
 import { numericLatest } from '../../lib/contracts/device-state.js';
-import { BadInputError } from '../../lib/errors.js';
-import { DateTimeScalar, decodeCursor, encodeCursor, isPgTimestamptz } from '../../lib/graphql-scalars.js';
+import { DateTimeScalar, encodeCursor } from '../../lib/graphql-scalars.js';
 import { authorize, type Identity } from '../../lib/identity.js';
 import type { MetricsLoaders } from './loaders.js';
 import type { MetricsRepository, SiteRow } from './repository.js';
-import { parseAggregate, planSeries } from './series.js';
+import { checkDeadLetterPage, decodeDeadLetterCursor, parseAggregate, planSeries } from './validation.js';
 
 /** Per-request context of the metrics subgraph. */
 export interface MetricsContext {
@@ -15,12 +16,6 @@ export interface MetricsContext {
 
 const READ = { role: 'viewer', scope: 'telemetry:read' } as const;
 const ADMIN = { role: 'admin', scope: '*' } as const;
-
-/**
- * Most dead letters one page may return.
- * @default 500
- */
-export const MAX_DEAD_LETTER_PAGE = 500;
 
 interface DeviceRef {
   id: string;
@@ -34,22 +29,12 @@ interface SeriesArgs {
   aggregate?: string | null;
 }
 
-/** A dead-letters cursor: `received_at` as PostgreSQL prints it and the bigint id. */
-function decodeDeadLetterCursor(c: string): { receivedAt: string; id: string } {
-  const [receivedAt, id] = decodeCursor(
-    c,
-    (k): k is [string, string] => typeof k[0] === 'string' && isPgTimestamptz(k[0]) && typeof k[1] === 'string' && /^[0-9]+$/.test(k[1]),
-  );
-  return { receivedAt, id };
-}
-
-export const resolvers = {
+const resolvers = {
   DateTime: DateTimeScalar,
   Query: {
     async deadLetters(_: unknown, args: { first?: number | null; after?: string | null; reason?: string | null }, ctx: MetricsContext) {
       const id = authorize(ctx.identity, ADMIN);
-      const first = args.first ?? 50;
-      if (first < 1 || first > MAX_DEAD_LETTER_PAGE) throw new BadInputError(`first must be between 1 and ${MAX_DEAD_LETTER_PAGE}`);
+      const first = checkDeadLetterPage(args.first ?? 50);
       const rows = await ctx.repo.deadLetters(id.orgId, {
         first,
         after: args.after ? decodeDeadLetterCursor(args.after) : undefined,
@@ -96,4 +81,9 @@ export const resolvers = {
       return ctx.repo.siteEnergy(ctx.identity.orgId, s.path, plan.from, plan.to);
     },
   },
-};
+} satisfies GraphQLResolverMap<MetricsContext>;
+
+/** The resolver map of the metrics subgraph (the same export in every subgraph's `resolvers.ts`). */
+export function createResolvers(_config?: Config): GraphQLResolverMap<MetricsContext> {
+  return resolvers;
+}

@@ -1,3 +1,5 @@
+import type { GraphQLResolverMap } from '@apollo/subgraph/dist/schema-helper/resolverMap.js';
+import type { Config } from '../../lib/config.js';
 import { DateTimeScalar, encodeCursor, upperCaseEnum } from '../../lib/graphql-scalars.js';
 import { authorize, type Identity, type Requirement } from '../../lib/identity.js';
 import { OPERATORS, passes, SEVERITIES } from '../../lib/rules.js';
@@ -36,7 +38,7 @@ interface RuleConnection {
   filter: RuleFilter;
 }
 
-export const resolvers = {
+const resolvers = {
   DateTime: DateTimeScalar,
   RuleOperator: upperCaseEnum(OPERATORS),
   AlarmSeverity: upperCaseEnum(SEVERITIES),
@@ -110,4 +112,9 @@ export const resolvers = {
       return ctx.loaders.executions.load({ ruleId: r.id, first });
     },
   },
-};
+} satisfies GraphQLResolverMap<RulesContext>;
+
+/** The resolver map of the rules subgraph (the same export in every subgraph's `resolvers.ts`). */
+export function createResolvers(_config?: Config): GraphQLResolverMap<RulesContext> {
+  return resolvers;
+}

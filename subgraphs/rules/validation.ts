@@ -5,7 +5,7 @@ import { decodeTimeIdCursor } from '../../lib/graphql-scalars.js';
 import { type Condition, conditionProblem, OPERATORS, type Operator, SEVERITIES, type Severity } from '../../lib/rules.js';
 import { check } from '../../lib/validation.js';
 
-export { check, checkId } from '../../lib/validation.js';
+export { check, checkId, checkIds } from '../../lib/validation.js';
 
 /**
  * Most rules one page of `rules` may return.

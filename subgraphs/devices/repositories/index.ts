@@ -1,0 +1,51 @@
+import type { Db } from '../../../lib/db.js';
+import { ApiKeyRepository } from './api-keys.js';
+import { CredentialRepository } from './credentials.js';
+import { DeviceRepository } from './devices.js';
+import { OrganizationRepository } from './organizations.js';
+import { ProfileRepository } from './profiles.js';
+import { SiteRepository } from './sites.js';
+import { UserRepository } from './users.js';
+
+export { ApiKeyRepository } from './api-keys.js';
+export { CredentialRepository, hashDeviceSecret } from './credentials.js';
+export {
+  type DeviceColumn,
+  type DeviceListFilter,
+  type DevicePage,
+  type DevicePatch,
+  DeviceRepository,
+  type ListDevicesOptions,
+  type NewDevice,
+} from './devices.js';
+export { OrganizationRepository } from './organizations.js';
+export { type NewProfile, ProfileRepository } from './profiles.js';
+export type { ApiKeyRow, DeviceRow, MetricDefinitionRow, OrganizationRow, ProfileRow, SiteRow } from './shared.js';
+export { SiteRepository } from './sites.js';
+export { UserRepository } from './users.js';
+
+/** The devices subgraph's SQL, one repository per aggregate. */
+export interface DevicesRepositories {
+  devices: DeviceRepository;
+  sites: SiteRepository;
+  profiles: ProfileRepository;
+  credentials: CredentialRepository;
+  apiKeys: ApiKeyRepository;
+  organizations: OrganizationRepository;
+  /** people and memberships, for `login` */
+  users: UserRepository;
+}
+
+/** Every repository over one database; `overrides` replace some (bench:gateway's in-memory reads). */
+export function createRepositories(db: Db, overrides: Partial<DevicesRepositories> = {}): DevicesRepositories {
+  return {
+    devices: new DeviceRepository(db),
+    sites: new SiteRepository(db),
+    profiles: new ProfileRepository(db),
+    credentials: new CredentialRepository(db),
+    apiKeys: new ApiKeyRepository(db),
+    organizations: new OrganizationRepository(db),
+    users: new UserRepository(db),
+    ...overrides,
+  };
+}
