@@ -80,6 +80,39 @@ export const configSpec = {
     description: 'MQTT broker for ingest and command dispatch.',
     shown: 'mqtt://127.0.0.1:1883',
   },
+  MQTT_CA_FILE: {
+    schema: z.string().min(1).optional(),
+    description:
+      'CA certificate (PEM file) ingest and workers trust for an `mqtts://` MQTT_URL (e.g. `deploy/certs/ca.crt` from `scripts/dev-certs.sh`).',
+  },
+  MQTT_INGEST_USERNAME: {
+    schema: z.string().min(1).max(64).default('rulr-ingest'),
+    description: 'MQTT username of the ingest service account (its rights: lib/mqtt-policy.ts).',
+    shown: 'rulr-ingest',
+  },
+  MQTT_INGEST_PASSWORD: {
+    schema: z.string().min(16, 'must be at least 16 characters').optional(),
+    description: 'Password of the ingest service account; unset: ingest connects without credentials (the anonymous development broker).',
+  },
+  MQTT_WORKERS_USERNAME: {
+    schema: z.string().min(1).max(64).default('rulr-workers'),
+    description: 'MQTT username of the workers service account (publishes commands).',
+    shown: 'rulr-workers',
+  },
+  MQTT_WORKERS_PASSWORD: {
+    schema: z.string().min(16, 'must be at least 16 characters').optional(),
+    description: 'Password of the workers service account; unset: workers connect without credentials.',
+  },
+  MQTT_PROVISION_USERNAME: {
+    schema: z.string().min(1).max(64).default('rulr-provision'),
+    description: 'MQTT username new devices use to claim credentials over MQTT (EMQX only; docs/broker-auth.md).',
+    shown: 'rulr-provision',
+  },
+  MQTT_PROVISION_PASSWORD: {
+    schema: z.string().min(8).optional(),
+    description:
+      'Password of the provisioning account (built into firmware, not a secret per device); unset: no MQTT provisioning (HTTP `POST /provision` still works).',
+  },
   RULR_SECRET: {
     schema: z.string().min(32, 'must be at least 32 characters').default(DEV_SECRET),
     description: 'Signs JWTs and the gateway→subgraph identity header. Required (and not the default) in production.',
@@ -147,6 +180,73 @@ export const configSpec = {
     description: 'Cap of readings per `rule-eval` job (newest per device and metric are kept).',
     shown: '5000',
   },
+  DEVICE_AUTH_ROTATION_GRACE_S: {
+    schema: z.coerce.number().int().min(0).max(2_592_000).default(3600),
+    description:
+      'How long a rotated device secret keeps working beside its replacement, unless `rotateDeviceCredentials(graceSeconds:)` says otherwise.',
+    shown: '3600',
+  },
+  DEVICE_AUTH_CACHE_TTL_S: {
+    schema: posInt(86400),
+    description: 'How long a verified device secret is remembered (as a keyed hash, in memory and Redis) so a reconnect skips argon2.',
+    shown: '86400',
+  },
+  DEVICE_AUTH_DIRECTORY_TTL_S: {
+    schema: posInt(60),
+    description: 'How long ingest caches a credential lookup; device-change notices drop entries at once, this bounds a lost notice.',
+    shown: '60',
+  },
+  DEVICE_AUTH_MAX_FAILURES: {
+    schema: posInt(10),
+    description:
+      'Failed device authentications per username (and per source address ×10) in DEVICE_AUTH_FAILURE_WINDOW_S before further attempts are refused unchecked.',
+    shown: '10',
+  },
+  DEVICE_AUTH_FAILURE_WINDOW_S: { schema: posInt(300), description: 'Window of DEVICE_AUTH_MAX_FAILURES.', shown: '300' },
+  DEVICE_AUTH_MAX_HASHING: {
+    schema: posInt(16),
+    description: 'argon2 verifications one ingest process runs at once; authentications beyond it are refused (the device retries).',
+    shown: '16',
+  },
+  EMQX_AUTH_TOKEN: {
+    schema: z.string().min(16).optional(),
+    description:
+      'When set, `/mqtt/auth` and `/mqtt/acl` answer only requests carrying `Authorization: Bearer <token>` (set the header in deploy/emqx/).',
+  },
+  EMQX_API_URL: {
+    schema: z.string().url().optional(),
+    description: 'EMQX REST API (e.g. `http://emqx:18083/api/v5`): workers kick revoked and decommissioned devices off through it.',
+  },
+  EMQX_API_KEY: { schema: z.string().min(1).optional(), description: 'EMQX API key (with EMQX_API_SECRET) for the kick-out.' },
+  EMQX_API_SECRET: { schema: z.string().min(1).optional(), description: 'EMQX API secret.' },
+  DYNSEC_ENABLED: {
+    schema: bool(false),
+    description:
+      "Keep Mosquitto's dynamic security in sync with the platform (workers), and hand new secrets to it (devices subgraph, ingest).",
+    shown: 'false',
+  },
+  DYNSEC_ADMIN_USERNAME: {
+    schema: z.string().min(1).default('rulr-dynsec'),
+    description: 'Dynamic-security admin the sync connects as (the user `mosquitto_ctrl dynsec init` created).',
+    shown: 'rulr-dynsec',
+  },
+  DYNSEC_ADMIN_PASSWORD: { schema: z.string().min(1).optional(), description: 'Its password (required with DYNSEC_ENABLED).' },
+  DYNSEC_RECONCILE_S: {
+    schema: posInt(300),
+    description: 'Interval of the full reconcile of dynamic security against the database (also run at start).',
+    shown: '300',
+  },
+  DYNSEC_BATCH: {
+    schema: z.coerce.number().int().min(1).max(1000).default(100),
+    description: 'Commands per `$CONTROL/dynamic-security/v1` message.',
+    shown: '100',
+  },
+  PROVISION_RATE_LIMIT: {
+    schema: posInt(10),
+    description: 'Provisioning claims per source (client id or address) and per provisioning key per PROVISION_RATE_WINDOW_S.',
+    shown: '10',
+  },
+  PROVISION_RATE_WINDOW_S: { schema: posInt(60), description: 'Window of PROVISION_RATE_LIMIT.', shown: '60' },
   WORKERS_PORT: { schema: port(4011), description: 'workers health/metrics port.', shown: '4011' },
   RULE_EVAL_CONCURRENCY: {
     schema: posInt(2),
@@ -251,6 +351,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const cfg = out as Config;
   if (issues.length === 0 && cfg.NODE_ENV === 'production' && cfg.RULR_SECRET === DEV_SECRET) {
     issues.push('RULR_SECRET: the development default must not be used in production');
+  }
+  if (issues.length === 0 && cfg.DYNSEC_ENABLED && !cfg.DYNSEC_ADMIN_PASSWORD) {
+    issues.push('DYNSEC_ADMIN_PASSWORD: required when DYNSEC_ENABLED is on');
   }
   if (issues.length) throw new ConfigError(issues);
   return cfg;

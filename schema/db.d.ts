@@ -93,12 +93,17 @@ export interface DeadLetters {
 }
 
 export interface DeviceCredentials {
+  broker_handoff: Buffer | null;
   created_at: Generated<Timestamp>;
   device_id: string;
+  expires_at: Timestamp | null;
+  fingerprint: string | null;
+  hash_scheme: Generated<string | null>;
   id: Generated<string>;
+  kind: Generated<string>;
   org_id: string;
   revoked_at: Timestamp | null;
-  secret_hash: string;
+  secret_hash: string | null;
   username: string;
 }
 
@@ -120,6 +125,9 @@ export interface DeviceProfiles {
   metrics: Generated<Json>;
   name: string;
   org_id: string;
+  provision_key: string | null;
+  provision_mode: Generated<string>;
+  provision_secret_hash: string | null;
   silence_timeout_s: Generated<number>;
 }
 
@@ -133,6 +141,7 @@ export interface Devices {
   org_id: string;
   parent_id: string | null;
   profile_id: string | null;
+  provisioned_at: Timestamp | null;
   serial: string;
   site_id: string | null;
   updated_at: Generated<Timestamp>;

@@ -236,18 +236,20 @@ describe('devices subgraph', () => {
     expect((await errOf({ id: '00000000-0000-4000-8000-000000000000', input: { name: 'x' } }))?.extensions?.code).toBe('NOT_FOUND');
   });
 
-  it('rotates device credentials, keeping only the newest secret valid', async () => {
+  it('rotates device credentials, issuing a new username and secret each time', async () => {
     const id = (await f.ok(admin, CREATE_DEVICE, { input: { serial: 'C-1', name: 'Creds' } })).createDevice.id;
-    const q = `mutation($id: ID!) { rotateDeviceCredentials(id: $id) { deviceId username secret createdAt } }`;
+    const q = `mutation($id: ID!) { rotateDeviceCredentials(id: $id, graceSeconds: 0) { deviceId clientId username secret createdAt } }`;
     const a = (await f.ok(admin, q, { id })).rotateDeviceCredentials;
     const b = (await f.ok(admin, q, { id })).rotateDeviceCredentials;
-    expect(a.username).toBe(id);
+    expect(a.clientId).toBe(id);
+    expect(a.username).toMatch(new RegExp(`^${id}\\.[0-9a-f]{8}$`));
+    expect(b.username).not.toBe(a.username);
     expect(b.secret).not.toBe(a.secret);
-    const rows = await f.t.db.selectFrom('device_credentials').selectAll().where('device_id', '=', id).execute();
-    expect(rows).toHaveLength(1);
-    const { hashDeviceSecret } = await import('../subgraphs/devices/repositories/index.js');
-    expect(rows[0]?.secret_hash).toBe(hashDeviceSecret(b.secret));
-    expect(rows[0]?.revoked_at).toBeNull();
+    const rows = await f.t.db.selectFrom('device_credentials').selectAll().where('device_id', '=', id).orderBy('created_at').execute();
+    expect(rows.map((r) => [r.username, r.revoked_at === null])).toEqual([
+      [a.username, false],
+      [b.username, true],
+    ]);
   });
 
   it('creates, lists and revokes API keys for admins, showing the key once', async () => {

@@ -1,5 +1,6 @@
 import { buildSubgraphSchema } from '@apollo/subgraph';
 import type { DocumentNode } from 'graphql';
+import { handoffKey } from '../../lib/contracts/broker-handoff.js';
 import { type DeviceChange, publishDeviceChange } from '../../lib/contracts/device-changes.js';
 import type { RoleContext } from '../../lib/role.js';
 import { readTypeDefs, type SubgraphModule } from '../../lib/subgraph.js';
@@ -39,7 +40,9 @@ export function createSubgraph(
     name: 'devices',
     schema,
     context(identity) {
-      repos ??= createRepositories(ctx.db, repositories);
+      repos ??= createRepositories(ctx.db, repositories, {
+        handoffKey: ctx.config.DYNSEC_ENABLED ? handoffKey(ctx.config.RULR_SECRET) : undefined,
+      });
       return { identity, loaders: createLoaders(repos, identity.orgId), repos, notify };
     },
   };

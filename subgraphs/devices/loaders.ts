@@ -1,5 +1,5 @@
 import DataLoader from 'dataloader';
-import type { DeviceRow, DevicesRepositories, ProfileRow, SiteRow } from './repositories/index.js';
+import type { CredentialRow, DeviceRow, DevicesRepositories, ProfileRow, SiteRow } from './repositories/index.js';
 
 /**
  * Per-request DataLoaders: every batch is one read-only tenant transaction sent as one round trip
@@ -14,6 +14,8 @@ export interface DevicesLoaders {
   deviceChildren: DataLoader<string, DeviceRow[]>;
   siteChildren: DataLoader<string, SiteRow[]>;
   siteDeviceCount: DataLoader<string, number>;
+  /** a device's credentials, newest first */
+  credentials: DataLoader<string, CredentialRow[]>;
 }
 
 /**
@@ -107,5 +109,9 @@ export function createLoaders(repos: DevicesRepositories, orgId: string): Device
     const counts = new Map((await rows(keys, (ids) => repos.sites.siteDeviceCounts(orgId, ids))).map((r) => [r.id, r.n]));
     return keys.map((k) => counts.get(k) ?? 0);
   }, opts);
-  return { device, site, profile, deviceChildren, siteChildren, siteDeviceCount };
+  const credentials = new DataLoader<string, CredentialRow[]>(
+    async (keys) => grouped(keys, await rows(keys, (ids) => repos.credentials.credentialsOf(orgId, ids)), (r) => r.device_id),
+    opts,
+  );
+  return { device, site, profile, deviceChildren, siteChildren, siteDeviceCount, credentials };
 }

@@ -12,12 +12,14 @@ import { hashPassword, issueToken, verifyPassword } from '../../lib/auth.js';
 import type { Config } from '../../lib/config.js';
 import type { DeviceChange } from '../../lib/contracts/device-changes.js';
 import { isUuid } from '../../lib/db.js';
+import { normalizeFingerprint } from '../../lib/device-credentials.js';
 import { ErrorCode, UnauthenticatedError } from '../../lib/errors.js';
 import { authorize, type Identity, type Requirement } from '../../lib/identity.js';
 import { sitePathIds } from '../../lib/sites.js';
 import type { DevicesLoaders } from './loaders.js';
 import type {
   ApiKeyRow,
+  CredentialRow,
   DeviceColumn,
   DeviceListFilter,
   DeviceRow,
@@ -26,6 +28,7 @@ import type {
   SiteRow,
 } from './repositories/index.js';
 import {
+  certificateSchema,
   check,
   checkId,
   checkIds,
@@ -36,8 +39,10 @@ import {
   decodeCursor,
   deviceFilterSchema,
   encodeCursor,
+  graceSchema,
   loginSchema,
   pageSchema,
+  provisionModeSchema,
   updateDeviceSchema,
   updateProfileSchema,
 } from './validation.js';
@@ -195,7 +200,7 @@ interface Connection {
 
 /** The resolver map of the devices subgraph; `login` signs with the configured secret, issuer and lifetime. */
 export function createResolvers(
-  config: Pick<Config, 'RULR_SECRET' | 'JWT_ISSUER' | 'JWT_TTL_SECONDS'>,
+  config: Pick<Config, 'RULR_SECRET' | 'JWT_ISSUER' | 'JWT_TTL_SECONDS' | 'DEVICE_AUTH_ROTATION_GRACE_S'>,
 ): GraphQLResolverMap<DevicesContext> {
   const login: LoginOptions = { secret: config.RULR_SECRET, issuer: config.JWT_ISSUER, ttlSeconds: config.JWT_TTL_SECONDS };
   // Unknown emails still pay for one argon2 verification, so timing does not reveal which emails exist.
@@ -397,9 +402,35 @@ export function createResolvers(
     async rotateDeviceCredentials(_p, args, ctx) {
       const id = authorize(ctx.identity, WRITE);
       const deviceId = checkId(args.id);
-      const credentials = await ctx.repos.credentials.rotateCredentials(id, deviceId);
+      const grace = check(graceSchema, args.graceSeconds, 'graceSeconds') ?? config.DEVICE_AUTH_ROTATION_GRACE_S;
+      const credentials = await ctx.repos.credentials.rotateCredentials(id, deviceId, grace);
       await ctx.notify({ orgId: id.orgId, kind: 'credentials-rotated', deviceIds: [deviceId] });
+      ctx.loaders.credentials.clear(deviceId);
       return credentials;
+    },
+    async revokeDeviceCredential(_p, args, ctx) {
+      const id = authorize(ctx.identity, WRITE);
+      const row = await ctx.repos.credentials.revokeCredential(id, checkId(args.id));
+      await ctx.notify({ orgId: id.orgId, kind: 'credentials-rotated', deviceIds: [row.device_id] });
+      ctx.loaders.credentials.clear(row.device_id);
+      return row;
+    },
+    async registerDeviceCertificate(_p, args, ctx) {
+      const id = authorize(ctx.identity, WRITE);
+      const a = check(certificateSchema, args, '');
+      const fingerprint = normalizeFingerprint((a.fingerprint ?? a.certificate) as string);
+      const row = await ctx.repos.credentials.registerCertificate(id, a.deviceId, fingerprint);
+      await ctx.notify({ orgId: id.orgId, kind: 'credentials-rotated', deviceIds: [a.deviceId] });
+      ctx.loaders.credentials.clear(a.deviceId);
+      return row;
+    },
+    async setProfileProvisioning(_p, args, ctx) {
+      const id = authorize(ctx.identity, ADMIN);
+      const profileId = checkId(args.profileId, 'profileId');
+      const mode = check(provisionModeSchema, args.mode, 'mode');
+      const r = await ctx.repos.profiles.setProvisioning(id, profileId, mode, args.newSecret === true);
+      ctx.loaders.profile.clear(profileId);
+      return r;
     },
     async createApiKey(_p, args, ctx) {
       const id = authorize(ctx.identity, ADMIN);
@@ -424,6 +455,17 @@ export function createResolvers(
     parent: (d, _a, ctx) => (d.parent_id ? ctx.loaders.device.load(d.parent_id) : null),
     children: (d, _a, ctx) => ctx.loaders.deviceChildren.load(d.id),
     isGateway: async (d, _a, ctx) => (d.profile_id ? ((await ctx.loaders.profile.load(d.profile_id))?.is_gateway ?? false) : false),
+    credentials: (d, _a, ctx) => {
+      authorize(ctx.identity, WRITE);
+      return ctx.loaders.credentials.load(d.id);
+    },
+  };
+
+  const DeviceCredential: Record<string, Resolver<CredentialRow>> = {
+    createdAt: (c) => c.created_at,
+    expiresAt: (c) => c.expires_at,
+    revokedAt: (c) => c.revoked_at,
+    valid: (c) => c.revoked_at === null && (c.expires_at === null || new Date(c.expires_at).getTime() > Date.now()),
   };
 
   const Site: Record<string, Resolver<SiteRow>> = {
@@ -452,6 +494,7 @@ export function createResolvers(
     isGateway: (p) => p.is_gateway,
     autoCreateChildren: (p) => p.auto_create_children,
     createdAt: (p) => p.created_at,
+    provisioning: (p) => ({ mode: p.provision_mode ?? 'disabled', key: p.provision_key ?? null }),
   };
 
   const Organization = {
@@ -479,6 +522,8 @@ export function createResolvers(
     Role: { ADMIN: 'admin', OPERATOR: 'operator', VIEWER: 'viewer' },
     IdentityKind: { USER: 'user', APIKEY: 'apikey', SYSTEM: 'system' },
     MetricType: { NUMBER: 'number', BOOLEAN: 'boolean', STRING: 'string' },
+    CredentialKind: { SECRET: 'secret', CERTIFICATE: 'certificate' },
+    ProvisionMode: { DISABLED: 'disabled', PRE_REGISTERED: 'pre_registered', CREATE_NEW: 'create_new' },
     Query,
     Mutation,
     Device: { ...Device, __resolveReference: reference(loadDevice) },
@@ -488,5 +533,6 @@ export function createResolvers(
     ApiKey,
     DeviceConnection,
     DeviceCredentials: {},
+    DeviceCredential,
   } satisfies GraphQLResolverMap<DevicesContext>;
 }

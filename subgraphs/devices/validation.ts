@@ -110,6 +110,25 @@ export const createApiKeySchema = z.object({
     .nullish(),
 });
 
+/** `rotateDeviceCredentials(graceSeconds:)`: 0 (revoke the old secrets now) to 30 days. */
+export const graceSchema = z
+  .number()
+  .int()
+  .min(0, 'graceSeconds must be between 0 and 2592000')
+  .max(2_592_000, 'graceSeconds must be between 0 and 2592000')
+  .nullish();
+
+/** `registerDeviceCertificate`: a fingerprint or a PEM certificate, exactly one of them. */
+export const certificateSchema = z
+  .object({
+    deviceId: uuid,
+    fingerprint: z.string().max(200).nullish(),
+    certificate: z.string().max(16_384).nullish(),
+  })
+  .refine((a) => (a.fingerprint == null) !== (a.certificate == null), 'give either fingerprint or certificate');
+
+export const provisionModeSchema = z.enum(['disabled', 'pre_registered', 'create_new']);
+
 export const loginSchema = z.object({
   email: z.string().trim().min(3).max(320),
   password: z.string().min(1).max(1024),

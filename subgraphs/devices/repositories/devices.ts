@@ -1,11 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import { type Compilable, type Expression, type SelectQueryBuilder, type SqlBool, sql } from 'kysely';
 import { actorOf, audit } from '../../../lib/audit.js';
+import { revokeCredentials } from '../../../lib/credential-store.js';
 import { type DB, type Db, isUniqueViolation, type Tx, withTenant } from '../../../lib/db.js';
 import { ConflictError, NotFoundError } from '../../../lib/errors.js';
 import type { Identity } from '../../../lib/identity.js';
 import { QueryTemplates } from '../query-templates.js';
-import { type DeviceRow, type ProfileRow, point, profilesOf, readAll, revokeDeviceCredentials, type SiteRow, sitesOf } from './shared.js';
+import { type DeviceRow, type ProfileRow, point, profilesOf, readAll, type SiteRow, sitesOf } from './shared.js';
 
 /** Validated filter of `Query.devices` (ids already checked to be uuids). */
 export interface DeviceListFilter {
@@ -295,7 +296,7 @@ export class DeviceRepository {
         .where('org_id', '=', orgId)
         .where('id', '=', id)
         .execute();
-      await revokeDeviceCredentials(tx, orgId, id);
+      await revokeCredentials(tx, orgId, id);
       const after = await deviceIn(tx, orgId, id);
       await audit(tx, orgId, actorOf(identity), 'device.decommission', 'device', id, before, after);
       return after;

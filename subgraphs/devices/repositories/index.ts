@@ -1,6 +1,6 @@
 import type { Db } from '../../../lib/db.js';
 import { ApiKeyRepository } from './api-keys.js';
-import { CredentialRepository } from './credentials.js';
+import { type CredentialOptions, CredentialRepository } from './credentials.js';
 import { DeviceRepository } from './devices.js';
 import { OrganizationRepository } from './organizations.js';
 import { ProfileRepository } from './profiles.js';
@@ -8,7 +8,7 @@ import { SiteRepository } from './sites.js';
 import { UserRepository } from './users.js';
 
 export { ApiKeyRepository } from './api-keys.js';
-export { CredentialRepository, hashDeviceSecret } from './credentials.js';
+export { type CredentialOptions, CredentialRepository, type CredentialRow } from './credentials.js';
 export {
   type DeviceColumn,
   type DeviceListFilter,
@@ -37,12 +37,16 @@ export interface DevicesRepositories {
 }
 
 /** Every repository over one database; `overrides` replace some (bench:gateway's in-memory reads). */
-export function createRepositories(db: Db, overrides: Partial<DevicesRepositories> = {}): DevicesRepositories {
+export function createRepositories(
+  db: Db,
+  overrides: Partial<DevicesRepositories> = {},
+  credentials: CredentialOptions = {},
+): DevicesRepositories {
   return {
     devices: new DeviceRepository(db),
     sites: new SiteRepository(db),
     profiles: new ProfileRepository(db),
-    credentials: new CredentialRepository(db),
+    credentials: new CredentialRepository(db, credentials),
     apiKeys: new ApiKeyRepository(db),
     organizations: new OrganizationRepository(db),
     users: new UserRepository(db),

@@ -1,5 +1,7 @@
+import { randomBytes } from 'node:crypto';
 import { actorOf, audit } from '../../../lib/audit.js';
 import { type Db, isUniqueViolation, withTenant } from '../../../lib/db.js';
+import { generateDeviceSecret, hashDeviceSecret } from '../../../lib/device-credentials.js';
 import { ConflictError, NotFoundError } from '../../../lib/errors.js';
 import type { Identity } from '../../../lib/identity.js';
 import { QueryTemplates } from '../query-templates.js';
@@ -101,6 +103,53 @@ export class ProfileRepository {
         if (isUniqueViolation(e)) throw new ConflictError(`a device profile named "${patch.name}" already exists`);
         throw e;
       }
+    });
+  }
+
+  /**
+   * Sets a profile's provisioning mode; makes the key on first use and a new secret when there is
+   * none yet (or `newSecret`), returning the secret only then. Audited without the secret.
+   */
+  setProvisioning(
+    identity: Identity,
+    id: string,
+    mode: ProfileRow['provision_mode'],
+    newSecret: boolean,
+  ): Promise<{ mode: ProfileRow['provision_mode']; key: string | null; secret: string | null }> {
+    const orgId = identity.orgId;
+    return withTenant(this.db, orgId, async (tx) => {
+      const before = await tx
+        .selectFrom('device_profiles')
+        .select(['provision_mode', 'provision_key', 'provision_secret_hash'])
+        .where('org_id', '=', orgId)
+        .where('id', '=', id)
+        .forUpdate()
+        .executeTakeFirst();
+      if (!before) throw new NotFoundError(`device profile ${id}`);
+      const enabling = mode !== 'disabled';
+      const key = before.provision_key ?? (enabling ? `pk-${randomBytes(16).toString('base64url')}` : null);
+      const secret = enabling && (newSecret || !before.provision_secret_hash) ? generateDeviceSecret() : null;
+      await tx
+        .updateTable('device_profiles')
+        .set({
+          provision_mode: mode,
+          provision_key: key,
+          ...(secret ? { provision_secret_hash: await hashDeviceSecret(secret) } : {}),
+        })
+        .where('org_id', '=', orgId)
+        .where('id', '=', id)
+        .execute();
+      await audit(
+        tx,
+        orgId,
+        actorOf(identity),
+        'device_profile.provisioning',
+        'device_profile',
+        id,
+        { mode: before.provision_mode, key: before.provision_key },
+        { mode, key, newSecret: secret !== null },
+      );
+      return { mode, key, secret };
     });
   }
 }

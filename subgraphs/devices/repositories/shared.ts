@@ -1,5 +1,5 @@
 import { type Compilable, sql } from 'kysely';
-import { type Db, type Tx, tenantRead } from '../../../lib/db.js';
+import { type Db, tenantRead } from '../../../lib/db.js';
 import type { Statement } from '../query-templates.js';
 
 /** A device row as the resolvers see it (location split into lat/lng). */
@@ -47,6 +47,9 @@ export interface ProfileRow {
   is_gateway: boolean;
   auto_create_children: boolean;
   created_at: Date;
+  provision_mode: 'disabled' | 'pre_registered' | 'create_new';
+  /** public half of the profile's provisioning credentials (the secret's hash is never read here) */
+  provision_key: string | null;
 }
 
 export interface ApiKeyRow {
@@ -77,6 +80,8 @@ export const profileColumns = [
   'is_gateway',
   'auto_create_children',
   'created_at',
+  'provision_mode',
+  'provision_key',
 ] as const;
 
 /** Rows of read-only statements run in one tenant transaction, in one round trip (see `tenantRead`). */
@@ -96,14 +101,3 @@ export const profilesOf = (db: Db, orgId: string) => db.selectFrom('device_profi
 
 /** The geography value of a point. */
 export const point = (p: { lat: number; lng: number }) => sql<string>`st_setsrid(st_makepoint(${p.lng}, ${p.lat}), 4326)::geography`;
-
-/** Revokes a device's MQTT credentials (rotation and decommissioning), inside their transaction. */
-export async function revokeDeviceCredentials(tx: Tx, orgId: string, deviceId: string): Promise<void> {
-  await tx
-    .updateTable('device_credentials')
-    .set({ revoked_at: sql`now()` })
-    .where('org_id', '=', orgId)
-    .where('device_id', '=', deviceId)
-    .where('revoked_at', 'is', null)
-    .execute();
-}
