@@ -1,7 +1,6 @@
 import { LRUCache } from 'lru-cache';
 import type pg from 'pg';
-import { ContractError } from '../lib/contracts/contract.js';
-import { type DeviceChange, deviceChangesChannel, parseDeviceChange } from '../lib/contracts/device-changes.js';
+import { type DeviceChange, subscribeDeviceChanges } from '../lib/contracts/device-changes.js';
 import type { Logger } from '../lib/logger.js';
 import { counter } from '../lib/metrics.js';
 import type { Redis } from '../lib/redis.js';
@@ -72,7 +71,7 @@ export class DeviceDirectory {
   private readonly byId: LRUCache<string, DeviceInfo | false>;
   /** `<gatewayId>/<serial>` → child device id */
   private readonly children: LRUCache<string, string | false>;
-  private sub?: Redis;
+  private unsubscribe?: () => Promise<void>;
   /** bumped by every invalidation: a lookup started under an older epoch is not cached */
   private epoch = 0;
 
@@ -91,25 +90,14 @@ export class DeviceDirectory {
 
   /** Subscribes to the device-change notices on a dedicated connection. */
   async listen(redis: Redis, prefix: string, logger?: Logger): Promise<void> {
-    const sub = redis.duplicate();
-    sub.on('error', () => undefined);
-    this.sub = sub;
-    let ready = false;
-    sub.on('ready', () => {
-      // ioredis resubscribes after a reconnect; notices published meanwhile are lost
-      if (ready) this.invalidateAll();
-      ready = true;
-    });
-    sub.on('message', (_ch, msg: string) => {
-      try {
-        this.apply(parseDeviceChange(msg));
-      } catch (e) {
-        if (!(e instanceof ContractError)) throw e;
+    this.unsubscribe = await subscribeDeviceChanges(redis, prefix, {
+      onChange: (c) => this.apply(c),
+      onGap: () => this.invalidateAll(),
+      onInvalid: (reason) => {
         noticesInvalid.inc();
-        logger?.warn({ reason: e.reason }, 'device-change notice ignored');
-      }
+        logger?.warn({ reason }, 'device-change notice ignored');
+      },
     });
-    await sub.subscribe(deviceChangesChannel(prefix));
   }
 
   /** Drops what a notice makes stale. */
@@ -216,6 +204,6 @@ export class DeviceDirectory {
   }
 
   async close(): Promise<void> {
-    await this.sub?.quit().catch(() => this.sub?.disconnect());
+    await this.unsubscribe?.();
   }
 }

@@ -4,9 +4,11 @@ import { INGEST_TOPIC_FILTERS, sharedSubscription } from '../lib/contracts/mqtt-
 import { createPool } from '../lib/db.js';
 import { ServiceServer } from '../lib/http.js';
 import { gauge } from '../lib/metrics.js';
+import { serviceMqttOptions } from '../lib/mqtt-service.js';
 import type { RoleContext, RoleHandle } from '../lib/role.js';
 import { BatchWriter } from '../lib/telemetry/writer.js';
 import { AckGate } from './ack-gate.js';
+import { createBrokerAuth } from './broker-auth/create.js';
 import { DeviceDirectory } from './devices.js';
 import { type Incoming, Pipeline } from './pipeline.js';
 import { Realtime } from './realtime.js';
@@ -52,7 +54,10 @@ export async function startIngest(ctx: RoleContext, o: IngestOptions = {}): Prom
   await Promise.all(writers.map((w) => w.open()));
   const realtime = new Realtime(ctx.redis, cfg.REDIS_PREFIX, cfg.INGEST_RULE_JOB_MAX_READINGS);
 
+  const auth = await createBrokerAuth(ctx, log);
+
   const client = mqtt.connect(cfg.MQTT_URL, {
+    ...serviceMqttOptions(cfg, 'ingest'),
     clientId,
     protocolVersion: 5,
     clean: false,
@@ -119,6 +124,7 @@ export async function startIngest(ctx: RoleContext, o: IngestOptions = {}): Prom
   const server = new ServiceServer({
     name: 'ingest',
     port: o.port ?? cfg.INGEST_PORT,
+    handle: (req, res) => auth.brokerAuth.handle(req, res),
     checks: {
       mqtt: async () => {
         if (!client.connected) throw new Error('not connected to the broker');
@@ -147,6 +153,7 @@ export async function startIngest(ctx: RoleContext, o: IngestOptions = {}): Prom
       await client.endAsync().catch(() => undefined);
       await server.close(2000);
       await realtime.close().catch(() => undefined);
+      await auth.close();
       await devices.close();
       for (const w of writers) await w.close();
       await pool.end().catch(() => undefined);

@@ -1,4 +1,5 @@
-import { decodeJson, isRecord, isUuid, reject } from './contract.js';
+import type { Redis } from '../redis.js';
+import { ContractError, decodeJson, isRecord, isUuid, reject } from './contract.js';
 
 /**
  * The device-change notice: the devices subgraph publishes one on {@link deviceChangesChannel}
@@ -61,4 +62,44 @@ export async function publishDeviceChange(
   c: DeviceChange,
 ) {
   await redis.publish(deviceChangesChannel(prefix), encodeDeviceChange(c));
+}
+
+/** What a listener of the notices does with them (`subscribeDeviceChanges`). */
+export interface DeviceChangeListener {
+  /** a valid notice */
+  onChange(change: DeviceChange): void;
+  /** notices may have been missed (the subscription reconnected): drop everything cached */
+  onGap(): void;
+  /** a notice that broke the contract (already counted), with the parser's reason */
+  onInvalid?(reason: string): void;
+}
+
+/**
+ * Subscribes to the notices on a connection of its own (a duplicate of `redis`); resolves once
+ * subscribed. Every reconnection after the first is a gap. Returns how to stop.
+ */
+export async function subscribeDeviceChanges(redis: Redis, prefix: string, l: DeviceChangeListener): Promise<() => Promise<void>> {
+  const sub = redis.duplicate();
+  sub.on('error', () => undefined);
+  let ready = false;
+  sub.on('ready', () => {
+    // ioredis resubscribes after a reconnect; notices published meanwhile are lost
+    if (ready) l.onGap();
+    ready = true;
+  });
+  sub.on('message', (_ch, msg: string) => {
+    let change: DeviceChange;
+    try {
+      change = parseDeviceChange(msg);
+    } catch (e) {
+      if (!(e instanceof ContractError)) throw e;
+      l.onInvalid?.(e.reason);
+      return;
+    }
+    l.onChange(change);
+  });
+  await sub.subscribe(deviceChangesChannel(prefix));
+  return async () => {
+    await sub.quit().catch(() => sub.disconnect());
+  };
 }

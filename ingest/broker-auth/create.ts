@@ -1,0 +1,51 @@
+import { subscribeDeviceChanges } from '../../lib/contracts/device-changes.js';
+import { createPool } from '../../lib/db.js';
+import type { Logger } from '../../lib/logger.js';
+import type { RoleContext } from '../../lib/role.js';
+import { AttemptLimiter } from './attempts.js';
+import { CredentialDirectory } from './credentials.js';
+import { BrokerAuth } from './index.js';
+import { SecretVerifier } from './verifier.js';
+
+/** Ingest's broker authentication with its own small pool and its subscription to device changes. */
+export async function createBrokerAuth(ctx: RoleContext, log: Logger) {
+  const cfg = ctx.config;
+  const pool = createPool(cfg.DATABASE_URL, 2);
+  const credentials = new CredentialDirectory((t, v) => pool.query(t, v), cfg.DEVICE_AUTH_DIRECTORY_TTL_S * 1000);
+  const unsubscribe = await subscribeDeviceChanges(ctx.redis, cfg.REDIS_PREFIX, {
+    onChange: (c) => credentials.apply(c),
+    onGap: () => credentials.invalidateAll(),
+  });
+  const verifier = new SecretVerifier({
+    redis: ctx.redis,
+    prefix: cfg.REDIS_PREFIX,
+    rulrSecret: cfg.RULR_SECRET,
+    cacheTtlS: cfg.DEVICE_AUTH_CACHE_TTL_S,
+    maxHashing: cfg.DEVICE_AUTH_MAX_HASHING,
+    rehash: async (id, hash) => {
+      await pool.query(
+        `update device_credentials set secret_hash = $1, hash_scheme = 'argon2id' where id = $2 and hash_scheme = 'sha256'`,
+        [hash, id],
+      );
+    },
+    logger: log,
+  });
+  const window = cfg.DEVICE_AUTH_FAILURE_WINDOW_S;
+  const brokerAuth = new BrokerAuth({
+    config: cfg,
+    credentials,
+    verifier,
+    failures: new AttemptLimiter(ctx.redis, `${cfg.REDIS_PREFIX}device-auth:fail:user`, cfg.DEVICE_AUTH_MAX_FAILURES, window),
+    peerFailures: new AttemptLimiter(ctx.redis, `${cfg.REDIS_PREFIX}device-auth:fail:peer`, cfg.DEVICE_AUTH_MAX_FAILURES * 10, window),
+    logger: log,
+  });
+  return {
+    brokerAuth,
+    credentials,
+    pool,
+    async close() {
+      await unsubscribe();
+      await pool.end().catch(() => undefined);
+    },
+  };
+}

@@ -1,0 +1,188 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Config } from '../../lib/config.js';
+import { PROVISION_CLIENT_ID } from '../../lib/contracts/provisioning.js';
+import { isUuid } from '../../lib/db.js';
+import { CREDENTIAL_USERNAME, fingerprintOfDer } from '../../lib/device-credentials.js';
+import { readBody, sendJson } from '../../lib/http.js';
+import type { Logger } from '../../lib/logger.js';
+import { counter } from '../../lib/metrics.js';
+import { allows, emqxAcl, type Principal } from '../../lib/mqtt-policy.js';
+import type { AttemptLimiter } from './attempts.js';
+import { type CredentialDirectory, type CredentialInfo, isCredentialValid } from './credentials.js';
+import {
+  ALLOW,
+  type AuthnAnswer,
+  type AuthnRequest,
+  type AuthzAnswer,
+  type AuthzRequest,
+  DENY,
+  IGNORE,
+  parseAuthnRequest,
+  parseAuthzRequest,
+} from './emqx.js';
+import type { SecretVerifier } from './verifier.js';
+
+export type BrokerAuthConfig = Pick<
+  Config,
+  | 'INGEST_GROUP'
+  | 'MQTT_INGEST_USERNAME'
+  | 'MQTT_INGEST_PASSWORD'
+  | 'MQTT_WORKERS_USERNAME'
+  | 'MQTT_WORKERS_PASSWORD'
+  | 'MQTT_PROVISION_USERNAME'
+  | 'MQTT_PROVISION_PASSWORD'
+  | 'EMQX_AUTH_TOKEN'
+>;
+
+export interface BrokerAuthDeps {
+  config: BrokerAuthConfig;
+  credentials: CredentialDirectory;
+  verifier: SecretVerifier;
+  /** failed authentications per username */
+  failures: AttemptLimiter;
+  /** failed authentications per source address (a higher limit: many devices share a NAT) */
+  peerFailures: AttemptLimiter;
+  logger: Logger;
+}
+
+/** The HTTP paths EMQX is configured with (deploy/emqx/emqx.conf). */
+export const AUTHN_PATH = '/mqtt/auth';
+export const AUTHZ_PATH = '/mqtt/acl';
+
+const answers = counter(
+  'rulr_broker_auth_answers_total',
+  'Answers of the EMQX authentication/authorization endpoints by endpoint, result and reason',
+  ['endpoint', 'result', 'reason'],
+);
+
+const sameText = (a: string, b: string) => {
+  const x = createHash('sha256').update(a).digest();
+  const y = createHash('sha256').update(b).digest();
+  return timingSafeEqual(x, y);
+};
+
+/**
+ * EMQX's HTTP authentication and authorization, answered by the platform's policy
+ * (lib/mqtt-policy.ts): a device's username and secret (or its client certificate's fingerprint)
+ * and its client id must be its own, service accounts their configured passwords. An allowed
+ * connection gets its whole ACL (EMQX 5.8+) and, for a secret in its grace period, `expire_at`, so
+ * EMQX disconnects it when the secret stops being valid. Fails closed: anything malformed,
+ * unknown, revoked, rate-limited, overloaded or failing inside is denied; only a username that is
+ * none of the platform's is ignored (left to other authenticators; EMQX denies when none allows).
+ */
+export class BrokerAuth {
+  constructor(private readonly d: BrokerAuthDeps) {}
+
+  /** The route handler for ingest's ServiceServer; true when it answered. */
+  async handle(req: IncomingMessage, res: ServerResponse): Promise<boolean> {
+    const [path, query = ''] = (req.url ?? '/').split('?') as [string, string?];
+    if (path !== AUTHN_PATH && path !== AUTHZ_PATH) return false;
+    const endpoint = path === AUTHN_PATH ? 'authn' : 'authz';
+    const answer = (a: AuthnAnswer | AuthzAnswer, reason: string) => {
+      answers.inc({ endpoint, result: a.result, reason });
+      sendJson(res, 200, a);
+      return true;
+    };
+    if (req.method !== 'POST' && req.method !== 'GET') return answer(DENY, 'method');
+    const token = this.d.config.EMQX_AUTH_TOKEN;
+    if (token && !sameText(req.headers.authorization ?? '', `Bearer ${token}`)) {
+      req.resume();
+      return answer(DENY, 'token');
+    }
+    try {
+      const body = await readBody(req, 32_768);
+      if (endpoint === 'authn') {
+        const r = parseAuthnRequest(body, req.headers['content-type'], query);
+        if (!r) return answer(DENY, 'malformed');
+        const [a, reason] = await this.authenticate(r);
+        return answer(a, reason);
+      }
+      const r = parseAuthzRequest(body, req.headers['content-type'], query);
+      if (!r) return answer(DENY, 'malformed');
+      const [a, reason] = await this.authorize(r);
+      return answer(a, reason);
+    } catch (e) {
+      this.d.logger.warn({ err: (e as Error).message, endpoint }, 'broker-auth: request failed; denied');
+      return answer(DENY, 'error');
+    }
+  }
+
+  /** An authentication answer and why (the metric's reason). */
+  async authenticate(r: AuthnRequest): Promise<[AuthnAnswer, string]> {
+    const c = this.d.config;
+    if (r.username === c.MQTT_INGEST_USERNAME) return this.service(r, { kind: 'ingest', group: c.INGEST_GROUP }, c.MQTT_INGEST_PASSWORD);
+    if (r.username === c.MQTT_WORKERS_USERNAME) return this.service(r, { kind: 'workers' }, c.MQTT_WORKERS_PASSWORD);
+    if (r.username === c.MQTT_PROVISION_USERNAME) {
+      if (!PROVISION_CLIENT_ID.test(r.clientid) || isUuid(r.clientid)) return [DENY, 'client_id'];
+      return this.service(r, { kind: 'provisioner', clientId: r.clientid }, c.MQTT_PROVISION_PASSWORD);
+    }
+    if (r.certPem && !r.password) return this.certificate(r);
+    if (!CREDENTIAL_USERNAME.test(r.username)) return [IGNORE, 'not_ours'];
+    if (!r.password) return [DENY, 'no_secret'];
+    if ((await this.d.failures.exhausted(r.username)) || (r.peerhost && (await this.d.peerFailures.exhausted(r.peerhost)))) {
+      return [DENY, 'rate_limited'];
+    }
+    const cred = await this.d.credentials.byUsername(r.username);
+    if (!cred || cred.kind !== 'secret' || !isCredentialValid(cred)) return this.failed(r, 'unknown');
+    if (r.clientid !== cred.deviceId) return this.failed(r, 'client_id');
+    const verdict = await this.d.verifier.verify(cred, r.password);
+    if (verdict === 'overloaded') return [DENY, 'overloaded'];
+    if (verdict === 'wrong') return this.failed(r, 'wrong_secret');
+    return this.allowDevice(cred, verdict);
+  }
+
+  private async certificate(r: AuthnRequest): Promise<[AuthnAnswer, string]> {
+    if (!/^[A-Za-z0-9+/]+={0,2}$/.test(r.certPem)) return [DENY, 'malformed'];
+    const cred = await this.d.credentials.byFingerprint(fingerprintOfDer(Buffer.from(r.certPem, 'base64')));
+    if (!cred || !isCredentialValid(cred)) return [DENY, 'unknown_certificate'];
+    if (r.clientid !== cred.deviceId) return [DENY, 'client_id'];
+    return this.allowDevice(cred, 'certificate');
+  }
+
+  private allowDevice(cred: CredentialInfo, reason: string): [AuthnAnswer, string] {
+    // EMQX refuses an `expire_at` in the past; a secret ending within the second is refused here
+    if (cred.expiresAt !== null && cred.expiresAt - Date.now() < 1000) return [DENY, 'expired'];
+    const p: Principal = { kind: cred.isGateway ? 'gateway' : 'device', deviceId: cred.deviceId };
+    return [ALLOW(emqxAcl(p), cred.expiresAt), reason];
+  }
+
+  private async service(r: AuthnRequest, p: Principal, password: string | undefined): Promise<[AuthnAnswer, string]> {
+    if (!password) return [DENY, 'account_disabled'];
+    if (isUuid(r.clientid)) return [DENY, 'client_id'];
+    if (await this.d.failures.exhausted(r.username)) return [DENY, 'rate_limited'];
+    if (!sameText(r.password, password)) return this.failed(r, 'wrong_secret');
+    return [ALLOW(emqxAcl(p), null), 'service'];
+  }
+
+  private async failed(r: AuthnRequest, reason: string): Promise<[AuthnAnswer, string]> {
+    await Promise.all([this.d.failures.consume(r.username), r.peerhost ? this.d.peerFailures.consume(r.peerhost) : undefined]);
+    return [DENY, reason];
+  }
+
+  /** An authorization answer and why (for EMQX before 5.8, or a client without an ACL). */
+  async authorize(r: AuthzRequest): Promise<[AuthzAnswer, string]> {
+    const p = await this.principalOf(r);
+    if (p === undefined) return [IGNORE, 'not_ours'];
+    if (p === null) return [DENY, 'unknown'];
+    return allows(p, r.action, r.topic) ? [{ result: 'allow' }, p.kind] : [DENY, 'policy'];
+  }
+
+  /** Who a connected client is: undefined when not one of the platform's, null when it no longer may be. */
+  private async principalOf(r: AuthzRequest): Promise<Principal | null | undefined> {
+    const c = this.d.config;
+    const service = !isUuid(r.clientid);
+    if (r.username === c.MQTT_INGEST_USERNAME) return service && c.MQTT_INGEST_PASSWORD ? { kind: 'ingest', group: c.INGEST_GROUP } : null;
+    if (r.username === c.MQTT_WORKERS_USERNAME) return service && c.MQTT_WORKERS_PASSWORD ? { kind: 'workers' } : null;
+    if (r.username === c.MQTT_PROVISION_USERNAME) {
+      return service && c.MQTT_PROVISION_PASSWORD && PROVISION_CLIENT_ID.test(r.clientid)
+        ? { kind: 'provisioner', clientId: r.clientid }
+        : null;
+    }
+    // a device authenticated by its secret: the username is its id, or its id and a suffix, and still valid
+    if (!isUuid(r.clientid) || !CREDENTIAL_USERNAME.test(r.username) || !r.username.startsWith(r.clientid)) return undefined;
+    const cred = await this.d.credentials.byUsername(r.username);
+    if (!cred || cred.kind !== 'secret' || !isCredentialValid(cred) || cred.deviceId !== r.clientid) return null;
+    return { kind: cred.isGateway ? 'gateway' : 'device', deviceId: cred.deviceId };
+  }
+}

@@ -1,0 +1,108 @@
+import { createHmac, hkdfSync, timingSafeEqual } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
+import { hashDeviceSecret, verifyDeviceSecret } from '../../lib/device-credentials.js';
+import type { Logger } from '../../lib/logger.js';
+import { counter } from '../../lib/metrics.js';
+import type { Redis } from '../../lib/redis.js';
+import type { CredentialInfo } from './credentials.js';
+
+export interface VerifierOptions {
+  redis: Redis;
+  prefix: string;
+  /** derives the key of the verification cache */
+  rulrSecret: string;
+  /** how long a verified secret is remembered (s) */
+  cacheTtlS: number;
+  /** argon2 verifications in flight before further ones are refused */
+  maxHashing: number;
+  /** rewrites a legacy SHA-256 hash as argon2id after its first successful use */
+  rehash: (credentialId: string, hash: string) => Promise<void>;
+  logger?: Logger;
+}
+
+/** Why a secret was accepted or refused (the `reason` label of `rulr_device_auth_verifications_total`). */
+export type Verdict = 'cached' | 'verified' | 'wrong' | 'overloaded';
+
+const verifications = counter(
+  'rulr_device_auth_verifications_total',
+  'Device secret checks by outcome (cached, verified, wrong, overloaded)',
+  ['outcome'],
+);
+
+/**
+ * Checks device secrets against their slow hashes, remembering what it verified. A keyed hash of
+ * the presented secret (HMAC-SHA256 of credential id and secret, under a key derived from
+ * RULR_SECRET that never leaves the process) is kept in memory and in Redis
+ * (`<prefix>device-auth:ok:<credentialId>`, DEVICE_AUTH_CACHE_TTL_S): a reconnect costs one HMAC
+ * and a comparison, about 2 µs, where argon2id costs about 11 ms. The entry proves only that this
+ * secret matched this credential: whether the credential is still valid is decided apart, at each
+ * request, from the credential directory. A wrong secret is remembered briefly too, so repeating
+ * it does not re-run argon2; and at most `maxHashing` verifications run at once (the rest are
+ * refused, the device retries), so a flood of wrong secrets cannot starve the event loop's pool.
+ */
+export class SecretVerifier {
+  private readonly key: Buffer;
+  private readonly ok: LRUCache<string, Buffer>;
+  private readonly wrong = new LRUCache<string, true>({ max: 50_000, ttl: 60_000 });
+  private hashing = 0;
+
+  constructor(private readonly o: VerifierOptions) {
+    this.key = Buffer.from(hkdfSync('sha256', o.rulrSecret, Buffer.alloc(0), 'rulr/device-auth-cache', 32));
+    this.ok = new LRUCache({ max: 200_000, ttl: o.cacheTtlS * 1000 });
+  }
+
+  private redisKey = (credentialId: string) => `${this.o.prefix}device-auth:ok:${credentialId}`;
+
+  private mac(credentialId: string, secret: string): Buffer {
+    return createHmac('sha256', this.key).update(credentialId).update('\u0000').update(secret).digest();
+  }
+
+  /** Whether `secret` is the secret of `c` (a secret credential), and how that was decided. */
+  async verify(c: CredentialInfo, secret: string): Promise<Verdict> {
+    const mac = this.mac(c.id, secret);
+    const known = this.ok.get(c.id);
+    if (known && timingSafeEqual(known, mac)) return this.count('cached');
+    const macHex = mac.toString('hex');
+    if (this.wrong.has(`${c.id}:${macHex}`)) return this.count('wrong');
+    if (!known) {
+      const shared = await this.o.redis.getBuffer(this.redisKey(c.id)).catch(() => null);
+      if (shared && shared.length === mac.length && timingSafeEqual(shared, mac)) {
+        this.ok.set(c.id, mac);
+        return this.count('cached');
+      }
+    }
+    if (!c.hash || !c.scheme) return this.count('wrong');
+    if (this.hashing >= this.o.maxHashing) return this.count('overloaded');
+    this.hashing++;
+    let match: boolean;
+    try {
+      match = await verifyDeviceSecret(c.scheme, c.hash, secret);
+    } finally {
+      this.hashing--;
+    }
+    if (!match) {
+      this.wrong.set(`${c.id}:${macHex}`, true);
+      return this.count('wrong');
+    }
+    this.ok.set(c.id, mac);
+    await this.o.redis.set(this.redisKey(c.id), mac, 'EX', this.o.cacheTtlS).catch(() => undefined);
+    if (c.scheme === 'sha256') void this.migrate(c, secret);
+    return this.count('verified');
+  }
+
+  private async migrate(c: CredentialInfo, secret: string): Promise<void> {
+    try {
+      await this.o.rehash(c.id, await hashDeviceSecret(secret));
+    } catch (e) {
+      this.o.logger?.warn(
+        { err: (e as Error).message, credentialId: c.id },
+        'device-auth: legacy hash not rewritten (retried at next use)',
+      );
+    }
+  }
+
+  private count(v: Verdict): Verdict {
+    verifications.inc({ outcome: v });
+    return v;
+  }
+}
