@@ -165,7 +165,7 @@ describe('EMQX HTTP authentication on the ingest role', () => {
     await expect.poll(async () => (await authn(e.username, e.secret, e.id)).result, { timeout: 1000 }).toBe('deny');
   });
 
-  it("authenticates a device by its client certificate's SHA-256 fingerprint (${cert_pem})", async () => {
+  it("authenticates a device by its client certificate's SHA-256 fingerprint (EMQX's cert_pem placeholder)", async () => {
     const d = await device();
     const cert = selfSignedCertificate(d.id);
     const pem = cert.der.toString('base64');

@@ -144,9 +144,8 @@ export class CredentialDirectory {
     this.cache.set(key, info ?? false, info ? {} : { ttl: Math.min(10_000, this.cache.ttl) });
     const device = info?.deviceId ?? (key.startsWith('fp:') ? undefined : key.slice(0, 36));
     if (device) {
-      let keys = this.byDevice.get(device);
-      if (!keys) this.byDevice.set(device, (keys = new Set()));
-      keys.add(key);
+      const keys = this.byDevice.get(device) ?? new Set<string>();
+      this.byDevice.set(device, keys.add(key));
     } else this.missingFingerprints.add(key);
   }
 

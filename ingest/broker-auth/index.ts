@@ -56,6 +56,9 @@ const answers = counter(
   ['endpoint', 'result', 'reason'],
 );
 
+/** A secret credential that lets its device connect now. */
+const usableSecret = (c: CredentialInfo | undefined): c is CredentialInfo => c?.kind === 'secret' && isCredentialValid(c);
+
 const sameText = (a: string, b: string) => {
   const x = createHash('sha256').update(a).digest();
   const y = createHash('sha256').update(b).digest();
@@ -124,7 +127,7 @@ export class BrokerAuth {
       return [DENY, 'rate_limited'];
     }
     const cred = await this.d.credentials.byUsername(r.username);
-    if (!cred || cred.kind !== 'secret' || !isCredentialValid(cred)) return this.failed(r, 'unknown');
+    if (!usableSecret(cred)) return this.failed(r, 'unknown');
     if (r.clientid !== cred.deviceId) return this.failed(r, 'client_id');
     const verdict = await this.d.verifier.verify(cred, r.password);
     if (verdict === 'overloaded') return [DENY, 'overloaded'];
@@ -182,7 +185,7 @@ export class BrokerAuth {
     // a device authenticated by its secret: the username is its id, or its id and a suffix, and still valid
     if (!isUuid(r.clientid) || !CREDENTIAL_USERNAME.test(r.username) || !r.username.startsWith(r.clientid)) return undefined;
     const cred = await this.d.credentials.byUsername(r.username);
-    if (!cred || cred.kind !== 'secret' || !isCredentialValid(cred) || cred.deviceId !== r.clientid) return null;
+    if (!usableSecret(cred) || cred.deviceId !== r.clientid) return null;
     return { kind: cred.isGateway ? 'gateway' : 'device', deviceId: cred.deviceId };
   }
 }
