@@ -232,7 +232,7 @@ export function dynsecRoles(group: string): DynsecRole[] {
 export function mosquittoAclFile(): string {
   const g = grants({ kind: 'gateway', deviceId: '%c' });
   return [
-    '# Generated from lib/mqtt-policy.ts (npx tsx scripts/broker-config.ts); do not edit by hand.',
+    '# Generated from lib/mqtt-policy.ts (`npx tsx scripts/broker-config.ts` writes deploy/mosquitto/acl); do not edit by hand.',
     '# Device and concentrator topic rights: %c is the MQTT client id, which dynamic security pins',
     '# to the device id of the credential. Plain devices are denied the gateways/ topics by their',
     '# dynamic-security role (rulr-device); services get their rights from their roles.',

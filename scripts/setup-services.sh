@@ -229,6 +229,8 @@ EOF
 setup_postgres
 setup_redis
 setup_mosquitto
+# the tests and scripts/dev-certs.sh make certificates with openssl
+have openssl || apt_install openssl
 
 if have node; then
   major=$(node -p 'process.versions.node.split(".")[0]')

@@ -120,11 +120,21 @@ describe('docker-compose.yml', () => {
     }
   });
 
-  it('mounts broker configuration files that exist', () => {
+  it('mounts broker configuration files that exist (certificates: made by scripts/dev-certs.sh)', () => {
     for (const v of services.mosquitto?.volumes ?? []) {
       const src = v.split(':')[0]!;
-      if (src.startsWith('./')) expect(existsSync(`${root}/${src.slice(2)}`), src).toBe(true);
+      if (src.startsWith('./deploy/certs')) expect(existsSync(`${root}/scripts/dev-certs.sh`)).toBe(true);
+      else if (src.startsWith('./')) expect(existsSync(`${root}/${src.slice(2)}`), src).toBe(true);
     }
+  });
+
+  it('publishes only the TLS port of the broker and gives the platform its service accounts', () => {
+    expect(services.mosquitto?.ports).toEqual(['8883:8883']);
+    const env = services.ingest?.environment ?? {};
+    expect(new URL(env.MQTT_URL ?? '').protocol).toBe('mqtts:');
+    for (const k of ['MQTT_CA_FILE', 'MQTT_INGEST_PASSWORD', 'MQTT_WORKERS_PASSWORD', 'DYNSEC_ADMIN_PASSWORD'])
+      expect(env[k], k).toBeTruthy();
+    expect(env.DYNSEC_ENABLED).toBe('true');
   });
   it('is scraped by deploy/prometheus/prometheus.yml at every role service and port', () => {
     const prom = parse(readFileSync(`${root}/deploy/prometheus/prometheus.yml`, 'utf8')) as {

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type IngestHandle, startIngest } from '../ingest/index.js';
 import { type Broker, startNoDropBroker } from '../ingest/testing/broker.js';
@@ -60,6 +61,19 @@ async function device(profile?: { isGateway: boolean }) {
   const id = (await f.ok(admin, CREATE, { input: { serial: `EMQX-${++n}`, name: `Device ${n}`, profileId } })).createDevice.id as string;
   const creds = (await f.ok(admin, ROTATE, { id })).rotateDeviceCredentials as { credentialId: string; username: string; secret: string };
   return { id, ...creds };
+}
+
+/** The request bodies of the shipped deploy/emqx/emqx.conf, rendered as EMQX renders them: every placeholder a string. */
+function shippedBodies(values: Record<string, string>): Record<string, string>[] {
+  const conf = readFileSync(new URL('../deploy/emqx/emqx.conf', import.meta.url), 'utf8');
+  return [...conf.matchAll(/body \{\n([\s\S]*?)\n\s*\}\n/g)].map((m) =>
+    Object.fromEntries(
+      [...(m[1] as string).matchAll(/(\w+) = "\$\{(\w+)\}"/g)].map(([, key, placeholder]) => [
+        key as string,
+        values[placeholder as string] ?? '',
+      ]),
+    ),
+  );
 }
 
 const verifications = async (outcome: string) =>
@@ -225,6 +239,25 @@ describe('EMQX HTTP authentication on the ingest role', () => {
     expect((await call('/mqtt/auth', { username: d.username, password: d.secret, clientid: d.id }, { token: 'wrong' })).result).toBe(
       'deny',
     );
+  });
+
+  it('understands the requests the shipped EMQX configuration makes, rendered as EMQX renders them', async () => {
+    const d = await device();
+    const [authnBody, authzBody] = shippedBodies({
+      username: d.username,
+      password: d.secret,
+      clientid: d.id,
+      peerhost: '10.0.0.9',
+      cert_pem: '',
+      topic: `devices/${d.id}/telemetry`,
+      action: 'publish',
+      qos: '1',
+      retain: 'false',
+    });
+    expect(Object.keys(authnBody ?? {})).toEqual(['username', 'password', 'clientid', 'peerhost', 'cert_pem']);
+    expect((await call('/mqtt/auth', authnBody)).result).toBe('allow');
+    expect(Object.keys(authzBody ?? {})).toEqual(['username', 'clientid', 'peerhost', 'topic', 'action', 'qos', 'retain']);
+    expect((await call('/mqtt/acl', authzBody)).result).toBe('allow');
   });
 
   it('reads the GET form (query string) too', async () => {

@@ -6,6 +6,7 @@ import { ServiceServer } from '../lib/http.js';
 import { gauge } from '../lib/metrics.js';
 import type { RoleContext, RoleHandle } from '../lib/role.js';
 import { RollupCompactor } from '../lib/telemetry/compactor.js';
+import { startBrokerSync } from './broker-sync/index.js';
 import { MAINTENANCE_QUEUE, Maintenance, retentionFromConfig } from './maintenance.js';
 import { RuleEvaluator } from './rule-eval.js';
 
@@ -18,7 +19,8 @@ gauge('rulr_queue_waiting_jobs', 'Jobs waiting in a BullMQ queue (the workers HP
 
 /**
  * The workers role: BullMQ processors behind a ServiceServer (`/healthz`, `/readyz`, `/metrics`) on
- * `WORKERS_PORT`. It runs rule evaluation (`rule-eval`, fed by ingest) and the maintenance queue.
+ * `WORKERS_PORT`. It runs rule evaluation (`rule-eval`, fed by ingest), the maintenance queue and,
+ * when configured, the broker sync (Mosquitto dynamic security, EMQX kick-out).
  */
 export async function startWorkers(ctx: RoleContext, o: { port?: number } = {}): Promise<RoleHandle> {
   const cfg = ctx.config;
@@ -40,6 +42,8 @@ export async function startWorkers(ctx: RoleContext, o: { port?: number } = {}):
   }).start();
   // Safety net: folds rollup deltas even while no ingest replica runs (ingest compacts as it writes).
   const compactor = new RollupCompactor({ url: cfg.DATABASE_URL, intervalMs: 5000, logger: ctx.logger }).start();
+  // Mosquitto dynamic security / EMQX kick-out, when configured (docs/broker-auth.md)
+  const brokerSync = await startBrokerSync(ctx);
   const server = new ServiceServer({
     name: 'workers',
     port: o.port ?? cfg.WORKERS_PORT,
@@ -62,6 +66,7 @@ export async function startWorkers(ctx: RoleContext, o: { port?: number } = {}):
       await ruleEval.close();
       await maintenance.close();
       await compactor.close();
+      await brokerSync?.close();
     },
   };
 }
