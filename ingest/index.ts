@@ -1,6 +1,8 @@
 import { hostname } from 'node:os';
 import mqtt from 'mqtt';
+import { handoffKey } from '../lib/contracts/broker-handoff.js';
 import { INGEST_TOPIC_FILTERS, sharedSubscription } from '../lib/contracts/mqtt-topics.js';
+import { PROVISION_REQUEST_FILTER } from '../lib/contracts/provisioning.js';
 import { createPool } from '../lib/db.js';
 import { ServiceServer } from '../lib/http.js';
 import { gauge } from '../lib/metrics.js';
@@ -8,9 +10,11 @@ import { serviceMqttOptions } from '../lib/mqtt-service.js';
 import type { RoleContext, RoleHandle } from '../lib/role.js';
 import { BatchWriter } from '../lib/telemetry/writer.js';
 import { AckGate } from './ack-gate.js';
+import { AttemptLimiter } from './broker-auth/attempts.js';
 import { createBrokerAuth } from './broker-auth/create.js';
 import { DeviceDirectory } from './devices.js';
 import { type Incoming, Pipeline } from './pipeline.js';
+import { Provisioning } from './provisioning.js';
 import { Realtime } from './realtime.js';
 
 export interface IngestOptions {
@@ -55,6 +59,16 @@ export async function startIngest(ctx: RoleContext, o: IngestOptions = {}): Prom
   const realtime = new Realtime(ctx.redis, cfg.REDIS_PREFIX, cfg.INGEST_RULE_JOB_MAX_READINGS);
 
   const auth = await createBrokerAuth(ctx, log);
+  const window = cfg.PROVISION_RATE_WINDOW_S;
+  const provisioning = new Provisioning({
+    db: ctx.db,
+    redis: ctx.redis,
+    prefix: cfg.REDIS_PREFIX,
+    bySource: new AttemptLimiter(ctx.redis, `${cfg.REDIS_PREFIX}provision:source`, cfg.PROVISION_RATE_LIMIT, window),
+    byKey: new AttemptLimiter(ctx.redis, `${cfg.REDIS_PREFIX}provision:key`, cfg.PROVISION_RATE_LIMIT * 10, window),
+    handoffKey: cfg.DYNSEC_ENABLED ? handoffKey(cfg.RULR_SECRET) : undefined,
+    logger: log,
+  });
 
   const client = mqtt.connect(cfg.MQTT_URL, {
     ...serviceMqttOptions(cfg, 'ingest'),
@@ -91,6 +105,12 @@ export async function startIngest(ctx: RoleContext, o: IngestOptions = {}): Prom
   );
   // Handlers are attached before CONNACK: a resumed session redelivers unacknowledged messages at once.
   client.on('message', (topic, payload, packet) => {
+    if (topic.startsWith('provision/')) {
+      // acknowledged once answered: a replica that stops first leaves it to the broker's redelivery
+      const ack = packet.qos > 0 && packet.messageId !== undefined ? { id: packet.messageId, connection: gate.connection } : undefined;
+      void provisioning.onMqtt(client, topic, payload).finally(() => ack && gate.release(ack.id, ack.connection));
+      return;
+    }
     pipeline.push({
       topic,
       payload,
@@ -106,7 +126,7 @@ export async function startIngest(ctx: RoleContext, o: IngestOptions = {}): Prom
       connectedGauge.set(1);
       log.info({ clientId, group, sessionPresent: connack.sessionPresent }, 'ingest: connected');
       // Re-subscribing on a present session is harmless and covers a session the broker expired.
-      client.subscribe(ingestTopics(group), { qos: 1 }, (err, granted) => {
+      client.subscribe([...ingestTopics(group), sharedSubscription(group, PROVISION_REQUEST_FILTER)], { qos: 1 }, (err, granted) => {
         if (err) return reject(err);
         const refused = granted?.filter((g) => g.qos > 1) ?? [];
         if (refused.length) return reject(new Error(`subscription refused: ${refused.map((g) => g.topic).join(', ')}`));
@@ -124,7 +144,7 @@ export async function startIngest(ctx: RoleContext, o: IngestOptions = {}): Prom
   const server = new ServiceServer({
     name: 'ingest',
     port: o.port ?? cfg.INGEST_PORT,
-    handle: (req, res) => auth.brokerAuth.handle(req, res),
+    handle: async (req, res) => (await auth.brokerAuth.handle(req, res)) || provisioning.handle(req, res),
     checks: {
       mqtt: async () => {
         if (!client.connected) throw new Error('not connected to the broker');

@@ -233,7 +233,8 @@ export const configSpec = {
   DYNSEC_ADMIN_PASSWORD: { schema: z.string().min(1).optional(), description: 'Its password (required with DYNSEC_ENABLED).' },
   DYNSEC_RECONCILE_S: {
     schema: posInt(300),
-    description: 'Interval of the full reconcile of dynamic security against the database (also run at start).',
+    description:
+      'Interval of the full reconcile of dynamic security against the database (also run at start), and of the EMQX kick-out sweep.',
     shown: '300',
   },
   DYNSEC_BATCH: {

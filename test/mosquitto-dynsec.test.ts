@@ -275,6 +275,41 @@ describe('Mosquitto with dynamic security kept by the platform', () => {
     await (await connect(next.username, next.secret, d.id)).endAsync();
   });
 
+  it('lets a provisioned device connect with the one set of credentials its claim gave it', async () => {
+    const profileId = (await f.ok(admin, `mutation { createDeviceProfile(input: { name: "Claim ${++n}" }) { id } }`)).createDeviceProfile
+      .id;
+    const p = (
+      await f.ok(admin, `mutation($p: ID!) { setProfileProvisioning(profileId: $p, mode: CREATE_NEW) { key secret } }`, { p: profileId })
+    ).setProfileProvisioning;
+    const request = { serial: `CLAIM-${n}`, provisionKey: p.key, provisionSecret: p.secret };
+    const post = () =>
+      fetch(`http://127.0.0.1:${ingest.port}/provision`, { method: 'POST', body: JSON.stringify(request) }).then(async (r) => ({
+        status: r.status,
+        body: (await r.json()) as Record<string, string>,
+      }));
+    const [first, second] = await Promise.all([post(), post()]);
+    const won = [first, second].filter((a) => a.status === 200);
+    expect(won).toHaveLength(1);
+    const creds = won[0]?.body as Record<string, string>;
+    await (
+      await connectWhenSynced({
+        id: creds.deviceId as string,
+        credentialId: '',
+        username: creds.username as string,
+        secret: creds.secret as string,
+      })
+    ).endAsync();
+    const client = new DynsecClient({ url: broker.url, username: broker.adminUsername, password: broker.adminPassword });
+    await client.connect();
+    try {
+      const [list] = await client.send([{ command: 'listClients', verbose: false }]);
+      const theirs = (list?.data?.clients as string[]).filter((u) => u.startsWith(creds.deviceId as string));
+      expect(theirs).toEqual([creds.username]);
+    } finally {
+      await client.close();
+    }
+  });
+
   it('reconciles what notices missed in few control messages: creates, deletes strays, and counts secrets it no longer has', async () => {
     const orgId = admin.orgId;
     const key = handoffKey(f.ctx.config.RULR_SECRET);
