@@ -303,7 +303,7 @@ describe('Mosquitto with dynamic security kept by the platform', () => {
     await client.connect();
     try {
       const [list] = await client.send([{ command: 'listClients', verbose: false }]);
-      const theirs = (list?.data?.clients as string[]).filter((u) => u.startsWith(creds.deviceId as string));
+      const theirs = ((list?.data?.clients ?? []) as string[]).filter((u) => u.startsWith(creds.deviceId as string));
       expect(theirs).toEqual([creds.username]);
     } finally {
       await client.close();
