@@ -21,6 +21,8 @@ export interface OpenLoopOptions {
   url: string;
   headers: Record<string, string>;
   body: string;
+  /** several bodies, request i sending bodies[i % length] (many devices); `body` when absent */
+  bodies?: string[];
   rate: number;
   durationS: number;
   connections: number;
@@ -99,16 +101,16 @@ class Connection {
     });
   }
 
-  send(scheduled: number): void {
+  send(scheduled: number, request = this.request): void {
     this.busy = true;
     // the loop below sends up to 1 ms early rather than sleep for less: count from the actual send then
     this.scheduled = Math.min(scheduled, performance.now());
     if (this.dead)
       this.open().then(
-        () => this.socket.write(this.request),
+        () => this.socket.write(request),
         () => this.fail(),
       );
-    else this.socket.write(this.request);
+    else this.socket.write(request);
   }
 
   private onData(chunk: Buffer): void {
@@ -139,22 +141,26 @@ class Connection {
 
 export async function runOpenLoopRaw(o: OpenLoopOptions): Promise<OpenLoopResult> {
   const url = new URL(o.url);
-  const headerLines = Object.entries({
-    host: url.host,
-    'content-type': 'application/json',
-    'content-length': String(Buffer.byteLength(o.body)),
-    connection: 'keep-alive',
-    ...o.headers,
-  })
-    .map(([k, v]) => `${k}: ${v}\r\n`)
-    .join('');
-  const request = Buffer.from(`POST ${url.pathname}${url.search} HTTP/1.1\r\n${headerLines}\r\n${o.body}`);
+  const encode = (body: string) => {
+    const headerLines = Object.entries({
+      host: url.host,
+      'content-type': 'application/json',
+      'content-length': String(Buffer.byteLength(body)),
+      connection: 'keep-alive',
+      ...o.headers,
+    })
+      .map(([k, v]) => `${k}: ${v}\r\n`)
+      .join('');
+    return Buffer.from(`POST ${url.pathname}${url.search} HTTP/1.1\r\n${headerLines}\r\n${body}`);
+  };
+  const requests = (o.bodies?.length ? o.bodies : [o.body]).map(encode);
+  const request = requests[0] as Buffer;
   const total = Math.max(1, Math.round(o.rate * o.durationS));
   const latencies = new Float64Array(total);
   let completed = 0;
   let errors = 0;
   let t0 = 0;
-  const waiting: number[] = [];
+  const waiting: [number, number][] = [];
   let waitHead = 0;
   let finish: () => void = () => undefined;
   const free: Connection[] = [];
@@ -165,8 +171,10 @@ export async function runOpenLoopRaw(o: OpenLoopOptions): Promise<OpenLoopResult
     latencies[completed++] = l;
     o.onSample?.(scheduled - t0, l);
     if (completed === total) finish();
-    if (waitHead < waiting.length) c.send(waiting[waitHead++] as number);
-    else free.push(c);
+    if (waitHead < waiting.length) {
+      const [at, i] = waiting[waitHead++] as [number, number];
+      c.send(at, requests[i % requests.length]);
+    } else free.push(c);
   };
 
   const port = Number(url.port || 80);
@@ -199,8 +207,8 @@ export async function runOpenLoopRaw(o: OpenLoopOptions): Promise<OpenLoopResult
     if (wait > 1) await new Promise((r) => setTimeout(r, wait));
     // the longest-idle connection first (round robin, as wrk does): none idles into the server's keep-alive timeout
     const c = free.shift();
-    if (c) c.send(at);
-    else waiting.push(at);
+    if (c) c.send(at, requests[i % requests.length]);
+    else waiting.push([at, i]);
   }
   await finished;
   for (const c of pool) c.close();

@@ -144,6 +144,13 @@ describe('EMQX HTTP authentication on the ingest role', () => {
     expect((await authn(d.username, d.secret, d.id, { peerhost: '10.1.1.1' })).result).toBe('deny');
   });
 
+  it('keeps letting in a device whose secret it verified before while someone guesses at its username', async () => {
+    const d = await device();
+    expect((await authn(d.username, d.secret, d.id)).result).toBe('allow');
+    for (let i = 0; i < 5; i++) expect((await authn(d.username, `guess-${i}`, d.id, { peerhost: `10.2.0.${i}` })).result).toBe('deny');
+    expect((await authn(d.username, d.secret, d.id, { peerhost: '10.2.1.1' })).result).toBe('allow');
+  });
+
   it('answers a repeated connection from the verification cache, without argon2', async () => {
     const d = await device();
     const hashed = await verifications('verified');

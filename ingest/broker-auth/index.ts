@@ -123,13 +123,11 @@ export class BrokerAuth {
     if (r.certPem && !r.password) return this.certificate(r);
     if (!CREDENTIAL_USERNAME.test(r.username)) return [IGNORE, 'not_ours'];
     if (!r.password) return [DENY, 'no_secret'];
-    if ((await this.d.failures.exhausted(r.username)) || (r.peerhost && (await this.d.peerFailures.exhausted(r.peerhost)))) {
-      return [DENY, 'rate_limited'];
-    }
     const cred = await this.d.credentials.byUsername(r.username);
     if (!usableSecret(cred)) return this.failed(r, 'unknown');
     if (r.clientid !== cred.deviceId) return this.failed(r, 'client_id');
-    const verdict = await this.d.verifier.verify(cred, r.password);
+    const verdict = await this.d.verifier.verify(cred, r.password, () => this.mayTry(r));
+    if (verdict === 'limited') return [DENY, 'rate_limited'];
     if (verdict === 'overloaded') return [DENY, 'overloaded'];
     if (verdict === 'wrong') return this.failed(r, 'wrong_secret');
     return this.allowDevice(cred, verdict);
@@ -153,9 +151,18 @@ export class BrokerAuth {
   private async service(r: AuthnRequest, p: Principal, password: string | undefined): Promise<[AuthnAnswer, string]> {
     if (!password) return [DENY, 'account_disabled'];
     if (isUuid(r.clientid)) return [DENY, 'client_id'];
-    if (await this.d.failures.exhausted(r.username)) return [DENY, 'rate_limited'];
+    if (!(await this.mayTry(r))) return [DENY, 'rate_limited'];
     if (!sameText(r.password, password)) return this.failed(r, 'wrong_secret');
     return [ALLOW(emqxAcl(p), null), 'service'];
+  }
+
+  /** Whether this username and source may still try a secret (their failures are under the limits). */
+  private async mayTry(r: AuthnRequest): Promise<boolean> {
+    const [user, peer] = await Promise.all([
+      this.d.failures.exhausted(r.username),
+      r.peerhost ? this.d.peerFailures.exhausted(r.peerhost) : false,
+    ]);
+    return !user && !peer;
   }
 
   private async failed(r: AuthnRequest, reason: string): Promise<[AuthnAnswer, string]> {

@@ -20,8 +20,22 @@ export interface VerifierOptions {
   logger?: Logger;
 }
 
-/** Why a secret was accepted or refused (the `reason` label of `rulr_device_auth_verifications_total`). */
-export type Verdict = 'cached' | 'verified' | 'wrong' | 'overloaded';
+/** Why a secret was accepted or refused (the `outcome` label of `rulr_device_auth_verifications_total`). */
+export type Verdict = 'cached' | 'verified' | 'wrong' | 'overloaded' | 'limited';
+
+const macKey = (rulrSecret: string) => Buffer.from(hkdfSync('sha256', rulrSecret, Buffer.alloc(0), 'rulr/device-auth-cache', 32));
+const mac = (key: Buffer, credentialId: string, secret: string) =>
+  createHmac('sha256', key).update(credentialId).update('\u0000').update(secret).digest();
+const redisKey = (prefix: string, credentialId: string) => `${prefix}device-auth:ok:${credentialId}`;
+
+/**
+ * The verification-cache entry a successful check of `secret` leaves in Redis: what a fleet that
+ * connected before finds there (bench:auth's warm runs write it instead of verifying each device once).
+ */
+export const verificationEntry = (prefix: string, rulrSecret: string, credentialId: string, secret: string) => ({
+  key: redisKey(prefix, credentialId),
+  value: mac(macKey(rulrSecret), credentialId, secret),
+});
 
 const verifications = counter(
   'rulr_device_auth_verifications_total',
@@ -47,31 +61,32 @@ export class SecretVerifier {
   private hashing = 0;
 
   constructor(private readonly o: VerifierOptions) {
-    this.key = Buffer.from(hkdfSync('sha256', o.rulrSecret, Buffer.alloc(0), 'rulr/device-auth-cache', 32));
+    this.key = macKey(o.rulrSecret);
     this.ok = new LRUCache({ max: 200_000, ttl: o.cacheTtlS * 1000 });
   }
 
-  private redisKey = (credentialId: string) => `${this.o.prefix}device-auth:ok:${credentialId}`;
+  private redisKey = (credentialId: string) => redisKey(this.o.prefix, credentialId);
 
-  private mac(credentialId: string, secret: string): Buffer {
-    return createHmac('sha256', this.key).update(credentialId).update('\u0000').update(secret).digest();
-  }
-
-  /** Whether `secret` is the secret of `c` (a secret credential), and how that was decided. */
-  async verify(c: CredentialInfo, secret: string): Promise<Verdict> {
-    const mac = this.mac(c.id, secret);
+  /**
+   * Whether `secret` is the secret of `c` (a secret credential), and how that was decided.
+   * `mayHash` is asked before anything costs argon2 (the failure limits: a secret verified before
+   * is accepted without them, every other attempt counts against them).
+   */
+  async verify(c: CredentialInfo, secret: string, mayHash: () => Promise<boolean> = async () => true): Promise<Verdict> {
+    const presented = mac(this.key, c.id, secret);
     const known = this.ok.get(c.id);
-    if (known && timingSafeEqual(known, mac)) return this.count('cached');
-    const macHex = mac.toString('hex');
+    if (known && timingSafeEqual(known, presented)) return this.count('cached');
+    const macHex = presented.toString('hex');
     if (this.wrong.has(`${c.id}:${macHex}`)) return this.count('wrong');
     if (!known) {
       const shared = await this.o.redis.getBuffer(this.redisKey(c.id)).catch(() => null);
-      if (shared && shared.length === mac.length && timingSafeEqual(shared, mac)) {
-        this.ok.set(c.id, mac);
+      if (shared && shared.length === presented.length && timingSafeEqual(shared, presented)) {
+        this.ok.set(c.id, presented);
         return this.count('cached');
       }
     }
     if (!c.hash || !c.scheme) return this.count('wrong');
+    if (!(await mayHash())) return this.count('limited');
     if (this.hashing >= this.o.maxHashing) return this.count('overloaded');
     this.hashing++;
     let match: boolean;
@@ -84,8 +99,8 @@ export class SecretVerifier {
       this.wrong.set(`${c.id}:${macHex}`, true);
       return this.count('wrong');
     }
-    this.ok.set(c.id, mac);
-    await this.o.redis.set(this.redisKey(c.id), mac, 'EX', this.o.cacheTtlS).catch(() => undefined);
+    this.ok.set(c.id, presented);
+    await this.o.redis.set(this.redisKey(c.id), presented, 'EX', this.o.cacheTtlS).catch(() => undefined);
     if (c.scheme === 'sha256') void this.migrate(c, secret);
     return this.count('verified');
   }

@@ -36,6 +36,8 @@ export class DynsecClient {
   private client?: MqttClient;
   private chain: Promise<unknown> = Promise.resolve();
   private waiting?: { resolve: (r: DynsecResponse[]) => void; reject: (e: Error) => void };
+  /** control messages sent so far */
+  messagesSent = 0;
 
   constructor(private readonly o: DynsecClientOptions) {}
 
@@ -89,6 +91,7 @@ export class DynsecClient {
             reject(e);
           },
         };
+        this.messagesSent++;
         c.publish(CONTROL, JSON.stringify({ commands }), { qos: 1 }, (err) => {
           if (err) this.waiting?.reject(err);
         });

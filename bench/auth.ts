@@ -1,0 +1,344 @@
+// bench:auth — device authentication at the broker edge.
+//
+// 1. EMQX HTTP authentication and authorization against the ingest role's endpoints (the same
+//    handler as `rulr start ingest`, in a child process, `tsx bench/auth.ts --serve`), with
+//    BENCH_DEVICES provisioned devices:
+//    - cold: nothing cached anywhere, BENCH_COLD devices connect (argon2id for each; concurrency =
+//      DEVICE_AUTH_MAX_HASHING, what one process verifies at once);
+//    - reconnect after an ingest restart: the verification cache in Redis is warm (the fleet
+//      connected before), the process is new; every device connects once at BENCH_RATE;
+//    - warm: the fleet keeps connecting at BENCH_RATE for BENCH_DURATION_S (authentication), then
+//      publishes being authorized at BENCH_RATE (authorization, EMQX before 5.8);
+//    fixed-rate (open-loop) over BENCH_CONNECTIONS keep-alive connections (EMQX's pool_size 16).
+// 2. The Mosquitto dynamic-security sync: BENCH_SYNC_DEVICES new credentials into an empty
+//    dynamic security of a Mosquitto started here with deploy/mosquitto/mosquitto.conf.
+//
+// Full run (the targets: p99 < 5 ms warm at 5,000/s with 100,000 devices; 10,000 synced < 30 s):
+//   npm run bench:auth
+// Smoke run:
+//   BENCH_DEVICES=2000 BENCH_RATE=1000 BENCH_DURATION_S=5 BENCH_COLD=100 BENCH_SYNC_DEVICES=300 npm run bench:auth
+// A full-size run (100,000 devices) or BENCH_WRITE=1 writes its section of bench/RESULTS.md.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import { createInterface } from 'node:readline';
+import { Kysely, PostgresDialect } from 'kysely';
+import pg from 'pg';
+import { Pool } from 'undici';
+import { createBrokerAuth } from '../ingest/broker-auth/create.js';
+import { verificationEntry } from '../ingest/broker-auth/verifier.js';
+import { loadConfig } from '../lib/config.js';
+import { handoffKey, sealHandoff } from '../lib/contracts/broker-handoff.js';
+import { createDb } from '../lib/db.js';
+import { generateDeviceSecret, hashDeviceSecret } from '../lib/device-credentials.js';
+import { ServiceServer } from '../lib/http.js';
+import { createLogger } from '../lib/logger.js';
+import { createRedis } from '../lib/redis.js';
+import { RoleContext } from '../lib/role.js';
+import { migrateToLatest } from '../schema/migrate.js';
+import { startSecuredBroker } from '../test/support/secured-broker.js';
+import { DynsecClient } from '../workers/broker-sync/dynsec-client.js';
+import { DynsecSync } from '../workers/broker-sync/dynsec-sync.js';
+import { runOpenLoopRaw } from './open-loop.js';
+
+const PG = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432';
+const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
+const DB_NAME = 'rulr_bench_auth';
+const DEVICES = Number(process.env.BENCH_DEVICES ?? 100_000);
+const RATE = Number(process.env.BENCH_RATE ?? 5000);
+const DURATION_S = Number(process.env.BENCH_DURATION_S ?? 30);
+const COLD = Math.min(DEVICES, Number(process.env.BENCH_COLD ?? 2000));
+const SYNC = Number(process.env.BENCH_SYNC_DEVICES ?? 10_000);
+const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 16);
+const MAX_HASHING = Number(process.env.DEVICE_AUTH_MAX_HASHING ?? 16);
+const WRITE = process.env.BENCH_WRITE === '1' || DEVICES >= 100_000;
+
+const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
+
+/** `--serve`: ingest's broker-auth handler on a free port; prints `ready <port>`. */
+async function serve(): Promise<void> {
+  const cfg = loadConfig();
+  const ctx = new RoleContext(cfg, createLogger(cfg.LOG_LEVEL));
+  const auth = await createBrokerAuth(ctx, ctx.logger);
+  const server = new ServiceServer({ name: 'ingest', port: 0, handle: (req, res) => auth.brokerAuth.handle(req, res) });
+  process.stdout.write(`ready ${await server.listen()}\n`);
+  process.on('SIGTERM', async () => {
+    await server.close(1000);
+    await auth.close();
+    await ctx.close();
+    process.exit(0);
+  });
+}
+
+async function recreate(): Promise<string> {
+  const admin = new pg.Client({ connectionString: `${PG}/postgres` });
+  await admin.connect();
+  await admin.query(`drop database if exists ${DB_NAME} with (force)`);
+  await admin.query(`create database ${DB_NAME}`);
+  await admin.end();
+  const url = `${PG}/${DB_NAME}`;
+  const m = new Kysely<unknown>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: url, max: 1 }) }) });
+  await migrateToLatest(m);
+  await m.destroy();
+  return url;
+}
+
+interface Device {
+  id: string;
+  credentialId: string;
+  username: string;
+}
+
+/**
+ * An organization with `n` devices, one secret credential each. All share one secret and its hash:
+ * hashing 100,000 distinct secrets with argon2id would take about 10 minutes of setup, and the
+ * work of a verification is the same; every cache is per credential.
+ */
+async function seed(url: string, n: number, secret: string, handoff?: Buffer): Promise<Device[]> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    const hash = await hashDeviceSecret(secret);
+    const tag = randomBytes(4).toString('hex');
+    const org = await c.query<{ id: string }>('insert into organizations (slug, name) values ($1, $1) returning id', [`bench-${tag}`]);
+    const orgId = org.rows[0]?.id as string;
+    const out: Device[] = [];
+    for (let i = 0; i < n; i += 10_000) {
+      const count = Math.min(10_000, n - i);
+      const devs = await c.query<{ id: string }>(
+        `insert into devices (org_id, serial, name) select $1, $2 || g, $2 || g from generate_series($3::int, $4::int) g returning id`,
+        [orgId, `B-${tag}-`, i, i + count - 1],
+      );
+      const ids = devs.rows.map((r) => r.id);
+      const usernames = ids.map((id) => `${id}.${randomBytes(4).toString('hex')}`);
+      const handoffs = handoff ? usernames.map((u) => sealHandoff(handoff, u, secret)) : null;
+      const creds = await c.query<{ id: string; device_id: string; username: string }>(
+        `insert into device_credentials (org_id, device_id, username, secret_hash, hash_scheme, broker_handoff)
+         select $1, d, u, $4, 'argon2id', h from unnest($2::uuid[], $3::text[], $5::bytea[]) as t(d, u, h) returning id, device_id, username`,
+        [orgId, ids, usernames, hash, handoffs ?? ids.map(() => null)],
+      );
+      for (const r of creds.rows) out.push({ id: r.device_id, credentialId: r.id, username: r.username });
+    }
+    return out;
+  } finally {
+    await c.end();
+  }
+}
+
+async function child(env: Record<string, string>): Promise<{ port: number; proc: ChildProcess }> {
+  const proc = spawn(process.execPath, ['--import', 'tsx', new URL(import.meta.url).pathname, '--serve'], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const port = await new Promise<number>((resolve, reject) => {
+    createInterface({ input: proc.stdout as NodeJS.ReadableStream }).on('line', (l) => {
+      const m = /^ready (\d+)$/.exec(l);
+      if (m) resolve(Number(m[1]));
+    });
+    proc.once('exit', (code) => reject(new Error(`auth server exited (${code})`)));
+  });
+  return { port, proc };
+}
+const stop = async (proc: ChildProcess) => {
+  const exited = new Promise((r) => proc.once('exit', r));
+  proc.kill('SIGTERM');
+  await exited;
+};
+
+/** The `allow` answers a server gave so far (its /metrics). */
+async function allows(port: number, endpoint: 'authn' | 'authz'): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const re = new RegExp(`^rulr_broker_auth_answers_total\\{[^}]*endpoint="${endpoint}"[^}]*result="allow"[^}]*\\} (\\d+)`, 'gm');
+  return [...text.matchAll(re)].reduce((s, m) => s + Number(m[1]), 0);
+}
+
+const authnBody = (d: Device, secret: string) =>
+  JSON.stringify({ username: d.username, password: secret, clientid: d.id, peerhost: '10.1.2.3', cert_pem: '' });
+const authzBody = (d: Device) =>
+  JSON.stringify({
+    username: d.username,
+    clientid: d.id,
+    peerhost: '10.1.2.3',
+    topic: `devices/${d.id}/telemetry`,
+    action: 'publish',
+    qos: '1',
+    retain: 'false',
+  });
+
+/** Closed loop, `concurrency` requests in flight: every device of `devices` once. */
+async function closedLoop(port: number, bodies: string[], concurrency: number) {
+  const pool = new Pool(`http://127.0.0.1:${port}`, { connections: concurrency, pipelining: 1 });
+  const latencies: number[] = [];
+  let next = 0;
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (next < bodies.length) {
+        const body = bodies[next++] as string;
+        const t = performance.now();
+        const r = await pool.request({ path: '/mqtt/auth', method: 'POST', headers: { 'content-type': 'application/json' }, body });
+        await r.body.text();
+        latencies.push(performance.now() - t);
+      }
+    }),
+  );
+  const seconds = (performance.now() - t0) / 1000;
+  await pool.close();
+  latencies.sort((a, b) => a - b);
+  const pct = (p: number) => Math.round((latencies[Math.min(latencies.length - 1, Math.floor(p * latencies.length))] ?? 0) * 10) / 10;
+  return { rps: bodies.length / seconds, p50: pct(0.5), p99: pct(0.99), seconds };
+}
+
+async function main(): Promise<void> {
+  const started = new Date();
+  const loadBefore = os.loadavg()[0] ?? 0;
+  const url = await recreate();
+  const secret = generateDeviceSecret();
+  console.log(`seeding ${fmt(DEVICES)} devices…`);
+  const devices = await seed(url, DEVICES, secret);
+  const prefix = `rulr-bench-auth-${randomBytes(4).toString('hex')}:`;
+  const env = {
+    DATABASE_URL: url,
+    REDIS_URL,
+    REDIS_PREFIX: prefix,
+    RULR_SECRET: randomBytes(32).toString('base64url'),
+    LOG_LEVEL: 'warn',
+    NODE_ENV: 'production',
+    DEVICE_AUTH_MAX_HASHING: String(MAX_HASHING),
+  };
+  const redis = createRedis(REDIS_URL);
+
+  // 1a. cold: argon2id for each device
+  let server = await child(env);
+  console.log(`cold: ${fmt(COLD)} devices, ${MAX_HASHING} at a time…`);
+  const cold = await closedLoop(
+    server.port,
+    devices.slice(0, COLD).map((d) => authnBody(d, secret)),
+    MAX_HASHING,
+  );
+  const coldAllowed = await allows(server.port, 'authn');
+  await stop(server.proc);
+
+  // 1b. the fleet connected before: its verification cache entries are in Redis
+  const rulrSecret = loadConfig(env).RULR_SECRET;
+  for (let i = 0; i < devices.length; i += 5000) {
+    const p = redis.pipeline();
+    for (const d of devices.slice(i, i + 5000)) {
+      const e = verificationEntry(prefix, rulrSecret, d.credentialId, secret);
+      p.set(e.key, e.value, 'EX', 3600);
+    }
+    await p.exec();
+  }
+  server = await child(env);
+  // each open-loop run first sends one unmeasured request per connection
+  const measuredAllows = async (endpoint: 'authn' | 'authz', before: number) =>
+    (await allows(server.port, endpoint)) - before - CONNECTIONS;
+  const bodies = devices.map((d) => authnBody(d, secret));
+  const reconnectS = Math.max(1, devices.length / RATE);
+  console.log(`reconnect after a restart: ${fmt(devices.length)} devices at ${fmt(RATE)}/s…`);
+  const reconnect = await runOpenLoopRaw({
+    url: `http://127.0.0.1:${server.port}/mqtt/auth`,
+    headers: {},
+    body: bodies[0] as string,
+    bodies,
+    rate: RATE,
+    durationS: reconnectS,
+    connections: CONNECTIONS,
+  });
+  const reconnectAllowed = await measuredAllows('authn', 0);
+  console.log(`warm: authentication at ${fmt(RATE)}/s for ${DURATION_S} s…`);
+  const shuffled = [...bodies].sort(() => Math.random() - 0.5);
+  const warm = await runOpenLoopRaw({
+    url: `http://127.0.0.1:${server.port}/mqtt/auth`,
+    headers: {},
+    body: shuffled[0] as string,
+    bodies: shuffled,
+    rate: RATE,
+    durationS: DURATION_S,
+    connections: CONNECTIONS,
+  });
+  const authnAllowed = await measuredAllows('authn', reconnectAllowed + CONNECTIONS);
+  console.log(`warm: authorization at ${fmt(RATE)}/s for ${DURATION_S} s…`);
+  const zBodies = devices.map(authzBody);
+  const authz = await runOpenLoopRaw({
+    url: `http://127.0.0.1:${server.port}/mqtt/acl`,
+    headers: {},
+    body: zBodies[0] as string,
+    bodies: zBodies,
+    rate: RATE,
+    durationS: DURATION_S,
+    connections: CONNECTIONS,
+  });
+  const authzAllowed = await measuredAllows('authz', 0);
+  await stop(server.proc);
+  const keys = await redis.keys(`${prefix}*`);
+  for (let i = 0; i < keys.length; i += 10_000) await redis.del(...keys.slice(i, i + 10_000));
+  await redis.quit();
+
+  // 2. dynamic security
+  console.log(`dynamic security: ${fmt(SYNC)} new credentials…`);
+  const broker = await startSecuredBroker();
+  const db = createDb({ url, poolSize: 2 });
+  let sync: { seconds: number; created: number; messages: number; atBroker: number };
+  try {
+    await db.updateTable('device_credentials').set({ revoked_at: new Date() }).execute();
+    await seed(url, SYNC, secret, handoffKey(rulrSecret));
+    const client = new DynsecClient({ url: broker.url, username: broker.adminUsername, password: broker.adminPassword });
+    await client.connect();
+    const s = new DynsecSync({ db, client, group: 'ingest', rulrSecret, services: [], batch: 100, logger: createLogger('warn') });
+    const t = performance.now();
+    const r = await s.reconcile();
+    const seconds = (performance.now() - t) / 1000;
+    const [list] = await client.send([{ command: 'listClients', verbose: false }]);
+    const atBroker = ((list?.data?.clients ?? []) as string[]).filter((u) => u.includes('.')).length;
+    sync = { seconds, created: r.created, messages: client.messagesSent, atBroker };
+    await s.close();
+    await client.close();
+  } finally {
+    await db.destroy();
+    await broker.stop();
+  }
+
+  const row = (name: string, r: { rps: number; p50: number; p99: number }, note: string) =>
+    `| ${name} | ${fmt(r.rps)} | ${r.p50} | ${r.p99} | ${note} |`;
+  const section = [
+    '<!-- bench:auth:start -->',
+    '## Device authentication (`npm run bench:auth`)',
+    '',
+    `Run ${started.toISOString().slice(0, 16)}Z on ${os.availableParallelism()} × ${os.cpus()[0]?.model ?? 'cpu'}, Node ${process.version}, 1-minute load average ${loadBefore.toFixed(1)} before and ${(os.loadavg()[0] ?? 0).toFixed(1)} after.`,
+    `Command: \`npm run bench:auth\` (env: BENCH_DEVICES=${DEVICES}, BENCH_RATE=${RATE}, BENCH_DURATION_S=${DURATION_S}, BENCH_COLD=${COLD}, BENCH_SYNC_DEVICES=${SYNC}, BENCH_CONNECTIONS=${CONNECTIONS}, DEVICE_AUTH_MAX_HASHING=${MAX_HASHING}).`,
+    `Setup: own database \`${DB_NAME}\` with ${fmt(DEVICES)} devices, one argon2id secret credential each (one shared secret and hash: hashing ${fmt(DEVICES)} distinct ones would take most of the run; every cache is per credential). The endpoints run in a child process (the handler of \`rulr start ingest\`, production mode) with its own credential pool of 2; load comes from this process over ${CONNECTIONS} keep-alive connections, at a fixed rate with latency counted from the scheduled time (\`bench/open-loop.ts\`), except the cold run (closed loop, ${MAX_HASHING} in flight). Targets: p99 under 5 ms warm at 5,000 requests/s; 10,000 devices synced into dynamic security under 30 s.`,
+    '',
+    '| run | requests/s | p50 ms | p99 ms | answers |',
+    '| --- | ---: | ---: | ---: | --- |',
+    row(`cold: ${fmt(COLD)} devices, nothing cached (argon2id each)`, cold, `${fmt(coldAllowed)} of ${fmt(COLD)} allowed`),
+    row(
+      `reconnect after an ingest restart: ${fmt(DEVICES)} devices once, Redis cache warm`,
+      reconnect,
+      `${fmt(reconnectAllowed)} of ${fmt(reconnect.completed)} allowed; the whole fleet offered in ${(DEVICES / RATE).toFixed(0)} s`,
+    ),
+    row(`warm authentication, ${DURATION_S} s`, warm, `${fmt(authnAllowed)} of ${fmt(warm.completed)} allowed`),
+    row(`warm authorization (publish), ${DURATION_S} s`, authz, `${fmt(authzAllowed)} of ${fmt(authz.completed)} allowed`),
+    '',
+    `Mosquitto 2.0 dynamic security: ${fmt(sync.created)} clients created by one reconcile in ${sync.seconds.toFixed(1)} s (${fmt(sync.created / sync.seconds)} clients/s, ${sync.messages} control messages of up to 100 commands; ${fmt(sync.atBroker)} device clients at the broker after). Mosquitto 2.0 rewrites its whole dynamic-security file after every command, so the time grows with the square of the clients already there: the sync sends one command per client and none where nothing differs (docs/broker-auth.md).`,
+    '<!-- bench:auth:end -->',
+  ].join('\n');
+  console.log(section);
+  if (WRITE) {
+    const path = new URL('./RESULTS.md', import.meta.url);
+    const md = readFileSync(path, 'utf8');
+    const re = /<!-- bench:auth:start -->[\s\S]*<!-- bench:auth:end -->/;
+    writeFileSync(path, re.test(md) ? md.replace(re, section) : `${md.trimEnd()}\n\n${section}\n`);
+  } else console.log('(a smoke run: bench/RESULTS.md left as it is; BENCH_WRITE=1 writes it)');
+}
+
+if (process.argv.includes('--serve')) void serve();
+else
+  main().then(
+    () => process.exit(0),
+    (e) => {
+      console.error(e);
+      process.exit(1);
+    },
+  );
