@@ -7,12 +7,35 @@
 #
 #   bash scripts/dev-certs.sh [out-dir]        default deploy/certs; keeps existing files
 #   RULR_CERT_FORCE=1 bash scripts/dev-certs.sh  makes new ones
+#   bash scripts/dev-certs.sh device <device-id> [out-dir]
+#       a client certificate for a device, signed by that CA (device-<id>.crt/.key), and prints its
+#       SHA-256 fingerprint for registerDeviceCertificate (EMQX verifies client certificates
+#       against the CA, RULR then the fingerprint)
 #
 # The keys are readable by everyone (the broker container runs as its own user): development only.
 set -euo pipefail
 
-out="${1:-deploy/certs}"
 days="${RULR_CERT_DAYS:-825}"
+
+if [ "${1:-}" = "device" ]; then
+  id="${2:?usage: dev-certs.sh device <device-id> [out-dir]}"
+  out="${3:-deploy/certs}"
+  [ -f "$out/ca.key" ] || { echo "[dev-certs] error: no CA in $out (run scripts/dev-certs.sh first)" >&2; exit 1; }
+  tmp="$(mktemp -d)"
+  trap 'rm -rf "$tmp"' EXIT
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$id" \
+    -keyout "$out/device-$id.key" -out "$tmp/device.csr" 2>/dev/null
+  printf 'extendedKeyUsage=clientAuth\nbasicConstraints=CA:FALSE\n' >"$tmp/ext"
+  openssl x509 -req -in "$tmp/device.csr" -CA "$out/ca.crt" -CAkey "$out/ca.key" -CAcreateserial \
+    -days "$days" -extfile "$tmp/ext" -out "$out/device-$id.crt" 2>/dev/null
+  rm -f "$out/ca.srl"
+  fp="$(openssl x509 -in "$out/device-$id.crt" -noout -fingerprint -sha256 | cut -d= -f2 | tr -d ':' | tr 'A-F' 'a-f')"
+  echo "[dev-certs] wrote $out/device-$id.crt and .key; fingerprint $fp"
+  echo "$fp"
+  exit 0
+fi
+
+out="${1:-deploy/certs}"
 mkdir -p "$out"
 
 if [ -f "$out/server.crt" ] && [ -f "$out/ca.crt" ] && [ "${RULR_CERT_FORCE:-0}" != "1" ]; then

@@ -1,8 +1,13 @@
-import { readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { X509Certificate } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { AUTHN_PATH, AUTHZ_PATH } from '../ingest/broker-auth/index.js';
 import { loadConfig } from '../lib/config.js';
+import { normalizeFingerprint } from '../lib/device-credentials.js';
 import { mosquittoAclFile } from '../lib/mqtt-policy.js';
 
 const deploy = fileURLToPath(new URL('../deploy/', import.meta.url));
@@ -83,5 +88,36 @@ describe('deploy/emqx/emqx.conf', () => {
     expect(text).toMatch(/^listeners\.tcp\.default\.bind = "127\.0\.0\.1:1883"$/m);
     expect(text).toMatch(/bind = "0\.0\.0\.0:8883"/);
     expect(text).toMatch(/verify = verify_peer/);
+  });
+});
+
+describe('scripts/dev-certs.sh', () => {
+  it("makes a CA, a broker certificate for the brokers' names, and device certificates whose fingerprint it prints", () => {
+    const dir = mkdtempSync(join(tmpdir(), 'rulr-certs-'));
+    const script = fileURLToPath(new URL('../scripts/dev-certs.sh', import.meta.url));
+    try {
+      execFileSync('bash', [script, dir], { env: { ...process.env, RULR_CERT_HOSTS: 'broker.example.org,10.0.0.5' }, stdio: 'ignore' });
+      const ca = new X509Certificate(readFileSync(join(dir, 'ca.crt')));
+      const server = new X509Certificate(readFileSync(join(dir, 'server.crt')));
+      expect(ca.ca).toBe(true);
+      expect(server.checkIssued(ca) && server.verify(ca.publicKey)).toBe(true);
+      for (const name of [
+        'DNS:localhost',
+        'IP Address:127.0.0.1',
+        'DNS:mosquitto',
+        'DNS:emqx',
+        'DNS:broker.example.org',
+        'IP Address:10.0.0.5',
+      ]) {
+        expect(server.subjectAltName).toContain(name);
+      }
+      const id = '0b0c4a6e-2d0a-4d6f-9a57-1f0b7c3a9e10';
+      const printed = execFileSync('bash', [script, 'device', id, dir], { encoding: 'utf8' }).trim().split('\n').at(-1);
+      const device = new X509Certificate(readFileSync(join(dir, `device-${id}.crt`)));
+      expect(device.checkIssued(ca) && device.verify(ca.publicKey)).toBe(true);
+      expect(printed).toBe(normalizeFingerprint(device.toString()));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
