@@ -2,7 +2,7 @@ import type pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { DedicatedClient } from '../lib/db.js';
 import { energyPartialsSql } from '../schema/energy.js';
-import { metricRollupTables, storageInfoOf } from '../schema/timescale/mode.js';
+import { metricRollupTables, type RawTables, rawTablesOf, storageInfoOf } from '../schema/timescale/mode.js';
 import { BinaryCopyWriter } from './copy-binary.js';
 
 /** One reading ready for storage (resolved device, validated value). */
@@ -48,9 +48,9 @@ const STAGE = `create temp table if not exists rulr_ingest_stage (
  * readings it actually inserted become energy partials (`energy_hourly_deltas`). All in one
  * transaction. `$1`: write the metric deltas (`BatchWriterOptions.metricRollups`).
  */
-const MOVE = `
+const move = (t: RawTables) => `
   with ins as (
-    insert into device_metrics (time, org_id, device_id, metric, value, text)
+    insert into ${t.deviceMetrics} (time, org_id, device_id, metric, value, text)
     select to_timestamp(ts / 1000.0), org_id, device_id, metric, value, text from rulr_ingest_stage
     on conflict do nothing
     returning time, org_id, device_id, metric, value, text
@@ -64,7 +64,7 @@ const MOVE = `
     returning 1
   ),
   energy as (
-    insert into energy_readings (time, org_id, device_id, counter_kwh)
+    insert into ${t.energyReadings} (time, org_id, device_id, counter_kwh)
     select to_timestamp(ts / 1000.0), org_id, device_id, value from rulr_ingest_stage where counter and value is not null
     on conflict do nothing
     returning time, org_id, device_id, counter_kwh
@@ -76,6 +76,13 @@ const MOVE = `
   )
   select (select count(*) from ins)::int as inserted, (select count(*) from deltas)::int as deltas,
          (select count(*) from energy)::int as e, (select count(*) from energy_deltas)::int as ed`;
+
+/** The staged path's statement and the fast path's COPYs, into the tables of `rawTables`. */
+const statements = (t: RawTables) => ({
+  move: move(t),
+  metricsCopy: `copy ${t.deviceMetrics} (time, org_id, device_id, metric, value, text) from stdin with (format binary)`,
+  energyCopy: `copy ${t.energyReadings} (time, org_id, device_id, counter_kwh) from stdin with (format binary)`,
+});
 
 const DEAD = `insert into dead_letters (org_id, device_id, topic, reason, detail, payload)
   select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[])`;
@@ -175,6 +182,8 @@ export interface BatchWriterOptions {
 export class BatchWriter {
   /** the `metricRollups` option, or what the current connection's database says */
   private metrics = true;
+  /** the statements naming the raw tables of this connection's database */
+  private sql = statements({ deviceMetrics: 'device_metrics', energyReadings: 'energy_readings' });
 
   constructor(
     /** database the batches go to (the rollup compactor of the same process uses it too) */
@@ -188,6 +197,7 @@ export class BatchWriter {
         await c.query("set time zone 'UTC'; set synchronous_commit = on");
         await c.query(STAGE);
         this.metrics = o.metricRollups ?? metricRollupTables(await storageInfoOf(c));
+        this.sql = statements(await rawTablesOf(c));
       },
     });
   }
@@ -224,18 +234,9 @@ export class BatchWriter {
         // whole transaction back, nothing else having been done in it, and starts again. Two round
         // trips fewer per batch; no PostgreSQL CPU difference was measurable.
         try {
-          await this.copy(
-            c,
-            'copy device_metrics (time, org_id, device_id, metric, value, text) from stdin with (format binary)',
-            directBinary(rows),
-          );
+          await this.copy(c, this.sql.metricsCopy, directBinary(rows));
           const counters = rows.filter((r) => r.counter && r.value !== null);
-          if (counters.length)
-            await this.copy(
-              c,
-              'copy energy_readings (time, org_id, device_id, counter_kwh) from stdin with (format binary)',
-              energyBinary(counters),
-            );
+          if (counters.length) await this.copy(c, this.sql.energyCopy, energyBinary(counters));
           copyMs = performance.now() - t;
           t = performance.now();
           await this.deltas(c, rows);
@@ -249,7 +250,7 @@ export class BatchWriter {
           await c.query('begin');
           t = performance.now();
           await this.copy(c, 'copy rulr_ingest_stage from stdin', copyText(rows));
-          const r = await c.query<{ inserted: number }>(MOVE, [this.metrics]);
+          const r = await c.query<{ inserted: number }>(this.sql.move, [this.metrics]);
           inserted = r.rows[0]?.inserted ?? 0;
           copyMs = performance.now() - t;
           path = 'staged';

@@ -15,6 +15,7 @@ import { AGGREGATES, planSeries } from '../subgraphs/metrics/series.js';
 import { RollupCompactor } from '../workers/compactor.js';
 import { applyRetention, recomputeRollups } from '../workers/maintenance.js';
 import { createTestDatabase, type TestDatabase } from './support/db.js';
+import { asTenant, attempt, privilegedForApp, reachedAsTenant, rowsMentioning } from './support/reach.js';
 
 describe('storage mode on plain PostgreSQL', () => {
   let t: TestDatabase;
@@ -88,15 +89,24 @@ describe.skipIf(!TIMESCALE_URL)('storage mode on TimescaleDB (TEST_TIMESCALE_URL
     await admin(`drop database if exists ${name} with (force)`);
   });
 
-  it('converts the telemetry tables to hypertables with the documented chunk intervals', async () => {
+  it('converts the telemetry tables to hypertables with the documented chunk intervals, in their own schema', async () => {
     const { rows } = await sql<{ table: string; interval: string }>`
-      select hypertable_name as table, time_interval::text as interval from timescaledb_information.dimensions
-      where hypertable_schema = 'public' order by 1`.execute(db);
+      select hypertable_schema || '.' || hypertable_name as table, time_interval::text as interval
+      from timescaledb_information.dimensions where hypertable_name in ('audit_logs', 'device_metrics', 'energy_readings') order by 1`.execute(
+      db,
+    );
     expect(rows).toEqual([
-      { table: 'audit_logs', interval: '30 days' },
-      { table: 'device_metrics', interval: '1 day' },
-      { table: 'energy_readings', interval: '30 days' },
+      { table: 'rulr_timescale.audit_logs', interval: '30 days' },
+      { table: 'rulr_timescale.device_metrics', interval: '1 day' },
+      { table: 'rulr_timescale.energy_readings', interval: '30 days' },
     ]);
+    const { rows: views } = await sql<{ name: string; options: string[] }>`
+      select relname as name, reloptions as options from pg_class
+      where relnamespace = 'public'::regnamespace and relname in ('audit_logs', 'device_metrics', 'energy_readings') and relkind = 'v'
+      order by 1`.execute(db);
+    expect(views.map((v) => [v.name, v.options])).toEqual(
+      ['audit_logs', 'device_metrics', 'energy_readings'].map((n) => [n, ['security_barrier=true', 'check_option=cascaded']]),
+    );
     expect(await storageMode(db)).toBe('timescale');
     expect(await sql`select rulr_ensure_partitions('device_metrics', 'day', 7) as n`.execute(db)).toMatchObject({ rows: [{ n: 0 }] });
   });
@@ -203,6 +213,170 @@ describe.skipIf(!TIMESCALE_URL)('storage mode on TimescaleDB (TEST_TIMESCALE_URL
     expect(kept.deletedRows.energy_hourly).toBe(1);
     expect(await count('energy_hourly')).toBe(2);
     expect(await count('device_metrics')).toBe(220);
+  });
+
+  describe('tenant isolation', () => {
+    const A = '00000000-0000-4000-8000-0000000000a1';
+    const devA = '00000000-0000-4000-8000-0000000000a2';
+    const B = '00000000-0000-4000-8000-0000000000b1';
+    const devB = '00000000-0000-4000-8000-0000000000b2';
+    const DAY = 86_400_000;
+    const reading = (org: string, dev: string, ts: number, metric = 'power', value = 1): Row => ({
+      ts,
+      orgId: org,
+      deviceId: dev,
+      metric,
+      value,
+      text: null,
+      counter: metric === 'energy',
+    });
+    /** Every relation of TimescaleDB's internal schema and of the hypertables' schema, chunks included. */
+    const internalRelations = async () =>
+      (
+        await sql<{ rel: string }>`
+          select format('%I.%I', n.nspname, c.relname) as rel from pg_class c join pg_namespace n on n.oid = c.relnamespace
+          where n.nspname in ('_timescaledb_internal', 'rulr_timescale') and c.relkind in ('r', 'p', 'v', 'm', 'f') order by 1`.execute(db)
+      ).rows.map((r) => r.rel);
+
+    beforeAll(async () => {
+      // org B's telemetry in three chunks (two old enough to compress), energy readings and an audit row
+      const now = Date.now();
+      const w = new BatchWriter(dbUrl);
+      try {
+        await w.write(
+          [now - 30 * DAY, now - 10 * DAY, now - 3_600_000].flatMap((t) => [reading(B, devB, t), reading(B, devB, t, 'energy', t / DAY)]),
+          [],
+        );
+      } finally {
+        await w.close();
+      }
+      await sql`insert into audit_logs (org_id, actor, action, entity_type, entity_id, before)
+                values (${B}, 'user:b', 'device.update', 'device', ${devB}, ${JSON.stringify({ id: devB, name: 'B lamp' })})`.execute(db);
+      if ((await storageInfo(db)).policies) {
+        for (const t of ['device_metrics', 'energy_readings'])
+          await sql`select compress_chunk(c, if_not_compressed => true)
+                    from show_chunks(${`rulr_timescale.${t}`}::regclass, older_than => interval '7 days') c`.execute(db);
+        for (const cagg of ['metrics_hourly_cagg', 'metrics_daily_cagg'])
+          await sql`call refresh_continuous_aggregate(${sql.lit(`rulr_timescale.${cagg}`)}, ${sql.lit(new Date(now - 40 * DAY).toISOString())}::timestamptz, null)`.execute(
+            db,
+          );
+      }
+    });
+
+    it('keeps rulr_app off every hypertable, chunk, compressed chunk, continuous aggregate and internal table', async () => {
+      const relations = await internalRelations();
+      const { rows: chunks } = await sql<{ rel: string; compressed: boolean }>`
+        select format('%I.%I', c.schema_name, c.table_name) as rel, h.compression_state = 2 as compressed
+        from _timescaledb_catalog.chunk c join _timescaledb_catalog.hypertable h on h.id = c.hypertable_id`.execute(db);
+      expect(relations).toEqual(expect.arrayContaining(chunks.map((c) => c.rel)));
+      expect(relations).toEqual(
+        expect.arrayContaining(['rulr_timescale.device_metrics', 'rulr_timescale.energy_readings', 'rulr_timescale.audit_logs']),
+      );
+      if ((await storageInfo(db)).policies) {
+        expect(chunks.filter((c) => c.compressed).length).toBeGreaterThanOrEqual(2);
+        expect(relations).toEqual(
+          expect.arrayContaining([
+            'rulr_timescale.metrics_hourly_cagg',
+            'rulr_timescale.metrics_daily_cagg',
+            expect.stringMatching(/^_timescaledb_internal\._materialized_hypertable_\d+$/),
+            expect.stringMatching(/^_timescaledb_internal\._compressed_hypertable_\d+$/),
+          ]),
+        );
+      }
+      // TimescaleDB's job and size statistics are readable by everyone (no tenant's rows: next test), nothing else
+      const stats = [
+        '_timescaledb_internal.bgw_job_stat',
+        '_timescaledb_internal.bgw_policy_chunk_stats',
+        '_timescaledb_internal.compressed_chunk_stats',
+        '_timescaledb_internal.hypertable_chunk_local_size',
+      ];
+      expect(await privilegedForApp(dbUrl, relations)).toEqual(stats);
+      expect(
+        await reachedAsTenant(
+          dbUrl,
+          A,
+          relations.filter((r) => !stats.includes(r)),
+        ),
+      ).toEqual([]);
+      // so is TimescaleDB's catalog, and the storage mode; none of it is writable
+      const { rows: catalog } = await sql<{ rel: string }>`
+        select format('%I.%I', n.nspname, c.relname) as rel from pg_class c join pg_namespace n on n.oid = c.relnamespace
+        where n.nspname in ('_timescaledb_catalog', '_timescaledb_config', '_timescaledb_cache') and c.relkind in ('r', 'v')`.execute(db);
+      expect(catalog.length).toBeGreaterThan(10);
+      const readOnly = [...stats, ...catalog.map((c) => c.rel), 'public.rulr_storage_mode'];
+      expect(await reachedAsTenant(dbUrl, A, readOnly, ['insert', 'update', 'delete'])).toEqual([]);
+    });
+
+    it("shows a tenant session no other organization's row through any relation it can read", async () => {
+      const seen = await rowsMentioning(dbUrl, A, [B, devB]);
+      expect([...seen].filter(([, n]) => n > 0)).toEqual([]);
+      // the scan covered the tenant views, TimescaleDB's catalog and information views, and pg_stats
+      expect([...seen.keys()]).toEqual(
+        expect.arrayContaining([
+          'public.device_metrics',
+          'public.audit_logs',
+          'public.metrics_hourly',
+          '_timescaledb_catalog.chunk',
+          'timescaledb_information.chunks',
+          'pg_catalog.pg_stats',
+        ]),
+      );
+      // and it finds the rows where they may be seen: org B's own session
+      const own = await rowsMentioning(dbUrl, B, [devB]);
+      expect(own.get('public.device_metrics')).toBe(6);
+      expect(own.get('public.audit_logs')).toBe(1);
+    });
+
+    it('leaves a chunk unreachable from the moment an insert creates it, by a tenant session or by ingest', async () => {
+      // a tenant's insert through the view, into a time range no chunk covers yet (same transaction)
+      const inTx = await asTenant(dbUrl, A, async (c) => {
+        await c.query(`insert into device_metrics values ('2031-01-01T00:00:00Z', $1, $2, 'power', 1, null)`, [A, devA]);
+        const { rows } = await c.query<{ rel: string }>(
+          `select format('%I.%I', chunk_schema, chunk_name) as rel from timescaledb_information.chunks
+           where hypertable_name = 'device_metrics' and range_start = '2031-01-01T00:00:00Z'`,
+        );
+        expect(rows).toHaveLength(1);
+        const chunk = rows[0]?.rel as string;
+        return [await attempt(c, `select * from ${chunk}`), await attempt(c, `insert into ${chunk} select * from ${chunk}`)];
+      });
+      expect(inTx.map((e) => e?.code)).toEqual(['42501', '42501']);
+      // ingest (a system role) creating one, checked right after its commit
+      const before = new Set(await internalRelations());
+      const w = new BatchWriter(dbUrl);
+      try {
+        await w.write([reading(B, devB, Date.UTC(2032, 0, 1)), reading(B, devB, Date.UTC(2032, 0, 1), 'energy', 7)], []);
+      } finally {
+        await w.close();
+      }
+      const fresh = (await internalRelations()).filter((r) => !before.has(r));
+      expect(fresh).toHaveLength(2);
+      expect(await privilegedForApp(dbUrl, fresh)).toEqual([]);
+      expect(await reachedAsTenant(dbUrl, A, fresh)).toEqual([]);
+    });
+
+    it('lets a tenant session read and write its own rows through the views, and refuses the other organization', async () => {
+      const r = await asTenant(dbUrl, A, async (c) => {
+        await c.query(`insert into device_metrics values (now(), $1, $2, 'power', 5, null)`, [A, devA]);
+        await c.query(`insert into audit_logs (org_id, actor, action, entity_type) values ($1, 'user:a', 'x', 'device')`, [A]);
+        const foreign = await attempt(c, `insert into device_metrics values (now(), $1, $2, 'power', 5, null)`, [B, devB]);
+        const moved = await attempt(c, `update device_metrics set org_id = $1 where org_id = $2`, [B, A]);
+        const upd = await c.query(`update device_metrics set value = 0 where org_id = $1`, [B]);
+        const del = await c.query(`delete from audit_logs where org_id = $1`, [B]);
+        const orgs = await c.query<{ org_id: string }>(
+          `select distinct org_id from device_metrics union select distinct org_id from energy_readings
+           union select distinct org_id from audit_logs union select distinct org_id from metrics_hourly`,
+        );
+        return {
+          foreign: foreign?.code,
+          moved: moved?.code,
+          updated: upd.rowCount,
+          deleted: del.rowCount,
+          orgs: orgs.rows.map((o) => o.org_id),
+        };
+      });
+      // 44000: the row would not satisfy the view's tenant filter (with check option)
+      expect(r).toEqual({ foreign: '44000', moved: '44000', updated: 0, deleted: 0, orgs: [A] });
+    });
   });
 
   it('on an Apache-only build keeps metric deltas and rollup tables, and drops whole chunks past retention', async (ctx) => {

@@ -5,7 +5,7 @@ import type { Db } from '../lib/db.js';
 import type { Logger } from '../lib/logger.js';
 import { counter } from '../lib/metrics.js';
 import { energyPartialsSql } from '../schema/energy.js';
-import { metricRollupTables, type StorageInfo, storageInfo } from '../schema/timescale/mode.js';
+import { metricRollupTables, rawTables, type StorageInfo, storageInfo, TIMESCALE_SCHEMA } from '../schema/timescale/mode.js';
 import { COMPACTION_LOCK } from './compactor.js';
 
 /**
@@ -99,10 +99,12 @@ export async function applyRetention(db: Db, r: Retention, now = Date.now(), inf
   const dlCutoff = new Date(now - r.deadLetterDays * DAY);
   const droppedPartitions: string[] = [];
   // with retention policies TimescaleDB drops the chunks itself
+  const raw = mode.mode === 'timescale' ? await rawTables(db) : undefined;
   for (const parent of mode.policies ? [] : ['device_metrics', 'energy_readings']) {
-    if (mode.mode === 'timescale') {
+    if (raw) {
+      const hypertable = parent === 'device_metrics' ? raw.deviceMetrics : raw.energyReadings;
       const { rows } = await sql<{ name: string }>`
-        select drop_chunks(${parent}, older_than => ${rawCutoff}::timestamptz)::text as name`.execute(db);
+        select drop_chunks(${hypertable}::regclass, older_than => ${rawCutoff}::timestamptz)::text as name`.execute(db);
       droppedPartitions.push(...rows.map((x) => x.name));
       continue;
     }
@@ -218,7 +220,7 @@ export async function recomputeRollups(
   }
   if (!metrics) {
     for (const cagg of ['metrics_hourly_cagg', 'metrics_daily_cagg'])
-      await sql`call refresh_continuous_aggregate(${sql.lit(cagg)}, ${sql.lit(from.toISOString())}::timestamptz, ${sql.lit(to.toISOString())}::timestamptz)`.execute(
+      await sql`call refresh_continuous_aggregate(${sql.lit(`${TIMESCALE_SCHEMA}.${cagg}`)}, ${sql.lit(from.toISOString())}::timestamptz, ${sql.lit(to.toISOString())}::timestamptz)`.execute(
         db,
       );
   }

@@ -51,6 +51,36 @@ export async function storageInfoOf(client: pg.ClientBase): Promise<StorageInfo>
  */
 export const metricRollupTables = (info: StorageInfo): boolean => !info.continuousAggregates;
 
+/**
+ * Schema of the hypertables and continuous aggregates in timescale mode. `rulr_app` has no privilege
+ * in it or on anything in it, so none on their chunks either (TimescaleDB copies a hypertable's ACL to
+ * every chunk it creates); tenants reach the rows through the tenant-filtered views of the same names
+ * in `public` (docs/timescale.md, "Tenant isolation").
+ */
+export const TIMESCALE_SCHEMA = 'rulr_timescale';
+
+/** Where the raw telemetry is written: the hypertables in timescale mode, the partitioned tables otherwise. */
+export interface RawTables {
+  deviceMetrics: string;
+  energyReadings: string;
+}
+
+const RAW_TABLES_SQL = `select coalesce(to_regclass('${TIMESCALE_SCHEMA}.device_metrics')::text, 'device_metrics') as "deviceMetrics",
+  coalesce(to_regclass('${TIMESCALE_SCHEMA}.energy_readings')::text, 'energy_readings') as "energyReadings"`;
+
+/**
+ * The tables system roles write raw telemetry into (`COPY` cannot target the tenant views). Read it
+ * by name, not from the storage mode: a mode recorded by hand (tests) keeps the native tables.
+ */
+export async function rawTables(db: QueryExecutorProvider): Promise<RawTables> {
+  return (await sql.raw<RawTables>(RAW_TABLES_SQL).execute(db)).rows[0] as RawTables;
+}
+
+/** {@link rawTables} on a plain `pg` connection (ingest's batch writers). */
+export async function rawTablesOf(client: pg.ClientBase): Promise<RawTables> {
+  return (await client.query<RawTables>(RAW_TABLES_SQL)).rows[0] as RawTables;
+}
+
 /** `'timescale'` once `schema/timescale/apply.ts` converted the database, else `'native'`. */
 export async function storageMode(db: QueryExecutorProvider): Promise<StorageMode> {
   return (await storageInfo(db)).mode;
