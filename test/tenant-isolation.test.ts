@@ -171,6 +171,10 @@ describe('tenant isolation', () => {
       expect(audit).toBeGreaterThan(0);
     });
 
+    it('keeps the application role off the maintenance job records', async () => {
+      expect(await reachedAsTenant(f.t.url, a.orgId, ['public.maintenance_job_runs'])).toEqual([]);
+    });
+
     it("returns only org A's rows to a raw select inside A's tenant transaction", async () => {
       const rows = await withTenant(f.t.db, a.orgId, async (tx) => (await sql<{ org_id: string }>`select * from devices`.execute(tx)).rows);
       expect(rows.map((r) => r.org_id)).toEqual([a.orgId]);

@@ -8,12 +8,13 @@ import { ConflictError } from '../lib/errors.js';
 import type { Redis } from '../lib/redis.js';
 import { migrateToLatest } from '../schema/migrate.js';
 import { applyTimescale, migrateTimescale, timescaleAvailability } from '../schema/timescale/apply.js';
+import { timescaleJobs } from '../schema/timescale/jobs.js';
 import { storageInfo, storageMode } from '../schema/timescale/mode.js';
 import { DAYS, DEVICES, FROM, loadSample, ORG } from '../schema/timescale/sample.js';
 import { MetricsRepository } from '../subgraphs/metrics/repository.js';
 import { AGGREGATES, planSeries } from '../subgraphs/metrics/series.js';
 import { RollupCompactor } from '../workers/compactor.js';
-import { applyRetention, recomputeRollups } from '../workers/maintenance.js';
+import { applyRetention, readJobRuns, recomputeRollups, runTimescaleJobs } from '../workers/maintenance.js';
 import { createTestDatabase, type TestDatabase } from './support/db.js';
 import { asTenant, attempt, privilegedForApp, reachedAsTenant, rowsMentioning } from './support/reach.js';
 
@@ -130,6 +131,56 @@ describe.skipIf(!TIMESCALE_URL)('storage mode on TimescaleDB (TEST_TIMESCALE_URL
     expect(procs.filter((p) => p === 'policy_compression')).toHaveLength(2);
     expect(procs.filter((p) => p === 'policy_retention')).toHaveLength(4);
     expect(procs.filter((p) => p === 'policy_refresh_continuous_aggregate')).toHaveLength(2);
+  });
+
+  it("runs TimescaleDB's jobs from the maintenance worker, off TimescaleDB's scheduler, and records each run", async () => {
+    const first = await runTimescaleJobs(db);
+    if (!(await storageInfo(db)).policies) {
+      // the Apache license refuses run_job and alter_job; retention is the worker's own drop_chunks there
+      expect(first).toEqual({ ran: [], failed: [] });
+      return;
+    }
+    expect(first.failed).toEqual([]);
+    const names = (await timescaleJobs(db)).map((j) => j.name);
+    expect(names).toEqual(
+      expect.arrayContaining([
+        'policy_job_stat_history_retention',
+        'policy_compression:device_metrics',
+        'policy_retention:energy_readings',
+        'policy_refresh_continuous_aggregate:metrics_hourly_cagg',
+        'policy_refresh_continuous_aggregate:metrics_daily_cagg',
+      ]),
+    );
+    expect([...first.ran].sort()).toEqual([...names].sort());
+    // TimescaleDB's own scheduler runs none of them any more (its runs fail on PostgreSQL 15.20)
+    expect((await timescaleJobs(db)).filter((j) => j.scheduled)).toEqual([]);
+    const runs = new Map((await readJobRuns(db)).map((r) => [r.name, r]));
+    for (const j of await timescaleJobs(db)) {
+      const r = runs.get(j.name);
+      expect(r, j.name).toMatchObject({ intervalS: j.intervalMs / 1000, lastError: null, lastFailedAt: null });
+      expect(r?.lastSucceededAt, j.name).toBeInstanceOf(Date);
+      expect(r?.lastDurationS, j.name).toBeGreaterThanOrEqual(0);
+    }
+    // none is due again yet; a failing one is recorded as failed and the others still run
+    expect(await runTimescaleJobs(db)).toEqual({ ran: [], failed: [] });
+    const later = Date.now() + 2 * 86_400_000;
+    const history = "proc_name = 'policy_job_stat_history_retention'";
+    const { rows: saved } = await sql<{
+      config: unknown;
+    }>`select config from timescaledb_information.jobs where ${sql.raw(history)}`.execute(db);
+    await sql`select alter_job(job_id, config => config || '{"drop_after": "not an interval"}') from timescaledb_information.jobs
+              where ${sql.raw(history)}`.execute(db);
+    try {
+      const again = await runTimescaleJobs(db, later);
+      expect(again.failed.map((f) => f.name)).toEqual(['policy_job_stat_history_retention']);
+      expect(again.ran.length).toBe(names.length - 1);
+      const failed = (await readJobRuns(db)).find((r) => r.name === 'policy_job_stat_history_retention');
+      expect(failed?.lastError).toMatch(/interval/);
+      expect(failed?.lastFailedAt).toBeInstanceOf(Date);
+    } finally {
+      await sql`select alter_job(job_id, config => ${JSON.stringify(saved[0]?.config)}::jsonb) from timescaledb_information.jobs
+                where ${sql.raw(history)}`.execute(db);
+    }
   });
 
   it('answers series from rollups exactly as from raw rows, and energy per day as the sum of its hours', async () => {

@@ -1,6 +1,7 @@
 import { Kysely, PostgresDialect, type QueryExecutorProvider, sql } from 'kysely';
 import { createPool } from '../../lib/db.js';
 import { ConflictError } from '../../lib/errors.js';
+import { unscheduleTimescaleJobs } from './jobs.js';
 import { recordStorageMode, storageInfo, TIMESCALE_SCHEMA } from './mode.js';
 
 /**
@@ -165,6 +166,12 @@ async function isolateTenants(db: QueryExecutorProvider): Promise<string[]> {
   return moved.length ? [`timescale: ${moved.join(', ')} moved to ${TIMESCALE_SCHEMA}, behind tenant-filtered views for rulr_app`] : [];
 }
 
+/** Leaves TimescaleDB's jobs to the maintenance worker (`schema/timescale/jobs.ts`). */
+async function takeOverJobs(db: QueryExecutorProvider): Promise<string[]> {
+  const n = await unscheduleTimescaleJobs(db);
+  return n ? [`timescale: ${n} TimescaleDB jobs taken off its scheduler, run by the maintenance worker`] : [];
+}
+
 /**
  * Converts a fresh database to the TimescaleDB layout: hypertables for `device_metrics` (1-day
  * chunks), `energy_readings` (1-month chunks) and `audit_logs` (1-month chunks, when still empty);
@@ -184,7 +191,9 @@ export async function applyTimescale<DB>(db: Kysely<DB>, o: TimescaleOptions = {
   if (!avail.available) throw new ConflictError(`TimescaleDB storage is not possible here: ${avail.reason}`);
   const current = await storageInfo(db);
   if (current.mode === 'timescale') {
-    const upgraded = await db.transaction().execute(async (tx) => [...(await isolateTenants(tx))]);
+    const upgraded = await db
+      .transaction()
+      .execute(async (tx) => [...(await isolateTenants(tx)), ...(current.policies ? await takeOverJobs(tx) : [])]);
     return ['timescale: already applied', ...upgraded];
   }
   const { rows: deltas } = await sql<{ t: string | null }>`select to_regclass('public.metrics_rollup_deltas')::text as t`.execute(db);
@@ -277,7 +286,7 @@ export async function applyTimescale<DB>(db: Kysely<DB>, o: TimescaleOptions = {
     await sql`select add_retention_policy(${cagg}::regclass, ${`${rollupDays} days`}::interval)`.execute(db);
   out.push(`timescale: continuous aggregates metrics_hourly_cagg/metrics_daily_cagg (retention ${rollupDays} d)`);
   await db.transaction().execute(async (tx) => {
-    out.push(...(await isolateTenants(tx)));
+    out.push(...(await isolateTenants(tx)), ...(await takeOverJobs(tx)));
     // Only now: until here ingest and the workers keep the native rollup behaviour.
     await sql`update rulr_storage_mode set continuous_aggregates = true, policies = true`.execute(tx);
   });
