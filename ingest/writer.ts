@@ -2,7 +2,14 @@ import type pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
 import { DedicatedClient } from '../lib/db.js';
 import { energyPartialsSql } from '../schema/energy.js';
-import { metricRollupTables, type RawTables, rawTablesOf, storageInfoOf } from '../schema/timescale/mode.js';
+import {
+  lateReadingAgeOf,
+  metricRollupTables,
+  type RawTables,
+  REFRESH_QUEUE,
+  rawTablesOf,
+  storageInfoOf,
+} from '../schema/timescale/mode.js';
 import { BinaryCopyWriter } from './copy-binary.js';
 
 /** One reading ready for storage (resolved device, validated value). */
@@ -84,6 +91,8 @@ const statements = (t: RawTables) => ({
   energyCopy: `copy ${t.energyReadings} (time, org_id, device_id, counter_kwh) from stdin with (format binary)`,
 });
 
+const QUEUE_LATE = `insert into ${REFRESH_QUEUE} (from_time, to_time) values (to_timestamp($1 / 1000.0), to_timestamp($2 / 1000.0))`;
+
 const DEAD = `insert into dead_letters (org_id, device_id, topic, reason, detail, payload)
   select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[])`;
 
@@ -144,6 +153,18 @@ function energyDeltasText(groups: Iterable<EnergyDelta>): string {
 
 const HOUR = 3_600_000;
 
+/** [oldest, newest + 1 ms) of the readings stamped before `before`, or null when none is. */
+export function lateRange(rows: Row[], before: number): [number, number] | null {
+  let from = Number.POSITIVE_INFINITY;
+  let to = Number.NEGATIVE_INFINITY;
+  for (const r of rows) {
+    if (r.ts >= before) continue;
+    if (r.ts < from) from = r.ts;
+    if (r.ts > to) to = r.ts;
+  }
+  return to === Number.NEGATIVE_INFINITY ? null : [from, to + 1];
+}
+
 interface Delta {
   bucket: number;
   org: string;
@@ -184,6 +205,8 @@ export class BatchWriter {
   private metrics = true;
   /** the statements naming the raw tables of this connection's database */
   private sql = statements({ deviceMetrics: 'device_metrics', energyReadings: 'energy_readings' });
+  /** readings older than this (ms) queue their time range for a continuous aggregate refresh; null: never */
+  private lateAge: number | null = null;
 
   constructor(
     /** database the batches go to (the rollup compactor of the same process uses it too) */
@@ -198,6 +221,7 @@ export class BatchWriter {
         await c.query(STAGE);
         this.metrics = o.metricRollups ?? metricRollupTables(await storageInfoOf(c));
         this.sql = statements(await rawTablesOf(c));
+        this.lateAge = this.metrics ? null : await lateReadingAgeOf(c);
       },
     });
   }
@@ -256,6 +280,10 @@ export class BatchWriter {
           path = 'staged';
           this.stagedBatches++;
         }
+      }
+      if (this.lateAge !== null && rows.length) {
+        const late = lateRange(rows, Date.now() - this.lateAge);
+        if (late) await c.query(QUEUE_LATE, late);
       }
       if (dead.length) {
         await c.query(DEAD, [

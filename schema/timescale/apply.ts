@@ -2,7 +2,7 @@ import { Kysely, PostgresDialect, type QueryExecutorProvider, sql } from 'kysely
 import { createPool } from '../../lib/db.js';
 import { ConflictError } from '../../lib/errors.js';
 import { unscheduleTimescaleJobs } from './jobs.js';
-import { recordStorageMode, storageInfo, TIMESCALE_SCHEMA } from './mode.js';
+import { REFRESH_QUEUE, recordStorageMode, storageInfo, TIMESCALE_SCHEMA } from './mode.js';
 
 /**
  * The TimescaleDB storage path (docs/timescale.md). Runs after the normal migrations, only where the
@@ -166,6 +166,25 @@ async function isolateTenants(db: QueryExecutorProvider): Promise<string[]> {
   return moved.length ? [`timescale: ${moved.join(', ')} moved to ${TIMESCALE_SCHEMA}, behind tenant-filtered views for rulr_app`] : [];
 }
 
+/**
+ * Creates the queue of late readings' time ranges (`rollup_refresh_queue`): ingest adds the range of
+ * each batch's readings older than the refresh policies' window, the compactor refreshes the
+ * continuous aggregates over it (`refreshQueuedBuckets`). Only with continuous aggregates.
+ */
+async function refreshQueue(db: QueryExecutorProvider, caggs: boolean): Promise<string[]> {
+  if (!caggs) return [];
+  const { rows } = await sql<{ t: string | null }>`select to_regclass(${REFRESH_QUEUE})::text as t`.execute(db);
+  if (rows[0]?.t) return [];
+  await sql
+    .raw(`create table ${REFRESH_QUEUE} (
+            id bigint generated always as identity primary key,
+            from_time timestamptz not null,
+            to_time timestamptz not null,
+            queued_at timestamptz not null default now())`)
+    .execute(db);
+  return [`timescale: late readings queue their buckets for a refresh in ${REFRESH_QUEUE}`];
+}
+
 /** Leaves TimescaleDB's jobs to the maintenance worker (`schema/timescale/jobs.ts`). */
 async function takeOverJobs(db: QueryExecutorProvider): Promise<string[]> {
   const n = await unscheduleTimescaleJobs(db);
@@ -193,7 +212,11 @@ export async function applyTimescale<DB>(db: Kysely<DB>, o: TimescaleOptions = {
   if (current.mode === 'timescale') {
     const upgraded = await db
       .transaction()
-      .execute(async (tx) => [...(await isolateTenants(tx)), ...(current.policies ? await takeOverJobs(tx) : [])]);
+      .execute(async (tx) => [
+        ...(await isolateTenants(tx)),
+        ...(await refreshQueue(tx, current.continuousAggregates)),
+        ...(current.policies ? await takeOverJobs(tx) : []),
+      ]);
     return ['timescale: already applied', ...upgraded];
   }
   const { rows: deltas } = await sql<{ t: string | null }>`select to_regclass('public.metrics_rollup_deltas')::text as t`.execute(db);
@@ -286,7 +309,7 @@ export async function applyTimescale<DB>(db: Kysely<DB>, o: TimescaleOptions = {
     await sql`select add_retention_policy(${cagg}::regclass, ${`${rollupDays} days`}::interval)`.execute(db);
   out.push(`timescale: continuous aggregates metrics_hourly_cagg/metrics_daily_cagg (retention ${rollupDays} d)`);
   await db.transaction().execute(async (tx) => {
-    out.push(...(await isolateTenants(tx)), ...(await takeOverJobs(tx)));
+    out.push(...(await isolateTenants(tx)), ...(await refreshQueue(tx, true)), ...(await takeOverJobs(tx)));
     // Only now: until here ingest and the workers keep the native rollup behaviour.
     await sql`update rulr_storage_mode set continuous_aggregates = true, policies = true`.execute(tx);
   });
