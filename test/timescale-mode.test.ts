@@ -99,7 +99,7 @@ describe.skipIf(!TIMESCALE_URL)('storage mode on TimescaleDB (TEST_TIMESCALE_URL
     expect(rows).toEqual([
       { table: 'rulr_timescale.audit_logs', interval: '30 days' },
       { table: 'rulr_timescale.device_metrics', interval: '1 day' },
-      { table: 'rulr_timescale.energy_readings', interval: '30 days' },
+      { table: 'rulr_timescale.energy_readings', interval: '7 days' },
     ]);
     const { rows: views } = await sql<{ name: string; options: string[] }>`
       select relname as name, reloptions as options from pg_class

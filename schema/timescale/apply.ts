@@ -45,7 +45,7 @@ const RAW_TABLES = {
     segmentBy: 'device_id, metric',
   },
   energy_readings: {
-    chunk: '1 month',
+    chunk: '7 days',
     columns: 'time timestamptz not null, org_id uuid not null, device_id uuid not null, counter_kwh double precision not null',
     indexes: ['create unique index energy_readings_device_time_key on energy_readings (device_id, time)'],
     segmentBy: 'device_id',
@@ -193,7 +193,7 @@ async function takeOverJobs(db: QueryExecutorProvider): Promise<string[]> {
 
 /**
  * Converts a fresh database to the TimescaleDB layout: hypertables for `device_metrics` (1-day
- * chunks), `energy_readings` (1-month chunks) and `audit_logs` (1-month chunks, when still empty);
+ * chunks), `energy_readings` (7-day chunks) and `audit_logs` (30-day chunks, when still empty);
  * with the Timescale-licensed build also compression after 7 days, retention policies and the
  * continuous aggregates `metrics_hourly_cagg`/`metrics_daily_cagg` behind the `metrics_hourly`/
  * `metrics_daily` names the metrics subgraph reads. All of them in {@link TIMESCALE_SCHEMA}, out
@@ -246,14 +246,14 @@ export async function applyTimescale<DB>(db: Kysely<DB>, o: TimescaleOptions = {
         tx,
         'audit_logs',
         {
-          chunk: '1 month',
+          chunk: '30 days',
           columns: `at timestamptz not null default now(), org_id uuid not null, actor text not null, action text not null,
                     entity_type text not null, entity_id text, before jsonb, after jsonb`,
           indexes: ['create index audit_logs_org_at_idx on audit_logs (org_id, at desc)'],
         },
         'at',
       );
-      out.push('timescale: audit_logs is a hypertable (1 month chunks)');
+      out.push('timescale: audit_logs is a hypertable (30 days chunks)');
     } else out.push('timescale: audit_logs has rows, left partitioned');
     await guardPartitionFunction(tx, 'rulr_ensure_partitions', 'return 0;');
     await guardPartitionFunction(tx, 'rulr_ensure_monthly_partitions', 'return;');
