@@ -1,20 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { lateRange, type Row } from '../../ingest/writer.js';
 import { dayRanges } from './late.js';
 
 const HOUR = 3_600_000;
 const DAY = 24 * HOUR;
 const D0 = Date.UTC(2026, 10, 1);
-const row = (ts: number): Row => ({ ts, orgId: 'o', deviceId: 'd', metric: 'power', value: 1, text: null, counter: false });
 
-describe('late readings', () => {
-  it("gives a batch's late range from its oldest to its newest late reading, or none", () => {
-    const rows = [row(D0 + 5 * DAY), row(D0 + 2 * DAY), row(D0 + 9 * DAY), row(D0 + 3 * DAY)];
-    expect(lateRange(rows, D0 + 6 * DAY)).toEqual([D0 + 2 * DAY, D0 + 5 * DAY + 1]);
-    expect(lateRange(rows, D0 + DAY)).toBeNull();
-    expect(lateRange([], D0)).toBeNull();
-  });
-
+describe('late readings: the days refreshed', () => {
   it('widens queued ranges to whole UTC days and merges the ones that touch or overlap', () => {
     const ranges = dayRanges(
       [
