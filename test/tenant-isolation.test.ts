@@ -178,6 +178,12 @@ describe('tenant isolation', () => {
       expect(await reachedAsTenant(f.t.url, a.orgId, ['public.maintenance_job_runs'])).toEqual([]);
     });
 
+    it('lets the application role read but never write the migration records, their lock and PostGIS spatial_ref_sys', async () => {
+      const system = ['public.rulr_migrations', 'public.rulr_migrations_lock', 'public.spatial_ref_sys'];
+      expect(await reachedAsTenant(f.t.url, a.orgId, system, ['insert', 'update', 'delete'])).toEqual([]);
+      expect(await reachedAsTenant(f.t.url, a.orgId, system.slice(0, 2), ['select'])).toEqual([]);
+    });
+
     it("returns only org A's rows to a raw select inside A's tenant transaction", async () => {
       const rows = await withTenant(f.t.db, a.orgId, async (tx) => (await sql<{ org_id: string }>`select * from devices`.execute(tx)).rows);
       expect(rows.map((r) => r.org_id)).toEqual([a.orgId]);
