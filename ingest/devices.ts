@@ -54,6 +54,12 @@ const toInfo = (r: Row): DeviceInfo => ({
   decommissioned: r.decommissioned_at !== null,
 });
 
+/** A cache that follows the device-change notices with the directory. */
+export interface NoticeFollower {
+  apply(change: DeviceChange): void;
+  invalidateAll(): void;
+}
+
 /** Unknown ids are remembered briefly so a flood from an unregistered device does not hit the database. */
 const NEGATIVE_TTL_MS = 30_000;
 
@@ -88,11 +94,20 @@ export class DeviceDirectory {
     return new DeviceDirectory((t, v) => pool.query(t, v), ttlMs);
   }
 
-  /** Subscribes to the device-change notices on a dedicated connection. */
-  async listen(redis: Redis, prefix: string, logger?: Logger): Promise<void> {
+  /**
+   * Subscribes to the device-change notices on a dedicated connection; `followers` (other caches of
+   * this process, such as the broker authentication's credentials) get each notice too, parsed once.
+   */
+  async listen(redis: Redis, prefix: string, logger?: Logger, followers: NoticeFollower[] = []): Promise<void> {
     this.unsubscribe = await subscribeDeviceChanges(redis, prefix, {
-      onChange: (c) => this.apply(c),
-      onGap: () => this.invalidateAll(),
+      onChange: (c) => {
+        this.apply(c);
+        for (const f of followers) f.apply(c);
+      },
+      onGap: () => {
+        this.invalidateAll();
+        for (const f of followers) f.invalidateAll();
+      },
       onInvalid: (reason) => {
         noticesInvalid.inc();
         logger?.warn({ reason }, 'device-change notice ignored');

@@ -51,14 +51,14 @@ export async function startIngest(ctx: RoleContext, o: IngestOptions = {}): Prom
 
   const pool = createPool(cfg.DATABASE_URL, 2);
   const devices = DeviceDirectory.fromPool(pool, cfg.INGEST_DEVICE_CACHE_TTL_S * 1000);
-  await devices.listen(ctx.redis, cfg.REDIS_PREFIX, log);
+  const auth = await createBrokerAuth(ctx, log);
+  await devices.listen(ctx.redis, cfg.REDIS_PREFIX, log, [auth.credentials]);
   const writers = Array.from({ length: cfg.INGEST_WRITERS }, () => new BatchWriter(cfg.DATABASE_URL));
   // Connected before the broker: a resumed session redelivers at once, and a cold start would
   // otherwise add connection setup to the first batches' latency.
   await Promise.all(writers.map((w) => w.open()));
   const realtime = new Realtime(ctx.redis, cfg.REDIS_PREFIX, cfg.INGEST_RULE_JOB_MAX_READINGS);
 
-  const auth = await createBrokerAuth(ctx, log);
   const window = cfg.PROVISION_RATE_WINDOW_S;
   const provisioning = new Provisioning({
     db: ctx.db,

@@ -1,15 +1,12 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type IngestHandle, startIngest } from '../ingest/index.js';
-import { type Broker, startNoDropBroker } from '../ingest/testing/broker.js';
-import { contextFor, ingestEnv } from '../ingest/testing/fixtures.js';
+import type { IngestHandle } from '../ingest/index.js';
 import { legacySha256 } from '../lib/device-credentials.js';
 import type { Identity } from '../lib/identity.js';
 import { registry } from '../lib/metrics.js';
-import type { RoleContext } from '../lib/role.js';
-import { type DevicesFixture, devicesFixture } from './devices-fixtures.js';
+import type { DevicesFixture } from './devices-fixtures.js';
 import { selfSignedCertificate } from './support/certs.js';
-import { REDIS_URL } from './support/env.js';
+import { type IngestStack, ingestStack } from './support/ingest-stack.js';
 
 // EMQX 5's HTTP authentication and authorization against the real ingest role, in the exact form
 // EMQX sends (deploy/emqx/emqx.conf renders every placeholder as a string; POST with a JSON body)
@@ -19,9 +16,8 @@ const TOKEN = 'emqx-test-token-0123456789';
 const INGEST_PASSWORD = 'ingest-password-0123456789';
 const PROVISION_PASSWORD = 'provision-pw';
 
+let stack: IngestStack;
 let f: DevicesFixture;
-let broker: Broker;
-let ctx: RoleContext;
 let ingest: IngestHandle;
 let admin: Identity;
 let n = 0;
@@ -81,32 +77,17 @@ const verifications = async (outcome: string) =>
     ?.value ?? 0;
 
 beforeAll(async () => {
-  f = await devicesFixture();
-  broker = await startNoDropBroker();
-  const env = ingestEnv({
-    dbUrl: f.t.url,
-    mqttUrl: broker.url,
-    prefix: f.ctx.config.REDIS_PREFIX,
-    extra: {
-      REDIS_URL,
-      EMQX_AUTH_TOKEN: TOKEN,
-      MQTT_INGEST_PASSWORD: INGEST_PASSWORD,
-      MQTT_PROVISION_PASSWORD: PROVISION_PASSWORD,
-      DEVICE_AUTH_MAX_FAILURES: '3',
-    },
+  stack = await ingestStack({
+    EMQX_AUTH_TOKEN: TOKEN,
+    MQTT_INGEST_PASSWORD: INGEST_PASSWORD,
+    MQTT_PROVISION_PASSWORD: PROVISION_PASSWORD,
+    DEVICE_AUTH_MAX_FAILURES: '3',
   });
-  ({ ctx } = contextFor(env));
-  ingest = await startIngest(ctx, { port: 0 });
-  await ingest.subscribed;
+  ({ f, ingest } = stack);
   admin = f.as(await f.org(), 'admin');
 });
 
-afterAll(async () => {
-  await ingest?.close();
-  await ctx?.close();
-  await broker?.stop();
-  await f?.close();
-});
+afterAll(() => stack?.close());
 
 describe('EMQX HTTP authentication on the ingest role', () => {
   it("allows a device's own username, secret and client id, with its whole ACL and never as superuser", async () => {

@@ -1,18 +1,18 @@
 import { randomBytes } from 'node:crypto';
 import mqtt from 'mqtt';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { type IngestHandle, startIngest } from '../ingest/index.js';
-import { type Broker, startNoDropBroker } from '../ingest/testing/broker.js';
-import { contextFor, ingestEnv } from '../ingest/testing/fixtures.js';
+import type { IngestHandle } from '../ingest/index.js';
+import type { Broker } from '../ingest/testing/broker.js';
 import { encodeProvisionRequest, provisionRequestTopic, provisionResponseTopic } from '../lib/contracts/provisioning.js';
 import type { Identity } from '../lib/identity.js';
 import type { RoleContext } from '../lib/role.js';
-import { type DevicesFixture, devicesFixture } from './devices-fixtures.js';
-import { REDIS_URL } from './support/env.js';
+import type { DevicesFixture } from './devices-fixtures.js';
+import { type IngestStack, ingestStack } from './support/ingest-stack.js';
 
 // Provisioning by a profile's key and secret against the real ingest role (HTTP and MQTT), with
 // profiles set up through the devices subgraph.
 
+let stack: IngestStack;
 let f: DevicesFixture;
 let broker: Broker;
 let ctx: RoleContext;
@@ -54,26 +54,12 @@ const authn = async (username: string, password: string, clientid: string) =>
   ).result;
 
 beforeAll(async () => {
-  f = await devicesFixture();
-  broker = await startNoDropBroker();
-  const env = ingestEnv({
-    dbUrl: f.t.url,
-    mqttUrl: broker.url,
-    prefix: f.ctx.config.REDIS_PREFIX,
-    extra: { REDIS_URL, PROVISION_RATE_LIMIT: '8' },
-  });
-  ({ ctx } = contextFor(env));
-  ingest = await startIngest(ctx, { port: 0 });
-  await ingest.subscribed;
+  stack = await ingestStack({ PROVISION_RATE_LIMIT: '8' });
+  ({ f, broker, ctx, ingest } = stack);
   admin = f.as(await f.org(), 'admin');
 });
 
-afterAll(async () => {
-  await ingest?.close();
-  await ctx?.close();
-  await broker?.stop();
-  await f?.close();
-});
+afterAll(() => stack?.close());
 
 describe('provisioning by profile key and secret', () => {
   // every test starts a fresh rate-limit window (they all claim from 127.0.0.1)

@@ -1,4 +1,3 @@
-import { subscribeDeviceChanges } from '../../lib/contracts/device-changes.js';
 import { createPool } from '../../lib/db.js';
 import type { Logger } from '../../lib/logger.js';
 import type { RoleContext } from '../../lib/role.js';
@@ -7,15 +6,14 @@ import { CredentialDirectory } from './credentials.js';
 import { BrokerAuth } from './index.js';
 import { SecretVerifier } from './verifier.js';
 
-/** Ingest's broker authentication with its own small pool and its subscription to device changes. */
+/**
+ * Ingest's broker authentication with its own small pool. Its credential cache must follow the
+ * device-change notices: ingest passes it to the device directory's subscription.
+ */
 export async function createBrokerAuth(ctx: RoleContext, log: Logger) {
   const cfg = ctx.config;
   const pool = createPool(cfg.DATABASE_URL, 2);
   const credentials = new CredentialDirectory((t, v) => pool.query(t, v), cfg.DEVICE_AUTH_DIRECTORY_TTL_S * 1000);
-  const unsubscribe = await subscribeDeviceChanges(ctx.redis, cfg.REDIS_PREFIX, {
-    onChange: (c) => credentials.apply(c),
-    onGap: () => credentials.invalidateAll(),
-  });
   const verifier = new SecretVerifier({
     redis: ctx.redis,
     prefix: cfg.REDIS_PREFIX,
@@ -44,7 +42,6 @@ export async function createBrokerAuth(ctx: RoleContext, log: Logger) {
     credentials,
     pool,
     async close() {
-      await unsubscribe();
       await pool.end().catch(() => undefined);
     },
   };

@@ -26,7 +26,8 @@ export async function freePort(): Promise<number> {
   });
 }
 
-async function canConnect(port: number): Promise<boolean> {
+/** Whether something accepts TCP connections on 127.0.0.1:`port`. */
+export async function canConnect(port: number): Promise<boolean> {
   return new Promise((resolve) => {
     const s = new Socket();
     s.once('connect', () => {
@@ -36,6 +37,29 @@ async function canConnect(port: number): Promise<boolean> {
     s.once('error', () => resolve(false));
     s.connect(port, '127.0.0.1');
   });
+}
+
+/**
+ * Runs `mosquitto -c conf` until every one of `ports` accepts connections (10 s at most); returns
+ * how to stop it, which also removes `dir` (its configuration and persistence).
+ */
+export async function spawnMosquitto(conf: string, dir: string, ports: number[]): Promise<() => Promise<void>> {
+  const child: ChildProcess = spawn('mosquitto', ['-c', conf], { stdio: 'ignore' });
+  const deadline = Date.now() + 10_000;
+  for (const p of ports) {
+    while (!(await canConnect(p))) {
+      if (child.exitCode !== null || Date.now() > deadline) throw new Error(`mosquitto did not start on ${ports.join(', ')}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+  return async () => {
+    if (child.exitCode === null) {
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await exited;
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
 }
 
 /**
@@ -51,22 +75,6 @@ export async function startNoDropBroker(port?: number): Promise<Broker> {
     conf,
     `${readFileSync(NO_DROP_CONF, 'utf8')}\nlistener ${p} 127.0.0.1\npersistence_location ${dir}/\nuser root\nlog_dest none\n`,
   );
-  const child: ChildProcess = spawn('mosquitto', ['-c', conf], { stdio: 'ignore' });
-  const deadline = Date.now() + 10_000;
-  while (!(await canConnect(p))) {
-    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`mosquitto did not start on ${p}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-  return {
-    url: `mqtt://127.0.0.1:${p}`,
-    port: p,
-    async stop() {
-      if (child.exitCode === null) {
-        const exited = new Promise((r) => child.once('exit', r));
-        child.kill('SIGTERM');
-        await exited;
-      }
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
+  const stop = await spawnMosquitto(conf, dir, [p]);
+  return { url: `mqtt://127.0.0.1:${p}`, port: p, stop };
 }

@@ -1,10 +1,10 @@
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freePort } from '../../ingest/testing/broker.js';
+import { freePort, spawnMosquitto } from '../../ingest/testing/broker.js';
 
 const DEPLOY = fileURLToPath(new URL('../../deploy/mosquitto/', import.meta.url));
 const DEV_CERTS = fileURLToPath(new URL('../../scripts/dev-certs.sh', import.meta.url));
@@ -29,19 +29,6 @@ export interface SecuredBroker {
   /** the dynamic-security file, as the plugin saves it */
   dynsecFile: string;
   stop(): Promise<void>;
-}
-
-async function canConnect(port: number): Promise<boolean> {
-  const { Socket } = await import('node:net');
-  return new Promise((resolve) => {
-    const s = new Socket();
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-    s.connect(port, '127.0.0.1');
-  });
 }
 
 /**
@@ -78,12 +65,7 @@ export async function startSecuredBroker(): Promise<SecuredBroker> {
   }
   const file = join(dir, 'mosquitto.conf');
   writeFileSync(file, `${conf}\nuser root\n`);
-  const child: ChildProcess = spawn('mosquitto', ['-c', file], { stdio: 'ignore' });
-  const deadline = Date.now() + 10_000;
-  while (!(await canConnect(plain)) || !(await canConnect(tls))) {
-    if (child.exitCode !== null || Date.now() > deadline) throw new Error(`mosquitto did not start on ${plain}/${tls}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
+  const stop = await spawnMosquitto(file, dir, [plain, tls]);
   return {
     url: `mqtt://127.0.0.1:${plain}`,
     tlsUrl: `mqtts://127.0.0.1:${tls}`,
@@ -92,13 +74,6 @@ export async function startSecuredBroker(): Promise<SecuredBroker> {
     adminUsername,
     adminPassword,
     dynsecFile,
-    async stop() {
-      if (child.exitCode === null) {
-        const exited = new Promise((r) => child.once('exit', r));
-        child.kill('SIGTERM');
-        await exited;
-      }
-      rmSync(dir, { recursive: true, force: true });
-    },
+    stop,
   };
 }
