@@ -234,42 +234,30 @@ async function main(): Promise<void> {
   // each open-loop run first sends one unmeasured request per connection
   const measuredAllows = async (endpoint: 'authn' | 'authz', before: number) =>
     (await allows(server.port, endpoint)) - before - CONNECTIONS;
+  /** `bodies` in turn to `path`, at RATE for `durationS` */
+  const fixedRate = (path: string, bodies: string[], durationS: number) =>
+    runOpenLoopRaw({
+      url: `http://127.0.0.1:${server.port}${path}`,
+      headers: {},
+      body: bodies[0] as string,
+      bodies,
+      rate: RATE,
+      durationS,
+      connections: CONNECTIONS,
+    });
   const bodies = devices.map((d) => authnBody(d, secret));
-  const reconnectS = Math.max(1, devices.length / RATE);
   console.log(`reconnect after a restart: ${fmt(devices.length)} devices at ${fmt(RATE)}/s…`);
-  const reconnect = await runOpenLoopRaw({
-    url: `http://127.0.0.1:${server.port}/mqtt/auth`,
-    headers: {},
-    body: bodies[0] as string,
-    bodies,
-    rate: RATE,
-    durationS: reconnectS,
-    connections: CONNECTIONS,
-  });
+  const reconnect = await fixedRate('/mqtt/auth', bodies, Math.max(1, devices.length / RATE));
   const reconnectAllowed = await measuredAllows('authn', 0);
   console.log(`warm: authentication at ${fmt(RATE)}/s for ${DURATION_S} s…`);
-  const shuffled = [...bodies].sort(() => Math.random() - 0.5);
-  const warm = await runOpenLoopRaw({
-    url: `http://127.0.0.1:${server.port}/mqtt/auth`,
-    headers: {},
-    body: shuffled[0] as string,
-    bodies: shuffled,
-    rate: RATE,
-    durationS: DURATION_S,
-    connections: CONNECTIONS,
-  });
+  const warm = await fixedRate(
+    '/mqtt/auth',
+    [...bodies].sort(() => Math.random() - 0.5),
+    DURATION_S,
+  );
   const authnAllowed = await measuredAllows('authn', reconnectAllowed + CONNECTIONS);
   console.log(`warm: authorization at ${fmt(RATE)}/s for ${DURATION_S} s…`);
-  const zBodies = devices.map(authzBody);
-  const authz = await runOpenLoopRaw({
-    url: `http://127.0.0.1:${server.port}/mqtt/acl`,
-    headers: {},
-    body: zBodies[0] as string,
-    bodies: zBodies,
-    rate: RATE,
-    durationS: DURATION_S,
-    connections: CONNECTIONS,
-  });
+  const authz = await fixedRate('/mqtt/acl', devices.map(authzBody), DURATION_S);
   const authzAllowed = await measuredAllows('authz', 0);
   await stop(server.proc);
   const keys = await redis.keys(`${prefix}*`);
