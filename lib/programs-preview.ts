@@ -106,8 +106,8 @@ function crossings(schedule: Schedule, programId: string, dates: LocalDate[], pl
       for (const d of dates) {
         const k = position(x, y, d, place, solar);
         if (k === null) continue;
-        let set = byPosition.get(k);
-        if (!set) byPosition.set(k, (set = new Dates()));
+        const set = byPosition.get(k) ?? new Dates();
+        byPosition.set(k, set);
         set.add(d);
       }
       if (byPosition.size < 2) continue;
@@ -154,8 +154,8 @@ export function scheduleConflicts(
   const skips = new Map<string, { programId: string; index: number; event: string; polar: 'day' | 'night'; dates: Dates }>();
   for (const s of expansion.skipped) {
     const key = `${s.programId}:${s.index}:${s.polar}`;
-    let e = skips.get(key);
-    if (!e) skips.set(key, (e = { programId: s.programId, index: s.index, event: s.event, polar: s.polar, dates: new Dates() }));
+    const e = skips.get(key) ?? { programId: s.programId, index: s.index, event: s.event, polar: s.polar, dates: new Dates() };
+    skips.set(key, e);
     e.dates.add(s.date);
   }
   for (const s of skips.values()) {
