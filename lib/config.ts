@@ -226,6 +226,43 @@ export const configSpec = {
     description: 'Days cleared alarms (with their history) and rule executions are kept; active alarms stay.',
     shown: '365',
   },
+  SOLAR_CLUSTER_DEGREES: {
+    schema: z.coerce.number().positive().max(1).default(0.1),
+    description:
+      'Size (degrees) of the location cells lighting programs compute solar events for: devices in one cell share one computation (0.1° ≈ 24 s of solar time east-west).',
+    shown: '0.1',
+  },
+  PROGRAMS_TICK_MS: {
+    schema: posInt(1000),
+    description: 'How often the program scheduler (workers) looks for due switch events and override starts or ends.',
+    shown: '1000',
+  },
+  PROGRAMS_REPLAN_S: {
+    schema: posInt(300),
+    description:
+      'How often the program scheduler regroups devices into locations without a change notice (new devices, moved devices); a change of programs, assignments or sites replans at once.',
+    shown: '300',
+  },
+  PROGRAMS_DETECT_S: {
+    schema: posInt(60),
+    description: 'How often the expected-state detectors (day burner, dark lamp, dim mismatch) compare lamps with their programs.',
+    shown: '60',
+  },
+  PROGRAMS_DETECT_GRACE_S: {
+    schema: posInt(600),
+    description: 'How long a lamp may differ from its program (after a switch event) before a detector raises its alarm.',
+    shown: '600',
+  },
+  PROGRAMS_DIM_TOLERANCE: {
+    schema: z.coerce.number().int().min(0).max(50).default(5),
+    description: 'Percentage points a reported `dimLevel` may differ from the programmed level before it is a dim mismatch.',
+    shown: '5',
+  },
+  PROGRAMS_ON_POWER_W: {
+    schema: z.coerce.number().positive().default(5),
+    description: 'A lamp drawing less than this (W) counts as dark, whatever its `lampState` says.',
+    shown: '5',
+  },
 } satisfies Record<string, ConfigVar>;
 
 type Spec = typeof configSpec;

@@ -30,7 +30,6 @@ export interface DeviceScope {
   sitePath: string | null;
 }
 
-
 /** Assignments indexed for {@link assignmentFor}. */
 export class AssignmentIndex {
   private readonly byDevice = new Map<string, AssignmentScope>();

@@ -1,13 +1,5 @@
 import { describeSwitchPoint, programForDate, type SwitchPoint } from './programs.js';
-import {
-  type Expansion,
-  instantOf,
-  type OverrideWindow,
-  type Place,
-  type Schedule,
-  SolarDays,
-  type SwitchEvent,
-} from './programs-schedule.js';
+import { expand, instantOf, type OverrideWindow, type Place, type Schedule, SolarDays, type SwitchEvent } from './programs-schedule.js';
 import { addDays, type LocalDate, localDateOf, zonedInstant } from './time-zones.js';
 
 /**
@@ -129,17 +121,18 @@ function crossings(schedule: Schedule, programId: string, dates: LocalDate[], pl
 }
 
 /**
- * Conflicts of a schedule at one place over the local dates `from`..`to`, computed on the program's
- * own timeline (overrides are checked apart, by {@link overrideConflicts}).
+ * Conflicts of a schedule at one place over the local dates `from`..`to` (inclusive), computed on
+ * the program's own timeline (overrides are checked apart, by {@link overrideConflicts}).
  */
 export function scheduleConflicts(
   schedule: Schedule,
   place: Place,
   from: LocalDate,
   to: LocalDate,
-  expansion: Pick<Expansion, 'events' | 'before' | 'skipped'>,
   solar: SolarDays = new SolarDays(),
 ): Conflict[] {
+  // the nights of the window end on the day after it
+  const expansion = expand(schedule, place, zonedInstant(from, 0, place.timeZone), zonedInstant(addDays(to, 2), 0, place.timeZone), solar);
   const out: Conflict[] = [];
   const datesByProgram = new Map<string, LocalDate[]>();
   for (let d = from; d <= to; d = addDays(d, 1)) {
@@ -153,6 +146,7 @@ export function scheduleConflicts(
   // polar skips, per program, switch point and kind
   const skips = new Map<string, { programId: string; index: number; event: string; polar: 'day' | 'night'; dates: Dates }>();
   for (const s of expansion.skipped) {
+    if (s.date > to) continue;
     const key = `${s.programId}:${s.index}:${s.polar}`;
     const e = skips.get(key) ?? { programId: s.programId, index: s.index, event: s.event, polar: s.polar, dates: new Dates() };
     skips.set(key, e);

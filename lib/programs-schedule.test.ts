@@ -147,14 +147,7 @@ describe('overrides over a program', () => {
 });
 
 describe('preview conflicts', () => {
-  const year = (s: Schedule, place = AMSTERDAM) =>
-    scheduleConflicts(
-      s,
-      place,
-      '2026-01-01',
-      '2026-12-31',
-      expand(s, place, at('2026-01-01', '00:00', place), at('2027-01-01', '00:00', place)),
-    );
+  const year = (s: Schedule, place = AMSTERDAM) => scheduleConflicts(s, place, '2026-01-01', '2026-12-31');
 
   it('flags the seasonal trap "on at 06:00, off at sunrise": they swap in summer and the light burns all day', () => {
     const trap = schedule([

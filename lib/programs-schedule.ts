@@ -39,6 +39,36 @@ export interface Schedule {
   programs: ReadonlyMap<string, { switchPoints: readonly SwitchPoint[] }>;
 }
 
+/** What an assignment runs, as stored: a program or a calendar. */
+export interface AssignmentTarget {
+  programId: string | null;
+  calendarId: string | null;
+}
+
+/**
+ * The schedule an assignment runs, from the organization's calendars and programs (by id), or null
+ * when something it needs is missing (deleted, unreadable): such an assignment is not run.
+ */
+export function scheduleFor(
+  target: AssignmentTarget,
+  calendars: ReadonlyMap<string, Pick<CalendarDefinition, 'defaultProgramId' | 'rules'>>,
+  programs: ReadonlyMap<string, { switchPoints: readonly SwitchPoint[] }>,
+): Schedule | null {
+  const calendar = target.calendarId
+    ? calendars.get(target.calendarId)
+    : target.programId
+      ? { defaultProgramId: target.programId, rules: [] }
+      : undefined;
+  if (!calendar) return null;
+  const used = new Map<string, { switchPoints: readonly SwitchPoint[] }>();
+  for (const id of [calendar.defaultProgramId, ...calendar.rules.map((r) => r.programId)]) {
+    const p = programs.get(id);
+    if (!p) return null;
+    used.set(id, p);
+  }
+  return { calendar, programs: used };
+}
+
 /** One program switch point resolved to an instant. */
 export interface SwitchEvent {
   /** ms */

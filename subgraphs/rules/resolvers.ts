@@ -2,8 +2,10 @@ import type { GraphQLResolverMap } from '@apollo/subgraph/dist/schema-helper/res
 import type { Config } from '../../lib/config.js';
 import { DateTimeScalar, encodeCursor, upperCaseEnum } from '../../lib/graphql-scalars.js';
 import { authorize, type Identity, type Requirement } from '../../lib/identity.js';
+import { DEFAULT_CELL_DEGREES } from '../../lib/programs-assign.js';
 import { OPERATORS, passes, SEVERITIES } from '../../lib/rules.js';
 import type { RulesLoaders } from './loaders.js';
+import { type ProgramLoaders, programResolvers } from './programs-resolvers.js';
 import type { RuleFilter, RuleRow, RulesRepositories } from './repositories/index.js';
 import {
   check,
@@ -23,6 +25,7 @@ export interface RulesContext {
   identity: Identity;
   repos: RulesRepositories;
   loaders: RulesLoaders;
+  programLoaders: ProgramLoaders;
 }
 
 const READ: Requirement = { role: 'viewer', scope: 'rules:read' };
@@ -115,6 +118,12 @@ const resolvers = {
 } satisfies GraphQLResolverMap<RulesContext>;
 
 /** The resolver map of the rules subgraph (the same export in every subgraph's `resolvers.ts`). */
-export function createResolvers(_config?: Config): GraphQLResolverMap<RulesContext> {
-  return resolvers;
+export function createResolvers(config?: Config): GraphQLResolverMap<RulesContext> {
+  const programs = programResolvers({ SOLAR_CLUSTER_DEGREES: config?.SOLAR_CLUSTER_DEGREES ?? DEFAULT_CELL_DEGREES });
+  return {
+    ...resolvers,
+    ...programs,
+    Query: { ...resolvers.Query, ...programs.Query },
+    Mutation: { ...resolvers.Mutation, ...programs.Mutation },
+  } as GraphQLResolverMap<RulesContext>;
 }

@@ -1,6 +1,8 @@
 import type { Db } from '../../../lib/db.js';
 import type { Logger } from '../../../lib/logger.js';
 import type { Redis } from '../../../lib/redis.js';
+import { ProgramAssignmentsRepository } from './program-assignments.js';
+import { ProgramsRepository, ProgramsVersion } from './programs.js';
 import { RulesRepository } from './rules.js';
 
 export {
@@ -18,6 +20,8 @@ export {
 /** The rules subgraph's SQL and Redis access, one repository per aggregate. */
 export interface RulesRepositories {
   rules: RulesRepository;
+  programs: ProgramsRepository;
+  programAssignments: ProgramAssignmentsRepository;
 }
 
 /** What the repositories share: the primary database, Redis and `REDIS_PREFIX`. */
@@ -31,5 +35,10 @@ export interface RepositoryDeps {
 
 /** Every repository of the rules subgraph over the same clients. */
 export function createRepositories(deps: RepositoryDeps): RulesRepositories {
-  return { rules: new RulesRepository(deps.db, deps.redis, deps.prefix, deps.logger) };
+  const programsVersion = new ProgramsVersion(deps.redis, deps.prefix, deps.logger);
+  return {
+    rules: new RulesRepository(deps.db, deps.redis, deps.prefix, deps.logger),
+    programs: new ProgramsRepository(deps.db, programsVersion),
+    programAssignments: new ProgramAssignmentsRepository(deps.db, programsVersion),
+  };
 }
