@@ -303,8 +303,23 @@ export interface ProgramClusters {
   next_at: Timestamp | null;
   next_event: Json | null;
   org_id: string;
+  schedule_hash: string | null;
   time_zone: string;
   updated_at: Generated<Timestamp>;
+}
+
+export interface ProgramDeviceLevels {
+  device_id: string;
+  event_at: Timestamp;
+  firing_id: Int8;
+  level: number;
+  org_id: string;
+  pushed_at: Timestamp | null;
+  ramp_seconds: Generated<number>;
+  ref_id: string;
+  set_at: Generated<Timestamp>;
+  source: string;
+  writes: Generated<number>;
 }
 
 export interface ProgramFirings {
@@ -445,6 +460,7 @@ export interface DB {
   program_assignments: ProgramAssignments;
   program_calendars: ProgramCalendars;
   program_clusters: ProgramClusters;
+  program_device_levels: ProgramDeviceLevels;
   program_firings: ProgramFirings;
   program_overrides: ProgramOverrides;
   programs: Programs;

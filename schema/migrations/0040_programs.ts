@@ -1,7 +1,15 @@
 import { type Kysely, sql } from 'kysely';
 
 /** Tenant tables of this migration: RLS keyed on `rulr.org_id`, as in 0001 and 0005. */
-const TABLES = ['programs', 'program_calendars', 'program_assignments', 'program_overrides', 'program_clusters', 'program_firings'];
+const TABLES = [
+  'programs',
+  'program_calendars',
+  'program_assignments',
+  'program_overrides',
+  'program_clusters',
+  'program_firings',
+  'program_device_levels',
+];
 
 /**
  * Lighting programs (docs/programs.md).
@@ -16,6 +24,9 @@ const TABLES = ['programs', 'program_calendars', 'program_assignments', 'program
  * - `program_clusters`: the durable schedule, one row per (assignment, time zone, location cell)
  *   with its next switch event, claimed with `for update skip locked`.
  * - `program_firings`: every event fired, unique per source and instant (exactly once).
+ * - `program_device_levels`: the level each device was last set to by its program or an override
+ *   (what the detectors expect), written in the firing's transaction; `pushed_at` is null until the
+ *   level reached the device's desired state (an outbox: a crash between the two loses nothing).
  */
 export async function up(db: Kysely<unknown>): Promise<void> {
   await sql`
@@ -106,6 +117,7 @@ export async function up(db: Kysely<unknown>): Promise<void> {
       next_at timestamptz,
       next_event jsonb,
       last_fired_at timestamptz,
+      schedule_hash text,
       updated_at timestamptz not null default now(),
       unique (org_id, assignment_id, time_zone, cell_lat, cell_lng)
     );
@@ -125,6 +137,22 @@ export async function up(db: Kysely<unknown>): Promise<void> {
       unique (source, ref_id, at)
     );
     create index program_firings_org_idx on program_firings (org_id, at desc);
+
+    create table program_device_levels (
+      device_id uuid primary key references devices(id) on delete cascade,
+      org_id uuid not null references organizations(id) on delete cascade,
+      level integer not null check (level between 0 and 100),
+      ramp_seconds integer not null default 0,
+      source text not null check (source in ('program', 'override-start', 'override-end')),
+      ref_id uuid not null,
+      firing_id bigint not null,
+      event_at timestamptz not null,
+      set_at timestamptz not null default now(),
+      writes integer not null default 1,
+      pushed_at timestamptz
+    );
+    create index program_device_levels_push_idx on program_device_levels (org_id, set_at) where pushed_at is null;
+    create index program_device_levels_org_idx on program_device_levels (org_id);
   `.execute(db);
   for (const t of TABLES) {
     await sql
@@ -139,6 +167,7 @@ export async function up(db: Kysely<unknown>): Promise<void> {
 
 export async function down(db: Kysely<unknown>): Promise<void> {
   await sql`
+    drop table if exists program_device_levels;
     drop table if exists program_firings;
     drop table if exists program_clusters;
     drop table if exists program_overrides;
