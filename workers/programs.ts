@@ -1,6 +1,8 @@
 import { sql } from 'kysely';
+import { deviceChangesChannel, parseDeviceChange } from '../lib/contracts/device-changes.js';
 import { parseProgramsVersion, programsVersionKey } from '../lib/contracts/program-state.js';
 import type { Db, Tx } from '../lib/db.js';
+import { ContractError } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
 import { counter, histogram } from '../lib/metrics.js';
 import type { Cluster } from '../lib/programs-assign.js';
@@ -140,12 +142,37 @@ export class ProgramScheduler {
     this.plans.delete(orgId);
   }
 
+  /**
+   * Replans an organization as soon as its devices change (lib/contracts/device-changes.ts), on a
+   * dedicated connection; a lost notice only waits for `replanS`. Returns the subscriber to close.
+   */
+  async listen(redis: Redis): Promise<Redis> {
+    const sub = redis.duplicate();
+    sub.on('error', () => undefined);
+    sub.on('message', (_ch, msg: string) => {
+      try {
+        this.invalidate(parseDeviceChange(msg).orgId);
+      } catch (e) {
+        if (!(e instanceof ContractError)) throw e;
+      }
+    });
+    await sub.subscribe(deviceChangesChannel(this.o.prefix));
+    return sub;
+  }
+
   /** One round: replan what changed, fire what is due, push pending levels. */
   async tick(): Promise<TickSummary> {
     const now = this.clock();
     const summary: TickSummary = { replanned: 0, fired: 0, levels: 0, pushed: 0 };
     const { rows: orgs } = await sql<{ org_id: string }>`select distinct org_id from program_assignments`.execute(this.o.db);
-    for (const { org_id } of orgs) if (await this.ensurePlan(org_id, now)) summary.replanned++;
+    for (const { org_id } of orgs) {
+      try {
+        if (await this.ensurePlan(org_id, now)) summary.replanned++;
+      } catch (e) {
+        // a cluster held by a long firing (or a stuck one) must not stop the other organizations
+        this.o.logger.warn({ orgId: org_id, err: (e as Error).message }, 'programs: replan postponed to the next tick');
+      }
+    }
     for (;;) {
       const r = await this.fireNextCluster(now);
       if (!r) break;
@@ -193,6 +220,7 @@ export class ProgramScheduler {
     const clusters = [...p.plan.clusters.values()].filter((c) => p.schedules.get(c.assignmentId)?.schedule);
     await this.o.db.transaction().execute(async (tx) => {
       // one replan of an organization at a time, across processes
+      await sql`set local lock_timeout = '2s'`.execute(tx);
       await sql`select pg_advisory_xact_lock(hashtext(${`programs:${p.orgId}`}))`.execute(tx);
       await enterTenant(tx, p.orgId);
       const { rows: existing } = await sql<ClusterRow & { schedule_hash: string | null }>`
