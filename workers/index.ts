@@ -8,6 +8,7 @@ import type { RoleContext, RoleHandle } from '../lib/role.js';
 import { RollupCompactor } from '../lib/telemetry/compactor.js';
 import { MAINTENANCE_QUEUE, Maintenance, retentionFromConfig } from './maintenance.js';
 import { ProgramScheduler, recordOnlySink } from './programs.js';
+import { ProgramDetectors } from './programs-detect.js';
 import { RuleEvaluator } from './rule-eval.js';
 
 /** Queues of the workers running in this process, read when /metrics is scraped. */
@@ -51,6 +52,17 @@ export async function startWorkers(ctx: RoleContext, o: { port?: number } = {}):
     cellDegrees: cfg.SOLAR_CLUSTER_DEGREES,
   }).start();
   const programChanges = await programs.listen(ctx.redis);
+  const detectors = new ProgramDetectors({
+    db: ctx.db,
+    redis: ctx.redis,
+    prefix: cfg.REDIS_PREFIX,
+    logger: ctx.logger.child({ role: 'workers', component: 'program-detectors' }),
+    cellDegrees: cfg.SOLAR_CLUSTER_DEGREES,
+    intervalMs: cfg.PROGRAMS_DETECT_S * 1000,
+    graceMs: cfg.PROGRAMS_DETECT_GRACE_S * 1000,
+    dimTolerance: cfg.PROGRAMS_DIM_TOLERANCE,
+    onPowerW: cfg.PROGRAMS_ON_POWER_W,
+  }).start();
   // Safety net: folds rollup deltas even while no ingest replica runs (ingest compacts as it writes).
   const compactor = new RollupCompactor({ url: cfg.DATABASE_URL, intervalMs: 5000, logger: ctx.logger }).start();
   const server = new ServiceServer({
@@ -74,6 +86,7 @@ export async function startWorkers(ctx: RoleContext, o: { port?: number } = {}):
       await watched[0]?.queue.close();
       await ruleEval.close();
       await programs.close();
+      await detectors.close();
       programChanges.disconnect();
       await maintenance.close();
       await compactor.close();
