@@ -189,6 +189,17 @@ export interface GeometryColumns {
   type: string | null;
 }
 
+export interface MaintenanceJobRuns {
+  interval_s: number;
+  last_duration_s: number | null;
+  last_error: string | null;
+  last_failed_at: Timestamp | null;
+  last_started_at: Timestamp | null;
+  last_succeeded_at: Timestamp | null;
+  name: string;
+  registered_at: Generated<Timestamp>;
+}
+
 export interface Memberships {
   created_at: Generated<Timestamp>;
   org_id: string;
@@ -450,6 +461,7 @@ export interface DB {
   energy_readings: EnergyReadings;
   geography_columns: GeographyColumns;
   geometry_columns: GeometryColumns;
+  maintenance_job_runs: MaintenanceJobRuns;
   memberships: Memberships;
   metrics_daily: MetricsDaily;
   metrics_daily_live: MetricsDailyLive;

@@ -21,18 +21,7 @@ npm run typecheck || { typecheck=failed; status=1; }
 # The same vitest run as `npm test`, plus a JSON report to count results from.
 npx vitest run --reporter=default --reporter=json --outputFile="$report" "$@" || status=1
 
-# shellcheck disable=SC2016 # JavaScript template literals
-summary=$(node -e '
-  const fs = require("node:fs");
-  let r;
-  try { r = JSON.parse(fs.readFileSync(process.argv[1], "utf8")); } catch { r = null; }
-  if (!r) { console.log("0 passed, 0 failed (vitest wrote no report)"); process.exit(); }
-  const broken = (r.testResults ?? []).filter((f) => f.status === "failed" && (f.assertionResults ?? []).length === 0).length;
-  const extra = [];
-  if (r.numPendingTests + r.numTodoTests > 0) extra.push(`${r.numPendingTests + r.numTodoTests} skipped`);
-  if (broken > 0) extra.push(`including ${broken} test file(s) that failed to load`);
-  console.log(`${r.numPassedTests} passed, ${r.numFailedTests + broken} failed${extra.length ? ` (${extra.join(", ")})` : ""}`);
-' "$report")
+summary=$(vitest_summary "$report")
 
 echo
 echo "lint: ${lint}, typecheck: ${typecheck}"
