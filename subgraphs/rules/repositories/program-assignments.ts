@@ -1,6 +1,6 @@
 import { sql } from 'kysely';
 import { actorOf, audit } from '../../../lib/audit.js';
-import { type Db, isUuid, type Tx, tenantRead, tenantReadRows, withTenant } from '../../../lib/db.js';
+import { type Db, isUuid, type Tx, tenantRead, tenantReadRows } from '../../../lib/db.js';
 import { BadInputError, NotFoundError } from '../../../lib/errors.js';
 import type { Identity } from '../../../lib/identity.js';
 import type { PlacedDevice, SiteInfo } from '../../../lib/programs-assign.js';
@@ -117,8 +117,7 @@ export class ProgramAssignmentsRepository {
 
   /** Assigns a program or calendar to a scope, replacing that scope's assignment (audited either way). */
   async assign(identity: Identity, input: AssignInput): Promise<AssignmentRow> {
-    const orgId = identity.orgId;
-    const row = await withTenant(this.db, orgId, async (tx) => {
+    return this.version.write(this.db, identity, async (tx, orgId) => {
       await assertRefs(tx, orgId, input);
       const existing = await tx
         .selectFrom('program_assignments')
@@ -156,13 +155,10 @@ export class ProgramAssignmentsRepository {
       await audit(tx, orgId, actorOf(identity), 'program.assign', 'program_assignment', created.id, null, created);
       return created;
     });
-    await this.version.bump(orgId);
-    return row;
   }
 
   async unassign(identity: Identity, id: string): Promise<void> {
-    const orgId = identity.orgId;
-    await withTenant(this.db, orgId, async (tx) => {
+    await this.version.write(this.db, identity, async (tx, orgId) => {
       const before = await tx
         .deleteFrom('program_assignments')
         .where('org_id', '=', orgId)
@@ -172,7 +168,6 @@ export class ProgramAssignmentsRepository {
       if (!before) throw new NotFoundError('assignment');
       await audit(tx, orgId, actorOf(identity), 'program.unassign', 'program_assignment', id, before, null);
     });
-    await this.version.bump(orgId);
   }
 
   async overridesByIds(orgId: string, ids: readonly string[]): Promise<OverrideRow[]> {
@@ -190,8 +185,7 @@ export class ProgramAssignmentsRepository {
   }
 
   async createOverride(identity: Identity, input: OverrideInput): Promise<OverrideRow> {
-    const orgId = identity.orgId;
-    const row = await withTenant(this.db, orgId, async (tx) => {
+    return this.version.write(this.db, identity, async (tx, orgId) => {
       await assertRefs(tx, orgId, input);
       const created = (await tx
         .insertInto('program_overrides')
@@ -210,14 +204,11 @@ export class ProgramAssignmentsRepository {
       await audit(tx, orgId, actorOf(identity), 'program_override.create', 'program_override', created.id, null, created);
       return created;
     });
-    await this.version.bump(orgId);
-    return row;
   }
 
   /** Cancels an override that has not ended; the scheduler applies its end at once. Repeating it changes nothing. */
   async cancelOverride(identity: Identity, id: string): Promise<OverrideRow> {
-    const orgId = identity.orgId;
-    const row = await withTenant(this.db, orgId, async (tx) => {
+    return this.version.write(this.db, identity, async (tx, orgId) => {
       const before = (await tx
         .selectFrom('program_overrides')
         .select(overrideColumns)
@@ -237,8 +228,6 @@ export class ProgramAssignmentsRepository {
       await audit(tx, orgId, actorOf(identity), 'program_override.cancel', 'program_override', id, before, after);
       return after;
     });
-    await this.version.bump(orgId);
-    return row;
   }
 
   /**

@@ -69,6 +69,13 @@ export class ProgramsVersion {
     private readonly logger?: Logger,
   ) {}
 
+  /** `fn` in a tenant transaction of the identity's organization, then the version bump (after commit). */
+  async write<T>(db: Db, identity: Identity, fn: (tx: Tx, orgId: string) => Promise<T>): Promise<T> {
+    const r = await withTenant(db, identity.orgId, (tx) => fn(tx, identity.orgId));
+    await this.bump(identity.orgId);
+    return r;
+  }
+
   async bump(orgId: string): Promise<void> {
     try {
       await bumpProgramsVersion(this.redis, this.prefix, orgId);
@@ -110,8 +117,7 @@ export class ProgramsRepository {
   }
 
   async createProgram(identity: Identity, def: { name: string; description: string; switchPoints: SwitchPoint[] }): Promise<ProgramRow> {
-    const orgId = identity.orgId;
-    const row = await withTenant(this.db, orgId, async (tx) => {
+    return this.version.write(this.db, identity, async (tx, orgId) => {
       const created = (await tx
         .insertInto('programs')
         .values({
@@ -127,8 +133,6 @@ export class ProgramsRepository {
       await audit(tx, orgId, actorOf(identity), 'program.create', 'program', created.id, null, created);
       return created;
     });
-    await this.version.bump(orgId);
-    return row;
   }
 
   async updateProgram(
@@ -136,8 +140,7 @@ export class ProgramsRepository {
     id: string,
     def: { name: string; description: string; switchPoints: SwitchPoint[] },
   ): Promise<ProgramRow> {
-    const orgId = identity.orgId;
-    const row = await withTenant(this.db, orgId, async (tx) => {
+    return this.version.write(this.db, identity, async (tx, orgId) => {
       const before = await liveProgram(tx, orgId, id);
       const after = (await tx
         .updateTable('programs')
@@ -150,14 +153,11 @@ export class ProgramsRepository {
       await audit(tx, orgId, actorOf(identity), 'program.update', 'program', id, before, after);
       return after;
     });
-    await this.version.bump(orgId);
-    return row;
   }
 
   /** Soft-deletes a program; CONFLICT while a calendar or an assignment uses it. */
   async deleteProgram(identity: Identity, id: string): Promise<void> {
-    const orgId = identity.orgId;
-    await withTenant(this.db, orgId, async (tx) => {
+    await this.version.write(this.db, identity, async (tx, orgId) => {
       const before = await liveProgram(tx, orgId, id);
       const { rows } = await sql<{ what: string; name: string | null }>`
         select 'calendar' as what, c.name from program_calendars c
@@ -181,7 +181,6 @@ export class ProgramsRepository {
         .executeTakeFirstOrThrow();
       await audit(tx, orgId, actorOf(identity), 'program.delete', 'program', id, before, after);
     });
-    await this.version.bump(orgId);
   }
 
   async calendarsByIds(orgId: string, ids: readonly string[]): Promise<CalendarRow[]> {
@@ -203,8 +202,7 @@ export class ProgramsRepository {
   }
 
   async createCalendar(identity: Identity, def: CalendarDefinition): Promise<CalendarRow> {
-    const orgId = identity.orgId;
-    const row = await withTenant(this.db, orgId, async (tx) => {
+    return this.version.write(this.db, identity, async (tx, orgId) => {
       await assertPrograms(tx, orgId, def);
       const created = (await tx
         .insertInto('program_calendars')
@@ -222,13 +220,10 @@ export class ProgramsRepository {
       await audit(tx, orgId, actorOf(identity), 'program_calendar.create', 'program_calendar', created.id, null, created);
       return created;
     });
-    await this.version.bump(orgId);
-    return row;
   }
 
   async updateCalendar(identity: Identity, id: string, def: CalendarDefinition): Promise<CalendarRow> {
-    const orgId = identity.orgId;
-    const row = await withTenant(this.db, orgId, async (tx) => {
+    return this.version.write(this.db, identity, async (tx, orgId) => {
       const before = await liveCalendar(tx, orgId, id);
       await assertPrograms(tx, orgId, def);
       const after = (await tx
@@ -248,14 +243,11 @@ export class ProgramsRepository {
       await audit(tx, orgId, actorOf(identity), 'program_calendar.update', 'program_calendar', id, before, after);
       return after;
     });
-    await this.version.bump(orgId);
-    return row;
   }
 
   /** Soft-deletes a calendar; CONFLICT while an assignment uses it. */
   async deleteCalendar(identity: Identity, id: string): Promise<void> {
-    const orgId = identity.orgId;
-    await withTenant(this.db, orgId, async (tx) => {
+    await this.version.write(this.db, identity, async (tx, orgId) => {
       const before = await liveCalendar(tx, orgId, id);
       const used = await tx
         .selectFrom('program_assignments')
@@ -272,7 +264,6 @@ export class ProgramsRepository {
         .execute();
       await audit(tx, orgId, actorOf(identity), 'program_calendar.delete', 'program_calendar', id, before, null);
     });
-    await this.version.bump(orgId);
   }
 }
 
