@@ -281,6 +281,9 @@ setup_pgbouncer() {
   local bin
   bin=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
   mkdir -p "$PGBOUNCER_DIR"
+  # Nothing listens on the port, so a pid file left by a killed PgBouncer is stale (PgBouncer
+  # refuses to start while its pid still names a process, a zombie included).
+  rm -f "$PGBOUNCER_DIR/pgbouncer.pid"
   write_pgbouncer_ini
   log "starting PgBouncer ($("$bin" --version | head -n1)) on 127.0.0.1:$PGBOUNCER_PORT"
   if [ "$(id -u)" -eq 0 ]; then

@@ -45,6 +45,7 @@ export async function setup(project: TestProject): Promise<void> {
 }
 
 export async function teardown(): Promise<void> {
+  if (!template) return; // setup stopped before creating it
   const admin = new pg.Client({ connectionString: adminUrl() });
   await admin.connect();
   await admin.query(`drop database if exists ${template} with (force)`);
