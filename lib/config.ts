@@ -57,14 +57,14 @@ export const configSpec = {
   },
   DATABASE_URL: {
     schema: z.string().url().default('postgres://postgres@127.0.0.1:5432/rulr'),
-    description: 'PostgreSQL primary (read/write).',
+    description: 'PostgreSQL primary (read/write), directly or through PgBouncer in transaction mode (`rulr migrate` needs a direct URL).',
     shown: 'postgres://postgres@127.0.0.1:5432/rulr',
   },
   DATABASE_READ_URL: { schema: z.string().url().optional(), description: 'Optional read replica; metrics queries go there when set.' },
   DATABASE_POOL_SIZE: { schema: posInt(10), description: 'Connections per pool per process.', shown: '10' },
   REDIS_URL: {
     schema: z.string().url().default('redis://127.0.0.1:6379'),
-    description: 'Redis for status cache, rate limits, sessions, queues and pub/sub.',
+    description: 'Redis for the device status and latest-value cache, rate limits, queues and pub/sub.',
     shown: 'redis://127.0.0.1:6379',
   },
   REDIS_PREFIX: {
@@ -77,7 +77,7 @@ export const configSpec = {
   },
   MQTT_URL: {
     schema: z.string().url().default('mqtt://127.0.0.1:1883'),
-    description: 'MQTT broker for ingest and command dispatch.',
+    description: 'MQTT broker ingest subscribes to (and `rulr simulate` publishes to).',
     shown: 'mqtt://127.0.0.1:1883',
   },
   RULR_SECRET: {
@@ -93,7 +93,7 @@ export const configSpec = {
   },
   GATEWAY_PORT: { schema: port(3000), description: 'Gateway HTTP + WebSocket port.', shown: '3000' },
   ...subgraphPorts,
-  INGEST_PORT: { schema: port(4010), description: 'ingest health/metrics/webhook port.', shown: '4010' },
+  INGEST_PORT: { schema: port(4010), description: 'ingest health/metrics port.', shown: '4010' },
   INGEST_GROUP: {
     schema: z
       .string()
