@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole suite the way CI does: services, dependencies, then what `npm test` runs
-# (lint, typecheck, vitest) and a one-line summary `N passed, N failed` at the end.
+# (lint, typecheck, vitest: the unit and integration projects, and the integration tests again
+# through PgBouncer, project pgbouncer) and a one-line summary `N passed, N failed` at the end.
 # Arguments are passed to vitest (e.g. `bash scripts/test.sh lib/` runs only those test files).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -8,6 +9,10 @@ cd "$(dirname "$0")/.." || exit 1
 . scripts/lib.sh
 
 bash scripts/setup-services.sh || exit 1
+if [ "${RULR_PGBOUNCER:-1}" = 0 ] && [ -z "${TEST_PG_POOLER_URL+set}" ]; then
+  echo "[rulr] RULR_PGBOUNCER=0: the PgBouncer pass (vitest project pgbouncer) is left out"
+  export TEST_PG_POOLER_URL=
+fi
 ensure_node_modules || exit 1
 
 report=$(mktemp -t rulr-vitest-XXXXXX.json)

@@ -35,10 +35,20 @@ export interface WriteResult {
   rollupMs: number;
 }
 
+/**
+ * Created by the staged transaction itself when its server connection lacks it: behind PgBouncer in
+ * transaction mode a transaction may run on another server connection than the one before.
+ */
 const STAGE = `create temp table if not exists rulr_ingest_stage (
   ts bigint not null, org_id uuid not null, device_id uuid not null, metric text not null,
   value double precision, text text, counter boolean not null
 ) on commit delete rows`;
+
+/**
+ * Every batch's transaction commits durably before its PUBACKs, whatever the server's default: set
+ * per transaction, since a session `SET` behind PgBouncer stays on whichever server connection ran it.
+ */
+const BEGIN = 'begin; set local synchronous_commit = on';
 
 /**
  * Raw rows are COPYed into a per-connection temp table, then moved with one statement: the insert
@@ -190,7 +200,8 @@ export interface BatchWriterOptions {
 }
 
 /**
- * A dedicated connection (its temp staging table lives as long as it does). A failed batch throws;
+ * A dedicated connection (PgBouncer's transaction mode allowed: no session state but the time zone,
+ * which PgBouncer carries over). A failed batch throws;
  * the caller retries with the same rows after `reset()`, which drops a broken connection.
  */
 export class BatchWriter {
@@ -210,8 +221,7 @@ export class BatchWriter {
       url,
       applicationName: 'rulr-ingest',
       setup: async (c) => {
-        await c.query("set time zone 'UTC'; set synchronous_commit = on");
-        await c.query(STAGE);
+        await c.query("set time zone 'UTC'");
         this.metrics = o.metricRollups ?? metricRollupTables(await storageInfoOf(c));
         this.sql = statements(await rawTablesOf(c));
         this.lateAge = this.metrics ? null : await lateReadingAgeOf(c);
@@ -240,7 +250,7 @@ export class BatchWriter {
   async write(rows: Row[], dead: DeadLetterRow[]): Promise<WriteResult> {
     const c = await this.connection.get();
     try {
-      await c.query('begin');
+      await c.query(BEGIN);
       let inserted = 0;
       let path: WriteResult['path'] = 'none';
       let t = performance.now();
@@ -264,7 +274,7 @@ export class BatchWriter {
         } catch (e) {
           if ((e as { code?: string }).code !== '23505') throw e;
           await c.query('rollback');
-          await c.query('begin');
+          await c.query(`${BEGIN}; ${STAGE}`);
           t = performance.now();
           await this.copy(c, 'copy rulr_ingest_stage from stdin', copyText(rows));
           const r = await c.query<{ inserted: number }>(this.sql.move, [this.metrics]);

@@ -45,6 +45,7 @@ import {
   provisionModeSchema,
   updateDeviceSchema,
   updateProfileSchema,
+  updateSiteSchema,
 } from './validation.js';
 
 /** What every resolver of this subgraph receives. */
@@ -330,6 +331,14 @@ export function createResolvers(
       ctx.loaders.siteChildren.clearAll();
       return row;
     },
+    async updateSite(_p, args, ctx) {
+      const id = authorize(ctx.identity, WRITE);
+      const siteId = checkId(args.id);
+      const input = (args.input ?? {}) as Record<string, unknown>;
+      const row = await ctx.repos.sites.updateSite(id, siteId, check(updateSiteSchema, input, 'input'));
+      ctx.loaders.site.clear(row.id).prime(row.id, row);
+      return row;
+    },
     async createDeviceProfile(_p, args, ctx) {
       const id = authorize(ctx.identity, WRITE);
       const p = check(createProfileSchema, args.input, 'input');
@@ -477,6 +486,8 @@ export function createResolvers(
       return sites.filter((x): x is SiteRow => x !== null && !(x instanceof Error));
     },
     deviceCount: (s, _a, ctx) => ctx.loaders.siteDeviceCount.load(s.id),
+    timeZone: (s) => s.time_zone,
+    location: (s) => (s.lat === null || s.lng === null ? null : { lat: s.lat, lng: s.lng }),
     createdAt: (s) => s.created_at,
   };
 
