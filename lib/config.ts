@@ -91,6 +91,25 @@ export const configSpec = {
     schema: z.string().url().optional(),
     description: 'Optional external issuer JWKS; tokens it signs are accepted too (claims `org`, `role`).',
   },
+  SMTP_URL: {
+    schema: z
+      .string()
+      .url()
+      .refine((u) => /^smtps?:\/\//.test(u), 'must start with smtp:// or smtps://')
+      .optional(),
+    description:
+      'Mail server for invitations, password resets and notifications: `smtp://[user:pass@]host[:port]` (STARTTLS when offered) or `smtps://…`. Unset: mail is logged in development, and refused in production.',
+  },
+  SMTP_TIMEOUT_MS: {
+    schema: posInt(10_000),
+    description: 'Connection, greeting and socket timeout towards the mail server.',
+    shown: '10000',
+  },
+  MAIL_FROM: {
+    schema: z.string().min(3).default('RULR <rulr@localhost>'),
+    description: 'The `From` of every mail RULR sends.',
+    shown: 'RULR <rulr@localhost>',
+  },
   GATEWAY_PORT: { schema: port(3000), description: 'Gateway HTTP + WebSocket port.', shown: '3000' },
   ...subgraphPorts,
   INGEST_PORT: { schema: port(4010), description: 'ingest health/metrics/webhook port.', shown: '4010' },
