@@ -96,7 +96,6 @@ export async function startGateway(ctx: RoleContext, o: GatewayOptions = {}): Pr
     urls,
     signer,
     client,
-    secret: cfg.RULR_SECRET,
     mask: production,
     limits,
     introspection,
@@ -106,7 +105,7 @@ export async function startGateway(ctx: RoleContext, o: GatewayOptions = {}): Pr
     logger,
   });
   const apollo = await startApolloRoute({ gateway: graph.gateway, introspection, finalizeError });
-  const direct = directRoute({ local, urls, client, signer, secret: cfg.RULR_SECRET, mask: production, finalizeError, logger });
+  const direct = directRoute({ local, urls, client, signer, mask: production, finalizeError, logger });
   const planned = plannedRoute({ services: graph.services, finalizeError, logger });
 
   const run = dispatcher({ router: graph.router, direct, planned, apollo, timeoutMs: cfg.GATEWAY_TIMEOUT_MS });

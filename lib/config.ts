@@ -91,6 +91,12 @@ export const configSpec = {
     schema: z.string().url().optional(),
     description: 'Optional external issuer JWKS; tokens it signs are accepted too (claims `org`, `role`).',
   },
+  IDENTITY_MAX_AGE_S: {
+    schema: posInt(30),
+    description:
+      "How long a subgraph accepts the gateway's signed identity header (bound to one request's method, path and body; a mutation's also single-use). Covers clock skew between hosts.",
+    shown: '30',
+  },
   SMTP_URL: {
     schema: z
       .string()
