@@ -189,6 +189,20 @@ export interface GeometryColumns {
   type: string | null;
 }
 
+export interface Invitations {
+  accepted_at: Timestamp | null;
+  accepted_by: string | null;
+  created_at: Generated<Timestamp>;
+  email: string;
+  expires_at: Timestamp;
+  id: Generated<string>;
+  invited_by: string;
+  org_id: string;
+  revoked_at: Timestamp | null;
+  role: string;
+  token_hash: string;
+}
+
 export interface Memberships {
   created_at: Generated<Timestamp>;
   org_id: string;
@@ -268,6 +282,15 @@ export interface Organizations {
   slug: string;
 }
 
+export interface PasswordResets {
+  created_at: Generated<Timestamp>;
+  expires_at: Timestamp;
+  id: Generated<string>;
+  token_hash: string;
+  used_at: Timestamp | null;
+  user_id: string;
+}
+
 export interface RuleExecutions {
   at: Generated<Timestamp>;
   cleared: number;
@@ -333,8 +356,11 @@ export interface Users {
   disabled_at: Timestamp | null;
   email: string;
   id: Generated<string>;
+  last_login_at: Timestamp | null;
   name: Generated<string>;
+  password_changed_at: Timestamp | null;
   password_hash: string;
+  platform_operator: Generated<boolean>;
 }
 
 export interface DB {
@@ -352,6 +378,7 @@ export interface DB {
   energy_readings: EnergyReadings;
   geography_columns: GeographyColumns;
   geometry_columns: GeometryColumns;
+  invitations: Invitations;
   memberships: Memberships;
   metrics_daily: MetricsDaily;
   metrics_daily_live: MetricsDailyLive;
@@ -359,6 +386,7 @@ export interface DB {
   metrics_hourly_live: MetricsHourlyLive;
   metrics_rollup_deltas: MetricsRollupDeltas;
   organizations: Organizations;
+  password_resets: PasswordResets;
   rule_executions: RuleExecutions;
   rules: Rules;
   rulr_migrations: RulrMigrations;

@@ -5,6 +5,7 @@ import * as m0003 from './0003_rollup_deltas.js';
 import * as m0004 from './0004_energy_hourly.js';
 import * as m0005 from './0005_alarms_rules.js';
 import * as m0006 from './0006_partition_privileges.js';
+import * as m0030 from './0030_people.js';
 
 /**
  * Every migration, in order. A static list (not a folder scan) so the same code runs from
@@ -17,4 +18,5 @@ export const migrations: Record<string, Migration> = {
   '0004_energy_hourly': m0004,
   '0005_alarms_rules': m0005,
   '0006_partition_privileges': m0006,
+  '0030_people': m0030,
 };
