@@ -78,9 +78,10 @@ export class TokenVerifier {
       throw new UnauthenticatedError('token has a malformed sid or plat claim');
     }
     const id: Identity = { kind: 'user', subject: payload.sub, orgId: org, role, scopes: [] };
-    if (typeof payload.sid === 'string') id.sessionId = payload.sid;
-    // only RULR's own tokens may make a platform operator, never an external issuer's
-    if (payload.plat === true && payload.iss === this.o.issuer && alg === 'HS256') id.platform = true;
+    // Sessions and platform operators are RULR's own: an external issuer's `sid` names its session, not ours.
+    const own = alg === 'HS256' && payload.iss === this.o.issuer;
+    if (own && typeof payload.sid === 'string') id.sessionId = payload.sid;
+    if (own && payload.plat === true) id.platform = true;
     this.cache.set(token, { id, exp: payload.exp });
     return { ...id, exp: payload.exp };
   }
