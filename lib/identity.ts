@@ -53,8 +53,7 @@ function keyOf(secret: string): KeyObject {
 /** `<version>.<identity>.<issued at, ms base 36>.<nonce>` then method, path and body, as the MAC covers them. */
 function mac(secret: string, head: string, r: BoundRequest): Buffer {
   return createHmac('sha256', keyOf(secret))
-    .update(head)
-    .update(`\n${r.method ?? 'POST'}\n${r.path ?? '/graphql'}\n`)
+    .update(`${head}\n${r.method ?? 'POST'}\n${r.path ?? '/graphql'}\n`)
     .update(r.body)
     .digest();
 }

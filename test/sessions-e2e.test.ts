@@ -5,6 +5,7 @@ import { type GatewayHandle, startGateway } from '../gateway/index.js';
 import { SessionCheckUnavailableError, SessionGuard } from '../gateway/sessions.js';
 import { testContext } from '../gateway/test-fixtures.js';
 import { hashPassword } from '../lib/auth.js';
+import { parseConsoleLink } from '../lib/contracts/console-links.js';
 import { CloseCode } from '../lib/errors.js';
 import { createLogger } from '../lib/logger.js';
 import { createRedis } from '../lib/redis.js';
@@ -13,6 +14,7 @@ import { startSubgraphServer } from '../lib/subgraph.js';
 import { createSubgraph as createDevicesSubgraph } from '../subgraphs/devices/index.js';
 import { SessionStore } from '../subgraphs/devices/repositories/index.js';
 import { createTestDatabase, type TestDatabase } from './support/db.js';
+import { startSmtpServer, type TestSmtpServer } from './support/smtp.js';
 
 const PASSWORD = 'correct horse battery staple';
 
@@ -33,11 +35,18 @@ describe('sign-in sessions at the gateway', () => {
   let a: GatewayHandle;
   let b: GatewayHandle;
   let orgId = '';
+  let smtp: TestSmtpServer;
   const users: Record<string, string> = {};
 
   beforeAll(async () => {
     tdb = await createTestDatabase();
-    ctx = testContext({ DATABASE_URL: tdb.url, GATEWAY_RATE_LIMIT: '100000' });
+    smtp = await startSmtpServer();
+    ctx = testContext({
+      DATABASE_URL: tdb.url,
+      GATEWAY_RATE_LIMIT: '100000',
+      SMTP_URL: smtp.url,
+      MAIL_CONSOLE_URL: 'https://console.acme.test',
+    });
     orgId = (await tdb.db.insertInto('organizations').values({ slug: 'acme', name: 'Acme' }).returning('id').executeTakeFirstOrThrow()).id;
     const hash = await hashPassword(PASSWORD);
     for (const [name, role] of [
@@ -68,6 +77,7 @@ describe('sign-in sessions at the gateway', () => {
     if (keys.length) await ctx.redis.del(...keys);
     await ctx.close();
     await tdb?.drop();
+    await smtp?.close();
   });
 
   const gql = async (gw: GatewayHandle, query: string, token?: string, variables?: Record<string, unknown>) => {
@@ -165,6 +175,39 @@ describe('sign-in sessions at the gateway', () => {
     expect(stolen.body.errors[0].message).toMatch(/already used/);
     ended(await gql(a, ME, second.token));
     ended(await gql(b, ME, first.token));
+  });
+
+  it('takes an invited person from the mailed link to a working session, and a reset from the mailed link to closed WebSockets', async () => {
+    const admin = await login('admin', b);
+    const invited = await gql(b, 'mutation { inviteUser(email: "olga@acme.test", role: VIEWER) { status } }', admin.token);
+    expect(invited.body.data.inviteUser.status).toBe('PENDING');
+    const mail = await smtp.waitFor((m) => m.to.includes('olga@acme.test'));
+    const { token } = parseConsoleLink(/(https:\/\/\S+)/.exec(mail.text)?.[1] ?? '');
+    const accepted = await gql(
+      a,
+      'mutation($t: String!) { acceptInvitation(token: $t, password: "olga has a long password") { token role } }',
+      undefined,
+      {
+        t: token,
+      },
+    );
+    expect(accepted.body.data.acceptInvitation.role).toBe('VIEWER');
+    const olga = accepted.body.data.acceptInvitation.token as string;
+    expect((await gql(b, ME, olga)).body.data.me.email).toBe('olga@acme.test');
+    const { closed } = await socket(b, olga);
+
+    expect((await gql(a, 'mutation { requestPasswordReset(email: "olga@acme.test") }')).body.data.requestPasswordReset).toBe(true);
+    const resetMail = await smtp.waitFor((m) => m.to.includes('olga@acme.test') && /Reset/.test(m.mail.subject ?? ''));
+    const reset = parseConsoleLink(/(https:\/\/\S+)/.exec(resetMail.text)?.[1] ?? '');
+    expect(reset.kind).toBe('reset-password');
+    const done = await gql(b, 'mutation($t: String!) { resetPassword(token: $t, newPassword: "olga has a new password") }', undefined, {
+      t: reset.token,
+    });
+    expect(done.body.data.resetPassword).toBe(true);
+    expect(await closed).toBe(CloseCode.Forbidden);
+    ended(await gql(a, ME, olga));
+    const again = await gql(a, `mutation { login(email: "olga@acme.test", password: "olga has a new password") { role } }`);
+    expect(again.body.data.login.role).toBe('VIEWER');
   });
 
   describe('a replica that cannot hear the revocation channel', () => {
