@@ -363,8 +363,20 @@ async function main(): Promise<void> {
   const { orgId, userId, deviceId } = await prepareDatabase();
   const { signIdentity } = await import('../lib/identity.js');
   const { issueToken } = await import('../lib/auth.js');
-  const identity = { kind: 'user' as const, subject: userId, orgId, role: 'viewer' as const, scopes: [] };
-  const token = await issueToken({ userId, orgId, role: 'viewer' }, { secret: SECRET, issuer: 'rulr', ttlSeconds: 24 * 3600 });
+  // A token of a sign-in session, as `login` issues: RULR's gateways check the session on every request.
+  const { createRedis } = await import('../lib/redis.js');
+  const { SessionStore } = await import('../subgraphs/devices/repositories/index.js');
+  const redis = createRedis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
+  const session = await new SessionStore(redis, String(serverEnv().REDIS_PREFIX), { idleMs: 86_400_000, maxAgeMs: 86_400_000 }).create({
+    userId,
+    orgId,
+    role: 'viewer',
+    platform: false,
+  });
+  await redis.quit();
+  const sessionId = session.session.id;
+  const identity = { kind: 'user' as const, subject: userId, orgId, role: 'viewer' as const, scopes: [], sessionId };
+  const token = await issueToken({ userId, orgId, role: 'viewer', sessionId }, { secret: SECRET, issuer: 'rulr', ttlSeconds: 24 * 3600 });
 
   const modes = (process.env.BENCH_SUBGRAPH ?? 'postgres,memory').split(',') as Mode[];
   const subset = Boolean(process.env.BENCH_TARGETS || process.env.BENCH_QUERIES || process.env.BENCH_SUBGRAPH);
@@ -396,7 +408,8 @@ async function main(): Promise<void> {
     '',
     'Targets: (a) the devices subgraph called directly with a signed identity header; (b) a stock `@apollo/gateway`',
     '(ApolloGateway + `startStandaloneServer`, HTTP data sources, defaults, the request-bound identity header signed in a wrapper of its fetcher);',
-    "(c) RULR's gateway with the subgraphs in their own processes over HTTP; (c') RULR all-in-one (`rulr start all`, subgraphs in process).",
+    "(c) RULR's gateway with the subgraphs in their own processes over HTTP; (c') RULR all-in-one (`rulr start all`, subgraphs in process);",
+    "(c) and (c') are sent a token of a sign-in session, as `login` issues, whose session the gateway checks on every request.",
     '',
     'Two suites, the same queries and data: **PostgreSQL** — the devices subgraph as shipped, reading PostgreSQL; **in-memory** —',
     'the same subgraph code (SDL, resolvers, DataLoaders, identity check, HTTP handler) over an in-memory snapshot of the same rows',

@@ -274,13 +274,13 @@ export function peopleResolvers(config: PeopleConfig) {
     async logout(_p, args, ctx) {
       const { refreshToken } = check(logoutSchema, args, '');
       const id = ctx.identity;
-      if (refreshToken) {
-        const s = await ctx.people.sessions.ownerOf(refreshToken);
-        if (s) await ctx.people.sessions.revoke([s]);
-        return true;
+      const s = refreshToken ? await ctx.people.sessions.ownerOf(refreshToken) : undefined;
+      if (!refreshToken && id.kind === 'anonymous') throw new UnauthenticatedError('logout needs a session token or a refresh token');
+      const ending = s ?? (id.sessionId && !refreshToken ? { id: id.sessionId, userId: id.subject } : undefined);
+      if (ending) {
+        await ctx.people.sessions.revoke([ending]);
+        await ctx.repos.users.audit(ending.userId, `user:${ending.userId}`, 'session.logout', { sessionId: ending.id });
       }
-      if (id.kind === 'anonymous') throw new UnauthenticatedError('logout needs a session token or a refresh token');
-      if (id.sessionId) await ctx.people.sessions.revoke([{ id: id.sessionId, userId: id.subject }]);
       return true;
     },
     async revokeSession(_p, args, ctx) {
@@ -288,6 +288,7 @@ export function peopleResolvers(config: PeopleConfig) {
       const sid = typeof args.id === 'string' ? args.id : '';
       const ended = await ctx.people.sessions.revokeUser(id.subject, (s) => s.id === sid);
       if (!ended.length) throw new NotFoundError(`session ${sid}`);
+      await ctx.repos.users.audit(id.subject, actorOf(id), 'session.revoke', { sessionId: sid });
       return true;
     },
     async switchOrganization(_p, args, ctx) {

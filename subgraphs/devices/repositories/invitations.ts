@@ -28,6 +28,14 @@ export interface Accepted {
   org: OrganizationRow;
 }
 
+/** The invitation a token names, with its organization's slug and name (no tenant: the token is all the caller has). */
+const byToken = (db: Db | Tx, token: string) =>
+  db
+    .selectFrom('invitations as i')
+    .innerJoin('organizations as o', 'o.id', 'i.org_id')
+    .select([...columns.map((c) => `i.${c}` as const), 'o.slug', 'o.name'])
+    .where('i.token_hash', '=', hashToken(token));
+
 /** The invitation's link was wrong, used, revoked or expired: one answer for all, so a guess learns nothing. */
 const unusable = () => new BadInputError('this invitation link is invalid, expired, revoked or already used', { field: 'token' });
 
@@ -137,14 +145,10 @@ export class InvitationRepository {
    */
   async findOpen(token: string): Promise<{ invitation: InvitationRow; org: OrganizationRow; accountExists: boolean } | undefined> {
     if (!/^inv_[A-Za-z0-9_-]{43}$/.test(token)) return undefined;
-    const row = await this.db
-      .selectFrom('invitations as i')
-      .innerJoin('organizations as o', 'o.id', 'i.org_id')
-      .select([...columns.map((c) => `i.${c}` as const), 'o.slug', 'o.name'])
+    const row = await byToken(this.db, token)
       .select((eb) =>
         eb.exists(eb.selectFrom('users as u').select('u.id').where(sql<SqlBool>`lower(u.email) = lower(i.email)`)).as('account_exists'),
       )
-      .where('i.token_hash', '=', hashToken(token))
       .where('i.accepted_at', 'is', null)
       .where('i.revoked_at', 'is', null)
       .where('i.expires_at', '>', sql<Date>`now()`)
@@ -161,13 +165,7 @@ export class InvitationRepository {
    */
   accept(token: string, person: { existing: string } | { create: { name: string; passwordHash: string } }): Promise<Accepted> {
     return this.db.transaction().execute(async (sys) => {
-      const found = await sys
-        .selectFrom('invitations as i')
-        .innerJoin('organizations as o', 'o.id', 'i.org_id')
-        .select([...columns.map((c) => `i.${c}` as const), 'o.slug', 'o.name'])
-        .where('i.token_hash', '=', hashToken(token))
-        .forUpdate('i')
-        .executeTakeFirst();
+      const found = await byToken(sys, token).forUpdate('i').executeTakeFirst();
       if (!found || found.accepted_at || found.revoked_at || new Date(found.expires_at).getTime() <= Date.now()) throw unusable();
       let userId: string;
       let created = false;
