@@ -6,6 +6,7 @@
 // BENCH_LATENCY_RATE (readings/s, default half the live rate);
 // BENCH_CPU_PROF=1 writes a V8 CPU profile of each ingest child (`node --cpu-prof`) to BENCH_CPU_PROF_DIR.
 // BENCH_INGEST_ENTRY=<file.mjs> runs that prebuilt ingest bundle instead of building ingest/testing/run-ingest.ts.
+// BENCH_TIMESCALE=1 converts the fresh database to TimescaleDB storage (TEST_PG_URL must name a TimescaleDB server).
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -17,6 +18,7 @@ import pg from 'pg';
 import { startNoDropBroker } from '../ingest/testing/broker.js';
 import { seedFleet } from '../ingest/testing/fixtures.js';
 import { eventsChannel } from '../lib/contracts/events.js';
+import { applyTimescale } from '../lib/telemetry/timescale/apply.js';
 import { copyText, type Row } from '../lib/telemetry/writer.js';
 import { migrateToLatest } from '../schema/migrate.js';
 import { adminUrl, dbUrl } from '../test/support/env.js';
@@ -161,6 +163,7 @@ async function main(): Promise<void> {
   const url = dbUrl(dbName);
   const kdb = new Kysely<unknown>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: url, max: 1 }) }) });
   await migrateToLatest(kdb);
+  if (process.env.BENCH_TIMESCALE === '1') log((await applyTimescale(kdb)).join('; '));
   await kdb.destroy();
   const fleet = await seedFleet(url, {
     devices: DEVICES,

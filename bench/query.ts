@@ -12,7 +12,7 @@
  *
  * Both are measured through the subgraph (`_entities` executed by `executeSubgraph`, tenant
  * transaction included, no HTTP) and, for the ratio, through the repository. Results go to the
- * query section of bench/RESULTS.md.
+ * query section of bench/RESULTS.md (not with BENCH_WRITE_RESULTS=0).
  */
 import { readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -274,6 +274,7 @@ async function main() {
     '<!-- bench:query:end -->',
   ].join('\n');
   console.log(section);
+  if (process.env.BENCH_WRITE_RESULTS === '0') return;
   const path = new URL('./RESULTS.md', import.meta.url);
   let md = '';
   try {

@@ -5,7 +5,8 @@
 // baseline) and (2) the RuleEvaluator as shipped (`RULE_EVAL_CONCURRENCY` 2), against the demo
 // organization with 5 rules. Two loads: steady (1 % of the lights change state per job: a few raises
 // and clears, the rest refreshes of the active alarms or nothing) and storm (every light crosses a
-// threshold in every job: 1,000 raises, then 1,000 clears). Writes the section of bench/RESULTS.md.
+// threshold in every job: 1,000 raises, then 1,000 clears). Writes the section of bench/RESULTS.md
+// (not with BENCH_WRITE_RESULTS=0).
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -196,7 +197,7 @@ async function main(): Promise<void> {
     '## Rule evaluation (`npm run bench:rules`)',
     '',
     `Run ${started.toISOString().slice(0, 16)}Z on ${os.availableParallelism()} × ${os.cpus()[0]?.model ?? 'cpu'}, Node ${process.version}, 1-minute load average ${loadBefore.toFixed(1)} before and ${(os.loadavg()[0] ?? 0).toFixed(1)} after.`,
-    'Command: `npm run bench:rules` (env: `BENCH_JOBS`, `BENCH_STORM_JOBS`, `RULE_EVAL_CONCURRENCY`).',
+    'Command: `npm run bench:rules` (env: `BENCH_JOBS`, `BENCH_STORM_JOBS`, `RULE_EVAL_CONCURRENCY`, `BENCH_WRITE_RESULTS=0`).',
     `Setup: own database \`${DB_NAME}\` with the demo organization (1,000 street lights) and ${rules} rules (the demo's lamp failure, over- and undervoltage, plus high power and high current); every job holds 5,000 readings (1,000 lights × voltage, current, power, dim level, fault flag: ingest's cap per job), so a job costs ${rules * 1000} rule × reading comparisons. The queue is filled first, then drained by one process: the baseline is a BullMQ worker that does nothing with each job (the queue's own cost, same concurrency ${CONCURRENCY}); then the RuleEvaluator as shipped (tenant transaction per job, device scope query, newest alarm per device and type, batched inserts/updates, history rows, events and counters in Redis).`,
     '',
     '| load | jobs | readings evaluated/s | no-op worker, readings/s | ratio | alarms raised / cleared | vs ingest live rate |',
@@ -207,6 +208,7 @@ async function main(): Promise<void> {
     '<!-- bench:rules:end -->',
   ].join('\n');
   console.log(section);
+  if (process.env.BENCH_WRITE_RESULTS === '0') return;
   const path = new URL('./RESULTS.md', import.meta.url);
   const md = readFileSync(path, 'utf8');
   const re = /<!-- bench:rules:start -->[\s\S]*<!-- bench:rules:end -->/;

@@ -55,7 +55,7 @@ program
 
 program
   .command('migrate')
-  .description('apply database migrations (safe to run from several replicas at once)')
+  .description('apply database migrations (safe from several replicas at once; connect directly, not through PgBouncer)')
   .option('--down', 'revert the newest migration')
   .option('--timescale', 'also convert telemetry to TimescaleDB (fails when the extension is missing); docs/timescale.md')
   .action(async (o: { down?: boolean; timescale?: boolean }) => {

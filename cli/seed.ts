@@ -3,6 +3,7 @@ import { sql } from 'kysely';
 import { hashPassword } from '../lib/auth.js';
 import type { Config } from '../lib/config.js';
 import { createDb, type Db } from '../lib/db.js';
+import { parseProgram } from '../lib/programs.js';
 import { siteLabel } from '../lib/sites.js';
 
 /** What `seedDemo` created or found, for scripts and tests. */
@@ -26,7 +27,7 @@ export interface SeedOptions {
 }
 
 export const DEMO_EMAIL = 'admin@demo.rulr.io';
-const CITY = { name: 'Lumen City', lat: 52.3702, lng: 4.8952 };
+const CITY = { name: 'Lumen City', lat: 52.3702, lng: 4.8952, timeZone: 'Europe/Amsterdam' };
 /** Coordinates to 6 decimals (about 0.1 m): no float noise such as 52.374199999999995 in answers. */
 const deg = (x: number) => Math.round(x * 1e6) / 1e6;
 const DISTRICTS = ['Old Town', 'Harbour', 'University', 'Riverside'];
@@ -93,6 +94,16 @@ export const DEMO_RULES = [
     severity: 'major',
   },
 ] as const;
+/** The demo city's lighting program: on at sunset −10 min, 50 % at 00:30, off at sunrise +10 min. */
+export const DEMO_PROGRAM = {
+  name: 'Street lighting',
+  description: 'On at sunset −10 min, 50 % at 00:30, off at sunrise +10 min.',
+  switchPoints: [
+    { at: 'sunset', offsetMinutes: -10, level: 100, rampSeconds: 5 },
+    { at: 'fixed', time: '00:30', level: 50, rampSeconds: 60 },
+    { at: 'sunrise', offsetMinutes: 10, level: 0, rampSeconds: 5 },
+  ],
+};
 const CONCENTRATOR_METRICS = [
   { name: 'connectedChildren', type: 'number', min: 0 },
   { name: 'rssi', type: 'number', unit: 'dBm', min: -150, max: 0 },
@@ -101,7 +112,7 @@ const CONCENTRATOR_METRICS = [
 /**
  * Creates (or completes) the `demo` organization: a city → districts → streets site tree, a
  * street-light and a concentrator profile, `devices` street lights spread over the streets, a few
- * concentrators with children, and `admin@demo.rulr.io`. Safe to re-run: rows are keyed by stable
+ * concentrators with children, the street-lighting program assigned to the city, and `admin@demo.rulr.io`. Safe to re-run: rows are keyed by stable
  * ids and serials, and the admin's password is reset to the one printed.
  */
 export async function seedDemo(cfg: Config, o: SeedOptions): Promise<SeedSummary> {
@@ -148,6 +159,10 @@ export async function seedDemo(cfg: Config, o: SeedOptions): Promise<SeedSummary
         .values(sites.map((s) => ({ ...s, org_id: orgId })))
         .onConflict((oc) => oc.column('id').doNothing())
         .execute();
+      // The city's time zone and location: its lighting program runs there (docs/programs.md).
+      await sql`update sites set time_zone = ${CITY.timeZone},
+          location = st_setsrid(st_makepoint(${CITY.lng}, ${CITY.lat}), 4326)::geography
+        where id = ${cityId} and org_id = ${orgId}`.execute(tx);
 
       const profileIds: Record<string, string> = {};
       for (const p of [
@@ -258,6 +273,31 @@ export async function seedDemo(cfg: Config, o: SeedOptions): Promise<SeedSummary
           tx,
         );
       }
+
+      // The street-lighting program, assigned to the whole city.
+      const program = await sql<{ id: string }>`
+        insert into programs (org_id, name, description, switch_points, created_by)
+        select ${orgId}, ${DEMO_PROGRAM.name}, ${DEMO_PROGRAM.description}, ${JSON.stringify(parseProgram(DEMO_PROGRAM).switchPoints)}::jsonb, 'system:seed'
+        where not exists (select 1 from programs where org_id = ${orgId} and lower(name) = lower(${DEMO_PROGRAM.name}) and deleted_at is null)
+        returning id`.execute(tx);
+      const programId =
+        program.rows[0]?.id ??
+        (
+          await tx
+            .selectFrom('programs')
+            .select('id')
+            .where('org_id', '=', orgId)
+            .where(sql`lower(name)`, '=', DEMO_PROGRAM.name.toLowerCase())
+            .where('deleted_at', 'is', null)
+            .executeTakeFirstOrThrow()
+        ).id;
+      await sql`
+        insert into program_assignments (org_id, program_id, site_id, created_by)
+        select ${orgId}, ${programId}, ${cityId}, 'system:seed'
+        where not exists (
+          select 1 from program_assignments where org_id = ${orgId} and site_id = ${cityId} and profile_id is null and device_id is null)`.execute(
+        tx,
+      );
 
       const passwordHash = await hashPassword(password);
       const existing = await tx.selectFrom('users').select('id').where(sql`lower(email)`, '=', DEMO_EMAIL).executeTakeFirst();

@@ -57,14 +57,14 @@ export const configSpec = {
   },
   DATABASE_URL: {
     schema: z.string().url().default('postgres://postgres@127.0.0.1:5432/rulr'),
-    description: 'PostgreSQL primary (read/write).',
+    description: 'PostgreSQL primary (read/write), directly or through PgBouncer in transaction mode (`rulr migrate` needs a direct URL).',
     shown: 'postgres://postgres@127.0.0.1:5432/rulr',
   },
   DATABASE_READ_URL: { schema: z.string().url().optional(), description: 'Optional read replica; metrics queries go there when set.' },
   DATABASE_POOL_SIZE: { schema: posInt(10), description: 'Connections per pool per process.', shown: '10' },
   REDIS_URL: {
     schema: z.string().url().default('redis://127.0.0.1:6379'),
-    description: 'Redis for status cache, rate limits, sessions, queues and pub/sub.',
+    description: 'Redis for the device status and latest-value cache, rate limits, queues and pub/sub.',
     shown: 'redis://127.0.0.1:6379',
   },
   REDIS_PREFIX: {
@@ -77,7 +77,7 @@ export const configSpec = {
   },
   MQTT_URL: {
     schema: z.string().url().default('mqtt://127.0.0.1:1883'),
-    description: 'MQTT broker for ingest and command dispatch.',
+    description: 'MQTT broker ingest subscribes to (and `rulr simulate` publishes to).',
     shown: 'mqtt://127.0.0.1:1883',
   },
   RULR_SECRET: {
@@ -158,7 +158,7 @@ export const configSpec = {
   },
   GATEWAY_PORT: { schema: port(3000), description: 'Gateway HTTP + WebSocket port.', shown: '3000' },
   ...subgraphPorts,
-  INGEST_PORT: { schema: port(4010), description: 'ingest health/metrics/webhook port.', shown: '4010' },
+  INGEST_PORT: { schema: port(4010), description: 'ingest health/metrics port.', shown: '4010' },
   INGEST_GROUP: {
     schema: z
       .string()
@@ -290,6 +290,43 @@ export const configSpec = {
     schema: posInt(365),
     description: 'Days cleared alarms (with their history) and rule executions are kept; active alarms stay.',
     shown: '365',
+  },
+  SOLAR_CLUSTER_DEGREES: {
+    schema: z.coerce.number().positive().max(1).default(0.1),
+    description:
+      'Size (degrees) of the location cells lighting programs compute solar events for: devices in one cell share one computation (0.1° ≈ 24 s of solar time east-west).',
+    shown: '0.1',
+  },
+  PROGRAMS_TICK_MS: {
+    schema: posInt(1000),
+    description: 'How often the program scheduler (workers) looks for due switch events and override starts or ends.',
+    shown: '1000',
+  },
+  PROGRAMS_REPLAN_S: {
+    schema: posInt(300),
+    description:
+      'How often the program scheduler regroups devices into locations without a change notice (new devices, moved devices); a change of programs, assignments or sites replans at once.',
+    shown: '300',
+  },
+  PROGRAMS_DETECT_S: {
+    schema: posInt(60),
+    description: 'How often the expected-state detectors (day burner, dark lamp, dim mismatch) compare lamps with their programs.',
+    shown: '60',
+  },
+  PROGRAMS_DETECT_GRACE_S: {
+    schema: posInt(600),
+    description: 'How long a lamp may differ from its program (after a switch event) before a detector raises its alarm.',
+    shown: '600',
+  },
+  PROGRAMS_DIM_TOLERANCE: {
+    schema: z.coerce.number().int().min(0).max(50).default(5),
+    description: 'Percentage points a reported `dimLevel` may differ from the programmed level before it is a dim mismatch.',
+    shown: '5',
+  },
+  PROGRAMS_ON_POWER_W: {
+    schema: z.coerce.number().positive().default(5),
+    description: 'A lamp drawing less than this (W) counts as dark, whatever its `lampState` says.',
+    shown: '5',
   },
 } satisfies Record<string, ConfigVar>;
 

@@ -203,6 +203,17 @@ export interface Invitations {
   token_hash: string;
 }
 
+export interface MaintenanceJobRuns {
+  interval_s: number;
+  last_duration_s: number | null;
+  last_error: string | null;
+  last_failed_at: Timestamp | null;
+  last_started_at: Timestamp | null;
+  last_succeeded_at: Timestamp | null;
+  name: string;
+  registered_at: Generated<Timestamp>;
+}
+
 export interface Memberships {
   created_at: Generated<Timestamp>;
   org_id: string;
@@ -291,6 +302,102 @@ export interface PasswordResets {
   user_id: string;
 }
 
+export interface ProgramAssignments {
+  calendar_id: string | null;
+  created_at: Generated<Timestamp>;
+  created_by: string;
+  device_id: string | null;
+  id: Generated<string>;
+  org_id: string;
+  profile_id: string | null;
+  program_id: string | null;
+  site_id: string | null;
+}
+
+export interface ProgramCalendars {
+  created_at: Generated<Timestamp>;
+  created_by: string;
+  default_program_id: string;
+  deleted_at: Timestamp | null;
+  description: Generated<string>;
+  id: Generated<string>;
+  name: string;
+  org_id: string;
+  rules: Generated<Json>;
+  updated_at: Generated<Timestamp>;
+}
+
+export interface ProgramClusters {
+  assignment_id: string;
+  cell_lat: number;
+  cell_lng: number;
+  devices: Generated<number>;
+  id: Generated<string>;
+  last_fired_at: Timestamp | null;
+  next_at: Timestamp | null;
+  next_event: Json | null;
+  org_id: string;
+  schedule_hash: string | null;
+  time_zone: string;
+  updated_at: Generated<Timestamp>;
+}
+
+export interface ProgramDeviceLevels {
+  device_id: string;
+  event_at: Timestamp;
+  firing_id: Int8;
+  level: number;
+  org_id: string;
+  pushed_at: Timestamp | null;
+  ramp_seconds: Generated<number>;
+  ref_id: string;
+  set_at: Generated<Timestamp>;
+  source: string;
+  writes: Generated<number>;
+}
+
+export interface ProgramFirings {
+  at: Timestamp;
+  devices: number;
+  fired_at: Generated<Timestamp>;
+  id: Generated<Int8>;
+  level: number | null;
+  org_id: string;
+  program_id: string | null;
+  ref_id: string;
+  source: string;
+  switch_point: number | null;
+}
+
+export interface ProgramOverrides {
+  canceled_at: Timestamp | null;
+  canceled_by: string | null;
+  created_at: Generated<Timestamp>;
+  created_by: string;
+  device_id: string | null;
+  ended_at: Timestamp | null;
+  expires_at: Timestamp;
+  id: Generated<string>;
+  level: number;
+  org_id: string;
+  reason: Generated<string>;
+  site_id: string | null;
+  started_at: Timestamp | null;
+  starts_at: Timestamp;
+}
+
+export interface Programs {
+  created_at: Generated<Timestamp>;
+  created_by: string;
+  deleted_at: Timestamp | null;
+  description: Generated<string>;
+  id: Generated<string>;
+  name: string;
+  org_id: string;
+  switch_points: Json;
+  updated_at: Generated<Timestamp>;
+}
+
 export interface RuleExecutions {
   at: Generated<Timestamp>;
   cleared: number;
@@ -336,10 +443,12 @@ export interface RulrMigrationsLock {
 export interface Sites {
   created_at: Generated<Timestamp>;
   id: Generated<string>;
+  location: string | null;
   name: string;
   org_id: string;
   parent_id: string | null;
   path: string;
+  time_zone: string | null;
   updated_at: Generated<Timestamp>;
 }
 
@@ -379,6 +488,7 @@ export interface DB {
   geography_columns: GeographyColumns;
   geometry_columns: GeometryColumns;
   invitations: Invitations;
+  maintenance_job_runs: MaintenanceJobRuns;
   memberships: Memberships;
   metrics_daily: MetricsDaily;
   metrics_daily_live: MetricsDailyLive;
@@ -387,6 +497,13 @@ export interface DB {
   metrics_rollup_deltas: MetricsRollupDeltas;
   organizations: Organizations;
   password_resets: PasswordResets;
+  program_assignments: ProgramAssignments;
+  program_calendars: ProgramCalendars;
+  program_clusters: ProgramClusters;
+  program_device_levels: ProgramDeviceLevels;
+  program_firings: ProgramFirings;
+  program_overrides: ProgramOverrides;
+  programs: Programs;
   rule_executions: RuleExecutions;
   rules: Rules;
   rulr_migrations: RulrMigrations;

@@ -3,6 +3,8 @@
 #   PostgreSQL 15+ with PostGIS and ltree on 127.0.0.1:5432 (user postgres, no password, database rulr)
 #   Redis on 127.0.0.1:6379
 #   Mosquitto 2 on 127.0.0.1:1883 (+ mosquitto-clients)
+#   PgBouncer on 127.0.0.1:6433 in transaction mode in front of that PostgreSQL (the tests' second
+#   pass runs through it; see docs/operations.md, PgBouncer)
 # Idempotent: a service that already answers is reused and nothing is installed; with everything
 # present the script takes a second or two. Installs with apt (Debian/Ubuntu) only what is missing,
 # and starts services without systemd when systemd is not running (containers, CI).
@@ -11,11 +13,15 @@
 #   RULR_PG_TRUST=0   do not add a `trust` line for postgres@127.0.0.1 to pg_hba.conf; set
 #                     DATABASE_URL (with a password) for RULR and TEST_PG_URL for the tests instead.
 #   RULR_DB_NAME      database to create if missing (default rulr)
+#   RULR_PGBOUNCER=0  do not install or start PgBouncer (then run the tests with TEST_PG_POOLER_URL=
+#                     empty, or pointing at a PgBouncer of yours in transaction mode)
+#   RULR_PGBOUNCER_PORT  its port (default 6433: Debian's own pgbouncer service takes 6432)
 set -euo pipefail
 
 PG_PORT=5432
 REDIS_PORT=6379
 MQTT_PORT=1883
+PGBOUNCER_PORT="${RULR_PGBOUNCER_PORT:-6433}"
 DB_NAME="${RULR_DB_NAME:-rulr}"
 MIN_PG=15
 export DEBIAN_FRONTEND=noninteractive
@@ -226,9 +232,75 @@ EOF
   log "Mosquitto ready on 127.0.0.1:$MQTT_PORT"
 }
 
+# ---------------------------------------------------------------- PgBouncer
+# A PgBouncer of RULR's own (its own config, port and run directory; Debian's pgbouncer service and
+# /etc/pgbouncer are left alone), in transaction mode like production, for any database name (the
+# tests clone databases with random names) as user postgres (trust, like the tests' direct URL).
+PGBOUNCER_DIR="${TMPDIR:-/tmp}/rulr-pgbouncer-$PGBOUNCER_PORT"
+pgbouncer_up() { psql -X -w -q -At -h 127.0.0.1 -p "$PGBOUNCER_PORT" -U postgres -d "$DB_NAME" -c 'select 1' >/dev/null 2>&1; }
+
+write_pgbouncer_ini() {
+  cat >"$PGBOUNCER_DIR/pgbouncer.ini" <<EOF
+;; written by RULR scripts/setup-services.sh: development/test PgBouncer (production: deploy/pgbouncer/)
+[databases]
+* = host=127.0.0.1 port=$PG_PORT user=postgres
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $PGBOUNCER_PORT
+unix_socket_dir =
+logfile = $PGBOUNCER_DIR/pgbouncer.log
+pidfile = $PGBOUNCER_DIR/pgbouncer.pid
+;; development only: no password check, every client logs in to PostgreSQL as postgres (trust)
+auth_type = any
+pool_mode = transaction
+max_client_conn = 1000
+default_pool_size = 20
+;; tests drop their databases: let go of idle server connections and pools soon
+server_idle_timeout = 10
+autodb_idle_timeout = 30
+EOF
+}
+
+setup_pgbouncer() {
+  if [ "${RULR_PGBOUNCER:-1}" = 0 ]; then
+    log "PgBouncer skipped (RULR_PGBOUNCER=0)"
+    return 0
+  fi
+  if pgbouncer_up; then
+    log "PgBouncer ready on 127.0.0.1:$PGBOUNCER_PORT"
+    return 0
+  fi
+  port_open "$PGBOUNCER_PORT" &&
+    die "something listens on port $PGBOUNCER_PORT but does not pass queries to PostgreSQL; stop it or set RULR_PGBOUNCER_PORT"
+  if ! psql_su -c 'select 1' >/dev/null 2>&1; then
+    log "PgBouncer skipped: postgres@127.0.0.1 needs a password (set TEST_PG_POOLER_URL, see README)"
+    return 0
+  fi
+  have pgbouncer || [ -x /usr/sbin/pgbouncer ] || apt_install pgbouncer
+  local bin
+  bin=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
+  mkdir -p "$PGBOUNCER_DIR"
+  # Nothing listens on the port, so a pid file left by a killed PgBouncer is stale (PgBouncer
+  # refuses to start while its pid still names a process, a zombie included).
+  rm -f "$PGBOUNCER_DIR/pgbouncer.pid"
+  write_pgbouncer_ini
+  log "starting PgBouncer ($("$bin" --version | head -n1)) on 127.0.0.1:$PGBOUNCER_PORT"
+  if [ "$(id -u)" -eq 0 ]; then
+    # PgBouncer refuses to run as root: it switches to postgres, which must write its log and pid.
+    chown -R postgres "$PGBOUNCER_DIR"
+    "$bin" -q -d -u postgres "$PGBOUNCER_DIR/pgbouncer.ini"
+  else
+    "$bin" -q -d "$PGBOUNCER_DIR/pgbouncer.ini"
+  fi
+  wait_for pgbouncer_up 30 || die "PgBouncer did not start (see $PGBOUNCER_DIR/pgbouncer.log)"
+  log "PgBouncer ready on 127.0.0.1:$PGBOUNCER_PORT (transaction mode, config $PGBOUNCER_DIR/pgbouncer.ini)"
+}
+
 setup_postgres
 setup_redis
 setup_mosquitto
+setup_pgbouncer
 
 if have node; then
   major=$(node -p 'process.versions.node.split(".")[0]')

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole suite the way CI does: services, dependencies, then what `npm test` runs
-# (lint, typecheck, vitest) and a one-line summary `N passed, N failed` at the end.
+# (lint, typecheck, vitest: the unit and integration projects, and the integration tests again
+# through PgBouncer, project pgbouncer) and a one-line summary `N passed, N failed` at the end.
 # Arguments are passed to vitest (e.g. `bash scripts/test.sh lib/` runs only those test files).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -8,6 +9,10 @@ cd "$(dirname "$0")/.." || exit 1
 . scripts/lib.sh
 
 bash scripts/setup-services.sh || exit 1
+if [ "${RULR_PGBOUNCER:-1}" = 0 ] && [ -z "${TEST_PG_POOLER_URL+set}" ]; then
+  echo "[rulr] RULR_PGBOUNCER=0: the PgBouncer pass (vitest project pgbouncer) is left out"
+  export TEST_PG_POOLER_URL=
+fi
 ensure_node_modules || exit 1
 
 report=$(mktemp -t rulr-vitest-XXXXXX.json)
@@ -21,18 +26,7 @@ npm run typecheck || { typecheck=failed; status=1; }
 # The same vitest run as `npm test`, plus a JSON report to count results from.
 npx vitest run --reporter=default --reporter=json --outputFile="$report" "$@" || status=1
 
-# shellcheck disable=SC2016 # JavaScript template literals
-summary=$(node -e '
-  const fs = require("node:fs");
-  let r;
-  try { r = JSON.parse(fs.readFileSync(process.argv[1], "utf8")); } catch { r = null; }
-  if (!r) { console.log("0 passed, 0 failed (vitest wrote no report)"); process.exit(); }
-  const broken = (r.testResults ?? []).filter((f) => f.status === "failed" && (f.assertionResults ?? []).length === 0).length;
-  const extra = [];
-  if (r.numPendingTests + r.numTodoTests > 0) extra.push(`${r.numPendingTests + r.numTodoTests} skipped`);
-  if (broken > 0) extra.push(`including ${broken} test file(s) that failed to load`);
-  console.log(`${r.numPassedTests} passed, ${r.numFailedTests + broken} failed${extra.length ? ` (${extra.join(", ")})` : ""}`);
-' "$report")
+summary=$(vitest_summary "$report")
 
 echo
 echo "lint: ${lint}, typecheck: ${typecheck}"

@@ -46,4 +46,10 @@ describe('deploy/emqx/emqx.conf', () => {
     expect(text).toMatch(/^mqtt\.max_mqueue_len = 0/m);
     expect(text).toMatch(/^broker\.shared_dispatch_ack_enabled = true/m);
   });
+
+  it('points at no RULR endpoint (RULR answers no broker authentication yet)', () => {
+    const settings = text.split('\n').filter((l) => l.trim() && !l.trim().startsWith('#'));
+    expect(settings.length).toBeGreaterThan(5);
+    for (const l of settings) expect(l).not.toMatch(/rulr-|\/mqtt\/(auth|acl)/);
+  });
 });

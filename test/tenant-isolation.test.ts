@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { tenantRead, withTenant } from '../lib/db.js';
 import type { Identity } from '../lib/identity.js';
 import { codes, type DevicesFixture, devicesFixture } from './devices-fixtures.js';
+import { privilegedForApp, reachedAsTenant } from './support/reach.js';
 
 interface Tenant {
   orgId: string;
@@ -154,12 +155,16 @@ describe('tenant isolation', () => {
     });
 
     it('keeps the application role off partitions, which have no policies of their own (queries go through the parents)', async () => {
+      // test/timescale-mode.test.ts does the same for TimescaleDB's chunks and internal tables
       await sql`select rulr_ensure_monthly_partitions('audit_logs', 3), rulr_ensure_partitions('device_metrics', 'day', 2)`.execute(f.t.db);
-      const { rows } = await sql<{ part: string; reachable: boolean }>`
-        select c.relname as part, has_table_privilege('rulr_app', c.oid, 'select,insert,update,delete') as reachable
+      const { rows } = await sql<{ part: string }>`
+        select format('public.%I', c.relname) as part
         from pg_class c where c.relnamespace = 'public'::regnamespace and c.relispartition and c.relkind = 'r'`.execute(f.t.db);
-      expect(rows.map((r) => r.part)).toEqual(expect.arrayContaining(['audit_logs_default', 'device_metrics_default']));
-      expect(rows.filter((r) => r.reachable).map((r) => r.part)).toEqual([]);
+      const parts = rows.map((r) => r.part);
+      expect(parts).toEqual(expect.arrayContaining(['public.audit_logs_default', 'public.device_metrics_default']));
+      expect(await privilegedForApp(f.t.url, parts)).toEqual([]);
+      // tried as a tenant session of org A would: every read and write refused
+      expect(await reachedAsTenant(f.t.url, a.orgId, parts)).toEqual([]);
       // through the parent, the tenant still reads its own audit rows
       const audit = await withTenant(
         f.t.db,
@@ -167,6 +172,16 @@ describe('tenant isolation', () => {
         async (tx) => (await sql<{ n: number }>`select count(*)::int as n from audit_logs`.execute(tx)).rows[0]?.n,
       );
       expect(audit).toBeGreaterThan(0);
+    });
+
+    it('keeps the application role off the maintenance job records', async () => {
+      expect(await reachedAsTenant(f.t.url, a.orgId, ['public.maintenance_job_runs'])).toEqual([]);
+    });
+
+    it('lets the application role read but never write the migration records, their lock and PostGIS spatial_ref_sys', async () => {
+      const system = ['public.rulr_migrations', 'public.rulr_migrations_lock', 'public.spatial_ref_sys'];
+      expect(await reachedAsTenant(f.t.url, a.orgId, system, ['insert', 'update', 'delete'])).toEqual([]);
+      expect(await reachedAsTenant(f.t.url, a.orgId, system.slice(0, 2), ['select'])).toEqual([]);
     });
 
     it("returns only org A's rows to a raw select inside A's tenant transaction", async () => {

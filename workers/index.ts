@@ -7,6 +7,8 @@ import { gauge } from '../lib/metrics.js';
 import type { RoleContext, RoleHandle } from '../lib/role.js';
 import { RollupCompactor } from '../lib/telemetry/compactor.js';
 import { MAINTENANCE_QUEUE, Maintenance, retentionFromConfig } from './maintenance.js';
+import { ProgramScheduler, recordOnlySink } from './programs.js';
+import { ProgramDetectors } from './programs-detect.js';
 import { RuleEvaluator } from './rule-eval.js';
 
 /** Queues of the workers running in this process, read when /metrics is scraped. */
@@ -18,7 +20,8 @@ gauge('rulr_queue_waiting_jobs', 'Jobs waiting in a BullMQ queue (the workers HP
 
 /**
  * The workers role: BullMQ processors behind a ServiceServer (`/healthz`, `/readyz`, `/metrics`) on
- * `WORKERS_PORT`. It runs rule evaluation (`rule-eval`, fed by ingest) and the maintenance queue.
+ * `WORKERS_PORT`. It runs rule evaluation (`rule-eval`, fed by ingest), the lighting-program
+ * scheduler and its detectors, and the maintenance queue.
  */
 export async function startWorkers(ctx: RoleContext, o: { port?: number } = {}): Promise<RoleHandle> {
   const cfg = ctx.config;
@@ -37,6 +40,28 @@ export async function startWorkers(ctx: RoleContext, o: { port?: number } = {}):
     prefix: cfg.REDIS_PREFIX,
     concurrency: cfg.RULE_EVAL_CONCURRENCY,
     logger: ctx.logger.child({ role: 'workers', queue: 'rule-eval' }),
+  }).start();
+  const programs = new ProgramScheduler({
+    db: ctx.db,
+    redis: ctx.redis,
+    prefix: cfg.REDIS_PREFIX,
+    logger: ctx.logger.child({ role: 'workers', component: 'programs' }),
+    sink: recordOnlySink,
+    tickMs: cfg.PROGRAMS_TICK_MS,
+    replanS: cfg.PROGRAMS_REPLAN_S,
+    cellDegrees: cfg.SOLAR_CLUSTER_DEGREES,
+  }).start();
+  const programChanges = await programs.listen(ctx.redis);
+  const detectors = new ProgramDetectors({
+    db: ctx.db,
+    redis: ctx.redis,
+    prefix: cfg.REDIS_PREFIX,
+    logger: ctx.logger.child({ role: 'workers', component: 'program-detectors' }),
+    cellDegrees: cfg.SOLAR_CLUSTER_DEGREES,
+    intervalMs: cfg.PROGRAMS_DETECT_S * 1000,
+    graceMs: cfg.PROGRAMS_DETECT_GRACE_S * 1000,
+    dimTolerance: cfg.PROGRAMS_DIM_TOLERANCE,
+    onPowerW: cfg.PROGRAMS_ON_POWER_W,
   }).start();
   // Safety net: folds rollup deltas even while no ingest replica runs (ingest compacts as it writes).
   const compactor = new RollupCompactor({ url: cfg.DATABASE_URL, intervalMs: 5000, logger: ctx.logger }).start();
@@ -60,6 +85,9 @@ export async function startWorkers(ctx: RoleContext, o: { port?: number } = {}):
       for (const w of watched) queues.delete(w);
       await watched[0]?.queue.close();
       await ruleEval.close();
+      await programs.close();
+      await detectors.close();
+      programChanges.disconnect();
       await maintenance.close();
       await compactor.close();
     },

@@ -1,12 +1,22 @@
 import { randomBytes } from 'node:crypto';
-import { QueueEvents } from 'bullmq';
+import { type Job, QueueEvents } from 'bullmq';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../lib/logger.js';
+import { registry } from '../lib/metrics.js';
 import { createTestDatabase, type TestDatabase } from '../test/support/db.js';
 import { REDIS_URL } from '../test/support/env.js';
 import { insertDevice, insertOrg, insertReadings } from '../test/support/telemetry-fixtures.js';
-import { applyRetention, ensurePartitions, listPartitions, Maintenance, MaintenanceJob, recomputeRollups } from './maintenance.js';
+import {
+  applyRetention,
+  ensurePartitions,
+  listPartitions,
+  Maintenance,
+  MaintenanceJob,
+  readJobRuns,
+  recomputeRollups,
+  runTimescaleJobs,
+} from './maintenance.js';
 
 let tdb: TestDatabase;
 let org: string;
@@ -223,6 +233,70 @@ describe('maintenance: BullMQ queue', () => {
       await events.close();
       await a.close();
       await b.close();
+    }
+  });
+
+  it("records each periodic job's last success, failure and duration, and exports them as gauges", async () => {
+    const base = {
+      db: tdb.db,
+      redisUrl: REDIS_URL,
+      prefix: `t${randomBytes(4).toString('hex')}:bull`,
+      queueName: `maintenance-${randomBytes(4).toString('hex')}`,
+      logger: createLogger('silent'),
+      partitionEveryMs: 3_600_000,
+      retentionEveryMs: 6 * 3_600_000,
+    };
+    const ok = new Maintenance({ ...base, retention: { rawDays: 365, rollupDays: 1825, deadLetterDays: 30 } });
+    // a retention that cannot be computed: its runs fail
+    const broken = new Maintenance({ ...base, retention: { rawDays: Number.NaN, rollupDays: 1825, deadLetterDays: 30 } });
+    // the runs below are the test's own: the scheduled ones stay queued
+    await Promise.all([ok.worker.pause(true), broken.worker.pause(true)]);
+    try {
+      await sql`delete from maintenance_job_runs`.execute(tdb.db); // left by the test above
+      await ok.start();
+      // known from the start, with their intervals: the staleness alert counts from registration
+      expect(await readJobRuns(tdb.db)).toEqual([
+        expect.objectContaining({ name: 'ensure-partitions', intervalS: 3600, lastStartedAt: null, lastSucceededAt: null }),
+        expect.objectContaining({ name: 'retention', intervalS: 21_600, lastStartedAt: null, lastFailedAt: null }),
+      ]);
+      const job = (name: string) => ({ name, data: {} }) as Job;
+      await ok.process(job(MaintenanceJob.Retention));
+      await broken.start();
+      await expect(broken.process(job(MaintenanceJob.Retention))).rejects.toThrow();
+      await ok.process(job(MaintenanceJob.EnsurePartitions));
+      // an on-demand repair is not a periodic job
+      await ok.process({
+        name: MaintenanceJob.RecomputeRollups,
+        data: { from: '2026-03-03T00:00:00Z', to: '2026-03-04T00:00:00Z' },
+      } as Job);
+      const runs = await readJobRuns(tdb.db);
+      expect(runs.map((r) => r.name)).toEqual(['ensure-partitions', 'retention']);
+      const [partitions, retention] = runs;
+      expect(partitions).toMatchObject({ lastError: null, lastFailedAt: null });
+      expect(partitions?.lastSucceededAt).toBeInstanceOf(Date);
+      expect(retention?.lastSucceededAt).toBeInstanceOf(Date);
+      expect(retention?.lastFailedAt?.getTime()).toBeGreaterThanOrEqual(retention?.lastSucceededAt?.getTime() ?? Number.NaN);
+      expect(retention?.lastError).toMatch(/./);
+      const text = await registry.metrics();
+      const value = (metric: string, job: string) =>
+        Number(new RegExp(`^${metric}\\{job_name="${job}"\\} (\\S+)$`, 'm').exec(text)?.[1] ?? Number.NaN);
+      expect(value('rulr_maintenance_job_interval_seconds', 'retention')).toBe(21_600);
+      expect(value('rulr_maintenance_job_last_success_timestamp_seconds', 'retention')).toBe(
+        (retention?.lastSucceededAt?.getTime() ?? 0) / 1000,
+      );
+      expect(value('rulr_maintenance_job_last_failure_timestamp_seconds', 'retention')).toBe(
+        (retention?.lastFailedAt?.getTime() ?? 0) / 1000,
+      );
+      expect(value('rulr_maintenance_job_last_duration_seconds', 'ensure-partitions')).toBeGreaterThanOrEqual(0);
+      expect(value('rulr_maintenance_job_registered_timestamp_seconds', 'ensure-partitions')).toBeGreaterThan(Date.now() / 1000 - 60);
+      // never failed: no failure sample at all (not a zero that would read as 1970)
+      expect(text).not.toMatch(/rulr_maintenance_job_last_failure_timestamp_seconds\{job_name="ensure-partitions"\}/);
+      // plain PostgreSQL: no TimescaleDB jobs to run
+      expect(await runTimescaleJobs(tdb.db)).toEqual({ ran: [], failed: [] });
+    } finally {
+      await ok.queue.obliterate({ force: true });
+      await ok.close();
+      await broken.close();
     }
   });
 });

@@ -3,17 +3,20 @@ import { sql } from 'kysely';
 import type { Config } from '../lib/config.js';
 import type { Db } from '../lib/db.js';
 import type { Logger } from '../lib/logger.js';
-import { counter } from '../lib/metrics.js';
+import { counter, gauge } from '../lib/metrics.js';
 import { COMPACTION_LOCK } from '../lib/telemetry/compactor.js';
 import { energyPartialsSql } from '../lib/telemetry/energy.js';
-import { metricRollupTables, type StorageInfo, storageInfo } from '../lib/telemetry/timescale/mode.js';
+import { runTimescaleJob, timescaleJobs, unscheduleTimescaleJobs } from '../lib/telemetry/timescale/jobs.js';
+import { metricRollupTables, rawTables, type StorageInfo, storageInfo, TIMESCALE_SCHEMA } from '../lib/telemetry/timescale/mode.js';
 
 /**
  * Storage upkeep on plain PostgreSQL: partitions created ahead, whole partitions dropped past
  * retention, and rollups recomputed from raw rows on demand (repair after a backfill or a bug).
  * Runs as BullMQ jobs on the `maintenance` queue so exactly one worker replica does each run.
  * In TimescaleDB mode (`storageInfo`) it leaves to TimescaleDB what TimescaleDB does (chunks,
- * policies, continuous aggregates) and keeps the hourly energy rollup, a plain table in every mode.
+ * policies, continuous aggregates) and keeps the hourly energy rollup, a plain table in every mode;
+ * it runs TimescaleDB's policy jobs itself (`timescale-jobs`, see {@link runTimescaleJobs}). Each
+ * periodic job's last run is kept in `maintenance_job_runs` and exported as gauges.
  */
 
 export const MAINTENANCE_QUEUE = 'maintenance';
@@ -23,6 +26,8 @@ export const MaintenanceJob = {
   EnsurePartitions: 'ensure-partitions',
   Retention: 'retention',
   RecomputeRollups: 'recompute-rollups',
+  /** TimescaleDB mode: runs the TimescaleDB jobs that are due (`runTimescaleJobs`) */
+  TimescaleJobs: 'timescale-jobs',
 } as const;
 
 /**
@@ -99,10 +104,12 @@ export async function applyRetention(db: Db, r: Retention, now = Date.now(), inf
   const dlCutoff = new Date(now - r.deadLetterDays * DAY);
   const droppedPartitions: string[] = [];
   // with retention policies TimescaleDB drops the chunks itself
+  const raw = mode.mode === 'timescale' ? await rawTables(db) : undefined;
   for (const parent of mode.policies ? [] : ['device_metrics', 'energy_readings']) {
-    if (mode.mode === 'timescale') {
+    if (raw) {
+      const hypertable = parent === 'device_metrics' ? raw.deviceMetrics : raw.energyReadings;
       const { rows } = await sql<{ name: string }>`
-        select drop_chunks(${parent}, older_than => ${rawCutoff}::timestamptz)::text as name`.execute(db);
+        select drop_chunks(${hypertable}::regclass, older_than => ${rawCutoff}::timestamptz)::text as name`.execute(db);
       droppedPartitions.push(...rows.map((x) => x.name));
       continue;
     }
@@ -218,11 +225,146 @@ export async function recomputeRollups(
   }
   if (!metrics) {
     for (const cagg of ['metrics_hourly_cagg', 'metrics_daily_cagg'])
-      await sql`call refresh_continuous_aggregate(${sql.lit(cagg)}, ${sql.lit(from.toISOString())}::timestamptz, ${sql.lit(to.toISOString())}::timestamptz)`.execute(
+      await sql`call refresh_continuous_aggregate(${sql.lit(`${TIMESCALE_SCHEMA}.${cagg}`)}, ${sql.lit(from.toISOString())}::timestamptz, ${sql.lit(to.toISOString())}::timestamptz)`.execute(
         db,
       );
   }
   return result;
+}
+
+/** The last run of one periodic job, as `maintenance_job_runs` keeps it. */
+export interface JobRun {
+  name: string;
+  intervalS: number;
+  registeredAt: Date;
+  lastStartedAt: Date | null;
+  lastSucceededAt: Date | null;
+  lastFailedAt: Date | null;
+  lastDurationS: number | null;
+  lastError: string | null;
+}
+
+/** Makes a periodic job known (its interval counts for the staleness alert from now on). */
+export async function registerJob(db: Db, name: string, intervalMs: number): Promise<void> {
+  await sql`insert into maintenance_job_runs (name, interval_s) values (${name}, ${intervalMs / 1000})
+            on conflict (name) do update set interval_s = excluded.interval_s`.execute(db);
+}
+
+/** Records one run of a periodic job: its start, duration and error (null: it succeeded). */
+export async function recordJobRun(
+  db: Db,
+  run: { name: string; intervalMs: number; startedAt: Date; durationS: number; error: string | null },
+): Promise<void> {
+  const ended = new Date(run.startedAt.getTime() + run.durationS * 1000);
+  const ok = run.error === null;
+  await sql`
+    insert into maintenance_job_runs as r (name, interval_s, last_started_at, last_succeeded_at, last_failed_at, last_duration_s, last_error)
+    values (${run.name}, ${run.intervalMs / 1000}, ${run.startedAt}, ${ok ? ended : null}, ${ok ? null : ended}, ${run.durationS}, ${run.error})
+    on conflict (name) do update set
+      interval_s = excluded.interval_s, last_started_at = excluded.last_started_at,
+      last_succeeded_at = coalesce(excluded.last_succeeded_at, r.last_succeeded_at),
+      last_failed_at = coalesce(excluded.last_failed_at, r.last_failed_at),
+      last_duration_s = excluded.last_duration_s, last_error = excluded.last_error`.execute(db);
+}
+
+/** Every periodic job's last run. */
+export async function readJobRuns(db: Db): Promise<JobRun[]> {
+  const { rows } = await sql<JobRun>`
+    select name, interval_s as "intervalS", registered_at as "registeredAt", last_started_at as "lastStartedAt",
+           last_succeeded_at as "lastSucceededAt", last_failed_at as "lastFailedAt", last_duration_s as "lastDurationS",
+           last_error as "lastError"
+    from maintenance_job_runs order by name`.execute(db);
+  return rows;
+}
+
+/** Runs `fn` as one run of the periodic job `name` and records it; rethrows its error. */
+async function recorded<T>(db: Db, name: string, intervalMs: number, fn: () => Promise<T>): Promise<T> {
+  const startedAt = new Date();
+  const t0 = performance.now();
+  try {
+    const result = await fn();
+    await recordJobRun(db, { name, intervalMs, startedAt, durationS: (performance.now() - t0) / 1000, error: null });
+    return result;
+  } catch (e) {
+    const error = (e as Error).message || String(e);
+    await recordJobRun(db, { name, intervalMs, startedAt, durationS: (performance.now() - t0) / 1000, error });
+    throw e;
+  }
+}
+
+/**
+ * A TimescaleDB job whose last run failed is tried again after this long (or its interval, if shorter).
+ * @default 5 minutes
+ */
+export const TIMESCALE_JOB_RETRY_MS = 300_000;
+
+export interface TimescaleJobsResult {
+  ran: string[];
+  failed: { name: string; error: string }[];
+}
+
+/**
+ * TimescaleDB mode: runs each TimescaleDB job (`lib/telemetry/timescale/jobs.ts`) whose interval has passed
+ * since its last start (a failed one again after {@link TIMESCALE_JOB_RETRY_MS}) by `CALL run_job`,
+ * recording each run like the other periodic jobs, under the job's name. Takes jobs off TimescaleDB's
+ * own scheduler first (whose runs fail on PostgreSQL 15.20 although their work is done). One job's
+ * failure does not stop the others. Only with TimescaleDB's policies (`StorageInfo.policies`): the
+ * Apache-licensed build has none, and refuses `run_job` and `alter_job`.
+ */
+export async function runTimescaleJobs(db: Db, now = Date.now(), info?: StorageInfo): Promise<TimescaleJobsResult> {
+  const result: TimescaleJobsResult = { ran: [], failed: [] };
+  if (!(info ?? (await storageInfo(db))).policies) return result;
+  await unscheduleTimescaleJobs(db);
+  const last = new Map((await readJobRuns(db)).map((r) => [r.name, r]));
+  for (const job of await timescaleJobs(db)) {
+    const r = last.get(job.name);
+    const started = r?.lastStartedAt?.getTime();
+    const failedLast = !!r?.lastFailedAt && (!r.lastSucceededAt || r.lastFailedAt > r.lastSucceededAt);
+    const wait = failedLast ? Math.min(job.intervalMs, TIMESCALE_JOB_RETRY_MS) : job.intervalMs;
+    if (started !== undefined && now - started < wait) {
+      if (!r || r.intervalS * 1000 !== job.intervalMs) await registerJob(db, job.name, job.intervalMs);
+      continue;
+    }
+    try {
+      await recorded(db, job.name, job.intervalMs, () => runTimescaleJob(db, job.id));
+      result.ran.push(job.name);
+    } catch (e) {
+      result.failed.push({ name: job.name, error: (e as Error).message });
+    }
+  }
+  return result;
+}
+
+/** The database the `rulr_maintenance_job_*` gauges read (the running Maintenance's). */
+let runsSource: Db | undefined;
+let runsSnapshot: { at: number; runs: Promise<JobRun[]> } | undefined;
+/** One read of `maintenance_job_runs` per scrape, shared by the gauges. */
+function scrapedRuns(): Promise<JobRun[]> {
+  const db = runsSource;
+  if (!db) return Promise.resolve([]);
+  if (!runsSnapshot || Date.now() - runsSnapshot.at > 1000) runsSnapshot = { at: Date.now(), runs: readJobRuns(db).catch(() => []) };
+  return runsSnapshot.runs;
+}
+const seconds = (d: Date | null) => (d ? d.getTime() / 1000 : null);
+for (const [name, help, value] of [
+  ['rulr_maintenance_job_interval_seconds', 'Interval of a periodic maintenance job', (r: JobRun) => r.intervalS],
+  [
+    'rulr_maintenance_job_registered_timestamp_seconds',
+    'When a periodic maintenance job became known (stands in for its last success until it has one)',
+    (r: JobRun) => seconds(r.registeredAt),
+  ],
+  ['rulr_maintenance_job_last_success_timestamp_seconds', 'End of the last successful run', (r: JobRun) => seconds(r.lastSucceededAt)],
+  ['rulr_maintenance_job_last_failure_timestamp_seconds', 'End of the last failed run', (r: JobRun) => seconds(r.lastFailedAt)],
+  ['rulr_maintenance_job_last_duration_seconds', 'Duration of the last run, successful or not', (r: JobRun) => r.lastDurationS],
+] as const) {
+  gauge(name, `${help} (maintenance_job_runs; TimescaleDB jobs by their name)`, ['job_name'], async function () {
+    const runs = await scrapedRuns();
+    this.reset();
+    for (const r of runs) {
+      const v = value(r);
+      if (v !== null) this.set({ job_name: r.name }, v);
+    }
+  });
 }
 
 export interface MaintenanceOptions {
@@ -239,6 +381,8 @@ export interface MaintenanceOptions {
   partitionEveryMs?: number;
   /** @default 6 hours */
   retentionEveryMs?: number;
+  /** How often due TimescaleDB jobs are looked for (timescale mode). @default 1 minute */
+  timescaleJobsEveryMs?: number;
 }
 
 export interface RecomputeRequest {
@@ -263,19 +407,24 @@ export class Maintenance {
     this.worker.on('failed', (job, err) => o.logger.error({ job: job?.name, err: err.message }, 'maintenance job failed'));
   }
 
-  /** Registers the schedules and runs partition creation once now (a fresh install needs today's). */
+  /** The periodic jobs and their intervals (the TimescaleDB runner only in timescale mode, see `start`). */
+  private periodic = new Map<string, number>();
+
+  /**
+   * Registers the schedules (and the periodic jobs in `maintenance_job_runs`), runs partition
+   * creation once now (a fresh install needs today's) and makes the gauges read this database.
+   */
   async start(): Promise<void> {
     await ensurePartitions(this.o.db);
-    await this.queue.upsertJobScheduler(
-      MaintenanceJob.EnsurePartitions,
-      { every: this.o.partitionEveryMs ?? 3_600_000 },
-      { name: MaintenanceJob.EnsurePartitions, opts: { removeOnComplete: 100, removeOnFail: 100 } },
-    );
-    await this.queue.upsertJobScheduler(
-      MaintenanceJob.Retention,
-      { every: this.o.retentionEveryMs ?? 6 * 3_600_000 },
-      { name: MaintenanceJob.Retention, opts: { removeOnComplete: 100, removeOnFail: 100 } },
-    );
+    this.periodic.set(MaintenanceJob.EnsurePartitions, this.o.partitionEveryMs ?? 3_600_000);
+    this.periodic.set(MaintenanceJob.Retention, this.o.retentionEveryMs ?? 6 * 3_600_000);
+    if ((await storageInfo(this.o.db)).policies) this.periodic.set(MaintenanceJob.TimescaleJobs, this.o.timescaleJobsEveryMs ?? 60_000);
+    else await this.queue.removeJobScheduler(MaintenanceJob.TimescaleJobs);
+    for (const [name, every] of this.periodic) {
+      await registerJob(this.o.db, name, every);
+      await this.queue.upsertJobScheduler(name, { every }, { name, opts: { removeOnComplete: 100, removeOnFail: 100 } });
+    }
+    runsSource = this.o.db;
   }
 
   /** Queues a rollup repair for [from, to). */
@@ -286,13 +435,21 @@ export class Maintenance {
   async process(job: Job): Promise<unknown> {
     try {
       let result: unknown;
+      const every = this.periodic.get(job.name);
+      const periodic = <T>(fn: () => Promise<T>) => (every ? recorded(this.o.db, job.name, every, fn) : fn());
       switch (job.name) {
         case MaintenanceJob.EnsurePartitions:
-          result = { made: await ensurePartitions(this.o.db) };
+          result = { made: await periodic(() => ensurePartitions(this.o.db)) };
           break;
         case MaintenanceJob.Retention:
-          result = await applyRetention(this.o.db, this.o.retention);
+          result = await periodic(() => applyRetention(this.o.db, this.o.retention));
           break;
+        case MaintenanceJob.TimescaleJobs: {
+          const r = await periodic(() => runTimescaleJobs(this.o.db));
+          for (const f of r.failed) this.o.logger.warn({ job: f.name, err: f.error }, 'TimescaleDB job failed');
+          result = r;
+          break;
+        }
         case MaintenanceJob.RecomputeRollups: {
           const d = job.data as RecomputeRequest;
           result = await recomputeRollups(this.o.db, { from: new Date(d.from), to: new Date(d.to), orgId: d.orgId });
@@ -302,7 +459,9 @@ export class Maintenance {
           throw new Error(`unknown maintenance job ${job.name}`);
       }
       jobRuns.inc({ job: job.name, outcome: 'ok' });
-      this.o.logger.info({ job: job.name, result }, 'maintenance job done');
+      // the TimescaleDB runner looks every minute and mostly finds nothing due
+      const idle = job.name === MaintenanceJob.TimescaleJobs && !(result as TimescaleJobsResult).ran.length;
+      this.o.logger[idle ? 'debug' : 'info']({ job: job.name, result }, 'maintenance job done');
       return result;
     } catch (e) {
       jobRuns.inc({ job: job.name, outcome: 'error' });
@@ -311,6 +470,7 @@ export class Maintenance {
   }
 
   async close(): Promise<void> {
+    if (runsSource === this.o.db) runsSource = undefined;
     await this.worker.close();
     await this.queue.close();
   }

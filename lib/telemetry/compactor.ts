@@ -3,7 +3,8 @@ import { DedicatedClient } from '../db.js';
 import type { Logger } from '../logger.js';
 import { counter, histogram } from '../metrics.js';
 import { energyPartialsSql } from './energy.js';
-import { metricRollupTables, storageInfoOf } from './timescale/mode.js';
+import { refreshQueuedBuckets } from './timescale/late.js';
+import { lateReadingAgeOf, metricRollupTables, storageInfoOf } from './timescale/mode.js';
 
 /**
  * Folds `metrics_rollup_deltas` (appended by ingest in each batch's transaction) into `metrics_hourly`
@@ -15,7 +16,9 @@ import { metricRollupTables, storageInfoOf } from './timescale/mode.js';
  *
  * The same transaction folds `energy_hourly_deltas` into `energy_hourly` (see {@link COMPACT_ENERGY}).
  * In TimescaleDB mode with continuous aggregates (`metrics_hourly`/`metrics_daily` are views, ingest
- * writes no metric deltas) only the energy fold runs: `energy_hourly` is a plain table in both modes.
+ * writes no metric deltas) only the energy fold runs: `energy_hourly` is a plain table in both modes;
+ * after it the compactor refreshes the aggregates over the time ranges ingest queued for late readings
+ * (`refreshQueuedBuckets`), as it folds late deltas on plain PostgreSQL.
  */
 
 /** `pg_try_advisory_xact_lock` key of the compaction (any constant unique in the database). */
@@ -31,6 +34,11 @@ const compactions = counter('rulr_rollup_compactions_total', 'Rollup compaction 
 const compactedDeltas = counter('rulr_rollup_deltas_compacted_total', 'Rollup deltas folded into metrics_hourly/metrics_daily');
 const compactedEnergyDeltas = counter('rulr_energy_deltas_compacted_total', 'Energy partials folded into energy_hourly');
 const compactionSeconds = histogram('rulr_rollup_compaction_seconds', 'Duration of a rollup compaction transaction');
+const lateRefreshes = counter(
+  'rulr_rollup_late_refreshes_total',
+  'Refreshes of continuous aggregates over queued late readings (TimescaleDB mode) by outcome',
+  ['outcome'],
+);
 
 const merge = `
   min = least(r.min, excluded.min), max = greatest(r.max, excluded.max), sum = r.sum + excluded.sum,
@@ -213,6 +221,8 @@ export class RollupCompactor {
   private readonly connection: DedicatedClient;
   /** the `metricRollups` option, or what the current connection's database says */
   private metrics = true;
+  /** the database queues late readings for a continuous aggregate refresh (`refreshQueuedBuckets`) */
+  private lateQueue = false;
   private running?: Promise<void>;
   private timer?: NodeJS.Timeout;
   private ticker?: NodeJS.Timeout;
@@ -231,6 +241,7 @@ export class RollupCompactor {
       applicationName: 'rulr-compactor',
       setup: async (c) => {
         this.metrics = o.metricRollups ?? metricRollupTables(await storageInfoOf(c));
+        this.lateQueue = (await lateReadingAgeOf(c)) !== null;
       },
     });
   }
@@ -263,9 +274,21 @@ export class RollupCompactor {
     }, wait);
   }
 
-  /** Compacts until no deltas are left (or another process holds the lock). */
+  /**
+   * Compacts until no deltas are left (or another process holds the lock), then refreshes the
+   * continuous aggregates over queued late readings, if the database has that queue.
+   */
   async runOnce(): Promise<number> {
     const c = await this.connection.get();
+    const total = await this.compact(c);
+    if (this.lateQueue) {
+      const r = await refreshQueuedBuckets(c);
+      if (!r || r.entries) lateRefreshes.inc({ outcome: r ? 'done' : 'locked' });
+    }
+    return total;
+  }
+
+  private async compact(c: pg.ClientBase): Promise<number> {
     let total = 0;
     for (;;) {
       const end = compactionSeconds.startTimer();

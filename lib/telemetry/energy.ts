@@ -7,7 +7,7 @@
  * SQL computing energy partials (one row per device and UTC hour, columns of `energy_hourly` in
  * order) from `source`, a relation with `time, org_id, device_id, counter_kwh`. The one definition
  * used by ingest's duplicate-skipping path, the compactor's recompute of overlapping partials, and
- * fixtures; `ingest/writer.ts` computes the same in JavaScript for its fast path.
+ * fixtures; `lib/telemetry/writer.ts` computes the same in JavaScript for its fast path.
  */
 export function energyPartialsSql(source: string): string {
   // date_bin on UTC hours = date_trunc('hour', time, 'UTC'), cheaper; grouping by device first

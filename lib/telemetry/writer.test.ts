@@ -4,7 +4,7 @@ import { createTestDatabase, type TestDatabase } from '../../test/support/db.js'
 import { insertDevice, insertOrg } from '../../test/support/telemetry-fixtures.js';
 import { compactRollups } from './compactor.js';
 import { energyPartialsSql } from './energy.js';
-import { BatchWriter, type Row } from './writer.js';
+import { BatchWriter, lateRange, type Row } from './writer.js';
 
 let t: TestDatabase;
 let sql: pg.Client;
@@ -116,5 +116,18 @@ describe('BatchWriter', () => {
     expect(await deltaCount()).toBe(0);
     expect(await energyDeltaCount()).toBe(0);
     expect((await sql.query('select * from metrics_hourly order by device_id, metric, bucket')).rows).toEqual(before);
+  });
+});
+
+describe('lateRange', () => {
+  const DAY = 86_400_000;
+  const D0 = Date.UTC(2026, 10, 1);
+  const at = (ts: number): Row => ({ ts, orgId: 'o', deviceId: 'd', metric: 'power', value: 1, text: null, counter: false });
+
+  it("gives a batch's late range from its oldest to its newest late reading, or none", () => {
+    const batch = [at(D0 + 5 * DAY), at(D0 + 2 * DAY), at(D0 + 9 * DAY), at(D0 + 3 * DAY)];
+    expect(lateRange(batch, D0 + 6 * DAY)).toEqual([D0 + 2 * DAY, D0 + 5 * DAY + 1]);
+    expect(lateRange(batch, D0 + DAY)).toBeNull();
+    expect(lateRange([], D0)).toBeNull();
   });
 });

@@ -3,7 +3,7 @@ import { from as copyFrom } from 'pg-copy-streams';
 import { DedicatedClient } from '../db.js';
 import { BinaryCopyWriter } from './copy-binary.js';
 import { energyPartialsSql } from './energy.js';
-import { metricRollupTables, storageInfoOf } from './timescale/mode.js';
+import { lateReadingAgeOf, metricRollupTables, type RawTables, REFRESH_QUEUE, rawTablesOf, storageInfoOf } from './timescale/mode.js';
 
 /** One reading ready for storage (resolved device, validated value). */
 export interface Row {
@@ -35,10 +35,20 @@ export interface WriteResult {
   rollupMs: number;
 }
 
+/**
+ * Created by the staged transaction itself when its server connection lacks it: behind PgBouncer in
+ * transaction mode a transaction may run on another server connection than the one before.
+ */
 const STAGE = `create temp table if not exists rulr_ingest_stage (
   ts bigint not null, org_id uuid not null, device_id uuid not null, metric text not null,
   value double precision, text text, counter boolean not null
 ) on commit delete rows`;
+
+/**
+ * Every batch's transaction commits durably before its PUBACKs, whatever the server's default: set
+ * per transaction, since a session `SET` behind PgBouncer stays on whichever server connection ran it.
+ */
+const BEGIN = 'begin; set local synchronous_commit = on';
 
 /**
  * Raw rows are COPYed into a per-connection temp table, then moved with one statement: the insert
@@ -48,9 +58,9 @@ const STAGE = `create temp table if not exists rulr_ingest_stage (
  * readings it actually inserted become energy partials (`energy_hourly_deltas`). All in one
  * transaction. `$1`: write the metric deltas (`BatchWriterOptions.metricRollups`).
  */
-const MOVE = `
+const move = (t: RawTables) => `
   with ins as (
-    insert into device_metrics (time, org_id, device_id, metric, value, text)
+    insert into ${t.deviceMetrics} (time, org_id, device_id, metric, value, text)
     select to_timestamp(ts / 1000.0), org_id, device_id, metric, value, text from rulr_ingest_stage
     on conflict do nothing
     returning time, org_id, device_id, metric, value, text
@@ -64,7 +74,7 @@ const MOVE = `
     returning 1
   ),
   energy as (
-    insert into energy_readings (time, org_id, device_id, counter_kwh)
+    insert into ${t.energyReadings} (time, org_id, device_id, counter_kwh)
     select to_timestamp(ts / 1000.0), org_id, device_id, value from rulr_ingest_stage where counter and value is not null
     on conflict do nothing
     returning time, org_id, device_id, counter_kwh
@@ -76,6 +86,15 @@ const MOVE = `
   )
   select (select count(*) from ins)::int as inserted, (select count(*) from deltas)::int as deltas,
          (select count(*) from energy)::int as e, (select count(*) from energy_deltas)::int as ed`;
+
+/** The staged path's statement and the fast path's COPYs, into the tables of `rawTables`. */
+const statements = (t: RawTables) => ({
+  move: move(t),
+  metricsCopy: `copy ${t.deviceMetrics} (time, org_id, device_id, metric, value, text) from stdin with (format binary)`,
+  energyCopy: `copy ${t.energyReadings} (time, org_id, device_id, counter_kwh) from stdin with (format binary)`,
+});
+
+const QUEUE_LATE = `insert into ${REFRESH_QUEUE} (from_time, to_time) values (to_timestamp($1 / 1000.0), to_timestamp($2 / 1000.0))`;
 
 const DEAD = `insert into dead_letters (org_id, device_id, topic, reason, detail, payload)
   select * from unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[])`;
@@ -137,6 +156,18 @@ function energyDeltasText(groups: Iterable<EnergyDelta>): string {
 
 const HOUR = 3_600_000;
 
+/** [oldest, newest + 1 ms) of the readings stamped before `before`, or null when none is. */
+export function lateRange(rows: Row[], before: number): [number, number] | null {
+  let from = Number.POSITIVE_INFINITY;
+  let to = Number.NEGATIVE_INFINITY;
+  for (const r of rows) {
+    if (r.ts >= before) continue;
+    if (r.ts < from) from = r.ts;
+    if (r.ts > to) to = r.ts;
+  }
+  return to === Number.NEGATIVE_INFINITY ? null : [from, to + 1];
+}
+
 interface Delta {
   bucket: number;
   org: string;
@@ -169,12 +200,17 @@ export interface BatchWriterOptions {
 }
 
 /**
- * A dedicated connection (its temp staging table lives as long as it does). A failed batch throws;
+ * A dedicated connection (PgBouncer's transaction mode allowed: no session state but the time zone,
+ * which PgBouncer carries over). A failed batch throws;
  * the caller retries with the same rows after `reset()`, which drops a broken connection.
  */
 export class BatchWriter {
   /** the `metricRollups` option, or what the current connection's database says */
   private metrics = true;
+  /** the statements naming the raw tables of this connection's database */
+  private sql = statements({ deviceMetrics: 'device_metrics', energyReadings: 'energy_readings' });
+  /** readings older than this (ms) queue their time range for a continuous aggregate refresh; null: never */
+  private lateAge: number | null = null;
 
   constructor(
     /** database the batches go to (the rollup compactor of the same process uses it too) */
@@ -185,9 +221,10 @@ export class BatchWriter {
       url,
       applicationName: 'rulr-ingest',
       setup: async (c) => {
-        await c.query("set time zone 'UTC'; set synchronous_commit = on");
-        await c.query(STAGE);
+        await c.query("set time zone 'UTC'");
         this.metrics = o.metricRollups ?? metricRollupTables(await storageInfoOf(c));
+        this.sql = statements(await rawTablesOf(c));
+        this.lateAge = this.metrics ? null : await lateReadingAgeOf(c);
       },
     });
   }
@@ -213,7 +250,7 @@ export class BatchWriter {
   async write(rows: Row[], dead: DeadLetterRow[]): Promise<WriteResult> {
     const c = await this.connection.get();
     try {
-      await c.query('begin');
+      await c.query(BEGIN);
       let inserted = 0;
       let path: WriteResult['path'] = 'none';
       let t = performance.now();
@@ -224,18 +261,9 @@ export class BatchWriter {
         // whole transaction back, nothing else having been done in it, and starts again. Two round
         // trips fewer per batch; no PostgreSQL CPU difference was measurable.
         try {
-          await this.copy(
-            c,
-            'copy device_metrics (time, org_id, device_id, metric, value, text) from stdin with (format binary)',
-            directBinary(rows),
-          );
+          await this.copy(c, this.sql.metricsCopy, directBinary(rows));
           const counters = rows.filter((r) => r.counter && r.value !== null);
-          if (counters.length)
-            await this.copy(
-              c,
-              'copy energy_readings (time, org_id, device_id, counter_kwh) from stdin with (format binary)',
-              energyBinary(counters),
-            );
+          if (counters.length) await this.copy(c, this.sql.energyCopy, energyBinary(counters));
           copyMs = performance.now() - t;
           t = performance.now();
           await this.deltas(c, rows);
@@ -246,15 +274,19 @@ export class BatchWriter {
         } catch (e) {
           if ((e as { code?: string }).code !== '23505') throw e;
           await c.query('rollback');
-          await c.query('begin');
+          await c.query(`${BEGIN}; ${STAGE}`);
           t = performance.now();
           await this.copy(c, 'copy rulr_ingest_stage from stdin', copyText(rows));
-          const r = await c.query<{ inserted: number }>(MOVE, [this.metrics]);
+          const r = await c.query<{ inserted: number }>(this.sql.move, [this.metrics]);
           inserted = r.rows[0]?.inserted ?? 0;
           copyMs = performance.now() - t;
           path = 'staged';
           this.stagedBatches++;
         }
+      }
+      if (this.lateAge !== null && rows.length) {
+        const late = lateRange(rows, Date.now() - this.lateAge);
+        if (late) await c.query(QUEUE_LATE, late);
       }
       if (dead.length) {
         await c.query(DEAD, [

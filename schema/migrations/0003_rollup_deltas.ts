@@ -3,7 +3,7 @@ import { type Kysely, sql } from 'kysely';
 /**
  * Append-only rollup deltas: ingest's hot transaction only INSERTS (raw rows by COPY plus one partial
  * aggregate per device, metric and UTC hour of the batch, here), and the compactor
- * (`workers/compactor.ts`) folds the deltas into `metrics_hourly` / `metrics_daily` in one
+ * (`lib/telemetry/compactor.ts`) folds the deltas into `metrics_hourly` / `metrics_daily` in one
  * transaction a few seconds later. Updating the two rollup rows of every (device, metric, bucket) in
  * every batch made PostgreSQL, not ingest, the bottleneck.
  *

@@ -9,7 +9,7 @@ import { type Kysely, sql } from 'kysely';
  * (docs/metrics.md, "Energy from counters").
  *
  * Maintained like `metrics_hourly` (0003): ingest appends one partial per (device, hour) of each
- * batch to `energy_hourly_deltas` in the batch's transaction; the compactor (`workers/compactor.ts`)
+ * batch to `energy_hourly_deltas` in the batch's transaction; the compactor (`lib/telemetry/compactor.ts`)
  * folds them into `energy_hourly`. Readers treat a device-hour that still has deltas pending as raw
  * readings, so a committed reading is visible at once.
  */

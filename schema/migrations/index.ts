@@ -5,7 +5,10 @@ import * as m0003 from './0003_rollup_deltas.js';
 import * as m0004 from './0004_energy_hourly.js';
 import * as m0005 from './0005_alarms_rules.js';
 import * as m0006 from './0006_partition_privileges.js';
+import * as m0007 from './0007_maintenance_job_runs.js';
+import * as m0008 from './0008_system_table_privileges.js';
 import * as m0030 from './0030_people.js';
+import * as m0040 from './0040_programs.js';
 
 /**
  * Every migration, in order. A static list (not a folder scan) so the same code runs from
@@ -18,5 +21,8 @@ export const migrations: Record<string, Migration> = {
   '0004_energy_hourly': m0004,
   '0005_alarms_rules': m0005,
   '0006_partition_privileges': m0006,
+  '0007_maintenance_job_runs': m0007,
+  '0008_system_table_privileges': m0008,
   '0030_people': m0030,
+  '0040_programs': m0040,
 };

@@ -1,7 +1,7 @@
 /**
  * Hand-run check that the TimescaleDB path answers like the native one (docs/timescale.md):
  *
- *   npx tsx schema/timescale/compare.ts <native-url> <timescale-url>
+ *   npx tsx scripts/timescale/compare.ts <native-url> <timescale-url>
  *
  * Both databases must be migrated (the second with `rulr migrate --timescale`). Writes the same
  * deterministic sample (organization 00000000-0000-4000-8000-00000000c0de only, replaced on each run)
@@ -36,7 +36,7 @@ function same(a: Answer, b: Answer): { ok: boolean; diff: number } {
 async function main(): Promise<void> {
   const [nativeUrl, tsUrl] = process.argv.slice(2);
   if (!nativeUrl || !tsUrl) {
-    console.error('usage: tsx schema/timescale/compare.ts <native-url> <timescale-url>');
+    console.error('usage: tsx scripts/timescale/compare.ts <native-url> <timescale-url>');
     process.exit(2);
   }
   const dbs = [createDb({ url: nativeUrl, poolSize: 2 }), createDb({ url: tsUrl, poolSize: 2 })] as const;

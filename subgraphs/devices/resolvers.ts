@@ -38,6 +38,7 @@ import {
   pageSchema,
   updateDeviceSchema,
   updateProfileSchema,
+  updateSiteSchema,
 } from './validation.js';
 
 /** What every resolver of this subgraph receives. */
@@ -289,6 +290,14 @@ export function createResolvers(config: PeopleConfig): GraphQLResolverMap<Device
       ctx.loaders.siteChildren.clearAll();
       return row;
     },
+    async updateSite(_p, args, ctx) {
+      const id = authorize(ctx.identity, WRITE);
+      const siteId = checkId(args.id);
+      const input = (args.input ?? {}) as Record<string, unknown>;
+      const row = await ctx.repos.sites.updateSite(id, siteId, check(updateSiteSchema, input, 'input'));
+      ctx.loaders.site.clear(row.id).prime(row.id, row);
+      return row;
+    },
     async createDeviceProfile(_p, args, ctx) {
       const id = authorize(ctx.identity, WRITE);
       const p = check(createProfileSchema, args.input, 'input');
@@ -399,6 +408,8 @@ export function createResolvers(config: PeopleConfig): GraphQLResolverMap<Device
       return sites.filter((x): x is SiteRow => x !== null && !(x instanceof Error));
     },
     deviceCount: (s, _a, ctx) => ctx.loaders.siteDeviceCount.load(s.id),
+    timeZone: (s) => s.time_zone,
+    location: (s) => (s.lat === null || s.lng === null ? null : { lat: s.lat, lng: s.lng }),
     createdAt: (s) => s.created_at,
   };
 

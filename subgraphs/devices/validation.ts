@@ -5,6 +5,7 @@ export { check, checkId, checkIds } from '../../lib/validation.js';
 import { API_SCOPES } from '../../lib/auth.js';
 import { isUuid } from '../../lib/db.js';
 import { BadInputError } from '../../lib/errors.js';
+import { canonicalTimeZone } from '../../lib/time-zones.js';
 
 /** Pure input rules of the devices subgraph; every failure is a BAD_USER_INPUT naming the field. */
 
@@ -45,7 +46,17 @@ export const pageSchema = z.object({
   after: z.string().max(1000).nullish(),
 });
 
-export const createSiteSchema = z.object({ name, parentId: uuid.nullish() });
+const timeZone = z.string().transform((v, ctx) => {
+  const zone = canonicalTimeZone(v);
+  if (!zone) {
+    ctx.addIssue({ code: 'custom', message: 'not an IANA time zone (e.g. Europe/Amsterdam)' });
+    return z.NEVER;
+  }
+  return zone;
+});
+export const createSiteSchema = z.object({ name, parentId: uuid.nullish(), timeZone: timeZone.nullish(), location: location.nullish() });
+/** `updateSite`: absent keeps, null clears (`timeZone`, `location`); the name cannot be cleared. */
+export const updateSiteSchema = z.object({ name: name.optional(), timeZone: timeZone.nullish(), location: location.nullish() });
 
 const metricName = z.string().regex(/^[A-Za-z][A-Za-z0-9_.-]{0,63}$/, 'must start with a letter: up to 64 of A-Z a-z 0-9 _ . -');
 export const createProfileSchema = z.object({

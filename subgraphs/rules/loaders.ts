@@ -1,5 +1,5 @@
 import DataLoader from 'dataloader';
-import type { ExecutionRow, RuleRow, RuleStats, RulesRepository } from './repository.js';
+import type { ExecutionRow, RuleRow, RuleStats, RulesRepositories } from './repositories/index.js';
 
 /** One `Rule.executions` request: the rule and how many of its newest executions. */
 export interface ExecutionsKey {
@@ -19,7 +19,8 @@ export interface RulesLoaders {
   executions: DataLoader<ExecutionsKey, ExecutionRow[], string>;
 }
 
-export function createLoaders(repo: RulesRepository, orgId: string): RulesLoaders {
+export function createLoaders(repos: RulesRepositories, orgId: string): RulesLoaders {
+  const repo = repos.rules;
   const opts = { maxBatchSize: 1000 };
   return {
     rule: new DataLoader(async (ids) => {

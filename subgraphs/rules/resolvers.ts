@@ -2,9 +2,11 @@ import type { GraphQLResolverMap } from '@apollo/subgraph/dist/schema-helper/res
 import type { Config } from '../../lib/config.js';
 import { DateTimeScalar, encodeCursor, upperCaseEnum } from '../../lib/graphql-scalars.js';
 import { authorize, type Identity, type Requirement } from '../../lib/identity.js';
+import { DEFAULT_CELL_DEGREES } from '../../lib/programs-assign.js';
 import { OPERATORS, passes, SEVERITIES } from '../../lib/rules.js';
 import type { RulesLoaders } from './loaders.js';
-import type { RuleFilter, RuleRow, RulesRepository } from './repository.js';
+import { type ProgramLoaders, programResolvers } from './programs-resolvers.js';
+import type { RuleFilter, RuleRow, RulesRepositories } from './repositories/index.js';
 import {
   check,
   checkFirst,
@@ -21,8 +23,9 @@ import {
 /** Per-request context of the rules subgraph. */
 export interface RulesContext {
   identity: Identity;
-  repo: RulesRepository;
+  repos: RulesRepositories;
   loaders: RulesLoaders;
+  programLoaders: ProgramLoaders;
 }
 
 const READ: Requirement = { role: 'viewer', scope: 'rules:read' };
@@ -53,7 +56,7 @@ const resolvers = {
         search: f.search || undefined,
       };
       const after = typeof args.after === 'string' ? parseRuleCursor(args.after) : undefined;
-      const rows = await ctx.repo.list(orgId, { limit: first + 1, after, filter });
+      const rows = await ctx.repos.rules.list(orgId, { limit: first + 1, after, filter });
       const edges = rows.slice(0, first).map((r) => {
         ctx.loaders.rule.prime(r.id, r);
         return { cursor: encodeCursor([r.createdAtText, r.id]), node: r };
@@ -68,23 +71,23 @@ const resolvers = {
   Mutation: {
     createRule(_: unknown, args: Args, ctx: RulesContext) {
       const identity = authorize(ctx.identity, WRITE);
-      return ctx.repo.create(identity, parseRuleInput(args.input));
+      return ctx.repos.rules.create(identity, parseRuleInput(args.input));
     },
     updateRule(_: unknown, args: Args, ctx: RulesContext) {
       const identity = authorize(ctx.identity, WRITE);
       const id = checkId(args.id);
-      return ctx.repo.update(identity, id, parseRulePatch((args.input ?? {}) as Args));
+      return ctx.repos.rules.update(identity, id, parseRulePatch((args.input ?? {}) as Args));
     },
     async deleteRule(_: unknown, args: Args, ctx: RulesContext) {
       const identity = authorize(ctx.identity, WRITE);
-      await ctx.repo.delete(identity, checkId(args.id));
+      await ctx.repos.rules.delete(identity, checkId(args.id));
       return true;
     },
     async dryRunRule(_: unknown, args: Args, ctx: RulesContext) {
       const { orgId } = authorize(ctx.identity, WRITE);
       const rule = parseRuleInput(args.input);
       const first = checkFirst((args.first as number | null | undefined) ?? 100, MAX_DRY_RUN_MATCHES);
-      const scope = await ctx.repo.scopeReadings(orgId, rule);
+      const scope = await ctx.repos.rules.scopeReadings(orgId, rule);
       const matching = scope.values.filter((r) => passes(rule.operator, rule.threshold, r.value));
       return {
         devicesInScope: scope.devicesInScope,
@@ -96,7 +99,7 @@ const resolvers = {
     },
   },
   RuleConnection: {
-    totalCount: (c: RuleConnection, _: Args, ctx: RulesContext) => ctx.repo.count(c.orgId, c.filter),
+    totalCount: (c: RuleConnection, _: Args, ctx: RulesContext) => ctx.repos.rules.count(c.orgId, c.filter),
   },
   Rule: {
     /** Rules of other organizations (and malformed ids) resolve to null; deleted rules still resolve. */
@@ -115,6 +118,12 @@ const resolvers = {
 } satisfies GraphQLResolverMap<RulesContext>;
 
 /** The resolver map of the rules subgraph (the same export in every subgraph's `resolvers.ts`). */
-export function createResolvers(_config?: Config): GraphQLResolverMap<RulesContext> {
-  return resolvers;
+export function createResolvers(config?: Config): GraphQLResolverMap<RulesContext> {
+  const programs = programResolvers({ SOLAR_CLUSTER_DEGREES: config?.SOLAR_CLUSTER_DEGREES ?? DEFAULT_CELL_DEGREES });
+  return {
+    ...resolvers,
+    ...programs,
+    Query: { ...resolvers.Query, ...programs.Query },
+    Mutation: { ...resolvers.Mutation, ...programs.Mutation },
+  } as GraphQLResolverMap<RulesContext>;
 }

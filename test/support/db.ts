@@ -2,11 +2,14 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import { inject } from 'vitest';
 import { createDb, type Db } from '../../lib/db.js';
-import { adminUrl, dbUrl } from './env.js';
+import { adminUrl, appDbUrl, dbUrl } from './env.js';
 
 export interface TestDatabase {
   name: string;
+  /** what the application is given: through PgBouncer in the `pgbouncer` project ({@link appDbUrl}) */
   url: string;
+  /** straight to PostgreSQL, whatever the project */
+  directUrl: string;
   db: Db;
   /** number of SQL statements run through `db` since the last reset */
   queries: string[];
@@ -31,10 +34,11 @@ export async function createTestDatabase(): Promise<TestDatabase> {
   }
   await admin.end();
   const queries: string[] = [];
-  const db = createDb({ url: dbUrl(name), poolSize: 5, onQuery: (q) => queries.push(q) });
+  const db = createDb({ url: appDbUrl(name), poolSize: 5, onQuery: (q) => queries.push(q) });
   return {
     name,
-    url: dbUrl(name),
+    url: appDbUrl(name),
+    directUrl: dbUrl(name),
     db,
     queries,
     async drop() {

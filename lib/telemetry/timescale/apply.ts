@@ -1,7 +1,8 @@
 import { Kysely, PostgresDialect, type QueryExecutorProvider, sql } from 'kysely';
 import { createPool } from '../../db.js';
 import { ConflictError } from '../../errors.js';
-import { recordStorageMode, storageInfo } from './mode.js';
+import { unscheduleTimescaleJobs } from './jobs.js';
+import { REFRESH_QUEUE, recordStorageMode, storageInfo, TIMESCALE_SCHEMA } from './mode.js';
 
 /**
  * The TimescaleDB storage path (docs/timescale.md). Runs after the normal migrations, only where the
@@ -44,18 +45,12 @@ const RAW_TABLES = {
     segmentBy: 'device_id, metric',
   },
   energy_readings: {
-    chunk: '1 month',
+    chunk: '7 days',
     columns: 'time timestamptz not null, org_id uuid not null, device_id uuid not null, counter_kwh double precision not null',
     indexes: ['create unique index energy_readings_device_time_key on energy_readings (device_id, time)'],
     segmentBy: 'device_id',
   },
 } as const;
-
-const TENANT_POLICIES = (t: string) => `
-  alter table ${t} enable row level security; alter table ${t} force row level security;
-  create policy tenant_isolation on ${t} using (org_id = nullif(current_setting('rulr.org_id', true), '')::uuid)
-    with check (org_id = nullif(current_setting('rulr.org_id', true), '')::uuid);
-  create policy system_access on ${t} to public using (current_user <> 'rulr_app') with check (current_user <> 'rulr_app');`;
 
 /**
  * Definition of `metrics_hourly_cagg`: the rollup contract (numeric readings only, `last` by time).
@@ -77,7 +72,7 @@ export const DAILY_CAGG_QUERY = (hourly: string) => `
   from ${hourly} h
   group by 1, 2, 3, 4`;
 
-/** The same filter as the tenant policies, for views over continuous aggregates (which refuse RLS). */
+/** The same filter as the tenant policies, for the views in front of hypertables and continuous aggregates. */
 const TENANT_FILTER = `current_user <> 'rulr_app' or org_id = nullif(current_setting('rulr.org_id', true), '')::uuid`;
 
 async function isEmpty(db: QueryExecutorProvider, table: string): Promise<boolean> {
@@ -105,31 +100,107 @@ async function guardPartitionFunction(db: QueryExecutorProvider, name: string, e
   await sql.raw(guarded).execute(db);
 }
 
-/** Drops a fresh (empty) native partitioned table and recreates it as a hypertable. */
+/**
+ * Drops a fresh (empty) native partitioned table and recreates it as a hypertable, without row
+ * security (compression and continuous aggregates refuse it, and so does `COPY` for a role subject to
+ * it): {@link isolateTenants} puts it out of `rulr_app`'s reach behind a tenant-filtered view.
+ */
 async function toHypertable(
   db: QueryExecutorProvider,
   table: string,
   def: { columns: string; indexes: readonly string[]; chunk: string },
   time: string,
-  rls: boolean,
 ): Promise<void> {
   await sql.raw(`drop table ${table} cascade; create table ${table} (${def.columns});`).execute(db);
   for (const ix of def.indexes) await sql.raw(ix).execute(db);
   await sql`select create_hypertable(${table}::regclass, ${time}::name, chunk_time_interval => ${def.chunk}::interval, create_default_indexes => false)`.execute(
     db,
   );
-  await sql.raw(`grant select, insert, update, delete on ${table} to rulr_app`).execute(db);
-  if (rls) await sql.raw(TENANT_POLICIES(table)).execute(db);
+}
+
+/**
+ * Moves every hypertable and continuous aggregate still in `public` into {@link TIMESCALE_SCHEMA}
+ * and takes every privilege of `rulr_app` (and PUBLIC) on them away, which TimescaleDB carries to
+ * their chunks, compressed hypertables and chunks, and materialized hypertables (it copies the ACL to
+ * each one it creates and propagates GRANT/REVOKE to the existing ones). A `security_barrier` view
+ * with the tenant filter and `with check option` takes each hypertable's name in `public`, so
+ * tenant reads and writes (and the subgraphs' SQL) stay as they are; system roles COPY into the
+ * hypertables themselves (`rawTables`). Also the layout upgrade of a database converted before
+ * (hypertables in `public`, row security on some of them). Leaves `rulr_app` only `select` on
+ * `rulr_storage_mode`. Returns what it moved.
+ */
+async function isolateTenants(db: QueryExecutorProvider): Promise<string[]> {
+  await sql.raw(`create schema if not exists ${TIMESCALE_SCHEMA}; revoke all on schema ${TIMESCALE_SCHEMA} from public`).execute(db);
+  // the schema's default privileges gave rulr_app every right on the mode row; it only reads it
+  await sql`revoke insert, update, delete, truncate, references, trigger on rulr_storage_mode from rulr_app`.execute(db);
+  const { rows: tables } = await sql<{ name: string; columns: string; rls: boolean }>`
+    select h.hypertable_name as name, c.relrowsecurity as rls,
+           (select string_agg(quote_ident(a.attname), ', ' order by a.attnum) from pg_attribute a
+             where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped) as columns
+    from timescaledb_information.hypertables h
+    join pg_class c on c.oid = format('public.%I', h.hypertable_name)::regclass
+    where h.hypertable_schema = 'public' order by 1`.execute(db);
+  for (const { name, columns, rls } of tables) {
+    // row security only on hypertables of the earlier layout (Apache build, audit_logs): the view replaces it
+    const noRls = `drop policy if exists tenant_isolation on ${TIMESCALE_SCHEMA}.${name};
+      drop policy if exists system_access on ${TIMESCALE_SCHEMA}.${name};
+      alter table ${TIMESCALE_SCHEMA}.${name} no force row level security, disable row level security;`;
+    await sql
+      .raw(`alter table public.${name} set schema ${TIMESCALE_SCHEMA};
+            revoke all on ${TIMESCALE_SCHEMA}.${name} from rulr_app, public;
+            ${rls ? noRls : ''}
+            create view public.${name} with (security_barrier) as
+              select ${columns} from ${TIMESCALE_SCHEMA}.${name} where ${TENANT_FILTER}
+              with cascaded check option;
+            grant select, insert, update, delete on public.${name} to rulr_app;`)
+      .execute(db);
+  }
+  const { rows: caggs } = await sql<{ name: string }>`
+    select view_name as name from timescaledb_information.continuous_aggregates where view_schema = 'public' order by 1`.execute(db);
+  for (const { name } of caggs)
+    await sql
+      .raw(`alter materialized view public.${name} set schema ${TIMESCALE_SCHEMA};
+            revoke all on ${TIMESCALE_SCHEMA}.${name} from rulr_app, public;`)
+      .execute(db);
+  const moved = [...tables, ...caggs].map((t) => t.name);
+  return moved.length ? [`timescale: ${moved.join(', ')} moved to ${TIMESCALE_SCHEMA}, behind tenant-filtered views for rulr_app`] : [];
+}
+
+/**
+ * Creates the queue of late readings' time ranges (`rollup_refresh_queue`): ingest adds the range of
+ * each batch's readings older than the refresh policies' window, the compactor refreshes the
+ * continuous aggregates over it (`refreshQueuedBuckets`). Only with continuous aggregates.
+ */
+async function refreshQueue(db: QueryExecutorProvider, caggs: boolean): Promise<string[]> {
+  if (!caggs) return [];
+  const { rows } = await sql<{ t: string | null }>`select to_regclass(${REFRESH_QUEUE})::text as t`.execute(db);
+  if (rows[0]?.t) return [];
+  await sql
+    .raw(`create table ${REFRESH_QUEUE} (
+            id bigint generated always as identity primary key,
+            from_time timestamptz not null,
+            to_time timestamptz not null,
+            queued_at timestamptz not null default now())`)
+    .execute(db);
+  return [`timescale: late readings queue their buckets for a refresh in ${REFRESH_QUEUE}`];
+}
+
+/** Leaves TimescaleDB's jobs to the maintenance worker (`lib/telemetry/timescale/jobs.ts`). */
+async function takeOverJobs(db: QueryExecutorProvider): Promise<string[]> {
+  const n = await unscheduleTimescaleJobs(db);
+  return n ? [`timescale: ${n} TimescaleDB jobs taken off its scheduler, run by the maintenance worker`] : [];
 }
 
 /**
  * Converts a fresh database to the TimescaleDB layout: hypertables for `device_metrics` (1-day
- * chunks), `energy_readings` (1-month chunks) and `audit_logs` (1-month chunks, when still empty);
+ * chunks), `energy_readings` (7-day chunks) and `audit_logs` (30-day chunks, when still empty);
  * with the Timescale-licensed build also compression after 7 days, retention policies and the
  * continuous aggregates `metrics_hourly_cagg`/`metrics_daily_cagg` behind the `metrics_hourly`/
- * `metrics_daily` names the metrics subgraph reads. Records the result in `rulr_storage_mode`.
- * Idempotent: a database already in timescale mode is left alone. Refuses (ConflictError) when the
- * extension is missing or telemetry rows exist (converting live data is a manual operation).
+ * `metrics_daily` names the metrics subgraph reads. All of them in {@link TIMESCALE_SCHEMA}, out
+ * of `rulr_app`'s reach, behind tenant-filtered views (`isolateTenants`). Records the result in
+ * `rulr_storage_mode`. Idempotent: on a database already in timescale mode it only brings the layout
+ * up to date. Refuses (ConflictError) when the extension is missing or telemetry rows exist
+ * (converting live data is a manual operation).
  */
 export async function applyTimescale<DB>(db: Kysely<DB>, o: TimescaleOptions = {}): Promise<string[]> {
   const rawDays = o.rawDays ?? 365;
@@ -138,7 +209,16 @@ export async function applyTimescale<DB>(db: Kysely<DB>, o: TimescaleOptions = {
   const avail = await timescaleAvailability(db);
   if (!avail.available) throw new ConflictError(`TimescaleDB storage is not possible here: ${avail.reason}`);
   const current = await storageInfo(db);
-  if (current.mode === 'timescale') return ['timescale: already applied'];
+  if (current.mode === 'timescale') {
+    const upgraded = await db
+      .transaction()
+      .execute(async (tx) => [
+        ...(await isolateTenants(tx)),
+        ...(await refreshQueue(tx, current.continuousAggregates)),
+        ...(current.policies ? await takeOverJobs(tx) : []),
+      ]);
+    return ['timescale: already applied', ...upgraded];
+  }
   const { rows: deltas } = await sql<{ t: string | null }>`select to_regclass('public.metrics_rollup_deltas')::text as t`.execute(db);
   const telemetry = ['device_metrics', 'energy_readings', 'metrics_hourly', 'metrics_daily'];
   if (deltas[0]?.t) telemetry.push('metrics_rollup_deltas');
@@ -153,29 +233,27 @@ export async function applyTimescale<DB>(db: Kysely<DB>, o: TimescaleOptions = {
   await sql`create extension if not exists timescaledb`.execute(db);
   const { rows: lic } = await sql<{ license: string | null }>`select current_setting('timescaledb.license', true) as license`.execute(db);
   const license = lic[0]?.license ?? 'apache';
-  // Compression and continuous aggregates (Timescale License) refuse hypertables with row security.
   const tsl = license === 'timescale';
   out.push(`timescale: extension ready (license ${license})`);
 
   await db.transaction().execute(async (tx) => {
     for (const [table, def] of Object.entries(RAW_TABLES)) {
-      await toHypertable(tx, table, def, 'time', !tsl);
-      out.push(`timescale: ${table} is a hypertable (${def.chunk} chunks${tsl ? ', no RLS' : ''})`);
+      await toHypertable(tx, table, def, 'time');
+      out.push(`timescale: ${table} is a hypertable (${def.chunk} chunks)`);
     }
     if (await isEmpty(tx, 'audit_logs')) {
       await toHypertable(
         tx,
         'audit_logs',
         {
-          chunk: '1 month',
+          chunk: '30 days',
           columns: `at timestamptz not null default now(), org_id uuid not null, actor text not null, action text not null,
                     entity_type text not null, entity_id text, before jsonb, after jsonb`,
           indexes: ['create index audit_logs_org_at_idx on audit_logs (org_id, at desc)'],
         },
         'at',
-        true,
       );
-      out.push('timescale: audit_logs is a hypertable (1 month chunks)');
+      out.push('timescale: audit_logs is a hypertable (30 days chunks)');
     } else out.push('timescale: audit_logs has rows, left partitioned');
     await guardPartitionFunction(tx, 'rulr_ensure_partitions', 'return 0;');
     await guardPartitionFunction(tx, 'rulr_ensure_monthly_partitions', 'return;');
@@ -183,6 +261,7 @@ export async function applyTimescale<DB>(db: Kysely<DB>, o: TimescaleOptions = {
   });
   if (!tsl) {
     out.push('timescale: Apache-only build: no compression, policies or continuous aggregates; rollup tables stay');
+    out.push(...(await db.transaction().execute(isolateTenants)));
     return out;
   }
 
@@ -228,9 +307,12 @@ export async function applyTimescale<DB>(db: Kysely<DB>, o: TimescaleOptions = {
             end_offset => interval '1 day', schedule_interval => interval '1 hour')`.execute(db);
   for (const cagg of ['metrics_hourly_cagg', 'metrics_daily_cagg'])
     await sql`select add_retention_policy(${cagg}::regclass, ${`${rollupDays} days`}::interval)`.execute(db);
-  // Only now: until here ingest and the workers keep the native rollup behaviour.
-  await sql`update rulr_storage_mode set continuous_aggregates = true, policies = true`.execute(db);
   out.push(`timescale: continuous aggregates metrics_hourly_cagg/metrics_daily_cagg (retention ${rollupDays} d)`);
+  await db.transaction().execute(async (tx) => {
+    out.push(...(await isolateTenants(tx)), ...(await refreshQueue(tx, true)), ...(await takeOverJobs(tx)));
+    // Only now: until here ingest and the workers keep the native rollup behaviour.
+    await sql`update rulr_storage_mode set continuous_aggregates = true, policies = true`.execute(tx);
+  });
   return out;
 }
 
@@ -244,7 +326,7 @@ export async function migrateTimescale(url: string, o: TimescaleOptions & { expl
     if (!o.explicit) {
       const avail = await timescaleAvailability(db);
       if (!avail.available) return [];
-      if ((await storageInfo(db)).mode === 'timescale') return ['timescale: already applied'];
+      if ((await storageInfo(db)).mode === 'timescale') return await applyTimescale(db, o);
       for (const t of ['device_metrics', 'energy_readings'])
         if (!(await isEmpty(db, t))) return [`timescale: available but ${t} has rows; storage stays native (see docs/timescale.md)`];
     }

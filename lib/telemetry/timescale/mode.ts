@@ -3,7 +3,7 @@ import type pg from 'pg';
 
 /**
  * How telemetry is stored: `native` = declarative partitions + rollup tables written by ingest
- * (plain PostgreSQL, the tested path); `timescale` = hypertables (see `schema/timescale/apply.ts`).
+ * (plain PostgreSQL, the tested path); `timescale` = hypertables (see `lib/telemetry/timescale/apply.ts`).
  */
 export type StorageMode = 'native' | 'timescale';
 
@@ -51,7 +51,60 @@ export async function storageInfoOf(client: pg.ClientBase): Promise<StorageInfo>
  */
 export const metricRollupTables = (info: StorageInfo): boolean => !info.continuousAggregates;
 
-/** `'timescale'` once `schema/timescale/apply.ts` converted the database, else `'native'`. */
+/**
+ * Schema of the hypertables and continuous aggregates in timescale mode. `rulr_app` has no privilege
+ * in it or on anything in it, so none on their chunks either (TimescaleDB copies a hypertable's ACL to
+ * every chunk it creates); tenants reach the rows through the tenant-filtered views of the same names
+ * in `public` (docs/timescale.md, "Tenant isolation").
+ */
+export const TIMESCALE_SCHEMA = 'rulr_timescale';
+
+/** Where the raw telemetry is written: the hypertables in timescale mode, the partitioned tables otherwise. */
+export interface RawTables {
+  deviceMetrics: string;
+  energyReadings: string;
+}
+
+const RAW_TABLES_SQL = `select coalesce(to_regclass('${TIMESCALE_SCHEMA}.device_metrics')::text, 'device_metrics') as "deviceMetrics",
+  coalesce(to_regclass('${TIMESCALE_SCHEMA}.energy_readings')::text, 'energy_readings') as "energyReadings"`;
+
+/**
+ * The tables system roles write raw telemetry into (`COPY` cannot target the tenant views). Read it
+ * by name, not from the storage mode: a mode recorded by hand (tests) keeps the native tables.
+ */
+export async function rawTables(db: QueryExecutorProvider): Promise<RawTables> {
+  return (await sql.raw<RawTables>(RAW_TABLES_SQL).execute(db)).rows[0] as RawTables;
+}
+
+/** {@link rawTables} on a plain `pg` connection (ingest's batch writers). */
+export async function rawTablesOf(client: pg.ClientBase): Promise<RawTables> {
+  return (await client.query<RawTables>(RAW_TABLES_SQL)).rows[0] as RawTables;
+}
+
+/** Time ranges of late readings whose continuous aggregate buckets the compactor refreshes (timescale mode). */
+export const REFRESH_QUEUE = `${TIMESCALE_SCHEMA}.rollup_refresh_queue`;
+
+const HOUR_MS = 3_600_000;
+const LATE_SQL = `
+  select extract(epoch from (config->>'start_offset')::interval) * 1000 as "startMs" from timescaledb_information.jobs
+   where proc_name = 'policy_refresh_continuous_aggregate' and hypertable_name = 'metrics_hourly_cagg' limit 1`;
+
+/**
+ * Age in ms beyond which a reading is late for the continuous aggregates: older than the hourly refresh
+ * policy's window (`start_offset`) less a day (a reading near the window's start may age out of it
+ * before the next policy run), at least an hour. Ingest queues the time range of such readings in
+ * {@link REFRESH_QUEUE}. Null where there is no queue (no continuous aggregates).
+ */
+export async function lateReadingAgeOf(client: pg.ClientBase): Promise<number | null> {
+  const exists = await client.query<{ t: string | null }>(`select to_regclass('${REFRESH_QUEUE}')::text as t`);
+  if (!exists.rows[0]?.t) return null;
+  const r = (await client.query<{ startMs: number | null }>(LATE_SQL)).rows[0];
+  // no policy, or one without a window start: only the real-time part (under an hour old) is safe
+  if (r?.startMs == null) return HOUR_MS;
+  return Math.max(HOUR_MS, Number(r.startMs) - 24 * HOUR_MS);
+}
+
+/** `'timescale'` once `lib/telemetry/timescale/apply.ts` converted the database, else `'native'`. */
 export async function storageMode(db: QueryExecutorProvider): Promise<StorageMode> {
   return (await storageInfo(db)).mode;
 }

@@ -25,6 +25,9 @@ export interface SiteRow {
   parent_id: string | null;
   name: string;
   path: string;
+  time_zone: string | null;
+  lat: number | null;
+  lng: number | null;
   created_at: Date;
 }
 
@@ -66,7 +69,17 @@ export interface OrganizationRow {
   name: string;
 }
 
-export const siteColumns = ['id', 'org_id', 'parent_id', 'name', 'path', 'created_at'] as const;
+export const siteColumns = [
+  'id',
+  'org_id',
+  'parent_id',
+  'name',
+  'path',
+  'time_zone',
+  sql<number | null>`st_y(location::geometry)`.as('lat'),
+  sql<number | null>`st_x(location::geometry)`.as('lng'),
+  'created_at',
+] as const;
 export const profileColumns = [
   'id',
   'org_id',

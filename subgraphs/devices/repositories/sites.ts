@@ -6,7 +6,7 @@ import { NotFoundError } from '../../../lib/errors.js';
 import type { Identity } from '../../../lib/identity.js';
 import { siteLabel } from '../../../lib/sites.js';
 import { QueryTemplates } from '../query-templates.js';
-import { readAll, type SiteRow, siteColumns, sitesOf } from './shared.js';
+import { point, readAll, type SiteRow, siteColumns, sitesOf } from './shared.js';
 
 /** Sites: the ltree hierarchy, its batched reads and device counts per subtree. */
 export class SiteRepository {
@@ -57,7 +57,15 @@ export class SiteRepository {
     );
   }
 
-  createSite(identity: Identity, input: { name: string; parentId?: string | null | undefined }): Promise<SiteRow> {
+  createSite(
+    identity: Identity,
+    input: {
+      name: string;
+      parentId?: string | null | undefined;
+      timeZone?: string | null | undefined;
+      location?: { lat: number; lng: number } | null | undefined;
+    },
+  ): Promise<SiteRow> {
     const orgId = identity.orgId;
     return withTenant(this.db, orgId, async (tx) => {
       const id = randomUUID();
@@ -74,10 +82,51 @@ export class SiteRepository {
       }
       const row = await tx
         .insertInto('sites')
-        .values({ id, org_id: orgId, parent_id: input.parentId ?? null, name: input.name, path })
+        .values({
+          id,
+          org_id: orgId,
+          parent_id: input.parentId ?? null,
+          name: input.name,
+          path,
+          time_zone: input.timeZone ?? null,
+          location: input.location ? point(input.location) : null,
+        })
         .returning(siteColumns)
         .executeTakeFirstOrThrow();
       await audit(tx, orgId, actorOf(identity), 'site.create', 'site', id, null, row);
+      return row;
+    });
+  }
+
+  /** Renames a site or sets (null: clears) its time zone or location; audited. NOT_FOUND when not the organization's. */
+  updateSite(
+    identity: Identity,
+    id: string,
+    patch: { name?: string | undefined; timeZone?: string | null | undefined; location?: { lat: number; lng: number } | null | undefined },
+  ): Promise<SiteRow> {
+    const orgId = identity.orgId;
+    return withTenant(this.db, orgId, async (tx) => {
+      const before = await tx
+        .selectFrom('sites')
+        .select(siteColumns)
+        .where('org_id', '=', orgId)
+        .where('id', '=', id)
+        .forUpdate()
+        .executeTakeFirst();
+      if (!before) throw new NotFoundError('site');
+      const row = await tx
+        .updateTable('sites')
+        .set({
+          ...(patch.name !== undefined ? { name: patch.name } : {}),
+          ...(patch.timeZone !== undefined ? { time_zone: patch.timeZone } : {}),
+          ...(patch.location !== undefined ? { location: patch.location ? point(patch.location) : null } : {}),
+          updated_at: sql`now()`,
+        })
+        .where('org_id', '=', orgId)
+        .where('id', '=', id)
+        .returning(siteColumns)
+        .executeTakeFirstOrThrow();
+      await audit(tx, orgId, actorOf(identity), 'site.update', 'site', id, before, row);
       return row;
     });
   }

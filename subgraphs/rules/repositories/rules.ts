@@ -1,13 +1,13 @@
 import { type CompiledQuery, type SelectQueryBuilder, sql } from 'kysely';
-import { actorOf, audit } from '../../lib/audit.js';
-import { latestKey, numericLatest } from '../../lib/contracts/device-state.js';
-import { parseRuleStats, type RuleStats, ruleStatsKey, rulesVersionKey } from '../../lib/contracts/rule-state.js';
-import { type DB, type Db, isUniqueViolation, isUuid, type Tx, tenantReadRows, withTenant } from '../../lib/db.js';
-import { BadInputError, ConflictError, NotFoundError } from '../../lib/errors.js';
-import type { Identity } from '../../lib/identity.js';
-import type { Logger } from '../../lib/logger.js';
-import type { Redis } from '../../lib/redis.js';
-import { assertCondition, type RuleCursor, type RuleDefinition, type RulePatch } from './validation.js';
+import { actorOf, audit } from '../../../lib/audit.js';
+import { latestKey, numericLatest } from '../../../lib/contracts/device-state.js';
+import { parseRuleStats, type RuleStats, ruleStatsKey, rulesVersionKey } from '../../../lib/contracts/rule-state.js';
+import { type DB, type Db, isUniqueViolation, isUuid, type Tx, tenantReadRows, withTenant } from '../../../lib/db.js';
+import { BadInputError, ConflictError, NotFoundError } from '../../../lib/errors.js';
+import type { Identity } from '../../../lib/identity.js';
+import type { Logger } from '../../../lib/logger.js';
+import type { Redis } from '../../../lib/redis.js';
+import { assertCondition, type RuleCursor, type RuleDefinition, type RulePatch } from '../validation.js';
 
 /**
  * SQL and Redis access of the rules subgraph. Every statement runs in a tenant transaction
