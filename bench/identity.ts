@@ -86,8 +86,8 @@ async function main(): Promise<void> {
           'query Page { devices(first: 50) { edges { cursor node { id serial name createdAt site { id name } profile { id name } } } pageInfo { hasNextPage endCursor } } }',
       }),
     ],
-    ['2 KiB body', JSON.stringify({ query: `{ devices { totalCount } }`, variables: { pad: 'x'.repeat(2000) } })],
-    ['16 KiB body', JSON.stringify({ query: `{ devices { totalCount } }`, variables: { pad: 'x'.repeat(16_000) } })],
+    ['a 2 KiB body', JSON.stringify({ query: `{ devices { totalCount } }`, variables: { pad: 'x'.repeat(2000) } })],
+    ['a 16 KiB body', JSON.stringify({ query: `{ devices { totalCount } }`, variables: { pad: 'x'.repeat(16_000) } })],
   ] as const;
   const rows: string[] = [];
   const old = previousScheme();
