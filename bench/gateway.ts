@@ -40,6 +40,9 @@ const serverEnv = (): NodeJS.ProcessEnv => ({
   REDIS_PREFIX: 'bench:gateway:',
   GATEWAY_RATE_LIMIT: '1000000000',
   GATEWAY_IN_PROCESS: 'true',
+  // Target (a) sends one pre-signed identity header for a whole run (autocannon repeats one request),
+  // so the subgraphs accept headers for a day; verifying costs the same whatever the window.
+  IDENTITY_MAX_AGE_S: '86400',
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -91,13 +94,18 @@ async function serve(role: string): Promise<void> {
     const identity = JSON.parse(process.env.BENCH_IDENTITY ?? '{}');
     const gateway = new ApolloGateway({
       supergraphSdl: loadSupergraph(),
-      buildService: ({ name, url }) =>
-        new RemoteGraphQLDataSource({
-          url: urls[name] ?? url,
-          willSendRequest({ request }) {
-            request.http?.headers.set('x-rulr-identity', signIdentity(identity, SECRET));
-          },
-        }),
+      buildService: ({ name, url }) => {
+        // The header is signed over the body, which Apollo serializes after willSendRequest: its own
+        // fetcher, wrapped, adds it.
+        const source = new RemoteGraphQLDataSource({ url: urls[name] ?? url });
+        const fetcher = source.fetcher;
+        source.fetcher = (target, init) =>
+          fetcher(target, {
+            ...init,
+            headers: { ...init?.headers, 'x-rulr-identity': signIdentity(identity, SECRET, { body: String(init?.body ?? '') }) },
+          });
+        return source;
+      },
     });
     const server = new ApolloServer({ gateway });
     const { url } = await startStandaloneServer(server, { listen: { port: 0 } });
@@ -204,11 +212,15 @@ interface Query {
   variables?: Record<string, unknown>;
 }
 
+/** The request body of a query, as every target is sent it (and as target (a)'s header is signed over). */
+const bodyOf = (q: Query) => JSON.stringify({ query: q.query, variables: q.variables });
+
 interface Target {
   key: string;
   label: string;
   url: string;
-  headers: () => Record<string, string>;
+  /** The headers of a request with this body. */
+  headers: (body: string) => Record<string, string>;
 }
 
 interface Run {
@@ -224,8 +236,8 @@ async function load(t: Target, q: Query, connections: number, duration: number, 
     method: 'POST',
     connections,
     duration,
-    headers: { 'content-type': 'application/json', ...t.headers() },
-    body: JSON.stringify({ query: q.query, variables: q.variables }),
+    headers: { 'content-type': 'application/json', ...t.headers(bodyOf(q)) },
+    body: bodyOf(q),
     ...(overallRate ? { overallRate } : {}),
   });
   return { rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, errors: r.errors + r.non2xx + r.timeouts };
@@ -249,7 +261,7 @@ async function runOpenLoop(t: { url: string; headers: Record<string, string> }, 
   const r = await runOpenLoopRaw({
     url: t.url,
     headers: t.headers,
-    body: JSON.stringify({ query: q.query, variables: q.variables }),
+    body: bodyOf(q),
     rate,
     durationS: duration,
     connections: OPEN_LOOP_CONNECTIONS,
@@ -278,7 +290,7 @@ function openLoop(t: Target, q: Query, rate: number, duration: number): Promise<
     env: process.env,
     stdio: ['pipe', 'pipe', 'inherit'],
   });
-  child.stdin?.end(JSON.stringify({ target: { url: t.url, headers: t.headers() }, q, rate, duration }));
+  child.stdin?.end(JSON.stringify({ target: { url: t.url, headers: t.headers(bodyOf(q)) }, q, rate, duration }));
   return new Promise((resolve, reject) => {
     let out = '';
     child.stdout?.on('data', (c: Buffer) => {
@@ -298,8 +310,8 @@ function openLoop(t: Target, q: Query, rate: number, duration: number): Promise<
 async function probe(t: Target, q: Query): Promise<unknown> {
   const res = await fetch(t.url, {
     method: 'POST',
-    headers: { 'content-type': 'application/json', ...t.headers() },
-    body: JSON.stringify({ query: q.query, variables: q.variables }),
+    headers: { 'content-type': 'application/json', ...t.headers(bodyOf(q)) },
+    body: bodyOf(q),
   });
   const body = (await res.json()) as { data?: unknown; errors?: unknown };
   if (res.status !== 200 || body.errors)
@@ -351,8 +363,20 @@ async function main(): Promise<void> {
   const { orgId, userId, deviceId } = await prepareDatabase();
   const { signIdentity } = await import('../lib/identity.js');
   const { issueToken } = await import('../lib/auth.js');
-  const identity = { kind: 'user' as const, subject: userId, orgId, role: 'viewer' as const, scopes: [] };
-  const token = await issueToken({ userId, orgId, role: 'viewer' }, { secret: SECRET, issuer: 'rulr', ttlSeconds: 24 * 3600 });
+  // A token of a sign-in session, as `login` issues: RULR's gateways check the session on every request.
+  const { createRedis } = await import('../lib/redis.js');
+  const { SessionStore } = await import('../subgraphs/devices/repositories/index.js');
+  const redis = createRedis(process.env.REDIS_URL ?? 'redis://127.0.0.1:6379');
+  const session = await new SessionStore(redis, String(serverEnv().REDIS_PREFIX), { idleMs: 86_400_000, maxAgeMs: 86_400_000 }).create({
+    userId,
+    orgId,
+    role: 'viewer',
+    platform: false,
+  });
+  await redis.quit();
+  const sessionId = session.session.id;
+  const identity = { kind: 'user' as const, subject: userId, orgId, role: 'viewer' as const, scopes: [], sessionId };
+  const token = await issueToken({ userId, orgId, role: 'viewer', sessionId }, { secret: SECRET, issuer: 'rulr', ttlSeconds: 24 * 3600 });
 
   const modes = (process.env.BENCH_SUBGRAPH ?? 'postgres,memory').split(',') as Mode[];
   const subset = Boolean(process.env.BENCH_TARGETS || process.env.BENCH_QUERIES || process.env.BENCH_SUBGRAPH);
@@ -383,8 +407,9 @@ async function main(): Promise<void> {
       " keep-alive connections (as wrk2 does; raw TCP sockets with one pre-encoded request, `bench/open-loop.ts`, in a child process of its own, the pool opened before the run) and counts latency from the scheduled time (autocannon's `overallRate` bursts each second's quota at the top of the second, which measures burst queueing instead).",
     '',
     'Targets: (a) the devices subgraph called directly with a signed identity header; (b) a stock `@apollo/gateway`',
-    '(ApolloGateway + `startStandaloneServer`, HTTP data sources, defaults, identity header added in `willSendRequest`);',
-    "(c) RULR's gateway with the subgraphs in their own processes over HTTP; (c') RULR all-in-one (`rulr start all`, subgraphs in process).",
+    '(ApolloGateway + `startStandaloneServer`, HTTP data sources, defaults, the request-bound identity header signed in a wrapper of its fetcher);',
+    "(c) RULR's gateway with the subgraphs in their own processes over HTTP; (c') RULR all-in-one (`rulr start all`, subgraphs in process);",
+    "(c) and (c') are sent a token of a sign-in session, as `login` issues, whose session the gateway checks on every request.",
     '',
     'Two suites, the same queries and data: **PostgreSQL** — the devices subgraph as shipped, reading PostgreSQL; **in-memory** —',
     'the same subgraph code (SDL, resolvers, DataLoaders, identity check, HTTP handler) over an in-memory snapshot of the same rows',
@@ -408,7 +433,7 @@ async function suite(
     deviceId: string;
     identity: import('../lib/identity.js').Identity;
     token: string;
-    signIdentity: (i: import('../lib/identity.js').Identity, secret: string) => string;
+    signIdentity: (i: import('../lib/identity.js').Identity, secret: string, request: { body: string }) => string;
   },
   answers: Map<string, string>,
 ): Promise<string[]> {
@@ -441,7 +466,7 @@ async function suite(
         key: 'a',
         label: '(a) devices subgraph, direct',
         url: urls.devices as string,
-        headers: () => ({ 'x-rulr-identity': signIdentity(identity, SECRET) }),
+        headers: (body) => ({ 'x-rulr-identity': signIdentity(identity, SECRET, { body }) }),
       },
       { key: 'b', label: '(b) stock @apollo/gateway', url: `http://127.0.0.1:${stock.port}/graphql`, headers: () => ({}) },
       { key: 'c', label: '(c) RULR gateway, subgraph over HTTP', url: `http://127.0.0.1:${rulr.port}/graphql`, headers: bearer },

@@ -116,6 +116,33 @@ apikey
     await createApiKeyCli(config(), o);
   });
 
+const org = program.command('org').description('manage organizations');
+org
+  .command('create')
+  .description('create an organization with its first admin (invited, unless they have an account)')
+  .argument('<slug>', 'lower-case letters, digits and dashes')
+  .requiredOption('--name <name>', 'display name')
+  .requiredOption('--admin <email>', 'e-mail of its first admin')
+  .action(async (slug: string, o: { name: string; admin: string }) => {
+    const { createOrgCli } = await import('./people.js');
+    await createOrgCli(config(), { slug, ...o });
+  });
+
+const platform = program.command('platform').description('platform operators (may create organizations)');
+for (const [name, grant] of [
+  ['grant', true],
+  ['revoke', false],
+] as const) {
+  platform
+    .command(name)
+    .description(grant ? 'make a person a platform operator' : "end a platform operator's right (and their sessions)")
+    .argument('<email>', 'their e-mail')
+    .action(async (email: string) => {
+      const { platformCli } = await import('./people.js');
+      await platformCli(config(), { email, grant });
+    });
+}
+
 program
   .command('compose')
   .description('compose schema/supergraph.graphql from the subgraph SDLs')

@@ -5,6 +5,7 @@ import type { Db } from '../lib/db.js';
 import { UnauthenticatedError } from '../lib/errors.js';
 import { ANONYMOUS, type Identity } from '../lib/identity.js';
 import type { Logger } from '../lib/logger.js';
+import type { SessionGuard } from './sessions.js';
 
 export interface AuthenticatorOptions {
   /**
@@ -15,6 +16,8 @@ export interface AuthenticatorOptions {
   apiKeyCacheMs?: number;
   /** `last_used_at` is written at most this often per key. @default 60000 */
   lastUsedEveryMs?: number;
+  /** Refuses tokens whose sign-in session ended (tokens without a session, such as `rulr token`'s, pass). */
+  sessions?: Pick<SessionGuard, 'isKnownLive' | 'check'>;
 }
 
 interface KeyEntry {
@@ -25,13 +28,15 @@ interface KeyEntry {
 
 /**
  * Turns request credentials into an Identity: `Authorization: Bearer <jwt>`, or an API key as
- * `Bearer rulr_…` / `x-api-key: rulr_…`. No credentials → ANONYMOUS; bad ones → UnauthenticatedError.
+ * `Bearer rulr_…` / `x-api-key: rulr_…`. No credentials → ANONYMOUS; bad ones, or a token whose
+ * sign-in session ended → UnauthenticatedError.
  * API keys act with exactly their scopes (their role is `admin`, so scopes are the only bound).
  */
 export class Authenticator {
   private readonly keys: LRUCache<string, KeyEntry>;
   private readonly lastUsed = new Map<string, number>();
   private readonly lastUsedEveryMs: number;
+  private readonly sessions: AuthenticatorOptions['sessions'];
 
   constructor(
     private readonly db: Db,
@@ -41,6 +46,7 @@ export class Authenticator {
   ) {
     this.keys = new LRUCache({ max: 10_000, ttl: o.apiKeyCacheMs ?? 30_000 });
     this.lastUsedEveryMs = o.lastUsedEveryMs ?? 60_000;
+    this.sessions = o.sessions;
   }
 
   async identify(headers: IncomingHttpHeaders): Promise<Identity> {
@@ -57,6 +63,10 @@ export class Authenticator {
       const credential = m[1];
       if (credential.startsWith('rulr_')) return this.apiKey(credential);
       const { exp, ...identity } = await this.tokens.verify(credential);
+      const sid = identity.sessionId;
+      if (sid !== undefined && this.sessions && !this.sessions.isKnownLive(sid, identity.subject)) {
+        await this.sessions.check(sid, identity.subject);
+      }
       return { identity, expiresAt: exp * 1000 };
     }
     if (typeof apiKeyHeader === 'string' && apiKeyHeader.length > 0) return this.apiKey(apiKeyHeader.trim());

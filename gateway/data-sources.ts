@@ -2,7 +2,7 @@ import { type GraphQLDataSource, type GraphQLDataSourceProcessOptions, RemoteGra
 import { LRUCache } from 'lru-cache';
 import { Agent, errors, request } from 'undici';
 import { SubgraphUnavailableError } from '../lib/errors.js';
-import { ANONYMOUS, IDENTITY_HEADER, type Identity, signIdentity, verifyIdentity } from '../lib/identity.js';
+import { ANONYMOUS, encodeIdentity, IDENTITY_HEADER, type Identity, signRequest } from '../lib/identity.js';
 import type { Logger } from '../lib/logger.js';
 import { DocumentCache, executeSubgraph, type SubgraphModule } from '../lib/subgraph.js';
 
@@ -12,23 +12,40 @@ export interface GatewayContext extends Record<string, unknown> {
 }
 
 /**
- * Signs identities for the `x-rulr-identity` header, reusing a signature for up to a minute (well
- * inside the subgraphs' 5-minute acceptance window) so hot identities cost one HMAC a minute.
+ * Signs the `x-rulr-identity` header of each subgraph request: the identity's part is encoded once
+ * per identity (cached), the signature is one HMAC per request over its method, path and body
+ * (`lib/identity.ts`), so a captured header cannot be reused for another request.
  */
 export class IdentitySigner {
-  private readonly cache = new LRUCache<string, { header: string; at: number }>({ max: 10_000 });
-  constructor(
-    private readonly secret: string,
-    private readonly reuseMs = 60_000,
-  ) {}
-  sign(identity: Identity): string {
-    const key = `${identity.kind}\u0000${identity.subject}\u0000${identity.orgId}\u0000${identity.role}\u0000${identity.scopes.join(',')}`;
-    const now = Date.now();
-    const hit = this.cache.get(key);
-    if (hit && now - hit.at < this.reuseMs) return hit.header;
-    const header = signIdentity(identity, this.secret, now);
-    this.cache.set(key, { header, at: now });
-    return header;
+  private readonly encoded = new LRUCache<string, string>({ max: 10_000 });
+  private readonly paths = new Map<string, string>();
+  constructor(private readonly secret: string) {}
+
+  /** The identity's part of the header (what `willSendRequest` sets for the fetcher to complete). */
+  encode(identity: Identity | undefined): string {
+    const id = identity ?? ANONYMOUS;
+    const key = `${id.kind}\u0000${id.subject}\u0000${id.orgId}\u0000${id.role}\u0000${id.scopes.join(',')}\u0000${id.sessionId ?? ''}\u0000${id.platform ? 1 : 0}`;
+    let e = this.encoded.get(key);
+    if (e === undefined) {
+      e = encodeIdentity(id);
+      this.encoded.set(key, e);
+    }
+    return e;
+  }
+
+  /** The header for one POST of exactly `body` to `url`. */
+  sign(identity: Identity | undefined, url: string, body: string): string {
+    return this.signEncoded(this.encode(identity), url, body);
+  }
+
+  signEncoded(encoded: string, url: string, body: string): string {
+    let path = this.paths.get(url);
+    if (path === undefined) {
+      path = new URL(url).pathname;
+      if (this.paths.size > 1000) this.paths.clear();
+      this.paths.set(url, path);
+    }
+    return signRequest(encoded, { method: 'POST', path, body }, this.secret);
   }
 }
 
@@ -127,12 +144,20 @@ export class SignedRemoteDataSource extends RemoteGraphQLDataSource<GatewayConte
     client: SubgraphHttpClient,
     private readonly logger: Logger,
   ) {
+    // Apollo serializes the body after willSendRequest: the header's identity part is set there, and
+    // the fetcher, which gets the exact body bytes, signs them.
+    const fetcher = (target: string, init?: { body?: string; headers?: Record<string, string> }) => {
+      const body = init?.body ?? '';
+      const headers = { ...init?.headers };
+      headers[IDENTITY_HEADER] = signer.signEncoded(headers[IDENTITY_HEADER] ?? signer.encode(undefined), target, body);
+      return client.fetcher(target, { body, headers });
+    };
     super({
       url,
       // biome-ignore lint/suspicious/noExplicitAny: Apollo's Fetcher type lives in a transitive package.
-      fetcher: client.fetcher as any,
+      fetcher: fetcher as any,
       willSendRequest({ request, context }) {
-        request.http?.headers.set(IDENTITY_HEADER, signer.sign(context.identity));
+        request.http?.headers.set(IDENTITY_HEADER, signer.encode(context.identity));
       },
     });
   }
@@ -151,20 +176,13 @@ export class SignedRemoteDataSource extends RemoteGraphQLDataSource<GatewayConte
 }
 
 /**
- * The identity a subgraph in this process receives: signed and verified exactly as over HTTP (both
- * steps are cached), so in-process and remote subgraphs see the same thing.
+ * A subgraph running in this process, called without HTTP and without a header: the identity the
+ * gateway verified is handed over as it is (nothing travels, so there is nothing to replay).
  */
-export function localIdentity(signer: IdentitySigner, secret: string, identity: Identity | undefined): Identity {
-  return verifyIdentity(signer.sign(identity ?? ANONYMOUS), secret);
-}
-
-/** A subgraph running in this process, called without HTTP. */
 export class LocalDataSource implements GraphQLDataSource<GatewayContext> {
   private readonly docs: DocumentCache;
   constructor(
     private readonly mod: SubgraphModule,
-    private readonly signer: IdentitySigner,
-    private readonly secret: string,
     private readonly mask: boolean,
   ) {
     this.docs = new DocumentCache(mod.schema);
@@ -178,7 +196,7 @@ export class LocalDataSource implements GraphQLDataSource<GatewayContext> {
       doc,
       request.variables ?? undefined,
       request.operationName ?? undefined,
-      localIdentity(this.signer, this.secret, context.identity),
+      context.identity ?? ANONYMOUS,
       this.mask,
     );
     return {

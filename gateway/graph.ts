@@ -21,7 +21,6 @@ export interface FederatedGraphOptions {
   urls: Record<string, string>;
   signer: IdentitySigner;
   client: SubgraphHttpClient;
-  secret: string;
   /** Mask internal errors (production). */
   mask: boolean;
   limits: QueryLimits;
@@ -51,7 +50,7 @@ export interface FederatedGraph {
 export function federatedGraph(o: FederatedGraphOptions): FederatedGraph {
   const buildService = (name: string, url: string | undefined): GraphQLDataSource<GatewayContext> => {
     const mod = o.local[name];
-    if (mod) return new LocalDataSource(mod, o.signer, o.secret, o.mask);
+    if (mod) return new LocalDataSource(mod, o.mask);
     return new SignedRemoteDataSource(name, o.urls[name] ?? (url as string), o.signer, o.client, o.logger);
   };
 

@@ -5,6 +5,7 @@ import { subgraphUrls } from '../lib/config.js';
 import { pingDb } from '../lib/db.js';
 import { ServiceServer } from '../lib/http.js';
 import type { Identity } from '../lib/identity.js';
+import { createRedis } from '../lib/redis.js';
 import type { RoleContext, RoleHandle } from '../lib/role.js';
 import type { SubgraphModule } from '../lib/subgraph.js';
 import { Authenticator } from './authenticate.js';
@@ -21,6 +22,7 @@ import { startApolloRoute } from './routes/apollo.js';
 import { directRoute } from './routes/direct.js';
 import { dispatcher } from './routes/dispatch.js';
 import { plannedRoute } from './routes/planned.js';
+import { SessionGuard } from './sessions.js';
 
 export interface GatewayOptions {
   /** Subgraphs running in this process, called without HTTP. */
@@ -52,6 +54,8 @@ export interface GatewayOptions {
 export interface GatewayHandle extends RoleHandle, GatewayCapabilities {
   /** Credentials from headers (`authorization`, `x-api-key`) → Identity; throws UNAUTHENTICATED. */
   identify(headers: IncomingHttpHeaders): Promise<Identity>;
+  /** The check that tokens' sign-in sessions live (and the notices of those that end). */
+  sessions: SessionGuard;
   /** The graphql-ws server, when `realtime` is on. */
   realtime?: RealtimeServer;
   /** Registers a cleanup run first on `close()` (e.g. the WebSocket server). */
@@ -74,11 +78,13 @@ export async function startGateway(ctx: RoleContext, o: GatewayOptions = {}): Pr
   const urls: Record<string, string> = { ...subgraphUrls(cfg), ...o.urls };
   const signer = new IdentitySigner(cfg.RULR_SECRET);
   const client = new SubgraphHttpClient(cfg.GATEWAY_TIMEOUT_MS);
+  const sessions = new SessionGuard(ctx.redis, createRedis(cfg.REDIS_URL), cfg.REDIS_PREFIX, logger, { cacheMs: cfg.SESSION_CACHE_MS });
+  sessions.start();
   const authenticator = new Authenticator(
     ctx.db,
     new TokenVerifier({ secret: cfg.RULR_SECRET, issuer: cfg.JWT_ISSUER, ttlSeconds: cfg.JWT_TTL_SECONDS, jwksUrl: cfg.JWKS_URL }),
     logger,
-    { apiKeyCacheMs: cfg.GATEWAY_CREDENTIAL_RECHECK_MS },
+    { apiKeyCacheMs: cfg.GATEWAY_CREDENTIAL_RECHECK_MS, sessions },
   );
   const limiter = new GatewayRateLimiter(
     ctx.redis,
@@ -96,7 +102,6 @@ export async function startGateway(ctx: RoleContext, o: GatewayOptions = {}): Pr
     urls,
     signer,
     client,
-    secret: cfg.RULR_SECRET,
     mask: production,
     limits,
     introspection,
@@ -106,7 +111,7 @@ export async function startGateway(ctx: RoleContext, o: GatewayOptions = {}): Pr
     logger,
   });
   const apollo = await startApolloRoute({ gateway: graph.gateway, introspection, finalizeError });
-  const direct = directRoute({ local, urls, client, signer, secret: cfg.RULR_SECRET, mask: production, finalizeError, logger });
+  const direct = directRoute({ local, urls, client, signer, mask: production, finalizeError, logger });
   const planned = plannedRoute({ services: graph.services, finalizeError, logger });
 
   const run = dispatcher({ router: graph.router, direct, planned, apollo, timeoutMs: cfg.GATEWAY_TIMEOUT_MS });
@@ -137,6 +142,7 @@ export async function startGateway(ctx: RoleContext, o: GatewayOptions = {}): Pr
   } catch (e) {
     await apollo.stop();
     client.close();
+    await sessions.close();
     throw e;
   }
   logger.info({ port, local: Object.keys(local), fastPath }, 'gateway listening');
@@ -148,6 +154,7 @@ export async function startGateway(ctx: RoleContext, o: GatewayOptions = {}): Pr
     apiSchema: () => graph.router()?.apiSchema,
     identify: (headers) => authenticator.identify(headers),
     identifyWithExpiry: (headers) => authenticator.identifyWithExpiry(headers),
+    sessions,
     checkLimits: (document) => {
       const router = graph.router();
       return checkLimits(document, { ...limits, ...(router ? { schema: router.apiSchema } : {}) });
@@ -173,6 +180,7 @@ export async function startGateway(ctx: RoleContext, o: GatewayOptions = {}): Pr
       await server.close();
       await apollo.stop();
       client.close();
+      await sessions.close();
     },
   };
   if (o.realtime !== false) {

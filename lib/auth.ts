@@ -13,6 +13,10 @@ export interface TokenClaims {
   userId: string;
   orgId: string;
   role: Role;
+  /** The session the token belongs to (claim `sid`): the gateway refuses it once the session ends. */
+  sessionId?: string | undefined;
+  /** A platform operator (claim `plat`). */
+  platform?: boolean | undefined;
 }
 
 export interface JwtOptions {
@@ -25,7 +29,7 @@ export interface JwtOptions {
 const key = (secret: string) => new TextEncoder().encode(secret);
 
 export async function issueToken(c: TokenClaims, o: JwtOptions, now = Math.floor(Date.now() / 1000)): Promise<string> {
-  return new SignJWT({ org: c.orgId, role: c.role })
+  return new SignJWT({ org: c.orgId, role: c.role, ...(c.sessionId ? { sid: c.sessionId } : {}), ...(c.platform ? { plat: true } : {}) })
     .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
     .setSubject(c.userId)
     .setIssuer(o.issuer)
@@ -53,8 +57,9 @@ export class TokenVerifier {
       return { ...hit.id, exp: hit.exp };
     }
     let payload: JWTPayload;
+    let alg: unknown;
     try {
-      const alg = JSON.parse(Buffer.from(token.split('.')[0] ?? '', 'base64url').toString()).alg;
+      alg = JSON.parse(Buffer.from(token.split('.')[0] ?? '', 'base64url').toString()).alg;
       if (alg === 'HS256' || !this.jwks) {
         ({ payload } = await jwtVerify(token, key(this.o.secret), { issuer: this.o.issuer, algorithms: ['HS256'] }));
       } else {
@@ -69,7 +74,14 @@ export class TokenVerifier {
     if (typeof payload.sub !== 'string' || typeof org !== 'string' || !isRole(role) || typeof payload.exp !== 'number') {
       throw new UnauthenticatedError('token lacks sub, org, role or exp');
     }
+    if ((payload.sid !== undefined && typeof payload.sid !== 'string') || (payload.plat !== undefined && payload.plat !== true)) {
+      throw new UnauthenticatedError('token has a malformed sid or plat claim');
+    }
     const id: Identity = { kind: 'user', subject: payload.sub, orgId: org, role, scopes: [] };
+    // Sessions and platform operators are RULR's own: an external issuer's `sid` names its session, not ours.
+    const own = alg === 'HS256' && payload.iss === this.o.issuer;
+    if (own && typeof payload.sid === 'string') id.sessionId = payload.sid;
+    if (own && payload.plat === true) id.platform = true;
     this.cache.set(token, { id, exp: payload.exp });
     return { ...id, exp: payload.exp };
   }
@@ -109,3 +121,22 @@ export const API_SCOPES = [
   'rules:read',
   'rules:write',
 ] as const;
+
+/**
+ * A single-use secret for a link or a refresh (`<kind>_<43 base64url characters>`, 256 bits) and
+ * the SHA-256 hex it is stored as: high-entropy tokens need no slow hash, and a stored hash cannot
+ * be used as the token.
+ */
+export function generateSecretToken(kind: string): { token: string; hash: string } {
+  const token = `${kind}_${randomBytes(32).toString('base64url')}`;
+  return { token, hash: hashToken(token) };
+}
+
+export const hashToken = (token: string): string => createHash('sha256').update(token).digest('hex');
+
+/** Constant-time comparison of two SHA-256 hex digests. */
+export function sameHash(a: string, b: string): boolean {
+  const x = Buffer.from(a, 'hex');
+  const y = Buffer.from(b, 'hex');
+  return x.length === 32 && x.length === y.length && timingSafeEqual(x, y);
+}

@@ -124,6 +124,71 @@ export const configSpec = {
     schema: z.string().url().optional(),
     description: 'Optional external issuer JWKS; tokens it signs are accepted too (claims `org`, `role`).',
   },
+  SESSION_IDLE_S: {
+    schema: posInt(604_800),
+    description: 'A sign-in session whose refresh token goes unused this long ends (7 days).',
+    shown: '604800',
+  },
+  SESSION_MAX_AGE_S: {
+    schema: posInt(2_592_000),
+    description: 'A sign-in session ends this long after sign-in, however often it is refreshed (30 days).',
+    shown: '2592000',
+  },
+  SESSION_CACHE_MS: {
+    schema: posInt(60_000),
+    description:
+      'How long a gateway trusts a session it looked up in Redis while it hears the revocation channel (a revocation ends it at once; without the channel every request looks it up).',
+    shown: '60000',
+  },
+  LOGIN_MAX_FAILURES: {
+    schema: posInt(5),
+    description: 'Failed sign-ins within LOGIN_FAILURE_WINDOW_S that lock an account (unknown addresses alike).',
+    shown: '5',
+  },
+  LOGIN_FAILURE_WINDOW_S: { schema: posInt(900), description: 'Window in which failed sign-ins are counted.', shown: '900' },
+  LOGIN_LOCKOUT_S: {
+    schema: posInt(900),
+    description: 'How long a locked account stays locked, unless an admin unlocks it (`unlockUser`) or its password is reset.',
+    shown: '900',
+  },
+  INVITE_TTL_S: { schema: posInt(604_800), description: 'How long an invitation link works (7 days).', shown: '604800' },
+  RESET_TOKEN_TTL_S: { schema: posInt(3600), description: 'How long a password-reset link works.', shown: '3600' },
+  RESET_MAX_PER_HOUR: {
+    schema: posInt(3),
+    description: 'Password-reset mails one address is sent per hour at most (further requests answer the same and send nothing).',
+    shown: '3',
+  },
+  MAIL_CONSOLE_URL: {
+    schema: z.string().url().default('http://127.0.0.1:3000'),
+    description:
+      'Public URL of the console (served by the gateway at `/`), used in mailed links: `<url>/#/accept-invitation?token=…`, `<url>/#/reset-password?token=…`.',
+    shown: 'http://127.0.0.1:3000',
+  },
+  IDENTITY_MAX_AGE_S: {
+    schema: posInt(30),
+    description:
+      "How long a subgraph accepts the gateway's signed identity header (bound to one request's method, path and body; a mutation's also single-use). Covers clock skew between hosts.",
+    shown: '30',
+  },
+  SMTP_URL: {
+    schema: z
+      .string()
+      .url()
+      .refine((u) => /^smtps?:\/\//.test(u), 'must start with smtp:// or smtps://')
+      .optional(),
+    description:
+      'Mail server for invitations, password resets and notifications: `smtp://[user:pass@]host[:port]` (STARTTLS when offered) or `smtps://…`. Unset: mail is logged in development, and refused in production.',
+  },
+  SMTP_TIMEOUT_MS: {
+    schema: posInt(10_000),
+    description: 'Connection, greeting and socket timeout towards the mail server.',
+    shown: '10000',
+  },
+  MAIL_FROM: {
+    schema: z.string().min(3).default('RULR <rulr@localhost>'),
+    description: 'The `From` of every mail RULR sends.',
+    shown: 'RULR <rulr@localhost>',
+  },
   GATEWAY_PORT: { schema: port(3000), description: 'Gateway HTTP + WebSocket port.', shown: '3000' },
   ...subgraphPorts,
   INGEST_PORT: { schema: port(4010), description: 'ingest health/metrics port.', shown: '4010' },

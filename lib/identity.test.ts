@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { ErrorCode, type RulrError } from './errors.js';
-import { ANONYMOUS, authorize, type Identity, signIdentity, verifyIdentity } from './identity.js';
+import { ANONYMOUS, authorize, encodeIdentity, type Identity, signIdentity, signRequest, verifyRequest } from './identity.js';
 
 const SECRET = 'x'.repeat(40);
 const user: Identity = { kind: 'user', subject: 'u1', orgId: '11111111-1111-1111-1111-111111111111', role: 'operator', scopes: [] };
@@ -15,27 +15,86 @@ function codeOf(fn: () => unknown): string | undefined {
 }
 
 describe('signed identity header', () => {
-  it('should round-trip an identity signed with the same secret', () => {
-    expect(verifyIdentity(signIdentity(user, SECRET), SECRET)).toEqual(user);
+  const body = JSON.stringify({ query: '{ devices { totalCount } }' });
+  const request = { method: 'POST', path: '/graphql', body };
+  const sign = (id: Identity = user, o: { now?: number; nonce?: string } = {}) => signIdentity(id, SECRET, request, o);
+
+  it('should round-trip an identity signed for the same request with the same secret', () => {
+    const v = verifyRequest(sign(), request, SECRET);
+    expect(v.identity).toEqual(user);
+    const withSession: Identity = { ...user, sessionId: 's-1', platform: true };
+    expect(verifyRequest(sign(withSession), request, SECRET).identity).toEqual(withSession);
+  });
+
+  it('should verify the body as bytes, whether it was signed as a string or a buffer', () => {
+    expect(verifyRequest(sign(), { ...request, body: Buffer.from(body) }, SECRET).identity).toEqual(user);
+  });
+
+  it('should give each signed header its own nonce', () => {
+    const nonces = new Set(Array.from({ length: 100 }, () => verifyRequest(sign(), request, SECRET).nonce));
+    expect(nonces.size).toBe(100);
   });
 
   it('should refuse a missing header', () => {
-    expect(codeOf(() => verifyIdentity(undefined, SECRET))).toBe(ErrorCode.Unauthenticated);
+    expect(codeOf(() => verifyRequest(undefined, request, SECRET))).toBe(ErrorCode.Unauthenticated);
   });
 
   it('should refuse a header signed with another secret', () => {
-    expect(codeOf(() => verifyIdentity(signIdentity(user, 'y'.repeat(40)), SECRET))).toBe(ErrorCode.Unauthenticated);
+    expect(codeOf(() => verifyRequest(signIdentity(user, 'y'.repeat(40), request), request, SECRET))).toBe(ErrorCode.Unauthenticated);
   });
 
-  it('should refuse a header whose body was changed after signing', () => {
-    const [, mac] = signIdentity(user, SECRET).split('.');
-    const forged = Buffer.from(JSON.stringify({ ...user, role: 'admin', iat: Date.now() })).toString('base64url');
-    expect(codeOf(() => verifyIdentity(`${forged}.${mac}`, SECRET))).toBe(ErrorCode.Unauthenticated);
+  it('should refuse a header presented with another body, method or path than the one it was signed for', () => {
+    const h = sign();
+    for (const other of [
+      { ...request, body: JSON.stringify({ query: 'mutation { createSite(input: { name: "x" }) { id } }' }) },
+      { ...request, body: `${body} ` },
+      { ...request, method: 'GET' },
+      { ...request, path: '/other' },
+    ]) {
+      expect(() => verifyRequest(h, other, SECRET)).toThrow(/another request/);
+    }
   });
 
-  it('should refuse a header older than five minutes', () => {
-    const old = signIdentity(user, SECRET, Date.now() - 6 * 60_000);
-    expect(codeOf(() => verifyIdentity(old, SECRET))).toBe(ErrorCode.Unauthenticated);
+  it('should refuse a header whose identity, time or nonce was changed after signing', () => {
+    const [v, , at, nonce, mac] = sign().split('.');
+    const admin = Buffer.from(JSON.stringify({ ...user, role: 'admin' })).toString('base64url');
+    for (const forged of [
+      `${v}.${admin}.${at}.${nonce}.${mac}`,
+      `${v}.${encodeIdentity(user)}.${(Date.now() + 1).toString(36)}.${nonce}.${mac}`,
+      `${v}.${encodeIdentity(user)}.${at}.other.${mac}`,
+    ]) {
+      expect(codeOf(() => verifyRequest(forged, request, SECRET))).toBe(ErrorCode.Unauthenticated);
+    }
+  });
+
+  it('should refuse a header older or newer than its maximum age', () => {
+    const now = Date.now();
+    expect(() => verifyRequest(sign(user, { now: now - 31_000 }), request, SECRET, { now })).toThrow(/expired/);
+    expect(() => verifyRequest(sign(user, { now: now + 31_000 }), request, SECRET, { now })).toThrow(/expired/);
+    expect(verifyRequest(sign(user, { now: now - 29_000 }), request, SECRET, { now }).identity).toEqual(user);
+    expect(() => verifyRequest(sign(user, { now: now - 3_000 }), request, SECRET, { now, maxAgeMs: 2_000 })).toThrow(/expired/);
+  });
+
+  it('should refuse headers of another format, the previous one included', () => {
+    const previous = `${Buffer.from(JSON.stringify({ ...user, iat: Date.now() })).toString('base64url')}.c2lnbmF0dXJl`;
+    for (const h of [previous, 'v2.a.b.c', 'v3.a.b.c.d', '', 'v2....']) {
+      expect(
+        codeOf(() => verifyRequest(h, request, SECRET)),
+        h,
+      ).toBe(ErrorCode.Unauthenticated);
+    }
+  });
+
+  it('should refuse a validly signed header whose identity lacks a field or has a wrong one', () => {
+    for (const bad of [
+      { ...user, role: 'owner' },
+      { ...user, scopes: 'all' },
+      { ...user, kind: 'robot' },
+      { ...user, platform: 'yes' },
+    ]) {
+      const encoded = Buffer.from(JSON.stringify(bad)).toString('base64url');
+      expect(codeOf(() => verifyRequest(signRequest(encoded, request, SECRET), request, SECRET))).toBe(ErrorCode.Unauthenticated);
+    }
   });
 });
 

@@ -1,4 +1,4 @@
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createHmac, createSecretKey, type KeyObject, randomBytes, timingSafeEqual } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { ForbiddenError, UnauthenticatedError } from './errors.js';
 
@@ -15,45 +15,155 @@ export interface Identity {
   role: Role;
   /** API key scopes (`devices:read`, `devices:write`, `*` …); empty for users. */
   scopes: string[];
+  /** The sign-in session a person's token belongs to (tokens from `login`, `refreshSession`, …). */
+  sessionId?: string;
+  /** A platform operator (`users.platform_operator`): may create organizations. */
+  platform?: boolean;
 }
 
 export const IDENTITY_HEADER = 'x-rulr-identity';
-/** How long a signed identity header stays valid (clock skew between replicas included). */
-const MAX_AGE_MS = 5 * 60_000;
 
-const b64 = (s: string | Buffer) => Buffer.from(s).toString('base64url');
+/** How long a signed identity header is accepted, by default (clock skew between hosts included). */
+export const DEFAULT_IDENTITY_MAX_AGE_MS = 30_000;
 
-export function signIdentity(identity: Identity, secret: string, now = Date.now()): string {
-  const body = b64(JSON.stringify({ ...identity, iat: now }));
-  const mac = createHmac('sha256', secret).update(body).digest('base64url');
-  return `${body}.${mac}`;
+/** What an identity header is bound to besides the identity: one HTTP request, its exact body bytes. */
+export interface BoundRequest {
+  /** @default 'POST' */
+  method?: string;
+  /** The URL path (no query). @default '/graphql' */
+  path?: string;
+  body: string | Uint8Array;
 }
 
-const verified = new LRUCache<string, Identity & { iat: number }>({ max: 10_000 });
+/** The header's format version, its first field: a header of another format is refused, never guessed at. */
+const VERSION = 'v2';
 
-/** Verifies the gateway's signed header; throws UNAUTHENTICATED when missing, forged or stale. */
-export function verifyIdentity(header: string | undefined, secret: string, now = Date.now()): Identity {
-  if (!header) throw new UnauthenticatedError('missing gateway identity: subgraphs only answer the gateway');
-  const cached = verified.get(header);
-  const id = cached ?? parseSigned(header, secret);
-  if (now - id.iat > MAX_AGE_MS || id.iat - now > 60_000) throw new UnauthenticatedError('gateway identity expired');
-  if (!cached) verified.set(header, id);
-  const { iat: _iat, ...identity } = id;
-  return identity;
-}
-
-function parseSigned(header: string, secret: string): Identity & { iat: number } {
-  const dot = header.indexOf('.');
-  if (dot < 1) throw new UnauthenticatedError('malformed gateway identity');
-  const body = header.slice(0, dot);
-  const mac = Buffer.from(header.slice(dot + 1), 'base64url');
-  const expected = createHmac('sha256', secret).update(body).digest();
-  if (mac.length !== expected.length || !timingSafeEqual(mac, expected)) {
-    throw new UnauthenticatedError('invalid gateway identity signature');
+const keys = new Map<string, KeyObject>();
+/** HMAC keys by secret, prepared once (a process signs with one secret, tests with a few). */
+function keyOf(secret: string): KeyObject {
+  let k = keys.get(secret);
+  if (!k) {
+    k = createSecretKey(Buffer.from(secret, 'utf8'));
+    if (keys.size > 16) keys.clear();
+    keys.set(secret, k);
   }
-  const parsed = JSON.parse(Buffer.from(body, 'base64url').toString()) as Identity & { iat: number };
-  if (!ROLES.includes(parsed.role) || typeof parsed.orgId !== 'string') throw new UnauthenticatedError('malformed gateway identity');
-  return parsed;
+  return k;
+}
+
+/** `<version>.<identity>.<issued at, ms base 36>.<nonce>` then method, path and body, as the MAC covers them. */
+function mac(secret: string, head: string, r: BoundRequest): Buffer {
+  return createHmac('sha256', keyOf(secret))
+    .update(`${head}\n${r.method ?? 'POST'}\n${r.path ?? '/graphql'}\n`)
+    .update(r.body)
+    .digest();
+}
+
+/** The identity's part of the header: base64url JSON of exactly the fields a subgraph receives. */
+export function encodeIdentity(identity: Identity): string {
+  const wire: Identity = {
+    kind: identity.kind,
+    subject: identity.subject,
+    orgId: identity.orgId,
+    role: identity.role,
+    scopes: identity.scopes,
+  };
+  if (identity.sessionId !== undefined) wire.sessionId = identity.sessionId;
+  if (identity.platform) wire.platform = true;
+  return Buffer.from(JSON.stringify(wire)).toString('base64url');
+}
+
+/** Nonces: a random prefix per process and a counter, unique without a random draw per request. */
+const noncePrefix = randomBytes(9).toString('base64url');
+let nonceCounter = 0;
+export const nextNonce = (): string => `${noncePrefix}${(nonceCounter++).toString(36)}`;
+
+/**
+ * The `x-rulr-identity` header for one request: the encoded identity (`encodeIdentity`), when it was
+ * signed, a nonce, and an HMAC-SHA256 over those and the request's method, path and body, so a
+ * captured header is good for that request only, for `maxAgeMs`, and (mutations) once.
+ */
+export function signRequest(encoded: string, request: BoundRequest, secret: string, now = Date.now(), nonce = nextNonce()): string {
+  const head = `${VERSION}.${encoded}.${now.toString(36)}.${nonce}`;
+  return `${head}.${mac(secret, head, request).toString('base64url')}`;
+}
+
+/** `signRequest` of an identity not yet encoded (tests, the CLI, benchmarks). */
+export function signIdentity(identity: Identity, secret: string, request: BoundRequest, o: { now?: number; nonce?: string } = {}): string {
+  return signRequest(encodeIdentity(identity), request, secret, o.now, o.nonce);
+}
+
+/** A verified header: who is asking, and the nonce that makes this request single-use when it must be. */
+export interface VerifiedIdentity {
+  identity: Identity;
+  nonce: string;
+  issuedAt: number;
+}
+
+const decoded = new LRUCache<string, Identity>({ max: 10_000 });
+
+const bad = (why: string) => new UnauthenticatedError(why);
+
+/**
+ * Verifies the gateway's header against the request it came with; throws UNAUTHENTICATED when it
+ * is missing, malformed, signed with another secret or for another request (method, path, body),
+ * or older (or newer) than `maxAgeMs`. A replayed nonce is the caller's check (`VerifiedIdentity.nonce`).
+ */
+export function verifyRequest(
+  header: string | undefined,
+  request: BoundRequest,
+  secret: string,
+  o: { maxAgeMs?: number; now?: number } = {},
+): VerifiedIdentity {
+  if (!header) throw bad('missing gateway identity: subgraphs only answer the gateway');
+  const parts = header.split('.');
+  if (parts.length !== 5 || parts[0] !== VERSION) throw bad('malformed gateway identity');
+  const [, encoded, at, nonce, signature] = parts as [string, string, string, string, string];
+  const issuedAt = Number.parseInt(at, 36);
+  const now = o.now ?? Date.now();
+  const maxAge = o.maxAgeMs ?? DEFAULT_IDENTITY_MAX_AGE_MS;
+  if (!Number.isSafeInteger(issuedAt) || !nonce) throw bad('malformed gateway identity');
+  if (Math.abs(now - issuedAt) > maxAge) throw bad('gateway identity expired');
+  const given = Buffer.from(signature, 'base64url');
+  const expected = mac(secret, header.slice(0, header.length - signature.length - 1), request);
+  if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+    throw bad('invalid gateway identity signature (another secret, or another request)');
+  }
+  let identity = decoded.get(encoded);
+  if (!identity) {
+    identity = decodeIdentity(encoded);
+    decoded.set(encoded, identity);
+  }
+  return { identity, nonce, issuedAt };
+}
+
+const KINDS: readonly string[] = ['user', 'apikey', 'system', 'anonymous'];
+
+/** The identity part of a header whose signature was verified; fields checked, nothing else kept. */
+function decodeIdentity(encoded: string): Identity {
+  let p: Record<string, unknown>;
+  try {
+    p = JSON.parse(Buffer.from(encoded, 'base64url').toString('utf8')) as Record<string, unknown>;
+  } catch {
+    throw bad('malformed gateway identity');
+  }
+  const scopes = p.scopes;
+  if (
+    typeof p.kind !== 'string' ||
+    !KINDS.includes(p.kind) ||
+    typeof p.subject !== 'string' ||
+    typeof p.orgId !== 'string' ||
+    !isRole(p.role) ||
+    !Array.isArray(scopes) ||
+    !scopes.every((x) => typeof x === 'string') ||
+    (p.sessionId !== undefined && typeof p.sessionId !== 'string') ||
+    (p.platform !== undefined && p.platform !== true)
+  ) {
+    throw bad('malformed gateway identity');
+  }
+  const identity: Identity = { kind: p.kind as Identity['kind'], subject: p.subject, orgId: p.orgId, role: p.role, scopes };
+  if (typeof p.sessionId === 'string') identity.sessionId = p.sessionId;
+  if (p.platform === true) identity.platform = true;
+  return identity;
 }
 
 /** API-key scopes implied by each role; a key's scopes are checked the same way. */

@@ -13,9 +13,9 @@ import {
 } from 'graphql';
 import { type CompiledQuery, compileQuery, isCompiledQuery } from 'graphql-jit';
 import { LRUCache } from 'lru-cache';
-import { ErrorCode, formatError, type RulrError } from './errors.js';
+import { ErrorCode, formatError, type RulrError, UnauthenticatedError } from './errors.js';
 import { BodyTooLargeError, readBody, sendJson } from './http.js';
-import { IDENTITY_HEADER, type Identity, verifyIdentity } from './identity.js';
+import { DEFAULT_IDENTITY_MAX_AGE_MS, IDENTITY_HEADER, type Identity, type VerifiedIdentity, verifyRequest } from './identity.js';
 
 /** A built subgraph: its executable schema and a per-request context factory. */
 export interface SubgraphModule<C = unknown> {
@@ -141,36 +141,66 @@ export async function executeSubgraph(
   return result.errors ? { ...result, errors: result.errors.map((e) => formatError(e, mask)) } : result;
 }
 
-/** Serves a subgraph at POST /graphql; requests without a valid gateway identity are refused. */
-export function subgraphHandler(mod: SubgraphModule, opts: { secret: string; mask: boolean; bodyLimit?: number }) {
+export interface SubgraphHandlerOptions {
+  secret: string;
+  mask: boolean;
+  /** @default 1048576 */
+  bodyLimit?: number;
+  /** How long a gateway identity header is accepted. @default 30000 */
+  identityMaxAgeMs?: number;
+  /**
+   * Records a mutation's nonce; false when it was seen before (a replayed request), so a mutation
+   * runs at most once per signed header whatever replica receives it. It throws when it cannot tell
+   * (Redis down): the mutation is then refused, not run unchecked.
+   */
+  claimNonce?: (nonce: string, ttlMs: number) => Promise<boolean>;
+}
+
+const refusal = (status: number, message: string, code: ErrorCode) => ({ status, body: { errors: [{ message, extensions: { code } }] } });
+
+/**
+ * Serves a subgraph at POST /graphql. The body is read first, because the gateway's identity header
+ * is signed over it: a header that does not verify for this very request, or a mutation whose
+ * nonce was already used, is refused with 401 before anything runs.
+ */
+export function subgraphHandler(mod: SubgraphModule, opts: SubgraphHandlerOptions) {
   const docs = new DocumentCache(mod.schema);
+  const maxAgeMs = opts.identityMaxAgeMs ?? DEFAULT_IDENTITY_MAX_AGE_MS;
   return async (req: IncomingMessage, res: ServerResponse): Promise<boolean> => {
-    if ((req.url ?? '').split('?')[0] !== '/graphql') return false;
+    const path = (req.url ?? '').split('?')[0];
+    if (path !== '/graphql') return false;
     if (req.method !== 'POST') {
       sendJson(res, 405, { errors: [{ message: 'use POST', extensions: { code: ErrorCode.BadUserInput } }] });
       return true;
     }
-    let identity: Identity;
-    try {
-      identity = verifyIdentity(req.headers[IDENTITY_HEADER] as string | undefined, opts.secret);
-    } catch (e) {
+    const header = req.headers[IDENTITY_HEADER] as string | undefined;
+    if (!header) {
       req.resume();
+      sendJson(res, 401, { errors: [new UnauthenticatedError('missing gateway identity: subgraphs only answer the gateway').toGraphQL()] });
+      return true;
+    }
+    let raw: Buffer;
+    try {
+      raw = await readBody(req, opts.bodyLimit ?? 1_048_576);
+    } catch (e) {
+      if (!(e instanceof BodyTooLargeError)) throw e;
+      const r = refusal(413, e.message, ErrorCode.PayloadTooLarge);
+      sendJson(res, r.status, r.body);
+      return true;
+    }
+    let verified: VerifiedIdentity;
+    try {
+      verified = verifyRequest(header, { method: 'POST', path, body: raw }, opts.secret, { maxAgeMs });
+    } catch (e) {
       sendJson(res, 401, { errors: [(e as RulrError).toGraphQL()] });
       return true;
     }
     let body: GraphQLRequestBody;
     try {
-      body = JSON.parse((await readBody(req, opts.bodyLimit ?? 1_048_576)).toString('utf8'));
-    } catch (e) {
-      const tooLarge = e instanceof BodyTooLargeError;
-      sendJson(res, tooLarge ? 413 : 400, {
-        errors: [
-          {
-            message: tooLarge ? e.message : 'body is not valid JSON',
-            extensions: { code: tooLarge ? ErrorCode.PayloadTooLarge : ErrorCode.BadUserInput },
-          },
-        ],
-      });
+      body = JSON.parse(raw.toString('utf8'));
+    } catch {
+      const r = refusal(400, 'body is not valid JSON', ErrorCode.BadUserInput);
+      sendJson(res, r.status, r.body);
       return true;
     }
     if (typeof body?.query !== 'string') {
@@ -182,12 +212,33 @@ export function subgraphHandler(mod: SubgraphModule, opts: { secret: string; mas
       sendJson(res, 400, { errors: (errors ?? []).map((e) => formatError(e, opts.mask)) });
       return true;
     }
-    const variables = body.variables && typeof body.variables === 'object' ? (body.variables as Record<string, unknown>) : undefined;
     const opName = typeof body.operationName === 'string' ? body.operationName : undefined;
-    const result = await executeSubgraph(mod, doc, variables, opName, identity, opts.mask);
+    if (getOperationAST(doc, opName)?.operation === 'mutation') {
+      let fresh: boolean;
+      try {
+        // twice the window: a header is accepted up to maxAgeMs before and after its signing time
+        fresh = opts.claimNonce ? await opts.claimNonce(verified.nonce, 2 * maxAgeMs) : true;
+      } catch {
+        const r = refusal(503, 'cannot check the request for replay now', ErrorCode.Internal);
+        sendJson(res, r.status, r.body);
+        return true;
+      }
+      if (!fresh) {
+        sendJson(res, 401, { errors: [new UnauthenticatedError('replayed gateway identity').toGraphQL()] });
+        return true;
+      }
+    }
+    const variables = body.variables && typeof body.variables === 'object' ? (body.variables as Record<string, unknown>) : undefined;
+    const result = await executeSubgraph(mod, doc, variables, opName, verified.identity, opts.mask);
     sendJson(res, 200, result);
     return true;
   };
+}
+
+/** Mutation nonces in Redis (`<prefix>identity:nonce:<nonce>`), shared by every replica of every subgraph. */
+export function redisNonceClaimer(redis: import('./redis.js').Redis, prefix: string) {
+  return async (nonce: string, ttlMs: number): Promise<boolean> =>
+    (await redis.set(`${prefix}identity:nonce:${nonce}`, '1', 'PX', ttlMs, 'NX')) === 'OK';
 }
 
 export { GraphQLError };
@@ -204,7 +255,12 @@ export async function startSubgraphServer(
     name: mod.name,
     port,
     checks: { postgres: () => pingDb(ctx.db) },
-    handle: subgraphHandler(mod, { secret: ctx.config.RULR_SECRET, mask: ctx.config.NODE_ENV === 'production' }),
+    handle: subgraphHandler(mod, {
+      secret: ctx.config.RULR_SECRET,
+      mask: ctx.config.NODE_ENV === 'production',
+      identityMaxAgeMs: ctx.config.IDENTITY_MAX_AGE_S * 1000,
+      claimNonce: redisNonceClaimer(ctx.redis, ctx.config.REDIS_PREFIX),
+    }),
   });
   const bound = await server.listen();
   ctx.logger.info({ role: mod.name, port: bound }, 'subgraph listening');

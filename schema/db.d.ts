@@ -198,6 +198,20 @@ export interface GeometryColumns {
   type: string | null;
 }
 
+export interface Invitations {
+  accepted_at: Timestamp | null;
+  accepted_by: string | null;
+  created_at: Generated<Timestamp>;
+  email: string;
+  expires_at: Timestamp;
+  id: Generated<string>;
+  invited_by: string;
+  org_id: string;
+  revoked_at: Timestamp | null;
+  role: string;
+  token_hash: string;
+}
+
 export interface MaintenanceJobRuns {
   interval_s: number;
   last_duration_s: number | null;
@@ -286,6 +300,15 @@ export interface Organizations {
   id: Generated<string>;
   name: string;
   slug: string;
+}
+
+export interface PasswordResets {
+  created_at: Generated<Timestamp>;
+  expires_at: Timestamp;
+  id: Generated<string>;
+  token_hash: string;
+  used_at: Timestamp | null;
+  user_id: string;
 }
 
 export interface ProgramAssignments {
@@ -451,8 +474,11 @@ export interface Users {
   disabled_at: Timestamp | null;
   email: string;
   id: Generated<string>;
+  last_login_at: Timestamp | null;
   name: Generated<string>;
+  password_changed_at: Timestamp | null;
   password_hash: string;
+  platform_operator: Generated<boolean>;
 }
 
 export interface DB {
@@ -470,6 +496,7 @@ export interface DB {
   energy_readings: EnergyReadings;
   geography_columns: GeographyColumns;
   geometry_columns: GeometryColumns;
+  invitations: Invitations;
   maintenance_job_runs: MaintenanceJobRuns;
   memberships: Memberships;
   metrics_daily: MetricsDaily;
@@ -478,6 +505,7 @@ export interface DB {
   metrics_hourly_live: MetricsHourlyLive;
   metrics_rollup_deltas: MetricsRollupDeltas;
   organizations: Organizations;
+  password_resets: PasswordResets;
   program_assignments: ProgramAssignments;
   program_calendars: ProgramCalendars;
   program_clusters: ProgramClusters;

@@ -36,12 +36,15 @@ afterAll(async () => {
   await t?.drop();
 });
 
-const post = (port: number, query: string, header?: string) =>
-  fetch(`http://127.0.0.1:${port}/graphql`, {
+/** Posts `query`; `sign` signs the header for exactly this body. */
+const post = (port: number, query: string, sign?: (body: string) => string) => {
+  const body = JSON.stringify({ query });
+  return fetch(`http://127.0.0.1:${port}/graphql`, {
     method: 'POST',
-    headers: { 'content-type': 'application/json', ...(header ? { [IDENTITY_HEADER]: header } : {}) },
-    body: JSON.stringify({ query }),
+    headers: { 'content-type': 'application/json', ...(sign ? { [IDENTITY_HEADER]: sign(body) } : {}) },
+    body,
   });
+};
 
 describe('rulr start alarms rules', () => {
   it('knows the alarms and rules roles', () => {
@@ -61,14 +64,13 @@ describe('rulr start alarms rules', () => {
     expect(unsigned.status).toBe(401);
     const body = (await unsigned.json()) as { errors: { extensions: { code: string } }[] };
     expect(body.errors[0]?.extensions.code).toBe('UNAUTHENTICATED');
-    const forged = await post(
-      ports.rules,
-      '{ rules { totalCount } }',
-      signIdentity({ kind: 'user', subject: randomUUID(), orgId, role: 'admin', scopes: [] }, 'not-the-secret'),
+    const forged = await post(ports.rules, '{ rules { totalCount } }', (body) =>
+      signIdentity({ kind: 'user', subject: randomUUID(), orgId, role: 'admin', scopes: [] }, 'not-the-secret', { body }),
     );
     expect(forged.status).toBe(401);
     const secret = cfg().RULR_SECRET;
-    const identity = signIdentity({ kind: 'user', subject: randomUUID(), orgId, role: 'viewer', scopes: [] }, secret);
+    const identity = (body: string) =>
+      signIdentity({ kind: 'user', subject: randomUUID(), orgId, role: 'viewer', scopes: [] }, secret, { body });
     expect(await (await post(ports.alarms, '{ alarmCounts { active } }', identity)).json()).toEqual({
       data: { alarmCounts: { active: 0 } },
     });

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ANONYMOUS, IDENTITY_HEADER, type Identity, signIdentity } from '../lib/identity.js';
+import { ANONYMOUS, encodeIdentity, IDENTITY_HEADER, type Identity, signIdentity } from '../lib/identity.js';
 import type { RoleHandle } from '../lib/role.js';
 import { startSubgraphServer } from '../lib/subgraph.js';
 import { codes, type DevicesFixture, devicesFixture } from './devices-fixtures.js';
@@ -77,10 +77,12 @@ describe('devices subgraph access control', () => {
   describe('over HTTP', () => {
     let server: RoleHandle;
     let url: string;
-    const post = async (body: string, header?: string) => {
+    /** `header`: a header, or how to sign one for this body. */
+    const post = async (body: string, header?: string | ((body: string) => string)) => {
+      const h = typeof header === 'function' ? header(body) : header;
       const res = await fetch(url, {
         method: 'POST',
-        headers: { 'content-type': 'application/json', ...(header ? { [IDENTITY_HEADER]: header } : {}) },
+        headers: { 'content-type': 'application/json', ...(h ? { [IDENTITY_HEADER]: h } : {}) },
         body,
       });
       return {
@@ -88,7 +90,10 @@ describe('devices subgraph access control', () => {
         body: (await res.json()) as { data?: unknown; errors?: { message: string; extensions?: { code?: string } }[] },
       };
     };
-    const signed = (id: Identity, now?: number) => signIdentity(id, f.ctx.config.RULR_SECRET, now);
+    const signed =
+      (id: Identity, now?: number) =>
+      (body: string): string =>
+        signIdentity(id, f.ctx.config.RULR_SECRET, { body }, now === undefined ? {} : { now });
     const query = JSON.stringify({ query: '{ devices(first: 1) { edges { node { serial } } } }' });
 
     beforeAll(async () => {
@@ -105,11 +110,13 @@ describe('devices subgraph access control', () => {
 
     it('refuses an unsigned, forged or expired identity header with 401 UNAUTHENTICATED', async () => {
       const id = f.as(orgId, 'admin');
-      const forged = signIdentity(id, 'another-secret-that-is-at-least-32-characters');
-      const [body] = signed(id).split('.');
-      const tampered = `${Buffer.from(JSON.stringify({ ...id, orgId: '00000000-0000-4000-8000-000000000001', iat: Date.now() })).toString('base64url')}.${signed(id).split('.')[1]}`;
+      const forged = (body: string) => signIdentity(id, 'another-secret-that-is-at-least-32-characters', { body });
+      const [v, , at, nonce, mac] = signed(id)(query).split('.');
+      const otherOrg = encodeIdentity({ ...id, orgId: '00000000-0000-4000-8000-000000000001' });
+      const tampered = `${v}.${otherOrg}.${at}.${nonce}.${mac}`;
       const expired = signed(id, Date.now() - 10 * 60_000);
-      for (const header of [undefined, forged, tampered, expired, `${body}.`]) {
+      const otherBody = signed(id)(JSON.stringify({ query: '{ sites { id } }' }));
+      for (const header of [undefined, forged, tampered, expired, otherBody, `${v}.${otherOrg}.`]) {
         const r = await post(query, header);
         expect(r.status, String(header)).toBe(401);
         expect(r.body.errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');

@@ -27,17 +27,20 @@ export interface SubgraphFixture<M extends SubgraphModule = SubgraphModule> {
 
 export type DevicesFixture = SubgraphFixture<ReturnType<typeof createDevicesSubgraph>>;
 
-/** The devices subgraph over its own test database. */
-export const devicesFixture = (): Promise<DevicesFixture> => subgraphFixture(createDevicesSubgraph);
+/** The devices subgraph over its own test database; `env` overrides configuration (e.g. `SMTP_URL`). */
+export const devicesFixture = (env: Record<string, string> = {}): Promise<DevicesFixture> => subgraphFixture(createDevicesSubgraph, env);
 
 /**
  * `create`'s subgraph over its own test database (migrated) and its own Redis key prefix
  * (`ctx.config.REDIS_PREFIX`); `close()` drops the database and deletes the prefix's keys.
  */
-export async function subgraphFixture<M extends SubgraphModule>(create: (ctx: RoleContext) => M): Promise<SubgraphFixture<M>> {
+export async function subgraphFixture<M extends SubgraphModule>(
+  create: (ctx: RoleContext) => M,
+  env: Record<string, string> = {},
+): Promise<SubgraphFixture<M>> {
   const t = await createTestDatabase();
   const cfg = {
-    ...loadConfig({ NODE_ENV: 'test', LOG_LEVEL: 'silent', REDIS_URL }),
+    ...loadConfig({ NODE_ENV: 'test', LOG_LEVEL: 'silent', REDIS_URL, ...env }),
     DATABASE_URL: t.url,
     REDIS_PREFIX: `rulr-test-${randomBytes(4).toString('hex')}:`,
   };

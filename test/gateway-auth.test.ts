@@ -176,6 +176,7 @@ describe('gateway identity', () => {
     const forged = signIdentity(
       { kind: 'user', subject: 'x', orgId, role: 'admin', scopes: [] },
       'some-other-secret-0123456789-0123456789',
+      { body: JSON.stringify({ query: DEVICES }) },
     );
     expect((await gql(subgraph, DEVICES, { 'x-rulr-identity': forged })).status).toBe(401);
   });

@@ -4,6 +4,7 @@ import type { Config } from '../../lib/config.js';
 import type { Identity } from '../../lib/identity.js';
 import type { Logger } from '../../lib/logger.js';
 import { createRedis } from '../../lib/redis.js';
+import type { SessionEvents } from '../sessions.js';
 import { RealtimeServer } from './server.js';
 
 /** What the gateway lends the real-time server: its schema, identity, limits and executor. */
@@ -11,6 +12,8 @@ export interface GatewayCapabilities {
   httpServer: Server;
   apiSchema(): GraphQLSchema | undefined;
   identifyWithExpiry(headers: IncomingHttpHeaders): Promise<{ identity: Identity; expiresAt?: number }>;
+  /** Ended sign-in sessions, to close their WebSockets at once. */
+  sessions?: SessionEvents;
   checkLimits(document: DocumentNode): GraphQLError | null;
   /** Counts one operation against the identity's rate limit: null when allowed, else seconds to wait. */
   rateLimit(identity: Identity): Promise<number | null>;
@@ -57,6 +60,7 @@ export function attachRealtime(gw: GatewayCapabilities, cfg: Config, logger: Log
     hardBufferBytes: cfg.REALTIME_HARD_BUFFER_BYTES,
     keepAliveMs: cfg.REALTIME_KEEPALIVE_MS,
     credentialRecheckMs: cfg.GATEWAY_CREDENTIAL_RECHECK_MS,
+    ...(gw.sessions ? { sessions: gw.sessions } : {}),
     mask: cfg.NODE_ENV === 'production',
   });
 }

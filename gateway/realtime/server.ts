@@ -20,6 +20,7 @@ import type { Logger } from '../../lib/logger.js';
 import { counter, gauge } from '../../lib/metrics.js';
 import type { Redis } from '../../lib/redis.js';
 import { subscriptionRequirement } from '../../lib/subgraphs.js';
+import type { SessionEvents } from '../sessions.js';
 import { type FrameSink, RealtimeHub, type Subscriber } from './hub.js';
 import { entityFetchers, indexFollowUp, planSubscription } from './selection.js';
 
@@ -66,6 +67,11 @@ export interface RealtimeOptions {
    * `connection_init` credentials: a revoked or expired key closes them with 4403. @default 30000
    */
   credentialRecheckMs?: number;
+  /**
+   * Ended sign-in sessions: their connections close with 4403 at once; after the revocation
+   * channel was lost, every connection's credentials are checked again.
+   */
+  sessions?: SessionEvents;
   /** Mask internal error messages. */
   mask: boolean;
 }
@@ -120,8 +126,10 @@ class Connection implements FrameSink {
   alive = true;
   closed = false;
   timers: NodeJS.Timeout[] = [];
-  /** re-runs the `connection_init` authentication (API keys: revocation is not in the credential) */
+  /** re-runs the `connection_init` authentication (API keys and sessions: revocation is not in the credential) */
   recheck?: () => Promise<unknown>;
+  /** the sign-in session of its token, if any */
+  sessionId?: string;
 
   constructor(
     readonly ws: WebSocket,
@@ -262,6 +270,8 @@ export class RealtimeServer {
   readonly hub: RealtimeHub;
   private readonly wss: WebSocketServer;
   private readonly conns = new Set<Connection>();
+  private readonly bySession = new Map<string, Set<Connection>>();
+  private readonly unlisten: (() => void)[] = [];
   private readonly backlogged = new Set<Connection>();
   /**
    * Visibility answers per (organisation, role, scopes, argument): many screens subscribe to the
@@ -310,9 +320,22 @@ export class RealtimeServer {
       }
     }, options.keepAliveMs ?? 30_000);
     this.rechecker = setInterval(() => this.recheckCredentials(), options.credentialRecheckMs ?? 30_000);
+    if (options.sessions) {
+      this.unlisten.push(
+        options.sessions.onRevoked((ids) => this.closeSessions(ids)),
+        options.sessions.onResync(() => this.recheckCredentials()),
+      );
+    }
   }
 
-  /** Closes (4403) the connections whose API key was revoked or expired since they authenticated. */
+  /** Closes (4403) the connections of sessions that just ended (logout, revocation, a removed member). */
+  private closeSessions(ids: readonly string[]): void {
+    for (const id of ids) {
+      for (const c of this.bySession.get(id) ?? []) c.close(CloseCode.Forbidden, 'Forbidden: session ended');
+    }
+  }
+
+  /** Closes (4403) the connections whose API key or session was revoked or expired since they authenticated. */
   private recheckCredentials(): void {
     for (const c of this.conns) {
       if (!c.recheck || c.closed) continue;
@@ -370,6 +393,11 @@ export class RealtimeServer {
     }
     c.subs.clear();
     this.backlogged.delete(c);
+    if (c.sessionId) {
+      const set = this.bySession.get(c.sessionId);
+      set?.delete(c);
+      if (set?.size === 0) this.bySession.delete(c.sessionId);
+    }
     if (this.conns.delete(c)) connectionsGauge.dec();
   }
 
@@ -392,8 +420,15 @@ export class RealtimeServer {
           const initPayload = msg.payload ?? undefined;
           const { identity, expiresAt } = await this.o.authenticate(initPayload, req);
           if (identity.kind === 'anonymous') throw new RulrError(ErrorCode.Unauthenticated, 'credentials required');
+          if (c.closed) return;
           c.identity = identity;
-          if (identity.kind === 'apikey') c.recheck = () => this.o.authenticate(initPayload, req);
+          if (identity.kind === 'apikey' || identity.sessionId) c.recheck = () => this.o.authenticate(initPayload, req);
+          if (identity.sessionId) {
+            c.sessionId = identity.sessionId;
+            const set = this.bySession.get(identity.sessionId) ?? new Set<Connection>();
+            this.bySession.set(identity.sessionId, set);
+            set.add(c);
+          }
           if (expiresAt !== undefined) {
             const ms = Math.max(0, expiresAt - Date.now());
             c.timers.push(setTimeout(() => c.close(CloseCode.Forbidden, 'Forbidden: token expired'), Math.min(ms, 2 ** 31 - 1)));
@@ -590,6 +625,7 @@ export class RealtimeServer {
     clearInterval(this.pump);
     clearInterval(this.pinger);
     clearInterval(this.rechecker);
+    for (const fn of this.unlisten.splice(0)) fn();
     for (const c of this.conns) c.close(1001, 'server shutting down');
     await new Promise<void>((r) => this.wss.close(() => r()));
     // QUIT waits for Redis' answer: bounded, then the socket is dropped either way.

@@ -2,7 +2,7 @@ import { type ExecutionResult, type GraphQLError, type GraphQLFormattedError, ge
 import { IDENTITY_HEADER, type Identity } from '../../lib/identity.js';
 import type { Logger } from '../../lib/logger.js';
 import { executeSubgraph, type SubgraphModule } from '../../lib/subgraph.js';
-import { type IdentitySigner, localIdentity, type SubgraphHttpClient, subgraphUnavailable } from '../data-sources.js';
+import { type IdentitySigner, type SubgraphHttpClient, subgraphUnavailable } from '../data-sources.js';
 import type { OperationRouter, Route } from '../operations.js';
 import { type ErrorFinalizer, type Reply, type RequestBody, replyJson } from '../replies.js';
 
@@ -13,7 +13,6 @@ export interface DirectRouteOptions {
   urls: Record<string, string>;
   client: SubgraphHttpClient;
   signer: IdentitySigner;
-  secret: string;
   /** Mask internal errors (production). */
   mask: boolean;
   finalizeError: ErrorFinalizer;
@@ -67,23 +66,16 @@ export function directRoute(o: DirectRouteOptions): DirectRoute {
     }
     const mod = o.local[route.service];
     if (mod) {
-      const result = await executeSubgraph(
-        mod,
-        route.document,
-        variables,
-        operationName,
-        localIdentity(o.signer, o.secret, identity),
-        o.mask,
-      );
+      const result = await executeSubgraph(mod, route.document, variables, operationName, identity, o.mask);
       return { status: 200, body: asGateway(result, route.service) };
     }
     const url = o.urls[route.service];
     if (!url) return null;
     let res: Awaited<ReturnType<SubgraphHttpClient['post']>>;
     try {
-      res = await o.client.post(url, JSON.stringify({ query: body.query, variables, operationName }), {
-        [IDENTITY_HEADER]: o.signer.sign(identity),
-      });
+      // the bytes signed are the bytes sent
+      const payload = JSON.stringify({ query: body.query, variables, operationName });
+      res = await o.client.post(url, payload, { [IDENTITY_HEADER]: o.signer.sign(identity, url, payload) });
     } catch (e) {
       // Nothing was answered: a query is retried through Apollo (whose data source reports the failure
       // as SUBGRAPH_UNAVAILABLE, each root field null); a mutation is not repeated.

@@ -8,7 +8,6 @@ import {
   type SelectionSetNode,
   valueFromASTUntyped,
 } from 'graphql';
-import { hashPassword, issueToken, verifyPassword } from '../../lib/auth.js';
 import type { Config } from '../../lib/config.js';
 import type { DeviceChange } from '../../lib/contracts/device-changes.js';
 import { isUuid } from '../../lib/db.js';
@@ -17,6 +16,7 @@ import { ErrorCode, UnauthenticatedError } from '../../lib/errors.js';
 import { authorize, type Identity, type Requirement } from '../../lib/identity.js';
 import { sitePathIds } from '../../lib/sites.js';
 import type { DevicesLoaders } from './loaders.js';
+import { type PeopleConfig, type PeopleContext, peopleResolvers } from './people.js';
 import type {
   ApiKeyRow,
   CredentialRow,
@@ -40,7 +40,6 @@ import {
   deviceFilterSchema,
   encodeCursor,
   graceSchema,
-  loginSchema,
   pageSchema,
   provisionModeSchema,
   updateDeviceSchema,
@@ -49,7 +48,7 @@ import {
 } from './validation.js';
 
 /** What every resolver of this subgraph receives. */
-export interface DevicesContext {
+export interface DevicesContext extends PeopleContext {
   identity: Identity;
   loaders: DevicesLoaders;
   repos: DevicesRepositories;
@@ -58,13 +57,6 @@ export interface DevicesContext {
    * change committed; never fails the mutation (a lost notice heals on ingest's cache TTL).
    */
   notify(change: DeviceChange): Promise<void>;
-}
-
-/** Token settings `login` signs with. */
-export interface LoginOptions {
-  secret: string;
-  issuer: string;
-  ttlSeconds: number;
 }
 
 const READ: Requirement = { role: 'viewer', scope: 'devices:read' };
@@ -199,17 +191,12 @@ interface Connection {
   total?: number | undefined;
 }
 
-/** The resolver map of the devices subgraph; `login` signs with the configured secret, issuer and lifetime. */
-export function createResolvers(
-  config: Pick<Config, 'RULR_SECRET' | 'JWT_ISSUER' | 'JWT_TTL_SECONDS' | 'DEVICE_AUTH_ROTATION_GRACE_S'>,
-): GraphQLResolverMap<DevicesContext> {
-  const login: LoginOptions = { secret: config.RULR_SECRET, issuer: config.JWT_ISSUER, ttlSeconds: config.JWT_TTL_SECONDS };
-  // Unknown emails still pay for one argon2 verification, so timing does not reveal which emails exist.
-  let dummyHash: Promise<string> | undefined;
-  const dummy = () => {
-    dummyHash ??= hashPassword('rulr-timing-equaliser');
-    return dummyHash;
-  };
+/**
+ * The resolver map of the devices subgraph; people and sessions (`login` included, signed with the
+ * configured secret, issuer and lifetime) come from `people.ts`.
+ */
+export function createResolvers(config: PeopleConfig & Pick<Config, 'DEVICE_AUTH_ROTATION_GRACE_S'>): GraphQLResolverMap<DevicesContext> {
+  const people = peopleResolvers(config);
 
   const Query: Record<string, Resolver> = {
     async devices(_p, args, ctx, info) {
@@ -288,9 +275,12 @@ export function createResolvers(
     },
     async me(_p, _a, ctx) {
       const id = requireUser(ctx);
-      const { org, email } = await ctx.repos.organizations.whoami(id.orgId, id.kind === 'user' && isUuid(id.subject) ? id.subject : null);
+      const { org, email, name } = await ctx.repos.organizations.whoami(
+        id.orgId,
+        id.kind === 'user' && isUuid(id.subject) ? id.subject : null,
+      );
       if (!org) throw new UnauthenticatedError('your organization no longer exists');
-      return { kind: id.kind, subject: id.subject, role: id.role, scopes: id.scopes, email, organization: org };
+      return { kind: id.kind, subject: id.subject, role: id.role, scopes: id.scopes, email, name, organization: org };
     },
     apiKeys(_p, _a, ctx) {
       const id = authorize(ctx.identity, ADMIN);
@@ -299,31 +289,6 @@ export function createResolvers(
   };
 
   const Mutation: Record<string, Resolver> = {
-    async login(_p, args, ctx) {
-      const a = check(loginSchema, args, '');
-      const user = await ctx.repos.users.findUserForLogin(a.email);
-      const ok = user
-        ? await verifyPassword(user.password_hash, a.password)
-        : await verifyPassword(await dummy(), a.password).then(() => false);
-      if (!user || !ok) throw new UnauthenticatedError('invalid email or password');
-      const memberships = await ctx.repos.users.memberships(user.id);
-      const m = a.organization ? memberships.find((x) => x.slug === a.organization) : memberships[0];
-      if (!m) {
-        throw new UnauthenticatedError(
-          a.organization ? `you are not a member of organization "${a.organization}"` : 'your account belongs to no organization',
-        );
-      }
-      const now = Math.floor(Date.now() / 1000);
-      const role = m.role as Identity['role'];
-      const token = await issueToken({ userId: user.id, orgId: m.id, role }, login, now);
-      await ctx.repos.users.recordLogin(m.id, user.id);
-      return {
-        token,
-        expiresAt: new Date((now + login.ttlSeconds) * 1000),
-        role,
-        organization: { id: m.id, slug: m.slug, name: m.name },
-      };
-    },
     async createSite(_p, args, ctx) {
       const id = authorize(ctx.identity, WRITE);
       const row = await ctx.repos.sites.createSite(id, check(createSiteSchema, args.input, 'input'));
@@ -535,8 +500,12 @@ export function createResolvers(
     MetricType: { NUMBER: 'number', BOOLEAN: 'boolean', STRING: 'string' },
     CredentialKind: { SECRET: 'secret', CERTIFICATE: 'certificate' },
     ProvisionMode: { DISABLED: 'disabled', PRE_REGISTERED: 'pre_registered', CREATE_NEW: 'create_new' },
-    Query,
-    Mutation,
+    Query: { ...Query, ...people.Query },
+    Mutation: { ...Mutation, ...people.Mutation },
+    User: people.User,
+    Invitation: people.Invitation,
+    Me: people.Me,
+    InvitationStatus: people.InvitationStatus,
     Device: { ...Device, __resolveReference: reference(loadDevice) },
     Site: { ...Site, __resolveReference: reference(loadSite) },
     DeviceProfile: { ...DeviceProfile, __resolveReference: reference(loadProfile) },

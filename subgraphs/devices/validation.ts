@@ -155,3 +155,42 @@ export function decodeCursor(cursor: string): string {
   }
   return raw.slice(2);
 }
+
+// --- people and sessions
+
+/** Shortest password a person may set (NIST SP 800-63B: length over composition rules). */
+export const MIN_PASSWORD = 10;
+
+const email = z
+  .string()
+  .trim()
+  .max(320, 'must be at most 320 characters')
+  .regex(/^[^@\s]+@[^@\s]+\.[^@\s]+$/, 'must be an e-mail address');
+const password = z.string().min(1, 'must not be empty').max(1024, 'must be at most 1024 characters');
+const newPassword = z
+  .string()
+  .min(MIN_PASSWORD, `must be at least ${MIN_PASSWORD} characters`)
+  .max(1024, 'must be at most 1024 characters');
+const token = z.string().min(1).max(200);
+const role = z.enum(['admin', 'operator', 'viewer']);
+
+export const inviteSchema = z.object({ email, role });
+export const acceptInvitationSchema = z.object({
+  token,
+  password,
+  name: z.string().trim().max(200, 'must be at most 200 characters').nullish(),
+});
+export const newPasswordSchema = newPassword;
+export const changePasswordSchema = z.object({ currentPassword: password, newPassword });
+export const resetPasswordSchema = z.object({ token, newPassword });
+export const requestResetSchema = z.object({ email });
+export const refreshSchema = z.object({ refreshToken: token });
+export const logoutSchema = z.object({ refreshToken: token.nullish() });
+export const tokenSchema = z.object({ token });
+export const changeRoleSchema = z.object({ role });
+export const switchSchema = z.object({ organization: z.string().trim().min(1).max(63) });
+export const createOrganizationSchema = z.object({
+  slug: z.string().regex(/^[a-z0-9][a-z0-9-]{1,62}$/, 'must be 2-63 of a-z 0-9 - (starting with a letter or digit)'),
+  name,
+  adminEmail: email,
+});
