@@ -369,6 +369,7 @@ export class Pipeline {
         else if (p.entries) addEntries(p, dev, p.entries);
         continue;
       }
+      if (t.channel === 'reply') continue; // command replies: handed to the workers (next commit)
       try {
         await this.gateway(p, t.channel, dev, addEntries, statuses, deadLetter);
       } catch (e) {
