@@ -179,6 +179,7 @@ export interface DeviceStates {
   device_id: string;
   in_sync: Generated<boolean | null>;
   org_id: string;
+  pending_dispatch: Generated<boolean>;
   reported: Generated<Json>;
   reported_at: Timestamp | null;
   updated_at: Generated<Timestamp>;

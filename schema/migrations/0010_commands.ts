@@ -13,7 +13,8 @@ const TABLES = ['commands', 'device_states'];
  *   per device); `due_at` is the next timeout or expiry, swept with `for update skip locked`.
  *   `job_id` is the fleet job it belongs to (issue 12 item 6). `idempotency_key` is unique per organization.
  * - `device_states`: desired and reported state with a version (optimistic concurrency); `in_sync`
- *   is whether every desired key has that value in the reported state.
+ *   is whether every desired key has that value in the reported state; `pending_dispatch` asks the
+ *   workers' sweep to look at the device's queue (set with every new command, in its transaction).
  */
 export async function up(db: Kysely<unknown>): Promise<void> {
   await sql`
@@ -57,12 +58,15 @@ export async function up(db: Kysely<unknown>): Promise<void> {
       desired jsonb not null default '{}' check (jsonb_typeof(desired) = 'object'),
       reported jsonb not null default '{}' check (jsonb_typeof(reported) = 'object'),
       version integer not null default 0,
+      pending_dispatch boolean not null default false,
       in_sync boolean generated always as (desired <@ reported) stored,
       desired_at timestamptz,
       reported_at timestamptz,
       updated_at timestamptz not null default now()
     );
     create index device_states_org_idx on device_states (org_id) where not in_sync;
+    create index device_states_pending_idx on device_states (device_id) where pending_dispatch;
+    create index commands_lease_idx on commands (lease_until) where status = 'QUEUED' and lease_until is not null;
   `.execute(db);
   for (const t of TABLES) {
     await sql
