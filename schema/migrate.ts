@@ -25,10 +25,7 @@ function check(r: MigrationResultSet): MigrationResultSet {
  * Brings the database to the newest migration. Kysely's migrator holds an advisory lock for the
  * whole run, so replicas that start together apply each migration exactly once.
  */
-export async function migrateToLatest(
-  db: Kysely<unknown>,
-  list: Record<string, Migration> = migrations,
-): Promise<MigrationResultSet> {
+export async function migrateToLatest(db: Kysely<unknown>, list: Record<string, Migration> = migrations): Promise<MigrationResultSet> {
   return check(await migrator(db, list).migrateToLatest());
 }
 
