@@ -138,7 +138,8 @@ describe('ingest dead letters', () => {
       send(`devices/${good}/telemetry`, JSON.stringify({ ts: ts + 1, values: { pad: 'y'.repeat(3000) } })),
       send(`devices/${good}/telemetry`, { ts: ts + 2, values: { power: 'high', temp: 4 } }),
       send(`devices/${unknown}/telemetry`, { ts, values: { power: 1 } }),
-      send(`gateways/${good}/reboot`, { a: 1 }),
+      // ingest no longer subscribes to gateways/+/+ (it would match gateways/{id}/commands): a bad id is the topic error now
+      send('devices/not-a-uuid/telemetry', { a: 1 }),
       send(`devices/${good}/telemetry`, { ts: 'not-a-date', values: { power: 1 } }),
       send(`devices/${good}/telemetry`, 42),
     ]);
