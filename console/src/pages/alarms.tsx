@@ -16,7 +16,6 @@ interface Alarm {
   lastSeenAt: string;
   occurrences: number;
   device: { id: string; name: string; site: { id: string; name: string } | null } | null;
-  history: { at: string; kind: string; actor: string; note: string | null }[];
 }
 
 interface Counts {
@@ -29,15 +28,15 @@ interface Counts {
 }
 
 const ALARM_FIELDS = `id type severity status active acknowledged message raisedAt lastSeenAt occurrences
-  device { id name site { id name } } history { at kind actor note }`;
-const LIST = `query Alarms($filter: AlarmFilter) { alarms(first: 100, filter: $filter) { totalCount edges { node { ${ALARM_FIELDS} } } } }`;
+  device { id name site { id name } }`;
+const LIST = `query Alarms($filter: AlarmFilter) { alarms(first: 50, filter: $filter) { totalCount edges { node { ${ALARM_FIELDS} } } } }`;
 /** Sites whose counts one request asks for (each an alias; the gateway allows 30). */
 const MAX_COUNTED = 25;
 
 function AlarmRow({ alarm, writable, onChanged }: { alarm: Alarm; writable: boolean; onChanged: (a: Alarm) => void }) {
   const [note, setNote] = useState('');
   const [error, setError] = useState<string | null>(null);
-  const [open, setOpen] = useState(false);
+  const [history, setHistory] = useState<{ at: string; kind: string; actor: string; note: string | null }[] | null>(null);
   const act = (mutation: string, vars: Record<string, unknown>) => {
     setError(null);
     gql<Record<string, Alarm>>(mutation, vars)
@@ -120,12 +119,26 @@ function AlarmRow({ alarm, writable, onChanged }: { alarm: Alarm; writable: bool
           {error}
         </p>
       )}
-      <button type="button" class="link secondary" aria-expanded={open} onClick={() => setOpen(!open)}>
-        History ({alarm.history.length})
+      <button
+        type="button"
+        class="link secondary"
+        aria-expanded={history !== null}
+        onClick={() =>
+          history
+            ? setHistory(null)
+            : gql<{ alarm: { history: { at: string; kind: string; actor: string; note: string | null }[] } | null }>(
+                'query H($id: ID!) { alarm(id: $id) { history { at kind actor note } } }',
+                { id: alarm.id },
+              )
+                .then((d) => setHistory(d.alarm?.history ?? []))
+                .catch((e: unknown) => setError(errorText(e)))
+        }
+      >
+        History
       </button>
-      {open && (
+      {history && (
         <ol class="history">
-          {alarm.history.map((h) => (
+          {history.map((h) => (
             <li key={`${h.at}-${h.kind}`}>
               {fmtTime(h.at)} — {h.kind.toLowerCase()} by {h.actor}
               {h.note ? `: ${h.note}` : ''}
