@@ -27,7 +27,7 @@ COPY --from=build /app/dist ./dist
 COPY --from=build /app/bin ./bin
 # The base image's unprivileged user (uid 1000); nothing in /app is writable by it.
 USER node
-EXPOSE 3000 4001 4002 4003 4004 4010 4011
+EXPOSE 3000 4001 4002 4003 4004 4005 4010 4011
 # Each role's port differs, so health checks live in docker-compose.yml / the k8s probes
 # (GET /healthz on the role's port).
 ENTRYPOINT ["node", "bin/rulr.js"]

@@ -41,7 +41,9 @@ export type DeadLetterReason =
   | 'wrong_type'
   | 'unknown_device'
   | 'bad_topic'
-  | 'unknown_child';
+  | 'unknown_child'
+  /** a command reply that breaks the contract (lib/contracts/commands.ts) */
+  | 'bad_reply';
 
 export class PayloadError extends Error {
   constructor(

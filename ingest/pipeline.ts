@@ -1,3 +1,4 @@
+import { type CommandReply, parseCommandReply, parseGatewayCommandReplies, type ReplyItem } from '../lib/contracts/commands.js';
 import { ContractError } from '../lib/contracts/contract.js';
 import { parseTopic, type Topic } from '../lib/contracts/mqtt-topics.js';
 import type { Logger } from '../lib/logger.js';
@@ -18,7 +19,7 @@ import {
   telemetryEntries,
   validateEntries,
 } from './parse.js';
-import type { DeviceReadings, Realtime, StatusChange } from './realtime.js';
+import type { CommandHandOff, DeviceReadings, Realtime, StatusChange } from './realtime.js';
 
 const messagesTotal = counter('rulr_ingest_messages_total', 'MQTT messages received by ingest', ['kind']);
 const readingsTotal = counter('rulr_ingest_readings_total', 'Readings committed (inserted, duplicates excluded)');
@@ -55,8 +56,16 @@ interface Prepared {
   dead: DeadLetterRow[];
   list: DeviceReadings[];
   statuses: StatusChange[];
+  /** command replies and devices that spoke, by organization: handed to the workers before the PUBACK */
+  commands: CommandHandOff;
   now: number;
 }
+
+const pushTo = <T>(m: Map<string, T[]>, k: string, v: T) => {
+  const l = m.get(k);
+  if (l) l.push(v);
+  else m.set(k, [v]);
+};
 
 /** One received MQTT message and the ticket that acknowledges it. */
 export interface Incoming {
@@ -73,6 +82,8 @@ interface Parsed {
   doc?: unknown;
   status?: StatusUpdate;
   entries?: Entry[];
+  /** command replies (one from a device; a concentrator's carry their child's serial) */
+  replies?: (CommandReply & { serial?: string })[];
   error?: PayloadError;
   /** readings it holds (1 for others): counts towards the batch size */
   size: number;
@@ -149,7 +160,16 @@ export class Pipeline {
     try {
       const topic = topicOf(msg.topic);
       p.topic = topic;
-      if (topic.channel === 'status') {
+      if (topic.channel === 'reply') {
+        if (msg.payload.length > this.o.maxPayloadBytes)
+          throw new PayloadError('too_large', `payload of ${msg.payload.length} bytes exceeds ${this.o.maxPayloadBytes}`);
+        try {
+          p.replies = topic.kind === 'device' ? [parseCommandReply(msg.payload)] : parseGatewayCommandReplies(msg.payload).replies;
+        } catch (e) {
+          if (e instanceof ContractError) throw new PayloadError('bad_reply', `command reply refused: ${e.reason}`);
+          throw e;
+        }
+      } else if (topic.channel === 'status') {
         if (topic.kind === 'device') p.status = parseStatus(msg.payload, this.o.maxPayloadBytes);
         else p.doc = decodeJson(msg.payload, this.o.maxPayloadBytes);
       } else {
@@ -214,7 +234,7 @@ export class Pipeline {
     const t0 = performance.now();
     const prepared = await this.retry('device lookup', batch, () => this.prepare(batch));
     if (!prepared.ok) return;
-    const { rows, dead, list, statuses, now } = prepared.value;
+    const { rows, dead, list, statuses, commands, now } = prepared.value;
     const rowCount = rows.length;
     // Only the tickets are needed from here on: let the parsed payloads go.
     for (const p of batch) {
@@ -247,9 +267,12 @@ export class Pipeline {
       await previousPost;
       const t3 = performance.now();
       // Redis is a cache of what is stored (and the only store of status): retry it on its own.
+      // Command replies and online notices reach the workers' queue before any PUBACK: none is lost.
       const rt = await this.retry('redis update', batch, async () => {
-        await this.realtime.telemetry(list, now);
+        const cameOnline = await this.realtime.telemetry(list, now);
         await this.realtime.status(statuses, now);
+        for (const d of cameOnline) pushTo(commands.online, d.orgId, { deviceId: d.deviceId, state: null, at: now });
+        await this.realtime.commands(commands);
       });
       if (!rt.ok) return;
       if (this.logger.isLevelEnabled('debug'))
@@ -299,6 +322,7 @@ export class Pipeline {
     const dead: DeadLetterRow[] = [];
     const perDevice = new Map<string, DeviceReadings>();
     const statuses: StatusChange[] = [];
+    const commands: CommandHandOff = { replies: new Map(), online: new Map() };
     const deadLetter = (p: Parsed, reason: DeadLetterReason, detail: string, dev?: DeviceInfo) => {
       dead.push({
         orgId: dev?.orgId ?? null,
@@ -356,7 +380,12 @@ export class Pipeline {
         deadLetter(p, p.error.reason, p.error.message, dev);
         continue;
       }
+      if (t.channel === 'reply') {
+        await this.replies(p, t.kind === 'gateway', dev, commands, deadLetter);
+        continue;
+      }
       if (t.kind === 'device') {
+        if (p.status?.online) pushTo(commands.online, dev.orgId, { deviceId: dev.id, state: p.status.state ?? null, at: now });
         if (p.status)
           statuses.push({
             orgId: dev.orgId,
@@ -370,7 +399,7 @@ export class Pipeline {
         continue;
       }
       try {
-        await this.gateway(p, t.channel, dev, addEntries, statuses, deadLetter);
+        await this.gateway(p, t.channel, dev, addEntries, statuses, deadLetter, commands, now);
       } catch (e) {
         if (!(e instanceof PayloadError)) throw e;
         deadLetter(p, e.reason, e.message, dev);
@@ -390,7 +419,44 @@ export class Pipeline {
         lastSeen: Math.max(prev, Math.min(last, now)),
       });
     }
-    return { rows, dead, list, statuses, now };
+    return { rows, dead, list, statuses, commands, now };
+  }
+
+  /** A device's reply, or a concentrator's for its children (an unknown child serial is dead-lettered). */
+  private async replies(
+    p: Parsed,
+    fromGateway: boolean,
+    dev: DeviceInfo,
+    commands: CommandHandOff,
+    deadLetter: (p: Parsed, reason: DeadLetterReason, detail: string, dev?: DeviceInfo) => void,
+  ): Promise<void> {
+    const raw = p.msg.payload.subarray(0, 2048).toString('utf8');
+    const item = (deviceId: string, reply: CommandReply): ReplyItem => ({
+      deviceId,
+      topic: p.msg.topic.slice(0, 512),
+      receivedAt: p.msg.received,
+      reply: {
+        id: reply.id,
+        status: reply.status,
+        ...(reply.result !== undefined ? { result: reply.result } : {}),
+        ...(reply.error !== undefined ? { error: reply.error } : {}),
+      },
+      raw,
+    });
+    const list = p.replies ?? [];
+    if (!fromGateway) {
+      for (const r of list) pushTo(commands.replies, dev.orgId, item(dev.id, r));
+      return;
+    }
+    const children = await this.devices.resolveChildren(dev, [...new Set(list.map((r) => r.serial ?? ''))]);
+    const unknown: string[] = [];
+    for (const r of list) {
+      const child = children.get(r.serial ?? '');
+      if (child && !child.decommissioned) pushTo(commands.replies, dev.orgId, item(child.id, r));
+      else unknown.push(r.serial ?? '');
+    }
+    if (unknown.length)
+      deadLetter(p, 'unknown_child', `command replies for unknown child serials: ${unknown.slice(0, 20).join(', ')}`, dev);
   }
 
   private async gateway(
@@ -400,8 +466,11 @@ export class Pipeline {
     addEntries: (p: Parsed, dev: DeviceInfo, entries: Entry[]) => void,
     statuses: StatusChange[],
     deadLetter: (p: Parsed, reason: DeadLetterReason, detail: string, dev?: DeviceInfo) => void,
+    commands: CommandHandOff,
+    now: number,
   ): Promise<void> {
-    const status = (dev: DeviceInfo, u: StatusUpdate) =>
+    const status = (dev: DeviceInfo, u: StatusUpdate) => {
+      if (u.online) pushTo(commands.online, dev.orgId, { deviceId: dev.id, state: u.state ?? null, at: now });
       statuses.push({
         orgId: dev.orgId,
         deviceId: dev.id,
@@ -410,6 +479,7 @@ export class Pipeline {
         online: u.online,
         ...(u.state ? { state: u.state } : {}),
       });
+    };
     if (channel === 'telemetry') {
       const byChild = gatewayTelemetry(p.doc, p.msg.received);
       const children = await this.devices.resolveChildren(gw, [...byChild.keys()]);

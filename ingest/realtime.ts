@@ -1,4 +1,5 @@
 import { Queue } from 'bullmq';
+import { COMMANDS_QUEUE, MAX_DISPATCH_DEVICES, type OnlineItem, onlineJob, type ReplyItem, repliesJob } from '../lib/contracts/commands.js';
 import { encodeLatestValue, latestKey, statusKey } from '../lib/contracts/device-state.js';
 import { deviceStatusChangedEvent, eventsChannel, telemetryUpdatedEvent } from '../lib/contracts/events.js';
 import { queuePrefix } from '../lib/contracts/queues.js';
@@ -98,6 +99,12 @@ export interface DeviceReadings {
   readings: { metric: string; ts: number; value: number | null; text: string | null }[];
 }
 
+/** What ingest hands the workers' command dispatcher from one batch (the `commands` queue), by organization. */
+export interface CommandHandOff {
+  replies: Map<string, ReplyItem[]>;
+  online: Map<string, OnlineItem[]>;
+}
+
 export interface StatusChange {
   orgId: string;
   deviceId: string;
@@ -145,6 +152,7 @@ type Scripted = Redis & {
 export class Realtime {
   private readonly redis: Scripted;
   private readonly queue: Queue;
+  private readonly commandsQueue: Queue;
 
   constructor(
     redis: Redis,
@@ -156,6 +164,7 @@ export class Realtime {
     if (typeof r.rulrStatus !== 'function') r.defineCommand('rulrStatus', { numberOfKeys: 1, lua: STATUS });
     this.redis = r;
     this.queue = new Queue(RULE_EVAL_QUEUE, { connection: redis, prefix: queuePrefix(prefix) });
+    this.commandsQueue = new Queue(COMMANDS_QUEUE, { connection: redis, prefix: queuePrefix(prefix) });
   }
 
   /**
@@ -166,8 +175,8 @@ export class Realtime {
    * organization's channel while a batch is between that question and its publish misses that batch,
    * as if it had subscribed a moment later.
    */
-  async telemetry(batch: DeviceReadings[], now: number): Promise<void> {
-    if (!batch.length) return;
+  async telemetry(batch: DeviceReadings[], now: number): Promise<DeviceReadings[]> {
+    if (!batch.length) return [];
     const p = this.redis.pipeline() as unknown as Scripted & { exec(): Promise<[Error | null, unknown][] | null> };
     const lastSeenOf: number[] = [];
     const newestOf: Map<string, Latest>[] = [];
@@ -193,6 +202,7 @@ export class Realtime {
     for (const [err] of res) if (err) throw err;
     const numsub = (res[res.length - 1]?.[1] ?? []) as (string | number)[];
     const listened = new Set(orgList.filter((_, i) => Number(numsub[2 * i + 1]) > 0));
+    const cameOnline = batch.filter((_, i) => (res[Math.floor(i / TOUCH_CHUNK)]?.[1] as number[])[i % TOUCH_CHUNK] === 1);
     if (listened.size) {
       const events: [string, string][] = [];
       const online: [string, string][] = [];
@@ -209,6 +219,21 @@ export class Realtime {
       await q.exec();
     }
     await this.jobs(batch, newestOf);
+    return cameOnline;
+  }
+
+  /** Hands command replies and online notices to the workers (`commands` queue), per organization. */
+  async commands(c: CommandHandOff): Promise<void> {
+    const jobs = [
+      ...[...c.replies].map(([orgId, replies]) => repliesJob({ orgId, replies })),
+      ...[...c.online].flatMap(([orgId, devices]) => {
+        const out = [];
+        for (let i = 0; i < devices.length; i += MAX_DISPATCH_DEVICES)
+          out.push(onlineJob({ orgId, devices: devices.slice(i, i + MAX_DISPATCH_DEVICES) }));
+        return out;
+      }),
+    ];
+    if (jobs.length) await this.commandsQueue.addBulk(jobs);
   }
 
   /** One job per organization: the newest reading per device and metric, capped at `maxJobReadings`. */
@@ -261,5 +286,6 @@ export class Realtime {
 
   async close(): Promise<void> {
     await this.queue.close();
+    await this.commandsQueue.close();
   }
 }

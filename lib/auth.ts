@@ -120,6 +120,8 @@ export const API_SCOPES = [
   'alarms:write',
   'rules:read',
   'rules:write',
+  'commands:read',
+  'commands:write',
 ] as const;
 
 /**

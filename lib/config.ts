@@ -420,6 +420,31 @@ export const configSpec = {
     description: 'How often the program scheduler (workers) looks for due switch events and override starts or ends.',
     shown: '1000',
   },
+  COMMANDS_DEFAULT_TIMEOUT_S: {
+    schema: posInt(30),
+    description:
+      'Seconds a sent command may wait for its result when neither the call nor its profile says (then FAILED, and the next one goes).',
+    shown: '30',
+  },
+  COMMANDS_DEFAULT_EXPIRY_S: {
+    schema: posInt(86400),
+    description:
+      'Seconds a command may wait (QUEUED, e.g. for an offline device) before it EXPIRES, when `sendCommand` gives no `expiresAt`.',
+    shown: '86400',
+  },
+  COMMANDS_SWEEP_MS: {
+    schema: posInt(1000),
+    description:
+      'How often the command dispatcher (workers) fires timeouts and expiries and sends commands queued without a job (programs, lost jobs).',
+    shown: '1000',
+  },
+  COMMANDS_LEASE_S: {
+    schema: posInt(30),
+    description:
+      'Seconds a claimed command waits for the broker acknowledgement before another dispatch may send it again (a worker killed mid-send).',
+    shown: '30',
+  },
+  COMMANDS_CONCURRENCY: { schema: posInt(4), description: 'Jobs of the `commands` queue one workers process runs at a time.', shown: '4' },
   PROGRAMS_REPLAN_S: {
     schema: posInt(300),
     description:

@@ -43,6 +43,12 @@ export const SUBGRAPHS = [
       deviceStatusChanged: { role: 'viewer', scope: 'telemetry:read' },
     },
   },
+  {
+    name: 'commands',
+    port: 4005,
+    summary: 'device commands and their evidence, desired and reported state, the commands profiles declare',
+    subscriptions: { commandUpdated: { role: 'viewer', scope: 'commands:read' } },
+  },
 ] as const satisfies readonly SubgraphSpec[];
 
 export type SubgraphName = (typeof SUBGRAPHS)[number]['name'];

@@ -81,6 +81,31 @@ export interface AuditLogs {
   org_id: string;
 }
 
+export interface Commands {
+  attempts: Generated<number>;
+  completed_at: Timestamp | null;
+  created_at: Generated<Timestamp>;
+  created_by: string;
+  delivered_at: Timestamp | null;
+  device_id: string;
+  due_at: Timestamp | null;
+  error: string | null;
+  expires_at: Timestamp;
+  history: Generated<Json>;
+  id: Generated<string>;
+  idempotency_key: string | null;
+  job_id: string | null;
+  lease_until: Timestamp | null;
+  name: string;
+  org_id: string;
+  params: Generated<Json>;
+  result: Json | null;
+  sent_at: Timestamp | null;
+  status: Generated<string>;
+  timeout_s: number;
+  updated_at: Generated<Timestamp>;
+}
+
 export interface DeadLetters {
   detail: string | null;
   device_id: string | null;
@@ -118,6 +143,7 @@ export interface DeviceMetrics {
 
 export interface DeviceProfiles {
   auto_create_children: Generated<boolean>;
+  commands: Generated<Json>;
   created_at: Generated<Timestamp>;
   description: Generated<string>;
   id: Generated<string>;
@@ -145,6 +171,19 @@ export interface Devices {
   serial: string;
   site_id: string | null;
   updated_at: Generated<Timestamp>;
+}
+
+export interface DeviceStates {
+  desired: Generated<Json>;
+  desired_at: Timestamp | null;
+  device_id: string;
+  in_sync: Generated<boolean | null>;
+  org_id: string;
+  pending_dispatch: Generated<boolean>;
+  reported: Generated<Json>;
+  reported_at: Timestamp | null;
+  updated_at: Generated<Timestamp>;
+  version: Generated<number>;
 }
 
 export interface EnergyHourly {
@@ -486,10 +525,12 @@ export interface DB {
   alarms: Alarms;
   api_keys: ApiKeys;
   audit_logs: AuditLogs;
+  commands: Commands;
   dead_letters: DeadLetters;
   device_credentials: DeviceCredentials;
   device_metrics: DeviceMetrics;
   device_profiles: DeviceProfiles;
+  device_states: DeviceStates;
   devices: Devices;
   energy_hourly: EnergyHourly;
   energy_hourly_deltas: EnergyHourlyDeltas;

@@ -114,7 +114,7 @@ describe('lib/subgraphs.ts', () => {
   });
 
   it('refuses unlisted Subscription fields to API keys without `*`', () => {
-    expect(subscriptionRequirement('commandUpdated')).toEqual({ role: 'viewer', scope: 'realtime:read' });
+    expect(subscriptionRequirement('somethingUnlisted')).toEqual({ role: 'viewer', scope: 'realtime:read' });
     expect(API_SCOPES as readonly string[]).not.toContain('realtime:read');
   });
 

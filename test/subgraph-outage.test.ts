@@ -217,6 +217,7 @@ describe('a subgraph outage', () => {
           alarms: '{ alarmCounts { active } }',
           rules: '{ rules { totalCount } }',
           metrics: '{ deadLetters(first: 1) { edges { node { id } } } }',
+          commands: '{ commands(first: 1) { edges { node { id } } } }',
         };
         for (const gw of [gateways.fast, gateways.production]) {
           const r = await gql(gw, own[dead]);
@@ -234,6 +235,7 @@ describe('a subgraph outage', () => {
             devices: ['mutation { createSite(input: { name: "Depot" }) { id } }', {}],
             alarms: ['mutation($d: ID!) { raiseAlarm(input: { deviceId: $d, type: "T", severity: MINOR }) { id } }', { d: deviceIds[1] }],
             rules: ['mutation($id: ID!) { deleteRule(id: $id) }', { id: ruleId }],
+            commands: ['mutation($id: ID!) { cancelCommand(id: $id) { id } }', { id: ruleId }],
           };
           const [query, variables] = own[dead as Exclude<SubgraphName, 'metrics'>];
           for (const gw of [gateways.fast, gateways.production]) {

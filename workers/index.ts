@@ -1,14 +1,18 @@
 import { Queue } from 'bullmq';
+import mqtt from 'mqtt';
+import { COMMANDS_QUEUE } from '../lib/contracts/commands.js';
 import { queuePrefix } from '../lib/contracts/queues.js';
 import { RULE_EVAL_QUEUE } from '../lib/contracts/rule-eval.js';
 import { pingDb } from '../lib/db.js';
 import { ServiceServer } from '../lib/http.js';
 import { gauge } from '../lib/metrics.js';
+import { serviceMqttOptions } from '../lib/mqtt-service.js';
 import type { RoleContext, RoleHandle } from '../lib/role.js';
 import { RollupCompactor } from '../lib/telemetry/compactor.js';
 import { startBrokerSync } from './broker-sync/index.js';
+import { CommandDispatcher } from './commands.js';
 import { MAINTENANCE_QUEUE, Maintenance, retentionFromConfig } from './maintenance.js';
-import { ProgramScheduler, recordOnlySink } from './programs.js';
+import { desiredStateSink, ProgramScheduler } from './programs.js';
 import { ProgramDetectors } from './programs-detect.js';
 import { RuleEvaluator } from './rule-eval.js';
 
@@ -21,7 +25,7 @@ gauge('rulr_queue_waiting_jobs', 'Jobs waiting in a BullMQ queue (the workers HP
 
 /**
  * The workers role: BullMQ processors behind a ServiceServer (`/healthz`, `/readyz`, `/metrics`) on
- * `WORKERS_PORT`. It runs rule evaluation (`rule-eval`, fed by ingest), the lighting-program
+ * `WORKERS_PORT`. It runs rule evaluation (`rule-eval`, fed by ingest), command dispatch (`commands`, docs/commands.md), the lighting-program
  * scheduler and its detectors, the maintenance queue and, when configured, the broker sync
  * (Mosquitto dynamic security, EMQX kick-out).
  */
@@ -43,12 +47,36 @@ export async function startWorkers(ctx: RoleContext, o: { port?: number } = {}):
     concurrency: cfg.RULE_EVAL_CONCURRENCY,
     logger: ctx.logger.child({ role: 'workers', queue: 'rule-eval' }),
   }).start();
+  // QoS 1 publishes of commands (SENT on PUBACK); a persistent session keeps unacknowledged ones across reconnects.
+  const commandsMqtt = mqtt.connect(cfg.MQTT_URL, {
+    ...serviceMqttOptions(cfg, 'workers'),
+    clientId: `rulr-workers-${process.pid}-${Math.random().toString(36).slice(2, 8)}`,
+    protocolVersion: 5,
+    reconnectPeriod: 1000,
+    connectTimeout: 10_000,
+    keepalive: 30,
+    ...(process.env.DEBUG ? {} : { log: () => undefined }),
+  });
+  commandsMqtt.on('error', (err) => ctx.logger.warn({ err: err.message }, 'workers: MQTT error'));
+  const commands = new CommandDispatcher({
+    db: ctx.db,
+    redis: ctx.redis,
+    redisUrl: cfg.REDIS_URL,
+    prefix: cfg.REDIS_PREFIX,
+    mqtt: commandsMqtt,
+    logger: ctx.logger.child({ role: 'workers', queue: 'commands' }),
+    concurrency: cfg.COMMANDS_CONCURRENCY,
+    sweepMs: cfg.COMMANDS_SWEEP_MS,
+    leaseS: cfg.COMMANDS_LEASE_S,
+    timeoutS: cfg.COMMANDS_DEFAULT_TIMEOUT_S,
+    expiryS: cfg.COMMANDS_DEFAULT_EXPIRY_S,
+  }).start();
   const programs = new ProgramScheduler({
     db: ctx.db,
     redis: ctx.redis,
     prefix: cfg.REDIS_PREFIX,
     logger: ctx.logger.child({ role: 'workers', component: 'programs' }),
-    sink: recordOnlySink,
+    sink: desiredStateSink({ timeoutS: cfg.COMMANDS_DEFAULT_TIMEOUT_S, expiryS: cfg.COMMANDS_DEFAULT_EXPIRY_S }),
     tickMs: cfg.PROGRAMS_TICK_MS,
     replanS: cfg.PROGRAMS_REPLAN_S,
     cellDegrees: cfg.SOLAR_CLUSTER_DEGREES,
@@ -77,6 +105,7 @@ export async function startWorkers(ctx: RoleContext, o: { port?: number } = {}):
   const watched = [
     { name: RULE_EVAL_QUEUE, queue: new Queue(RULE_EVAL_QUEUE, { connection: ctx.redis, prefix: queuePrefix(cfg.REDIS_PREFIX) }) },
     { name: MAINTENANCE_QUEUE, queue: maintenance.queue },
+    { name: COMMANDS_QUEUE, queue: new Queue(COMMANDS_QUEUE, { connection: ctx.redis, prefix: queuePrefix(cfg.REDIS_PREFIX) }) },
   ];
   for (const w of watched) queues.add(w);
   const port = await server.listen();
@@ -88,6 +117,9 @@ export async function startWorkers(ctx: RoleContext, o: { port?: number } = {}):
       await server.close();
       for (const w of watched) queues.delete(w);
       await watched[0]?.queue.close();
+      await watched[2]?.queue.close();
+      await commands.close();
+      await commandsMqtt.endAsync();
       await ruleEval.close();
       await programs.close();
       await detectors.close();

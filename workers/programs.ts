@@ -1,4 +1,5 @@
 import { sql } from 'kysely';
+import { type DesiredLevelsOptions, setDesiredLevels } from '../lib/commands.js';
 import { deviceChangesChannel, parseDeviceChange } from '../lib/contracts/device-changes.js';
 import { parseProgramsVersion, programsVersionKey } from '../lib/contracts/program-state.js';
 import type { Db, Tx } from '../lib/db.js';
@@ -59,6 +60,16 @@ export interface DesiredLevelSink {
 
 /** Keeps levels in `program_device_levels` only (the expected state the detectors read); nothing is sent to devices. */
 export const recordOnlySink: DesiredLevelSink = { name: 'record-only', push: async () => undefined };
+
+/**
+ * Writes levels into the devices' desired state and queues one `setState` command per device whose
+ * reported level differs, set-based in the firing's transaction (lib/commands.ts `setDesiredLevels`);
+ * the command dispatcher's sweep sends them.
+ */
+export const desiredStateSink = (o: DesiredLevelsOptions): DesiredLevelSink => ({
+  name: 'desired-state',
+  push: async (tx, orgId, items, actor) => void (await setDesiredLevels(tx, orgId, items, actor, o)),
+});
 
 export interface ProgramSchedulerOptions {
   db: Db;

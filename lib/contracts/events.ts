@@ -141,3 +141,30 @@ export function alarmChangedEvent(
     at,
   } satisfies RealtimeEvent);
 }
+
+/** A command as `commandUpdated` needs it: its device's place (site subtree) and its fleet job. */
+export interface CommandEventRow {
+  id: string;
+  orgId: string;
+  deviceId: string;
+  status: string;
+  jobId: string | null;
+  siteId: string | null;
+  /** the device's site's ltree path */
+  sitePath: string | null;
+}
+
+/**
+ * `commandUpdated` (workers' dispatcher, the commands subgraph): the command as an entity reference
+ * (the gateway fetches the subscriber's selection through `commandsByIds`), filterable by device,
+ * site subtree and fleet job.
+ */
+export function commandUpdatedEvent(c: CommandEventRow, at: number): string {
+  return JSON.stringify({
+    field: 'commandUpdated',
+    orgId: c.orgId,
+    filter: { deviceId: c.deviceId, siteId: c.siteId, sitePath: sitePathIds(c.sitePath), jobId: c.jobId },
+    data: { status: c.status, command: { id: c.id }, at: new Date(at).toISOString() },
+    at,
+  } satisfies RealtimeEvent);
+}

@@ -31,7 +31,26 @@ describe('MQTT topics contract', () => {
     expect(INGEST_TOPIC_FILTERS.map((f) => sharedSubscription('ingest', f))).toEqual([
       '$share/ingest/devices/+/telemetry',
       '$share/ingest/devices/+/status',
-      '$share/ingest/gateways/+/+',
+      '$share/ingest/gateways/+/connect',
+      '$share/ingest/gateways/+/disconnect',
+      '$share/ingest/gateways/+/telemetry',
+      '$share/ingest/gateways/+/status',
+      '$share/ingest/devices/+/commands/reply',
+      '$share/ingest/gateways/+/commands/reply',
     ]);
+  });
+
+  it("parses command reply topics and never matches the platform's own command topics", () => {
+    expect(parseTopic(`devices/${ID}/commands/reply`)).toEqual({ kind: 'device', deviceId: ID, channel: 'reply' });
+    expect(parseTopic(`gateways/${ID}/commands/reply`)).toEqual({ kind: 'gateway', gatewayId: ID, channel: 'reply' });
+    expect(rejectionOf(() => parseTopic(`gateways/${ID}/commands`))).toMatch(/^unknown topic/);
+    // MQTT filter semantics: `+` is one level; none of ingest's filters matches `…/commands`
+    const matches = (filter: string, topic: string) => {
+      const f = filter.split('/');
+      const t = topic.split('/');
+      return f.length === t.length && f.every((x, i) => x === '+' || x === t[i]);
+    };
+    for (const topic of [`gateways/${ID}/commands`, `devices/${ID}/commands`])
+      expect(INGEST_TOPIC_FILTERS.filter((f) => matches(f, topic))).toEqual([]);
   });
 });

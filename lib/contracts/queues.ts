@@ -6,3 +6,6 @@
 
 /** BullMQ's key prefix for every queue of a deployment: `<REDIS_PREFIX>bull`. */
 export const queuePrefix = (redisPrefix: string) => `${redisPrefix}bull`;
+
+/** The command dispatcher's queue (jobs `dispatch`, `replies`, `online`: ./commands.ts). */
+export { COMMANDS_QUEUE } from './commands.js';

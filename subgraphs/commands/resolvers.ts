@@ -1,0 +1,203 @@
+import type { GraphQLResolverMap } from '@apollo/subgraph/dist/schema-helper/resolverMap.js';
+import { GraphQLScalarType, valueFromASTUntyped } from 'graphql';
+import { type CommandChange, checkCommandSpecs, deltaOf, MAX_EXPIRY_MS } from '../../lib/commands.js';
+import { type Config, loadConfig } from '../../lib/config.js';
+import { isUuid } from '../../lib/db.js';
+import { BadInputError } from '../../lib/errors.js';
+import { DateTimeScalar, decodeCursor, encodeCursor } from '../../lib/graphql-scalars.js';
+import { authorize, type Identity, type Requirement } from '../../lib/identity.js';
+import type { CommandsLoaders } from './loaders.js';
+import type { CommandDefaults, CommandRow, CommandsRepository, CommandWrite, DeviceStateRow, ProfileSpecsRow } from './repository.js';
+import {
+  check,
+  checkId,
+  checkIds,
+  commandFilterSchema,
+  decodeCommandCursor,
+  pageSchema,
+  patchSchema,
+  sendCommandSchema,
+  statusListSchema,
+  versionSchema,
+} from './validation.js';
+
+/** After a committed change: wake the dispatcher (`dispatch` job) and publish `commandUpdated`; never throws. */
+export type AfterCommandChange = (change: CommandChange) => Promise<void>;
+
+/** What every resolver of this subgraph receives. */
+export interface CommandsContext {
+  identity: Identity;
+  repo: CommandsRepository;
+  loaders: CommandsLoaders;
+  after: AfterCommandChange;
+}
+
+const READ: Requirement = { role: 'viewer', scope: 'commands:read' };
+const WRITE: Requirement = { role: 'operator', scope: 'commands:write' };
+/** declaring a profile's commands changes what every device of it accepts */
+const PROFILE_WRITE: Requirement = { role: 'admin', scope: 'devices:write' };
+
+type Args = Record<string, unknown>;
+type Resolver<P = unknown> = (parent: P, args: Args, ctx: CommandsContext) => unknown;
+
+interface DeviceRef {
+  id: string;
+}
+
+const JSONScalar = new GraphQLScalarType({
+  name: 'JSON',
+  serialize: (v) => v,
+  parseValue: (v) => v,
+  parseLiteral: (ast, vars) => valueFromASTUntyped(ast, vars),
+});
+
+function page(rows: CommandRow[], first: number) {
+  const nodes = rows.slice(0, first);
+  const edges = nodes.map((node) => ({ cursor: encodeCursor([node.created_at_text, node.id]), node }));
+  return { edges, pageInfo: { hasNextPage: rows.length > first, endCursor: edges.at(-1)?.cursor ?? null } };
+}
+
+const decodeDeviceCursor = (c: string): string => decodeCursor(c, (k): k is [string] => k.length === 1 && isUuid(k[0]))[0];
+
+function createRoots(d: CommandDefaults) {
+  const settle = async (ctx: CommandsContext, w: CommandWrite): Promise<CommandRow> => {
+    ctx.loaders.command.clear(w.row.id).prime(w.row.id, w.row);
+    if (w.change) await ctx.after(w.change);
+    return w.row;
+  };
+
+  const Query: Record<string, Resolver> = {
+    async commands(_p, args, ctx) {
+      const id = authorize(ctx.identity, READ);
+      const p = check(pageSchema, { first: args.first ?? 50, after: args.after }, '');
+      const filter = check(commandFilterSchema, args.filter, 'filter') ?? {};
+      const rows = await ctx.repo.list(id.orgId, { limit: p.first + 1, after: p.after ? decodeCommandCursor(p.after) : undefined, filter });
+      for (const r of rows) ctx.loaders.command.prime(r.id, r);
+      return page(rows, p.first);
+    },
+    command(_p, args, ctx) {
+      authorize(ctx.identity, READ);
+      return ctx.loaders.command.load(checkId(args.id));
+    },
+    commandsByIds(_p, args, ctx) {
+      authorize(ctx.identity, READ);
+      return ctx.loaders.command.loadMany(checkIds(args.ids));
+    },
+    async devicesOutOfState(_p, args, ctx) {
+      const id = authorize(ctx.identity, READ);
+      const p = check(pageSchema, { first: args.first ?? 50, after: args.after }, '');
+      const siteId = args.siteId == null ? null : checkId(args.siteId, 'siteId');
+      const rows = await ctx.repo.drift(id.orgId, { siteId, limit: p.first + 1, after: p.after ? decodeDeviceCursor(p.after) : null });
+      const nodes = rows.slice(0, p.first);
+      const edges = nodes.map((s) => ({ cursor: encodeCursor([s.device_id]), node: { device: { id: s.device_id }, state: s } }));
+      return { edges, pageInfo: { hasNextPage: rows.length > p.first, endCursor: edges.at(-1)?.cursor ?? null } };
+    },
+  };
+
+  const Mutation: Record<string, Resolver> = {
+    async sendCommand(_p, args, ctx) {
+      const id = authorize(ctx.identity, WRITE);
+      const input = check(sendCommandSchema, args.input, 'input');
+      return settle(ctx, await ctx.repo.send(id, input, d));
+    },
+    async cancelCommand(_p, args, ctx) {
+      const id = authorize(ctx.identity, WRITE);
+      return settle(ctx, await ctx.repo.cancel(id, checkId(args.id)));
+    },
+    async setDesiredState(_p, args, ctx) {
+      const id = authorize(ctx.identity, WRITE);
+      const deviceId = checkId(args.deviceId, 'deviceId');
+      const patch = check(patchSchema, args.patch, 'patch');
+      const version = check(versionSchema, args.expectedVersion, 'expectedVersion');
+      const r = await ctx.repo.setDesiredState(id, deviceId, patch, version, d);
+      ctx.loaders.state.clear(deviceId).prime(deviceId, r.state);
+      if (r.change) await ctx.after(r.change);
+      return r.state;
+    },
+    async setProfileCommands(_p, args, ctx) {
+      const id = authorize(ctx.identity, PROFILE_WRITE);
+      const profileId = checkId(args.profileId, 'profileId');
+      const specs = checkCommandSpecs(args.commands, 'commands', d.timeoutS);
+      const row = await ctx.repo.setProfileCommands(id, profileId, specs);
+      ctx.loaders.profile.clear(profileId).prime(profileId, row);
+      return { id: profileId };
+    },
+  };
+  return { Query, Mutation };
+}
+
+const iso = (v: string | Date | null) => (v == null ? null : new Date(v));
+
+const Command: Record<string, Resolver<CommandRow>> = {
+  device: (c) => ({ id: c.device_id }),
+  timeoutSeconds: (c) => c.timeout_s,
+  idempotencyKey: (c) => c.idempotency_key,
+  jobId: (c) => c.job_id,
+  createdBy: (c) => c.created_by,
+  createdAt: (c) => c.created_at,
+  sentAt: (c) => c.sent_at,
+  deliveredAt: (c) => c.delivered_at,
+  completedAt: (c) => c.completed_at,
+  expiresAt: (c) => c.expires_at,
+  history: (c) => c.history.map((h) => ({ status: h.status, at: iso(h.at), evidence: h.evidence ?? null })),
+};
+
+const DeviceState: Record<string, Resolver<DeviceStateRow>> = {
+  delta: (s) => deltaOf(s.desired, s.reported),
+  inSync: (s) => s.in_sync,
+  desiredAt: (s) => s.desired_at,
+  reportedAt: (s) => s.reported_at,
+  updatedAt: (s) => s.updated_at,
+};
+
+/** Devices are the devices subgraph's; here they carry commands and state, read for the caller's organization. */
+const Device: Record<string, Resolver<DeviceRef>> = {
+  commands(dv, args, ctx) {
+    const p = check(pageSchema, { first: args.first ?? 20, after: args.after }, '');
+    const statuses = check(statusListSchema, args.status, 'status') ?? null;
+    return ctx.loaders
+      .deviceCommands(p.first + 1, statuses, p.after ? decodeCommandCursor(p.after) : undefined)
+      .load(dv.id)
+      .then((rows) => page(rows, p.first));
+  },
+  state: (dv, _args, ctx) => ctx.loaders.state.load(dv.id),
+};
+
+/** The resolver map of the commands subgraph (the same export in every subgraph's `resolvers.ts`). */
+export function createResolvers(config: Config = loadConfig({})): GraphQLResolverMap<CommandsContext> {
+  const d: CommandDefaults = {
+    timeoutS: config.COMMANDS_DEFAULT_TIMEOUT_S,
+    expiryS: config.COMMANDS_DEFAULT_EXPIRY_S,
+    maxExpiryMs: MAX_EXPIRY_MS,
+  };
+  if (d.expiryS * 1000 > d.maxExpiryMs) throw new BadInputError('COMMANDS_DEFAULT_EXPIRY_S: at most 30 days');
+  const { Query, Mutation } = createRoots(d);
+  return {
+    DateTime: DateTimeScalar,
+    JSON: JSONScalar,
+    Query,
+    Mutation,
+    Command: {
+      ...Command,
+      __resolveReference(ref: { id: unknown }, ctx: CommandsContext) {
+        authorize(ctx.identity, READ);
+        return isUuid(ref.id) ? ctx.loaders.command.load(ref.id) : null;
+      },
+    },
+    DeviceState,
+    Device: {
+      ...Device,
+      __resolveReference(ref: DeviceRef, ctx: CommandsContext): DeviceRef {
+        authorize(ctx.identity, READ);
+        return { id: ref.id };
+      },
+    },
+    DeviceProfile: {
+      commands: async (p: { id: string }, _a: Args, ctx: CommandsContext) => (await ctx.loaders.profile.load(p.id))?.commands ?? null,
+      __resolveReference(ref: { id: unknown }, ctx: CommandsContext) {
+        authorize(ctx.identity, READ);
+        return isUuid(ref.id) ? ctx.loaders.profile.load(ref.id).then((r: ProfileSpecsRow | null) => (r ? { id: r.id } : null)) : null;
+      },
+    },
+  } as GraphQLResolverMap<CommandsContext>;
+}

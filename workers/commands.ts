@@ -1,0 +1,427 @@
+import { type Job, Worker } from 'bullmq';
+import { sql } from 'kysely';
+import type { MqttClient } from 'mqtt';
+import { type CommandChange, historyEntry, publishCommandChanges, SQL_DELTA } from '../lib/commands.js';
+import {
+  COMMANDS_QUEUE,
+  type CommandReply,
+  deviceCommandTopic,
+  encodeCommandMessage,
+  encodeGatewayCommandMessage,
+  gatewayCommandTopic,
+  type OnlineJob,
+  parseCommandsJob,
+  type RepliesJob,
+  type ReplyItem,
+  SET_STATE_COMMAND,
+} from '../lib/contracts/commands.js';
+import { statusKey } from '../lib/contracts/device-state.js';
+import { queuePrefix } from '../lib/contracts/queues.js';
+import { type Db, withTenant } from '../lib/db.js';
+import type { Logger } from '../lib/logger.js';
+import { counter } from '../lib/metrics.js';
+import type { Redis } from '../lib/redis.js';
+
+/**
+ * The command dispatcher (docs/commands.md). Commands are rows first (the outbox); this class
+ * moves them, each step a conditional UPDATE so a repeated or concurrent step changes nothing:
+ *
+ * - **dispatch** (`dispatch` jobs, the sweep): per online device with nothing in flight, claims the
+ *   oldest QUEUED command (a lease, attempts + 1) under the device's `device_states` row lock,
+ *   publishes it at QoS 1 and records SENT with the broker's PUBACK as evidence. Offline devices
+ *   keep their commands QUEUED until an `online` job wakes them.
+ * - **replies** (from ingest): `received` → DELIVERED, `succeeded`/`failed` → SUCCEEDED/FAILED; a
+ *   reply for an unknown command, another device's, one not sent, expired or ended is refused,
+ *   counted and dead-lettered, and the command is left as it was. Then the device's next command goes.
+ * - **online** (from ingest): stores the reported state, queues the desired-state delta again when
+ *   they differ, and dispatches.
+ * - **sweep** (every `COMMANDS_SWEEP_MS`, with no traffic needed): fires due timeouts (FAILED) and
+ *   expiries (EXPIRED) with `for update skip locked`, re-offers commands whose claim lapsed (a worker
+ *   killed between claim and PUBACK: sent again with the same id, which devices deduplicate), and
+ *   dispatches devices marked `pending_dispatch` (commands queued in bulk by programs, lost jobs).
+ */
+
+const transitionsTotal = counter('rulr_command_transitions_total', 'Command status changes, by new status', ['status']);
+const repliesTotal = counter('rulr_command_replies_total', 'Device command replies handled by the dispatcher, by outcome', ['outcome']);
+const publishFailedTotal = counter('rulr_command_publish_failed_total', 'Command publishes the broker did not acknowledge');
+
+export interface CommandDispatcherOptions {
+  db: Db;
+  redis: Redis;
+  redisUrl: string;
+  /** `REDIS_PREFIX` */
+  prefix: string;
+  /** connected MQTT client of the workers role (QoS 1 publishes) */
+  mqtt: MqttClient;
+  logger: Logger;
+  /** `COMMANDS_CONCURRENCY` @default 4 */
+  concurrency?: number;
+  /** `COMMANDS_SWEEP_MS` @default 1000 */
+  sweepMs?: number;
+  /** `COMMANDS_LEASE_S` @default 30 */
+  leaseS?: number;
+  /** timeout of desired-state commands (`COMMANDS_DEFAULT_TIMEOUT_S`) @default 30 */
+  timeoutS?: number;
+  /** expiry of desired-state commands (`COMMANDS_DEFAULT_EXPIRY_S`) @default 86400 */
+  expiryS?: number;
+  /** most devices dispatched per sweep @default 5000 */
+  sweepBatch?: number;
+  /** called after every committed batch of changes (fleet-job progress) */
+  onChanged?: (changes: readonly CommandChange[]) => Promise<void>;
+}
+
+interface Claimed {
+  id: string;
+  org_id: string;
+  device_id: string;
+  name: string;
+  params: Record<string, unknown>;
+  expires_at: Date;
+  job_id: string | null;
+  serial: string;
+  gateway_id: string | null;
+}
+
+interface ChangeRow {
+  id: string;
+  org_id: string;
+  device_id: string;
+  status: string;
+  job_id: string | null;
+}
+
+const toChange = (r: ChangeRow): CommandChange => ({ id: r.id, orgId: r.org_id, deviceId: r.device_id, status: r.status, jobId: r.job_id });
+
+/** A refused reply's dead-letter reason. */
+type Refusal = 'unknown_command' | 'wrong_device' | 'command_not_sent' | 'command_expired' | 'command_ended';
+
+export class CommandDispatcher {
+  private worker?: Worker;
+  private timer?: NodeJS.Timeout;
+  private sweeping?: Promise<unknown>;
+  private closed = false;
+
+  constructor(private readonly o: CommandDispatcherOptions) {}
+
+  start(): this {
+    const connection = { url: this.o.redisUrl, maxRetriesPerRequest: null };
+    this.worker = new Worker(COMMANDS_QUEUE, (job) => this.handle(job), {
+      connection,
+      prefix: queuePrefix(this.o.prefix),
+      concurrency: this.o.concurrency ?? 4,
+    });
+    this.worker.on('failed', (job, err) =>
+      this.o.logger.warn(
+        { jobId: job?.id, name: job?.name, attempts: job?.attemptsMade, err: err.message },
+        'commands job failed; retried',
+      ),
+    );
+    this.worker.on('error', (err) => this.o.logger.warn({ err: err.message }, 'commands worker error'));
+    const tick = () => {
+      if (this.closed) return;
+      this.sweeping = this.sweep()
+        .catch((err) => this.o.logger.warn({ err: (err as Error).message }, 'command sweep failed'))
+        .finally(() => {
+          this.sweeping = undefined;
+          if (!this.closed) this.timer = setTimeout(tick, this.o.sweepMs ?? 1000);
+        });
+    };
+    this.timer = setTimeout(tick, 0);
+    return this;
+  }
+
+  /** One job of the `commands` queue. */
+  async handle(job: Pick<Job, 'name' | 'data'>): Promise<void> {
+    const { job: j } = parseCommandsJob(job.name, job.data);
+    if (j.name === 'dispatch') await this.dispatch(j.data.orgId, j.data.deviceIds);
+    else if (j.name === 'replies') await this.replies(j.data);
+    else await this.online(j.data);
+  }
+
+  private async changed(rows: readonly ChangeRow[]): Promise<void> {
+    if (!rows.length) return;
+    const changes = rows.map(toChange);
+    for (const c of changes) transitionsTotal.inc({ status: c.status });
+    await publishCommandChanges(this.o.db, this.o.redis, this.o.prefix, changes, (err) =>
+      this.o.logger.warn({ err: (err as Error).message }, 'commandUpdated events not published'),
+    );
+    await this.o.onChanged?.(changes);
+  }
+
+  /** The devices of `ids` whose status hash says online. */
+  private async onlineOf(ids: readonly string[]): Promise<Set<string>> {
+    const p = this.o.redis.pipeline();
+    for (const id of ids) p.hget(statusKey(this.o.prefix, id), 'online');
+    const res = (await p.exec()) ?? [];
+    const out = new Set<string>();
+    res.forEach(([err, v], i) => {
+      if (err) throw err;
+      if (v === '1') out.add(ids[i] as string);
+    });
+    return out;
+  }
+
+  /** Sends the next command of each online device of `deviceIds` that has none in flight. Returns how many were sent. */
+  async dispatch(orgId: string, deviceIds: readonly string[]): Promise<number> {
+    if (!deviceIds.length) return 0;
+    const online = await this.onlineOf(deviceIds);
+    const lease = this.o.leaseS ?? 30;
+    const claimed = await withTenant(this.o.db, orgId, async (tx) => {
+      // The row locks serialize dispatch per device across replicas; the claim below is a separate
+      // statement so its snapshot sees every claim committed before the locks were granted.
+      const { rows: locked } = await sql<{ device_id: string }>`
+        select device_id from device_states where org_id = ${orgId} and device_id = any(${deviceIds}::uuid[])
+        order by device_id for update`.execute(tx);
+      if (!locked.length) return [];
+      const all = locked.map((r) => r.device_id);
+      await sql`update device_states set pending_dispatch = false where device_id = any(${all}::uuid[]) and pending_dispatch`.execute(tx);
+      const off = all.filter((id) => !online.has(id));
+      if (off.length)
+        await sql`update commands set lease_until = null
+          where device_id = any(${off}::uuid[]) and status = 'QUEUED' and lease_until < now()`.execute(tx);
+      const on = all.filter((id) => online.has(id));
+      if (!on.length) return [];
+      const { rows } = await sql<Claimed>`
+        with busy as (
+          select distinct device_id from commands
+          where device_id = any(${on}::uuid[]) and (status in ('SENT', 'DELIVERED') or (status = 'QUEUED' and lease_until > now()))
+        ), next as (
+          select distinct on (c.device_id) c.id from commands c
+          where c.device_id = any(${on}::uuid[]) and c.device_id not in (select device_id from busy)
+            and c.status = 'QUEUED' and c.expires_at > now()
+          order by c.device_id, c.created_at, c.id
+        )
+        update commands c set lease_until = now() + ${lease} * interval '1 second', attempts = c.attempts + 1, updated_at = now()
+        from next, devices d
+          left join devices g on g.id = d.parent_id
+          left join device_profiles gp on gp.id = g.profile_id
+        where c.id = next.id and d.id = c.device_id
+        returning c.id, c.org_id, c.device_id, c.name, c.params, c.expires_at, c.job_id, d.serial,
+          case when gp.is_gateway then g.id end as gateway_id`.execute(tx);
+      return rows;
+    });
+    if (!claimed.length) return 0;
+    const results = await Promise.all(claimed.map((c) => this.publish(c)));
+    const sent = results.filter((r) => r.ok);
+    const failed = results.filter((r) => !r.ok).map((r) => r.c.id);
+    if (failed.length) {
+      publishFailedTotal.inc(failed.length);
+      await sql`update commands set lease_until = null where id = any(${failed}::uuid[]) and status = 'QUEUED' and sent_at is null`.execute(
+        this.o.db,
+      );
+    }
+    if (sent.length) {
+      const at = new Date();
+      const { rows } = await sql<ChangeRow>`
+        update commands c set status = case when c.status = 'QUEUED' then 'SENT' else c.status end,
+          sent_at = ${at}, updated_at = ${at},
+          due_at = case when c.status = 'QUEUED' then least(c.expires_at, ${at}::timestamptz + c.timeout_s * interval '1 second') else c.due_at end,
+          history = c.history || jsonb_build_array(jsonb_build_object('status', 'SENT', 'at', ${at.toISOString()}::text, 'evidence', e.ev))
+        from unnest(${sent.map((r) => r.c.id)}::uuid[], ${sent.map((r) => JSON.stringify(r.evidence))}::jsonb[]) as e(id, ev)
+        where c.id = e.id and c.sent_at is null and c.status not in ('EXPIRED', 'CANCELED')
+        returning c.id, c.org_id, c.device_id, c.status, c.job_id`.execute(this.o.db);
+      await this.changed(rows.filter((r) => r.status === 'SENT'));
+    }
+    if (failed.length) throw new Error(`${failed.length} command publishes failed`);
+    return sent.length;
+  }
+
+  private publish(c: Claimed): Promise<{ c: Claimed; ok: boolean; evidence?: Record<string, unknown> }> {
+    const msg = { id: c.id, name: c.name, params: c.params, expiresAt: c.expires_at.toISOString() };
+    const [topic, payload] = c.gateway_id
+      ? [gatewayCommandTopic(c.gateway_id), encodeGatewayCommandMessage({ ...msg, serial: c.serial })]
+      : [deviceCommandTopic(c.device_id), encodeCommandMessage(msg)];
+    return new Promise((resolve) => {
+      this.o.mqtt.publish(topic, payload, { qos: 1 }, (err, packet) => {
+        if (err) {
+          this.o.logger.warn({ commandId: c.id, err: err.message }, 'command publish failed');
+          resolve({ c, ok: false });
+        } else
+          resolve({
+            c,
+            ok: true,
+            evidence: { broker: 'PUBACK', topic, qos: 1, ...(packet?.messageId !== undefined ? { messageId: packet.messageId } : {}) },
+          });
+      });
+    });
+  }
+
+  /** Applies one batch of replies in arrival order; refused ones are dead-lettered. */
+  async replies(job: RepliesJob): Promise<void> {
+    const changes: ChangeRow[] = [];
+    const dead: { item: ReplyItem; reason: Refusal; detail: string }[] = [];
+    for (const item of job.replies) {
+      const r = await this.applyReply(job.orgId, item);
+      if (r.kind === 'changed') {
+        changes.push(r.row);
+        repliesTotal.inc({ outcome: 'applied' });
+      } else if (r.kind === 'duplicate') repliesTotal.inc({ outcome: 'duplicate' });
+      else {
+        repliesTotal.inc({ outcome: r.reason });
+        dead.push({ item, reason: r.reason, detail: r.detail });
+      }
+    }
+    if (dead.length) {
+      await sql`
+        insert into dead_letters (org_id, device_id, topic, reason, detail, payload)
+        select ${job.orgId}::uuid, d.device_id, d.topic, d.reason, d.detail, d.payload
+        from unnest(${dead.map((d) => d.item.deviceId)}::uuid[], ${dead.map((d) => d.item.topic.slice(0, 512))}::text[],
+                    ${dead.map((d) => d.reason)}::text[], ${dead.map((d) => d.detail)}::text[], ${dead.map((d) => d.item.raw.slice(0, 2048))}::text[])
+          as d(device_id, topic, reason, detail, payload)`.execute(this.o.db);
+      this.o.logger.info(
+        { refused: dead.map((d) => ({ topic: d.item.topic, reason: d.reason })) },
+        'command replies refused (dead letters)',
+      );
+    }
+    await this.changed(changes);
+    const freed = [...new Set(changes.filter((c) => c.status !== 'DELIVERED').map((c) => c.device_id))];
+    if (freed.length) await this.dispatch(job.orgId, freed);
+  }
+
+  private async applyReply(
+    orgId: string,
+    item: ReplyItem,
+  ): Promise<{ kind: 'changed'; row: ChangeRow } | { kind: 'duplicate' } | { kind: 'refused'; reason: Refusal; detail: string }> {
+    const { reply } = item;
+    const at = new Date();
+    const received = new Date(item.receivedAt);
+    const evidence = { reply: reply.status, topic: item.topic, receivedAt: received.toISOString() };
+    const delivered = JSON.stringify(historyEntry('DELIVERED', at, evidence));
+    let rows: ChangeRow[];
+    if (reply.status === 'received') {
+      ({ rows } = await sql<ChangeRow>`
+        update commands c set status = 'DELIVERED', delivered_at = ${at}, updated_at = ${at},
+          due_at = coalesce(c.sent_at, ${at}) + c.timeout_s * interval '1 second',
+          history = c.history || jsonb_build_array(${delivered}::jsonb)
+        where c.id = ${reply.id} and c.org_id = ${orgId} and c.device_id = ${item.deviceId}
+          and c.status in ('QUEUED', 'SENT') and c.lease_until is not null and c.delivered_at is null and c.expires_at > ${received}
+        returning c.id, c.org_id, c.device_id, c.status, c.job_id`.execute(this.o.db));
+    } else {
+      const status = reply.status === 'succeeded' ? 'SUCCEEDED' : 'FAILED';
+      const final = JSON.stringify(historyEntry(status, at, evidence));
+      ({ rows } = await sql<ChangeRow>`
+        update commands c set status = ${status}, completed_at = ${at}, updated_at = ${at}, due_at = null,
+          delivered_at = coalesce(c.delivered_at, ${at}),
+          result = ${reply.result === undefined ? null : JSON.stringify(reply.result)}::jsonb,
+          error = ${reply.status === 'failed' ? (reply.error ?? 'failed') : null},
+          history = c.history || case when c.delivered_at is null then jsonb_build_array(${delivered}::jsonb) else '[]'::jsonb end
+            || jsonb_build_array(${final}::jsonb)
+        where c.id = ${reply.id} and c.org_id = ${orgId} and c.device_id = ${item.deviceId}
+          and c.status in ('QUEUED', 'SENT', 'DELIVERED') and c.lease_until is not null
+          and (c.delivered_at is not null or c.expires_at > ${received})
+        returning c.id, c.org_id, c.device_id, c.status, c.job_id`.execute(this.o.db));
+    }
+    if (rows[0]) return { kind: 'changed', row: rows[0] };
+    return this.refusal(orgId, item.deviceId, reply, received);
+  }
+
+  /** Why a reply changed nothing (the command is not read beyond what the answer needs). */
+  private async refusal(
+    orgId: string,
+    deviceId: string,
+    reply: CommandReply,
+    received: Date,
+  ): Promise<{ kind: 'duplicate' } | { kind: 'refused'; reason: Refusal; detail: string }> {
+    const { rows } = await sql<{
+      org_id: string;
+      device_id: string;
+      status: string;
+      delivered_at: Date | null;
+      expires_at: Date;
+      lease_until: Date | null;
+    }>`select org_id, device_id, status, delivered_at, expires_at, lease_until from commands where id = ${reply.id}`.execute(this.o.db);
+    const c = rows[0];
+    const refused = (reason: Refusal, detail: string) => ({ kind: 'refused' as const, reason, detail });
+    if (!c || c.org_id !== orgId) return refused('unknown_command', `no command ${reply.id} for this device's organization`);
+    if (c.device_id !== deviceId) return refused('wrong_device', `command ${reply.id} is another device's`);
+    const mapped = reply.status === 'succeeded' ? 'SUCCEEDED' : reply.status === 'failed' ? 'FAILED' : null;
+    if (c.delivered_at && (reply.status === 'received' || c.status === mapped)) return { kind: 'duplicate' };
+    if (c.status === 'EXPIRED' || (!c.delivered_at && c.expires_at <= received))
+      return refused('command_expired', `command ${reply.id} expired at ${c.expires_at.toISOString()}`);
+    if (c.status === 'QUEUED' && !c.lease_until) return refused('command_not_sent', `command ${reply.id} was not sent yet`);
+    return refused('command_ended', `command ${reply.id} is already ${c.status}`);
+  }
+
+  /** Devices came back: store what they report, queue the desired-state delta again where it differs, dispatch. */
+  async online(job: OnlineJob): Promise<void> {
+    const { orgId } = job;
+    const at = new Date();
+    const withState = job.devices.filter((d) => d.state);
+    if (withState.length) {
+      const ids = withState.map((d) => d.deviceId);
+      const queued = JSON.stringify([
+        historyEntry('QUEUED', at, { by: 'system:desired-state', source: 'reconnect with a differing state' }),
+      ]);
+      const expires = new Date(at.getTime() + (this.o.expiryS ?? 86_400) * 1000);
+      await withTenant(this.o.db, orgId, async (tx) => {
+        await sql`
+          insert into device_states as s (device_id, org_id, reported, reported_at, updated_at)
+          select i.device_id, ${orgId}::uuid, i.state, ${at}, ${at}
+          from unnest(${ids}::uuid[], ${withState.map((d) => JSON.stringify(d.state))}::jsonb[]) as i(device_id, state)
+          join devices d on d.id = i.device_id
+          on conflict (device_id) do update set reported = s.reported || excluded.reported, reported_at = excluded.reported_at,
+            updated_at = excluded.updated_at`.execute(tx);
+        await sql`
+          insert into commands (org_id, device_id, name, params, timeout_s, created_by, created_at, updated_at, expires_at, due_at, history)
+          select s.org_id, s.device_id, ${SET_STATE_COMMAND}, jsonb_build_object('desired', ${SQL_DELTA}, 'version', s.version),
+                 ${this.o.timeoutS ?? 30}, 'system:desired-state', ${at}, ${at}, ${expires}, ${expires}, ${queued}::jsonb
+          from device_states s
+          where s.device_id = any(${ids}::uuid[]) and not s.in_sync
+            and not exists (select 1 from commands c where c.device_id = s.device_id and c.name = ${SET_STATE_COMMAND}
+                            and c.status in ('QUEUED', 'SENT', 'DELIVERED'))`.execute(tx);
+      });
+    }
+    await this.dispatch(
+      orgId,
+      job.devices.map((d) => d.deviceId),
+    );
+  }
+
+  /** Timeouts and expiries that are due, lapsed claims, and devices marked for dispatch. */
+  async sweep(): Promise<{ ended: number; dispatched: number }> {
+    const at = new Date();
+    const iso = at.toISOString();
+    const { rows: ended } = await sql<ChangeRow>`
+      with due as (
+        select id, (delivered_at is null and expires_at <= ${at}) as expired from commands
+        where due_at <= ${at} and status in ('QUEUED', 'SENT', 'DELIVERED')
+        order by due_at limit 1000 for update skip locked
+      )
+      update commands c set status = case when due.expired then 'EXPIRED' else 'FAILED' end,
+        completed_at = ${at}, updated_at = ${at}, due_at = null,
+        error = case when due.expired then 'expired before the device received it'
+                     else 'timeout: no result within ' || c.timeout_s || ' s' end,
+        history = c.history || jsonb_build_array(jsonb_build_object(
+          'status', case when due.expired then 'EXPIRED' else 'FAILED' end, 'at', ${iso}::text,
+          'evidence', jsonb_build_object('sweep', case when due.expired then 'expired' else 'timeout' end,
+                                         'dueAt', to_jsonb(c.due_at), 'expiresAt', to_jsonb(c.expires_at))))
+      from due where c.id = due.id
+      returning c.id, c.org_id, c.device_id, c.status, c.job_id`.execute(this.o.db);
+    await this.changed(ended);
+    // lapsed claims (killed between claim and PUBACK) and freed devices: back to the dispatch sweep
+    await sql`
+      update device_states set pending_dispatch = true
+      where not pending_dispatch and device_id in (
+        select device_id from commands where status = 'QUEUED' and lease_until < ${at}
+        union select unnest(${ended.map((e) => e.device_id)}::uuid[]))`.execute(this.o.db);
+    const { rows: pending } = await sql<{ org_id: string; device_id: string }>`
+      select org_id, device_id from device_states where pending_dispatch limit ${this.o.sweepBatch ?? 5000}`.execute(this.o.db);
+    const byOrg = new Map<string, string[]>();
+    for (const p of pending) {
+      let l = byOrg.get(p.org_id);
+      if (!l) byOrg.set(p.org_id, (l = []));
+      l.push(p.device_id);
+    }
+    let dispatched = 0;
+    for (const [orgId, ids] of byOrg)
+      for (let i = 0; i < ids.length; i += 1000) dispatched += await this.dispatch(orgId, ids.slice(i, i + 1000));
+    return { ended: ended.length, dispatched };
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+    await this.sweeping;
+    await this.worker?.close();
+  }
+}
