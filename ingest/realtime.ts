@@ -202,7 +202,7 @@ export class Realtime {
     for (const [err] of res) if (err) throw err;
     const numsub = (res[res.length - 1]?.[1] ?? []) as (string | number)[];
     const listened = new Set(orgList.filter((_, i) => Number(numsub[2 * i + 1]) > 0));
-    const cameOnline = batch.filter((_, i) => (res[Math.floor(i / TOUCH_CHUNK)]?.[1] as number[])[i % TOUCH_CHUNK] === 1);
+    const cameOnline = batch.filter((_, i) => (res[Math.floor(i / TOUCH_CHUNK)]?.[1] as number[] | undefined)?.[i % TOUCH_CHUNK] === 1);
     if (listened.size) {
       const events: [string, string][] = [];
       const online: [string, string][] = [];

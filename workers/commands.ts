@@ -409,7 +409,10 @@ export class CommandDispatcher {
     const byOrg = new Map<string, string[]>();
     for (const p of pending) {
       let l = byOrg.get(p.org_id);
-      if (!l) byOrg.set(p.org_id, (l = []));
+      if (!l) {
+        l = [];
+        byOrg.set(p.org_id, l);
+      }
       l.push(p.device_id);
     }
     let dispatched = 0;
