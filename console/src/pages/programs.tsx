@@ -1,6 +1,6 @@
 import { useEffect, useMemo, useState } from 'preact/hooks';
 import { getTimes } from 'suncalc';
-import { gql, session } from '../api.js';
+import { canWrite, gql, session } from '../api.js';
 import { Chart, type ChartSeries } from '../components/chart';
 import { errorText, fmtTime } from '../format.js';
 import { route } from '../router.js';
@@ -381,7 +381,7 @@ export function ProgramsPage(_props: { params: Record<string, string> }) {
       <section class="panel" aria-labelledby="dry-h">
         <h2 id="dry-h">Rules: dry run</h2>
         <p class="muted">Evaluates a rule against the devices' latest values without saving anything.</p>
-        <DryRun rules={rules} />
+        {canWrite() ? <DryRun rules={rules} /> : <p class="muted">Dry runs need the operator role.</p>}
       </section>
     </div>
   );
