@@ -408,12 +408,9 @@ export class CommandDispatcher {
       select org_id, device_id from device_states where pending_dispatch limit ${this.o.sweepBatch ?? 5000}`.execute(this.o.db);
     const byOrg = new Map<string, string[]>();
     for (const p of pending) {
-      let l = byOrg.get(p.org_id);
-      if (!l) {
-        l = [];
-        byOrg.set(p.org_id, l);
-      }
-      l.push(p.device_id);
+      const l = byOrg.get(p.org_id);
+      if (l) l.push(p.device_id);
+      else byOrg.set(p.org_id, [p.device_id]);
     }
     let dispatched = 0;
     for (const [orgId, ids] of byOrg)
