@@ -7,7 +7,8 @@ COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json ./
 COPY bin ./bin
-COPY scripts/copy-assets.mjs ./scripts/copy-assets.mjs
+COPY scripts/copy-assets.mjs scripts/console-budget.mjs ./scripts/
+COPY console ./console
 COPY lib ./lib
 COPY cli ./cli
 COPY schema ./schema
