@@ -39,6 +39,8 @@ export interface AlarmEvents {
 export interface Alarms {
   acknowledged_at: Timestamp | null;
   acknowledged_by: string | null;
+  assigned_at: Timestamp | null;
+  assigned_to: string | null;
   cleared_at: Timestamp | null;
   cleared_by: string | null;
   device_id: string;
@@ -407,6 +409,16 @@ export interface Programs {
   updated_at: Generated<Timestamp>;
 }
 
+export interface RuleDeviceState {
+  device_id: string;
+  due_action: string | null;
+  due_at: Timestamp | null;
+  org_id: string;
+  rule_id: string;
+  state: Json;
+  updated_at: Generated<Timestamp>;
+}
+
 export interface RuleExecutions {
   at: Generated<Timestamp>;
   cleared: number;
@@ -421,22 +433,41 @@ export interface RuleExecutions {
 export interface Rules {
   alarm_type: string;
   auto_clear: Generated<boolean>;
+  clear_on_disable: Generated<boolean>;
   clear_threshold: number | null;
   created_at: Generated<Timestamp>;
   created_by: string;
   deleted_at: Timestamp | null;
   description: Generated<string>;
   enabled: Generated<boolean>;
+  expression: string | null;
+  for_seconds: number | null;
   id: Generated<string>;
+  kind: Generated<string>;
   metric: string;
   name: string;
-  operator: string;
+  no_data_seconds: number | null;
+  operator: string | null;
   org_id: string;
   profile_id: string | null;
+  repeat_count: number | null;
   severity: string;
   site_id: string | null;
-  threshold: number;
+  threshold: number | null;
   updated_at: Generated<Timestamp>;
+  window_seconds: number | null;
+}
+
+export interface RuleTimerFirings {
+  action: string;
+  device_id: string;
+  due_at: Timestamp;
+  fired_at: Generated<Timestamp>;
+  id: Generated<Int8>;
+  org_id: string;
+  outcome: string;
+  rule_id: string;
+  worker: string;
 }
 
 export interface RulrMigrations {
@@ -447,6 +478,34 @@ export interface RulrMigrations {
 export interface RulrMigrationsLock {
   id: string;
   is_locked: Generated<number>;
+}
+
+export interface ScheduleRuns {
+  error: string | null;
+  id: Generated<Int8>;
+  occurrence: Timestamp;
+  org_id: string;
+  result: Json | null;
+  schedule_id: string;
+  started_at: Generated<Timestamp>;
+  status: string;
+  worker: string;
+}
+
+export interface Schedules {
+  action: Json;
+  created_at: Generated<Timestamp>;
+  created_by: string;
+  cron: string;
+  description: Generated<string>;
+  enabled: Generated<boolean>;
+  id: Generated<string>;
+  last_at: Timestamp | null;
+  name: string;
+  next_at: Timestamp | null;
+  org_id: string;
+  time_zone: string;
+  updated_at: Generated<Timestamp>;
 }
 
 export interface Sites {
@@ -513,10 +572,14 @@ export interface DB {
   program_firings: ProgramFirings;
   program_overrides: ProgramOverrides;
   programs: Programs;
+  rule_device_state: RuleDeviceState;
   rule_executions: RuleExecutions;
+  rule_timer_firings: RuleTimerFirings;
   rules: Rules;
   rulr_migrations: RulrMigrations;
   rulr_migrations_lock: RulrMigrationsLock;
+  schedule_runs: ScheduleRuns;
+  schedules: Schedules;
   sites: Sites;
   spatial_ref_sys: SpatialRefSys;
   users: Users;
