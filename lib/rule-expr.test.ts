@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { evaluate, ExpressionError, parseExpression } from './rule-expr.js';
+import { ExpressionError, evaluate, parseExpression } from './rule-expr.js';
 
 const at = (src: string) => {
   try {

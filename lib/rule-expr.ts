@@ -253,7 +253,8 @@ class Parser {
           return { e: { t: 'abs', e: this.num(x, 'abs') }, kind: 'num', pos: t.pos };
         }
         const m = this.next();
-        if (m.k !== 'id' || KEYWORDS.has(m.v.toLowerCase())) throw new ExpressionError(m.pos, `rate() takes a metric name, found ${this.describe(m)}`);
+        if (m.k !== 'id' || KEYWORDS.has(m.v.toLowerCase()))
+          throw new ExpressionError(m.pos, `rate() takes a metric name, found ${this.describe(m)}`);
         this.checkMetric(m);
         this.expect(')');
         return { e: { t: 'rate', name: m.v }, kind: 'num', pos: t.pos };
@@ -280,7 +281,8 @@ export interface ParsedExpression {
 
 /** Parses and type-checks a condition; throws {@link ExpressionError} with the position of the first problem. */
 export function parseExpression(source: string): ParsedExpression {
-  if (source.length > MAX_EXPRESSION_LENGTH) throw new ExpressionError(MAX_EXPRESSION_LENGTH + 1, `longer than ${MAX_EXPRESSION_LENGTH} characters`);
+  if (source.length > MAX_EXPRESSION_LENGTH)
+    throw new ExpressionError(MAX_EXPRESSION_LENGTH + 1, `longer than ${MAX_EXPRESSION_LENGTH} characters`);
   if (!source.trim()) throw new ExpressionError(1, 'the expression is empty');
   const top = new Parser(tokenize(source)).parse();
   if (top.kind !== 'bool') {
@@ -303,7 +305,8 @@ export function parseExpression(source: string): ParsedExpression {
       case 'abs':
       case 'neg':
       case 'not':
-        return walk(e.e);
+        walk(e.e);
+        return;
       default:
         walk(e.l);
         walk(e.r);

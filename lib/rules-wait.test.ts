@@ -1,11 +1,21 @@
 import { describe, expect, it } from 'vitest';
 import { parseExpression } from './rule-expr.js';
-import { describeWait, emptyState, onDue, step, type WaitRule } from './rules-wait.js';
+import { compileWaitRule, describeWait, emptyState, onDue, replay, step, type WaitRule } from './rules-wait.js';
 
 const MIN = 60_000;
 const cond = (src: string, o: Partial<WaitRule> = {}): WaitRule => {
   const p = parseExpression(src);
-  return { kind: 'condition', expr: p.ast, metrics: p.metrics, forMs: null, repeatCount: null, windowMs: null, noDataMs: null, autoClear: true, ...o };
+  return {
+    kind: 'condition',
+    expr: p.ast,
+    metrics: p.metrics,
+    forMs: null,
+    repeatCount: null,
+    windowMs: null,
+    noDataMs: null,
+    autoClear: true,
+    ...o,
+  };
 };
 const r = (metric: string, ts: number, value: number) => ({ metric, ts, value });
 
@@ -49,9 +59,23 @@ describe('a duration rule', () => {
 describe('a repeating rule', () => {
   const rule = cond('voltage > 253', { repeatCount: 3, windowMs: 10 * MIN });
   it('raises on the third breach within the window, not on three spread wider', () => {
-    const spread = step(rule, emptyState(), [r('voltage', 0, 260), r('voltage', 6 * MIN, 260), r('voltage', 12 * MIN, 260)], false, 0, null);
+    const spread = step(
+      rule,
+      emptyState(),
+      [r('voltage', 0, 260), r('voltage', 6 * MIN, 260), r('voltage', 12 * MIN, 260)],
+      false,
+      0,
+      null,
+    );
     expect(spread.decision).toBe('none');
-    const close = step(rule, emptyState(), [r('voltage', 0, 260), r('voltage', MIN, 200), r('voltage', 2 * MIN, 260), r('voltage', 3 * MIN, 260)], false, 0, null);
+    const close = step(
+      rule,
+      emptyState(),
+      [r('voltage', 0, 260), r('voltage', MIN, 200), r('voltage', 2 * MIN, 260), r('voltage', 3 * MIN, 260)],
+      false,
+      0,
+      null,
+    );
     expect(close.decision).toBe('raise');
     expect(close.timer).toEqual({ dueAt: 13 * MIN, action: 'clear' });
   });
@@ -72,7 +96,16 @@ describe('a rate-of-change rule', () => {
 });
 
 describe('a no-data rule', () => {
-  const rule: WaitRule = { kind: 'no_data', expr: null, metrics: ['power'], forMs: null, repeatCount: null, windowMs: null, noDataMs: 15 * MIN, autoClear: true };
+  const rule: WaitRule = {
+    kind: 'no_data',
+    expr: null,
+    metrics: ['power'],
+    forMs: null,
+    repeatCount: null,
+    windowMs: null,
+    noDataMs: 15 * MIN,
+    autoClear: true,
+  };
   it('restarts its timer from arrival on every reading, raises when it comes due, and clears on the next reading', () => {
     const a = step(rule, emptyState(), [r('power', 0, 3)], false, 1000, null);
     expect(a.timer).toEqual({ dueAt: 1000 + 15 * MIN, action: 'raise' });
@@ -80,5 +113,52 @@ describe('a no-data rule', () => {
     expect(onDue(rule, a.state, a.timer!, false, 1000 + 15 * MIN).decision).toBe('raise');
     expect(step(rule, a.state, [r('power', 20 * MIN, 3)], true, 20 * MIN, null).decision).toBe('clear');
     expect(describeWait(rule, '')).toBe('no power reading for 15 min');
+  });
+});
+
+describe('a replay of stored readings', () => {
+  it('raises a duration alarm from its timer between readings, and a no-data alarm for a silent stretch', () => {
+    const rule = cond('power < 5', { forMs: 10 * MIN });
+    const readings = [r('power', 0, 1), r('power', 30 * MIN, 1), r('power', 31 * MIN, 50)];
+    expect(replay(rule, readings, 0, 60 * MIN)).toEqual([
+      { change: 'raise', ts: 10 * MIN, value: null },
+      { change: 'clear', ts: 31 * MIN, value: 50 },
+    ]);
+    const silent: WaitRule = {
+      kind: 'no_data',
+      expr: null,
+      metrics: ['power'],
+      forMs: null,
+      repeatCount: null,
+      windowMs: null,
+      noDataMs: 15 * MIN,
+      autoClear: true,
+    };
+    expect(replay(silent, [r('power', 5 * MIN, 1), r('power', 40 * MIN, 1)], 0, 60 * MIN)).toEqual([
+      { change: 'raise', ts: 20 * MIN, value: null },
+      { change: 'clear', ts: 40 * MIN, value: 1 },
+      { change: 'raise', ts: 55 * MIN, value: null },
+    ]);
+  });
+
+  it('compiles a threshold rule with hysteresis into the same condition', () => {
+    const rule = compileWaitRule({
+      kind: 'threshold',
+      metric: 'v',
+      operator: 'gt',
+      threshold: 253,
+      clearThreshold: 250,
+      expression: null,
+      forSeconds: 60,
+      repeatCount: null,
+      windowSeconds: null,
+      noDataSeconds: null,
+      autoClear: true,
+    });
+    const events = replay(rule, [r('v', 0, 260), r('v', 2 * MIN, 251), r('v', 3 * MIN, 249)], 0, 10 * MIN);
+    expect(events).toEqual([
+      { change: 'raise', ts: MIN, value: null },
+      { change: 'clear', ts: 3 * MIN, value: 249 },
+    ]);
   });
 });

@@ -7,7 +7,8 @@
  * workers store the timer durably (`rule_device_state.due_at`) and call {@link onDue} when it comes.
  * No I/O here. See docs/alarms-rules.md.
  */
-import { type Expr, evaluate, type Sample } from './rule-expr.js';
+import { type Cmp, type Expr, evaluate, parseExpression, type Sample } from './rule-expr.js';
+import type { Operator } from './rules.js';
 
 /** A stateful rule as the evaluator needs it. */
 export interface WaitRule {
@@ -75,7 +76,14 @@ export interface WaitReading {
  * whose alarm for the device is `open` or not. `now` is the wall clock (no-data timers count from
  * arrival, so a device with a wrong clock cannot postpone its own silence alarm).
  */
-export function step(rule: WaitRule, prior: WaitState, readings: readonly WaitReading[], open: boolean, now: number, timer: Timer | null): StepResult {
+export function step(
+  rule: WaitRule,
+  prior: WaitState,
+  readings: readonly WaitReading[],
+  open: boolean,
+  now: number,
+  timer: Timer | null,
+): StepResult {
   const state: WaitState = {
     latest: { ...prior.latest },
     previous: { ...prior.previous },
@@ -168,11 +176,18 @@ export function step(rule: WaitRule, prior: WaitState, readings: readonly WaitRe
  * last reported) raises; a silent device raises its no-data alarm; a repeating alarm whose window
  * passed without a hit clears. Returns what to do and the timer to keep.
  */
-export function onDue(rule: WaitRule, state: WaitState, timer: Timer, open: boolean, now: number): { decision: WaitDecision; timer: Timer | null } {
+export function onDue(
+  rule: WaitRule,
+  state: WaitState,
+  timer: Timer,
+  open: boolean,
+  now: number,
+): { decision: WaitDecision; timer: Timer | null } {
   if (now < timer.dueAt) return { decision: 'none', timer };
   if (timer.action === 'clear') {
     const lastHit = state.hits.at(-1);
-    if (rule.windowMs && lastHit !== undefined && lastHit + rule.windowMs > now) return { decision: 'none', timer: { dueAt: lastHit + rule.windowMs, action: 'clear' } };
+    if (rule.windowMs && lastHit !== undefined && lastHit + rule.windowMs > now)
+      return { decision: 'none', timer: { dueAt: lastHit + rule.windowMs, action: 'clear' } };
     return { decision: open && rule.autoClear ? 'clear' : 'none', timer: null };
   }
   if (open) return { decision: 'none', timer: null };
@@ -197,4 +212,110 @@ export function formatDuration(ms: number): string {
   if (s % 3600 === 0 && s >= 3600) return `${s / 3600} h`;
   if (s % 60 === 0 && s >= 60) return `${s / 60} min`;
   return `${s} s`;
+}
+
+/** Rule kinds (upper-case in GraphQL). */
+export const RULE_KINDS = ['threshold', 'expression', 'no_data'] as const;
+export type RuleKind = (typeof RULE_KINDS)[number];
+
+/** The stored fields that decide how a rule evaluates. */
+export interface RuleShape {
+  kind: RuleKind;
+  metric: string;
+  operator: Operator | null;
+  threshold: number | null;
+  clearThreshold: number | null;
+  expression: string | null;
+  forSeconds: number | null;
+  repeatCount: number | null;
+  windowSeconds: number | null;
+  noDataSeconds: number | null;
+  autoClear: boolean;
+}
+
+/** Rules the stateless threshold path cannot evaluate: they keep state per device (and may need timers). */
+export const isWaiting = (r: Pick<RuleShape, 'kind' | 'forSeconds' | 'repeatCount'>) =>
+  r.kind !== 'threshold' || r.forSeconds !== null || r.repeatCount !== null;
+
+const CMP: Record<Operator, Cmp> = { gt: '>', gte: '>=', lt: '<', lte: '<=', eq: '==', neq: '!=' };
+const SYMBOLS: Record<Operator, string> = { gt: '>', gte: '>=', lt: '<', lte: '<=', eq: '==', neq: '!=' };
+
+/** The condition of a rule as source text (a threshold rule as the expression it is equivalent to). */
+export function conditionSource(r: RuleShape): string {
+  if (r.kind === 'expression') return r.expression ?? '';
+  if (r.kind === 'no_data') return `no ${r.metric}`;
+  return `${r.metric} ${SYMBOLS[r.operator as Operator]} ${r.threshold}`;
+}
+
+/** A stored rule as a {@link WaitRule} (throws ExpressionError for a bad expression: validated on write). */
+export function compileWaitRule(r: RuleShape): WaitRule {
+  const base = {
+    forMs: r.forSeconds === null ? null : r.forSeconds * 1000,
+    repeatCount: r.repeatCount,
+    windowMs: r.windowSeconds === null ? null : r.windowSeconds * 1000,
+    autoClear: r.autoClear,
+  };
+  if (r.kind === 'no_data') return { kind: 'no_data', expr: null, metrics: [r.metric], noDataMs: (r.noDataSeconds ?? 0) * 1000, ...base };
+  if (r.kind === 'expression') {
+    const p = parseExpression(r.expression ?? '');
+    return { kind: 'condition', expr: p.ast, metrics: p.metrics, rates: p.rates, noDataMs: null, ...base };
+  }
+  const op = r.operator as Operator;
+  const metric: Expr = { t: 'metric', name: r.metric };
+  const expr: Expr = { t: 'cmp', op: CMP[op], l: metric, r: { t: 'num', v: r.threshold as number } };
+  const holdExpr: Expr | null =
+    r.clearThreshold === null ? null : { t: 'cmp', op: CMP[op], l: metric, r: { t: 'num', v: r.clearThreshold } };
+  return { kind: 'condition', expr, holdExpr, metrics: [r.metric], noDataMs: null, ...base };
+}
+
+/** An alarm a replay would have raised (or cleared). */
+export interface ReplayEvent {
+  change: 'raise' | 'clear';
+  ts: number;
+  value: number | null;
+}
+
+/**
+ * Replays one device's stored readings of a time window through a rule, as the workers would have
+ * evaluated them live, timers included (`dryRunRule` with a window). Readings must be of this device;
+ * any order. The device starts with no open alarm and no state at `from`; timers due by `to` fire.
+ */
+export function replay(rule: WaitRule, readings: readonly WaitReading[], from: number, to: number): ReplayEvent[] {
+  const out: ReplayEvent[] = [];
+  let state = emptyState();
+  let open = false;
+  let timer: Timer | null = rule.kind === 'no_data' ? { dueAt: from + (rule.noDataMs ?? 0), action: 'raise' } : null;
+  const fire = (until: number) => {
+    while (timer && timer.dueAt <= until) {
+      const at = timer.dueAt;
+      const r = onDue(rule, state, timer, open, at);
+      if (r.decision === 'raise') {
+        open = true;
+        out.push({ change: 'raise', ts: at, value: null });
+      } else if (r.decision === 'clear') {
+        open = false;
+        out.push({ change: 'clear', ts: at, value: null });
+      }
+      timer = r.timer && r.timer.dueAt > at ? r.timer : null;
+    }
+  };
+  const sorted = [...readings].sort((a, b) => a.ts - b.ts);
+  for (let i = 0; i < sorted.length; ) {
+    const ts = (sorted[i] as WaitReading).ts;
+    const group: WaitReading[] = [];
+    for (; i < sorted.length && (sorted[i] as WaitReading).ts === ts; i++) group.push(sorted[i] as WaitReading);
+    fire(ts - 1);
+    const s = step(rule, state, group, open, ts, timer);
+    state = s.state;
+    timer = s.timer;
+    if (s.decision === 'raise') {
+      open = true;
+      out.push({ change: 'raise', ts, value: s.value });
+    } else if (s.decision === 'clear') {
+      open = false;
+      out.push({ change: 'clear', ts, value: s.value });
+    }
+  }
+  fire(to);
+  return out;
 }

@@ -42,7 +42,8 @@ export function parseCron(cron: string, timeZone: string): CronSpec {
   if (!c) throw new ScheduleError('cron', 'must not be empty');
   if (c.length > 200) throw new ScheduleError('cron', 'must be at most 200 characters');
   if (c.startsWith('@')) {
-    if (!NICKNAMES.has(c.toLowerCase())) throw new ScheduleError('cron', `unknown nickname "${c}" (use @hourly, @daily, @weekly, @monthly or @yearly)`);
+    if (!NICKNAMES.has(c.toLowerCase()))
+      throw new ScheduleError('cron', `unknown nickname "${c}" (use @hourly, @daily, @weekly, @monthly or @yearly)`);
   } else if (c.split(/\s+/).length !== 5) {
     throw new ScheduleError('cron', `needs five fields (minute hour day-of-month month day-of-week), found ${c.split(/\s+/).length}`);
   }

@@ -11,6 +11,8 @@ import { MAINTENANCE_QUEUE, Maintenance, retentionFromConfig } from './maintenan
 import { ProgramScheduler, recordOnlySink } from './programs.js';
 import { ProgramDetectors } from './programs-detect.js';
 import { RuleEvaluator } from './rule-eval.js';
+import { RuleTimers } from './rule-wait.js';
+import { ScheduleRunner } from './schedules.js';
 
 /** Queues of the workers running in this process, read when /metrics is scraped. */
 const queues = new Set<{ name: string; queue: Queue }>();
@@ -21,7 +23,8 @@ gauge('rulr_queue_waiting_jobs', 'Jobs waiting in a BullMQ queue (the workers HP
 
 /**
  * The workers role: BullMQ processors behind a ServiceServer (`/healthz`, `/readyz`, `/metrics`) on
- * `WORKERS_PORT`. It runs rule evaluation (`rule-eval`, fed by ingest), the lighting-program
+ * `WORKERS_PORT`. It runs rule evaluation (`rule-eval`, fed by ingest), the durable timers of rules
+ * that wait, the cron schedules, the lighting-program
  * scheduler and its detectors, the maintenance queue and, when configured, the broker sync
  * (Mosquitto dynamic security, EMQX kick-out).
  */
@@ -42,6 +45,18 @@ export async function startWorkers(ctx: RoleContext, o: { port?: number } = {}):
     prefix: cfg.REDIS_PREFIX,
     concurrency: cfg.RULE_EVAL_CONCURRENCY,
     logger: ctx.logger.child({ role: 'workers', queue: 'rule-eval' }),
+  }).start();
+  const ruleTimers = new RuleTimers({
+    wait: ruleEval.wait,
+    logger: ctx.logger.child({ role: 'workers', component: 'rule-timers' }),
+    tickMs: cfg.RULE_TIMERS_TICK_MS,
+  }).start();
+  const schedules = new ScheduleRunner({
+    db: ctx.db,
+    redis: ctx.redis,
+    prefix: cfg.REDIS_PREFIX,
+    logger: ctx.logger.child({ role: 'workers', component: 'schedules' }),
+    tickMs: cfg.SCHEDULES_TICK_MS,
   }).start();
   const programs = new ProgramScheduler({
     db: ctx.db,
@@ -89,6 +104,8 @@ export async function startWorkers(ctx: RoleContext, o: { port?: number } = {}):
       for (const w of watched) queues.delete(w);
       await watched[0]?.queue.close();
       await ruleEval.close();
+      await ruleTimers.close();
+      await schedules.close();
       await programs.close();
       await detectors.close();
       programChanges.disconnect();

@@ -11,6 +11,7 @@ import type { Logger } from '../lib/logger.js';
 import { counter } from '../lib/metrics.js';
 import type { Redis } from '../lib/redis.js';
 import { decide, describeMatch, type EvalRule, inScope, type Operator, passes, SEVERITIES, type Severity } from '../lib/rules.js';
+import { RuleWait } from './rule-wait.js';
 
 const jobsTotal = counter('rulr_rule_eval_jobs_total', 'rule-eval jobs by outcome', ['outcome']);
 const readingsTotal = counter('rulr_rule_eval_readings_total', 'Readings compared with a rule (one per rule and reading)');
@@ -107,7 +108,12 @@ export class RuleEvaluator {
   private worker?: Worker;
   private readonly rules = new LRUCache<string, { version: string | null; rules: EvalRule[]; at: number }>({ max: 10_000 });
 
-  constructor(private readonly o: RuleEvaluatorOptions) {}
+  /** Rules that wait: evaluated here from readings, their timers swept by {@link RuleTimers}. */
+  readonly wait: RuleWait;
+
+  constructor(private readonly o: RuleEvaluatorOptions) {
+    this.wait = new RuleWait(o);
+  }
 
   start(): this {
     const connection = { url: this.o.redisUrl, maxRetriesPerRequest: null };
@@ -142,6 +148,10 @@ export class RuleEvaluator {
     const { job, invalid } = parsed;
     if (invalid) invalidTotal.inc(invalid);
     const orgId = job.orgId;
+    // rules that wait (durations, repeats, expressions, no data) keep per-device state: their own transaction
+    const waited = await this.wait.evaluate(orgId, job.readings);
+    summary.raised += waited.raised;
+    summary.cleared += waited.cleared;
     const rules = await this.rulesFor(orgId);
     // the numeric readings of metrics some rule watches, by metric
     const byMetric = new Map<string, Candidate[]>(rules.map((r) => [r.metric, []]));
@@ -250,7 +260,7 @@ export class RuleEvaluator {
           const n = perRule.get(a.rule_id ?? '');
           if (n) n.raised++;
         }
-        summary.raised = inserted.length;
+        summary.raised += inserted.length;
       }
 
       if (keeps.length) {
@@ -288,7 +298,7 @@ export class RuleEvaluator {
           const n = perRule.get(a.rule_id);
           if (n) n.cleared++;
         }
-        summary.cleared = cleared.length;
+        summary.cleared += cleared.length;
       }
 
       const executions = [...perRule].filter(([, n]) => n.raised + n.cleared > 0);
@@ -389,6 +399,7 @@ export class RuleEvaluator {
                s.path::text as site_path, r.profile_id
         from rules r left join sites s on s.id = r.site_id and s.org_id = ${orgId}
         where r.org_id = ${orgId} and r.enabled and r.deleted_at is null
+          and r.kind = 'threshold' and r.for_seconds is null and r.repeat_count is null
         order by r.created_at, r.id`.execute(tx);
       return rows;
     });
