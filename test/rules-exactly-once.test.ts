@@ -53,7 +53,10 @@ async function org(devices: number) {
     .returning('id')
     .executeTakeFirstOrThrow();
   const site = randomUUID();
-  await t.db.insertInto('sites').values({ id: site, org_id: o.id, name: 'City', path: label(site) }).execute();
+  await t.db
+    .insertInto('sites')
+    .values({ id: site, org_id: o.id, name: 'City', path: label(site) })
+    .execute();
   const d = Array.from({ length: devices }, () => randomUUID());
   await t.db
     .insertInto('devices')
@@ -67,7 +70,17 @@ async function dueTimers(devices: number) {
   const o = await org(devices);
   await t.db
     .insertInto('rules')
-    .values({ org_id: o.orgId, name: 'Dark', metric: 'power', operator: 'lt', threshold: 5, for_seconds: 1, severity: 'major', alarm_type: 'Dark', created_by: 'test' })
+    .values({
+      org_id: o.orgId,
+      name: 'Dark',
+      metric: 'power',
+      operator: 'lt',
+      threshold: 5,
+      for_seconds: 1,
+      severity: 'major',
+      alarm_type: 'Dark',
+      created_by: 'test',
+    })
     .execute();
   const ev = new RuleEvaluator({ db: t.db, redis, redisUrl: REDIS_URL, prefix, logger: createLogger('silent') });
   await ev.evaluate({ orgId: o.orgId, readings: o.d.map((deviceId) => ({ deviceId, metric: 'power', ts: Date.now(), value: 1 })) });
@@ -115,7 +128,8 @@ describe('rule timers and schedules with two workers processes', () => {
     await b.moreTicks(10);
     // B cannot fire what A holds: at most one of the two (timers or schedule) went ahead in B
     const held = a.lines.find((l) => l.startsWith('claimed')) as string;
-    if (held.startsWith('claimed timers')) expect(await t.db.selectFrom('alarms').select('id').where('org_id', '=', o.orgId).execute()).toHaveLength(0);
+    if (held.startsWith('claimed timers'))
+      expect(await t.db.selectFrom('alarms').select('id').where('org_id', '=', o.orgId).execute()).toHaveLength(0);
     else expect(await t.db.selectFrom('schedule_runs').select('id').where('schedule_id', '=', scheduleId).execute()).toHaveLength(0);
     a.child.kill('SIGKILL');
     for (let i = 0; i < 200; i++) {
@@ -128,7 +142,11 @@ describe('rule timers and schedules with two workers processes', () => {
     const alarms = await t.db.selectFrom('alarms').select(['device_id']).where('org_id', '=', o.orgId).execute();
     expect(new Set(alarms.map((x) => x.device_id)).size).toBe(30);
     expect(alarms).toHaveLength(30);
-    const fired = await t.db.selectFrom('rule_timer_firings').select(['device_id', 'outcome', 'worker']).where('org_id', '=', o.orgId).execute();
+    const fired = await t.db
+      .selectFrom('rule_timer_firings')
+      .select(['device_id', 'outcome', 'worker'])
+      .where('org_id', '=', o.orgId)
+      .execute();
     expect(fired).toHaveLength(30);
     expect(new Set(fired.map((f) => f.outcome))).toEqual(new Set(['raised']));
     const events = await t.db.selectFrom('alarm_events').select('kind').where('org_id', '=', o.orgId).execute();
