@@ -56,6 +56,7 @@ interface LatestAlarm {
   id: string;
   open: boolean;
   readingTs: number | null;
+  severity?: string;
 }
 
 /** A numeric reading of a watched metric. */
@@ -80,6 +81,8 @@ interface Keep {
   ts: number;
   breach: boolean;
   severity: Severity;
+  /** the most severe rule of the type changed: an `updated` history entry */
+  severityChanged: boolean;
 }
 interface Clear {
   id: string;
@@ -224,6 +227,7 @@ export class RuleEvaluator {
             ts: p.ts,
             breach: p.breach,
             severity: p.rule.severity,
+            severityChanged: cur.severity !== undefined && cur.severity !== p.rule.severity,
           });
         else if (d === 'clear' && cur) clears.push({ id: cur.id, rule: p.rule, value: p.value, ts: p.ts });
       }
@@ -264,7 +268,7 @@ export class RuleEvaluator {
       }
 
       if (keeps.length) {
-        await sql`
+        const { rows: kept } = await sql<{ id: string; device_id: string; severity: string }>`
           update alarms a set
             value = v.value,
             reading_ts = v.ts,
@@ -273,7 +277,21 @@ export class RuleEvaluator {
             last_at = case when v.breach then greatest(a.last_at, least(now(), to_timestamp(v.ts::float8 / 1000))) else a.last_at end
           from unnest(${keeps.map((k) => k.id)}::uuid[], ${keeps.map((k) => k.value)}::float8[], ${keeps.map((k) => k.ts)}::int8[],
                       ${keeps.map((k) => k.breach)}::bool[], ${keeps.map((k) => k.severity)}::text[]) as v(id, value, ts, breach, severity)
-          where a.id = v.id and a.org_id = ${orgId} and a.cleared_at is null and (a.reading_ts is null or a.reading_ts < v.ts)`.execute(tx);
+          where a.id = v.id and a.org_id = ${orgId} and a.cleared_at is null and (a.reading_ts is null or a.reading_ts < v.ts)
+          returning a.id, a.device_id, a.severity`.execute(tx);
+        // UPDATED: the occurrence count grew (a breach while active) or the severity changed
+        const info = new Map(keeps.map((k) => [k.id, k]));
+        const changed = kept.filter((a) => info.get(a.id)?.breach || info.get(a.id)?.severityChanged);
+        const resevered = kept.filter((a) => info.get(a.id)?.severityChanged);
+        if (resevered.length) {
+          await tx
+            .insertInto('alarm_events')
+            .values(
+              resevered.map((a) => ({ org_id: orgId, alarm_id: a.id, kind: 'updated', actor: 'rule', note: `severity ${a.severity}` })),
+            )
+            .execute();
+        }
+        for (const a of changed) events.push(['updated', { id: a.id, deviceId: a.device_id, severity: a.severity }]);
       }
 
       if (clears.length) {
@@ -326,12 +344,14 @@ export class RuleEvaluator {
   private async latestAlarms(tx: Tx, orgId: string, pairs: Pair[]): Promise<Map<string, LatestAlarm>> {
     const deviceIds = [...new Set(pairs.map((p) => p.deviceId))];
     const types = [...new Set(pairs.map((p) => p.rule.alarmType))];
-    const { rows: open } = await sql<{ id: string; device_id: string; type: string; reading_ts: number | null }>`
-      select id, device_id, type, reading_ts from alarms
+    const { rows: open } = await sql<{ id: string; device_id: string; type: string; reading_ts: number | null; severity: string }>`
+      select id, device_id, type, reading_ts, severity from alarms
       where org_id = ${orgId} and cleared_at is null and device_id = any(${deviceIds}::uuid[]) and type = any(${types}::text[])`.execute(
       tx,
     );
-    const out = new Map(open.map((r) => [alarmKey(r.device_id, r.type), { id: r.id, open: true, readingTs: r.reading_ts }]));
+    const out = new Map<string, LatestAlarm>(
+      open.map((r) => [alarmKey(r.device_id, r.type), { id: r.id, open: true, readingTs: r.reading_ts, severity: r.severity }]),
+    );
     const probe = new Map<string, [string, string]>();
     for (const p of pairs) {
       const k = alarmKey(p.deviceId, p.rule.alarmType);
