@@ -6,3 +6,6 @@
 
 /** BullMQ's key prefix for every queue of a deployment: `<REDIS_PREFIX>bull`. */
 export const queuePrefix = (redisPrefix: string) => `${redisPrefix}bull`;
+
+/** The notification requests' queue (job builder and parser in `notifications.ts`). */
+export const NOTIFY_QUEUE = 'notify';
