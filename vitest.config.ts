@@ -20,6 +20,7 @@ const UNIT = [
   'lib/programs-detect.test.ts',
   'lib/programs-schedule.test.ts',
   'lib/rule-expr.test.ts',
+  'lib/rule-notify.test.ts',
   'lib/rules.test.ts',
   'lib/rules-wait.test.ts',
   'lib/schedules.test.ts',

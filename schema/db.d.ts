@@ -590,6 +590,7 @@ export interface Rules {
   metric: string;
   name: string;
   no_data_seconds: number | null;
+  notify: Json | null;
   operator: string | null;
   org_id: string;
   profile_id: string | null;

@@ -127,6 +127,26 @@ describe('rules that wait and schedules in the rules subgraph', () => {
       });
     });
 
+    it('stores a notify action with its defaults, refuses a bad one naming the field, and removes it with null', async () => {
+      const q = `mutation($input: CreateRuleInput!) { createRule(input: $input) { id notify { rules roles userIds templateKey onClear } } }`;
+      const { createRule: r } = await f.ok<{ createRule: { id: string; notify: unknown } }>(operator, q, {
+        input: named({ metric: 'v', operator: 'GT', threshold: 1, notify: { roles: ['operator'], templateKey: 'lamp.dark' } }),
+      });
+      expect(r.notify).toEqual({ rules: true, roles: ['operator'], userIds: [], templateKey: 'lamp.dark', onClear: false });
+      expect(
+        await fails(operator, q, { input: named({ metric: 'v', operator: 'GT', threshold: 1, notify: { roles: ['root'] } }) }),
+      ).toMatchObject({
+        codes: ['BAD_USER_INPUT'],
+        field: 'input.notify.roles.0',
+      });
+      const u = await f.ok<{ updateRule: { notify: unknown } }>(
+        operator,
+        'mutation($id: ID!) { updateRule(id: $id, input: { notify: null }) { notify { rules } } }',
+        { id: r.id },
+      );
+      expect(u.updateRule.notify).toBeNull();
+    });
+
     it('lets a viewer write nothing', async () => {
       expect((await fails(viewer, CREATE, { input: named({ kind: 'NO_DATA', metric: 'power', noDataSeconds: 900 }) })).codes).toEqual([
         'FORBIDDEN',

@@ -10,7 +10,9 @@ import { type Db, type Tx, withTenant } from '../lib/db.js';
 import type { Logger } from '../lib/logger.js';
 import { counter } from '../lib/metrics.js';
 import type { Redis } from '../lib/redis.js';
+import type { RuleAlarmChange } from '../lib/rule-notify.js';
 import { decide, describeMatch, type EvalRule, inScope, type Operator, passes, SEVERITIES, type Severity } from '../lib/rules.js';
+import { RuleNotifier, safeNotify } from './rule-notify.js';
 import { RuleWait } from './rule-wait.js';
 
 const jobsTotal = counter('rulr_rule_eval_jobs_total', 'rule-eval jobs by outcome', ['outcome']);
@@ -114,8 +116,11 @@ export class RuleEvaluator {
   /** Rules that wait: evaluated here from readings, their timers swept by {@link RuleTimers}. */
   readonly wait: RuleWait;
 
+  private readonly notifier: RuleNotifier;
+
   constructor(private readonly o: RuleEvaluatorOptions) {
-    this.wait = new RuleWait(o);
+    this.notifier = new RuleNotifier(o.redis, o.prefix, o.logger);
+    this.wait = new RuleWait({ ...o, notifier: this.notifier });
   }
 
   start(): this {
@@ -173,6 +178,31 @@ export class RuleEvaluator {
 
     const perRule = new Map<string, RuleCount>();
     const events: [AlarmChange, { id: string; deviceId: string; severity: string }][] = [];
+    const notes: RuleAlarmChange[] = [];
+    const ruleById = new Map(rules.map((r) => [r.id, r]));
+    const note = (
+      change: 'raised' | 'cleared',
+      a: { id: string; device_id: string; rule_id: string | null; severity: string; value: number | null },
+    ) => {
+      const rule = ruleById.get(a.rule_id ?? '');
+      if (!rule?.notify) return;
+      notes.push({
+        orgId,
+        ruleId: rule.id,
+        notify: rule.notify,
+        change,
+        alarm: {
+          id: a.id,
+          deviceId: a.device_id,
+          type: rule.alarmType,
+          severity: a.severity as Severity,
+          value: a.value,
+          message: a.value === null ? rule.alarmType : describeMatch(rule.metric, rule, a.value),
+        },
+        siteId: devices.get(a.device_id)?.siteId ?? null,
+        at: Date.now(),
+      });
+    };
     const devices = new Map<string, DeviceScope>();
     await withTenant(this.o.db, orgId, async (tx) => {
       const ids = [...new Set([...byMetric.values()].flatMap((list) => list.map((c) => c.deviceId)))];
@@ -260,6 +290,7 @@ export class RuleEvaluator {
             .execute();
         }
         for (const a of inserted) {
+          note('raised', a);
           events.push(['raised', { id: a.id, deviceId: a.device_id, severity: a.severity }]);
           const n = perRule.get(a.rule_id ?? '');
           if (n) n.raised++;
@@ -312,6 +343,7 @@ export class RuleEvaluator {
             .execute();
         }
         for (const a of cleared) {
+          note('cleared', a);
           events.push(['cleared', { id: a.id, deviceId: a.device_id, severity: a.severity }]);
           const n = perRule.get(a.rule_id);
           if (n) n.cleared++;
@@ -332,6 +364,7 @@ export class RuleEvaluator {
     if (summary.raised) alarmsTotal.inc({ change: 'raised' }, summary.raised);
     if (summary.cleared) alarmsTotal.inc({ change: 'cleared' }, summary.cleared);
     await this.afterCommit(orgId, events, devices, perRule);
+    if (notes.length) await this.notifier.enqueue(notes);
     jobsTotal.inc({ outcome: 'evaluated' });
     return summary;
   }
@@ -412,10 +445,11 @@ export class RuleEvaluator {
         severity: Severity;
         alarm_type: string;
         auto_clear: boolean;
+        notify: unknown;
         site_path: string | null;
         profile_id: string | null;
       }>`
-        select r.id, r.metric, r.operator, r.threshold, r.clear_threshold, r.severity, r.alarm_type, r.auto_clear,
+        select r.id, r.metric, r.operator, r.threshold, r.clear_threshold, r.severity, r.alarm_type, r.auto_clear, r.notify,
                s.path::text as site_path, r.profile_id
         from rules r left join sites s on s.id = r.site_id and s.org_id = ${orgId}
         where r.org_id = ${orgId} and r.enabled and r.deleted_at is null
@@ -433,6 +467,7 @@ export class RuleEvaluator {
         severity: r.severity,
         alarmType: r.alarm_type,
         autoClear: r.auto_clear,
+        notify: safeNotify(r.notify),
         sitePath: r.site_path,
         profileId: r.profile_id,
       }))
@@ -443,5 +478,6 @@ export class RuleEvaluator {
 
   async close(): Promise<void> {
     await this.worker?.close();
+    await this.notifier.close();
   }
 }

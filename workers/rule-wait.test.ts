@@ -1,8 +1,11 @@
 import { randomBytes, randomUUID } from 'node:crypto';
+import { Queue } from 'bullmq';
 import { Redis } from 'ioredis';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { eventsChannel } from '../lib/contracts/events.js';
+import { NOTIFY_QUEUE, parseNotificationRequest } from '../lib/contracts/notifications.js';
+import { queuePrefix } from '../lib/contracts/queues.js';
 import { createLogger } from '../lib/logger.js';
 import { createTestDatabase, type TestDatabase } from '../test/support/db.js';
 import { REDIS_URL } from '../test/support/env.js';
@@ -171,6 +174,41 @@ describe('rules that wait', () => {
     await ev.evaluate(job(o.orgId, [{ deviceId: o.d[0] as string, metric: 'temperature', ts: now, value: 20 }]));
     await ev.evaluate(job(o.orgId, [{ deviceId: o.d[0] as string, metric: 'temperature', ts: now + 30_000, value: 26 }]));
     expect(await alarms(o.orgId)).toMatchObject([{ type: 'Heating fast', cleared_at: null }]);
+  });
+
+  it('enqueue one notify request per alarm change of a rule with a notify action, from a reading and from a timer', async () => {
+    const o = await org();
+    const notify = JSON.stringify({ rules: true, roles: ['operator'], userIds: [], templateKey: null, onClear: true });
+    const dark = await rule(o.orgId, { operator: 'lt', threshold: 5, for_seconds: 1, notify });
+    const over = await rule(o.orgId, { metric: 'voltage', operator: 'gt', threshold: 253, alarm_type: 'Over', notify });
+    const ev = evaluator();
+    const now = Date.now();
+    await ev.evaluate(
+      job(o.orgId, [
+        { deviceId: o.d[0] as string, metric: 'voltage', ts: now, value: 260 },
+        { deviceId: o.d[1] as string, metric: 'power', ts: now, value: 1 },
+      ]),
+    );
+    await sleep(1100);
+    await new RuleTimers({ wait: ev.wait, logger }).tick();
+    // a retried evaluation of the same readings adds nothing
+    await ev.evaluate(job(o.orgId, [{ deviceId: o.d[0] as string, metric: 'voltage', ts: now, value: 260 }]));
+    await ev.evaluate(job(o.orgId, [{ deviceId: o.d[1] as string, metric: 'power', ts: now + 2000, value: 90 }]));
+    const q = new Queue(NOTIFY_QUEUE, { connection: redis, prefix: queuePrefix(prefix) });
+    const jobs = (await q.getJobs(['waiting', 'delayed', 'prioritized'])).map((j) => parseNotificationRequest(j.data));
+    const mine = jobs
+      .filter((j) => j.orgId === o.orgId)
+      .map((j) => [j.source.id, j.variables.change, j.variables.deviceId, j.siteId])
+      .sort();
+    expect(mine).toEqual(
+      [
+        [dark, 'cleared', o.d[1], o.site],
+        [dark, 'raised', o.d[1], o.site],
+        [over, 'raised', o.d[0], o.site],
+      ].sort(),
+    );
+    await q.close();
+    await ev.close();
   });
 
   it('keep another organization’s timers and states apart', async () => {

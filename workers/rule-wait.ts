@@ -8,6 +8,7 @@ import { type Db, type Tx, withTenant } from '../lib/db.js';
 import type { Logger } from '../lib/logger.js';
 import { counter } from '../lib/metrics.js';
 import type { Redis } from '../lib/redis.js';
+import type { RuleNotify } from '../lib/rule-notify.js';
 import { inScope, type Operator, SEVERITIES, type Severity } from '../lib/rules.js';
 import {
   compileWaitRule,
@@ -22,6 +23,7 @@ import {
   type WaitRule,
   type WaitState,
 } from '../lib/rules-wait.js';
+import { type RuleNotifier, safeNotify } from './rule-notify.js';
 
 const timersTotal = counter('rulr_rule_timers_total', 'Durable rule timers that came due, by outcome', ['outcome']);
 const waitAlarmsTotal = counter('rulr_rule_wait_alarms_total', 'Alarms raised and cleared by waiting rules (readings and timers)', [
@@ -41,6 +43,7 @@ export interface LoadedWaitRule {
   profileId: string | null;
   wait: WaitRule;
   source: string;
+  notify: RuleNotify | null;
 }
 
 interface DeviceScope {
@@ -51,6 +54,12 @@ interface DeviceScope {
 }
 
 type Event = [AlarmChange, { id: string; deviceId: string; severity: string }];
+/** An alarm change of a rule with a notify action, enqueued after commit. */
+interface Note {
+  rule: LoadedWaitRule;
+  change: 'raised' | 'cleared';
+  alarm: { id: string; device_id: string; severity: string; value: number | null };
+}
 
 /** This process, as `rule_timer_firings.worker` and `schedule_runs.worker` name it. */
 export const WORKER_ID = `${hostname()}:${process.pid}`;
@@ -74,6 +83,8 @@ async function enterTenant(tx: Tx, orgId: string): Promise<void> {
 }
 
 export interface RuleWaitOptions {
+  /** enqueues the notify action's requests after commit */
+  notifier?: RuleNotifier;
   db: Db;
   redis: Redis;
   /** `REDIS_PREFIX` */
@@ -124,11 +135,12 @@ export class RuleWait {
         severity: Severity;
         alarm_type: string;
         auto_clear: boolean;
+        notify: unknown;
         site_path: string | null;
         profile_id: string | null;
       }>`
         select r.id, r.kind, r.metric, r.operator, r.threshold, r.clear_threshold, r.expression, r.for_seconds, r.repeat_count,
-               r.window_seconds, r.no_data_seconds, r.severity, r.alarm_type, r.auto_clear, s.path::text as site_path, r.profile_id
+               r.window_seconds, r.no_data_seconds, r.severity, r.alarm_type, r.auto_clear, r.notify, s.path::text as site_path, r.profile_id
         from rules r left join sites s on s.id = r.site_id and s.org_id = ${orgId}
         where r.org_id = ${orgId} and r.enabled and r.deleted_at is null
           and (r.kind <> 'threshold' or r.for_seconds is not null or r.repeat_count is not null)
@@ -160,6 +172,7 @@ export class RuleWait {
           profileId: r.profile_id,
           wait: compileWaitRule(shape),
           source: conditionSource(shape),
+          notify: safeNotify(r.notify),
         });
       } catch (e) {
         badStateTotal.inc();
@@ -193,6 +206,7 @@ export class RuleWait {
     if (!byDevice.size) return { raised: 0, cleared: 0 };
     const now = Date.now();
     const events: Event[] = [];
+    const notes: Note[] = [];
     const devices = new Map<string, DeviceScope>();
     const result = await withTenant(this.o.db, orgId, async (tx) => {
       for (const d of await scopes(tx, orgId, [...byDevice.keys()])) devices.set(d.id, d);
@@ -245,9 +259,10 @@ export class RuleWait {
         changes.push({ rule: p.rule, deviceId: p.deviceId, decision: s.decision, value: s.value, ts: s.ts, alarmId: cur?.id });
       }
       await writeStates(tx, orgId, updates);
-      return applyChanges(tx, orgId, changes, events);
+      return applyChanges(tx, orgId, changes, events, notes);
     });
     await this.publish(orgId, events, devices);
+    await this.notify(orgId, notes, devices);
     return result;
   }
 
@@ -259,6 +274,7 @@ export class RuleWait {
    */
   async sweep(batch = 200, onClaim?: (n: number) => Promise<void>): Promise<number> {
     const events: Event[] = [];
+    const notes: Note[] = [];
     const devices = new Map<string, DeviceScope>();
     let orgId: string | null = null;
     const fired = await this.o.db.transaction().execute(async (tx) => {
@@ -321,10 +337,11 @@ export class RuleWait {
                       ${firings.map((f) => f.action)}::text[], ${firings.map((f) => f.outcome)}::text[]) as f(r, d, t, a, o)
           on conflict do nothing`.execute(tx);
       }
-      await applyChanges(tx, org, changes, events);
+      await applyChanges(tx, org, changes, events, notes);
       return due.length;
     });
     if (orgId && events.length) await this.publish(orgId, events, devices);
+    if (orgId && notes.length) await this.notify(orgId, notes, devices);
     return fired;
   }
 
@@ -345,6 +362,29 @@ export class RuleWait {
       where r.kind = 'no_data' and r.enabled and r.deleted_at is null and (r.site_id is null or ds.path <@ rs.path)
       on conflict do nothing`.execute(this.o.db);
     return Number(numAffectedRows ?? 0);
+  }
+
+  private async notify(orgId: string, notes: Note[], devices: Map<string, DeviceScope>): Promise<void> {
+    if (!this.o.notifier || !notes.length) return;
+    const at = Date.now();
+    await this.o.notifier.enqueue(
+      notes.map((n) => ({
+        orgId,
+        ruleId: n.rule.id,
+        notify: n.rule.notify as RuleNotify,
+        change: n.change,
+        alarm: {
+          id: n.alarm.id,
+          deviceId: n.alarm.device_id,
+          type: n.rule.alarmType,
+          severity: n.alarm.severity as Severity,
+          value: n.alarm.value,
+          message: describeWait(n.rule.wait, n.rule.source),
+        },
+        siteId: devices.get(n.alarm.device_id)?.siteId ?? null,
+        at,
+      })),
+    );
   }
 
   private async publish(orgId: string, events: Event[], devices: Map<string, DeviceScope>): Promise<void> {
@@ -390,7 +430,21 @@ async function writeStates(tx: Tx, orgId: string, updates: { ruleId: string; dev
 }
 
 /** Raises, refreshes and clears the decided alarms with their history rows; events are collected for after commit. */
-async function applyChanges(tx: Tx, orgId: string, changes: Change[], events: Event[]): Promise<{ raised: number; cleared: number }> {
+async function applyChanges(
+  tx: Tx,
+  orgId: string,
+  changes: Change[],
+  events: Event[],
+  notes: Note[],
+): Promise<{ raised: number; cleared: number }> {
+  const byRule = new Map(changes.map((c) => [c.rule.id, c.rule]));
+  const note = (
+    change: 'raised' | 'cleared',
+    a: { id: string; device_id: string; rule_id: string | null; severity: string; value: number | null },
+  ) => {
+    const rule = byRule.get(a.rule_id ?? '');
+    if (rule?.notify) notes.push({ rule, change, alarm: a });
+  };
   const raises = changes.filter((c) => c.decision === 'raise' && !c.alarmId);
   const clears = changes.filter((c) => c.decision === 'clear' && c.alarmId);
   const keeps = changes.filter((c) => c.decision === 'keep' && c.alarmId);
@@ -421,7 +475,10 @@ async function applyChanges(tx: Tx, orgId: string, changes: Change[], events: Ev
         .values(inserted.map((a) => ({ org_id: orgId, alarm_id: a.id, kind: 'raised', actor: `rule:${a.rule_id}`, value: a.value })))
         .execute();
     }
-    for (const a of inserted) events.push(['raised', { id: a.id, deviceId: a.device_id, severity: a.severity }]);
+    for (const a of inserted) {
+      events.push(['raised', { id: a.id, deviceId: a.device_id, severity: a.severity }]);
+      note('raised', a);
+    }
     raised = inserted.length;
   }
   if (clears.length) {
@@ -436,7 +493,10 @@ async function applyChanges(tx: Tx, orgId: string, changes: Change[], events: Ev
         .values(rows.map((a) => ({ org_id: orgId, alarm_id: a.id, kind: 'cleared', actor: `rule:${a.rule_id}`, value: a.value })))
         .execute();
     }
-    for (const a of rows) events.push(['cleared', { id: a.id, deviceId: a.device_id, severity: a.severity }]);
+    for (const a of rows) {
+      events.push(['cleared', { id: a.id, deviceId: a.device_id, severity: a.severity }]);
+      note('cleared', a);
+    }
     cleared = rows.length;
   }
   if (keeps.length) {

@@ -8,7 +8,8 @@ const TABLES = ['rule_device_state', 'rule_timer_firings', 'schedules', 'schedul
  * - `rules.kind`: `threshold` (0005), `expression` (a compound condition, lib/rule-expr.ts) or
  *   `no_data` (no reading of `metric` for `no_data_seconds`); `for_seconds` (duration) and
  *   `repeat_count`/`window_seconds` (N times in a window) make a threshold or expression rule wait;
- *   `clear_on_disable` clears its open alarms when it is disabled or deleted.
+ *   `clear_on_disable` clears its open alarms when it is disabled or deleted; `notify` (JSON, checked by
+ *   lib/rule-notify.ts) asks for a notification when the rule raises (or clears) an alarm.
  * - `rule_device_state`: what a waiting rule remembers per device, and its durable timer (`due_at`,
  *   `due_action`) that the workers claim with `for update skip locked` when it comes due.
  * - `rule_timer_firings`: every timer that fired, unique per rule, device, due time and action (exactly once).
@@ -26,6 +27,7 @@ export async function up(db: Kysely<unknown>): Promise<void> {
       add column window_seconds integer check (window_seconds between 1 and 604800),
       add column no_data_seconds integer check (no_data_seconds between 60 and 2592000),
       add column clear_on_disable boolean not null default false,
+      add column notify jsonb,
       alter column operator drop not null,
       alter column threshold drop not null,
       add constraint rules_kind_fields check (
@@ -125,7 +127,7 @@ export async function down(db: Kysely<unknown>): Promise<void> {
     delete from rules where kind <> 'threshold';
     alter table rules drop constraint rules_kind_fields, drop constraint rules_repeat_window, drop constraint rules_wait_one,
       drop column kind, drop column expression, drop column for_seconds, drop column repeat_count, drop column window_seconds,
-      drop column no_data_seconds, drop column clear_on_disable,
+      drop column no_data_seconds, drop column clear_on_disable, drop column notify,
       alter column operator set not null, alter column threshold set not null;
   `.execute(db);
 }

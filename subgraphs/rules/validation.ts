@@ -3,6 +3,7 @@ import { isUuid } from '../../lib/db.js';
 import { BadInputError } from '../../lib/errors.js';
 import { decodeTimeIdCursor } from '../../lib/graphql-scalars.js';
 import { ExpressionError, parseExpression } from '../../lib/rule-expr.js';
+import { parseRuleNotify, type RuleNotify, ruleNotifySchema } from '../../lib/rule-notify.js';
 import { type Condition, conditionProblem, OPERATORS, type Operator, SEVERITIES, type Severity } from '../../lib/rules.js';
 import { RULE_KINDS, type RuleKind } from '../../lib/rules-wait.js';
 import { check } from '../../lib/validation.js';
@@ -43,6 +44,7 @@ const waitFields = {
   windowSeconds: WAIT.nullish(),
   noDataSeconds: seconds(60, 2_592_000).nullish(),
   expression: z.string().nullish(),
+  notify: z.unknown().nullish(),
 };
 
 /** `createRule`/`dryRunRule` input after GraphQL mapped the enums to their lower-case values. */
@@ -96,6 +98,7 @@ const NULLABLE = new Set([
   'operator',
   'threshold',
   'metric',
+  'notify',
 ]);
 
 /** A complete rule definition, ready to store or to dry-run. */
@@ -115,6 +118,8 @@ export interface RuleDefinition {
   windowSeconds: number | null;
   noDataSeconds: number | null;
   clearOnDisable: boolean;
+  /** the notify action, null: none */
+  notify: RuleNotify | null;
   severity: Severity;
   alarmType: string;
   autoClear: boolean;
@@ -197,6 +202,7 @@ export function parseRuleInput(input: unknown): RuleDefinition {
     windowSeconds: r.windowSeconds ?? null,
     noDataSeconds: r.noDataSeconds ?? null,
     clearOnDisable: r.clearOnDisable ?? false,
+    notify: parseNotifyInput(r.notify),
     severity: r.severity,
     alarmType: r.alarmType ?? r.name,
     autoClear: r.autoClear ?? true,
@@ -205,13 +211,21 @@ export function parseRuleInput(input: unknown): RuleDefinition {
   });
 }
 
+/** A `RuleNotifyInput` with its defaults, BAD_USER_INPUT naming `input.notify.<field>` when it is bad. */
+export function parseNotifyInput(v: unknown): RuleNotify | null {
+  if (v === null || v === undefined) return null;
+  return parseRuleNotify(check(ruleNotifySchema, v, 'input.notify'));
+}
+
 /** Validates an `UpdateRuleInput`; the resulting condition is checked once merged with the stored rule. */
 export function parseRulePatch(input: Record<string, unknown>): RulePatch {
   for (const [k, v] of Object.entries(input)) {
     if (v === null && !NULLABLE.has(k)) throw new BadInputError(`input.${k}: must not be null`, { field: `input.${k}` });
   }
   const r = check(updateRuleSchema, input, 'input');
-  return Object.fromEntries(Object.entries(r).filter(([, v]) => v !== undefined)) as RulePatch;
+  const out = Object.fromEntries(Object.entries(r).filter(([, v]) => v !== undefined)) as RulePatch;
+  if ('notify' in input) out.notify = parseNotifyInput(input.notify);
+  return out;
 }
 
 /** A `first` argument within 1..max, else BAD_USER_INPUT. */
