@@ -95,7 +95,8 @@ async function schedule(orgId: string) {
     .values({
       org_id: orgId,
       name: 'report',
-      cron: '* * * * *',
+      // once a year: the test never crosses into a second (legitimate) occurrence
+      cron: '0 0 1 1 *',
       time_zone: 'UTC',
       action: JSON.stringify({ kind: 'alarm_report', siteId: null }),
       next_at: sql<Date>`date_trunc('minute', now())`,
