@@ -16,7 +16,7 @@ export const ALARM_STATUSES = ['ACTIVE_UNACK', 'ACTIVE_ACK', 'CLEARED_UNACK', 'C
 export type AlarmStatus = (typeof ALARM_STATUSES)[number];
 
 /** Kinds of alarm history entries, and of `alarmChanged` events (upper-case in GraphQL). */
-export const ALARM_CHANGES = ['raised', 'acknowledged', 'cleared', 'commented'] as const;
+export const ALARM_CHANGES = ['raised', 'acknowledged', 'cleared', 'commented', 'assigned', 'updated'] as const;
 export type AlarmChange = (typeof ALARM_CHANGES)[number];
 
 export function statusOf(a: { cleared_at: unknown; acknowledged_at: unknown }): AlarmStatus {

@@ -336,6 +336,16 @@ export const configSpec = {
     description: '`rule-eval` jobs one workers process evaluates at once.',
     shown: '2',
   },
+  RULE_TIMERS_TICK_MS: {
+    schema: posInt(1000),
+    description: 'How often the workers fire the durable timers of rules that wait (durations, repeats, no data) that came due.',
+    shown: '1000',
+  },
+  SCHEDULES_TICK_MS: {
+    schema: posInt(1000),
+    description: 'How often the workers run the cron schedules whose occurrence came due.',
+    shown: '1000',
+  },
   SUBGRAPH_HOST: {
     schema: z.string().default('127.0.0.1'),
     description: 'Host the gateway uses to reach subgraphs when `*_URL` is not set.',

@@ -85,6 +85,8 @@ export interface EvalRule extends Condition {
   /** ltree path of the scope site (ids as labels), or null for the whole organization */
   sitePath: string | null;
   profileId: string | null;
+  /** the notify action (lib/rule-notify.ts), null: none */
+  notify?: import('./rule-notify.js').RuleNotify | null;
 }
 
 /** Is a device (its site's ltree path and its profile) inside a rule's scope? */

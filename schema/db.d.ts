@@ -39,6 +39,8 @@ export interface AlarmEvents {
 export interface Alarms {
   acknowledged_at: Timestamp | null;
   acknowledged_by: string | null;
+  assigned_at: Timestamp | null;
+  assigned_to: string | null;
   cleared_at: Timestamp | null;
   cleared_by: string | null;
   device_id: string;
@@ -217,6 +219,19 @@ export interface EnergyReadings {
   time: Timestamp;
 }
 
+export interface EscalationPolicies {
+  created_at: Generated<Timestamp>;
+  created_by: string;
+  enabled: Generated<boolean>;
+  id: Generated<string>;
+  levels: Json;
+  min_severity: string;
+  name: string;
+  org_id: string;
+  site_id: string | null;
+  updated_at: Generated<Timestamp>;
+}
+
 export interface GeographyColumns {
   coord_dimension: number | null;
   f_geography_column: string | null;
@@ -334,6 +349,136 @@ export interface MetricsRollupDeltas {
   sum: number;
 }
 
+export interface NotificationAttempts {
+  at: Generated<Timestamp>;
+  delivery_id: string;
+  duration_ms: number;
+  error: string | null;
+  http_status: number | null;
+  id: Generated<Int8>;
+  ok: boolean;
+  org_id: string;
+  response: string | null;
+}
+
+export interface NotificationChannels {
+  addresses: Generated<string[]>;
+  body_template: string | null;
+  created_at: Generated<Timestamp>;
+  created_by: string;
+  enabled: Generated<boolean>;
+  id: Generated<string>;
+  kind: string;
+  name: string;
+  org_id: string;
+  secret: string | null;
+  updated_at: Generated<Timestamp>;
+  url: string | null;
+}
+
+export interface NotificationDeliveries {
+  address: string;
+  attempts: Generated<number>;
+  channel_id: string | null;
+  created_at: Generated<Timestamp>;
+  id: Generated<string>;
+  kind: string;
+  last_error: string | null;
+  not_before: Timestamp | null;
+  notification_id: string;
+  org_id: string;
+  payload: Json;
+  sent_at: Timestamp | null;
+  status: string;
+  user_id: string | null;
+}
+
+export interface NotificationDigests {
+  count: Generated<number>;
+  due_at: Timestamp;
+  first_request: Json;
+  flushed_at: Timestamp | null;
+  group_key: string;
+  id: Generated<string>;
+  items: Generated<Json>;
+  max_severity: string;
+  opened_at: Generated<Timestamp>;
+  org_id: string;
+}
+
+export interface NotificationEscalations {
+  alarm_id: string;
+  due_at: Timestamp | null;
+  id: Generated<string>;
+  level: Generated<number>;
+  org_id: string;
+  policy_id: string;
+  status: Generated<string>;
+  stopped_reason: string | null;
+  updated_at: Generated<Timestamp>;
+}
+
+export interface NotificationFeed {
+  last_id: Int8;
+  name: string;
+}
+
+export interface NotificationPreferences {
+  channels: Generated<string[]>;
+  min_severity: Generated<string>;
+  org_id: string;
+  phone: string | null;
+  quiet_end: number | null;
+  quiet_start: number | null;
+  time_zone: Generated<string>;
+  updated_at: Generated<Timestamp>;
+  user_id: string;
+}
+
+export interface NotificationRules {
+  channel_ids: Generated<string[]>;
+  created_at: Generated<Timestamp>;
+  created_by: string;
+  enabled: Generated<boolean>;
+  events: string[];
+  id: Generated<string>;
+  min_severity: string;
+  name: string;
+  org_id: string;
+  roles: Generated<string[]>;
+  site_id: string | null;
+  updated_at: Generated<Timestamp>;
+  user_ids: Generated<string[]>;
+}
+
+export interface Notifications {
+  count: Generated<number>;
+  created_at: Generated<Timestamp>;
+  dedup_key: string;
+  digest_id: string | null;
+  event: string;
+  grouped: Generated<boolean>;
+  id: Generated<string>;
+  org_id: string;
+  severity: string;
+  site_id: string | null;
+  source_id: string;
+  source_kind: string;
+  subject: Generated<string>;
+  template_key: string;
+}
+
+export interface NotificationTemplates {
+  body: string;
+  html: string | null;
+  id: Generated<string>;
+  key: string;
+  org_id: string;
+  subject: string;
+  updated_at: Generated<Timestamp>;
+  updated_by: string;
+}
+
 export interface Organizations {
   created_at: Generated<Timestamp>;
   id: Generated<string>;
@@ -446,6 +591,16 @@ export interface Programs {
   updated_at: Generated<Timestamp>;
 }
 
+export interface RuleDeviceState {
+  device_id: string;
+  due_action: string | null;
+  due_at: Timestamp | null;
+  org_id: string;
+  rule_id: string;
+  state: Json;
+  updated_at: Generated<Timestamp>;
+}
+
 export interface RuleExecutions {
   at: Generated<Timestamp>;
   cleared: number;
@@ -460,22 +615,42 @@ export interface RuleExecutions {
 export interface Rules {
   alarm_type: string;
   auto_clear: Generated<boolean>;
+  clear_on_disable: Generated<boolean>;
   clear_threshold: number | null;
   created_at: Generated<Timestamp>;
   created_by: string;
   deleted_at: Timestamp | null;
   description: Generated<string>;
   enabled: Generated<boolean>;
+  expression: string | null;
+  for_seconds: number | null;
   id: Generated<string>;
+  kind: Generated<string>;
   metric: string;
   name: string;
-  operator: string;
+  no_data_seconds: number | null;
+  notify: Json | null;
+  operator: string | null;
   org_id: string;
   profile_id: string | null;
+  repeat_count: number | null;
   severity: string;
   site_id: string | null;
-  threshold: number;
+  threshold: number | null;
   updated_at: Generated<Timestamp>;
+  window_seconds: number | null;
+}
+
+export interface RuleTimerFirings {
+  action: string;
+  device_id: string;
+  due_at: Timestamp;
+  fired_at: Generated<Timestamp>;
+  id: Generated<Int8>;
+  org_id: string;
+  outcome: string;
+  rule_id: string;
+  worker: string;
 }
 
 export interface RulrMigrations {
@@ -486,6 +661,34 @@ export interface RulrMigrations {
 export interface RulrMigrationsLock {
   id: string;
   is_locked: Generated<number>;
+}
+
+export interface ScheduleRuns {
+  error: string | null;
+  id: Generated<Int8>;
+  occurrence: Timestamp;
+  org_id: string;
+  result: Json | null;
+  schedule_id: string;
+  started_at: Generated<Timestamp>;
+  status: string;
+  worker: string;
+}
+
+export interface Schedules {
+  action: Json;
+  created_at: Generated<Timestamp>;
+  created_by: string;
+  cron: string;
+  description: Generated<string>;
+  enabled: Generated<boolean>;
+  id: Generated<string>;
+  last_at: Timestamp | null;
+  name: string;
+  next_at: Timestamp | null;
+  org_id: string;
+  time_zone: string;
+  updated_at: Generated<Timestamp>;
 }
 
 export interface Sites {
@@ -535,6 +738,7 @@ export interface DB {
   energy_hourly: EnergyHourly;
   energy_hourly_deltas: EnergyHourlyDeltas;
   energy_readings: EnergyReadings;
+  escalation_policies: EscalationPolicies;
   geography_columns: GeographyColumns;
   geometry_columns: GeometryColumns;
   invitations: Invitations;
@@ -545,6 +749,16 @@ export interface DB {
   metrics_hourly: MetricsHourly;
   metrics_hourly_live: MetricsHourlyLive;
   metrics_rollup_deltas: MetricsRollupDeltas;
+  notification_attempts: NotificationAttempts;
+  notification_channels: NotificationChannels;
+  notification_deliveries: NotificationDeliveries;
+  notification_digests: NotificationDigests;
+  notification_escalations: NotificationEscalations;
+  notification_feed: NotificationFeed;
+  notification_preferences: NotificationPreferences;
+  notification_rules: NotificationRules;
+  notification_templates: NotificationTemplates;
+  notifications: Notifications;
   organizations: Organizations;
   password_resets: PasswordResets;
   program_assignments: ProgramAssignments;
@@ -554,10 +768,14 @@ export interface DB {
   program_firings: ProgramFirings;
   program_overrides: ProgramOverrides;
   programs: Programs;
+  rule_device_state: RuleDeviceState;
   rule_executions: RuleExecutions;
+  rule_timer_firings: RuleTimerFirings;
   rules: Rules;
   rulr_migrations: RulrMigrations;
   rulr_migrations_lock: RulrMigrationsLock;
+  schedule_runs: ScheduleRuns;
+  schedules: Schedules;
   sites: Sites;
   spatial_ref_sys: SpatialRefSys;
   users: Users;

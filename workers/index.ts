@@ -15,6 +15,8 @@ import { MAINTENANCE_QUEUE, Maintenance, retentionFromConfig } from './maintenan
 import { desiredStateSink, ProgramScheduler } from './programs.js';
 import { ProgramDetectors } from './programs-detect.js';
 import { RuleEvaluator } from './rule-eval.js';
+import { RuleTimers } from './rule-wait.js';
+import { ScheduleRunner } from './schedules.js';
 
 /** Queues of the workers running in this process, read when /metrics is scraped. */
 const queues = new Set<{ name: string; queue: Queue }>();
@@ -25,7 +27,8 @@ gauge('rulr_queue_waiting_jobs', 'Jobs waiting in a BullMQ queue (the workers HP
 
 /**
  * The workers role: BullMQ processors behind a ServiceServer (`/healthz`, `/readyz`, `/metrics`) on
- * `WORKERS_PORT`. It runs rule evaluation (`rule-eval`, fed by ingest), command dispatch (`commands`, docs/commands.md), the lighting-program
+ * `WORKERS_PORT`. It runs rule evaluation (`rule-eval`, fed by ingest), command dispatch (`commands`,
+ * docs/commands.md), the durable timers of rules that wait, the cron schedules, the lighting-program
  * scheduler and its detectors, the maintenance queue and, when configured, the broker sync
  * (Mosquitto dynamic security, EMQX kick-out).
  */
@@ -70,6 +73,18 @@ export async function startWorkers(ctx: RoleContext, o: { port?: number } = {}):
     leaseS: cfg.COMMANDS_LEASE_S,
     timeoutS: cfg.COMMANDS_DEFAULT_TIMEOUT_S,
     expiryS: cfg.COMMANDS_DEFAULT_EXPIRY_S,
+  }).start();
+  const ruleTimers = new RuleTimers({
+    wait: ruleEval.wait,
+    logger: ctx.logger.child({ role: 'workers', component: 'rule-timers' }),
+    tickMs: cfg.RULE_TIMERS_TICK_MS,
+  }).start();
+  const schedules = new ScheduleRunner({
+    db: ctx.db,
+    redis: ctx.redis,
+    prefix: cfg.REDIS_PREFIX,
+    logger: ctx.logger.child({ role: 'workers', component: 'schedules' }),
+    tickMs: cfg.SCHEDULES_TICK_MS,
   }).start();
   const programs = new ProgramScheduler({
     db: ctx.db,
@@ -121,6 +136,8 @@ export async function startWorkers(ctx: RoleContext, o: { port?: number } = {}):
       await commands.close();
       await commandsMqtt.endAsync();
       await ruleEval.close();
+      await ruleTimers.close();
+      await schedules.close();
       await programs.close();
       await detectors.close();
       programChanges.disconnect();

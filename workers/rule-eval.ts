@@ -10,7 +10,10 @@ import { type Db, type Tx, withTenant } from '../lib/db.js';
 import type { Logger } from '../lib/logger.js';
 import { counter } from '../lib/metrics.js';
 import type { Redis } from '../lib/redis.js';
+import type { RuleAlarmChange } from '../lib/rule-notify.js';
 import { decide, describeMatch, type EvalRule, inScope, type Operator, passes, SEVERITIES, type Severity } from '../lib/rules.js';
+import { RuleNotifier, safeNotify } from './rule-notify.js';
+import { RuleWait } from './rule-wait.js';
 
 const jobsTotal = counter('rulr_rule_eval_jobs_total', 'rule-eval jobs by outcome', ['outcome']);
 const readingsTotal = counter('rulr_rule_eval_readings_total', 'Readings compared with a rule (one per rule and reading)');
@@ -55,6 +58,7 @@ interface LatestAlarm {
   id: string;
   open: boolean;
   readingTs: number | null;
+  severity?: string;
 }
 
 /** A numeric reading of a watched metric. */
@@ -79,6 +83,8 @@ interface Keep {
   ts: number;
   breach: boolean;
   severity: Severity;
+  /** the most severe rule of the type changed: an `updated` history entry */
+  severityChanged: boolean;
 }
 interface Clear {
   id: string;
@@ -107,7 +113,15 @@ export class RuleEvaluator {
   private worker?: Worker;
   private readonly rules = new LRUCache<string, { version: string | null; rules: EvalRule[]; at: number }>({ max: 10_000 });
 
-  constructor(private readonly o: RuleEvaluatorOptions) {}
+  /** Rules that wait: evaluated here from readings, their timers swept by {@link RuleTimers}. */
+  readonly wait: RuleWait;
+
+  private readonly notifier: RuleNotifier;
+
+  constructor(private readonly o: RuleEvaluatorOptions) {
+    this.notifier = new RuleNotifier(o.redis, o.prefix, o.logger);
+    this.wait = new RuleWait({ ...o, notifier: this.notifier });
+  }
 
   start(): this {
     const connection = { url: this.o.redisUrl, maxRetriesPerRequest: null };
@@ -142,6 +156,10 @@ export class RuleEvaluator {
     const { job, invalid } = parsed;
     if (invalid) invalidTotal.inc(invalid);
     const orgId = job.orgId;
+    // rules that wait (durations, repeats, expressions, no data) keep per-device state: their own transaction
+    const waited = await this.wait.evaluate(orgId, job.readings);
+    summary.raised += waited.raised;
+    summary.cleared += waited.cleared;
     const rules = await this.rulesFor(orgId);
     // the numeric readings of metrics some rule watches, by metric
     const byMetric = new Map<string, Candidate[]>(rules.map((r) => [r.metric, []]));
@@ -160,6 +178,31 @@ export class RuleEvaluator {
 
     const perRule = new Map<string, RuleCount>();
     const events: [AlarmChange, { id: string; deviceId: string; severity: string }][] = [];
+    const notes: RuleAlarmChange[] = [];
+    const ruleById = new Map(rules.map((r) => [r.id, r]));
+    const note = (
+      change: 'raised' | 'cleared',
+      a: { id: string; device_id: string; rule_id: string | null; severity: string; value: number | null },
+    ) => {
+      const rule = ruleById.get(a.rule_id ?? '');
+      if (!rule?.notify) return;
+      notes.push({
+        orgId,
+        ruleId: rule.id,
+        notify: rule.notify,
+        change,
+        alarm: {
+          id: a.id,
+          deviceId: a.device_id,
+          type: rule.alarmType,
+          severity: a.severity as Severity,
+          value: a.value,
+          message: a.value === null ? rule.alarmType : describeMatch(rule.metric, rule, a.value),
+        },
+        siteId: devices.get(a.device_id)?.siteId ?? null,
+        at: Date.now(),
+      });
+    };
     const devices = new Map<string, DeviceScope>();
     await withTenant(this.o.db, orgId, async (tx) => {
       const ids = [...new Set([...byMetric.values()].flatMap((list) => list.map((c) => c.deviceId)))];
@@ -214,6 +257,7 @@ export class RuleEvaluator {
             ts: p.ts,
             breach: p.breach,
             severity: p.rule.severity,
+            severityChanged: cur.severity !== undefined && cur.severity !== p.rule.severity,
           });
         else if (d === 'clear' && cur) clears.push({ id: cur.id, rule: p.rule, value: p.value, ts: p.ts });
       }
@@ -246,15 +290,16 @@ export class RuleEvaluator {
             .execute();
         }
         for (const a of inserted) {
+          note('raised', a);
           events.push(['raised', { id: a.id, deviceId: a.device_id, severity: a.severity }]);
           const n = perRule.get(a.rule_id ?? '');
           if (n) n.raised++;
         }
-        summary.raised = inserted.length;
+        summary.raised += inserted.length;
       }
 
       if (keeps.length) {
-        await sql`
+        const { rows: kept } = await sql<{ id: string; device_id: string; severity: string }>`
           update alarms a set
             value = v.value,
             reading_ts = v.ts,
@@ -263,7 +308,21 @@ export class RuleEvaluator {
             last_at = case when v.breach then greatest(a.last_at, least(now(), to_timestamp(v.ts::float8 / 1000))) else a.last_at end
           from unnest(${keeps.map((k) => k.id)}::uuid[], ${keeps.map((k) => k.value)}::float8[], ${keeps.map((k) => k.ts)}::int8[],
                       ${keeps.map((k) => k.breach)}::bool[], ${keeps.map((k) => k.severity)}::text[]) as v(id, value, ts, breach, severity)
-          where a.id = v.id and a.org_id = ${orgId} and a.cleared_at is null and (a.reading_ts is null or a.reading_ts < v.ts)`.execute(tx);
+          where a.id = v.id and a.org_id = ${orgId} and a.cleared_at is null and (a.reading_ts is null or a.reading_ts < v.ts)
+          returning a.id, a.device_id, a.severity`.execute(tx);
+        // UPDATED: the occurrence count grew (a breach while active) or the severity changed
+        const info = new Map(keeps.map((k) => [k.id, k]));
+        const changed = kept.filter((a) => info.get(a.id)?.breach || info.get(a.id)?.severityChanged);
+        const resevered = kept.filter((a) => info.get(a.id)?.severityChanged);
+        if (resevered.length) {
+          await tx
+            .insertInto('alarm_events')
+            .values(
+              resevered.map((a) => ({ org_id: orgId, alarm_id: a.id, kind: 'updated', actor: 'rule', note: `severity ${a.severity}` })),
+            )
+            .execute();
+        }
+        for (const a of changed) events.push(['updated', { id: a.id, deviceId: a.device_id, severity: a.severity }]);
       }
 
       if (clears.length) {
@@ -284,11 +343,12 @@ export class RuleEvaluator {
             .execute();
         }
         for (const a of cleared) {
+          note('cleared', a);
           events.push(['cleared', { id: a.id, deviceId: a.device_id, severity: a.severity }]);
           const n = perRule.get(a.rule_id);
           if (n) n.cleared++;
         }
-        summary.cleared = cleared.length;
+        summary.cleared += cleared.length;
       }
 
       const executions = [...perRule].filter(([, n]) => n.raised + n.cleared > 0);
@@ -304,6 +364,7 @@ export class RuleEvaluator {
     if (summary.raised) alarmsTotal.inc({ change: 'raised' }, summary.raised);
     if (summary.cleared) alarmsTotal.inc({ change: 'cleared' }, summary.cleared);
     await this.afterCommit(orgId, events, devices, perRule);
+    if (notes.length) await this.notifier.enqueue(notes);
     jobsTotal.inc({ outcome: 'evaluated' });
     return summary;
   }
@@ -316,12 +377,14 @@ export class RuleEvaluator {
   private async latestAlarms(tx: Tx, orgId: string, pairs: Pair[]): Promise<Map<string, LatestAlarm>> {
     const deviceIds = [...new Set(pairs.map((p) => p.deviceId))];
     const types = [...new Set(pairs.map((p) => p.rule.alarmType))];
-    const { rows: open } = await sql<{ id: string; device_id: string; type: string; reading_ts: number | null }>`
-      select id, device_id, type, reading_ts from alarms
+    const { rows: open } = await sql<{ id: string; device_id: string; type: string; reading_ts: number | null; severity: string }>`
+      select id, device_id, type, reading_ts, severity from alarms
       where org_id = ${orgId} and cleared_at is null and device_id = any(${deviceIds}::uuid[]) and type = any(${types}::text[])`.execute(
       tx,
     );
-    const out = new Map(open.map((r) => [alarmKey(r.device_id, r.type), { id: r.id, open: true, readingTs: r.reading_ts }]));
+    const out = new Map<string, LatestAlarm>(
+      open.map((r) => [alarmKey(r.device_id, r.type), { id: r.id, open: true, readingTs: r.reading_ts, severity: r.severity }]),
+    );
     const probe = new Map<string, [string, string]>();
     for (const p of pairs) {
       const k = alarmKey(p.deviceId, p.rule.alarmType);
@@ -382,13 +445,15 @@ export class RuleEvaluator {
         severity: Severity;
         alarm_type: string;
         auto_clear: boolean;
+        notify: unknown;
         site_path: string | null;
         profile_id: string | null;
       }>`
-        select r.id, r.metric, r.operator, r.threshold, r.clear_threshold, r.severity, r.alarm_type, r.auto_clear,
+        select r.id, r.metric, r.operator, r.threshold, r.clear_threshold, r.severity, r.alarm_type, r.auto_clear, r.notify,
                s.path::text as site_path, r.profile_id
         from rules r left join sites s on s.id = r.site_id and s.org_id = ${orgId}
         where r.org_id = ${orgId} and r.enabled and r.deleted_at is null
+          and r.kind = 'threshold' and r.for_seconds is null and r.repeat_count is null
         order by r.created_at, r.id`.execute(tx);
       return rows;
     });
@@ -402,6 +467,7 @@ export class RuleEvaluator {
         severity: r.severity,
         alarmType: r.alarm_type,
         autoClear: r.auto_clear,
+        notify: safeNotify(r.notify),
         sitePath: r.site_path,
         profileId: r.profile_id,
       }))
@@ -412,5 +478,6 @@ export class RuleEvaluator {
 
   async close(): Promise<void> {
     await this.worker?.close();
+    await this.notifier.close();
   }
 }

@@ -9,3 +9,6 @@ export const queuePrefix = (redisPrefix: string) => `${redisPrefix}bull`;
 
 /** The command dispatcher's queue (jobs `dispatch`, `replies`, `online`: ./commands.ts). */
 export { COMMANDS_QUEUE } from './commands.js';
+
+/** The notification requests' queue (job builder and parser in `notifications.ts`). */
+export const NOTIFY_QUEUE = 'notify';

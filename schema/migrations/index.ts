@@ -11,6 +11,8 @@ import * as m0010 from './0010_commands.js';
 import * as m0020 from './0020_device_identity.js';
 import * as m0030 from './0030_people.js';
 import * as m0040 from './0040_programs.js';
+import * as m0050 from './0050_rules_wait.js';
+import * as m0055 from './0055_notifications.js';
 
 /**
  * Every migration, in order. A static list (not a folder scan) so the same code runs from
@@ -29,4 +31,6 @@ export const migrations: Record<string, Migration> = {
   '0020_device_identity': m0020,
   '0030_people': m0030,
   '0040_programs': m0040,
+  '0050_rules_wait': m0050,
+  '0055_notifications': m0055,
 };

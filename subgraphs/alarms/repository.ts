@@ -2,7 +2,7 @@ import { type RawBuilder, type Selectable, sql } from 'kysely';
 import { type AlarmChange, afterAction, statusOf, statusPredicate } from '../../lib/alarms.js';
 import { actorOf, audit } from '../../lib/audit.js';
 import { type Db, type Tx, tenantReadRows, withTenant } from '../../lib/db.js';
-import { NotFoundError } from '../../lib/errors.js';
+import { BadInputError, NotFoundError } from '../../lib/errors.js';
 import type { Identity } from '../../lib/identity.js';
 import type { Severity } from '../../lib/rules.js';
 import type { Alarms } from '../../schema/db.js';
@@ -65,6 +65,8 @@ const COLUMNS = [
   'acknowledged_by',
   'cleared_at',
   'cleared_by',
+  'assigned_to',
+  'assigned_at',
 ] as const;
 const ALARM = sql.raw(COLUMNS.map((c) => `a.${c}`).join(', '));
 
@@ -267,6 +269,34 @@ export class AlarmsRepository {
       await this.addEvent(tx, row, change, actor, note);
       await audit(tx, orgId, actor, auditAction, 'alarm', id, before, row);
       return { row, change, site };
+    });
+  }
+
+  /**
+   * Assigns an alarm to a member of its organization (`assignee` a user id; null unassigns), with a
+   * history entry and an audit row. Repeating the same assignment changes nothing. NOT_FOUND when the
+   * alarm is not the caller's; BAD_USER_INPUT when the assignee is not a member of the organization.
+   */
+  assign(identity: Identity, id: string, assignee: string | null, note: string | null): Promise<AlarmWrite> {
+    const orgId = identity.orgId;
+    const actor = actorOf(identity);
+    return this.tenant(orgId, async (tx) => {
+      const before = await this.alarmIn(tx, orgId, id, true);
+      const site = (await this.deviceSite(tx, orgId, before.device_id)) ?? { siteId: null, sitePath: null };
+      if (assignee !== null) {
+        const { rows } = await sql`select 1 from memberships where org_id = ${orgId} and user_id = ${assignee}`.execute(tx);
+        if (!rows.length) throw new BadInputError('assigneeId: not a member of this organization', { field: 'assigneeId' });
+      }
+      const to = assignee === null ? null : `user:${assignee}`;
+      if (before.assigned_to === to) return { row: before, change: null, site };
+      const { rows } = await sql<AlarmRow>`
+        update alarms a set assigned_to = ${to}, assigned_at = ${to === null ? null : sql`now()`}
+        where a.org_id = ${orgId} and a.id = ${id}
+        returning ${ALARM}`.execute(tx);
+      const row = rows[0] as AlarmRow;
+      await this.addEvent(tx, row, 'assigned', actor, note ?? (to === null ? 'unassigned' : `assigned to ${to}`));
+      await audit(tx, orgId, actor, 'alarm.assign', 'alarm', id, before, row);
+      return { row, change: 'assigned', site };
     });
   }
 

@@ -108,6 +108,11 @@ const Mutation: Record<string, Resolver> = {
     const id = authorize(ctx.identity, WRITE);
     return settle(ctx, await ctx.repo.act(id, checkId(args.id), 'clear', check(noteSchema, args.note, 'note')));
   },
+  async assignAlarm(_p, args, ctx) {
+    const id = authorize(ctx.identity, WRITE);
+    const assignee = args.assigneeId === null || args.assigneeId === undefined ? null : checkId(args.assigneeId, 'assigneeId');
+    return settle(ctx, await ctx.repo.assign(id, checkId(args.id), assignee, check(noteSchema, args.note, 'note')));
+  },
   async commentAlarm(_p, args, ctx) {
     const id = authorize(ctx.identity, WRITE);
     return settle(ctx, await ctx.repo.comment(id, checkId(args.id), check(commentSchema, args.text, 'text')));
@@ -127,6 +132,8 @@ const Alarm: Record<string, Resolver<AlarmRow>> = {
   acknowledgedBy: (a) => a.acknowledged_by,
   clearedAt: (a) => a.cleared_at,
   clearedBy: (a) => a.cleared_by,
+  assignedTo: (a) => a.assigned_to,
+  assignedAt: (a) => a.assigned_at,
   history: (a, _args, ctx) => ctx.loaders.history.load(a.id),
 };
 
@@ -159,6 +166,25 @@ const resolvers = {
     __resolveReference(ref: DeviceRef, ctx: AlarmsContext): DeviceRef {
       authorize(ctx.identity, READ);
       return { id: ref.id };
+    },
+  },
+  Site: {
+    __resolveReference(ref: DeviceRef, ctx: AlarmsContext): DeviceRef {
+      authorize(ctx.identity, READ);
+      return { id: ref.id };
+    },
+    /** A site's counts include every site below it (a district's include its streets'). */
+    alarmCounts(site: DeviceRef, _args: Args, ctx: AlarmsContext) {
+      const id = authorize(ctx.identity, READ);
+      return isUuid(site.id) ? ctx.repo.counts(id.orgId, site.id) : null;
+    },
+    async alarms(site: DeviceRef, args: Args, ctx: AlarmsContext) {
+      const id = authorize(ctx.identity, READ);
+      const a = check(deviceAlarmsSchema, { first: args.first ?? 20, active: args.active }, '');
+      if (!isUuid(site.id)) return [];
+      const status = a.active === true ? ['ACTIVE_UNACK', 'ACTIVE_ACK'] : a.active === false ? ['CLEARED_UNACK', 'CLEARED_ACK'] : undefined;
+      const filter = check(alarmFilterSchema, { siteId: site.id, ...(status ? { status } : {}) }, 'filter') ?? {};
+      return ctx.repo.list(id.orgId, { limit: a.first, filter });
     },
   },
   AlarmConnection: {

@@ -3,10 +3,13 @@ import type { Config } from '../../lib/config.js';
 import { DateTimeScalar, encodeCursor, upperCaseEnum } from '../../lib/graphql-scalars.js';
 import { authorize, type Identity, type Requirement } from '../../lib/identity.js';
 import { DEFAULT_CELL_DEGREES } from '../../lib/programs-assign.js';
-import { OPERATORS, passes, SEVERITIES } from '../../lib/rules.js';
+import { evaluate, type Sample } from '../../lib/rule-expr.js';
+import { OPERATORS, SEVERITIES } from '../../lib/rules.js';
+import { compileWaitRule, RULE_KINDS, replay, type WaitRule } from '../../lib/rules-wait.js';
 import type { RulesLoaders } from './loaders.js';
 import { type ProgramLoaders, programResolvers } from './programs-resolvers.js';
 import type { RuleFilter, RuleRow, RulesRepositories } from './repositories/index.js';
+import { scheduleResolvers } from './schedules-resolvers.js';
 import {
   check,
   checkFirst,
@@ -14,10 +17,12 @@ import {
   MAX_DRY_RUN_MATCHES,
   MAX_EXECUTIONS,
   MAX_RULE_PAGE,
+  parseDryRunWindow,
   parseRuleCursor,
   parseRuleInput,
   parseRulePatch,
   ruleFilterSchema,
+  ruleMetrics,
 } from './validation.js';
 
 /** Per-request context of the rules subgraph. */
@@ -45,6 +50,7 @@ const resolvers = {
   DateTime: DateTimeScalar,
   RuleOperator: upperCaseEnum(OPERATORS),
   AlarmSeverity: upperCaseEnum(SEVERITIES),
+  RuleKind: upperCaseEnum(RULE_KINDS),
   Query: {
     async rules(_: unknown, args: Args, ctx: RulesContext): Promise<RuleConnection> {
       const { orgId } = authorize(ctx.identity, READ);
@@ -85,17 +91,41 @@ const resolvers = {
     },
     async dryRunRule(_: unknown, args: Args, ctx: RulesContext) {
       const { orgId } = authorize(ctx.identity, WRITE);
-      const rule = parseRuleInput(args.input);
+      const def = parseRuleInput(args.input);
       const first = checkFirst((args.first as number | null | undefined) ?? 100, MAX_DRY_RUN_MATCHES);
-      const scope = await ctx.repos.rules.scopeReadings(orgId, rule);
-      const matching = scope.values.filter((r) => passes(rule.operator, rule.threshold, r.value));
-      return {
-        devicesInScope: scope.devicesInScope,
-        evaluated: scope.values.length,
-        matching: matching.length,
-        truncated: scope.truncated,
-        matches: matching.slice(0, first).map((m) => ({ device: { id: m.deviceId }, value: m.value, ts: m.ts })),
-      };
+      const window = parseDryRunWindow(args.window);
+      const rule = compileWaitRule(def);
+      const metrics = ruleMetrics(def);
+      if (window) {
+        const w = await ctx.repos.rules.windowReadings(orgId, def, metrics, window.from, window.to);
+        const matches: { device: { id: string }; value: number | null; ts: Date }[] = [];
+        let raises = 0;
+        let matching = 0;
+        for (const [deviceId, readings] of w.byDevice) {
+          const events = replay(rule, readings, window.from.getTime(), window.to.getTime()).filter((e) => e.change === 'raise');
+          if (!events.length) continue;
+          raises += events.length;
+          matching++;
+          const e = events[0] as (typeof events)[number];
+          if (matches.length < first) matches.push({ device: { id: deviceId }, value: e.value, ts: new Date(e.ts) });
+        }
+        const evaluated = [...w.byDevice.values()].filter((r) => r.length > 0).length;
+        return { devicesInScope: w.devicesInScope, evaluated, matching, truncated: w.truncated, matches, readings: w.readings, raises };
+      }
+      const scope = await ctx.repos.rules.scopeReadings(orgId, def, metrics);
+      const now = Date.now();
+      const matches: { device: { id: string }; value: number | null; ts: Date }[] = [];
+      let matching = 0;
+      let evaluated = 0;
+      for (const d of scope.devices) {
+        const hit = matchesNow(rule, d.latest, now);
+        if (hit === null) continue;
+        evaluated++;
+        if (!hit.match) continue;
+        matching++;
+        if (matches.length < first) matches.push({ device: { id: d.deviceId }, value: hit.value, ts: new Date(hit.ts) });
+      }
+      return { devicesInScope: scope.devicesInScope, evaluated, matching, truncated: scope.truncated, matches, readings: 0, raises: 0 };
     },
   },
   RuleConnection: {
@@ -107,6 +137,7 @@ const resolvers = {
       authorize(ctx.identity, READ);
       return typeof ref.id === 'string' ? ctx.loaders.rule.load(ref.id) : null;
     },
+    metrics: (r: RuleRow) => ruleMetrics(r),
     site: (r: RuleRow) => (r.siteId ? { id: r.siteId } : null),
     profile: (r: RuleRow) => (r.profileId ? { id: r.profileId } : null),
     stats: (r: RuleRow, _: Args, ctx: RulesContext) => ctx.loaders.stats.load(r.id),
@@ -117,13 +148,36 @@ const resolvers = {
   },
 } satisfies GraphQLResolverMap<RulesContext>;
 
+/**
+ * Whether a device's latest values meet a rule's condition now (durations and repeats are not
+ * judged from one value); NO_DATA: no reading of the metric for `noDataSeconds`. Null when the device
+ * lacks a value the condition needs.
+ */
+function matchesNow(
+  rule: WaitRule,
+  latest: Record<string, Sample>,
+  now: number,
+): { match: boolean; value: number | null; ts: number } | null {
+  const metric = rule.metrics[0] as string;
+  if (rule.kind === 'no_data') {
+    const last = latest[metric];
+    return { match: !last || now - last[0] >= (rule.noDataMs ?? 0), value: last?.[1] ?? null, ts: last?.[0] ?? now };
+  }
+  const ok = evaluate(rule.expr as NonNullable<WaitRule['expr']>, { latest });
+  if (ok === null) return null;
+  const ts = Math.max(...rule.metrics.map((m) => latest[m]?.[0] ?? 0));
+  return { match: ok, value: latest[metric]?.[1] ?? null, ts };
+}
+
 /** The resolver map of the rules subgraph (the same export in every subgraph's `resolvers.ts`). */
 export function createResolvers(config?: Config): GraphQLResolverMap<RulesContext> {
   const programs = programResolvers({ SOLAR_CLUSTER_DEGREES: config?.SOLAR_CLUSTER_DEGREES ?? DEFAULT_CELL_DEGREES });
+  const schedules = scheduleResolvers();
   return {
     ...resolvers,
     ...programs,
-    Query: { ...resolvers.Query, ...programs.Query },
-    Mutation: { ...resolvers.Mutation, ...programs.Mutation },
+    ...schedules,
+    Query: { ...resolvers.Query, ...programs.Query, ...schedules.Query },
+    Mutation: { ...resolvers.Mutation, ...programs.Mutation, ...schedules.Mutation },
   } as GraphQLResolverMap<RulesContext>;
 }

@@ -20,6 +20,14 @@ describe('rules input validation', () => {
       autoClear: true,
       siteId: null,
       profileId: null,
+      kind: 'threshold',
+      expression: null,
+      forSeconds: null,
+      repeatCount: null,
+      windowSeconds: null,
+      noDataSeconds: null,
+      clearOnDisable: false,
+      notify: null,
     });
   });
 
@@ -61,7 +69,7 @@ describe('rules input validation', () => {
       clearThreshold: null,
     });
     expect(() => parseRulePatch({ name: null })).toThrow('input.name: must not be null');
-    expect(() => parseRulePatch({ threshold: null })).toThrow('input.threshold: must not be null');
+    expect(() => parseRulePatch({ severity: null })).toThrow('input.severity: must not be null');
     expect(() => parseRulePatch({ alarmType: '' })).toThrow('input.alarmType: must not be empty');
   });
 

@@ -4,9 +4,12 @@ import type { Redis } from '../../../lib/redis.js';
 import { ProgramAssignmentsRepository } from './program-assignments.js';
 import { ProgramsRepository, ProgramsVersion } from './programs.js';
 import { RulesRepository } from './rules.js';
+import { SchedulesRepository } from './schedules.js';
 
 export {
+  type DeviceLatest,
   DRY_RUN_DEVICE_CAP,
+  DRY_RUN_READING_CAP,
   type ExecutionRow,
   type LatestValue,
   type RuleFilter,
@@ -15,6 +18,7 @@ export {
   type RuleStats,
   RulesRepository,
   type ScopeReadings,
+  type WindowReadings,
 } from './rules.js';
 
 /** The rules subgraph's SQL and Redis access, one repository per aggregate. */
@@ -22,6 +26,7 @@ export interface RulesRepositories {
   rules: RulesRepository;
   programs: ProgramsRepository;
   programAssignments: ProgramAssignmentsRepository;
+  schedules: SchedulesRepository;
 }
 
 /** What the repositories share: the primary database, Redis and `REDIS_PREFIX`. */
@@ -40,5 +45,6 @@ export function createRepositories(deps: RepositoryDeps): RulesRepositories {
     rules: new RulesRepository(deps.db, deps.redis, deps.prefix, deps.logger),
     programs: new ProgramsRepository(deps.db, programsVersion),
     programAssignments: new ProgramAssignmentsRepository(deps.db, programsVersion),
+    schedules: new SchedulesRepository(deps.db),
   };
 }

@@ -1,13 +1,15 @@
 import { type CompiledQuery, type SelectQueryBuilder, sql } from 'kysely';
 import { actorOf, audit } from '../../../lib/audit.js';
 import { latestKey, numericLatest } from '../../../lib/contracts/device-state.js';
+import { alarmChangedEvent, eventsChannel } from '../../../lib/contracts/events.js';
 import { parseRuleStats, type RuleStats, ruleStatsKey, rulesVersionKey } from '../../../lib/contracts/rule-state.js';
 import { type DB, type Db, isUniqueViolation, isUuid, type Tx, tenantReadRows, withTenant } from '../../../lib/db.js';
 import { BadInputError, ConflictError, NotFoundError } from '../../../lib/errors.js';
 import type { Identity } from '../../../lib/identity.js';
 import type { Logger } from '../../../lib/logger.js';
 import type { Redis } from '../../../lib/redis.js';
-import { assertCondition, type RuleCursor, type RuleDefinition, type RulePatch } from '../validation.js';
+import type { Sample } from '../../../lib/rule-expr.js';
+import { assertDefinition, type RuleCursor, type RuleDefinition, type RulePatch, ruleMetrics } from '../validation.js';
 
 /**
  * SQL and Redis access of the rules subgraph. Every statement runs in a tenant transaction
@@ -62,12 +64,33 @@ export interface LatestValue {
   ts: Date;
 }
 
+/** One device's latest numeric samples of the metrics asked for (those it has). */
+export interface DeviceLatest {
+  deviceId: string;
+  latest: Record<string, Sample>;
+}
+
 export interface ScopeReadings {
   /** devices in scope that were looked at (at most {@link DRY_RUN_DEVICE_CAP}) */
   devicesInScope: number;
   truncated: boolean;
-  /** the numeric latest values among them, in serial order */
-  values: LatestValue[];
+  /** every device looked at, in serial order */
+  devices: DeviceLatest[];
+}
+
+/**
+ * Stored readings a windowed dry run replays, at most.
+ * @default 200000
+ */
+export const DRY_RUN_READING_CAP = 200_000;
+
+export interface WindowReadings {
+  devicesInScope: number;
+  /** more devices or readings than the caps */
+  truncated: boolean;
+  readings: number;
+  /** per device in scope (serial order), its readings oldest first */
+  byDevice: Map<string, { metric: string; ts: number; value: number }[]>;
 }
 
 const ruleColumns = [
@@ -75,10 +98,18 @@ const ruleColumns = [
   'name',
   'description',
   'enabled',
+  'kind',
   'metric',
   'operator',
   'threshold',
   'clear_threshold as clearThreshold',
+  'expression',
+  'for_seconds as forSeconds',
+  'repeat_count as repeatCount',
+  'window_seconds as windowSeconds',
+  'no_data_seconds as noDataSeconds',
+  'clear_on_disable as clearOnDisable',
+  'notify',
   'severity',
   'alarm_type as alarmType',
   'auto_clear as autoClear',
@@ -169,22 +200,12 @@ export class RulesRepository {
     const orgId = identity.orgId;
     const row = await withTenant(this.db, orgId, async (tx) => {
       await assertRefs(tx, orgId, def);
+      await assertMetrics(tx, orgId, def);
       const created = await tx
         .insertInto('rules')
         .values({
           org_id: orgId,
-          name: def.name,
-          description: def.description,
-          enabled: def.enabled,
-          metric: def.metric,
-          operator: def.operator,
-          threshold: def.threshold,
-          clear_threshold: def.clearThreshold,
-          severity: def.severity,
-          alarm_type: def.alarmType,
-          auto_clear: def.autoClear,
-          site_id: def.siteId,
-          profile_id: def.profileId,
+          ...definitionColumns(def),
           created_by: actorOf(identity),
         })
         .returning(ruleColumns)
@@ -203,42 +224,35 @@ export class RulesRepository {
     const orgId = identity.orgId;
     const row = await withTenant(this.db, orgId, async (tx) => {
       const before = await liveRule(tx, orgId, id);
-      const merged = { ...before, ...patch };
-      assertCondition(merged);
+      const next = { ...before, ...patch };
+      // an EXPRESSION rule's metric follows its expression unless the patch names one
+      if (next.kind === 'expression' && patch.metric === undefined) next.metric = '';
+      const merged = assertDefinition(next);
       await assertRefs(tx, orgId, patch);
+      await assertMetrics(tx, orgId, merged);
       const after = (await tx
         .updateTable('rules')
-        .set({
-          name: merged.name,
-          description: merged.description,
-          enabled: merged.enabled,
-          metric: merged.metric,
-          operator: merged.operator,
-          threshold: merged.threshold,
-          clear_threshold: merged.clearThreshold,
-          severity: merged.severity,
-          alarm_type: merged.alarmType,
-          auto_clear: merged.autoClear,
-          site_id: merged.siteId,
-          profile_id: merged.profileId,
-          updated_at: sql`now()`,
-        })
+        .set({ ...definitionColumns(merged), updated_at: sql`now()` })
         .where('org_id', '=', orgId)
         .where('id', '=', id)
         .returning(ruleColumns)
         .executeTakeFirstOrThrow()
         .catch(conflictOn(merged.name))) as RuleRow;
       await audit(tx, orgId, actorOf(identity), 'rule.update', 'rule', id, before, after);
-      return after;
+      // shape changes drop the per-device state (it was kept for another condition)
+      if (shapeChanged(before, after)) await sql`delete from rule_device_state where org_id = ${orgId} and rule_id = ${id}`.execute(tx);
+      const cleared = before.enabled && !after.enabled && after.clearOnDisable ? await clearRuleAlarms(tx, orgId, id, 'disabled') : [];
+      return { after, cleared };
     });
     await this.bumpVersion(orgId);
-    return row;
+    await this.publishCleared(orgId, row.cleared);
+    return row.after;
   }
 
   /** Soft-deletes an undeleted rule (audited): it stops evaluating, its alarms keep their rule. */
   async delete(identity: Identity, id: string): Promise<void> {
     const orgId = identity.orgId;
-    await withTenant(this.db, orgId, async (tx) => {
+    const cleared = await withTenant(this.db, orgId, async (tx) => {
       const before = await liveRule(tx, orgId, id);
       const after = (await tx
         .updateTable('rules')
@@ -248,16 +262,62 @@ export class RulesRepository {
         .returning(ruleColumns)
         .executeTakeFirstOrThrow()) as RuleRow;
       await audit(tx, orgId, actorOf(identity), 'rule.delete', 'rule', id, before, after);
+      await sql`delete from rule_device_state where org_id = ${orgId} and rule_id = ${id}`.execute(tx);
+      return after.clearOnDisable ? clearRuleAlarms(tx, orgId, id, 'deleted') : [];
     });
     await this.bumpVersion(orgId);
+    await this.publishCleared(orgId, cleared);
+  }
+
+  /** `alarmChanged` CLEARED for alarms a rule's disable or delete cleared (after commit; a failure is logged). */
+  private async publishCleared(orgId: string, cleared: ClearedAlarm[]): Promise<void> {
+    if (!cleared.length) return;
+    const p = this.redis.pipeline();
+    const now = Date.now();
+    for (const a of cleared) {
+      p.publish(
+        eventsChannel(this.prefix, orgId),
+        alarmChangedEvent(orgId, 'cleared', { id: a.id, deviceId: a.deviceId, severity: a.severity }, a, now),
+      );
+    }
+    await p.exec().catch((e: unknown) => this.logger?.warn({ err: e, orgId }, 'could not publish cleared alarms'));
   }
 
   /**
-   * The latest numeric values of `metric` of the active devices in a rule's scope (site subtree
+   * The latest numeric values of `metrics` of the active devices in a rule's scope (site subtree
    * and/or profile), at most {@link DRY_RUN_DEVICE_CAP} devices in serial order. Reads only.
    */
-  async scopeReadings(orgId: string, scope: Pick<RuleDefinition, 'siteId' | 'profileId' | 'metric'>): Promise<ScopeReadings> {
-    const ids = await withTenant(this.db, orgId, async (tx) => {
+  async scopeReadings(
+    orgId: string,
+    scope: Pick<RuleDefinition, 'siteId' | 'profileId'>,
+    metrics: readonly string[],
+  ): Promise<ScopeReadings> {
+    const ids = await this.scopeDevices(orgId, scope);
+    const truncated = ids.length > DRY_RUN_DEVICE_CAP;
+    const inScope = truncated ? ids.slice(0, DRY_RUN_DEVICE_CAP) : ids;
+    const devices: DeviceLatest[] = [];
+    const per = Math.max(1, Math.floor(LATEST_CHUNK / metrics.length));
+    for (let i = 0; i < inScope.length; i += per) {
+      const chunk = inScope.slice(i, i + per);
+      const p = this.redis.pipeline();
+      for (const id of chunk) p.hmget(latestKey(this.prefix, id), ...metrics);
+      const res = (await p.exec()) ?? [];
+      chunk.forEach((deviceId, j) => {
+        const raw = (res[j]?.[1] ?? []) as (string | null)[];
+        const latest: Record<string, Sample> = {};
+        metrics.forEach((m, k) => {
+          const reading = numericLatest(raw[k]);
+          if (reading) latest[m] = [reading.ts, reading.value];
+        });
+        devices.push({ deviceId, latest });
+      });
+    }
+    return { devicesInScope: inScope.length, truncated, devices };
+  }
+
+  /** Ids of the active devices in a scope, serial order, at most {@link DRY_RUN_DEVICE_CAP} + 1. */
+  private scopeDevices(orgId: string, scope: Pick<RuleDefinition, 'siteId' | 'profileId'>): Promise<string[]> {
+    return withTenant(this.db, orgId, async (tx) => {
       await assertRefs(tx, orgId, scope);
       const { rows } = await sql<{ id: string }>`
         select d.id from devices d
@@ -273,20 +333,36 @@ export class RulesRepository {
         limit ${DRY_RUN_DEVICE_CAP + 1}`.execute(tx);
       return rows.map((r) => r.id);
     });
-    const truncated = ids.length > DRY_RUN_DEVICE_CAP;
-    const inScope = truncated ? ids.slice(0, DRY_RUN_DEVICE_CAP) : ids;
-    const values: LatestValue[] = [];
-    for (let i = 0; i < inScope.length; i += LATEST_CHUNK) {
-      const chunk = inScope.slice(i, i + LATEST_CHUNK);
-      const p = this.redis.pipeline();
-      for (const id of chunk) p.hget(latestKey(this.prefix, id), scope.metric);
-      const res = (await p.exec()) ?? [];
-      chunk.forEach((deviceId, j) => {
-        const reading = numericLatest(res[j]?.[1] as string | null | undefined);
-        if (reading) values.push({ deviceId, value: reading.value, ts: new Date(reading.ts) });
-      });
-    }
-    return { devicesInScope: inScope.length, truncated, values };
+  }
+
+  /**
+   * The stored numeric readings of `metrics` in [from, to] of the devices in a scope (booleans are
+   * stored as 1/0 in `value`), at most {@link DRY_RUN_READING_CAP}, oldest first per device.
+   */
+  async windowReadings(
+    orgId: string,
+    scope: Pick<RuleDefinition, 'siteId' | 'profileId'>,
+    metrics: readonly string[],
+    from: Date,
+    to: Date,
+  ): Promise<WindowReadings> {
+    const ids = await this.scopeDevices(orgId, scope);
+    const truncatedDevices = ids.length > DRY_RUN_DEVICE_CAP;
+    const inScope = truncatedDevices ? ids.slice(0, DRY_RUN_DEVICE_CAP) : ids;
+    const rows = await withTenant(this.db, orgId, async (tx) => {
+      const { rows } = await sql<{ device_id: string; metric: string; ts: number; value: number }>`
+        select device_id, metric, (extract(epoch from time) * 1000)::float8 as ts, value from device_metrics
+        where org_id = ${orgId} and device_id = any(${inScope}::uuid[]) and metric = any(${[...metrics]}::text[])
+          and time >= ${from} and time <= ${to} and value is not null
+        order by device_id, time
+        limit ${DRY_RUN_READING_CAP + 1}`.execute(tx);
+      return rows;
+    });
+    const truncated = truncatedDevices || rows.length > DRY_RUN_READING_CAP;
+    const byDevice = new Map<string, { metric: string; ts: number; value: number }[]>(inScope.map((id) => [id, []]));
+    for (const r of rows.slice(0, DRY_RUN_READING_CAP))
+      byDevice.get(r.device_id)?.push({ metric: r.metric, ts: Number(r.ts), value: Number(r.value) });
+    return { devicesInScope: inScope.length, truncated, readings: Math.min(rows.length, DRY_RUN_READING_CAP), byDevice };
   }
 
   /** The evaluation counters of many rules, in one Redis pipeline. */
@@ -322,6 +398,93 @@ async function liveRule(tx: Tx, orgId: string, id: string): Promise<RuleRow> {
     .executeTakeFirst();
   if (!row) throw new NotFoundError('rule');
   return row as RuleRow;
+}
+
+/** The stored columns of a definition. */
+function definitionColumns(def: RuleDefinition) {
+  return {
+    name: def.name,
+    description: def.description,
+    enabled: def.enabled,
+    kind: def.kind,
+    metric: def.metric,
+    operator: def.operator,
+    threshold: def.threshold,
+    clear_threshold: def.clearThreshold,
+    expression: def.expression,
+    for_seconds: def.forSeconds,
+    repeat_count: def.repeatCount,
+    window_seconds: def.windowSeconds,
+    no_data_seconds: def.noDataSeconds,
+    clear_on_disable: def.clearOnDisable,
+    notify: def.notify === null ? null : JSON.stringify(def.notify),
+    severity: def.severity,
+    alarm_type: def.alarmType,
+    auto_clear: def.autoClear,
+    site_id: def.siteId,
+    profile_id: def.profileId,
+  };
+}
+
+const SHAPE = [
+  'kind',
+  'metric',
+  'operator',
+  'threshold',
+  'clearThreshold',
+  'expression',
+  'forSeconds',
+  'repeatCount',
+  'windowSeconds',
+  'noDataSeconds',
+] as const;
+const shapeChanged = (a: RuleDefinition, b: RuleDefinition) => SHAPE.some((k) => a[k] !== b[k]);
+
+/** An alarm cleared because its rule was disabled or deleted, with what its event needs. */
+interface ClearedAlarm {
+  id: string;
+  deviceId: string;
+  severity: string;
+  siteId: string | null;
+  sitePath: string | null;
+}
+
+/** Clears the open alarms a rule raised (`clearOnDisable`), with their history rows, in the caller's transaction. */
+async function clearRuleAlarms(tx: Tx, orgId: string, ruleId: string, why: 'disabled' | 'deleted'): Promise<ClearedAlarm[]> {
+  const { rows } = await sql<ClearedAlarm>`
+    with c as (
+      update alarms set cleared_at = now(), cleared_by = ${`rule:${ruleId}`}
+      where org_id = ${orgId} and rule_id = ${ruleId} and cleared_at is null
+      returning id, device_id, severity
+    ), e as (
+      insert into alarm_events (org_id, alarm_id, kind, actor, note)
+      select ${orgId}, c.id, 'cleared', ${`rule:${ruleId}`}, ${`rule ${why}`} from c
+    )
+    select c.id, c.device_id as "deviceId", c.severity, d.site_id as "siteId", s.path::text as "sitePath"
+    from c join devices d on d.id = c.device_id left join sites s on s.id = d.site_id`.execute(tx);
+  return rows;
+}
+
+/**
+ * BAD_USER_INPUT `unknown metric` when the rule's device profile declares its metrics and the rule
+ * reads one it does not declare (without a profile, any metric name is accepted).
+ */
+async function assertMetrics(tx: Tx, orgId: string, def: RuleDefinition): Promise<void> {
+  if (!def.profileId) return;
+  const row = await tx
+    .selectFrom('device_profiles')
+    .select('metrics')
+    .where('org_id', '=', orgId)
+    .where('id', '=', def.profileId)
+    .executeTakeFirst();
+  const declared = new Set(((row?.metrics ?? []) as { name?: unknown }[]).map((m) => m?.name).filter((n) => typeof n === 'string'));
+  if (!declared.size) return;
+  for (const m of ruleMetrics(def)) {
+    if (!declared.has(m)) {
+      const field = def.kind === 'expression' ? 'input.expression' : 'input.metric';
+      throw new BadInputError(`${field}: unknown metric "${m}" (the device profile declares ${[...declared].join(', ')})`, { field });
+    }
+  }
 }
 
 /** BAD_USER_INPUT when a scope site or profile is not the organization's (others' are invisible under RLS). */
