@@ -461,6 +461,31 @@ export const configSpec = {
       'How often the program scheduler regroups devices into locations without a change notice (new devices, moved devices); a change of programs, assignments or sites replans at once.',
     shown: '300',
   },
+  NOTIFY_TICK_MS: {
+    schema: posInt(1000),
+    description: 'How often the notifier (workers) reads new alarm events, flushes due digests and runs due escalation levels.',
+    shown: '1000',
+  },
+  NOTIFY_DIGEST_WINDOW_S: {
+    schema: posInt(30),
+    description: 'Grouping window of notifications per site and rule: alarms raised (or cleared) within it are sent as one digest.',
+    shown: '30',
+  },
+  NOTIFY_WEBHOOK_TIMEOUT_MS: {
+    schema: posInt(10000),
+    description: 'Timeout of one webhook, chat or SMS provider request; a timeout is retried like a 5xx.',
+    shown: '10000',
+  },
+  NOTIFY_ATTEMPTS: {
+    schema: posInt(6),
+    description: 'Attempts per notification delivery (exponential backoff from NOTIFY_BACKOFF_MS) before it is marked failed.',
+    shown: '6',
+  },
+  NOTIFY_BACKOFF_MS: {
+    schema: posInt(2000),
+    description: 'First retry delay of a failed delivery; doubled at each further attempt.',
+    shown: '2000',
+  },
   PROGRAMS_DETECT_S: {
     schema: posInt(60),
     description: 'How often the expected-state detectors (day burner, dark lamp, dim mismatch) compare lamps with their programs.',

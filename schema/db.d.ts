@@ -430,6 +430,7 @@ export interface NotificationPreferences {
   phone: string | null;
   quiet_end: number | null;
   quiet_start: number | null;
+  site_id: string | null;
   time_zone: Generated<string>;
   updated_at: Generated<Timestamp>;
   user_id: string;

@@ -1,0 +1,647 @@
+import { type Job, Queue, UnrecoverableError, Worker } from 'bullmq';
+import { sql } from 'kysely';
+import {
+  NOTIFY_QUEUE,
+  type NotificationRequest,
+  type NotificationSeverity,
+  notifyJob,
+  parseNotificationRequest,
+  severityRank,
+} from '../lib/contracts/notifications.js';
+import { queuePrefix } from '../lib/contracts/queues.js';
+import type { Db, Tx } from '../lib/db.js';
+import type { Logger } from '../lib/logger.js';
+import type { MailSender } from '../lib/mail.js';
+import { counter } from '../lib/metrics.js';
+import {
+  DEFAULT_TEMPLATES,
+  DELIVERY_HEADER,
+  FALLBACK_TEMPLATE,
+  meetsSeverity,
+  quietUntil,
+  render,
+  renderMessage,
+  SIGNATURE_HEADER,
+  signWebhook,
+  type TemplateText,
+  TIMESTAMP_HEADER,
+} from '../lib/notifications.js';
+
+/**
+ * The notifier (docs/notifications.md): consumes the `notify` queue (the alarm feed below and the
+ * rules' notify action produce it), groups requests of a site and rule into digests, resolves
+ * recipients and channels, and sends each delivery from its own queue with retries, logging every
+ * attempt. A ticker reads new `alarm_events` (one cursor, row-locked: one replica at a time),
+ * flushes due digests and runs due escalation levels (`notification_escalations`, claimed with
+ * SKIP LOCKED), so all of it survives a restart and runs once with several replicas.
+ */
+
+/** The workers' own queue of single deliveries (not a contract: only the notifier fills and consumes it). */
+export const DELIVERY_QUEUE = 'notify-delivery';
+
+/** How many digest items are listed (the rest are counted). */
+export const DIGEST_ITEMS = 10;
+
+const processed = counter('rulr_notifications_total', 'Notification requests the notifier handled, by outcome', ['outcome']);
+const attemptsTotal = counter('rulr_notification_attempts_total', 'Delivery attempts, by channel kind and result', ['kind', 'result']);
+
+export interface NotifierOptions {
+  db: Db;
+  redisUrl: string;
+  /** `REDIS_PREFIX` */
+  prefix: string;
+  mail: MailSender;
+  logger: Logger;
+  tickMs?: number;
+  digestWindowMs?: number;
+  webhookTimeoutMs?: number;
+  attempts?: number;
+  backoffMs?: number;
+  /** read the alarm feed (off in tests that only feed the queue) */
+  feed?: boolean;
+}
+
+type Kind = 'webhook' | 'email' | 'sms' | 'chat';
+
+interface NewDelivery {
+  channel_id: string | null;
+  kind: Kind;
+  user_id: string | null;
+  address: string;
+  status: 'pending' | 'deferred';
+  not_before: Date | null;
+  payload: unknown;
+}
+
+interface ChannelRow {
+  id: string;
+  kind: Kind;
+  url: string | null;
+  addresses: string[];
+  body_template: string | null;
+  secret: string | null;
+}
+
+interface DeliveryJob {
+  orgId: string;
+  deliveryId: string;
+}
+
+interface Level {
+  delaySeconds: number;
+  roles?: string[];
+  userIds?: string[];
+  channelIds?: string[];
+}
+
+export class Notifier {
+  readonly queue: Queue;
+  readonly deliveries: Queue;
+  private workers: Worker[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  private ticking: Promise<void> | undefined;
+  private closed = false;
+
+  constructor(private readonly o: NotifierOptions) {
+    const connection = { url: o.redisUrl, maxRetriesPerRequest: null };
+    this.queue = new Queue(NOTIFY_QUEUE, { connection, prefix: queuePrefix(o.prefix) });
+    this.deliveries = new Queue(DELIVERY_QUEUE, { connection, prefix: queuePrefix(o.prefix) });
+  }
+
+  start(): this {
+    const connection = { url: this.o.redisUrl, maxRetriesPerRequest: null };
+    const prefix = queuePrefix(this.o.prefix);
+    this.workers.push(
+      new Worker(NOTIFY_QUEUE, (job) => this.onRequest(job), { connection, prefix, concurrency: 4 }),
+      new Worker(DELIVERY_QUEUE, (job) => this.onDelivery(job as Job<DeliveryJob>), { connection, prefix, concurrency: 8 }),
+    );
+    for (const w of this.workers) w.on('error', (err) => this.o.logger.warn({ err }, 'notifier queue error'));
+    const every = this.o.tickMs ?? 1000;
+    this.timer = setInterval(() => {
+      if (this.ticking) return;
+      this.ticking = this.tick()
+        .catch((err) => this.o.logger.warn({ err }, 'notifier tick failed'))
+        .finally(() => {
+          this.ticking = undefined;
+        });
+    }, every);
+    return this;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearInterval(this.timer);
+    await this.ticking;
+    await Promise.all(this.workers.map((w) => w.close()));
+    await this.queue.close();
+    await this.deliveries.close();
+  }
+
+  /** One pass of the ticker: the alarm feed, due digests, due escalation levels. */
+  async tick(now = Date.now()): Promise<void> {
+    if (this.o.feed !== false) await this.readFeed();
+    if (this.closed) return;
+    await this.flushDigests(now);
+    if (this.closed) return;
+    await this.runEscalations(now);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // requests
+
+  private async onRequest(job: Job): Promise<void> {
+    let req: NotificationRequest;
+    try {
+      req = parseNotificationRequest(job.data);
+    } catch (err) {
+      // counted by the contract; a bad job is not retried (it would fail the same way)
+      processed.inc({ outcome: 'invalid' });
+      this.o.logger.warn({ err, jobId: job.id }, 'notification request rejected');
+      throw new UnrecoverableError((err as Error).message);
+    }
+    await this.handle(req);
+  }
+
+  /** Groups a request with a group key, or creates its notification and deliveries and queues them. */
+  async handle(req: NotificationRequest): Promise<void> {
+    if (req.groupKey) {
+      await this.o.db.transaction().execute((tx) => this.group(tx, req));
+      return;
+    }
+    const queued = await this.o.db.transaction().execute((tx) => this.createNotification(tx, req));
+    await this.enqueueDeliveries(req.orgId, queued);
+  }
+
+  private async group(tx: Tx, req: NotificationRequest): Promise<void> {
+    const ins = await sql<{ id: string }>`
+      insert into notifications (org_id, dedup_key, source_kind, source_id, event, site_id, severity, template_key, grouped)
+      values (${req.orgId}, ${req.dedupKey}, ${req.source.kind}, ${req.source.id}, ${req.event}, ${req.siteId}, ${req.severity}, ${req.templateKey}, true)
+      on conflict (org_id, dedup_key) do nothing returning id`.execute(tx);
+    const id = ins.rows[0]?.id;
+    if (!id) return void processed.inc({ outcome: 'duplicate' });
+    const item = JSON.stringify([
+      { deviceName: req.variables.deviceName ?? null, message: req.variables.message ?? null, sourceId: req.source.id },
+    ]);
+    const window = this.o.digestWindowMs ?? 30_000;
+    const d = await sql<{ id: string }>`
+      insert into notification_digests (org_id, group_key, first_request, items, max_severity, due_at)
+      values (${req.orgId}, ${req.groupKey}, ${JSON.stringify(req)}::jsonb, ${item}::jsonb, ${req.severity},
+              now() + make_interval(secs => ${window / 1000}))
+      on conflict (org_id, group_key) where flushed_at is null do update set
+        count = notification_digests.count + 1,
+        items = case when jsonb_array_length(notification_digests.items) < ${DIGEST_ITEMS}
+                then notification_digests.items || excluded.items else notification_digests.items end,
+        max_severity = case when ${severityRank(req.severity)} > (4 - array_position(
+            array['critical','major','minor','warning','indeterminate'], notification_digests.max_severity) + 1)
+          then excluded.max_severity else notification_digests.max_severity end
+      returning id`.execute(tx);
+    await sql`update notifications set digest_id = ${d.rows[0]?.id} where id = ${id}`.execute(tx);
+    processed.inc({ outcome: 'grouped' });
+  }
+
+  /** Sends due digests: one alone as itself, several as one `alarm.digest` message. */
+  async flushDigests(now = Date.now()): Promise<void> {
+    const queued = await this.o.db.transaction().execute(async (tx) => {
+      const due = await sql<{ id: string; org_id: string; first_request: unknown; count: number; items: unknown[]; max_severity: string }>`
+        select id, org_id, first_request, count, items, max_severity from notification_digests
+        where flushed_at is null and due_at <= ${new Date(now)} order by due_at limit 50 for update skip locked`.execute(tx);
+      const out: { orgId: string; ids: { id: string; delay: number }[] }[] = [];
+      for (const d of due.rows) {
+        await sql`update notification_digests set flushed_at = now() where id = ${d.id}`.execute(tx);
+        let first: NotificationRequest;
+        try {
+          first = parseNotificationRequest(d.first_request);
+        } catch {
+          continue; // counted; the digest is closed
+        }
+        const req: NotificationRequest =
+          d.count === 1
+            ? { ...first, groupKey: null }
+            : {
+                ...first,
+                dedupKey: `digest:${d.id}`,
+                templateKey: 'alarm.digest',
+                severity: d.max_severity as NotificationSeverity,
+                groupKey: null,
+                variables: first.variables,
+              };
+        const extra =
+          d.count === 1
+            ? {}
+            : {
+                count: d.count,
+                items: d.items,
+                more: Math.max(0, d.count - d.items.length),
+                eventWord: first.event === 'alarm.cleared' ? 'cleared' : 'raised',
+                windowSeconds: Math.round((this.o.digestWindowMs ?? 30_000) / 1000),
+              };
+        out.push({ orgId: d.org_id, ids: await this.createNotification(tx, req, extra, d.count, d.count > 1 ? d.id : null) });
+      }
+      return out;
+    });
+    for (const q of queued) await this.enqueueDeliveries(q.orgId, q.ids);
+  }
+
+  private async template(tx: Tx, orgId: string, key: string): Promise<TemplateText> {
+    const own = await tx
+      .selectFrom('notification_templates')
+      .select(['subject', 'body', 'html'])
+      .where('org_id', '=', orgId)
+      .where('key', '=', key)
+      .executeTakeFirst();
+    return own ?? DEFAULT_TEMPLATES[key] ?? FALLBACK_TEMPLATE;
+  }
+
+  /**
+   * The notification of a request and its deliveries, once per `(orgId, dedupKey)`; returns the
+   * deliveries to queue (on a repeat: those still pending, so a lost enqueue is made good).
+   */
+  private async createNotification(
+    tx: Tx,
+    req: NotificationRequest,
+    extra: Record<string, unknown> = {},
+    count = 1,
+    digestId: string | null = null,
+  ): Promise<{ id: string; delay: number }[]> {
+    const view: Record<string, unknown> = {
+      ...req.variables,
+      ...extra,
+      severity: req.severity,
+      event: req.event,
+      at: new Date(req.at).toISOString(),
+    };
+    const message = renderMessage(await this.template(tx, req.orgId, req.templateKey), view);
+    const ins = await sql<{ id: string }>`
+      insert into notifications (org_id, dedup_key, source_kind, source_id, event, site_id, severity, template_key, count, subject, digest_id)
+      values (${req.orgId}, ${req.dedupKey}, ${req.source.kind}, ${req.source.id}, ${req.event}, ${req.siteId}, ${req.severity},
+              ${req.templateKey}, ${count}, ${message.subject}, ${digestId})
+      on conflict (org_id, dedup_key) do nothing returning id`.execute(tx);
+    const notificationId = ins.rows[0]?.id;
+    if (!notificationId) {
+      processed.inc({ outcome: 'duplicate' });
+      const pending = await sql<{ id: string; not_before: Date | null }>`
+        select d.id, d.not_before from notification_deliveries d join notifications n on n.id = d.notification_id
+        where n.org_id = ${req.orgId} and n.dedup_key = ${req.dedupKey} and d.status in ('pending', 'deferred')`.execute(tx);
+      return pending.rows.map((r) => ({ id: r.id, delay: r.not_before ? Math.max(0, r.not_before.getTime() - Date.now()) : 0 }));
+    }
+    const roles = new Set<string>(req.recipients.roles);
+    const userIds = new Set<string>(req.recipients.userIds);
+    const channelIds = new Set<string>(req.recipients.channelIds);
+    if (req.recipients.rules) {
+      const rules = await sql<{ min_severity: NotificationSeverity; roles: string[]; user_ids: string[]; channel_ids: string[] }>`
+        select r.min_severity, r.roles, r.user_ids, r.channel_ids from notification_rules r
+        where r.org_id = ${req.orgId} and r.enabled and ${req.event} = any(r.events)
+          and (r.site_id is null or exists (
+            select 1 from sites s join sites rs on rs.id = r.site_id and rs.org_id = s.org_id
+            where s.id = ${req.siteId} and s.org_id = ${req.orgId} and s.path <@ rs.path))`.execute(tx);
+      for (const r of rules.rows) {
+        if (!meetsSeverity(req.severity, r.min_severity)) continue;
+        for (const x of r.roles) roles.add(x);
+        for (const x of r.user_ids) userIds.add(x);
+        for (const x of r.channel_ids) channelIds.add(x);
+      }
+    }
+    const deliveries: NewDelivery[] = [];
+    const base = {
+      notificationId,
+      orgId: req.orgId,
+      event: req.event,
+      severity: req.severity,
+      source: req.source,
+      siteId: req.siteId,
+      templateKey: req.templateKey,
+      count,
+      subject: message.subject,
+      text: message.text,
+      variables: view,
+      at: view.at,
+    };
+    const channels = (
+      await sql<ChannelRow>`select id, kind, url, addresses, body_template, secret from notification_channels
+        where org_id = ${req.orgId} and enabled and (id = any(${[...channelIds]}::uuid[]) or kind = 'sms')
+        order by created_at`.execute(tx)
+    ).rows;
+    const providerBody = (c: ChannelRow, to: string) =>
+      render(c.body_template ?? '{"text":"{{subject}}\\n{{text}}"}', { ...view, subject: message.subject, text: message.text, to }, 'json');
+    for (const c of channels.filter((x) => channelIds.has(x.id))) {
+      if (c.kind === 'webhook' && c.url) deliveries.push(this.now(c, c.url, null, { ...base, body: base }));
+      else if (c.kind === 'chat' && c.url) deliveries.push(this.now(c, c.url, null, { ...base, body: providerBody(c, '') }));
+      else if (c.kind === 'email') for (const a of c.addresses) deliveries.push(this.now(c, a, null, { ...base, html: message.html }));
+      else if (c.kind === 'sms') for (const a of c.addresses) deliveries.push(this.now(c, a, null, { ...base, body: providerBody(c, a) }));
+    }
+    if (roles.size || userIds.size) {
+      const sms = channels.find((c) => c.kind === 'sms' && c.url);
+      const people = await sql<{
+        user_id: string;
+        email: string;
+        channels: string[] | null;
+        min_severity: NotificationSeverity | null;
+        phone: string | null;
+        time_zone: string | null;
+        quiet_start: number | null;
+        quiet_end: number | null;
+        in_scope: boolean;
+      }>`
+        select m.user_id, u.email, p.channels, p.min_severity, p.phone, p.time_zone, p.quiet_start, p.quiet_end,
+          (p.site_id is null or exists (select 1 from sites s join sites ps on ps.id = p.site_id and ps.org_id = s.org_id
+             where s.id = ${req.siteId} and s.org_id = ${req.orgId} and s.path <@ ps.path)) as in_scope
+        from memberships m join users u on u.id = m.user_id
+        left join notification_preferences p on p.org_id = m.org_id and p.user_id = m.user_id
+        where m.org_id = ${req.orgId} and u.disabled_at is null
+          and (m.role = any(${[...roles]}::text[]) or m.user_id = any(${[...userIds]}::uuid[]))`.execute(tx);
+      for (const p of people.rows) {
+        if (!p.in_scope || !meetsSeverity(req.severity, p.min_severity ?? 'indeterminate')) continue;
+        // Quiet hours defer everything but critical to their end (docs/notifications.md).
+        const until =
+          p.quiet_start != null && p.quiet_end != null && req.severity !== 'critical'
+            ? quietUntil(Date.now(), { timeZone: p.time_zone ?? 'UTC', start: p.quiet_start, end: p.quiet_end })
+            : null;
+        const wants = p.channels ?? ['email'];
+        const push = (d: NewDelivery) =>
+          deliveries.push(
+            until ? { ...d, status: 'deferred', not_before: new Date(until), user_id: p.user_id } : { ...d, user_id: p.user_id },
+          );
+        if (wants.includes('email')) push({ ...this.now(null, p.email, null, { ...base, html: message.html }), kind: 'email' });
+        if (wants.includes('sms') && sms && p.phone) push(this.now(sms, p.phone, null, { ...base, body: providerBody(sms, p.phone) }));
+      }
+    }
+    const out: { id: string; delay: number }[] = [];
+    for (const d of deliveries) {
+      const r = await sql<{ id: string }>`
+        insert into notification_deliveries (org_id, notification_id, channel_id, kind, user_id, address, status, not_before, payload)
+        values (${req.orgId}, ${notificationId}, ${d.channel_id}, ${d.kind}, ${d.user_id}, ${d.address}, ${d.status}, ${d.not_before},
+                ${JSON.stringify(d.payload)}::jsonb)
+        on conflict (notification_id, kind, address) do nothing returning id`.execute(tx);
+      const id = r.rows[0]?.id;
+      if (id) out.push({ id, delay: d.not_before ? Math.max(0, d.not_before.getTime() - Date.now()) : 0 });
+    }
+    processed.inc({ outcome: out.length ? 'created' : 'no-recipient' });
+    return out;
+  }
+
+  private now(c: ChannelRow | null, address: string, userId: string | null, payload: unknown): NewDelivery {
+    return { channel_id: c?.id ?? null, kind: c?.kind ?? 'email', user_id: userId, address, status: 'pending', not_before: null, payload };
+  }
+
+  private async enqueueDeliveries(orgId: string, ids: { id: string; delay: number }[]): Promise<void> {
+    if (!ids.length) return;
+    await this.deliveries.addBulk(
+      ids.map(({ id, delay }) => ({
+        name: 'deliver',
+        data: { orgId, deliveryId: id } satisfies DeliveryJob,
+        opts: {
+          jobId: `d-${id}`,
+          delay,
+          attempts: this.o.attempts ?? 6,
+          backoff: { type: 'exponential', delay: this.o.backoffMs ?? 2000 },
+          removeOnComplete: 1000,
+          removeOnFail: 5000,
+        },
+      })),
+    );
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // deliveries
+
+  private async onDelivery(job: Job<DeliveryJob>): Promise<void> {
+    const { orgId, deliveryId } = job.data;
+    const d = await sql<{
+      id: string;
+      kind: Kind;
+      address: string;
+      status: string;
+      payload: Record<string, unknown>;
+      secret: string | null;
+    }>`select d.id, d.kind, d.address, d.status, d.payload, c.secret from notification_deliveries d
+       left join notification_channels c on c.id = d.channel_id and c.org_id = d.org_id
+       where d.id = ${deliveryId} and d.org_id = ${orgId}`.execute(this.o.db);
+    const row = d.rows[0];
+    if (!row || row.status === 'sent' || row.status === 'failed') return;
+    const started = Date.now();
+    const last = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
+    let result: { ok: boolean; retry: boolean; http?: number; response?: string; error?: string };
+    try {
+      result = row.kind === 'email' ? await this.sendMail(row) : await this.post(row);
+    } catch (e) {
+      result = { ok: false, retry: true, error: (e as Error).message.slice(0, 500) };
+    }
+    const status = result.ok ? 'sent' : result.retry && !last ? 'pending' : 'failed';
+    await this.o.db.transaction().execute(async (tx) => {
+      await sql`insert into notification_attempts (org_id, delivery_id, ok, http_status, response, error, duration_ms)
+        values (${orgId}, ${deliveryId}, ${result.ok}, ${result.http ?? null}, ${result.response ?? null}, ${result.error ?? null},
+                ${Date.now() - started})`.execute(tx);
+      await sql`update notification_deliveries set attempts = attempts + 1, status = ${status}, last_error = ${result.error ?? null},
+        sent_at = ${result.ok ? new Date() : null} where id = ${deliveryId}`.execute(tx);
+    });
+    attemptsTotal.inc({ kind: row.kind, result: result.ok ? 'ok' : status === 'pending' ? 'retry' : 'failed' });
+    if (status === 'pending') throw new Error(result.error ?? 'delivery failed');
+  }
+
+  private async sendMail(row: { address: string; payload: Record<string, unknown>; id: string }) {
+    const p = row.payload;
+    const sent = await this.o.mail.send({
+      to: row.address,
+      subject: String(p.subject ?? ''),
+      text: String(p.text ?? ''),
+      html: typeof p.html === 'string' ? p.html : undefined,
+      headers: { 'X-RULR-Notification': String(p.notificationId ?? ''), 'X-RULR-Delivery': row.id },
+    });
+    return { ok: true, retry: false, response: `accepted ${sent.accepted.join(', ')} as ${sent.messageId}`.slice(0, 500) };
+  }
+
+  private async post(row: { id: string; kind: Kind; address: string; payload: Record<string, unknown>; secret: string | null }) {
+    const body = typeof row.payload.body === 'string' ? row.payload.body : JSON.stringify(row.payload.body ?? row.payload);
+    const ts = Math.floor(Date.now() / 1000);
+    const headers: Record<string, string> = {
+      'content-type': 'application/json',
+      'user-agent': 'RULR-Notifier',
+      [TIMESTAMP_HEADER]: String(ts),
+      [DELIVERY_HEADER]: row.id,
+    };
+    if (row.secret) headers[SIGNATURE_HEADER] = signWebhook(row.secret, ts, body);
+    let res: Response;
+    try {
+      res = await fetch(row.address, {
+        method: 'POST',
+        headers,
+        body,
+        redirect: 'manual',
+        signal: AbortSignal.timeout(this.o.webhookTimeoutMs ?? 10_000),
+      });
+    } catch (e) {
+      const err = e as Error;
+      return { ok: false, retry: true, error: err.name === 'TimeoutError' ? 'timed out' : `request failed: ${err.message}`.slice(0, 500) };
+    }
+    const text = (await res.text().catch(() => '')).slice(0, 500);
+    if (res.status >= 200 && res.status < 300) return { ok: true, retry: false, http: res.status, response: text };
+    const retry = res.status >= 500 || res.status === 408 || res.status === 429;
+    return { ok: false, retry, http: res.status, response: text, error: `HTTP ${res.status}` };
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // the alarm feed and escalations
+
+  /** New alarm events (raised, acknowledged, cleared) → notification requests and escalation due times. */
+  async readFeed(): Promise<number> {
+    return this.o.db.transaction().execute(async (tx) => {
+      const cur = await sql<{ last_id: string }>`
+        select last_id from notification_feed where name = 'alarm_events' for update skip locked`.execute(tx);
+      const lastId = cur.rows[0]?.last_id;
+      if (lastId === undefined) return 0; // another replica is reading it
+      const events = await sql<{
+        id: string;
+        org_id: string;
+        alarm_id: string;
+        kind: string;
+        at: Date;
+        type: string;
+        severity: NotificationSeverity;
+        message: string;
+        value: number | null;
+        rule_id: string | null;
+        device_id: string;
+        device_name: string | null;
+        site_id: string | null;
+        site_name: string | null;
+        rule_name: string | null;
+      }>`
+        select e.id, e.org_id, e.alarm_id, e.kind, e.at, a.type, a.severity, a.message, a.value, a.rule_id, a.device_id,
+          d.name as device_name, d.site_id, s.name as site_name, r.name as rule_name
+        from alarm_events e join alarms a on a.id = e.alarm_id
+        left join devices d on d.id = a.device_id left join sites s on s.id = d.site_id left join rules r on r.id = a.rule_id
+        where e.id > ${lastId} and e.kind in ('raised', 'acknowledged', 'cleared') order by e.id limit 500`.execute(tx);
+      if (!events.rows.length) return 0;
+      const jobs = [];
+      for (const e of events.rows) {
+        if (e.kind === 'acknowledged' || e.kind === 'cleared') {
+          await sql`update notification_escalations set status = 'stopped', stopped_reason = ${e.kind}, updated_at = now()
+            where alarm_id = ${e.alarm_id} and status = 'waiting'`.execute(tx);
+          if (e.kind === 'acknowledged') continue;
+        }
+        const event = e.kind === 'raised' ? 'alarm.raised' : 'alarm.cleared';
+        jobs.push(
+          notifyJob({
+            orgId: e.org_id,
+            source: { kind: 'alarm', id: e.alarm_id },
+            event,
+            siteId: e.site_id,
+            severity: e.severity,
+            variables: alarmVariables(e),
+            dedupKey: `alarm:${e.alarm_id}:${e.kind}`,
+            groupKey: `${e.kind}:${e.site_id ?? 'no-site'}:${e.rule_id ?? e.type}`,
+            at: e.at.getTime(),
+          }),
+        );
+        if (e.kind === 'raised') {
+          await sql`
+            insert into notification_escalations (org_id, alarm_id, policy_id, level, due_at)
+            select p.org_id, ${e.alarm_id}, p.id, 0, ${e.at}::timestamptz + make_interval(secs => (p.levels -> 0 ->> 'delaySeconds')::int)
+            from escalation_policies p
+            where p.org_id = ${e.org_id} and p.enabled and jsonb_array_length(p.levels) > 0
+              and (4 - array_position(array['critical','major','minor','warning','indeterminate'], p.min_severity) + 1) <= ${severityRank(e.severity)}
+              and (p.site_id is null or exists (select 1 from sites s join sites ps on ps.id = p.site_id and ps.org_id = s.org_id
+                   where s.id = ${e.site_id} and s.org_id = ${e.org_id} and s.path <@ ps.path))
+            on conflict (alarm_id, policy_id) do nothing`.execute(tx);
+        }
+      }
+      // queued before the cursor moves: a failure rolls the cursor back (job ids make a repeat harmless)
+      if (jobs.length) await this.queue.addBulk(jobs);
+      await sql`update notification_feed set last_id = ${events.rows.at(-1)?.id} where name = 'alarm_events'`.execute(tx);
+      return events.rows.length;
+    });
+  }
+
+  /** Due escalation levels: notify the level's recipients unless the alarm was acknowledged or cleared. */
+  async runEscalations(now = Date.now()): Promise<void> {
+    await this.o.db.transaction().execute(async (tx) => {
+      const due = await sql<{
+        id: string;
+        org_id: string;
+        alarm_id: string;
+        level: number;
+        due_at: Date;
+        levels: Level[];
+        enabled: boolean;
+        acknowledged_at: Date | null;
+        cleared_at: Date | null;
+        type: string;
+        severity: NotificationSeverity;
+        message: string;
+        value: number | null;
+        device_id: string;
+        device_name: string | null;
+        site_id: string | null;
+        site_name: string | null;
+        rule_name: string | null;
+      }>`
+        select x.id, x.org_id, x.alarm_id, x.level, x.due_at, p.levels, p.enabled, a.acknowledged_at, a.cleared_at, a.type, a.severity,
+          a.message, a.value, a.device_id, d.name as device_name, d.site_id, s.name as site_name, r.name as rule_name
+        from notification_escalations x join escalation_policies p on p.id = x.policy_id join alarms a on a.id = x.alarm_id
+        left join devices d on d.id = a.device_id left join sites s on s.id = d.site_id left join rules r on r.id = a.rule_id
+        where x.status = 'waiting' and x.due_at <= ${new Date(now)} order by x.due_at limit 100 for update of x skip locked`.execute(tx);
+      const jobs = [];
+      for (const x of due.rows) {
+        const level = x.levels[x.level];
+        if (x.acknowledged_at || x.cleared_at || !x.enabled || !level) {
+          const reason = x.acknowledged_at ? 'acknowledged' : x.cleared_at ? 'cleared' : !x.enabled ? 'policy disabled' : 'no level';
+          await sql`update notification_escalations set status = 'stopped', stopped_reason = ${reason}, updated_at = now() where id = ${x.id}`.execute(
+            tx,
+          );
+          continue;
+        }
+        jobs.push(
+          notifyJob({
+            orgId: x.org_id,
+            source: { kind: 'alarm', id: x.alarm_id },
+            event: 'alarm.escalated',
+            siteId: x.site_id,
+            severity: x.severity,
+            variables: { ...alarmVariables({ ...x, alarm_id: x.alarm_id, at: x.due_at }), level: x.level + 1 },
+            recipients: {
+              rules: false,
+              roles: (level.roles ?? []) as never,
+              userIds: level.userIds ?? [],
+              channelIds: level.channelIds ?? [],
+            },
+            dedupKey: `alarm:${x.alarm_id}:escalated:${x.id}:${x.level}`,
+            at: now,
+          }),
+        );
+        const next = x.levels[x.level + 1];
+        if (next) {
+          await sql`update notification_escalations set level = level + 1, updated_at = now(),
+            due_at = due_at + make_interval(secs => ${next.delaySeconds}) where id = ${x.id}`.execute(tx);
+        } else {
+          await sql`update notification_escalations set status = 'done', updated_at = now() where id = ${x.id}`.execute(tx);
+        }
+      }
+      if (jobs.length) await this.queue.addBulk(jobs);
+    });
+  }
+}
+
+function alarmVariables(e: {
+  alarm_id: string;
+  type: string;
+  message: string;
+  value: number | null;
+  device_id: string;
+  device_name: string | null;
+  site_id: string | null;
+  site_name: string | null;
+  rule_name: string | null;
+  at: Date;
+}): Record<string, string | number | null> {
+  return {
+    alarmId: e.alarm_id,
+    alarmType: e.type,
+    message: e.message,
+    value: e.value,
+    deviceId: e.device_id,
+    deviceName: e.device_name ?? e.device_id,
+    siteId: e.site_id,
+    siteName: e.site_name,
+    ruleName: e.rule_name,
+  };
+}
