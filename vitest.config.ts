@@ -8,6 +8,7 @@ const UNIT = [
   'bench/open-loop.test.ts',
   'gateway/limits.test.ts',
   'gateway/result-shaping.test.ts',
+  'ingest/dead-letter-log.test.ts',
   'ingest/parse.test.ts',
   'lib/alarms.test.ts',
   'lib/auth.test.ts',
