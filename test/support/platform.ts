@@ -213,7 +213,7 @@ export async function startPlatform(o: PlatformOptions = {}): Promise<Platform> 
       const r = await gql<{ login: { token: string } }>(
         null,
         'mutation ($email: String!, $password: String!) { login(email: $email, password: $password) { token } }',
-        who,
+        { email: who.email, password: who.password },
       );
       const token = r.data?.login.token;
       if (!token) throw new Error(`login of ${who.email} failed: ${JSON.stringify(r.errors)}`);
