@@ -38,6 +38,8 @@ export interface PlatformOptions {
   logLevel?: string;
   /** names the log file @default 'platform' */
   name?: string;
+  /** a migrated database to use (the bench's own); default: a clone of the test run's template */
+  database?: TestDatabase;
 }
 
 export interface Platform {
@@ -89,7 +91,7 @@ async function addMember(sql: pg.Client, orgId: string, role: Role, tag: string)
  */
 export async function startPlatform(o: PlatformOptions = {}): Promise<Platform> {
   mkdirSync(ARTIFACTS, { recursive: true });
-  const t = await createTestDatabase();
+  const t = o.database ?? (await createTestDatabase());
   const broker = await startNoDropBroker();
   const tag = randomBytes(4).toString('hex');
   const gatewayPort = await freePort();
