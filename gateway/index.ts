@@ -19,6 +19,7 @@ import type { RealtimeServer } from './realtime/server.js';
 import { errorFinalizer } from './replies.js';
 import { installShaping } from './result-shaping.js';
 import { startApolloRoute } from './routes/apollo.js';
+import { consoleRoute, defaultConsoleDir } from './routes/console.js';
 import { directRoute } from './routes/direct.js';
 import { dispatcher } from './routes/dispatch.js';
 import { plannedRoute } from './routes/planned.js';
@@ -125,6 +126,11 @@ export async function startGateway(ctx: RoleContext, o: GatewayOptions = {}): Pr
     logger,
   });
 
+  // the operations console (static files) beside /graphql, on the HTTP gateway only
+  const serveConsole =
+    o.http !== false && cfg.CONSOLE_ENABLED
+      ? consoleRoute({ dir: cfg.CONSOLE_DIR ?? defaultConsoleDir(), tileUrl: cfg.CONSOLE_TILE_URL, logger })
+      : null;
   const server = new ServiceServer({
     name: 'gateway',
     port: o.port ?? cfg.GATEWAY_PORT,
@@ -134,7 +140,7 @@ export async function startGateway(ctx: RoleContext, o: GatewayOptions = {}): Pr
         await ctx.redis.ping();
       },
     },
-    handle,
+    handle: serveConsole ? async (req, res) => (await handle(req, res)) || serveConsole(req, res) : handle,
   });
   let port: number;
   try {

@@ -190,6 +190,23 @@ export const configSpec = {
     shown: 'RULR <rulr@localhost>',
   },
   GATEWAY_PORT: { schema: port(3000), description: 'Gateway HTTP + WebSocket port.', shown: '3000' },
+  CONSOLE_ENABLED: {
+    schema: bool(true),
+    description: "Serve the operations console (the web app built into `dist/console` by `npm run build`) at the gateway's `/`.",
+    shown: 'true',
+  },
+  CONSOLE_DIR: {
+    schema: z.string().min(1).optional(),
+    description: 'Folder of the built console (`index.html` and `assets/`). Unset: `dist/console` of this installation.',
+  },
+  CONSOLE_TILE_URL: {
+    schema: z
+      .string()
+      .regex(/^https?:\/\/[^/?#]+\/.*\{z\}.*\{x\}.*\{y\}/, 'must be an http(s) URL template with {z}, {x} and {y}')
+      .optional(),
+    description:
+      'Map tile URL template for the console (`https://tile.example.org/{z}/{x}/{y}.png`, `{s}` for subdomains); its origin is added to the CSP `img-src`. Unset: no tiles, the map draws sites and devices on a plain background.',
+  },
   ...subgraphPorts,
   INGEST_PORT: { schema: port(4010), description: 'ingest health/metrics port.', shown: '4010' },
   INGEST_GROUP: {

@@ -13,6 +13,8 @@ export interface AlarmsLoaders {
   /** alarm id → its history, oldest first */
   history: DataLoader<string, AlarmEventRow[]>;
   activeCount: DataLoader<string, number>;
+  /** device id → the worst severity of its active alarms (null: none) */
+  worstSeverity: DataLoader<string, string | null>;
   /** `Device.alarms` for one (first, active) pair of arguments: device id → newest alarms */
   deviceAlarms(first: number, active: boolean | null): DataLoader<string, AlarmRow[]>;
 }
@@ -50,6 +52,11 @@ export function createLoaders(repo: AlarmsRepository, orgId: string): AlarmsLoad
     const counts = ids.length ? await repo.activeCounts(orgId, ids) : new Map<string, number>();
     return keys.map((k) => counts.get(k) ?? 0);
   }, opts);
+  const worstSeverity = new DataLoader<string, string | null>(async (keys) => {
+    const ids = validKeys(keys);
+    const worst = ids.length ? await repo.worstActiveSeverities(orgId, ids) : new Map<string, string>();
+    return keys.map((k) => worst.get(k) ?? null);
+  }, opts);
   const perArgs = new Map<string, DataLoader<string, AlarmRow[]>>();
   const deviceAlarms = (first: number, active: boolean | null) => {
     const key = `${first}:${active}`;
@@ -65,5 +72,5 @@ export function createLoaders(repo: AlarmsRepository, orgId: string): AlarmsLoad
     }
     return loader;
   };
-  return { alarm, history, activeCount, deviceAlarms };
+  return { alarm, history, activeCount, worstSeverity, deviceAlarms };
 }

@@ -162,6 +162,22 @@ export class AlarmsRepository {
     return new Map(rows.map((r) => [r.device_id, r.n]));
   }
 
+  /** The worst severity among each device's active (not cleared) alarms; devices without one are absent. */
+  async worstActiveSeverities(orgId: string, deviceIds: readonly string[]): Promise<Map<string, string>> {
+    const rows = await this.read(
+      orgId,
+      sql<{ device_id: string; severity: string }>`
+        select device_id,
+          (array['critical', 'major', 'minor', 'warning', 'indeterminate'])[
+            min(array_position(array['critical', 'major', 'minor', 'warning', 'indeterminate'], severity::text))
+          ] as severity
+        from alarms
+        where org_id = ${orgId} and device_id = any(${deviceIds}::uuid[]) and cleared_at is null
+        group by device_id`,
+    );
+    return new Map(rows.map((r) => [r.device_id, r.severity]));
+  }
+
   /** One page of `alarms`, newest first, keyset-paginated on (raised_at, id); `limit` rows at most. */
   async list(orgId: string, o: { limit: number; after?: AlarmCursor | undefined; filter: AlarmFilterInput }): Promise<AlarmPageRow[]> {
     const where = filterConditions(orgId, o.filter);

@@ -55,6 +55,7 @@ async function settle(ctx: AlarmsContext, write: AlarmWrite): Promise<AlarmRow> 
   ctx.loaders.alarm.clear(write.row.id).prime(write.row.id, write.row);
   ctx.loaders.history.clear(write.row.id);
   ctx.loaders.activeCount.clear(write.row.device_id);
+  ctx.loaders.worstSeverity.clear(write.row.device_id);
   if (write.change) await ctx.publish(write.row.org_id, write);
   return write.row;
 }
@@ -136,6 +137,7 @@ const Device: Record<string, Resolver<DeviceRef>> = {
     return ctx.loaders.deviceAlarms(a.first, a.active ?? null).load(d.id);
   },
   activeAlarmCount: (d, _args, ctx) => ctx.loaders.activeCount.load(d.id),
+  worstActiveSeverity: (d, _args, ctx) => ctx.loaders.worstSeverity.load(d.id),
 };
 
 /** The resolver map of the alarms subgraph (enum values map the database's lower-case words). */

@@ -28,6 +28,7 @@ import type {
   SiteRow,
 } from './repositories/index.js';
 import {
+  bboxSchema,
   certificateSchema,
   check,
   checkId,
@@ -40,6 +41,8 @@ import {
   deviceFilterSchema,
   encodeCursor,
   graceSchema,
+  MAX_MAP_PAGE,
+  mapPageSchema,
   pageSchema,
   provisionModeSchema,
   updateDeviceSchema,
@@ -191,6 +194,54 @@ interface Connection {
   total?: number | undefined;
 }
 
+/** One page of devices matching `rawFilter` (validated here), the shape of `devices` and `devicesInBox`. */
+async function devicePage(
+  ctx: DevicesContext,
+  info: GraphQLResolveInfo,
+  page: { first: number; after?: string | null | undefined },
+  rawFilter: unknown,
+): Promise<Connection> {
+  const id = authorize(ctx.identity, READ);
+  const f = check(deviceFilterSchema, rawFilter, 'filter') ?? {};
+  const filter = {
+    siteId: f.siteId ?? undefined,
+    profileId: f.profileId ?? undefined,
+    parentId: f.parentId ?? undefined,
+    search: f.search ? f.search : undefined,
+    bbox: f.bbox ?? undefined,
+    near: f.near ?? undefined,
+    includeDecommissioned: f.includeDecommissioned ?? false,
+  };
+  const afterSerial = page.after ? decodeCursor(page.after) : undefined;
+  const nodeFields = fieldsAt(info, ['edges', 'node']);
+  const onNode = (name: string) => nodeFields.some((f) => f.name.value === name);
+  const columns = deviceColumnsOf(nodeFields);
+  const { rows, sites, profiles, total } = await ctx.repos.devices.listDevices(id.orgId, {
+    limit: page.first + 1,
+    afterSerial,
+    filter,
+    columns,
+    withSites: onNode('site'),
+    withProfiles: onNode('profile') || onNode('isGateway'),
+    withCount: fieldsAt(info, []).some((f) => f.name.value === 'totalCount'),
+  });
+  for (const r of sites) ctx.loaders.site.prime(r.id, r);
+  for (const r of profiles) ctx.loaders.profile.prime(r.id, r);
+  const hasNextPage = rows.length > page.first;
+  const nodes = hasNextPage ? rows.slice(0, page.first) : rows;
+  // Rows without some columns must not answer other fields' loads.
+  if (!columns) for (const r of nodes) ctx.loaders.device.prime(r.id, r);
+  const edges = nodes.map((node) => ({ cursor: encodeCursor(node.serial), node }));
+  const conn: Connection = {
+    edges,
+    pageInfo: { hasNextPage, endCursor: edges.at(-1)?.cursor ?? null },
+    orgId: id.orgId,
+    filter,
+    total,
+  };
+  return conn;
+}
+
 /**
  * The resolver map of the devices subgraph; people and sessions (`login` included, signed with the
  * configured secret, issuer and lifetime) come from `people.ts`.
@@ -199,47 +250,14 @@ export function createResolvers(config: PeopleConfig & Pick<Config, 'DEVICE_AUTH
   const people = peopleResolvers(config);
 
   const Query: Record<string, Resolver> = {
-    async devices(_p, args, ctx, info) {
-      const id = authorize(ctx.identity, READ);
-      const page = check(pageSchema, { first: args.first ?? 50, after: args.after }, '');
-      const f = check(deviceFilterSchema, args.filter, 'filter') ?? {};
-      const filter = {
-        siteId: f.siteId ?? undefined,
-        profileId: f.profileId ?? undefined,
-        parentId: f.parentId ?? undefined,
-        search: f.search ? f.search : undefined,
-        bbox: f.bbox ?? undefined,
-        near: f.near ?? undefined,
-        includeDecommissioned: f.includeDecommissioned ?? false,
-      };
-      const afterSerial = page.after ? decodeCursor(page.after) : undefined;
-      const nodeFields = fieldsAt(info, ['edges', 'node']);
-      const onNode = (name: string) => nodeFields.some((f) => f.name.value === name);
-      const columns = deviceColumnsOf(nodeFields);
-      const { rows, sites, profiles, total } = await ctx.repos.devices.listDevices(id.orgId, {
-        limit: page.first + 1,
-        afterSerial,
-        filter,
-        columns,
-        withSites: onNode('site'),
-        withProfiles: onNode('profile') || onNode('isGateway'),
-        withCount: fieldsAt(info, []).some((f) => f.name.value === 'totalCount'),
-      });
-      for (const r of sites) ctx.loaders.site.prime(r.id, r);
-      for (const r of profiles) ctx.loaders.profile.prime(r.id, r);
-      const hasNextPage = rows.length > page.first;
-      const nodes = hasNextPage ? rows.slice(0, page.first) : rows;
-      // Rows without some columns must not answer other fields' loads.
-      if (!columns) for (const r of nodes) ctx.loaders.device.prime(r.id, r);
-      const edges = nodes.map((node) => ({ cursor: encodeCursor(node.serial), node }));
-      const conn: Connection = {
-        edges,
-        pageInfo: { hasNextPage, endCursor: edges.at(-1)?.cursor ?? null },
-        orgId: id.orgId,
-        filter,
-        total,
-      };
-      return conn;
+    devices(_p, args, ctx, info) {
+      return devicePage(ctx, info, check(pageSchema, { first: args.first ?? 50, after: args.after }, ''), args.filter);
+    },
+    devicesInBox(_p, args, ctx, info) {
+      // the map's query: the same listing with a required bounding box and larger pages
+      const page = check(mapPageSchema, { first: args.first ?? MAX_MAP_PAGE, after: args.after }, '');
+      const bbox = check(bboxSchema, args.bbox, 'bbox');
+      return devicePage(ctx, info, page, { bbox, siteId: args.siteId ?? null });
     },
     device(_p, args, ctx) {
       authorize(ctx.identity, READ);

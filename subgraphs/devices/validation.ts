@@ -20,16 +20,18 @@ const location = z.object({ lat: latitude, lng: longitude });
 const uuid = z.string().refine(isUuid, 'must be a uuid');
 const attributes = z.record(z.string(), z.unknown(), 'must be a JSON object');
 
+/** A latitude/longitude rectangle (`minLng > maxLng` crosses the antimeridian). */
+export const bboxSchema = z
+  .object({ minLat: latitude, minLng: longitude, maxLat: latitude, maxLng: longitude })
+  .refine((b) => b.minLat <= b.maxLat, 'minLat must not exceed maxLat');
+
 export const deviceFilterSchema = z
   .object({
     siteId: uuid.nullish(),
     profileId: uuid.nullish(),
     parentId: uuid.nullish(),
     search: z.string().trim().max(200, 'must be at most 200 characters').nullish(),
-    bbox: z
-      .object({ minLat: latitude, minLng: longitude, maxLat: latitude, maxLng: longitude })
-      .refine((b) => b.minLat <= b.maxLat, 'minLat must not exceed maxLat')
-      .nullish(),
+    bbox: bboxSchema.nullish(),
     near: z
       .object({
         lat: latitude,
@@ -40,6 +42,17 @@ export const deviceFilterSchema = z
     includeDecommissioned: z.boolean().nullish(),
   })
   .nullish();
+
+/** `devicesInBox` (the console's map): pages up to this size. */
+export const MAX_MAP_PAGE = 1000;
+export const mapPageSchema = z.object({
+  first: z
+    .number()
+    .int()
+    .min(1, `first must be between 1 and ${MAX_MAP_PAGE}`)
+    .max(MAX_MAP_PAGE, `first must be between 1 and ${MAX_MAP_PAGE}`),
+  after: z.string().max(1000).nullish(),
+});
 
 export const pageSchema = z.object({
   first: z.number().int().min(1, `first must be between 1 and ${MAX_PAGE}`).max(MAX_PAGE, `first must be between 1 and ${MAX_PAGE}`),

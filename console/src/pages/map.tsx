@@ -1,0 +1,3 @@
+export function MapPage(_props: { params: Record<string, string> }) {
+  return <h1>Fleet map</h1>;
+}

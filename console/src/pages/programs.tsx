@@ -1,0 +1,3 @@
+export function ProgramsPage(_props: { params: Record<string, string> }) {
+  return <h1>Programs</h1>;
+}
