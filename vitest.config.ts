@@ -101,7 +101,7 @@ export default defineConfig({
           name: 'browser',
           include: BROWSER,
           exclude,
-          globalSetup: ['./test/support/global-setup.ts'],
+          globalSetup: ['./test/support/global-setup.ts', './test/support/console-build.ts'],
           // one platform and one Chromium per file: files one after another on these small machines
           fileParallelism: false,
           testTimeout: 120_000,
