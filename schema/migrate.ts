@@ -1,12 +1,18 @@
-import { type Kysely, type MigrationResultSet, Migrator, NO_MIGRATIONS } from 'kysely';
+import { type Kysely, type Migration, type MigrationResultSet, Migrator, NO_MIGRATIONS } from 'kysely';
 import { migrations } from './migrations/index.js';
 
-function migrator(db: Kysely<unknown>): Migrator {
+/**
+ * Migration numbers are reserved per feature area (docs/decisions.md), so a release can bring a
+ * migration numbered below one a database already ran (0010 after 0040): it is applied then, in
+ * name order among the pending ones, instead of Kysely refusing the whole run.
+ */
+function migrator(db: Kysely<unknown>, list: Record<string, Migration>): Migrator {
   return new Migrator({
     db,
-    provider: { getMigrations: async () => migrations },
+    provider: { getMigrations: async () => list },
     migrationTableName: 'rulr_migrations',
     migrationLockTableName: 'rulr_migrations_lock',
+    allowUnorderedMigrations: true,
   });
 }
 
@@ -19,10 +25,11 @@ function check(r: MigrationResultSet): MigrationResultSet {
  * Brings the database to the newest migration. Kysely's migrator holds an advisory lock for the
  * whole run, so replicas that start together apply each migration exactly once.
  */
-export async function migrateToLatest(db: Kysely<unknown>): Promise<MigrationResultSet> {
-  return check(await migrator(db).migrateToLatest());
+export async function migrateToLatest(db: Kysely<unknown>, list: Record<string, Migration> = migrations): Promise<MigrationResultSet> {
+  return check(await migrator(db, list).migrateToLatest());
 }
 
 export async function migrateDown(db: Kysely<unknown>, all = false): Promise<MigrationResultSet> {
-  return check(all ? await migrator(db).migrateTo(NO_MIGRATIONS) : await migrator(db).migrateDown());
+  const m = migrator(db, migrations);
+  return check(all ? await m.migrateTo(NO_MIGRATIONS) : await m.migrateDown());
 }

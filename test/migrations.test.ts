@@ -69,4 +69,22 @@ describe('migrations', () => {
       await b.destroy();
     }
   });
+  it('applies a migration numbered below one the database already ran (a release that adds 0010 after 0040)', async () => {
+    const db = open(await freshDb());
+    try {
+      const names = Object.keys(migrations);
+      const late = names.find((n) => n.startsWith('0008'));
+      if (!late) throw new Error('migration 0008 not in the list');
+      const without = Object.fromEntries(Object.entries(migrations).filter(([n]) => n !== late));
+      await migrateToLatest(db, without);
+      const applied = await sql<{ name: string }>`select name from rulr_migrations order by name`.execute(db);
+      expect(applied.rows.map((r) => r.name)).not.toContain(late);
+      const up = await migrateToLatest(db);
+      expect(up.results?.map((r) => [r.migrationName, r.status])).toEqual([[late, 'Success']]);
+      const after = await sql<{ name: string }>`select name from rulr_migrations order by name`.execute(db);
+      expect(after.rows.map((r) => r.name)).toEqual(names);
+    } finally {
+      await db.destroy();
+    }
+  });
 });
