@@ -1,5 +1,5 @@
 import type { Page, Request } from 'playwright-core';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, onTestFailed } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { type Browser, launchBrowser } from '../support/browser.js';
 import { signIn, submitSignIn } from '../support/console.js';
 import { type Platform, startPlatform } from '../support/platform.js';
@@ -29,11 +29,10 @@ beforeEach(async (ctx) => {
     if (!r.url().endsWith('/graphql') || r.method() !== 'POST') return;
     requests.push({ op: r.postData() ?? '', token: /^Bearer \S+/.test(r.headers().authorization ?? '') });
   });
-  onTestFailed(async () => {
-    await browser.screenshot(page, `failed-${name}`).catch(() => undefined);
-  });
 });
-afterEach(async () => {
+afterEach(async (ctx) => {
+  // the page as it was when the test failed (CI keeps test-results/)
+  if (ctx.task.result?.state === 'fail') await browser.screenshot(page, `failed-${name}`).catch(() => undefined);
   await browser?.close();
 });
 
@@ -44,11 +43,38 @@ describe('console', () => {
   it('signs in with e-mail and password and lands on the fleet map with the admin role', async () => {
     await signIn(page, p.url, p.admin);
     await expect.poll(() => page.getByTestId('role').textContent()).toBe('admin');
-    await expect.poll(() => page.getByRole('heading', { name: 'Fleet map' }).count()).toBe(1);
+    await expect.poll(() => page.getByRole('region', { name: 'Fleet map' }).count()).toBe(1);
     await browser.screenshot(page, 'sign-in');
     // every API request after signing in carries the user's token
     expect(requests.filter((r) => !anonymous(r.op)).length).toBeGreaterThan(0);
     expect(requests.filter((r) => !anonymous(r.op) && !r.token)).toEqual([]);
+    expect(browser.errors).toEqual([]);
+  });
+
+  it('shows the devices on the fleet map, with the site tree beside it', async () => {
+    await signIn(page, p.url, p.admin);
+    const status = page.getByTestId('map-status');
+    // the demo's street lights and concentrators in the first view, loaded by the map's bounding box
+    await expect.poll(async () => Number(await status.getAttribute('data-loaded')), { timeout: 30_000 }).toBeGreaterThan(10);
+    const drawn = await page.evaluate(() => {
+      const e = (
+        globalThis as unknown as { performance: { getEntriesByName(n: string): { detail?: { points?: number } }[] } }
+      ).performance.getEntriesByName('rulr:map-drawn')[0];
+      return e?.detail?.points ?? 0;
+    });
+    expect(drawn).toBeGreaterThan(10);
+    // zoom out (the map's own control) until the loaded devices are in view, as a person would
+    const zoomOut = page.getByRole('button', { name: 'Zoom out' });
+    for (let i = 0; i < 6 && Number(await status.getAttribute('data-in-view')) === 0; i++) {
+      await zoomOut.click();
+      await page.waitForTimeout(300);
+    }
+    await expect.poll(async () => Number(await status.getAttribute('data-in-view')), { timeout: 20_000 }).toBeGreaterThan(10);
+    // the points are drawn on the map's canvas (Leaflet's canvas renderer), tiles or not
+    expect(await page.getByTestId('fleet-map').locator('canvas').count()).toBeGreaterThan(0);
+    await expect.poll(() => page.getByTestId('device-link').count()).toBeGreaterThan(0);
+    await expect.poll(() => page.getByTestId('site-tree').getByText('Lumen City').count()).toBeGreaterThan(0);
+    await browser.screenshot(page, 'fleet-map');
     expect(browser.errors).toEqual([]);
   });
 

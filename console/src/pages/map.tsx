@@ -89,7 +89,8 @@ export function MapPage(_props: { params: Record<string, string> }) {
         acc.n += p.n;
       },
     };
-    let index = new Supercluster<PointProps, PointProps>(clusterOptions);
+    // loaded (empty) at once: the first moveend draws before any device has arrived
+    let index = new Supercluster<PointProps, PointProps>(clusterOptions).load([]);
     let siteId: string | null = selected;
     let generation = 0;
     let dirty = false;
