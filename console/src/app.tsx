@@ -54,7 +54,7 @@ export function App() {
     if (params)
       return (
         <Layout>
-          <Lazy load={load} params={params} />
+          <Lazy key={pattern} load={load} params={params} />
         </Layout>
       );
   }
@@ -62,7 +62,7 @@ export function App() {
   const load = PAGES[0]?.[1] as Loader;
   return (
     <Layout>
-      <Lazy load={load} params={{}} />
+      <Lazy key="/map" load={load} params={{}} />
     </Layout>
   );
 }

@@ -89,7 +89,6 @@ export function MapPage(_props: { params: Record<string, string> }) {
         acc.n += p.n;
       },
     };
-    // loaded (empty) at once: the first moveend draws before any device has arrived
     let index = new Supercluster<PointProps, PointProps>(clusterOptions).load([]);
     let siteId: string | null = selected;
     let generation = 0;
@@ -254,15 +253,20 @@ export function MapPage(_props: { params: Record<string, string> }) {
       }
     };
 
+    /** One site: a district-sized view around it; several: all of them. */
+    const fitSites = (located: SiteNode[]) => {
+      const ll = located.map((s) => [s.location?.lat ?? 0, s.location?.lng ?? 0] as [number, number]);
+      if (ll.length === 1) map.setView(ll[0] as [number, number], 13);
+      else map.fitBounds(L.latLngBounds(ll).pad(0.3), { maxZoom: 15 });
+    };
+
     api.current = {
       select(site) {
         siteId = site?.id ?? null;
         points.clear();
         rebuild();
         const located = site ? flatten([site]).filter((s) => s.location) : [];
-        if (located.length) {
-          map.fitBounds(L.latLngBounds(located.map((s) => [s.location?.lat ?? 0, s.location?.lng ?? 0])).pad(0.3), { maxZoom: 16 });
-        }
+        if (located.length) fitSites(located);
         void load();
       },
     };
@@ -274,7 +278,7 @@ export function MapPage(_props: { params: Record<string, string> }) {
         drawSites(sites);
         const located = sites.filter((s) => s.location);
         if (located.length) {
-          map.fitBounds(L.latLngBounds(located.map((s) => [s.location?.lat ?? 0, s.location?.lng ?? 0])).pad(0.3), { maxZoom: 16 });
+          fitSites(located);
           return;
         }
         const d = await gql<{ devices: { edges: Edge[] } | null }>(
