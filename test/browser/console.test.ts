@@ -108,4 +108,13 @@ describe('console', () => {
     expect(r.data?.refreshSession?.token).toBeUndefined();
     expect(r.errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');
   });
+  it.todo(
+    'opens a device and watches a value change after an MQTT publish made by the test (device page merged at 20:40; not written in time)',
+  );
+  it.todo('acknowledges an alarm raised by a rule (alarms page not merged in time)');
+  it.todo(
+    'sends a dim command and sees it reach SUCCEEDED (the demo profile declares no commands and the simulator does not answer commands yet)',
+  );
+  it.todo('opens the programs page and sees the year chart (programs page not merged in time)');
+  it.todo('a viewer sees no write controls (device and alarms pages not merged in time)');
 });
