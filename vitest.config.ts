@@ -8,6 +8,7 @@ const UNIT = [
   'bench/open-loop.test.ts',
   'gateway/limits.test.ts',
   'gateway/result-shaping.test.ts',
+  'ingest/dead-letter-log.test.ts',
   'ingest/parse.test.ts',
   'lib/alarms.test.ts',
   'lib/auth.test.ts',
@@ -71,6 +72,12 @@ const POOLER = process.env.TEST_PG_POOLER_URL ?? 'postgres://postgres@127.0.0.1:
 
 const exclude = [...configDefaults.exclude, 'dist/**'];
 
+/**
+ * Browser tests: the console in headless Chromium against the whole platform and the simulator
+ * (test/support/platform.ts, test/support/browser.ts); project `browser`, `npm run test:browser`.
+ */
+const BROWSER = ['test/browser/**/*.test.ts'];
+
 export default defineConfig({
   // One graphql realm: @apollo/* (CommonJS) require graphql's CJS build, so ESM imports must get it too.
   resolve: { alias: [{ find: /^graphql$/, replacement: 'graphql/index.js' }] },
@@ -88,8 +95,21 @@ export default defineConfig({
         test: {
           name: 'integration',
           include: ['**/*.test.ts'],
-          exclude: [...exclude, ...UNIT, ...PGBOUNCER_ONLY],
+          exclude: [...exclude, ...UNIT, ...PGBOUNCER_ONLY, ...BROWSER],
           globalSetup: ['./test/support/global-setup.ts'],
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: 'browser',
+          include: BROWSER,
+          exclude,
+          globalSetup: ['./test/support/global-setup.ts', './test/support/console-build.ts'],
+          // one platform and one Chromium per file: files one after another on these small machines
+          fileParallelism: false,
+          testTimeout: 120_000,
+          hookTimeout: 180_000,
         },
       },
       ...(POOLER
@@ -99,7 +119,7 @@ export default defineConfig({
               test: {
                 name: 'pgbouncer',
                 include: ['**/*.test.ts'],
-                exclude: [...exclude, ...UNIT, ...NOT_THROUGH_PGBOUNCER],
+                exclude: [...exclude, ...UNIT, ...NOT_THROUGH_PGBOUNCER, ...BROWSER],
                 globalSetup: ['./test/support/global-setup.ts'],
                 env: { TEST_PG_POOLER_URL: POOLER },
               },

@@ -93,6 +93,7 @@ export async function startIngest(ctx: RoleContext, o: IngestOptions = {}): Prom
       batchMs: cfg.INGEST_BATCH_MS,
       maxPending: cfg.INGEST_MAX_PENDING,
       maxPayloadBytes: cfg.INGEST_MAX_PAYLOAD_BYTES,
+      deadLetterSummaryMs: cfg.INGEST_DEAD_LETTER_SUMMARY_S * 1000,
       release: (a) => gate.release(a.messageId, a.connection),
       pause: () => gate.pause(),
       resume: () => gate.resume(),

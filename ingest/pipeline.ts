@@ -5,6 +5,7 @@ import type { Logger } from '../lib/logger.js';
 import { counter, gauge, histogram } from '../lib/metrics.js';
 import { RollupCompactor } from '../lib/telemetry/compactor.js';
 import type { BatchWriter, DeadLetterRow, Row } from '../lib/telemetry/writer.js';
+import { DeadLetterLog } from './dead-letter-log.js';
 import type { DeviceDirectory, DeviceInfo } from './devices.js';
 import {
   type DeadLetterReason,
@@ -101,6 +102,8 @@ export interface PipelineOptions {
   resume(): void;
   /** called after each commit with the messages it held (bench, tests) */
   onCommit?: (msgs: Incoming[], inserted: number) => void;
+  /** interval of the info-level dead-letter summary (each message is logged at debug) @default 60000 */
+  deadLetterSummaryMs?: number;
 }
 
 /**
@@ -130,12 +133,15 @@ export class Pipeline {
     private readonly logger: Logger,
   ) {
     this.writing = writers.map(() => Promise.resolve());
+    this.deadLetterLog = new DeadLetterLog(logger).start(o.deadLetterSummaryMs ?? 60_000);
     const url = writers[0]?.url;
     if (url) this.compactor = new RollupCompactor({ url, logger }).start();
   }
 
   /** Folds the rollup deltas the writers append into the rollups (poked after each commit). */
   private readonly compactor?: RollupCompactor;
+  /** Dead letters at debug one by one, at info as a periodic summary per reason. */
+  readonly deadLetterLog: DeadLetterLog;
 
   get pendingMessages(): number {
     return this.pending;
@@ -259,11 +265,7 @@ export class Pipeline {
       batchSeconds.observe((t2 - t0) / 1000);
       readingsTotal.inc(w.value.inserted);
       for (const d of dead) deadLettersTotal.inc({ reason: d.reason });
-      if (dead.length)
-        this.logger.info(
-          { deadLetters: dead.map((d) => ({ topic: d.topic, reason: d.reason, detail: d.detail })) },
-          'ingest: dead letters stored',
-        );
+      this.deadLetterLog.record(dead);
       await previousPost;
       const t3 = performance.now();
       // Redis is a cache of what is stored (and the only store of status): retry it on its own.
@@ -542,6 +544,8 @@ export class Pipeline {
   close(): void {
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
+    this.deadLetterLog.stop();
+    this.deadLetterLog.flush();
     void this.compactor?.close();
   }
 }

@@ -247,6 +247,12 @@ export const configSpec = {
     description: 'Larger MQTT payloads go to dead letters (`too_large`).',
     shown: '65536',
   },
+  INGEST_DEAD_LETTER_SUMMARY_S: {
+    schema: posInt(60),
+    description:
+      'Interval of the info-level log line that sums up dead letters per reason (each message is logged at debug and kept in the dead-letter store).',
+    shown: '60',
+  },
   INGEST_DEVICE_CACHE_TTL_S: {
     schema: posInt(300),
     description: 'Device lookup cache lifetime (also invalidated via `<prefix>devices:changed`).',

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Quick start: services, dependencies, build, database, demo data, then every role in one process.
 # Safe to run again (each step is skipped or idempotent). Stop with Ctrl-C.
+# Prints the console URL and the demo login first; the platform's JSON log goes to a file
+# (RULR_LOG_FILE, default /tmp/rulr-quickstart.log; RULR_LOG_FILE=- keeps it in the terminal).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
@@ -19,9 +21,15 @@ echo "$seed_out"
 port="${GATEWAY_PORT:-3000}"
 url="http://127.0.0.1:${port}/graphql"
 
-echo "[rulr] npx rulr start all"
+log_file="${RULR_LOG_FILE:-/tmp/rulr-quickstart.log}"
+echo "[rulr] npx rulr start all$([ "$log_file" = - ] || printf ' (log: %s)' "$log_file")"
 # Same as `npx rulr start all`, without the npx wrapper so that signals reach the process.
-node bin/rulr.js start all &
+if [ "$log_file" = - ]; then
+  node bin/rulr.js start all &
+else
+  : >"$log_file"
+  node bin/rulr.js start all >>"$log_file" 2>&1 &
+fi
 rulr_pid=$!
 sim_pid=""
 stop() {
@@ -30,18 +38,20 @@ stop() {
   wait "$rulr_pid" 2>/dev/null || true
   exit 0
 }
+# The last lines of the log, when the platform stops on its own.
+show_log() { [ "$log_file" = - ] || { echo "[rulr] last lines of $log_file:" >&2; tail -n 20 "$log_file" >&2; }; }
 trap stop INT TERM
 
 ready=0
 for _ in $(seq 1 120); do
-  kill -0 "$rulr_pid" 2>/dev/null || { echo "[rulr] rulr start all exited; see the log above" >&2; exit 1; }
+  kill -0 "$rulr_pid" 2>/dev/null || { echo "[rulr] rulr start all exited" >&2; show_log; exit 1; }
   if node -e "fetch('http://127.0.0.1:${port}/healthz').then(r => process.exit(r.ok ? 0 : 1), () => process.exit(1))"; then
     ready=1
     break
   fi
   sleep 0.5
 done
-[ "$ready" = 1 ] || { echo "[rulr] the gateway did not answer /healthz within 60 s" >&2; stop; }
+[ "$ready" = 1 ] || { echo "[rulr] the gateway did not answer /healthz within 60 s" >&2; show_log; stop; }
 
 # The fleet simulator: street lights publishing over MQTT (lamps on at night, dimming, energy
 # counters, occasional faults and a few malformed messages for the dead-letter store).
@@ -57,12 +67,18 @@ password=$(printf '%s\n' "$seed_out" | sed -nE 's/.*[Pp]assword[^:]*:[[:space:]]
 email=${email:-admin@demo.rulr.io}
 password=${password:-${RULR_DEMO_PASSWORD:-<the password printed by the seed above>}}
 
+console_url="http://127.0.0.1:${port}/"
 cat <<INFO
+
+================================================================================
+  RULR console: ${console_url}
+  sign in as:   ${email} / ${password}
+================================================================================
 
 RULR is running (all roles in one process; Ctrl-C stops it).
   GraphQL (HTTP and WebSocket): ${url}
   health: http://127.0.0.1:${port}/healthz   metrics: http://127.0.0.1:${port}/metrics
-  demo admin login: ${email} / ${password}
+  log: $([ "$log_file" = - ] && echo 'this terminal' || echo "${log_file} (JSON; dead letters summed up once a minute)")
 
 First page of devices, with an admin token (npx rulr token --org demo --role admin):
 
@@ -92,6 +108,12 @@ Log in instead:
 curl -s ${url} -H 'content-type: application/json' \\
   -d '{"query":"mutation { login(email: \"${email}\", password: \"${password}\") { token } }"}'
 
+Console again: ${console_url}  (${email} / ${password})
 INFO
 
-wait "$rulr_pid"
+status=0
+wait "$rulr_pid" || status=$?
+[ -n "$sim_pid" ] && kill -TERM "$sim_pid" 2>/dev/null || true
+echo "[rulr] rulr start all stopped (exit ${status})" >&2
+show_log
+exit "$status"

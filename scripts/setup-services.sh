@@ -5,6 +5,8 @@
 #   Mosquitto 2 on 127.0.0.1:1883 (+ mosquitto-clients)
 #   PgBouncer on 127.0.0.1:6433 in transaction mode in front of that PostgreSQL (the tests' second
 #   pass runs through it; see docs/operations.md, PgBouncer)
+#   Debian's Chromium at /usr/bin/chromium (the console's browser tests and bench:console drive it
+#   with playwright-core; see docs/console-tests.md)
 # Idempotent: a service that already answers is reused and nothing is installed; with everything
 # present the script takes a second or two. Installs with apt (Debian/Ubuntu) only what is missing,
 # and starts services without systemd when systemd is not running (containers, CI).
@@ -16,6 +18,7 @@
 #   RULR_PGBOUNCER=0  do not install or start PgBouncer (then run the tests with TEST_PG_POOLER_URL=
 #                     empty, or pointing at a PgBouncer of yours in transaction mode)
 #   RULR_PGBOUNCER_PORT  its port (default 6433: Debian's own pgbouncer service takes 6432)
+#   RULR_CHROMIUM=0   do not install Chromium (the browser tests then fail with a message saying so)
 set -euo pipefail
 
 PG_PORT=5432
@@ -297,10 +300,27 @@ setup_pgbouncer() {
   log "PgBouncer ready on 127.0.0.1:$PGBOUNCER_PORT (transaction mode, config $PGBOUNCER_DIR/pgbouncer.ini)"
 }
 
+# ---------------------------------------------------------------- Chromium
+# Debian's own build (playwright-core downloads no browser): the package is `chromium` on Debian;
+# Ubuntu's is a snap stub, so there the tests need CHROMIUM_PATH pointing at a real Chromium.
+CHROMIUM_BIN="${CHROMIUM_PATH:-/usr/bin/chromium}"
+setup_chromium() {
+  if [ "${RULR_CHROMIUM:-1}" = 0 ]; then
+    log "Chromium skipped (RULR_CHROMIUM=0)"
+    return 0
+  fi
+  if [ ! -x "$CHROMIUM_BIN" ]; then
+    apt_install chromium
+  fi
+  [ -x "$CHROMIUM_BIN" ] || die "no Chromium at $CHROMIUM_BIN (install Debian's chromium or set CHROMIUM_PATH)"
+  log "Chromium ready ($("$CHROMIUM_BIN" --version 2>/dev/null | head -n1))"
+}
+
 setup_postgres
 setup_redis
 setup_mosquitto
 setup_pgbouncer
+setup_chromium
 # the tests and scripts/dev-certs.sh make certificates with openssl
 have openssl || apt_install openssl
 
