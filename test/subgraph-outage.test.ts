@@ -88,6 +88,7 @@ const PAGE = `query Page {
   alarms(first: 5) { totalCount edges { node { type device { serial } } } }
   rules { totalCount }
   deadLetters(first: 5) { edges { node { reason } } }
+  commands(first: 3) { edges { node { id status } } }
 }`;
 
 /** What a subgraph's loss leaves out of PAGE's answer: its own parts null, the others' intact. */
@@ -102,6 +103,7 @@ function without(whole: Answer['body']['data'], dead: SubgraphName): unknown {
     for (const e of d.devices.edges) e.node.activeAlarmCount = null;
   }
   if (dead === 'rules') d.rules = null;
+  if (dead === 'commands') d.commands = null;
   if (dead === 'metrics') {
     d.deadLetters = null;
     for (const e of d.devices.edges) {
