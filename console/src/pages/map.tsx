@@ -154,6 +154,14 @@ export function MapPage(_props: { params: Record<string, string> }) {
           cm.addTo(pointLayer);
         }
       }
+      // the list beside the map names devices in view whether drawn alone or inside a cluster
+      if (inView.length < 100) {
+        const shown = new Set(inView.map((d) => d.id));
+        for (const d of points.values()) {
+          if (inView.length >= 100) break;
+          if (!shown.has(d.id) && b.contains([d.lat, d.lng])) inView.push(d);
+        }
+      }
       setVisible(inView.slice(0, 100));
       setStatus((s) => ({ ...s, loaded: points.size, inView: count }));
     };
