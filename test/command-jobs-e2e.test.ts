@@ -125,6 +125,16 @@ describe('fleet jobs: API, validation and access', () => {
       s: t.siteId,
     });
     expect(all.commandJobs.edges).toEqual([{ node: { id: job.id, status: 'CANCELED' } }]);
+    const byStatus = (status: string[]) =>
+      s.f.ok(
+        t.viewer,
+        'query($st: [CommandJobStatus!]) { commandJobs(filter: { status: $st }, first: 1) { edges { node { id } } pageInfo { hasNextPage } } }',
+        {
+          st: status,
+        },
+      );
+    expect((await byStatus(['RUNNING', 'PAUSED'])).commandJobs.edges).toEqual([]);
+    expect((await byStatus(['CANCELED'])).commandJobs).toEqual({ edges: [{ node: { id: job.id } }], pageInfo: { hasNextPage: false } });
   });
 
   it('should let another organization see, send, pause, resume and cancel nothing; viewers and read keys only read', async () => {
@@ -283,6 +293,16 @@ describe('fleet jobs with devices (Mosquitto, ingest, workers)', () => {
     const done = (await jobOf(s.f, t, job.id)) as JobView;
     expect(done.progress).toEqual({ total: 30, queued: 0, sent: 0, delivered: 0, succeeded: 30, failed: 0, expired: 0, canceled: 0 });
     expect(t.deviceIds.every((id) => fl.executed.get(id)?.length === 1)).toBe(true);
+    // the job's commands, each pointing back at its job
+    const page = await s.f.ok(
+      t.viewer,
+      'query($id: ID!) { commandJob(id: $id) { commands(first: 25, status: [SUCCEEDED]) { edges { node { status device { id } job { id } } } pageInfo { hasNextPage } } } }',
+      { id: job.id },
+    );
+    const edges = page.commandJob.commands.edges as { node: { status: string; device: { id: string }; job: { id: string } } }[];
+    expect(edges).toHaveLength(25);
+    expect(page.commandJob.commands.pageInfo.hasNextPage).toBe(true);
+    expect(edges.every((e) => e.node.job.id === job.id && t.deviceIds.includes(e.node.device.id))).toBe(true);
   }, 60_000);
 
   it('should cancel a job: its queued commands and unreleased devices are CANCELED and nothing more is sent', async () => {
