@@ -282,7 +282,7 @@ describe('fleet jobs with devices (Mosquitto, ingest, workers)', () => {
     const job = await sendSite(t, { name: 'setDim', params: { level: 20 }, rolloutPerMinute: 300 });
     await until(async () => ((await sentCount(job.id)) ?? 0) >= 3, 20_000, 'some sent');
     await s.f.ok(t.operator, PAUSE, { id: job.id });
-    await new Promise((r) => setTimeout(r, 600)); // what was being handed to the broker at the pause lands
+    await new Promise((r) => setTimeout(r, 1500)); // what was being handed to the broker at the pause lands
     const [sent, received] = [await sentCount(job.id), fl.received];
     await new Promise((r) => setTimeout(r, 2000)); // ten ticks of the runner and the sweep
     expect(await sentCount(job.id)).toBe(sent);
@@ -312,7 +312,7 @@ describe('fleet jobs with devices (Mosquitto, ingest, workers)', () => {
     await until(async () => ((await sentCount(job.id)) ?? 0) >= 2, 20_000, 'some sent');
     const canceled = (await s.f.ok(t.operator, CANCEL, { id: job.id })).cancelCommandJob;
     expect(canceled.status).toBe('CANCELED');
-    await new Promise((r) => setTimeout(r, 600));
+    await new Promise((r) => setTimeout(r, 1500)); // what was being handed to the broker lands
     const received = fl.received;
     await new Promise((r) => setTimeout(r, 1500));
     expect(fl.received).toBe(received);
@@ -332,7 +332,7 @@ describe('fleet jobs with devices (Mosquitto, ingest, workers)', () => {
     await statusIs(t, job.id, 'ABORTED', 90_000);
     const aborted = (await jobOf(s.f, t, job.id)) as JobView;
     expect(aborted.abortReason).toMatch(/failed or expired .* at or above the abort threshold of 4 % after at least 100 devices/);
-    await new Promise((r) => setTimeout(r, 600));
+    await new Promise((r) => setTimeout(r, 1500)); // what was being handed to the broker lands
     const [sent, received] = [await sentCount(job.id), fl.received];
     await new Promise((r) => setTimeout(r, 2000));
     expect(await sentCount(job.id)).toBe(sent);
