@@ -451,7 +451,7 @@ export const configSpec = {
   COMMANDS_SWEEP_MS: {
     schema: posInt(1000),
     description:
-      'How often the command dispatcher (workers) fires timeouts and expiries and sends commands queued without a job (programs, lost jobs).',
+      'How often the command dispatcher (workers) fires timeouts and expiries and sends commands queued without a job (programs, lost jobs), and how often the fleet-job runner releases the next devices of each job.',
     shown: '1000',
   },
   COMMANDS_LEASE_S: {

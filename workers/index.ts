@@ -10,6 +10,7 @@ import { serviceMqttOptions } from '../lib/mqtt-service.js';
 import type { RoleContext, RoleHandle } from '../lib/role.js';
 import { RollupCompactor } from '../lib/telemetry/compactor.js';
 import { startBrokerSync } from './broker-sync/index.js';
+import { CommandJobRunner } from './command-jobs.js';
 import { CommandDispatcher } from './commands.js';
 import { MAINTENANCE_QUEUE, Maintenance, retentionFromConfig } from './maintenance.js';
 import { desiredStateSink, ProgramScheduler } from './programs.js';
@@ -28,7 +29,7 @@ gauge('rulr_queue_waiting_jobs', 'Jobs waiting in a BullMQ queue (the workers HP
 /**
  * The workers role: BullMQ processors behind a ServiceServer (`/healthz`, `/readyz`, `/metrics`) on
  * `WORKERS_PORT`. It runs rule evaluation (`rule-eval`, fed by ingest), command dispatch (`commands`,
- * docs/commands.md), the durable timers of rules that wait, the cron schedules, the lighting-program
+ * docs/commands.md) and fleet jobs, the durable timers of rules that wait, the cron schedules, the lighting-program
  * scheduler and its detectors, the maintenance queue and, when configured, the broker sync
  * (Mosquitto dynamic security, EMQX kick-out).
  */
@@ -73,6 +74,13 @@ export async function startWorkers(ctx: RoleContext, o: { port?: number } = {}):
     leaseS: cfg.COMMANDS_LEASE_S,
     timeoutS: cfg.COMMANDS_DEFAULT_TIMEOUT_S,
     expiryS: cfg.COMMANDS_DEFAULT_EXPIRY_S,
+  }).start();
+  const commandJobs = new CommandJobRunner({
+    db: ctx.db,
+    redis: ctx.redis,
+    prefix: cfg.REDIS_PREFIX,
+    logger: ctx.logger.child({ role: 'workers', component: 'command-jobs' }),
+    tickMs: cfg.COMMANDS_SWEEP_MS,
   }).start();
   const ruleTimers = new RuleTimers({
     wait: ruleEval.wait,
@@ -133,6 +141,7 @@ export async function startWorkers(ctx: RoleContext, o: { port?: number } = {}):
       for (const w of watched) queues.delete(w);
       await watched[0]?.queue.close();
       await watched[2]?.queue.close();
+      await commandJobs.close();
       await commands.close();
       await commandsMqtt.endAsync();
       await ruleEval.close();
