@@ -1,5 +1,6 @@
 import { type Job, Queue, UnrecoverableError, Worker } from 'bullmq';
 import { sql } from 'kysely';
+import { type Agent, request } from 'undici';
 import {
   NOTIFY_QUEUE,
   type NotificationRequest,
@@ -9,7 +10,7 @@ import {
   severityRank,
 } from '../lib/contracts/notifications.js';
 import { queuePrefix } from '../lib/contracts/queues.js';
-import type { Db, Tx } from '../lib/db.js';
+import { type Db, isUuid, type Tx } from '../lib/db.js';
 import type { Logger } from '../lib/logger.js';
 import type { MailSender } from '../lib/mail.js';
 import { counter } from '../lib/metrics.js';
@@ -26,6 +27,7 @@ import {
   type TemplateText,
   TIMESTAMP_HEADER,
 } from '../lib/notifications.js';
+import { guardedAgent, parseAllowlist, RefusedAddressError, type WebhookAllowlist, webhookUrlProblem } from '../lib/webhook-guard.js';
 
 /**
  * The notifier (docs/notifications.md): consumes the `notify` queue (the alarm feed below and the
@@ -59,6 +61,14 @@ export interface NotifierOptions {
   backoffMs?: number;
   /** read the alarm feed (off in tests that only feed the queue) */
   feed?: boolean;
+  /** private addresses outgoing requests may reach (`NOTIFY_WEBHOOK_ALLOW`) @default none */
+  allow?: WebhookAllowlist;
+  /** deliveries still pending this long after creation without a queued job are queued again @default 60000 */
+  repairAfterMs?: number;
+  /** BullMQ lock of a running job: a process killed mid-job leaves it to another after this @default 30000 */
+  lockDurationMs?: number;
+  /** test hook: called before each delivery attempt (a test may kill the process while it waits) */
+  beforeSend?: (deliveryId: string) => Promise<void>;
 }
 
 type Kind = 'webhook' | 'email' | 'sms' | 'chat';
@@ -101,19 +111,25 @@ export class Notifier {
   private timer: NodeJS.Timeout | undefined;
   private ticking: Promise<void> | undefined;
   private closed = false;
+  private readonly allow: WebhookAllowlist;
+  private readonly agent: Agent;
+  private lastRepair = 0;
 
   constructor(private readonly o: NotifierOptions) {
     const connection = { url: o.redisUrl, maxRetriesPerRequest: null };
     this.queue = new Queue(NOTIFY_QUEUE, { connection, prefix: queuePrefix(o.prefix) });
     this.deliveries = new Queue(DELIVERY_QUEUE, { connection, prefix: queuePrefix(o.prefix) });
+    this.allow = o.allow ?? parseAllowlist('');
+    this.agent = guardedAgent(this.allow, { timeoutMs: o.webhookTimeoutMs ?? 10_000 });
   }
 
   start(): this {
     const connection = { url: this.o.redisUrl, maxRetriesPerRequest: null };
     const prefix = queuePrefix(this.o.prefix);
+    const lock = this.o.lockDurationMs ? { lockDuration: this.o.lockDurationMs, stalledInterval: this.o.lockDurationMs } : {};
     this.workers.push(
-      new Worker(NOTIFY_QUEUE, (job) => this.onRequest(job), { connection, prefix, concurrency: 4 }),
-      new Worker(DELIVERY_QUEUE, (job) => this.onDelivery(job as Job<DeliveryJob>), { connection, prefix, concurrency: 8 }),
+      new Worker(NOTIFY_QUEUE, (job) => this.onRequest(job), { connection, prefix, concurrency: 4, ...lock }),
+      new Worker(DELIVERY_QUEUE, (job) => this.onDelivery(job as Job<DeliveryJob>), { connection, prefix, concurrency: 8, ...lock }),
     );
     for (const w of this.workers) w.on('error', (err) => this.o.logger.warn({ err }, 'notifier queue error'));
     const every = this.o.tickMs ?? 1000;
@@ -135,6 +151,7 @@ export class Notifier {
     await Promise.all(this.workers.map((w) => w.close()));
     await this.queue.close();
     await this.deliveries.close();
+    await this.agent.close();
   }
 
   /** One pass of the ticker: the alarm feed, due digests, due escalation levels. */
@@ -144,6 +161,31 @@ export class Notifier {
     await this.flushDigests(now);
     if (this.closed) return;
     await this.runEscalations(now);
+    if (this.closed) return;
+    await this.repair(now);
+  }
+
+  /**
+   * Queues again the deliveries whose job was lost (a process killed between the commit of a
+   * notification and the enqueue of its deliveries). A delivery whose job still exists keeps it:
+   * the job id is the delivery's, so BullMQ ignores the repeat.
+   */
+  async repair(now = Date.now()): Promise<number> {
+    const after = this.o.repairAfterMs ?? 60_000;
+    if (now - this.lastRepair < Math.min(after, 30_000)) return 0;
+    this.lastRepair = now;
+    const rows = await sql<{ id: string; org_id: string; not_before: Date | null }>`
+      select id, org_id, not_before from notification_deliveries
+      where status in ('pending', 'deferred') and created_at < ${new Date(now - after)}
+      order by created_at limit 500`.execute(this.o.db);
+    const byOrg = new Map<string, { id: string; delay: number }[]>();
+    for (const r of rows.rows) {
+      const list = byOrg.get(r.org_id) ?? [];
+      list.push({ id: r.id, delay: r.not_before ? Math.max(0, r.not_before.getTime() - now) : 0 });
+      byOrg.set(r.org_id, list);
+    }
+    for (const [orgId, ids] of byOrg) await this.enqueueDeliveries(orgId, ids);
+    return rows.rows.length;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -214,9 +256,10 @@ export class Notifier {
         } catch {
           continue; // counted; the digest is closed
         }
+        // The digest's own key: the grouped request's key is already taken by its `grouped` row.
         const req: NotificationRequest =
           d.count === 1
-            ? { ...first, groupKey: null }
+            ? { ...first, dedupKey: `digest:${d.id}`, groupKey: null }
             : {
                 ...first,
                 dedupKey: `digest:${d.id}`,
@@ -235,7 +278,7 @@ export class Notifier {
                 eventWord: first.event === 'alarm.cleared' ? 'cleared' : 'raised',
                 windowSeconds: Math.round((this.o.digestWindowMs ?? 30_000) / 1000),
               };
-        out.push({ orgId: d.org_id, ids: await this.createNotification(tx, req, extra, d.count, d.count > 1 ? d.id : null) });
+        out.push({ orgId: d.org_id, ids: await this.createNotification(tx, req, extra, d.count, d.id) });
       }
       return out;
     });
@@ -264,6 +307,7 @@ export class Notifier {
     digestId: string | null = null,
   ): Promise<{ id: string; delay: number }[]> {
     const view: Record<string, unknown> = {
+      ...(await this.names(tx, req)),
       ...req.variables,
       ...extra,
       severity: req.severity,
@@ -379,6 +423,29 @@ export class Notifier {
     return out;
   }
 
+  /**
+   * Names a rule's notify request does not carry (it names ids): the rule's, the device's and its
+   * site's, and the alarm type, so `rule.notify` templates can say "dark lamps on lamp 1".
+   */
+  private async names(tx: Tx, req: NotificationRequest): Promise<Record<string, string | null>> {
+    if (req.source.kind !== 'rule') return {};
+    const deviceId = isUuid(req.variables.deviceId) ? req.variables.deviceId : null;
+    const { rows } = await sql<{ rule_name: string | null; device_name: string | null; site_name: string | null }>`
+      select (select name from rules where org_id = ${req.orgId} and id = ${req.source.id}) as rule_name,
+        d.name as device_name, s.name as site_name
+      from (select 1) one
+      left join devices d on d.org_id = ${req.orgId} and d.id = ${deviceId}::uuid
+      left join sites s on s.org_id = d.org_id and s.id = d.site_id`.execute(tx);
+    const r = rows[0];
+    const out: Record<string, string | null> = {
+      ruleName: r?.rule_name ?? null,
+      deviceName: r?.device_name ?? null,
+      siteName: r?.site_name ?? null,
+    };
+    if (typeof req.variables.type === 'string') out.alarmType = req.variables.type;
+    return out;
+  }
+
   private now(c: ChannelRow | null, address: string, userId: string | null, payload: unknown): NewDelivery {
     return { channel_id: c?.id ?? null, kind: c?.kind ?? 'email', user_id: userId, address, status: 'pending', not_before: null, payload };
   }
@@ -418,6 +485,7 @@ export class Notifier {
        where d.id = ${deliveryId} and d.org_id = ${orgId}`.execute(this.o.db);
     const row = d.rows[0];
     if (!row || row.status === 'sent' || row.status === 'failed') return;
+    await this.o.beforeSend?.(deliveryId);
     const started = Date.now();
     const last = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
     let result: { ok: boolean; retry: boolean; http?: number; response?: string; error?: string };
@@ -460,23 +528,32 @@ export class Notifier {
       [DELIVERY_HEADER]: row.id,
     };
     if (row.secret) headers[SIGNATURE_HEADER] = signWebhook(row.secret, ts, body);
-    let res: Response;
+    // SSRF: the URL's scheme and literal address here, every resolved address when connecting.
+    const problem = webhookUrlProblem(row.address, this.allow);
+    if (problem) return { ok: false, retry: false, error: `the URL ${problem}` };
+    let status: number;
+    let text: string;
     try {
-      res = await fetch(row.address, {
+      const res = await request(row.address, {
         method: 'POST',
         headers,
         body,
-        redirect: 'manual',
+        dispatcher: this.agent,
         signal: AbortSignal.timeout(this.o.webhookTimeoutMs ?? 10_000),
       });
+      status = res.statusCode;
+      text = (await res.body.text().catch(() => '')).slice(0, 500);
     } catch (e) {
-      const err = e as Error;
-      return { ok: false, retry: true, error: err.name === 'TimeoutError' ? 'timed out' : `request failed: ${err.message}`.slice(0, 500) };
+      const err = e as Error & { cause?: unknown };
+      if (err instanceof RefusedAddressError || err.cause instanceof RefusedAddressError) {
+        return { ok: false, retry: false, error: new RefusedAddressError().message };
+      }
+      const timedOut = err.name === 'TimeoutError' || err.name === 'AbortError' || /timeout/i.test(err.name);
+      return { ok: false, retry: true, error: timedOut ? 'timed out' : `request failed: ${err.message}`.slice(0, 500) };
     }
-    const text = (await res.text().catch(() => '')).slice(0, 500);
-    if (res.status >= 200 && res.status < 300) return { ok: true, retry: false, http: res.status, response: text };
-    const retry = res.status >= 500 || res.status === 408 || res.status === 429;
-    return { ok: false, retry, http: res.status, response: text, error: `HTTP ${res.status}` };
+    if (status >= 200 && status < 300) return { ok: true, retry: false, http: status, response: text };
+    const retry = status >= 500 || status === 408 || status === 429;
+    return { ok: false, retry, http: status, response: text, error: `HTTP ${status}` };
   }
 
   // -------------------------------------------------------------------------------------------
