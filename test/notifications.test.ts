@@ -1,6 +1,7 @@
 import { createHmac, randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
 import { sql } from 'kysely';
+import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { NOTIFY_QUEUE } from '../lib/contracts/notifications.js';
 import { createLogger } from '../lib/logger.js';
@@ -289,5 +290,42 @@ describe('bad requests', () => {
     expect(job?.failedReason).toMatch(/orgId/);
     expect(await good.getState()).toBe('completed');
     expect(NOTIFY_QUEUE).toBe('notify');
+  });
+});
+
+describe('alarm feed', () => {
+  it('does not skip an alarm event whose transaction commits after a later one', async () => {
+    const w = await tenant(f, 2);
+    const path = `/feed/${randomUUID()}`;
+    await recipientRule(f, w.orgId, { channelIds: [await webhookChannel(f, w.orgId, `${hooks.url}${path}`)] });
+    notifier = startNotifier(f, { tickMs: 3_600_000, feedGapMs: 60_000 });
+    const slow = new pg.Client({ connectionString: f.t.directUrl });
+    await slow.connect();
+    try {
+      await slow.query('begin');
+      const a = await slow.query<{ id: string }>(
+        `insert into alarms (org_id, device_id, type, severity, raised_by) values ($1, $2, 'Slow', 'major', 'system:test') returning id`,
+        [w.orgId, w.deviceIds[0]],
+      );
+      const early = a.rows[0]?.id as string;
+      await slow.query(`insert into alarm_events (org_id, alarm_id, kind, actor) values ($1, $2, 'raised', 'system:test')`, [
+        w.orgId,
+        early,
+      ]);
+      const late = await raise(f, w.orgId, w.deviceIds[1] as string, 'Fast');
+      await notifier.tick();
+      const seen = async () =>
+        (
+          await sql<{ source_id: string }>`select source_id from notifications where org_id = ${w.orgId} and grouped`.execute(f.t.db)
+        ).rows.map((r) => r.source_id);
+      await sleep(500); // time for any queued request to be handled
+      expect(await seen()).toEqual([]); // the feed waits at the hole the open transaction holds
+      await slow.query('commit');
+      await notifier.tick();
+      await until(async () => (await seen()).length === 2, 'both alarms to be read');
+      expect((await seen()).sort()).toEqual([early, late].sort());
+    } finally {
+      await slow.end();
+    }
   });
 });

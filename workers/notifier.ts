@@ -1,4 +1,4 @@
-import { type Job, Queue, UnrecoverableError, Worker } from 'bullmq';
+import { DelayedError, type Job, Queue, UnrecoverableError, Worker } from 'bullmq';
 import { sql } from 'kysely';
 import { type Agent, request } from 'undici';
 import {
@@ -65,6 +65,13 @@ export interface NotifierOptions {
   allow?: WebhookAllowlist;
   /** deliveries still pending this long after creation without a queued job are queued again @default 60000 */
   repairAfterMs?: number;
+  /**
+   * How long the feed waits at a hole in `alarm_events` ids (an earlier id whose transaction has not
+   * committed yet) before it treats the hole as a rolled-back insert and reads on @default 10000
+   */
+  feedGapMs?: number;
+  /** how long a delivery attempt holds its row against a second attempt @default webhookTimeoutMs + 5000 */
+  leaseMs?: number;
   /** BullMQ lock of a running job: a process killed mid-job leaves it to another after this @default 30000 */
   lockDurationMs?: number;
   /** test hook: called before each delivery attempt (a test may kill the process while it waits) */
@@ -114,6 +121,8 @@ export class Notifier {
   private readonly allow: WebhookAllowlist;
   private readonly agent: Agent;
   private lastRepair = 0;
+  /** holes in the feed's ids: the id after which one begins → when this process first saw it */
+  private readonly gaps = new Map<string, number>();
 
   constructor(private readonly o: NotifierOptions) {
     const connection = { url: o.redisUrl, maxRetriesPerRequest: null };
@@ -129,7 +138,12 @@ export class Notifier {
     const lock = this.o.lockDurationMs ? { lockDuration: this.o.lockDurationMs, stalledInterval: this.o.lockDurationMs } : {};
     this.workers.push(
       new Worker(NOTIFY_QUEUE, (job) => this.onRequest(job), { connection, prefix, concurrency: 4, ...lock }),
-      new Worker(DELIVERY_QUEUE, (job) => this.onDelivery(job as Job<DeliveryJob>), { connection, prefix, concurrency: 8, ...lock }),
+      new Worker(DELIVERY_QUEUE, (job, token) => this.onDelivery(job as Job<DeliveryJob>, token), {
+        connection,
+        prefix,
+        concurrency: 8,
+        ...lock,
+      }),
     );
     for (const w of this.workers) w.on('error', (err) => this.o.logger.warn({ err }, 'notifier queue error'));
     const every = this.o.tickMs ?? 1000;
@@ -471,8 +485,25 @@ export class Notifier {
   // -------------------------------------------------------------------------------------------
   // deliveries
 
-  private async onDelivery(job: Job<DeliveryJob>): Promise<void> {
+  private async onDelivery(job: Job<DeliveryJob>, token?: string): Promise<void> {
     const { orgId, deliveryId } = job.data;
+    // The lease makes one attempt at a time whatever BullMQ does (a job it thinks stalled runs twice).
+    const leaseMs = this.o.leaseMs ?? (this.o.webhookTimeoutMs ?? 10_000) + 5000;
+    const claim = await sql<{ id: string }>`
+      update notification_deliveries set lease_until = now() + make_interval(secs => ${leaseMs / 1000})
+      where id = ${deliveryId} and org_id = ${orgId} and status in ('pending', 'deferred')
+        and (lease_until is null or lease_until < now())
+      returning id`.execute(this.o.db);
+    if (!claim.rows.length) {
+      const held = await sql<{ status: string; wait_ms: number }>`
+        select status, greatest(0, extract(epoch from (lease_until - now())) * 1000)::int as wait_ms
+        from notification_deliveries where id = ${deliveryId} and org_id = ${orgId}`.execute(this.o.db);
+      const h = held.rows[0];
+      if (!h || h.status === 'sent' || h.status === 'failed' || !token) return;
+      // another worker is sending it: look again when its lease ends, without spending an attempt
+      await job.moveToDelayed(Date.now() + h.wait_ms + 100, token);
+      throw new DelayedError();
+    }
     const d = await sql<{
       id: string;
       kind: Kind;
@@ -500,7 +531,7 @@ export class Notifier {
         values (${orgId}, ${deliveryId}, ${result.ok}, ${result.http ?? null}, ${result.response ?? null}, ${result.error ?? null},
                 ${Date.now() - started})`.execute(tx);
       await sql`update notification_deliveries set attempts = attempts + 1, status = ${status}, last_error = ${result.error ?? null},
-        sent_at = ${result.ok ? new Date() : null} where id = ${deliveryId}`.execute(tx);
+        sent_at = ${result.ok ? new Date() : null}, lease_until = null where id = ${deliveryId}`.execute(tx);
     });
     attemptsTotal.inc({ kind: row.kind, result: result.ok ? 'ok' : status === 'pending' ? 'retry' : 'failed' });
     if (status === 'pending') throw new Error(result.error ?? 'delivery failed');
@@ -587,10 +618,12 @@ export class Notifier {
           d.name as device_name, d.site_id, s.name as site_name, r.name as rule_name
         from alarm_events e join alarms a on a.id = e.alarm_id
         left join devices d on d.id = a.device_id left join sites s on s.id = d.site_id left join rules r on r.id = a.rule_id
-        where e.id > ${lastId} and e.kind in ('raised', 'acknowledged', 'cleared') order by e.id limit 500`.execute(tx);
-      if (!events.rows.length) return 0;
+        where e.id > ${lastId} order by e.id limit 500`.execute(tx);
+      const ready = this.contiguous(lastId, events.rows);
+      if (!ready.length) return 0;
       const jobs = [];
-      for (const e of events.rows) {
+      for (const e of ready) {
+        if (e.kind !== 'raised' && e.kind !== 'acknowledged' && e.kind !== 'cleared') continue;
         if (e.kind === 'acknowledged' || e.kind === 'cleared') {
           await sql`update notification_escalations set status = 'stopped', stopped_reason = ${e.kind}, updated_at = now()
             where alarm_id = ${e.alarm_id} and status = 'waiting'`.execute(tx);
@@ -624,9 +657,35 @@ export class Notifier {
       }
       // queued before the cursor moves: a failure rolls the cursor back (job ids make a repeat harmless)
       if (jobs.length) await this.queue.addBulk(jobs);
-      await sql`update notification_feed set last_id = ${events.rows.at(-1)?.id} where name = 'alarm_events'`.execute(tx);
-      return events.rows.length;
+      await sql`update notification_feed set last_id = ${ready.at(-1)?.id} where name = 'alarm_events'`.execute(tx);
+      return ready.length;
     });
+  }
+
+  /**
+   * The events up to the first hole in their ids that may still fill. Ids are taken when a row is
+   * inserted, not when it commits: a transaction that inserted id 7 may commit after the one that
+   * inserted id 8, so reading 8 and moving the cursor past 7 would lose 7. The feed stops before a
+   * hole until it has seen the hole for `feedGapMs` (then the insert was rolled back, or its row was
+   * deleted with its alarm) and reads on.
+   */
+  private contiguous<E extends { id: string }>(lastId: string, rows: E[], now = Date.now()): E[] {
+    const wait = this.o.feedGapMs ?? 10_000;
+    let prev = BigInt(lastId);
+    const out: E[] = [];
+    for (const e of rows) {
+      const id = BigInt(e.id);
+      if (id !== prev + 1n) {
+        const key = String(prev);
+        const since = this.gaps.get(key) ?? now;
+        this.gaps.set(key, since);
+        if (now - since < wait) break;
+      }
+      out.push(e);
+      prev = id;
+    }
+    for (const key of this.gaps.keys()) if (BigInt(key) < prev) this.gaps.delete(key);
+    return out;
   }
 
   /** Due escalation levels: notify the level's recipients unless the alarm was acknowledged or cleared. */

@@ -21,6 +21,7 @@ new Notifier({
   digestWindowMs: 200,
   backoffMs: 200,
   lockDurationMs: 1500,
+  webhookTimeoutMs: 2000,
   repairAfterMs: 3000,
   allow: parseAllowlist(process.env.NOTIFY_WEBHOOK_ALLOW ?? ''),
   beforeSend: async (id) => {
