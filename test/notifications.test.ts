@@ -293,6 +293,68 @@ describe('bad requests', () => {
   });
 });
 
+describe('provider channels', () => {
+  it('post a chat message and one SMS per phone number with their JSON body templates', async () => {
+    const w = await tenant(f);
+    const chatPath = `/chat/${randomUUID()}`;
+    const smsPath = `/sms/${randomUUID()}`;
+    const chat = await webhookChannel(f, w.orgId, `${hooks.url}${chatPath}`, null, 'chat');
+    const sms = await webhookChannel(f, w.orgId, `${hooks.url}${smsPath}`, null, 'sms');
+    await sql`update notification_channels set body_template = '{"text":"{{subject}}: {{message}}"}' where id = ${chat}`.execute(f.t.db);
+    await sql`update notification_channels set body_template = '{"to":"{{to}}","body":"{{subject}}"}', addresses = '{+31600000001,+31600000002}'
+      where id = ${sms}`.execute(f.t.db);
+    await recipientRule(f, w.orgId, { channelIds: [chat, sms] });
+    notifier = startNotifier(f);
+    await raise(f, w.orgId, w.deviceIds[0] as string, 'Lamp "dark"');
+    const [c] = await hooks.waitFor(1, (h) => h.path === chatPath);
+    expect(JSON.parse(c?.body ?? '')).toEqual({ text: '[major] Lamp "dark" on lamp 1: power 0 W while on' });
+    const texts = await hooks.waitFor(2, (h) => h.path === smsPath);
+    expect(texts.map((h) => JSON.parse(h.body)).sort((x, y) => x.to.localeCompare(y.to))).toEqual([
+      { to: '+31600000001', body: '[major] Lamp "dark" on lamp 1' },
+      { to: '+31600000002', body: '[major] Lamp "dark" on lamp 1' },
+    ]);
+  });
+});
+
+describe('tenant isolation in the notifier', () => {
+  it('sends nothing to another organization’s channel or member named in a request, and names a rule’s device', async () => {
+    const mine = await tenant(f);
+    const theirs = await tenant(f);
+    const theirPath = `/theirs/${randomUUID()}`;
+    const theirChannel = await webhookChannel(f, theirs.orgId, `${hooks.url}${theirPath}`);
+    const theirUser = await f.user(theirs.orgId, 'admin');
+    const myPath = `/mine/${randomUUID()}`;
+    const myChannel = await webhookChannel(f, mine.orgId, `${hooks.url}${myPath}`);
+    const ruleId = randomUUID();
+    await sql`insert into rules (id, org_id, name, metric, operator, threshold, severity, alarm_type, created_by)
+      values (${ruleId}, ${mine.orgId}, 'dark lamps', 'power', 'lt', 5, 'minor', 'Dark', 'test')`.execute(f.t.db);
+    notifier = startNotifier(f, { mail: mailer() });
+    await notifier.queue.add('notify', {
+      orgId: mine.orgId,
+      source: { kind: 'rule', id: ruleId },
+      event: 'rule.notify',
+      siteId: mine.siteId,
+      severity: 'minor',
+      templateKey: 'rule.notify',
+      variables: { deviceId: mine.deviceIds[0] as string, message: 'power 0 W', type: 'Dark' },
+      recipients: { rules: false, roles: [], userIds: [theirUser.id], channelIds: [theirChannel, myChannel] },
+      dedupKey: `t:${randomUUID()}`,
+      groupKey: null,
+      at: Date.now(),
+    });
+    const [msg] = await hooks.waitFor(1, (h) => h.path === myPath);
+    expect(JSON.parse(msg?.body ?? '{}')).toMatchObject({
+      subject: '[minor] dark lamps',
+      text: expect.stringContaining('dark lamps on lamp 1: power 0 W'),
+    });
+    await sleep(500);
+    expect(hooks.received.filter((h) => h.path === theirPath)).toEqual([]);
+    expect(smtp.messages.some((m) => m.to.includes(theirUser.email))).toBe(false);
+    expect((await deliveryLog(f, mine.orgId)).deliveries.map((d) => d.address)).toEqual([`${hooks.url}${myPath}`]);
+    expect((await deliveryLog(f, theirs.orgId)).deliveries).toEqual([]);
+  });
+});
+
 describe('alarm feed', () => {
   it('does not skip an alarm event whose transaction commits after a later one', async () => {
     const w = await tenant(f, 2);

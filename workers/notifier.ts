@@ -385,7 +385,7 @@ export class Notifier {
       if (c.kind === 'webhook' && c.url) deliveries.push(this.now(c, c.url, null, { ...base, body: base }));
       else if (c.kind === 'chat' && c.url) deliveries.push(this.now(c, c.url, null, { ...base, body: providerBody(c, '') }));
       else if (c.kind === 'email') for (const a of c.addresses) deliveries.push(this.now(c, a, null, { ...base, html: message.html }));
-      else if (c.kind === 'sms') for (const a of c.addresses) deliveries.push(this.now(c, a, null, { ...base, body: providerBody(c, a) }));
+      else if (c.kind === 'sms') for (const a of c.addresses) deliveries.push(this.now(c, a, null, { ...base, body: providerBody(c, a), url: c.url }));
     }
     if (roles.size || userIds.size) {
       const sms = channels.find((c) => c.kind === 'sms' && c.url);
@@ -420,7 +420,7 @@ export class Notifier {
             until ? { ...d, status: 'deferred', not_before: new Date(until), user_id: p.user_id } : { ...d, user_id: p.user_id },
           );
         if (wants.includes('email')) push({ ...this.now(null, p.email, null, { ...base, html: message.html }), kind: 'email' });
-        if (wants.includes('sms') && sms && p.phone) push(this.now(sms, p.phone, null, { ...base, body: providerBody(sms, p.phone) }));
+        if (wants.includes('sms') && sms && p.phone) push(this.now(sms, p.phone, null, { ...base, body: providerBody(sms, p.phone), url: sms.url }));
       }
     }
     const out: { id: string; delay: number }[] = [];
@@ -560,12 +560,14 @@ export class Notifier {
     };
     if (row.secret) headers[SIGNATURE_HEADER] = signWebhook(row.secret, ts, body);
     // SSRF: the URL's scheme and literal address here, every resolved address when connecting.
-    const problem = webhookUrlProblem(row.address, this.allow);
+    // an SMS delivery's address is the phone number; it posts to its provider's URL
+    const url = typeof row.payload.url === 'string' ? row.payload.url : row.address;
+    const problem = webhookUrlProblem(url, this.allow);
     if (problem) return { ok: false, retry: false, error: `the URL ${problem}` };
     let status: number;
     let text: string;
     try {
-      const res = await request(row.address, {
+      const res = await request(url, {
         method: 'POST',
         headers,
         body,
