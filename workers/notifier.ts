@@ -76,6 +76,8 @@ export interface NotifierOptions {
   lockDurationMs?: number;
   /** test hook: called before each delivery attempt (a test may kill the process while it waits) */
   beforeSend?: (deliveryId: string) => Promise<void>;
+  /** test hook: called once an attempt and its outcome are committed */
+  afterAttempt?: (deliveryId: string, ok: boolean) => void;
 }
 
 type Kind = 'webhook' | 'email' | 'sms' | 'chat';
@@ -385,7 +387,8 @@ export class Notifier {
       if (c.kind === 'webhook' && c.url) deliveries.push(this.now(c, c.url, null, { ...base, body: base }));
       else if (c.kind === 'chat' && c.url) deliveries.push(this.now(c, c.url, null, { ...base, body: providerBody(c, '') }));
       else if (c.kind === 'email') for (const a of c.addresses) deliveries.push(this.now(c, a, null, { ...base, html: message.html }));
-      else if (c.kind === 'sms') for (const a of c.addresses) deliveries.push(this.now(c, a, null, { ...base, body: providerBody(c, a), url: c.url }));
+      else if (c.kind === 'sms')
+        for (const a of c.addresses) deliveries.push(this.now(c, a, null, { ...base, body: providerBody(c, a), url: c.url }));
     }
     if (roles.size || userIds.size) {
       const sms = channels.find((c) => c.kind === 'sms' && c.url);
@@ -420,7 +423,8 @@ export class Notifier {
             until ? { ...d, status: 'deferred', not_before: new Date(until), user_id: p.user_id } : { ...d, user_id: p.user_id },
           );
         if (wants.includes('email')) push({ ...this.now(null, p.email, null, { ...base, html: message.html }), kind: 'email' });
-        if (wants.includes('sms') && sms && p.phone) push(this.now(sms, p.phone, null, { ...base, body: providerBody(sms, p.phone), url: sms.url }));
+        if (wants.includes('sms') && sms && p.phone)
+          push(this.now(sms, p.phone, null, { ...base, body: providerBody(sms, p.phone), url: sms.url }));
       }
     }
     const out: { id: string; delay: number }[] = [];
@@ -534,6 +538,7 @@ export class Notifier {
         sent_at = ${result.ok ? new Date() : null}, lease_until = null where id = ${deliveryId}`.execute(tx);
     });
     attemptsTotal.inc({ kind: row.kind, result: result.ok ? 'ok' : status === 'pending' ? 'retry' : 'failed' });
+    this.o.afterAttempt?.(deliveryId, result.ok);
     if (status === 'pending') throw new Error(result.error ?? 'delivery failed');
   }
 

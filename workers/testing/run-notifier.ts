@@ -1,7 +1,7 @@
 // The notifier alone in its own process, for tests that run two of them on one queue and SIGKILL one
 // (test/notifications-exactly-once.test.ts). Environment: DATABASE_URL, REDIS_URL, REDIS_PREFIX,
 // NOTIFY_WEBHOOK_ALLOW; HOLD_MS keeps each delivery that long before sending it (so a test can kill the
-// process while it holds one). Prints `ready` and `sending <deliveryId>`.
+// process while it holds one). Prints `ready`, `sending <deliveryId>` and `attempted <deliveryId> <ok>`.
 import { createDb } from '../../lib/db.js';
 import { createLogger } from '../../lib/logger.js';
 import { LogMailSender } from '../../lib/mail.js';
@@ -28,5 +28,6 @@ new Notifier({
     process.stdout.write(`sending ${id}\n`);
     if (hold) await new Promise((r) => setTimeout(r, hold));
   },
+  afterAttempt: (id, ok) => process.stdout.write(`attempted ${id} ${ok}\n`),
 }).start();
 process.stdout.write('ready\n');
