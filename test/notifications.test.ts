@@ -159,6 +159,30 @@ describe('e-mail', () => {
   });
 });
 
+describe('recipients', () => {
+  it('follow a recipient rule’s site subtree and minimum severity, and each member’s own minimum', async () => {
+    const w = await tenant(f);
+    const other = await tenant(f); // its site is not under Main street
+    await sql`update devices set org_id = ${w.orgId}, site_id = null where id = ${other.deviceIds[0]}`.execute(f.t.db);
+    const keen = await f.user(w.orgId, 'operator');
+    const calm = await f.user(w.orgId, 'operator');
+    await sql`insert into notification_preferences (org_id, user_id, min_severity) values (${w.orgId}, ${calm.id}, 'critical')`.execute(
+      f.t.db,
+    );
+    await recipientRule(f, w.orgId, { roles: ['operator'], siteId: w.siteId, minSeverity: 'minor' });
+    notifier = startNotifier(f, { mail: mailer() });
+    await raise(f, w.orgId, other.deviceIds[0] as string, 'Elsewhere', 'MAJOR'); // no site: the site-scoped rule does not match
+    await raise(f, w.orgId, w.deviceIds[0] as string, 'Too low', 'WARNING'); // below the rule's minimum
+    await raise(f, w.orgId, w.deviceIds[0] as string, 'On site', 'MAJOR');
+    const m = await smtp.waitFor((x) => x.to.includes(keen.email) && x.mail.subject === '[major] On site on lamp 1');
+    expect(m).toBeDefined();
+    await sleep(800);
+    const log = await deliveryLog(f, w.orgId);
+    expect(log.deliveries.map((d) => d.address)).toEqual([keen.email]);
+    expect(smtp.messages.some((x) => x.to.includes(calm.email))).toBe(false);
+  });
+});
+
 describe('escalation', () => {
   it('notifies each level while the alarm is not acknowledged and stops on acknowledge', async () => {
     const w = await tenant(f);
