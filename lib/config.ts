@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { type PortVar, portVar, SUBGRAPHS, type SubgraphName, type UrlVar, urlVar } from './subgraphs.js';
+import { allowEntryProblem } from './webhook-guard.js';
 
 /**
  * One declaration of every environment variable RULR reads. The README's configuration table is
@@ -491,6 +492,17 @@ export const configSpec = {
     schema: posInt(2000),
     description: 'First retry delay of a failed delivery; doubled at each further attempt.',
     shown: '2000',
+  },
+  NOTIFY_WEBHOOK_ALLOW: {
+    schema: z
+      .string()
+      .default('')
+      .refine(
+        (v) => v.split(',').every((e) => !e.trim() || allowEntryProblem(e.trim()) === null),
+        'must be comma-separated IP addresses or CIDR ranges',
+      ),
+    description:
+      'Private, loopback or link-local addresses (comma-separated IPs or CIDR ranges, e.g. `10.1.0.0/16`) that notification webhooks, chat and SMS providers may still reach; every other non-public address is refused (SSRF). Unset: none.',
   },
   PROGRAMS_DETECT_S: {
     schema: posInt(60),

@@ -419,6 +419,7 @@ export interface NotificationDeliveries {
   id: Generated<string>;
   kind: string;
   last_error: string | null;
+  lease_until: Timestamp | null;
   not_before: Timestamp | null;
   notification_id: string;
   org_id: string;
