@@ -14,6 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { fileURLToPath } from 'node:url';
+import { Queue } from 'bullmq';
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import mqtt from 'mqtt';
 import pg from 'pg';
@@ -23,7 +24,9 @@ import { seedDemo } from '../cli/seed.js';
 import { freePort, startNoDropBroker } from '../ingest/testing/broker.js';
 import { issueToken } from '../lib/auth.js';
 import { loadConfig } from '../lib/config.js';
+import { COMMANDS_QUEUE } from '../lib/contracts/commands.js';
 import { statusKey } from '../lib/contracts/device-state.js';
+import { queuePrefix } from '../lib/contracts/queues.js';
 import { createDb, type Db } from '../lib/db.js';
 import { createRedis } from '../lib/redis.js';
 import { portVar, SUBGRAPH_NAMES } from '../lib/subgraphs.js';
@@ -109,7 +112,7 @@ interface RateResult {
   p99: number;
   max: number;
   succeeded: number;
-  samples: { s: number; depth: number; rssMb: number }[];
+  samples: { s: number; depth: number; rssMb: number; outstanding: number }[];
 }
 
 async function main(): Promise<void> {
@@ -210,14 +213,24 @@ async function main(): Promise<void> {
       }),
     );
     const requestsS = (Date.now() - b0.getTime()) / 1000;
+    // what waits in the workers' `commands` queue (one queue for dispatch, replies and online jobs)
+    const queue = new Queue(COMMANDS_QUEUE, { connection: { url: REDIS_URL }, prefix: queuePrefix(env.REDIS_PREFIX as string) });
+    const waiting: Record<string, number> = {};
     for (let i = 0; i < 1200; i++) {
       if ((await counts(b0)).done >= BURST) break;
+      if (i % 4 === 0) {
+        const by: Record<string, number> = {};
+        for (const j of await queue.getWaiting(0, 4999)) if (j) by[j.name] = (by[j.name] ?? 0) + 1;
+        for (const [k, v] of Object.entries(by)) waiting[k] = Math.max(waiting[k] ?? 0, v);
+      }
       await sleep(250);
     }
+    await queue.close();
+    log(`commands queue, most jobs waiting at once: ${JSON.stringify(waiting)}`);
     const bc = await counts(b0);
     const burstS = ((bc.last?.getTime() ?? Date.now()) - b0.getTime()) / 1000;
     const stages = await stageTimes(t.db, b0);
-    const burst = { n: BURST, succeeded: bc.succeeded, requestsS, seconds: burstS, rate: bc.succeeded / burstS, stages };
+    const burst = { n: BURST, succeeded: bc.succeeded, requestsS, seconds: burstS, rate: bc.succeeded / burstS, stages, waiting };
     log(`burst stages (p50/p99 ms): ${stagesText(stages)}`);
     log(
       `burst: ${fmt(bc.succeeded)}/${fmt(BURST)} SUCCEEDED in ${burstS.toFixed(1)} s (requests done in ${requestsS.toFixed(1)} s): ${fmt(burst.rate)}/s`,
@@ -282,6 +295,11 @@ async function fixedRate(
   let outstanding = 0;
   let failed = 0;
   let nextSample = t0 + 1000;
+  const sample = async () => {
+    if (Date.now() < nextSample) return;
+    samples.push({ s: Math.round((Date.now() - t0) / 1000), depth: await depth(since), rssMb: rss(), outstanding });
+    nextSample = Date.now() + 1000;
+  };
   while (sent < total) {
     const now = Date.now();
     const due = Math.min(total, Math.floor(((now - t0) / 1000) * RATE));
@@ -295,19 +313,16 @@ async function fixedRate(
         })
         .finally(() => outstanding--);
     }
-    if (now >= nextSample) {
-      samples.push({ s: Math.round((now - t0) / 1000), depth: await depth(since), rssMb: rss() });
-      nextSample += 1000;
-    }
+    await sample();
     await sleep(5);
   }
   const seconds = (Date.now() - t0) / 1000;
-  while (outstanding > 0) await sleep(20);
-  for (let i = 0; i < 240 && !(await done(since, starts.size)); i++) {
-    if (Date.now() >= nextSample) {
-      samples.push({ s: Math.round((Date.now() - t0) / 1000), depth: await depth(since), rssMb: rss() });
-      nextSample += 1000;
-    }
+  while (outstanding > 0) {
+    await sample();
+    await sleep(20);
+  }
+  for (let i = 0; i < 960 && !(await done(since, starts.size)); i++) {
+    await sample();
     await sleep(250);
   }
   const l = (await latencies(starts)).sort((a, b) => a - b);
@@ -374,7 +389,15 @@ async function bareBaseline(brokerUrl: string): Promise<{ burstRate: number; bur
 
 function writeSection(r: {
   started: Date;
-  burst: { n: number; succeeded: number; requestsS: number; seconds: number; rate: number; stages: Stages };
+  burst: {
+    n: number;
+    succeeded: number;
+    requestsS: number;
+    seconds: number;
+    rate: number;
+    stages: Stages;
+    waiting: Record<string, number>;
+  };
   platform: RateResult;
   bare: { burstRate: number; burstS: number; rate: RateResult };
   workersRss: number;
@@ -395,10 +418,15 @@ function writeSection(r: {
     `| ${fmt(RATE)} commands/s for ${RATE_S} s: p50 request → SUCCEEDED | ${fmt(r.platform.p50)} ms (sent ${fmt(r.platform.sent / r.platform.seconds)}/s, ${fmt(r.platform.succeeded)} SUCCEEDED) | ${fmt(r.bare.rate.p50)} ms | ${ratio(r.platform.p50, r.bare.rate.p50)} | |`,
     `| same: p99 (max) | ${fmt(r.platform.p99)} ms (${fmt(r.platform.max)}) | ${fmt(r.bare.rate.p99)} ms (${fmt(r.bare.rate.max)}) | ${ratio(r.platform.p99, r.bare.rate.p99)} | p99 < 1,000 ms |`,
     `| where the burst's time went (p50 / p99) | ${stagesText(r.burst.stages)} ms | | | |`,
-    `| queue depth (QUEUED + SENT), max of the per-second samples | ${fmt(depthMax)} | ${fmt(Math.max(...r.bare.rate.samples.map((s) => s.depth)))} awaiting a reply | | |`,
+    `| burst: most jobs waiting at once in the workers' \`commands\` queue, by name | ${
+      Object.entries(r.burst.waiting)
+        .map(([k, v]) => `${k} ${fmt(v)}`)
+        .join(', ') || 'none'
+    } | | | |`,
+    `| queue depth (QUEUED + SENT), max of the per-second samples | ${fmt(depthMax)} (and up to ${fmt(Math.max(...r.platform.samples.map((s) => s.outstanding)))} requests not answered yet) | ${fmt(Math.max(...r.bare.rate.samples.map((s) => s.depth)))} awaiting a reply | | |`,
     `| RSS of the workers process | ${Math.min(...rss)}–${Math.max(...rss)} MB during the run, ${r.workersRss} MB at the end | | | bounded |`,
     '',
-    `Per-second samples of the fixed-rate run (s: depth / workers RSS MB): ${r.platform.samples.map((s) => `${s.s}: ${s.depth}/${s.rssMb}`).join(', ')}.`,
+    `Per-second samples of the fixed-rate run (s: requests not answered yet / QUEUED + SENT / workers RSS MB): ${r.platform.samples.map((s) => `${s.s}: ${s.outstanding}/${s.depth}/${s.rssMb}`).join(', ')}.`,
     '',
     '<!-- commands:analysis -->',
     '<!-- commands:end -->',
