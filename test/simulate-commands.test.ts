@@ -39,7 +39,19 @@ beforeAll(async () => {
     [p.orgId],
   );
   lamps = r.rows.map((d) => ({ id: d.id, serial: d.serial, parent: d.parent_id, behaviour: behaviourOf(d.id, SHARES) }));
-}, 120_000);
+  // The simulator (a child process, slow to boot on a busy machine) is up once its lamps are online:
+  // it subscribes to their command topics before it announces them.
+  for (const l of lamps.filter((x) => x.behaviour !== 'offline'))
+    await until(
+      `${l.serial} online`,
+      () =>
+        p.gql<{ device: { status: { online: boolean } | null } }>(token, 'query($id: ID!) { device(id: $id) { status { online } } }', {
+          id: l.id,
+        }),
+      (r) => r.data?.device.status?.online === true,
+      120_000,
+    );
+}, 240_000);
 
 afterAll(async () => {
   await p?.close();
@@ -79,7 +91,7 @@ async function command(id: string): Promise<Cmd> {
   return r.data.command;
 }
 
-async function until<T>(what: string, f: () => Promise<T>, ok: (v: T) => boolean, ms = 30_000): Promise<T> {
+async function until<T>(what: string, f: () => Promise<T>, ok: (v: T) => boolean, ms = 60_000): Promise<T> {
   const end = Date.now() + ms;
   for (;;) {
     const v = await f();
@@ -98,7 +110,7 @@ async function reported(deviceId: string): Promise<{ reported: Record<string, un
   return r.data?.device.state ?? null;
 }
 
-describe('rulr simulate obeys commands', () => {
+describe('rulr simulate obeys commands', { timeout: 120_000 }, () => {
   it('a simulated lamp answers setDim received then succeeded, and reports the level on its status state', async () => {
     const l = lamp('normal');
     const id = await send(l.id, 'setDim', { level: 37 });
@@ -173,7 +185,7 @@ describe('rulr simulate obeys commands', () => {
   });
 });
 
-describe('the quick start shows one command end to end', () => {
+describe('the quick start shows one command end to end', { timeout: 150_000 }, () => {
   const MAIN = fileURLToPath(new URL('../cli/main.ts', import.meta.url));
 
   it('rulr send-command prints QUEUED, SENT, DELIVERED, SUCCEEDED with their evidence and the console link', async () => {
@@ -181,8 +193,23 @@ describe('the quick start shows one command end to end', () => {
     // no --token: the command issues an operator token of the demo organization itself
     const { stdout } = await promisify(execFile)(
       process.execPath,
-      ['--import', 'tsx', MAIN, 'send-command', '--url', p.url, '--serial', l.serial, '--name', 'setDim', '--params', '{"level":40}'],
-      { env: { ...process.env, DATABASE_URL: p.t.url, RULR_SECRET: p.cfg.RULR_SECRET, LOG_LEVEL: 'silent' }, timeout: 60_000 },
+      [
+        '--import',
+        'tsx',
+        MAIN,
+        'send-command',
+        '--url',
+        p.url,
+        '--serial',
+        l.serial,
+        '--name',
+        'setDim',
+        '--params',
+        '{"level":40}',
+        '--wait',
+        '60',
+      ],
+      { env: { ...process.env, DATABASE_URL: p.t.url, RULR_SECRET: p.cfg.RULR_SECRET, LOG_LEVEL: 'silent' }, timeout: 140_000 },
     );
     const steps = stdout
       .split('\n')
