@@ -1,5 +1,4 @@
 import { randomUUID } from 'node:crypto';
-import { createServer, type Server, Socket } from 'node:net';
 import { createClient } from 'graphql-ws';
 import { sql } from 'kysely';
 import mqtt, { type MqttClient } from 'mqtt';
@@ -22,6 +21,7 @@ import { TestDevice } from './support/command-device.js';
 import { REDIS_URL } from './support/env.js';
 import { type Platform, startPlatform } from './support/platform.js';
 import { type RoleProcess, startRoleProcess } from './support/role-process.js';
+import { TcpProxy } from './support/tcp-proxy.js';
 
 // Delivery that survives everything (issue 12, item 4): workers and ingest in their own processes,
 // SIGKILLed at the worst moments; a concentrator answering for its child; commandUpdated over a
@@ -31,47 +31,6 @@ const cleanups: (() => Promise<unknown>)[] = [];
 afterEach(async () => {
   for (const c of cleanups.splice(0).reverse()) await c().catch(() => undefined);
 });
-
-/** A TCP path to the broker that can stop forwarding what the client sends (the PUBLISH never arrives). */
-class HoldingProxy {
-  private readonly server: Server;
-  private readonly pairs = new Set<[Socket, Socket]>();
-  constructor(target: number) {
-    this.server = createServer((c) => {
-      const up = new Socket();
-      const pair: [Socket, Socket] = [c, up];
-      this.pairs.add(pair);
-      const drop = () => {
-        c.destroy();
-        up.destroy();
-        this.pairs.delete(pair);
-      };
-      c.on('error', drop).on('close', drop);
-      up.on('error', drop).on('close', drop);
-      up.connect(target, '127.0.0.1', () => {
-        c.pipe(up);
-        up.pipe(c);
-      });
-    });
-  }
-  listen(): Promise<number> {
-    return new Promise((r) => this.server.listen(0, '127.0.0.1', () => r((this.server.address() as { port: number }).port)));
-  }
-  /** client → broker bytes stop here from now on */
-  hold(): void {
-    for (const [c, up] of this.pairs) {
-      c.unpipe(up);
-      c.pause();
-    }
-  }
-  close(): Promise<void> {
-    for (const [c, up] of this.pairs) {
-      c.destroy();
-      up.destroy();
-    }
-    return new Promise((r) => this.server.close(() => r()));
-  }
-}
 
 describe('commands survive SIGKILL of the workers and of ingest', { timeout: 180_000 }, () => {
   let f: SubgraphFixture<ReturnType<typeof createCommandsSubgraph>>;
@@ -142,7 +101,7 @@ describe('commands survive SIGKILL of the workers and of ingest', { timeout: 180
 
   it('a workers process killed after claiming a command and before the broker acknowledged it: sent again once, executed once', async () => {
     await ingest();
-    const proxy = new HoldingProxy(Number(new URL(broker.url).port));
+    const proxy = new TcpProxy(Number(new URL(broker.url).port));
     cleanups.push(() => proxy.close());
     const first = await workers(`mqtt://127.0.0.1:${await proxy.listen()}`);
     const { operator, devices } = await lamps(1);
