@@ -161,10 +161,32 @@ program
   .option('--bad-fraction <f>', 'share of deliberately malformed messages, 0..1', '0')
   .option('--org <slug>', 'organization slug', 'demo')
   .option('--topic-prefix <p>', 'prefix for every topic (isolated test runs)')
-  .action(async (o: { devices: string; rate: string; duration?: string; badFraction?: string; org: string; topicPrefix?: string }) => {
+  .option('--no-commands', 'do not subscribe to commands (telemetry only)')
+  .option('--offline-fraction <f>', 'share of devices that are offline (never connect for commands), 0..1', '0')
+  .option('--slow-fraction <f>', 'share of devices that answer commands after --slow-ms, 0..1', '0')
+  .option('--slow-ms <ms>', 'how long a slow device takes to answer', '5000')
+  .option('--fail-fraction <f>', 'share of devices that answer commands failed, 0..1', '0')
+  .option('--silent-fraction <f>', 'share of devices that never answer commands, 0..1', '0')
+  .option('--behaviour-seed <s>', 'mixed into the hash of device ids that picks the devices of each fraction', '')
+  .action(async (o: import('./simulate.js').SimulateCliOptions) => {
     const { simulateCli } = await import('./simulate.js');
     await simulateCli(config(), o);
     process.exit(0);
+  });
+
+program
+  .command('send-command')
+  .description('send one command to a device through the GraphQL API and print its statuses until it ends')
+  .requiredOption('--serial <serial>', 'the device, by serial (e.g. SL-000001)')
+  .requiredOption('--name <name>', 'command name the device profile declares (e.g. setDim)')
+  .option('--params <json>', 'parameters, a JSON object', '{}')
+  .option('--url <url>', 'gateway base URL (default: http://127.0.0.1:GATEWAY_PORT)')
+  .option('--token <jwt>', 'bearer token (default: an operator token of --org signed with RULR_SECRET)')
+  .option('--org <slug>', 'organization slug, for the default token', 'demo')
+  .option('--wait <s>', 'seconds to follow the command', '30')
+  .action(async (o: { serial: string; name: string; params: string; url?: string; token?: string; org: string; wait: string }) => {
+    const { sendCommandCli } = await import('./send-command.js');
+    await sendCommandCli(config(), o);
   });
 
 program.parseAsync(process.argv).catch((e) => {

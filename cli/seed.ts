@@ -64,6 +64,35 @@ export const STREET_LIGHT_METRICS = [
   { name: 'lampState', type: 'boolean' },
   { name: 'lampFault', type: 'boolean' },
 ];
+/**
+ * The commands the demo street-light controller accepts (`setProfileCommands` declarations, checked
+ * by `checkCommandSpecs`); `rulr simulate` obeys them (cli/sim-commands.ts).
+ */
+export const STREET_LIGHT_COMMANDS = [
+  {
+    name: 'setDim',
+    description: 'Dim the lamp to a level (%); 0 switches it off.',
+    params: {
+      type: 'object',
+      properties: { level: { type: 'integer', minimum: 0, maximum: 100 } },
+      required: ['level'],
+      additionalProperties: false,
+    },
+    timeoutSeconds: 30,
+  },
+  {
+    name: 'switch',
+    description: 'Switch the lamp on or off (on keeps the dim level; a lamp dimmed to 0 comes on at 100 %).',
+    params: { type: 'object', properties: { on: { type: 'boolean' } }, required: ['on'], additionalProperties: false },
+    timeoutSeconds: 30,
+  },
+  {
+    name: 'reboot',
+    description: 'Restart the controller (the lamp keeps its state).',
+    params: { type: 'object', additionalProperties: false },
+    timeoutSeconds: 120,
+  },
+];
 /** Rules the demo organization starts with: the simulator's lamp faults raise "Lamp failure" alarms. */
 export const DEMO_RULES = [
   {
@@ -170,6 +199,7 @@ export async function seedDemo(cfg: Config, o: SeedOptions): Promise<SeedSummary
           name: 'Street-light controller',
           description: 'Dimmable LED luminaire controller with an energy meter.',
           metrics: STREET_LIGHT_METRICS,
+          commands: STREET_LIGHT_COMMANDS,
           silence_timeout_s: 900,
           is_gateway: false,
           auto_create_children: false,
@@ -178,6 +208,7 @@ export async function seedDemo(cfg: Config, o: SeedOptions): Promise<SeedSummary
           name: 'Concentrator',
           description: 'Segment controller that speaks for the luminaires behind it (PLC/RF mesh).',
           metrics: CONCENTRATOR_METRICS,
+          commands: [] as typeof STREET_LIGHT_COMMANDS,
           silence_timeout_s: 300,
           is_gateway: true,
           auto_create_children: true,
@@ -185,11 +216,12 @@ export async function seedDemo(cfg: Config, o: SeedOptions): Promise<SeedSummary
       ]) {
         const row = await tx
           .insertInto('device_profiles')
-          .values({ ...p, org_id: orgId, metrics: JSON.stringify(p.metrics) })
+          .values({ ...p, org_id: orgId, metrics: JSON.stringify(p.metrics), commands: JSON.stringify(p.commands) })
           .onConflict((oc) =>
             oc.columns(['org_id', 'name']).doUpdateSet({
               description: p.description,
               metrics: JSON.stringify(p.metrics),
+              commands: JSON.stringify(p.commands),
               is_gateway: p.is_gateway,
               auto_create_children: p.auto_create_children,
             }),

@@ -2,8 +2,30 @@ import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
 import mqtt, { type MqttClient } from 'mqtt';
 import type { Config } from '../lib/config.js';
+import {
+  type CommandMessage,
+  type CommandReply,
+  deviceCommandReplyTopic,
+  deviceCommandTopic,
+  encodeCommandReply,
+  encodeGatewayCommandReply,
+  gatewayCommandReplyTopic,
+  gatewayCommandTopic,
+  parseCommandMessage,
+  parseGatewayCommandMessage,
+} from '../lib/contracts/commands.js';
 import { deviceTopic, gatewayTopic } from '../lib/contracts/mqtt-topics.js';
 import { createDb, type Db } from '../lib/db.js';
+import {
+  type BehaviourShares,
+  behaviourOf,
+  type CommandBehaviour,
+  CommandMemory,
+  decideCommand,
+  finishCommand,
+  type LampState,
+  outputLevel,
+} from './sim-commands.js';
 
 /**
  * A fleet of street-light controllers for demos and load: lamps on at night and off by day (by each
@@ -13,6 +35,11 @@ import { createDb, type Db } from '../lib/db.js';
  * multiplexed over a few MQTT connections (a load generator, not a per-device credential test).
  * Lights behind a concentrator (`parent_id`) speak through it: `gateways/<id>/connect|telemetry|status`
  * keyed by their serial.
+ *
+ * The lights obey commands (`cli/sim-commands.ts` decides, this file does the MQTT): each connection
+ * subscribes at QoS 1 to the exact command topics of its own devices (`devices/<id>/commands`, and
+ * `gateways/<id>/commands` for the concentrators of its children), answers on the reply topics, and
+ * reports the new lamp state on the device's status `state`.
  */
 
 export interface SimulatedDevice {
@@ -47,6 +74,12 @@ export interface SimulateOptions {
   log?: (line: string) => void;
   /** stop early */
   signal?: AbortSignal;
+  /** answer commands (subscribe to the command topics) @default true */
+  commands?: boolean;
+  /** fractions of devices that are offline, slow, fail or silent (chosen by device id) @default none */
+  behaviour?: BehaviourShares;
+  /** how long a slow device takes to answer, ms @default 5000 */
+  slowMs?: number;
 }
 
 export interface SimulateResult {
@@ -54,6 +87,18 @@ export interface SimulateResult {
   bad: number;
   statusMessages: number;
   seconds: number;
+  /** command messages received (repeats included) */
+  commands: number;
+  /** commands executed (each id once) */
+  executed: number;
+  /** repeats of an executed id, answered without executing again */
+  repeats: number;
+  /** commands not answered: silent devices, past their expiry */
+  ignored: number;
+  /** command messages that were not the contract's (not JSON, no id, unknown device or serial) */
+  badCommands: number;
+  /** replies published */
+  replies: number;
 }
 
 /** Street lights of an organization (not concentrators), first `n` by serial. */
@@ -119,6 +164,12 @@ interface DeviceState {
   lastAt: number;
   offlineUntil: number;
   failed: boolean;
+  behaviour: CommandBehaviour;
+  /** the commanded state; null until the first command (the lamp follows its solar schedule) */
+  lamp: LampState | null;
+  memory: CommandMemory;
+  /** commands that arrived during a random offline period, executed when it ends */
+  pending: CommandMessage[];
 }
 
 /**
@@ -147,6 +198,16 @@ function badMessage(kind: (typeof BAD_KINDS)[number], s: DeviceState, prefix: st
   }
 }
 
+/** The lamp state a device reports now: its commanded state, or the one its solar schedule gives. */
+function lampNow(s: DeviceState, now: number): LampState {
+  if (s.lamp) return s.lamp;
+  const level = dimLevel(localHour(now, s.d.lng));
+  return { level, on: level > 0 };
+}
+
+/** Most exact topics per SUBSCRIBE packet. */
+const SUBSCRIBE_CHUNK = 500;
+
 /** Runs the simulation against `mqttUrl` until the duration elapses (or `signal` aborts). */
 export async function simulate(devices: SimulatedDevice[], mqttUrl: string, o: SimulateOptions): Promise<SimulateResult> {
   if (!devices.length) throw new Error(`no devices to simulate in organization "${o.org ?? 'demo'}" (run \`rulr seed --demo\` first)`);
@@ -154,11 +215,21 @@ export async function simulate(devices: SimulatedDevice[], mqttUrl: string, o: S
   const badFraction = Math.min(1, Math.max(0, o.badFraction ?? 0));
   const prefix = o.topicPrefix ?? '';
   const log = o.log ?? ((l: string) => console.log(l));
+  const obey = o.commands !== false;
+  const shares = o.behaviour ?? {};
   const nConn = Math.max(1, Math.min(o.connections ?? Math.min(4, Math.ceil(devices.length / 250)), devices.length));
   const runId = randomUUID().slice(0, 8);
+  // A persistent session (a QoS 1 command published during a short broker disconnect waits for us);
+  // mqtt.js subscribes again when the broker has lost the session.
   const clients: MqttClient[] = await Promise.all(
     Array.from({ length: nConn }, (_, i) =>
-      mqtt.connectAsync(mqttUrl, { clientId: `rulr-sim-${runId}-${i}`, protocolVersion: 5, clean: true, reconnectPeriod: 1000 }),
+      mqtt.connectAsync(mqttUrl, {
+        clientId: `rulr-sim-${runId}-${i}`,
+        protocolVersion: 5,
+        clean: false,
+        properties: { sessionExpiryInterval: 300 },
+        reconnectPeriod: 1000,
+      }),
     ),
   );
   const start = Date.now();
@@ -169,8 +240,23 @@ export async function simulate(devices: SimulatedDevice[], mqttUrl: string, o: S
     lastAt: start,
     offlineUntil: 0,
     failed: false,
+    behaviour: behaviourOf(d.id, shares),
+    lamp: null,
+    memory: new CommandMemory(),
+    pending: [],
   }));
-  const res: SimulateResult = { sent: 0, bad: 0, statusMessages: 0, seconds: 0 };
+  const res: SimulateResult = {
+    sent: 0,
+    bad: 0,
+    statusMessages: 0,
+    seconds: 0,
+    commands: 0,
+    executed: 0,
+    repeats: 0,
+    ignored: 0,
+    badCommands: 0,
+    replies: 0,
+  };
   const inflight = new Array<number>(nConn).fill(0);
   const MAX_INFLIGHT = 2000;
   const publish = (conn: number, topic: string, payload: string) => {
@@ -185,10 +271,81 @@ export async function simulate(devices: SimulatedDevice[], mqttUrl: string, o: S
     else publish(s.conn, `${prefix}${deviceTopic(s.d.id, 'status')}`, JSON.stringify(body));
     res.statusMessages++;
   };
+  const reply = (s: DeviceState, r: CommandReply) => {
+    if (s.d.parentId)
+      publish(s.conn, `${prefix}${gatewayCommandReplyTopic(s.d.parentId)}`, encodeGatewayCommandReply({ ...r, serial: s.d.serial }));
+    else publish(s.conn, `${prefix}${deviceCommandReplyTopic(s.d.id)}`, encodeCommandReply(r));
+    res.replies++;
+  };
+
+  // Commands: route each message to its device, let sim-commands decide, publish what it decided.
+  const byId = new Map(states.map((s) => [s.d.id, s]));
+  const bySerial = new Map<string, Map<string, DeviceState>>();
+  for (const s of states) {
+    if (!s.d.parentId) continue;
+    const m = bySerial.get(s.d.parentId) ?? new Map<string, DeviceState>();
+    bySerial.set(s.d.parentId, m);
+    m.set(s.d.serial, s);
+  }
+  const handle = (s: DeviceState, m: CommandMessage) => {
+    const now = Date.now();
+    if (s.offlineUntil) return void s.pending.push(m);
+    const d = decideCommand(m, lampNow(s, now), s.behaviour, s.memory, now, o.slowMs === undefined ? {} : { slowMs: o.slowMs });
+    if (d.kind === 'ignore') return void res.ignored++;
+    if (d.kind === 'repeat') {
+      res.repeats++;
+      for (const r of d.replies) reply(s, r);
+      return;
+    }
+    res.executed++;
+    const answer = () => {
+      if (d.state) s.lamp = d.state;
+      // the new state first, so it is reported by the time the result says succeeded
+      if (d.state || d.reboot) status(s, true, { ...lampNow(s, Date.now()), ...(d.reboot ? { bootedAt: new Date().toISOString() } : {}) });
+      for (const r of d.replies) reply(s, r);
+      if (d.delayMs) finishCommand(s.memory, d.replies[d.replies.length - 1] as CommandReply);
+    };
+    if (d.delayMs) setTimeout(answer, d.delayMs).unref();
+    else answer();
+  };
+  const onMessage = (topic: string, payload: Buffer) => {
+    res.commands++;
+    const parts = topic.slice(prefix.length).split('/');
+    try {
+      if (parts[0] === 'devices') {
+        const s = byId.get(parts[1] ?? '');
+        if (!s || s.d.parentId) throw new Error('not one of our devices');
+        handle(s, parseCommandMessage(payload));
+      } else {
+        const m = parseGatewayCommandMessage(payload);
+        const s = bySerial.get(parts[1] ?? '')?.get(m.serial);
+        if (!s) throw new Error('not one of our serials');
+        handle(s, m);
+      }
+    } catch {
+      res.badCommands++;
+    }
+  };
+  if (obey) {
+    const topics: string[][] = Array.from({ length: nConn }, () => []);
+    for (const s of states) if (!s.d.parentId && s.behaviour !== 'offline') topics[s.conn]?.push(`${prefix}${deviceCommandTopic(s.d.id)}`);
+    for (const [i, gw] of [...bySerial.keys()].entries()) topics[i % nConn]?.push(`${prefix}${gatewayCommandTopic(gw)}`);
+    await Promise.all(
+      clients.map(async (c, i) => {
+        c.on('message', onMessage);
+        const list = topics[i] ?? [];
+        for (let k = 0; k < list.length; k += SUBSCRIBE_CHUNK)
+          await c.subscribeAsync(Object.fromEntries(list.slice(k, k + SUBSCRIBE_CHUNK).map((t) => [t, { qos: 1 as const }])));
+      }),
+    );
+  }
+
   // Concentrators announce their children (up to 500 serials per message); direct devices come online.
+  // Offline devices say so once and stay silent.
   const children = new Map<string, DeviceState[]>();
   for (const s of states) {
-    if (s.d.parentId) children.set(s.d.parentId, [...(children.get(s.d.parentId) ?? []), s]);
+    if (s.behaviour === 'offline') status(s, false);
+    else if (s.d.parentId) children.set(s.d.parentId, [...(children.get(s.d.parentId) ?? []), s]);
     else status(s, true, { firmware: '3.2.1' });
   }
   for (const [gw, list] of children) {
@@ -203,6 +360,7 @@ export async function simulate(devices: SimulatedDevice[], mqttUrl: string, o: S
     }
   }
 
+  const talking = states.filter((s) => s.behaviour !== 'offline');
   let next = 0;
   let lastReport = start;
   let sentAtReport = 0;
@@ -211,15 +369,16 @@ export async function simulate(devices: SimulatedDevice[], mqttUrl: string, o: S
   while (!o.signal?.aborted) {
     const now = Date.now();
     if (now >= end) break;
-    const due = Math.min(Math.floor(((now - start) / 1000) * o.rate) - res.sent, Math.ceil(o.rate));
+    const due = talking.length ? Math.min(Math.floor(((now - start) / 1000) * o.rate) - res.sent, Math.ceil(o.rate)) : 0;
     for (let k = 0; k < due; k++) {
-      const s = states[next] as DeviceState;
-      next = (next + 1) % states.length;
+      const s = talking[next] as DeviceState;
+      next = (next + 1) % talking.length;
       if ((inflight[s.conn] ?? 0) >= MAX_INFLIGHT) break;
       if (s.offlineUntil) {
         if (now < s.offlineUntil) continue;
         s.offlineUntil = 0;
-        status(s, true, { firmware: '3.2.1', reconnected: true });
+        status(s, true, { firmware: '3.2.1', reconnected: true, ...(s.lamp ?? {}) });
+        for (const m of s.pending.splice(0)) handle(s, m);
       }
       if (badFraction > 0 && Math.random() < badFraction) {
         const [topic, payload] = badMessage(
@@ -236,7 +395,8 @@ export async function simulate(devices: SimulatedDevice[], mqttUrl: string, o: S
         s.failed = !s.failed;
         status(s, true, s.failed ? { fault: 'lamp_failure' } : { fault: null });
       }
-      const r = lightReading(s.d.ratedW, dimLevel(localHour(now, s.d.lng)), Math.random, s.failed);
+      const dim = s.lamp ? outputLevel(s.lamp) : dimLevel(localHour(now, s.d.lng));
+      const r = lightReading(s.d.ratedW, dim, Math.random, s.failed);
       s.energy = round(s.energy + (r.power * (now - s.lastAt)) / 3_600_000_000, 6);
       s.lastAt = now;
       const reading = { ts: now, values: { ...r, energy: s.energy } };
@@ -250,20 +410,22 @@ export async function simulate(devices: SimulatedDevice[], mqttUrl: string, o: S
     }
     if (now - lastReport >= reportMs) {
       const rate = ((res.sent - sentAtReport) * 1000) / (now - lastReport);
-      const offline = states.filter((s) => s.offlineUntil).length;
+      const offline = states.filter((s) => s.offlineUntil || s.behaviour === 'offline').length;
       log(
-        `simulate: sent ${res.sent} (${res.bad} malformed) in ${((now - start) / 1000).toFixed(0)} s, ${rate.toFixed(0)} msg/s, ${states.length - offline}/${states.length} online`,
+        `simulate: sent ${res.sent} (${res.bad} malformed) in ${((now - start) / 1000).toFixed(0)} s, ${rate.toFixed(0)} msg/s, ${states.length - offline}/${states.length} online, commands ${res.executed} executed, ${res.repeats} repeats, ${res.ignored} ignored`,
       );
       lastReport = now;
       sentAtReport = res.sent;
     }
     await new Promise((r) => setTimeout(r, Math.max(5, Math.min(100, 1000 / o.rate))));
   }
-  // Let QoS 1 acknowledgements arrive before closing.
+  // Let QoS 1 acknowledgements arrive before closing; the sessions end with the connections.
   for (let i = 0; i < 100 && inflight.some((n) => n > 0); i++) await new Promise((r) => setTimeout(r, 50));
-  await Promise.all(clients.map((c) => c.endAsync()));
+  await Promise.all(clients.map((c) => c.endAsync(false, { properties: { sessionExpiryInterval: 0 } })));
   res.seconds = (Date.now() - start) / 1000;
-  log(`simulate: done, sent ${res.sent} messages (${res.bad} malformed, ${res.statusMessages} status) in ${res.seconds.toFixed(1)} s`);
+  log(
+    `simulate: done, sent ${res.sent} messages (${res.bad} malformed, ${res.statusMessages} status) in ${res.seconds.toFixed(1)} s; commands: ${res.commands} received, ${res.executed} executed, ${res.repeats} repeats, ${res.ignored} ignored, ${res.badCommands} malformed`,
+  );
   return res;
 }
 
@@ -273,11 +435,48 @@ function hash(s: string): number {
   return h >>> 0;
 }
 
+/** The `rulr simulate` options as commander hands them over (strings). */
+export interface SimulateCliOptions {
+  devices: string;
+  rate: string;
+  duration?: string;
+  badFraction?: string;
+  org: string;
+  topicPrefix?: string;
+  offlineFraction?: string;
+  slowFraction?: string;
+  slowMs?: string;
+  failFraction?: string;
+  silentFraction?: string;
+  behaviourSeed?: string;
+  commands?: boolean;
+}
+
+const fraction = (v: string | undefined, flag: string): number => {
+  const n = Number(v ?? 0);
+  if (!(n >= 0 && n <= 1)) throw new Error(`--${flag} must be a number from 0 to 1`);
+  return n;
+};
+
+/** The command behaviour flags of `rulr simulate`, checked. */
+export function behaviourFlags(o: SimulateCliOptions): { behaviour: BehaviourShares; slowMs?: number } {
+  const behaviour: BehaviourShares = {
+    offline: fraction(o.offlineFraction, 'offline-fraction'),
+    slow: fraction(o.slowFraction, 'slow-fraction'),
+    fail: fraction(o.failFraction, 'fail-fraction'),
+    silent: fraction(o.silentFraction, 'silent-fraction'),
+    seed: o.behaviourSeed ?? '',
+  };
+  behaviourOf('00000000-0000-0000-0000-000000000000', behaviour); // throws when the shares add up to more than 1
+  if (o.slowMs === undefined) return { behaviour };
+  const slowMs = Number(o.slowMs);
+  if (!Number.isInteger(slowMs) || slowMs < 0 || slowMs > 3_600_000) throw new Error('--slow-ms must be an integer from 0 to 3600000');
+  return { behaviour, slowMs };
+}
+
 /** `rulr simulate`: loads the organization's devices and runs until the duration or Ctrl-C. */
-export async function simulateCli(
-  cfg: Config,
-  o: { devices: string; rate: string; duration?: string; badFraction?: string; org: string; topicPrefix?: string },
-): Promise<void> {
+export async function simulateCli(cfg: Config, o: SimulateCliOptions): Promise<void> {
+  const flags = behaviourFlags(o);
   const db = createDb({ url: cfg.DATABASE_URL, poolSize: 1 });
   let devices: SimulatedDevice[];
   try {
@@ -296,5 +495,7 @@ export async function simulateCli(
     org: o.org,
     topicPrefix: o.topicPrefix ?? '',
     signal: ac.signal,
+    commands: o.commands !== false,
+    ...flags,
   });
 }

@@ -111,6 +111,12 @@ curl -s ${url} -H 'content-type: application/json' \\
 Console again: ${console_url}  (${email} / ${password})
 INFO
 
+# One command end to end: a demo lamp told to dim, followed from the API to the lamp's own answer.
+echo
+echo "One command, end to end (npx rulr send-command): the simulated lamp SL-000001 dims to 40 %"
+node bin/rulr.js send-command --url "http://127.0.0.1:${port}" --token "$token" --serial SL-000001 --name setDim \
+  --params '{"level":40}' --wait 30 || echo "[rulr] the demo command did not succeed (see the statuses above)" >&2
+
 status=0
 wait "$rulr_pid" || status=$?
 [ -n "$sim_pid" ] && kill -TERM "$sim_pid" 2>/dev/null || true

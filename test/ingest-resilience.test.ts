@@ -1,6 +1,5 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createServer, type Server, Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import type { MqttClient } from 'mqtt';
 import pg from 'pg';
@@ -12,6 +11,7 @@ import { createRedis } from '../lib/redis.js';
 import type { RoleContext } from '../lib/role.js';
 import { createTestDatabase, type TestDatabase } from './support/db.js';
 import { REDIS_URL } from './support/env.js';
+import { TcpProxy } from './support/tcp-proxy.js';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 
@@ -137,7 +137,7 @@ describe('ingest loses nothing', () => {
 
   it('should stop acknowledging, bound its memory, and store everything once the database comes back', async () => {
     const f = await seedFleet(t.url, { devices: 20 });
-    const proxy = new CuttableProxy(5432);
+    const proxy = new TcpProxy(5432);
     const port = await proxy.listen();
     cleanups.push(() => proxy.close());
     const url = new URL(t.url);
@@ -193,50 +193,3 @@ describe('ingest loses nothing', () => {
     await checkExactlyOnce(f, expected);
   });
 });
-
-/** A TCP proxy to PostgreSQL that the test can cut (existing connections reset, new ones refused). */
-class CuttableProxy {
-  private readonly server: Server;
-  private readonly sockets = new Set<Socket>();
-  private down = false;
-
-  constructor(private readonly target: number) {
-    this.server = createServer((c) => {
-      if (this.down) return c.destroy();
-      const up = new Socket();
-      this.sockets.add(c);
-      this.sockets.add(up);
-      const drop = () => {
-        c.destroy();
-        up.destroy();
-        this.sockets.delete(c);
-        this.sockets.delete(up);
-      };
-      c.on('error', drop).on('close', drop);
-      up.on('error', drop).on('close', drop);
-      up.connect(this.target, '127.0.0.1', () => {
-        c.pipe(up);
-        up.pipe(c);
-      });
-    });
-  }
-
-  listen(): Promise<number> {
-    return new Promise((resolve) => this.server.listen(0, '127.0.0.1', () => resolve((this.server.address() as { port: number }).port)));
-  }
-
-  cut(): void {
-    this.down = true;
-    for (const s of this.sockets) s.destroy();
-    this.sockets.clear();
-  }
-
-  restore(): void {
-    this.down = false;
-  }
-
-  close(): Promise<void> {
-    this.cut();
-    return new Promise((r) => this.server.close(() => r()));
-  }
-}

@@ -15,6 +15,7 @@ import { type Config, loadConfig } from '../../lib/config.js';
 import { deviceTopic } from '../../lib/contracts/mqtt-topics.js';
 import type { Role } from '../../lib/identity.js';
 import type { RoleHandle } from '../../lib/role.js';
+import { portVar, SUBGRAPH_NAMES } from '../../lib/subgraphs.js';
 import { createTestDatabase, type TestDatabase } from './db.js';
 import { REDIS_URL } from './env.js';
 
@@ -31,7 +32,7 @@ export interface PlatformOptions {
   /** demo street lights to seed @default 200 */
   devices?: number;
   /** run the fleet simulator: messages/s over how many devices (the first by serial); none when unset */
-  simulate?: { rate: number; devices?: number; badFraction?: number; inProcess?: boolean };
+  simulate?: { rate: number; devices?: number; badFraction?: number; inProcess?: boolean; args?: string[] };
   /** extra configuration (environment variable names) */
   env?: Record<string, string>;
   /** platform log level, written to `<ARTIFACTS>/<name>.platform.log` @default 'warn' */
@@ -40,6 +41,8 @@ export interface PlatformOptions {
   name?: string;
   /** a migrated database to use (the bench's own); default: a clone of the test run's template */
   database?: TestDatabase;
+  /** leave the demo city's lighting program unassigned (its desired levels would race a test's commands) @default false */
+  withoutProgram?: boolean;
 }
 
 export interface Platform {
@@ -104,10 +107,8 @@ export async function startPlatform(o: PlatformOptions = {}): Promise<Platform> 
     INGEST_CLIENT_ID: `ingest-${tag}`,
     INGEST_BATCH_MS: '20',
     GATEWAY_PORT: String(gatewayPort),
-    DEVICES_PORT: '0',
-    ALARMS_PORT: '0',
-    RULES_PORT: '0',
-    METRICS_PORT: '0',
+    // every subgraph on an ephemeral port (the gateway calls them in process)
+    ...Object.fromEntries(SUBGRAPH_NAMES.map((n) => [portVar(n), '0'])),
     INGEST_PORT: '0',
     WORKERS_PORT: '0',
     LOG_LEVEL: o.logLevel ?? 'warn',
@@ -121,6 +122,7 @@ export async function startPlatform(o: PlatformOptions = {}): Promise<Platform> 
   const seeded = await seedDemo(cfg, { devices: o.devices ?? 200, db: t.db, quiet: true });
   const sql = new pg.Client({ connectionString: t.url });
   await sql.connect();
+  if (o.withoutProgram) await sql.query('delete from program_assignments where org_id = $1', [seeded.orgId]);
   const operator = await addMember(sql, seeded.orgId, 'operator', tag);
   const viewer = await addMember(sql, seeded.orgId, 'viewer', tag);
 
@@ -165,6 +167,7 @@ export async function startPlatform(o: PlatformOptions = {}): Promise<Platform> 
           String(o.simulate.rate),
           '--bad-fraction',
           String(o.simulate.badFraction ?? 0),
+          ...(o.simulate.args ?? []),
         ],
         { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] },
       );
