@@ -15,6 +15,7 @@ interface Alarm {
   raisedAt: string;
   lastSeenAt: string;
   occurrences: number;
+  assignedTo: string | null;
   device: { id: string; name: string; site: { id: string; name: string } | null } | null;
 }
 
@@ -27,13 +28,37 @@ interface Counts {
   warning: number;
 }
 
-const ALARM_FIELDS = `id type severity status active acknowledged message raisedAt lastSeenAt occurrences
+const ALARM_FIELDS = `id type severity status active acknowledged message raisedAt lastSeenAt occurrences assignedTo
   device { id name site { id name } }`;
 const LIST = `query Alarms($filter: AlarmFilter) { alarms(first: 50, filter: $filter) { totalCount edges { node { ${ALARM_FIELDS} } } } }`;
 /** Sites whose counts one request asks for (each an alias; the gateway allows 30). */
 const MAX_COUNTED = 25;
 
-function AlarmRow({ alarm, writable, onChanged }: { alarm: Alarm; writable: boolean; onChanged: (a: Alarm) => void }) {
+/** A member of the organization, as `users` lists them (any member may read the list). */
+interface Member {
+  id: string;
+  name: string;
+  email: string;
+}
+
+/** `user:<id>` → the member's name (or the raw value for a key or someone who left). */
+function assigneeName(assignedTo: string | null, members: Member[]): string {
+  if (!assignedTo) return 'unassigned';
+  const m = members.find((u) => `user:${u.id}` === assignedTo);
+  return m ? m.name || m.email : assignedTo;
+}
+
+function AlarmRow({
+  alarm,
+  writable,
+  members,
+  onChanged,
+}: {
+  alarm: Alarm;
+  writable: boolean;
+  members: Member[];
+  onChanged: (a: Alarm) => void;
+}) {
   const [note, setNote] = useState('');
   const [error, setError] = useState<string | null>(null);
   const [history, setHistory] = useState<{ at: string; kind: string; actor: string; note: string | null }[] | null>(null);
@@ -59,7 +84,7 @@ function AlarmRow({ alarm, writable, onChanged }: { alarm: Alarm; writable: bool
       <p class="muted">
         {alarm.device ? <a href={`#/devices/${alarm.device.id}`}>{alarm.device.name}</a> : 'unknown device'}
         {alarm.device?.site ? ` · ${alarm.device.site.name}` : ''} · raised {fmtTime(alarm.raisedAt)} · last {fmtTime(alarm.lastSeenAt)} · ×
-        {alarm.occurrences}
+        {alarm.occurrences} · <span data-testid="alarm-assignee">{assigneeName(alarm.assignedTo, members)}</span>
       </p>
       {writable && (
         <div class="toolbar">
@@ -90,6 +115,30 @@ function AlarmRow({ alarm, writable, onChanged }: { alarm: Alarm; writable: bool
               Clear
             </button>
           )}
+          <label>
+            <span class="sr-only">Assign {alarm.type} to</span>
+            <select
+              aria-label={`Assign ${alarm.type} to`}
+              value={alarm.assignedTo?.replace(/^user:/, '') ?? ''}
+              onChange={(e) =>
+                act(
+                  `mutation Assign($id: ID!, $a: ID, $n: String) { assignAlarm(id: $id, assigneeId: $a, note: $n) { ${ALARM_FIELDS} } }`,
+                  {
+                    id: alarm.id,
+                    a: (e.target as HTMLSelectElement).value || null,
+                    n: note || null,
+                  },
+                )
+              }
+            >
+              <option value="">Unassigned</option>
+              {members.map((m) => (
+                <option key={m.id} value={m.id}>
+                  {m.name || m.email}
+                </option>
+              ))}
+            </select>
+          </label>
           <label>
             <span class="sr-only">Comment on {alarm.type}</span>
             <input
@@ -150,11 +199,12 @@ function AlarmRow({ alarm, writable, onChanged }: { alarm: Alarm; writable: bool
   );
 }
 
-/** Alarms: a live list filtered by severity and site subtree, with acknowledge, clear and comment, and counts per site. */
+/** Alarms: a live list filtered by severity and site subtree, with acknowledge, clear, assign and comment, and counts per site. */
 export function AlarmsPage(_props: { params: Record<string, string> }) {
   const orgId = session.value?.organization.id ?? '';
   const deviceId = route.value.params.get('device');
   const [sites, setSites] = useState<SiteNode[]>([]);
+  const [members, setMembers] = useState<Member[]>([]);
   const [siteId, setSiteId] = useState<string>(route.value.params.get('site') ?? '');
   const [severities, setSeverities] = useState<Severity[]>([]);
   const [activeOnly, setActiveOnly] = useState(true);
@@ -168,6 +218,9 @@ export function AlarmsPage(_props: { params: Record<string, string> }) {
     loadSites(orgId)
       .then(setSites)
       .catch(() => setSites([]));
+    gql<{ users: Member[] | null }>('query Members { users { id name email } }')
+      .then((d) => setMembers(d.users ?? []))
+      .catch(() => setMembers([]));
   }, [orgId]);
 
   useEffect(() => {
@@ -319,7 +372,13 @@ export function AlarmsPage(_props: { params: Record<string, string> }) {
       </p>
       <ul class="alarms" aria-label="Alarm list">
         {alarms.map((a) => (
-          <AlarmRow key={a.id} alarm={a} writable={writable} onChanged={(n) => setAlarms((l) => l.map((x) => (x.id === n.id ? n : x)))} />
+          <AlarmRow
+            key={a.id}
+            alarm={a}
+            writable={writable}
+            members={members}
+            onChanged={(n) => setAlarms((l) => l.map((x) => (x.id === n.id ? n : x)))}
+          />
         ))}
       </ul>
     </div>
