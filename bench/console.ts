@@ -91,16 +91,18 @@ async function mapPaint(page: Page): Promise<number> {
 
 /** requestAnimationFrame callbacks per second (and the slowest frames) while `during` runs. */
 async function frames(page: Page, during: () => Promise<void>): Promise<{ fps: number; p95Ms: number; longFrames: number }> {
-  await page.evaluate(() => {
-    const w = globalThis as unknown as Win;
+  // A string, not a function: tsx (esbuild keepNames) wraps named inner functions in a `__name`
+  // helper that exists in Node, not in the page ("ReferenceError: __name is not defined").
+  await page.evaluate(`(() => {
+    const w = globalThis;
     w.__frames = [];
     w.__counting = true;
-    const tick = (t: number) => {
+    const tick = (t) => {
       w.__frames.push(t);
       if (w.__counting) w.requestAnimationFrame(tick);
     };
     w.requestAnimationFrame(tick);
-  });
+  })()`);
   await during();
   const ts = await page.evaluate(() => {
     const w = globalThis as unknown as Win;
