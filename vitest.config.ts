@@ -12,6 +12,7 @@ const UNIT = [
   'ingest/parse.test.ts',
   'lib/alarms.test.ts',
   'lib/auth.test.ts',
+  'lib/command-jobs.test.ts',
   'lib/config.test.ts',
   'lib/db.test.ts',
   'lib/graphql-scalars.test.ts',

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { type PortVar, portVar, SUBGRAPHS, type SubgraphName, type UrlVar, urlVar } from './subgraphs.js';
+import { allowEntryProblem } from './webhook-guard.js';
 
 /**
  * One declaration of every environment variable RULR reads. The README's configuration table is
@@ -451,7 +452,7 @@ export const configSpec = {
   COMMANDS_SWEEP_MS: {
     schema: posInt(1000),
     description:
-      'How often the command dispatcher (workers) fires timeouts and expiries and sends commands queued without a job (programs, lost jobs).',
+      'How often the command dispatcher (workers) fires timeouts and expiries and sends commands queued without a job (programs, lost jobs), and how often the fleet-job runner releases the next devices of each job.',
     shown: '1000',
   },
   COMMANDS_LEASE_S: {
@@ -491,6 +492,17 @@ export const configSpec = {
     schema: posInt(2000),
     description: 'First retry delay of a failed delivery; doubled at each further attempt.',
     shown: '2000',
+  },
+  NOTIFY_WEBHOOK_ALLOW: {
+    schema: z
+      .string()
+      .default('')
+      .refine(
+        (v) => v.split(',').every((e) => !e.trim() || allowEntryProblem(e.trim()) === null),
+        'must be comma-separated IP addresses or CIDR ranges',
+      ),
+    description:
+      'Private, loopback or link-local addresses (comma-separated IPs or CIDR ranges, e.g. `10.1.0.0/16`) that notification webhooks, chat and SMS providers may still reach; every other non-public address is refused (SSRF). Unset: none.',
   },
   PROGRAMS_DETECT_S: {
     schema: posInt(60),

@@ -76,6 +76,10 @@ export const DEFAULT_TEMPLATES: Record<string, TemplateText> = {
     subject: '[{{severity}}] {{count}} alarms{{#siteName}} at {{siteName}}{{/siteName}}: {{alarmType}}',
     body: '{{count}} {{eventWord}} alarms{{#siteName}} at {{siteName}}{{/siteName}} ({{alarmType}}) within {{windowSeconds}} s:\n{{#items}}- {{deviceName}}: {{message}}\n{{/items}}{{#more}}… and {{more}} more\n{{/more}}',
   },
+  'channel.test': {
+    subject: 'RULR test notification: {{channelName}}',
+    body: 'This is a test of the notification channel {{channelName}}, asked for by {{actor}} at {{at}}.',
+  },
   'rule.notify': {
     subject: '[{{severity}}] {{ruleName}}',
     body: '{{ruleName}}{{#deviceName}} on {{deviceName}}{{/deviceName}}: {{message}}\n{{at}}',
@@ -126,6 +130,8 @@ export const SAMPLE_VARIABLES: Record<string, unknown> = {
   subject: '[major] lamp dark',
   text: 'lamp dark raised on lamp 1',
   to: '+15550100',
+  channelName: 'night shift',
+  actor: 'user:00000000-0000-0000-0000-000000000000',
 };
 
 /** Why a provider body template does not render to JSON with the sample variables, or null. */

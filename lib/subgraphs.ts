@@ -47,7 +47,10 @@ export const SUBGRAPHS = [
     name: 'commands',
     port: 4005,
     summary: 'device commands and their evidence, desired and reported state, the commands profiles declare',
-    subscriptions: { commandUpdated: { role: 'viewer', scope: 'commands:read' } },
+    subscriptions: {
+      commandUpdated: { role: 'viewer', scope: 'commands:read' },
+      commandJobUpdated: { role: 'viewer', scope: 'commands:read' },
+    },
   },
 ] as const satisfies readonly SubgraphSpec[];
 

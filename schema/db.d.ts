@@ -83,6 +83,41 @@ export interface AuditLogs {
   org_id: string;
 }
 
+export interface CommandJobs {
+  abort_failed_percent: number | null;
+  abort_min_devices: number | null;
+  abort_reason: string | null;
+  completed_at: Timestamp | null;
+  created_at: Generated<Timestamp>;
+  created_by: string;
+  expiry_s: number;
+  id: Generated<string>;
+  name: string;
+  org_id: string;
+  params: Generated<Json>;
+  profile_id: string | null;
+  progress: Generated<Json>;
+  release_cursor: string | null;
+  released: Generated<number>;
+  rollout_at: Generated<Timestamp>;
+  rollout_credit: Generated<number>;
+  rollout_increase_every: number | null;
+  rollout_increase_factor: number | null;
+  rollout_per_minute: number | null;
+  settled_at: Timestamp | null;
+  site_id: string;
+  status: Generated<string>;
+  timeout_s: number;
+  total: Generated<number>;
+  updated_at: Generated<Timestamp>;
+}
+
+export interface CommandJobTargets {
+  device_id: string;
+  job_id: string;
+  org_id: string;
+}
+
 export interface Commands {
   attempts: Generated<number>;
   completed_at: Timestamp | null;
@@ -384,6 +419,7 @@ export interface NotificationDeliveries {
   id: Generated<string>;
   kind: string;
   last_error: string | null;
+  lease_until: Timestamp | null;
   not_before: Timestamp | null;
   notification_id: string;
   org_id: string;
@@ -729,6 +765,8 @@ export interface DB {
   alarms: Alarms;
   api_keys: ApiKeys;
   audit_logs: AuditLogs;
+  command_job_targets: CommandJobTargets;
+  command_jobs: CommandJobs;
   commands: Commands;
   dead_letters: DeadLetters;
   device_credentials: DeviceCredentials;

@@ -1,73 +1,32 @@
 import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
-import mqtt, { type MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type IngestHandle, startIngest } from '../ingest/index.js';
-import { type Broker, startNoDropBroker } from '../ingest/testing/broker.js';
-import { contextFor, ingestEnv, until } from '../ingest/testing/fixtures.js';
+import type { Broker } from '../ingest/testing/broker.js';
+import { until } from '../ingest/testing/fixtures.js';
 import { eventsChannel } from '../lib/contracts/events.js';
-import { createLogger } from '../lib/logger.js';
-import type { RoleContext } from '../lib/role.js';
-import { createSubgraph as createCommandsSubgraph } from '../subgraphs/commands/index.js';
-import { CommandDispatcher } from '../workers/commands.js';
-import { codes, type SubgraphFixture, subgraphFixture } from './devices-fixtures.js';
+import { codes, type SubgraphFixture } from './devices-fixtures.js';
 import { TestDevice } from './support/command-device.js';
-import { REDIS_URL } from './support/env.js';
+import { type CommandStack, type CommandsFixture, commandStack, inProcessWorkers, STREET_LIGHT_COMMANDS } from './support/command-stack.js';
 
-let f: SubgraphFixture<ReturnType<typeof createCommandsSubgraph>>;
+let stack: CommandStack;
+let f: CommandsFixture;
 let broker: Broker;
-let ingestCtx: RoleContext;
-let ingest: IngestHandle;
-let workersMqtt: MqttClient;
-let dispatcher: CommandDispatcher;
+let workers: Awaited<ReturnType<typeof inProcessWorkers>>;
 const devices: TestDevice[] = [];
 
 beforeAll(async () => {
-  f = await subgraphFixture(createCommandsSubgraph);
-  broker = await startNoDropBroker();
-  ({ ctx: ingestCtx } = contextFor(
-    ingestEnv({ dbUrl: f.t.url, mqttUrl: broker.url, prefix: f.ctx.config.REDIS_PREFIX, extra: { REDIS_URL, INGEST_BATCH_MS: '20' } }),
-  ));
-  ingest = await startIngest(ingestCtx, { port: 0 });
-  await ingest.subscribed;
-  workersMqtt = await mqtt.connectAsync(broker.url, { clientId: `workers-${randomUUID()}`, protocolVersion: 5 });
-  dispatcher = new CommandDispatcher({
-    db: f.t.db,
-    redis: f.ctx.redis,
-    redisUrl: REDIS_URL,
-    prefix: f.ctx.config.REDIS_PREFIX,
-    mqtt: workersMqtt,
-    logger: createLogger('silent'),
-    sweepMs: 200,
-    leaseS: 5,
-    timeoutS: 5,
-  }).start();
+  stack = await commandStack();
+  ({ f, broker } = stack);
+  workers = await inProcessWorkers(stack, { jobs: false });
 }, 60_000);
 
 afterAll(async () => {
   for (const d of devices) await d.close().catch(() => undefined);
-  await dispatcher?.close();
-  await workersMqtt?.endAsync();
-  await ingest?.close();
-  await ingestCtx?.close();
-  await broker?.stop();
-  await f?.close();
+  await workers?.close();
+  await stack?.close();
 });
 
-const SPECS = [
-  {
-    name: 'setDim',
-    params: {
-      type: 'object',
-      properties: { level: { type: 'integer', minimum: 0, maximum: 100 } },
-      required: ['level'],
-      additionalProperties: false,
-    },
-    timeoutSeconds: 10,
-  },
-  { name: 'switch', params: { type: 'object', properties: { on: { type: 'boolean' } }, required: ['on'] } },
-  { name: 'reboot' },
-];
+const SPECS = STREET_LIGHT_COMMANDS;
 
 interface Tenant {
   orgId: string;

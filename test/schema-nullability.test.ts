@@ -86,7 +86,7 @@ describe('fields whose value another subgraph supplies are nullable', () => {
         return namedType(def!.type);
       }),
     );
-    expect([...eventTypes].sort()).toEqual(['AlarmEvent', 'CommandEvent', 'DeviceStatusEvent', 'TelemetryEvent']);
+    expect([...eventTypes].sort()).toEqual(['AlarmEvent', 'CommandEvent', 'CommandJobEvent', 'DeviceStatusEvent', 'TelemetryEvent']);
     const bad = fieldsWhere((type, _t, f) => eventTypes.has(type) && entities.has(namedType(f.type)) && anyNonNull(f.type));
     expect(bad).toEqual([]);
   });

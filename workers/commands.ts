@@ -27,7 +27,8 @@ import type { Redis } from '../lib/redis.js';
  * moves them, each step a conditional UPDATE so a repeated or concurrent step changes nothing:
  *
  * - **dispatch** (`dispatch` jobs, the sweep): per online device with nothing in flight, claims the
- *   oldest QUEUED command (a lease, attempts + 1) under the device's `device_states` row lock,
+ *   oldest QUEUED command (a lease, attempts + 1) under the device's `device_states` row lock
+ *   (skipping commands of a paused or stopped fleet job, workers/command-jobs.ts),
  *   publishes it at QoS 1 and records SENT with the broker's PUBACK as evidence. Offline devices
  *   keep their commands QUEUED until an `online` job wakes them.
  * - **replies** (from ingest): `received` → DELIVERED, `succeeded`/`failed` → SUCCEEDED/FAILED; a
@@ -109,6 +110,11 @@ export class CommandDispatcher {
       connection,
       prefix: queuePrefix(this.o.prefix),
       concurrency: this.o.concurrency ?? 4,
+      // A killed worker's active jobs (device replies among them) come back after its lock lapses and
+      // the next stall check: 10 s + 5 s instead of BullMQ's 30 s + 30 s, so replies are applied well
+      // before a typical command timeout fires (the lock is renewed every 5 s while a job runs).
+      lockDuration: 10_000,
+      stalledInterval: 5_000,
     });
     this.worker.on('failed', (job, err) =>
       this.o.logger.warn(
@@ -189,6 +195,8 @@ export class CommandDispatcher {
           select distinct on (c.device_id) c.id from commands c
           where c.device_id = any(${on}::uuid[]) and c.device_id not in (select device_id from busy)
             and c.status = 'QUEUED' and c.expires_at > now()
+            and (c.job_id is null or not exists (
+              select 1 from command_jobs j where j.id = c.job_id and j.status in ('PAUSED', 'CANCELED', 'ABORTED')))
           order by c.device_id, c.created_at, c.id
         )
         update commands c set lease_until = now() + ${lease} * interval '1 second', attempts = c.attempts + 1, updated_at = now()

@@ -1,17 +1,22 @@
 import { Queue } from 'bullmq';
 import mqtt from 'mqtt';
 import { COMMANDS_QUEUE } from '../lib/contracts/commands.js';
+import { NOTIFY_QUEUE } from '../lib/contracts/notifications.js';
 import { queuePrefix } from '../lib/contracts/queues.js';
 import { RULE_EVAL_QUEUE } from '../lib/contracts/rule-eval.js';
 import { pingDb } from '../lib/db.js';
 import { ServiceServer } from '../lib/http.js';
+import { createMailSender } from '../lib/mail.js';
 import { gauge } from '../lib/metrics.js';
 import { serviceMqttOptions } from '../lib/mqtt-service.js';
 import type { RoleContext, RoleHandle } from '../lib/role.js';
 import { RollupCompactor } from '../lib/telemetry/compactor.js';
+import { parseAllowlist } from '../lib/webhook-guard.js';
 import { startBrokerSync } from './broker-sync/index.js';
+import { CommandJobRunner } from './command-jobs.js';
 import { CommandDispatcher } from './commands.js';
 import { MAINTENANCE_QUEUE, Maintenance, retentionFromConfig } from './maintenance.js';
+import { DELIVERY_QUEUE, Notifier } from './notifier.js';
 import { desiredStateSink, ProgramScheduler } from './programs.js';
 import { ProgramDetectors } from './programs-detect.js';
 import { RuleEvaluator } from './rule-eval.js';
@@ -28,9 +33,10 @@ gauge('rulr_queue_waiting_jobs', 'Jobs waiting in a BullMQ queue (the workers HP
 /**
  * The workers role: BullMQ processors behind a ServiceServer (`/healthz`, `/readyz`, `/metrics`) on
  * `WORKERS_PORT`. It runs rule evaluation (`rule-eval`, fed by ingest), command dispatch (`commands`,
- * docs/commands.md), the durable timers of rules that wait, the cron schedules, the lighting-program
- * scheduler and its detectors, the maintenance queue and, when configured, the broker sync
- * (Mosquitto dynamic security, EMQX kick-out).
+ * docs/commands.md) and fleet jobs, the durable timers of rules that wait, the cron schedules, the lighting-program
+ * scheduler and its detectors, the notifier (`notify` requests, digests, escalations, deliveries;
+ * docs/notifications.md), the maintenance queue and, when configured, the broker sync (Mosquitto
+ * dynamic security, EMQX kick-out).
  */
 export async function startWorkers(ctx: RoleContext, o: { port?: number } = {}): Promise<RoleHandle> {
   const cfg = ctx.config;
@@ -74,6 +80,13 @@ export async function startWorkers(ctx: RoleContext, o: { port?: number } = {}):
     timeoutS: cfg.COMMANDS_DEFAULT_TIMEOUT_S,
     expiryS: cfg.COMMANDS_DEFAULT_EXPIRY_S,
   }).start();
+  const commandJobs = new CommandJobRunner({
+    db: ctx.db,
+    redis: ctx.redis,
+    prefix: cfg.REDIS_PREFIX,
+    logger: ctx.logger.child({ role: 'workers', component: 'command-jobs' }),
+    tickMs: cfg.COMMANDS_SWEEP_MS,
+  }).start();
   const ruleTimers = new RuleTimers({
     wait: ruleEval.wait,
     logger: ctx.logger.child({ role: 'workers', component: 'rule-timers' }),
@@ -108,6 +121,20 @@ export async function startWorkers(ctx: RoleContext, o: { port?: number } = {}):
     dimTolerance: cfg.PROGRAMS_DIM_TOLERANCE,
     onPowerW: cfg.PROGRAMS_ON_POWER_W,
   }).start();
+  const mail = createMailSender(cfg, ctx.logger.child({ role: 'workers', component: 'mail' }));
+  const notifier = new Notifier({
+    db: ctx.db,
+    redisUrl: cfg.REDIS_URL,
+    prefix: cfg.REDIS_PREFIX,
+    mail,
+    logger: ctx.logger.child({ role: 'workers', component: 'notifier' }),
+    tickMs: cfg.NOTIFY_TICK_MS,
+    digestWindowMs: cfg.NOTIFY_DIGEST_WINDOW_S * 1000,
+    webhookTimeoutMs: cfg.NOTIFY_WEBHOOK_TIMEOUT_MS,
+    attempts: cfg.NOTIFY_ATTEMPTS,
+    backoffMs: cfg.NOTIFY_BACKOFF_MS,
+    allow: parseAllowlist(cfg.NOTIFY_WEBHOOK_ALLOW),
+  }).start();
   // Safety net: folds rollup deltas even while no ingest replica runs (ingest compacts as it writes).
   const compactor = new RollupCompactor({ url: cfg.DATABASE_URL, intervalMs: 5000, logger: ctx.logger }).start();
   // Mosquitto dynamic security / EMQX kick-out, when configured (docs/broker-auth.md)
@@ -121,6 +148,8 @@ export async function startWorkers(ctx: RoleContext, o: { port?: number } = {}):
     { name: RULE_EVAL_QUEUE, queue: new Queue(RULE_EVAL_QUEUE, { connection: ctx.redis, prefix: queuePrefix(cfg.REDIS_PREFIX) }) },
     { name: MAINTENANCE_QUEUE, queue: maintenance.queue },
     { name: COMMANDS_QUEUE, queue: new Queue(COMMANDS_QUEUE, { connection: ctx.redis, prefix: queuePrefix(cfg.REDIS_PREFIX) }) },
+    { name: NOTIFY_QUEUE, queue: notifier.queue },
+    { name: DELIVERY_QUEUE, queue: notifier.deliveries },
   ];
   for (const w of watched) queues.add(w);
   const port = await server.listen();
@@ -133,6 +162,7 @@ export async function startWorkers(ctx: RoleContext, o: { port?: number } = {}):
       for (const w of watched) queues.delete(w);
       await watched[0]?.queue.close();
       await watched[2]?.queue.close();
+      await commandJobs.close();
       await commands.close();
       await commandsMqtt.endAsync();
       await ruleEval.close();
@@ -140,6 +170,8 @@ export async function startWorkers(ctx: RoleContext, o: { port?: number } = {}):
       await schedules.close();
       await programs.close();
       await detectors.close();
+      await notifier.close();
+      await mail.close();
       programChanges.disconnect();
       await maintenance.close();
       await compactor.close();

@@ -1,5 +1,6 @@
-import { type Job, Queue, UnrecoverableError, Worker } from 'bullmq';
+import { DelayedError, type Job, Queue, UnrecoverableError, Worker } from 'bullmq';
 import { sql } from 'kysely';
+import { type Agent, request } from 'undici';
 import {
   NOTIFY_QUEUE,
   type NotificationRequest,
@@ -9,7 +10,7 @@ import {
   severityRank,
 } from '../lib/contracts/notifications.js';
 import { queuePrefix } from '../lib/contracts/queues.js';
-import type { Db, Tx } from '../lib/db.js';
+import { type Db, isUuid, type Tx } from '../lib/db.js';
 import type { Logger } from '../lib/logger.js';
 import type { MailSender } from '../lib/mail.js';
 import { counter } from '../lib/metrics.js';
@@ -26,6 +27,7 @@ import {
   type TemplateText,
   TIMESTAMP_HEADER,
 } from '../lib/notifications.js';
+import { guardedAgent, parseAllowlist, RefusedAddressError, type WebhookAllowlist, webhookUrlProblem } from '../lib/webhook-guard.js';
 
 /**
  * The notifier (docs/notifications.md): consumes the `notify` queue (the alarm feed below and the
@@ -59,6 +61,23 @@ export interface NotifierOptions {
   backoffMs?: number;
   /** read the alarm feed (off in tests that only feed the queue) */
   feed?: boolean;
+  /** private addresses outgoing requests may reach (`NOTIFY_WEBHOOK_ALLOW`) @default none */
+  allow?: WebhookAllowlist;
+  /** deliveries still pending this long after creation without a queued job are queued again @default 60000 */
+  repairAfterMs?: number;
+  /**
+   * How long the feed waits at a hole in `alarm_events` ids (an earlier id whose transaction has not
+   * committed yet) before it treats the hole as a rolled-back insert and reads on @default 10000
+   */
+  feedGapMs?: number;
+  /** how long a delivery attempt holds its row against a second attempt @default webhookTimeoutMs + 5000 */
+  leaseMs?: number;
+  /** BullMQ lock of a running job: a process killed mid-job leaves it to another after this @default 30000 */
+  lockDurationMs?: number;
+  /** test hook: called before each delivery attempt (a test may kill the process while it waits) */
+  beforeSend?: (deliveryId: string) => Promise<void>;
+  /** test hook: called once an attempt and its outcome are committed */
+  afterAttempt?: (deliveryId: string, ok: boolean) => void;
 }
 
 type Kind = 'webhook' | 'email' | 'sms' | 'chat';
@@ -101,19 +120,32 @@ export class Notifier {
   private timer: NodeJS.Timeout | undefined;
   private ticking: Promise<void> | undefined;
   private closed = false;
+  private readonly allow: WebhookAllowlist;
+  private readonly agent: Agent;
+  private lastRepair = 0;
+  /** holes in the feed's ids: the id after which one begins → when this process first saw it */
+  private readonly gaps = new Map<string, number>();
 
   constructor(private readonly o: NotifierOptions) {
     const connection = { url: o.redisUrl, maxRetriesPerRequest: null };
     this.queue = new Queue(NOTIFY_QUEUE, { connection, prefix: queuePrefix(o.prefix) });
     this.deliveries = new Queue(DELIVERY_QUEUE, { connection, prefix: queuePrefix(o.prefix) });
+    this.allow = o.allow ?? parseAllowlist('');
+    this.agent = guardedAgent(this.allow, { timeoutMs: o.webhookTimeoutMs ?? 10_000 });
   }
 
   start(): this {
     const connection = { url: this.o.redisUrl, maxRetriesPerRequest: null };
     const prefix = queuePrefix(this.o.prefix);
+    const lock = this.o.lockDurationMs ? { lockDuration: this.o.lockDurationMs, stalledInterval: this.o.lockDurationMs } : {};
     this.workers.push(
-      new Worker(NOTIFY_QUEUE, (job) => this.onRequest(job), { connection, prefix, concurrency: 4 }),
-      new Worker(DELIVERY_QUEUE, (job) => this.onDelivery(job as Job<DeliveryJob>), { connection, prefix, concurrency: 8 }),
+      new Worker(NOTIFY_QUEUE, (job) => this.onRequest(job), { connection, prefix, concurrency: 4, ...lock }),
+      new Worker(DELIVERY_QUEUE, (job, token) => this.onDelivery(job as Job<DeliveryJob>, token), {
+        connection,
+        prefix,
+        concurrency: 8,
+        ...lock,
+      }),
     );
     for (const w of this.workers) w.on('error', (err) => this.o.logger.warn({ err }, 'notifier queue error'));
     const every = this.o.tickMs ?? 1000;
@@ -135,6 +167,7 @@ export class Notifier {
     await Promise.all(this.workers.map((w) => w.close()));
     await this.queue.close();
     await this.deliveries.close();
+    await this.agent.close();
   }
 
   /** One pass of the ticker: the alarm feed, due digests, due escalation levels. */
@@ -144,6 +177,31 @@ export class Notifier {
     await this.flushDigests(now);
     if (this.closed) return;
     await this.runEscalations(now);
+    if (this.closed) return;
+    await this.repair(now);
+  }
+
+  /**
+   * Queues again the deliveries whose job was lost (a process killed between the commit of a
+   * notification and the enqueue of its deliveries). A delivery whose job still exists keeps it:
+   * the job id is the delivery's, so BullMQ ignores the repeat.
+   */
+  async repair(now = Date.now()): Promise<number> {
+    const after = this.o.repairAfterMs ?? 60_000;
+    if (now - this.lastRepair < Math.min(after, 30_000)) return 0;
+    this.lastRepair = now;
+    const rows = await sql<{ id: string; org_id: string; not_before: Date | null }>`
+      select id, org_id, not_before from notification_deliveries
+      where status in ('pending', 'deferred') and created_at < ${new Date(now - after)}
+      order by created_at limit 500`.execute(this.o.db);
+    const byOrg = new Map<string, { id: string; delay: number }[]>();
+    for (const r of rows.rows) {
+      const list = byOrg.get(r.org_id) ?? [];
+      list.push({ id: r.id, delay: r.not_before ? Math.max(0, r.not_before.getTime() - now) : 0 });
+      byOrg.set(r.org_id, list);
+    }
+    for (const [orgId, ids] of byOrg) await this.enqueueDeliveries(orgId, ids);
+    return rows.rows.length;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -214,9 +272,10 @@ export class Notifier {
         } catch {
           continue; // counted; the digest is closed
         }
+        // The digest's own key: the grouped request's key is already taken by its `grouped` row.
         const req: NotificationRequest =
           d.count === 1
-            ? { ...first, groupKey: null }
+            ? { ...first, dedupKey: `digest:${d.id}`, groupKey: null }
             : {
                 ...first,
                 dedupKey: `digest:${d.id}`,
@@ -235,7 +294,7 @@ export class Notifier {
                 eventWord: first.event === 'alarm.cleared' ? 'cleared' : 'raised',
                 windowSeconds: Math.round((this.o.digestWindowMs ?? 30_000) / 1000),
               };
-        out.push({ orgId: d.org_id, ids: await this.createNotification(tx, req, extra, d.count, d.count > 1 ? d.id : null) });
+        out.push({ orgId: d.org_id, ids: await this.createNotification(tx, req, extra, d.count, d.id) });
       }
       return out;
     });
@@ -264,6 +323,7 @@ export class Notifier {
     digestId: string | null = null,
   ): Promise<{ id: string; delay: number }[]> {
     const view: Record<string, unknown> = {
+      ...(await this.names(tx, req)),
       ...req.variables,
       ...extra,
       severity: req.severity,
@@ -327,7 +387,8 @@ export class Notifier {
       if (c.kind === 'webhook' && c.url) deliveries.push(this.now(c, c.url, null, { ...base, body: base }));
       else if (c.kind === 'chat' && c.url) deliveries.push(this.now(c, c.url, null, { ...base, body: providerBody(c, '') }));
       else if (c.kind === 'email') for (const a of c.addresses) deliveries.push(this.now(c, a, null, { ...base, html: message.html }));
-      else if (c.kind === 'sms') for (const a of c.addresses) deliveries.push(this.now(c, a, null, { ...base, body: providerBody(c, a) }));
+      else if (c.kind === 'sms')
+        for (const a of c.addresses) deliveries.push(this.now(c, a, null, { ...base, body: providerBody(c, a), url: c.url }));
     }
     if (roles.size || userIds.size) {
       const sms = channels.find((c) => c.kind === 'sms' && c.url);
@@ -362,7 +423,8 @@ export class Notifier {
             until ? { ...d, status: 'deferred', not_before: new Date(until), user_id: p.user_id } : { ...d, user_id: p.user_id },
           );
         if (wants.includes('email')) push({ ...this.now(null, p.email, null, { ...base, html: message.html }), kind: 'email' });
-        if (wants.includes('sms') && sms && p.phone) push(this.now(sms, p.phone, null, { ...base, body: providerBody(sms, p.phone) }));
+        if (wants.includes('sms') && sms && p.phone)
+          push(this.now(sms, p.phone, null, { ...base, body: providerBody(sms, p.phone), url: sms.url }));
       }
     }
     const out: { id: string; delay: number }[] = [];
@@ -376,6 +438,29 @@ export class Notifier {
       if (id) out.push({ id, delay: d.not_before ? Math.max(0, d.not_before.getTime() - Date.now()) : 0 });
     }
     processed.inc({ outcome: out.length ? 'created' : 'no-recipient' });
+    return out;
+  }
+
+  /**
+   * Names a rule's notify request does not carry (it names ids): the rule's, the device's and its
+   * site's, and the alarm type, so `rule.notify` templates can say "dark lamps on lamp 1".
+   */
+  private async names(tx: Tx, req: NotificationRequest): Promise<Record<string, string | null>> {
+    if (req.source.kind !== 'rule') return {};
+    const deviceId = isUuid(req.variables.deviceId) ? req.variables.deviceId : null;
+    const { rows } = await sql<{ rule_name: string | null; device_name: string | null; site_name: string | null }>`
+      select (select name from rules where org_id = ${req.orgId} and id = ${req.source.id}) as rule_name,
+        d.name as device_name, s.name as site_name
+      from (select 1) one
+      left join devices d on d.org_id = ${req.orgId} and d.id = ${deviceId}::uuid
+      left join sites s on s.org_id = d.org_id and s.id = d.site_id`.execute(tx);
+    const r = rows[0];
+    const out: Record<string, string | null> = {
+      ruleName: r?.rule_name ?? null,
+      deviceName: r?.device_name ?? null,
+      siteName: r?.site_name ?? null,
+    };
+    if (typeof req.variables.type === 'string') out.alarmType = req.variables.type;
     return out;
   }
 
@@ -404,8 +489,25 @@ export class Notifier {
   // -------------------------------------------------------------------------------------------
   // deliveries
 
-  private async onDelivery(job: Job<DeliveryJob>): Promise<void> {
+  private async onDelivery(job: Job<DeliveryJob>, token?: string): Promise<void> {
     const { orgId, deliveryId } = job.data;
+    // The lease makes one attempt at a time whatever BullMQ does (a job it thinks stalled runs twice).
+    const leaseMs = this.o.leaseMs ?? (this.o.webhookTimeoutMs ?? 10_000) + 5000;
+    const claim = await sql<{ id: string }>`
+      update notification_deliveries set lease_until = now() + make_interval(secs => ${leaseMs / 1000})
+      where id = ${deliveryId} and org_id = ${orgId} and status in ('pending', 'deferred')
+        and (lease_until is null or lease_until < now())
+      returning id`.execute(this.o.db);
+    if (!claim.rows.length) {
+      const held = await sql<{ status: string; wait_ms: number }>`
+        select status, greatest(0, extract(epoch from (lease_until - now())) * 1000)::int as wait_ms
+        from notification_deliveries where id = ${deliveryId} and org_id = ${orgId}`.execute(this.o.db);
+      const h = held.rows[0];
+      if (!h || h.status === 'sent' || h.status === 'failed' || !token) return;
+      // another worker is sending it: look again when its lease ends, without spending an attempt
+      await job.moveToDelayed(Date.now() + h.wait_ms + 100, token);
+      throw new DelayedError();
+    }
     const d = await sql<{
       id: string;
       kind: Kind;
@@ -418,6 +520,7 @@ export class Notifier {
        where d.id = ${deliveryId} and d.org_id = ${orgId}`.execute(this.o.db);
     const row = d.rows[0];
     if (!row || row.status === 'sent' || row.status === 'failed') return;
+    await this.o.beforeSend?.(deliveryId);
     const started = Date.now();
     const last = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
     let result: { ok: boolean; retry: boolean; http?: number; response?: string; error?: string };
@@ -432,9 +535,10 @@ export class Notifier {
         values (${orgId}, ${deliveryId}, ${result.ok}, ${result.http ?? null}, ${result.response ?? null}, ${result.error ?? null},
                 ${Date.now() - started})`.execute(tx);
       await sql`update notification_deliveries set attempts = attempts + 1, status = ${status}, last_error = ${result.error ?? null},
-        sent_at = ${result.ok ? new Date() : null} where id = ${deliveryId}`.execute(tx);
+        sent_at = ${result.ok ? new Date() : null}, lease_until = null where id = ${deliveryId}`.execute(tx);
     });
     attemptsTotal.inc({ kind: row.kind, result: result.ok ? 'ok' : status === 'pending' ? 'retry' : 'failed' });
+    this.o.afterAttempt?.(deliveryId, result.ok);
     if (status === 'pending') throw new Error(result.error ?? 'delivery failed');
   }
 
@@ -460,23 +564,34 @@ export class Notifier {
       [DELIVERY_HEADER]: row.id,
     };
     if (row.secret) headers[SIGNATURE_HEADER] = signWebhook(row.secret, ts, body);
-    let res: Response;
+    // SSRF: the URL's scheme and literal address here, every resolved address when connecting.
+    // an SMS delivery's address is the phone number; it posts to its provider's URL
+    const url = typeof row.payload.url === 'string' ? row.payload.url : row.address;
+    const problem = webhookUrlProblem(url, this.allow);
+    if (problem) return { ok: false, retry: false, error: `the URL ${problem}` };
+    let status: number;
+    let text: string;
     try {
-      res = await fetch(row.address, {
+      const res = await request(url, {
         method: 'POST',
         headers,
         body,
-        redirect: 'manual',
+        dispatcher: this.agent,
         signal: AbortSignal.timeout(this.o.webhookTimeoutMs ?? 10_000),
       });
+      status = res.statusCode;
+      text = (await res.body.text().catch(() => '')).slice(0, 500);
     } catch (e) {
-      const err = e as Error;
-      return { ok: false, retry: true, error: err.name === 'TimeoutError' ? 'timed out' : `request failed: ${err.message}`.slice(0, 500) };
+      const err = e as Error & { cause?: unknown };
+      if (err instanceof RefusedAddressError || err.cause instanceof RefusedAddressError) {
+        return { ok: false, retry: false, error: new RefusedAddressError().message };
+      }
+      const timedOut = err.name === 'TimeoutError' || err.name === 'AbortError' || /timeout/i.test(err.name);
+      return { ok: false, retry: true, error: timedOut ? 'timed out' : `request failed: ${err.message}`.slice(0, 500) };
     }
-    const text = (await res.text().catch(() => '')).slice(0, 500);
-    if (res.status >= 200 && res.status < 300) return { ok: true, retry: false, http: res.status, response: text };
-    const retry = res.status >= 500 || res.status === 408 || res.status === 429;
-    return { ok: false, retry, http: res.status, response: text, error: `HTTP ${res.status}` };
+    if (status >= 200 && status < 300) return { ok: true, retry: false, http: status, response: text };
+    const retry = status >= 500 || status === 408 || status === 429;
+    return { ok: false, retry, http: status, response: text, error: `HTTP ${status}` };
   }
 
   // -------------------------------------------------------------------------------------------
@@ -510,10 +625,12 @@ export class Notifier {
           d.name as device_name, d.site_id, s.name as site_name, r.name as rule_name
         from alarm_events e join alarms a on a.id = e.alarm_id
         left join devices d on d.id = a.device_id left join sites s on s.id = d.site_id left join rules r on r.id = a.rule_id
-        where e.id > ${lastId} and e.kind in ('raised', 'acknowledged', 'cleared') order by e.id limit 500`.execute(tx);
-      if (!events.rows.length) return 0;
+        where e.id > ${lastId} order by e.id limit 500`.execute(tx);
+      const ready = this.contiguous(lastId, events.rows);
+      if (!ready.length) return 0;
       const jobs = [];
-      for (const e of events.rows) {
+      for (const e of ready) {
+        if (e.kind !== 'raised' && e.kind !== 'acknowledged' && e.kind !== 'cleared') continue;
         if (e.kind === 'acknowledged' || e.kind === 'cleared') {
           await sql`update notification_escalations set status = 'stopped', stopped_reason = ${e.kind}, updated_at = now()
             where alarm_id = ${e.alarm_id} and status = 'waiting'`.execute(tx);
@@ -547,9 +664,35 @@ export class Notifier {
       }
       // queued before the cursor moves: a failure rolls the cursor back (job ids make a repeat harmless)
       if (jobs.length) await this.queue.addBulk(jobs);
-      await sql`update notification_feed set last_id = ${events.rows.at(-1)?.id} where name = 'alarm_events'`.execute(tx);
-      return events.rows.length;
+      await sql`update notification_feed set last_id = ${ready.at(-1)?.id} where name = 'alarm_events'`.execute(tx);
+      return ready.length;
     });
+  }
+
+  /**
+   * The events up to the first hole in their ids that may still fill. Ids are taken when a row is
+   * inserted, not when it commits: a transaction that inserted id 7 may commit after the one that
+   * inserted id 8, so reading 8 and moving the cursor past 7 would lose 7. The feed stops before a
+   * hole until it has seen the hole for `feedGapMs` (then the insert was rolled back, or its row was
+   * deleted with its alarm) and reads on.
+   */
+  private contiguous<E extends { id: string }>(lastId: string, rows: E[], now = Date.now()): E[] {
+    const wait = this.o.feedGapMs ?? 10_000;
+    let prev = BigInt(lastId);
+    const out: E[] = [];
+    for (const e of rows) {
+      const id = BigInt(e.id);
+      if (id !== prev + 1n) {
+        const key = String(prev);
+        const since = this.gaps.get(key) ?? now;
+        this.gaps.set(key, since);
+        if (now - since < wait) break;
+      }
+      out.push(e);
+      prev = id;
+    }
+    for (const key of this.gaps.keys()) if (BigInt(key) < prev) this.gaps.delete(key);
+    return out;
   }
 
   /** Due escalation levels: notify the level's recipients unless the alarm was acknowledged or cleared. */

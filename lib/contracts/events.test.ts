@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { rejectedCount } from './contract.js';
 import {
   alarmChangedEvent,
+  commandJobUpdatedEvent,
   deviceStatusChangedEvent,
   encodeEvent,
   eventsChannel,
@@ -124,5 +125,18 @@ describe('events contract', () => {
       data: { kind: 'RAISED', alarm: { id: 'a' }, at: '1970-01-01T00:00:00.000Z' },
       at: 0,
     });
+  });
+
+  it('writes commandJobUpdated with the job as an entity reference, filterable by job and coalesced per job', () => {
+    const raw = commandJobUpdatedEvent({ id: 'j', orgId: ORG, status: 'ABORTED' }, 0);
+    expect(JSON.parse(raw)).toEqual({
+      field: 'commandJobUpdated',
+      orgId: ORG,
+      filter: { jobId: 'j' },
+      data: { status: 'ABORTED', job: { id: 'j' }, at: '1970-01-01T00:00:00.000Z' },
+      coalesce: 'job:j',
+      at: 0,
+    });
+    expect(parseEvents(raw)).toEqual({ events: [JSON.parse(raw)], invalid: 0 });
   });
 });

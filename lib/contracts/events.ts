@@ -168,3 +168,28 @@ export function commandUpdatedEvent(c: CommandEventRow, at: number): string {
     at,
   } satisfies RealtimeEvent);
 }
+
+/** A fleet job as `commandJobUpdated` needs it. */
+export interface CommandJobEventRow {
+  id: string;
+  orgId: string;
+  status: string;
+}
+
+/**
+ * `commandJobUpdated` (the workers' job runner after each tick that changed a job's progress or
+ * status, the commands subgraph after pause, resume and cancel): the job as an entity reference (the
+ * gateway fetches the subscriber's selection through `commandJobsByIds`), filterable by job. A
+ * lagging subscriber may get only the newest event of a job (`coalesce`): each one carries the
+ * current status, and the progress is read when it is delivered.
+ */
+export function commandJobUpdatedEvent(j: CommandJobEventRow, at: number): string {
+  return JSON.stringify({
+    field: 'commandJobUpdated',
+    orgId: j.orgId,
+    filter: { jobId: j.id },
+    data: { status: j.status, job: { id: j.id }, at: new Date(at).toISOString() },
+    coalesce: `job:${j.id}`,
+    at,
+  } satisfies RealtimeEvent);
+}

@@ -30,8 +30,12 @@ export type NotificationSeverity = (typeof NOTIFICATION_SEVERITIES)[number];
 export const severityRank = (s: NotificationSeverity): number => 4 - NOTIFICATION_SEVERITIES.indexOf(s);
 
 /** What happened; also the default template key of the request. */
-export const NOTIFICATION_EVENTS = ['alarm.raised', 'alarm.escalated', 'alarm.cleared', 'rule.notify'] as const;
+export const NOTIFICATION_EVENTS = ['alarm.raised', 'alarm.escalated', 'alarm.cleared', 'rule.notify', 'channel.test'] as const;
 export type NotificationEvent = (typeof NOTIFICATION_EVENTS)[number];
+
+/** What a request is about. */
+export const NOTIFICATION_SOURCES = ['alarm', 'rule', 'channel'] as const;
+export type NotificationSourceKind = (typeof NOTIFICATION_SOURCES)[number];
 
 /** Membership roles a recipients selector can name. */
 export const NOTIFICATION_ROLES = ['admin', 'operator', 'viewer'] as const;
@@ -63,8 +67,8 @@ export interface RecipientsSelector {
 
 export interface NotificationRequest {
   orgId: string;
-  /** what it is about: an alarm (its id) or a rule (its id) */
-  source: { kind: 'alarm' | 'rule'; id: string };
+  /** what it is about: an alarm (its id), a rule (its id), or a channel being tested (its id) */
+  source: { kind: NotificationSourceKind; id: string };
   event: NotificationEvent;
   /** the alarm's or device's site; null when it has none (recipient rules scoped to a site then do not match) */
   siteId: string | null;
@@ -88,7 +92,7 @@ export interface NotificationRequest {
 const uuid = z.string().refine(isUuid, 'must be a uuid');
 const schema = z.object({
   orgId: uuid,
-  source: z.object({ kind: z.enum(['alarm', 'rule']), id: uuid }),
+  source: z.object({ kind: z.enum(NOTIFICATION_SOURCES), id: uuid }),
   event: z.enum(NOTIFICATION_EVENTS),
   siteId: uuid.nullable(),
   severity: z.enum(NOTIFICATION_SEVERITIES),

@@ -8,11 +8,13 @@ import * as m0006 from './0006_partition_privileges.js';
 import * as m0007 from './0007_maintenance_job_runs.js';
 import * as m0008 from './0008_system_table_privileges.js';
 import * as m0010 from './0010_commands.js';
+import * as m0011 from './0011_command_jobs.js';
 import * as m0020 from './0020_device_identity.js';
 import * as m0030 from './0030_people.js';
 import * as m0040 from './0040_programs.js';
 import * as m0050 from './0050_rules_wait.js';
 import * as m0055 from './0055_notifications.js';
+import * as m0056 from './0056_notification_tests.js';
 
 /**
  * Every migration, in order. A static list (not a folder scan) so the same code runs from
@@ -28,9 +30,11 @@ export const migrations: Record<string, Migration> = {
   '0007_maintenance_job_runs': m0007,
   '0008_system_table_privileges': m0008,
   '0010_commands': m0010,
+  '0011_command_jobs': m0011,
   '0020_device_identity': m0020,
   '0030_people': m0030,
   '0040_programs': m0040,
   '0050_rules_wait': m0050,
   '0055_notifications': m0055,
+  '0056_notification_tests': m0056,
 };

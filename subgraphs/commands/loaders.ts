@@ -1,6 +1,6 @@
 import DataLoader from 'dataloader';
 import { isUuid } from '../../lib/db.js';
-import type { CommandRow, CommandsRepository, DeviceStateRow, ProfileSpecsRow } from './repository.js';
+import type { CommandRow, CommandsRepositories, DeviceStateRow, JobRow, ProfileSpecsRow } from './repositories/index.js';
 import type { CommandCursor } from './validation.js';
 
 /**
@@ -12,6 +12,8 @@ export interface CommandsLoaders {
   command: DataLoader<string, CommandRow | null>;
   /** device id → its desired/reported state, or null when it has none yet */
   state: DataLoader<string, DeviceStateRow | null>;
+  /** fleet job id → the job with its command counts, or null when unknown or another organization's */
+  job: DataLoader<string, JobRow | null>;
   /** profile id → its command declarations, or null when unknown */
   profile: DataLoader<string, ProfileSpecsRow | null>;
   /** `Device.commands` for one set of arguments: device id → newest commands */
@@ -28,7 +30,8 @@ function byKey<T>(keys: readonly string[], rows: readonly T[], key: (r: T) => st
   return keys.map((k) => m.get(k) ?? null);
 }
 
-export function createLoaders(repo: CommandsRepository, orgId: string): CommandsLoaders {
+export function createLoaders(repos: CommandsRepositories, orgId: string): CommandsLoaders {
+  const { commands: repo, jobs } = repos;
   const opts = { maxBatchSize: MAX_BATCH };
   const command = new DataLoader<string, CommandRow | null>(async (keys) => {
     const ids = validKeys(keys);
@@ -38,6 +41,10 @@ export function createLoaders(repo: CommandsRepository, orgId: string): Commands
     const ids = validKeys(keys);
     return byKey(keys, ids.length ? await repo.states(orgId, ids) : [], (r) => r.device_id);
   }, opts);
+  const job = new DataLoader<string, JobRow | null>(async (keys) => {
+    const ids = validKeys(keys);
+    return byKey(keys, ids.length ? await jobs.byIds(orgId, ids) : [], (r) => r.id);
+  }, opts);
   const profile = new DataLoader<string, ProfileSpecsRow | null>(async (keys) => {
     const ids = validKeys(keys);
     return byKey(keys, ids.length ? await repo.profileSpecs(orgId, ids) : [], (r) => r.id);
@@ -46,6 +53,7 @@ export function createLoaders(repo: CommandsRepository, orgId: string): Commands
   return {
     command,
     state,
+    job,
     profile,
     deviceCommands(first, statuses, after) {
       const k = JSON.stringify([first, statuses, after ?? null]);

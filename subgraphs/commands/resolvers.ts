@@ -7,16 +7,29 @@ import { BadInputError } from '../../lib/errors.js';
 import { DateTimeScalar, decodeCursor, encodeCursor } from '../../lib/graphql-scalars.js';
 import { authorize, type Identity, type Requirement } from '../../lib/identity.js';
 import type { CommandsLoaders } from './loaders.js';
-import type { CommandDefaults, CommandRow, CommandsRepository, CommandWrite, DeviceStateRow, ProfileSpecsRow } from './repository.js';
+import {
+  type CommandDefaults,
+  type CommandJobsRepository,
+  type CommandRow,
+  type CommandsRepository,
+  type CommandWrite,
+  type DeviceStateRow,
+  type JobRow,
+  type JobWrite,
+  jobProgress,
+  type ProfileSpecsRow,
+} from './repositories/index.js';
 import {
   check,
   checkId,
   checkIds,
   commandFilterSchema,
   decodeCommandCursor,
+  jobFilterSchema,
   pageSchema,
   patchSchema,
   sendCommandSchema,
+  sendSiteCommandSchema,
   statusListSchema,
   versionSchema,
 } from './validation.js';
@@ -24,12 +37,17 @@ import {
 /** After a committed change: wake the dispatcher (`dispatch` job) and publish `commandUpdated`; never throws. */
 export type AfterCommandChange = (change: CommandChange) => Promise<void>;
 
+/** After a committed job change: wake the dispatcher for `dispatch`, publish `commandUpdated` and `commandJobUpdated`; never throws. */
+export type AfterJobChange = (write: JobWrite) => Promise<void>;
+
 /** What every resolver of this subgraph receives. */
 export interface CommandsContext {
   identity: Identity;
   repo: CommandsRepository;
+  jobs: CommandJobsRepository;
   loaders: CommandsLoaders;
   after: AfterCommandChange;
+  afterJob: AfterJobChange;
 }
 
 const READ: Requirement = { role: 'viewer', scope: 'commands:read' };
@@ -57,12 +75,24 @@ function page(rows: CommandRow[], first: number) {
   return { edges, pageInfo: { hasNextPage: rows.length > first, endCursor: edges.at(-1)?.cursor ?? null } };
 }
 
+function jobPage(rows: JobRow[], first: number) {
+  const nodes = rows.slice(0, first);
+  const edges = nodes.map((node) => ({ cursor: encodeCursor([node.created_at_text, node.id]), node }));
+  return { edges, pageInfo: { hasNextPage: rows.length > first, endCursor: edges.at(-1)?.cursor ?? null } };
+}
+
 const decodeDeviceCursor = (c: string): string => decodeCursor(c, (k): k is [string] => k.length === 1 && isUuid(k[0]))[0];
 
 function createRoots(d: CommandDefaults) {
   const settle = async (ctx: CommandsContext, w: CommandWrite): Promise<CommandRow> => {
     ctx.loaders.command.clear(w.row.id).prime(w.row.id, w.row);
     if (w.change) await ctx.after(w.change);
+    return w.row;
+  };
+
+  const settleJob = async (ctx: CommandsContext, w: JobWrite): Promise<JobRow> => {
+    ctx.loaders.job.clear(w.row.id).prime(w.row.id, w.row);
+    if (w.changed) await ctx.afterJob(w);
     return w.row;
   };
 
@@ -82,6 +112,22 @@ function createRoots(d: CommandDefaults) {
     commandsByIds(_p, args, ctx) {
       authorize(ctx.identity, READ);
       return ctx.loaders.command.loadMany(checkIds(args.ids));
+    },
+    async commandJobs(_p, args, ctx) {
+      const id = authorize(ctx.identity, READ);
+      const p = check(pageSchema, { first: args.first ?? 20, after: args.after }, '');
+      const filter = check(jobFilterSchema, args.filter, 'filter') ?? {};
+      const rows = await ctx.jobs.list(id.orgId, { limit: p.first + 1, after: p.after ? decodeCommandCursor(p.after) : undefined, filter });
+      for (const r of rows) ctx.loaders.job.prime(r.id, r);
+      return jobPage(rows, p.first);
+    },
+    commandJob(_p, args, ctx) {
+      authorize(ctx.identity, READ);
+      return ctx.loaders.job.load(checkId(args.id));
+    },
+    commandJobsByIds(_p, args, ctx) {
+      authorize(ctx.identity, READ);
+      return ctx.loaders.job.loadMany(checkIds(args.ids));
     },
     async devicesOutOfState(_p, args, ctx) {
       const id = authorize(ctx.identity, READ);
@@ -103,6 +149,24 @@ function createRoots(d: CommandDefaults) {
     async cancelCommand(_p, args, ctx) {
       const id = authorize(ctx.identity, WRITE);
       return settle(ctx, await ctx.repo.cancel(id, checkId(args.id)));
+    },
+    async sendSiteCommand(_p, args, ctx) {
+      const id = authorize(ctx.identity, WRITE);
+      const input = check(sendSiteCommandSchema, args.input, 'input');
+      const row = await ctx.jobs.create(id, input, { expiryS: d.expiryS });
+      return settleJob(ctx, { row, changed: true, changes: [], dispatch: [] });
+    },
+    async pauseCommandJob(_p, args, ctx) {
+      const id = authorize(ctx.identity, WRITE);
+      return settleJob(ctx, await ctx.jobs.pause(id, checkId(args.id)));
+    },
+    async resumeCommandJob(_p, args, ctx) {
+      const id = authorize(ctx.identity, WRITE);
+      return settleJob(ctx, await ctx.jobs.resume(id, checkId(args.id)));
+    },
+    async cancelCommandJob(_p, args, ctx) {
+      const id = authorize(ctx.identity, WRITE);
+      return settleJob(ctx, await ctx.jobs.cancel(id, checkId(args.id)));
     },
     async setDesiredState(_p, args, ctx) {
       const id = authorize(ctx.identity, WRITE);
@@ -133,6 +197,7 @@ const Command: Record<string, Resolver<CommandRow>> = {
   timeoutSeconds: (c) => c.timeout_s,
   idempotencyKey: (c) => c.idempotency_key,
   jobId: (c) => c.job_id,
+  job: (c, _a, ctx) => (c.job_id ? ctx.loaders.job.load(c.job_id) : null),
   createdBy: (c) => c.created_by,
   createdAt: (c) => c.created_at,
   sentAt: (c) => c.sent_at,
@@ -140,6 +205,33 @@ const Command: Record<string, Resolver<CommandRow>> = {
   completedAt: (c) => c.completed_at,
   expiresAt: (c) => c.expires_at,
   history: (c) => c.history.map((h) => ({ status: h.status, at: iso(h.at), evidence: h.evidence ?? null })),
+};
+
+const CommandJob: Record<string, Resolver<JobRow>> = {
+  site: (j) => ({ id: j.site_id }),
+  profile: (j) => (j.profile_id ? { id: j.profile_id } : null),
+  timeoutSeconds: (j) => j.timeout_s,
+  rolloutPerMinute: (j) => j.rollout_per_minute,
+  rolloutIncrease: (j) =>
+    j.rollout_increase_factor === null ? null : { factor: j.rollout_increase_factor, everySucceeded: j.rollout_increase_every },
+  abortWhen: (j) => (j.abort_failed_percent === null ? null : { failedPercent: j.abort_failed_percent, minDevices: j.abort_min_devices }),
+  abortReason: (j) => j.abort_reason,
+  progress: (j) => jobProgress(j),
+  createdBy: (j) => j.created_by,
+  createdAt: (j) => j.created_at,
+  updatedAt: (j) => j.updated_at,
+  completedAt: (j) => j.completed_at,
+  async commands(j, args, ctx) {
+    const p = check(pageSchema, { first: args.first ?? 50, after: args.after }, '');
+    const status = check(statusListSchema, args.status, 'status') ?? null;
+    const rows = await ctx.repo.list(ctx.identity.orgId, {
+      limit: p.first + 1,
+      after: p.after ? decodeCommandCursor(p.after) : undefined,
+      filter: { jobId: j.id, status },
+    });
+    for (const r of rows) ctx.loaders.command.prime(r.id, r);
+    return page(rows, p.first);
+  },
 };
 
 const DeviceState: Record<string, Resolver<DeviceStateRow>> = {
@@ -182,6 +274,13 @@ export function createResolvers(config: Config = loadConfig({})): GraphQLResolve
       __resolveReference(ref: { id: unknown }, ctx: CommandsContext) {
         authorize(ctx.identity, READ);
         return isUuid(ref.id) ? ctx.loaders.command.load(ref.id) : null;
+      },
+    },
+    CommandJob: {
+      ...CommandJob,
+      __resolveReference(ref: { id: unknown }, ctx: CommandsContext) {
+        authorize(ctx.identity, READ);
+        return isUuid(ref.id) ? ctx.loaders.job.load(ref.id) : null;
       },
     },
     DeviceState,

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { JOB_STATUSES, MAX_ROLLOUT_PER_MINUTE } from '../../lib/command-jobs.js';
 import { MAX_PARAMS_BYTES, MAX_TIMEOUT_S } from '../../lib/commands.js';
 import { COMMAND_STATUSES } from '../../lib/contracts/commands.js';
 import { isUuid } from '../../lib/db.js';
@@ -66,3 +67,49 @@ export const statusListSchema = statuses.nullish();
 
 export type CommandCursor = [time: string, id: string];
 export const decodeCommandCursor = (cursor: string): CommandCursor => decodeTimeIdCursor(cursor);
+
+export const sendSiteCommandSchema = z
+  .object({
+    siteId: uuid,
+    profileId: uuid.nullish(),
+    name: z.string().min(1, 'must not be empty').max(64, 'must be at most 64 characters'),
+    params: jsonObject('params').nullish(),
+    rolloutPerMinute: z
+      .number()
+      .int()
+      .min(1, `must be between 1 and ${MAX_ROLLOUT_PER_MINUTE}`)
+      .max(MAX_ROLLOUT_PER_MINUTE, `must be between 1 and ${MAX_ROLLOUT_PER_MINUTE}`)
+      .nullish(),
+    rolloutIncrease: z
+      .object({
+        factor: z.number().gt(1, 'must be above 1').max(10, 'must be at most 10'),
+        everySucceeded: z.number().int().min(1, 'must be at least 1'),
+      })
+      .nullish(),
+    abortWhen: z
+      .object({
+        failedPercent: z.number().gt(0, 'must be above 0').max(100, 'must be at most 100'),
+        minDevices: z.number().int().min(1, 'must be at least 1'),
+      })
+      .nullish(),
+    timeoutSeconds: z
+      .number()
+      .int()
+      .min(1, `must be between 1 and ${MAX_TIMEOUT_S}`)
+      .max(MAX_TIMEOUT_S, `must be between 1 and ${MAX_TIMEOUT_S}`),
+  })
+  .refine((v) => !v.rolloutIncrease || v.rolloutPerMinute, {
+    message: 'needs rolloutPerMinute',
+    path: ['rolloutIncrease'],
+  });
+export type SendSiteCommandInput = z.output<typeof sendSiteCommandSchema>;
+
+export const jobFilterSchema = z
+  .object({
+    siteId: uuid.nullish(),
+    status: z.array(z.enum(JOB_STATUSES)).max(JOB_STATUSES.length).nullish(),
+    from: z.date().nullish(),
+    to: z.date().nullish(),
+  })
+  .nullish();
+export type JobFilterInput = NonNullable<z.output<typeof jobFilterSchema>>;

@@ -1,12 +1,15 @@
 import type { GraphQLResolverMap } from '@apollo/subgraph/dist/schema-helper/resolverMap.js';
 import type { Config } from '../../lib/config.js';
+import type { NotificationInput } from '../../lib/contracts/notifications.js';
 import { DateTimeScalar, encodeCursor, upperCaseEnum } from '../../lib/graphql-scalars.js';
 import { authorize, type Identity, type Requirement } from '../../lib/identity.js';
 import { DEFAULT_CELL_DEGREES } from '../../lib/programs-assign.js';
 import { evaluate, type Sample } from '../../lib/rule-expr.js';
 import { OPERATORS, SEVERITIES } from '../../lib/rules.js';
 import { compileWaitRule, RULE_KINDS, replay, type WaitRule } from '../../lib/rules-wait.js';
+import { parseAllowlist } from '../../lib/webhook-guard.js';
 import type { RulesLoaders } from './loaders.js';
+import { notificationResolvers } from './notifications-resolvers.js';
 import { type ProgramLoaders, programResolvers } from './programs-resolvers.js';
 import type { RuleFilter, RuleRow, RulesRepositories } from './repositories/index.js';
 import { scheduleResolvers } from './schedules-resolvers.js';
@@ -31,6 +34,8 @@ export interface RulesContext {
   repos: RulesRepositories;
   loaders: RulesLoaders;
   programLoaders: ProgramLoaders;
+  /** adds a request to the `notify` queue (`testNotificationChannel`) */
+  notify?: ((input: NotificationInput) => Promise<void>) | undefined;
 }
 
 const READ: Requirement = { role: 'viewer', scope: 'rules:read' };
@@ -173,11 +178,13 @@ function matchesNow(
 export function createResolvers(config?: Config): GraphQLResolverMap<RulesContext> {
   const programs = programResolvers({ SOLAR_CLUSTER_DEGREES: config?.SOLAR_CLUSTER_DEGREES ?? DEFAULT_CELL_DEGREES });
   const schedules = scheduleResolvers();
+  const notifications = notificationResolvers({ allow: parseAllowlist(config?.NOTIFY_WEBHOOK_ALLOW ?? '') });
   return {
     ...resolvers,
     ...programs,
     ...schedules,
-    Query: { ...resolvers.Query, ...programs.Query, ...schedules.Query },
-    Mutation: { ...resolvers.Mutation, ...programs.Mutation, ...schedules.Mutation },
+    ...notifications,
+    Query: { ...resolvers.Query, ...programs.Query, ...schedules.Query, ...notifications.Query },
+    Mutation: { ...resolvers.Mutation, ...programs.Mutation, ...schedules.Mutation, ...notifications.Mutation },
   } as GraphQLResolverMap<RulesContext>;
 }

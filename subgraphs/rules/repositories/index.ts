@@ -1,6 +1,7 @@
 import type { Db } from '../../../lib/db.js';
 import type { Logger } from '../../../lib/logger.js';
 import type { Redis } from '../../../lib/redis.js';
+import { NotificationsRepository } from './notifications.js';
 import { ProgramAssignmentsRepository } from './program-assignments.js';
 import { ProgramsRepository, ProgramsVersion } from './programs.js';
 import { RulesRepository } from './rules.js';
@@ -27,6 +28,7 @@ export interface RulesRepositories {
   programs: ProgramsRepository;
   programAssignments: ProgramAssignmentsRepository;
   schedules: SchedulesRepository;
+  notifications: NotificationsRepository;
 }
 
 /** What the repositories share: the primary database, Redis and `REDIS_PREFIX`. */
@@ -46,5 +48,6 @@ export function createRepositories(deps: RepositoryDeps): RulesRepositories {
     programs: new ProgramsRepository(deps.db, programsVersion),
     programAssignments: new ProgramAssignmentsRepository(deps.db, programsVersion),
     schedules: new SchedulesRepository(deps.db),
+    notifications: new NotificationsRepository(deps.db),
   };
 }

@@ -1,11 +1,19 @@
 import { type RawBuilder, sql } from 'kysely';
-import { actorOf, audit } from '../../lib/audit.js';
-import { type CommandChange, type CommandSpec, checkCommand, deltaOf, historyEntry, mergePatch, storedSpecs } from '../../lib/commands.js';
-import { SET_STATE_COMMAND } from '../../lib/contracts/commands.js';
-import { type Db, isUniqueViolation, type Tx, tenantReadRows, withTenant } from '../../lib/db.js';
-import { BadInputError, ConflictError, NotFoundError } from '../../lib/errors.js';
-import type { Identity } from '../../lib/identity.js';
-import type { CommandCursor, CommandFilterInput, SendCommandInput } from './validation.js';
+import { actorOf, audit } from '../../../lib/audit.js';
+import {
+  type CommandChange,
+  type CommandSpec,
+  checkCommand,
+  deltaOf,
+  historyEntry,
+  mergePatch,
+  storedSpecs,
+} from '../../../lib/commands.js';
+import { SET_STATE_COMMAND } from '../../../lib/contracts/commands.js';
+import { type Db, isUniqueViolation, type Tx, tenantReadRows, withTenant } from '../../../lib/db.js';
+import { BadInputError, ConflictError, NotFoundError } from '../../../lib/errors.js';
+import type { Identity } from '../../../lib/identity.js';
+import type { CommandCursor, CommandFilterInput, SendCommandInput } from '../validation.js';
 
 /** One `commands` row as the resolvers read it. */
 export interface CommandRow {

@@ -1,0 +1,282 @@
+import { Queue } from 'bullmq';
+import { sql } from 'kysely';
+import { audit } from '../lib/audit.js';
+import {
+  type AbortRule,
+  abortReason,
+  activeOf,
+  cancelQueuedCommands,
+  commandCounts,
+  type JobProgress,
+  progressOf,
+  publishJobUpdates,
+  RELEASE_SLICE,
+  type Rollout,
+  releasable,
+} from '../lib/command-jobs.js';
+import { type CommandChange, historyEntry, publishCommandChanges } from '../lib/commands.js';
+import { COMMANDS_QUEUE, dispatchJobs } from '../lib/contracts/commands.js';
+import { queuePrefix } from '../lib/contracts/queues.js';
+import { type Db, type Tx, withTenant } from '../lib/db.js';
+import type { Logger } from '../lib/logger.js';
+import { counter } from '../lib/metrics.js';
+import type { Redis } from '../lib/redis.js';
+
+/**
+ * The fleet-job runner (docs/commands.md, "Fleet jobs"). Every tick it steps each job that is not
+ * settled, each in its own transaction holding the job's row (`for update skip locked`: replicas
+ * share the jobs, a restart resumes from the row):
+ *
+ * 1. progress from one grouped count of the job's commands;
+ * 2. abort (RUNNING or PAUSED) when the failure share of ended commands reaches `abortWhen`: the
+ *    job's QUEUED commands are CANCELED and the reason stored;
+ * 3. release (RUNNING): the next slice of targets in device-id order that the rollout bucket
+ *    allows becomes ordinary `commands` rows (one INSERT … SELECT, marked for dispatch), so one in
+ *    flight per device, leases and the sweep apply to them as to any command;
+ * 4. COMPLETED once every target was released and no command of the job is active;
+ * 5. settled once stopped or completed and nothing of it can change any more.
+ *
+ * After the commit it adds `dispatch` jobs for the released devices (the sweep covers a lost one)
+ * and publishes `commandUpdated` / `commandJobUpdated`.
+ */
+
+const SYSTEM_ACTOR = 'system:command-jobs';
+
+const releasedTotal = counter('rulr_command_job_released_total', 'Devices released by fleet jobs (commands queued)');
+const jobsEndedTotal = counter('rulr_command_jobs_ended_total', 'Fleet jobs the runner ended, by status', ['status']);
+
+export interface CommandJobRunnerOptions {
+  db: Db;
+  redis: Redis;
+  /** `REDIS_PREFIX` */
+  prefix: string;
+  logger: Logger;
+  /** `COMMANDS_SWEEP_MS` @default 1000 */
+  tickMs?: number;
+  /** most devices released per job per tick @default 2000 */
+  slice?: number;
+  /** the rollout's clock (tests step it) @default () => new Date() */
+  clock?: () => Date;
+}
+
+interface JobRow {
+  id: string;
+  org_id: string;
+  name: string;
+  params: Record<string, unknown>;
+  timeout_s: number;
+  expiry_s: number;
+  rollout_per_minute: number | null;
+  rollout_increase_factor: number | null;
+  rollout_increase_every: number | null;
+  abort_failed_percent: number | null;
+  abort_min_devices: number | null;
+  status: string;
+  total: number;
+  released: number;
+  release_cursor: string | null;
+  rollout_credit: number;
+  rollout_at: Date;
+  progress: Partial<JobProgress>;
+  created_by: string;
+}
+
+/** What one step did, for the work after its commit. */
+export interface JobStep {
+  id: string;
+  orgId: string;
+  status: string;
+  released: string[];
+  canceled: CommandChange[];
+  queued: CommandChange[];
+  changed: boolean;
+  progress: JobProgress;
+}
+
+const ruleOf = (j: JobRow): AbortRule | null =>
+  j.abort_failed_percent === null || j.abort_min_devices === null
+    ? null
+    : { failedPercent: j.abort_failed_percent, minDevices: j.abort_min_devices };
+
+const rolloutOf = (j: JobRow): Rollout => ({
+  perMinute: j.rollout_per_minute,
+  increase:
+    j.rollout_increase_factor !== null && j.rollout_increase_every !== null
+      ? { factor: j.rollout_increase_factor, every: j.rollout_increase_every }
+      : null,
+});
+
+const sameProgress = (a: Partial<JobProgress>, b: JobProgress) => (Object.keys(b) as (keyof JobProgress)[]).every((k) => a[k] === b[k]);
+
+export class CommandJobRunner {
+  private timer?: NodeJS.Timeout;
+  private ticking?: Promise<unknown>;
+  private closed = false;
+  private queue?: Queue;
+
+  constructor(private readonly o: CommandJobRunnerOptions) {}
+
+  start(): this {
+    const loop = () => {
+      if (this.closed) return;
+      let again = false;
+      this.ticking = this.tick()
+        .then((r) => {
+          again = r.more;
+        })
+        .catch((err) => this.o.logger.warn({ err: (err as Error).message }, 'command job tick failed'))
+        .finally(() => {
+          this.ticking = undefined;
+          if (!this.closed) this.timer = setTimeout(loop, again ? 0 : (this.o.tickMs ?? 1000));
+        });
+    };
+    this.timer = setTimeout(loop, 0);
+    return this;
+  }
+
+  /**
+   * Steps every job that is not settled (oldest step first). `more` is true when a job released a
+   * full slice without a rate limit (the next tick follows at once).
+   */
+  async tick(now = (this.o.clock ?? (() => new Date()))()): Promise<{ steps: JobStep[]; more: boolean }> {
+    const { rows } = await sql<{ id: string; org_id: string }>`
+      select id, org_id from command_jobs where settled_at is null order by updated_at limit 500`.execute(this.o.db);
+    const steps: JobStep[] = [];
+    let more = false;
+    for (const j of rows) {
+      const s = await this.step(j.org_id, j.id, now);
+      if (!s) continue;
+      steps.push(s);
+      if (s.released.length >= (this.o.slice ?? RELEASE_SLICE)) more = true;
+      await this.afterStep(s);
+    }
+    return { steps, more };
+  }
+
+  /** One job's step in one transaction; null when another replica holds it or it is settled. */
+  async step(orgId: string, jobId: string, now: Date): Promise<JobStep | null> {
+    return withTenant(this.o.db, orgId, async (tx) => {
+      const { rows } = await sql<JobRow>`
+        select id, org_id, name, params, timeout_s, expiry_s, rollout_per_minute, rollout_increase_factor, rollout_increase_every,
+               abort_failed_percent, abort_min_devices, status, total, released, release_cursor, rollout_credit, rollout_at,
+               progress, created_by
+        from command_jobs where id = ${jobId} and settled_at is null for update skip locked`.execute(tx);
+      const job = rows[0];
+      if (!job) return null;
+      let counts = (await commandCounts(tx, [jobId])).get(jobId) ?? {};
+      let p = progressOf(counts, job);
+      let status = job.status;
+      let reason: string | null = null;
+      let canceled: CommandChange[] = [];
+      let released: string[] = [];
+      let queued: CommandChange[] = [];
+
+      if (status === 'RUNNING' || status === 'PAUSED') {
+        reason = abortReason(p, ruleOf(job));
+        if (reason) {
+          status = 'ABORTED';
+          canceled = await cancelQueuedCommands(tx, orgId, jobId, { actor: SYSTEM_ACTOR, why: 'job aborted', now });
+          await audit(tx, orgId, SYSTEM_ACTOR, 'command-job.abort', 'command_job', jobId, { status: job.status }, { status, reason });
+        }
+      }
+      if (status === 'RUNNING' && job.released < job.total) {
+        const r = await this.release(tx, job, p, now);
+        released = r.deviceIds;
+        queued = r.changes;
+        job.released = r.released;
+        job.total = r.total;
+      }
+      if (canceled.length || released.length) counts = (await commandCounts(tx, [jobId])).get(jobId) ?? {};
+      p = progressOf(counts, { ...job, status });
+      if (status === 'RUNNING' && job.released >= job.total && activeOf(p) === 0) {
+        status = 'COMPLETED';
+        await audit(tx, orgId, SYSTEM_ACTOR, 'command-job.complete', 'command_job', jobId, { status: job.status }, { status, progress: p });
+      }
+      const settled = status !== 'RUNNING' && status !== 'PAUSED' && activeOf(p) === 0;
+      const changed = status !== job.status || !sameProgress(job.progress, p);
+      if (changed || settled || released.length)
+        await sql`
+          update command_jobs set status = ${status}, abort_reason = coalesce(${reason}, abort_reason), progress = ${JSON.stringify(p)}::jsonb,
+            total = ${job.total}, updated_at = ${now},
+            completed_at = case when ${status} in ('COMPLETED', 'ABORTED') and completed_at is null then ${now}::timestamptz else completed_at end,
+            settled_at = case when ${settled} then ${now}::timestamptz else null end
+          where id = ${jobId}`.execute(tx);
+      return { id: jobId, orgId, status, released, canceled, queued, changed, progress: p };
+    });
+  }
+
+  /** Releases the next slice the rollout allows: commands for those targets, marked for dispatch, and the job's cursor and bucket. */
+  private async release(
+    tx: Tx,
+    job: JobRow,
+    p: JobProgress,
+    now: Date,
+  ): Promise<{ deviceIds: string[]; changes: CommandChange[]; released: number; total: number }> {
+    const { count, credit } = releasable(
+      rolloutOf(job),
+      { credit: job.rollout_credit, at: job.rollout_at },
+      { now, succeeded: p.succeeded, remaining: job.total - job.released, slice: this.o.slice ?? RELEASE_SLICE },
+    );
+    if (count <= 0) return { deviceIds: [], changes: [], released: job.released, total: job.total };
+    const { rows: targets } = await sql<{ device_id: string }>`
+      select device_id from command_job_targets
+      where job_id = ${job.id} and (${job.release_cursor}::uuid is null or device_id > ${job.release_cursor}::uuid)
+      order by device_id limit ${count}`.execute(tx);
+    const ids = targets.map((t) => t.device_id);
+    const released = job.released + ids.length;
+    // fewer targets than the count still missing: devices were deleted since the job was created
+    const total = ids.length < count ? released : job.total;
+    const history = JSON.stringify([historyEntry('QUEUED', now, { by: job.created_by, job: job.id })]);
+    const expires = new Date(now.getTime() + job.expiry_s * 1000);
+    const { rows: inserted } = ids.length
+      ? await sql<{ id: string; device_id: string }>`
+          insert into commands (org_id, device_id, job_id, name, params, timeout_s, created_by, created_at, updated_at, expires_at, due_at, history)
+          select ${job.org_id}::uuid, t.device_id, ${job.id}::uuid, ${job.name}, ${JSON.stringify(job.params)}::jsonb, ${job.timeout_s},
+                 ${job.created_by}, ${now}, ${now}, ${expires}, ${expires}, ${history}::jsonb
+          from unnest(${ids}::uuid[]) as t(device_id)
+          on conflict (job_id, device_id) where job_id is not null do nothing
+          returning id, device_id`.execute(tx)
+      : { rows: [] };
+    if (inserted.length)
+      await sql`
+        insert into device_states (device_id, org_id, pending_dispatch)
+        select unnest(${inserted.map((r) => r.device_id)}::uuid[]), ${job.org_id}::uuid, true
+        on conflict (device_id) do update set pending_dispatch = true`.execute(tx);
+    await sql`
+      update command_jobs set released = ${released}, release_cursor = coalesce(${ids.at(-1) ?? null}::uuid, release_cursor),
+        rollout_credit = ${credit}, rollout_at = ${now}
+      where id = ${job.id}`.execute(tx);
+    releasedTotal.inc(inserted.length);
+    return {
+      deviceIds: inserted.map((r) => r.device_id),
+      changes: inserted.map((r) => ({ id: r.id, orgId: job.org_id, deviceId: r.device_id, status: 'QUEUED', jobId: job.id })),
+      released,
+      total,
+    };
+  }
+
+  /** After a step's commit: wake the dispatcher for released devices, publish events. Never throws. */
+  private async afterStep(s: JobStep): Promise<void> {
+    const warn = (what: string) => (err: unknown) => this.o.logger.warn({ err: (err as Error).message, jobId: s.id }, what);
+    if (s.status === 'COMPLETED' || s.status === 'ABORTED') jobsEndedTotal.inc({ status: s.status });
+    if (s.released.length) {
+      try {
+        this.queue ??= new Queue(COMMANDS_QUEUE, { connection: this.o.redis, prefix: queuePrefix(this.o.prefix) });
+        await this.queue.addBulk(dispatchJobs(s.orgId, s.released));
+      } catch (err) {
+        warn('dispatch jobs not added (the sweep sends the commands)')(err);
+      }
+    }
+    const changes = [...s.canceled, ...s.queued];
+    if (changes.length)
+      await publishCommandChanges(this.o.db, this.o.redis, this.o.prefix, changes, warn('commandUpdated events not published'));
+    if (s.changed) await publishJobUpdates(this.o.redis, this.o.prefix, [s], warn('commandJobUpdated event not published'));
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+    await this.ticking;
+    await this.queue?.close();
+  }
+}
