@@ -9,10 +9,11 @@
 //   3. browser memory over a soak of live updates: the page's JS heap (CDP Performance.getMetrics
 //      JSHeapUsedSize after a forced GC) sampled through the soak; it must not grow without bound.
 // Env: BENCH_CONSOLE_SHORT=1 (smoke run: 2,000 devices, 200 msg/s, 45 s soak), BENCH_DEVICES,
-// BENCH_RATE, BENCH_SOAK_S, BENCH_PAN_S, BENCH_WRITE=1 (write the section of a short run too).
+// BENCH_RATE, BENCH_SOAK_S, BENCH_PAN_S, BENCH_WRITE=1 (write the section of a short run too),
+// BENCH_SHARED=1 (say in the section that other work shared the machine's cores during the run).
 // A full run writes the `console` section of bench/RESULTS.md.
 import { readFileSync, writeFileSync } from 'node:fs';
-import { cpus, loadavg } from 'node:os';
+import { cpus, loadavg, totalmem } from 'node:os';
 import { Kysely, PostgresDialect } from 'kysely';
 import pg from 'pg';
 import type { CDPSession, Page } from 'playwright-core';
@@ -30,6 +31,7 @@ const RATE = Number(process.env.BENCH_RATE ?? (SHORT ? 200 : 1000));
 const SOAK_S = Number(process.env.BENCH_SOAK_S ?? (SHORT ? 45 : 600));
 const PAN_S = Number(process.env.BENCH_PAN_S ?? (SHORT ? 5 : 10));
 const SAMPLES = SHORT ? 5 : 20;
+const SHARED = process.env.BENCH_SHARED === '1';
 const DB_NAME = 'rulr_bench_console';
 
 /** The mark the console sets once the map has drawn its devices (console/README.md). */
@@ -89,16 +91,18 @@ async function mapPaint(page: Page): Promise<number> {
 
 /** requestAnimationFrame callbacks per second (and the slowest frames) while `during` runs. */
 async function frames(page: Page, during: () => Promise<void>): Promise<{ fps: number; p95Ms: number; longFrames: number }> {
-  await page.evaluate(() => {
-    const w = globalThis as unknown as Win;
+  // A string, not a function: tsx (esbuild keepNames) wraps named inner functions in a `__name`
+  // helper that exists in Node, not in the page ("ReferenceError: __name is not defined").
+  await page.evaluate(`(() => {
+    const w = globalThis;
     w.__frames = [];
     w.__counting = true;
-    const tick = (t: number) => {
+    const tick = (t) => {
       w.__frames.push(t);
       if (w.__counting) w.requestAnimationFrame(tick);
     };
     w.requestAnimationFrame(tick);
-  });
+  })()`);
   await during();
   const ts = await page.evaluate(() => {
     const w = globalThis as unknown as Win;
@@ -289,15 +293,20 @@ function writeSection(r: {
     '<!-- console:start -->',
     '## Console in the browser (`npm run bench:console`)',
     '',
-    `Run ${r.started}Z on ${cpus().length} × ${cpus()[0]?.model.split(' ').slice(0, 2).join(' ') ?? 'CPU'}, Node ${process.version}, headless Chromium (Debian, software rendering), 1-minute load average ${r.load0.toFixed(1)} before and ${r.load1.toFixed(1)} after.`,
-    `Command: \`npm run bench:console\` (env: \`BENCH_CONSOLE_SHORT=1\` for a smoke run, \`BENCH_DEVICES\`, \`BENCH_RATE\`, \`BENCH_SOAK_S\`, \`BENCH_PAN_S\`).`,
+    `Run ${r.started}Z on ${cpus().length} × ${cpus()[0]?.model.split(' ').slice(0, 2).join(' ') ?? 'CPU'}, ${Math.round(totalmem() / 2 ** 30)} GiB RAM, Node ${process.version}, headless Chromium (Debian, software rendering), 1-minute load average ${r.load0.toFixed(1)} before and ${r.load1.toFixed(1)} after.`,
+    ...(SHARED
+      ? [
+          '**The machine was shared**: other sessions ran their tests, builds and benchmarks on the same 2 cores during this run, so the figures are pessimistic.',
+        ]
+      : []),
+    `Command: \`${SHARED ? 'BENCH_SHARED=1 ' : ''}npm run bench:console\` (env: \`BENCH_CONSOLE_SHORT=1\` for a smoke run, \`BENCH_DEVICES\`, \`BENCH_RATE\`, \`BENCH_SOAK_S\`, \`BENCH_PAN_S\`).`,
     `Setup: own database \`${DB_NAME}\` with the demo organization (${fmt(DEVICES)} street lights), every role in one process (\`startRoles(all)\`, as \`rulr start all\`), \`rulr simulate\` at ${fmt(RATE)} messages/s in its own process (${fmt(r.readingsPerS)} readings/s stored during the soak), the console signed in as the demo admin on a 1280×800 viewport, everything on this one machine.`,
     '',
     '| measure | console | baseline (same run) | ratio |',
     '| --- | ---: | ---: | ---: |',
     `| first meaningful paint of the map: page load → \`${MAP_MARK}\` mark${r.points !== null ? ` (${fmt(r.points)} points)` : ''} | ${fmt(r.paintMs)} ms | sign-in page first contentful paint ${fmt(r.signinFcp)} ms | ${ratio(r.paintMs, r.signinFcp)} |`,
     `| frames per second while panning (${PAN_S} s of drags) | ${r.panning.fps} fps (p95 frame ${r.panning.p95Ms} ms, ${r.panning.longFrames} frames > 50 ms) | idle map with live updates ${r.idle.fps} fps (p95 ${r.idle.p95Ms} ms) | ${ratio(r.panning.fps, r.idle.fps)} |`,
-    `| JS heap after a forced GC, over ${Math.round(r.soakS / 60)} min of live updates | ${last.heapMb} MB at the end (max ${r.secondHalfMax} MB in the second half) | ${first.heapMb} MB at the start (max ${r.firstHalfMax} MB in the first half) | ${ratio(last.heapMb, first.heapMb)} |`,
+    `| JS heap after a forced GC, over ${r.soakS >= 120 ? `${Math.round(r.soakS / 60)} min` : `${r.soakS} s`} of live updates | ${last.heapMb} MB at the end (max ${r.secondHalfMax} MB in the second half) | ${first.heapMb} MB at the start (max ${r.firstHalfMax} MB in the first half) | ${ratio(last.heapMb, first.heapMb)} |`,
     '',
     `Heap samples (s: MB): ${r.samples.map((s) => `${s.s}: ${s.heapMb}`).join(', ')}; DOM nodes ${first.nodes} → ${last.nodes}, event listeners ${first.listeners} → ${last.listeners}. Slope over the second half: ${r.lateSlope} MB/min. Verdict: ${r.bounded ? '**bounded** (the second half peaks within 25 % of the first, or grows under 0.1 MB/min)' : '**grows** (see the samples)'}. Browser console errors during the run: ${r.errors}.`,
     '<!-- console:end -->',

@@ -174,3 +174,78 @@ describe('devicesInBox (the console map)', () => {
     expect(body.errors?.[0]?.extensions?.code).toBe('UNAUTHENTICATED');
   });
 });
+
+const EXTENT = 'query ($s: ID) { deviceExtent(siteId: $s) { minLat minLng maxLat maxLng devices } }';
+const OUTLINES = '{ sites { id outline { lat lng } } }';
+
+describe('deviceExtent and Site.outline (the map’s first view and site outlines)', () => {
+  it('answers the box around the organization’s located devices, and of a site subtree', async () => {
+    const token = await a.token('viewer');
+    const all = await gql(token, EXTENT);
+    expect(all.errors).toBeUndefined();
+    expect(all.data.deviceExtent).toEqual({ minLat: 52, minLng: 4, maxLat: 52, maxLng: 4.29, devices: 30 });
+    const site = await gql(token, EXTENT, { s: a.site });
+    expect(site.data.deviceExtent).toEqual(all.data.deviceExtent);
+  });
+
+  it('keeps organizations apart: another’s devices are not in the extent, another’s site gives null', async () => {
+    const token = await b.token('viewer');
+    expect((await gql(token, EXTENT)).data.deviceExtent).toEqual({ minLat: 52, minLng: 4, maxLat: 52, maxLng: 4.04, devices: 5 });
+    const other = await gql(token, EXTENT, { s: a.site });
+    expect(other.errors).toBeUndefined();
+    expect(other.data.deviceExtent).toBeNull();
+  });
+
+  it('answers null without located devices, and refuses a siteId that is no id, naming the field', async () => {
+    const c = await tenant(2);
+    await t.db.updateTable('devices').set({ location: null }).where('org_id', '=', c.orgId).execute();
+    expect((await gql(await c.token('viewer'), EXTENT)).data.deviceExtent).toBeNull();
+    const bad = await gql(await c.token('viewer'), EXTENT, { s: 'not-an-id' });
+    expect(bad.errors?.[0]?.extensions?.code).toBe('BAD_USER_INPUT');
+    expect(bad.errors?.[0]?.message).toContain('siteId');
+  });
+
+  it('outlines a site by the convex hull of its subtree’s devices; a point or nothing for fewer spots', async () => {
+    const c = await tenant(5);
+    const [d0, d1, d2, d3, d4] = c.deviceIds as [string, string, string, string, string];
+    const sql = new pg.Client({ connectionString: t.url });
+    await sql.connect();
+    const child = randomUUID();
+    const empty = randomUUID();
+    const label = (id: string) => id.replaceAll('-', '_');
+    for (const s of [child, empty])
+      await sql.query('insert into sites (id, org_id, name, parent_id, path) values ($1, $2, $3, $4, $5::ltree)', [
+        s,
+        c.orgId,
+        `Sub ${s.slice(0, 4)}`,
+        c.site,
+        `${label(c.site)}.${label(s)}`,
+      ]);
+    const at = (id: string, lng: number, lat: number, site = c.site) =>
+      sql.query('update devices set location = st_setsrid(st_makepoint($2, $3), 4326)::geography, site_id = $4 where id = $1', [
+        id,
+        lng,
+        lat,
+        site,
+      ]);
+    // a triangle with a device inside it (not on the outline) and a decommissioned one outside (left out)
+    await at(d0, 4, 52);
+    await at(d1, 4.1, 52);
+    await at(d2, 4.05, 52.1, child);
+    await at(d3, 4.05, 52.03);
+    await at(d4, 9, 9);
+    await sql.query('update devices set decommissioned_at = now() where id = $1', [d4]);
+    await sql.end();
+    const r = await gql(await c.token('viewer'), OUTLINES);
+    expect(r.errors).toBeUndefined();
+    const outline = new Map<string, { lat: number; lng: number }[]>(
+      r.data.sites.map((s: { id: string; outline: { lat: number; lng: number }[] }) => [s.id, s.outline]),
+    );
+    const key = (l: { lat: number; lng: number }[] = []) => l.map((p) => `${p.lng},${p.lat}`).sort();
+    expect(key(outline.get(c.site))).toEqual(['4,52', '4.05,52.1', '4.1,52']);
+    expect(outline.get(child)).toEqual([{ lat: 52.1, lng: 4.05 }]);
+    expect(outline.get(empty)).toEqual([]);
+    // a line of devices outlines as its two ends
+    expect(key((await gql(await b.token('viewer'), OUTLINES)).data.sites[0].outline)).toEqual(['4,52', '4.04,52']);
+  });
+});

@@ -14,6 +14,8 @@ export interface DevicesLoaders {
   deviceChildren: DataLoader<string, DeviceRow[]>;
   siteChildren: DataLoader<string, SiteRow[]>;
   siteDeviceCount: DataLoader<string, number>;
+  /** a site's outline: the convex hull of its subtree's located devices */
+  siteOutline: DataLoader<string, { lat: number; lng: number }[]>;
   /** a device's credentials, newest first */
   credentials: DataLoader<string, CredentialRow[]>;
 }
@@ -113,5 +115,9 @@ export function createLoaders(repos: DevicesRepositories, orgId: string): Device
     async (keys) => grouped(keys, await rows(keys, (ids) => repos.credentials.credentialsOf(orgId, ids)), (r) => r.device_id),
     opts,
   );
-  return { device, site, profile, deviceChildren, siteChildren, siteDeviceCount, credentials };
+  const siteOutline = new DataLoader<string, { lat: number; lng: number }[]>(async (keys) => {
+    const outlines = new Map((await rows(keys, (ids) => repos.sites.siteOutlines(orgId, ids))).map((r) => [r.id, r.outline]));
+    return keys.map((k) => outlines.get(k) ?? []);
+  }, opts);
+  return { device, site, profile, deviceChildren, siteChildren, siteDeviceCount, siteOutline, credentials };
 }

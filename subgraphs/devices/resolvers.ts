@@ -259,6 +259,10 @@ export function createResolvers(config: PeopleConfig & Pick<Config, 'DEVICE_AUTH
       const bbox = check(bboxSchema, args.bbox, 'bbox');
       return devicePage(ctx, info, page, { bbox, siteId: args.siteId ?? null });
     },
+    deviceExtent(_p, args, ctx) {
+      const id = authorize(ctx.identity, READ);
+      return ctx.repos.devices.deviceExtent(id.orgId, args.siteId == null ? undefined : checkId(args.siteId, 'siteId'));
+    },
     device(_p, args, ctx) {
       authorize(ctx.identity, READ);
       return ctx.loaders.device.load(checkId(args.id));
@@ -469,6 +473,7 @@ export function createResolvers(config: PeopleConfig & Pick<Config, 'DEVICE_AUTH
       return sites.filter((x): x is SiteRow => x !== null && !(x instanceof Error));
     },
     deviceCount: (s, _a, ctx) => ctx.loaders.siteDeviceCount.load(s.id),
+    outline: (s, _a, ctx) => ctx.loaders.siteOutline.load(s.id),
     timeZone: (s) => s.time_zone,
     location: (s) => (s.lat === null || s.lng === null ? null : { lat: s.lat, lng: s.lng }),
     createdAt: (s) => s.created_at,

@@ -38,6 +38,8 @@ interface DeviceState {
   reportedAt: string | null;
 }
 
+/** Statuses a command never leaves. */
+const ENDED = new Set(['SUCCEEDED', 'FAILED', 'EXPIRED', 'CANCELED']);
 const COMMAND_FIELDS = 'id name params status createdAt completedAt error';
 const PROBE = `query Commands($id: ID!) {
   device(id: $id) {
@@ -208,8 +210,11 @@ export function CommandPanel({ deviceId, writable }: { deviceId: string; writabl
     setCommands((l) => {
       const i = l.findIndex((x) => x.id === c.id);
       if (i < 0) return [c, ...l].slice(0, 50);
+      const old = l[i] as Command;
+      // answers race: sendCommand's own answer (QUEUED) may arrive after the live SUCCEEDED; an ended command stays ended
+      if (ENDED.has(old.status) && !ENDED.has(c.status)) return l;
       const next = [...l];
-      next[i] = { ...next[i], ...c };
+      next[i] = { ...old, ...c };
       return next;
     });
 

@@ -39,6 +39,25 @@ const MAP_QUERY = `query Map($bbox: BoundingBox!, $siteId: ID, $first: Int, $aft
   }
 }`;
 
+interface Extent {
+  minLat: number;
+  minLng: number;
+  maxLat: number;
+  maxLng: number;
+  devices: number;
+}
+const EXTENT_FIELDS = 'minLat minLng maxLat maxLng devices';
+/** The first view and the outlines in one request: the org's device extent, each site's hull. */
+const START_QUERY = `query MapStart { deviceExtent { ${EXTENT_FIELDS} } sites { id outline { lat lng } } }`;
+const SITE_EXTENT = `query SiteExtent($siteId: ID) { deviceExtent(siteId: $siteId) { ${EXTENT_FIELDS} } }`;
+
+/** Outline style by depth in the site tree: the city bold, districts plain, streets thin and dashed. */
+const OUTLINE_STYLE: L.PathOptions[] = [
+  { color: '#1864ab', weight: 2.5, fillColor: '#1864ab', fillOpacity: 0.04 },
+  { color: '#1c7ed6', weight: 1.8, fillColor: '#1c7ed6', fillOpacity: 0.05, dashArray: '6 4' },
+  { color: '#4dabf7', weight: 1.2, fill: false, dashArray: '2 4' },
+];
+
 const rankOf = (s: Severity | null) => (s ? SEVERITIES.indexOf(s) : 5);
 const severityOf = (rank: number): Severity | null => SEVERITIES[rank] ?? null;
 const tileUrl = () => document.querySelector('meta[name="rulr-tile-url"]')?.getAttribute('content') || '';
@@ -53,12 +72,28 @@ type Edge = {
   };
 };
 
+/** Each site's depth in the tree (0: a root), from the flattened list's parent ids. */
+function depthOf(list: SiteNode[]): Map<string, number> {
+  const byId = new Map(list.map((s) => [s.id, s]));
+  const depth = new Map<string, number>();
+  const of = (s: SiteNode, seen = 0): number => {
+    const known = depth.get(s.id);
+    if (known !== undefined) return known;
+    const parent = s.parentId ? byId.get(s.parentId) : undefined;
+    const d = parent && seen < 64 ? of(parent, seen + 1) + 1 : 0;
+    depth.set(s.id, d);
+    return d;
+  };
+  for (const s of list) of(s);
+  return depth;
+}
+
 /** The fleet map: devices by bounding box as the map moves, clustered (supercluster) and coloured by status and worst alarm. */
 export function MapPage(_props: { params: Record<string, string> }) {
   const el = useRef<HTMLElement>(null);
   const [roots, setRoots] = useState<SiteNode[]>([]);
   const [selected, setSelected] = useState<string | null>(route.value.params.get('site'));
-  const [status, setStatus] = useState({ loaded: 0, inView: 0, loading: false, truncated: false });
+  const [status, setStatus] = useState({ loaded: 0, inView: 0, loading: false, truncated: false, outlines: 0 });
   const [visible, setVisible] = useState<MapPoint[]>([]);
   const [error, setError] = useState<string | null>(null);
   const api = useRef<{ select(site: SiteNode | null): void } | null>(null);
@@ -241,24 +276,45 @@ export function MapPage(_props: { params: Record<string, string> }) {
     };
     map.on('moveend', onMove);
 
-    const drawSites = (list: SiteNode[]) => {
+    /**
+     * Sites on the plain background (no tiles needed): each site's outline (the convex hull of its
+     * subtree's devices, from the API), labelled at its centre down to the districts; a site with a
+     * point location of its own gets a dashed ring there.
+     */
+    const drawSites = (list: SiteNode[], outlines: Map<string, { lat: number; lng: number }[]>) => {
       siteLayer.clearLayers();
+      const depth = depthOf(list);
       for (const s of list) {
-        if (!s.location) continue;
-        L.circleMarker([s.location.lat, s.location.lng], {
-          renderer,
-          radius: 12,
-          weight: 2,
-          color: '#1864ab',
-          fill: false,
-          dashArray: '4 3',
-          interactive: false,
-        }).addTo(siteLayer);
-        L.tooltip({ permanent: true, direction: 'top', offset: [0, -12], className: 'site-label' })
-          .setLatLng([s.location.lat, s.location.lng])
-          .setContent(s.name)
-          .addTo(siteLayer);
+        const d = depth.get(s.id) ?? 0;
+        const style = { ...OUTLINE_STYLE[Math.min(d, OUTLINE_STYLE.length - 1)], renderer, interactive: false };
+        const ring = (outlines.get(s.id) ?? []).map((p) => [p.lat, p.lng] as [number, number]);
+        if (ring.length >= 3) L.polygon(ring, style).addTo(siteLayer);
+        else if (ring.length === 2) L.polyline(ring, style).addTo(siteLayer);
+        const centre = ring.length ? L.latLngBounds(ring).getCenter() : s.location ? L.latLng(s.location.lat, s.location.lng) : null;
+        if (s.location)
+          L.circleMarker([s.location.lat, s.location.lng], {
+            renderer,
+            radius: 12,
+            weight: 2,
+            color: '#1864ab',
+            fill: false,
+            dashArray: '4 3',
+            interactive: false,
+          }).addTo(siteLayer);
+        if (centre && d <= 1)
+          L.tooltip({ permanent: true, direction: 'center', className: d === 0 ? 'site-label site-label-root' : 'site-label' })
+            .setLatLng(centre)
+            .setContent(s.name)
+            .addTo(siteLayer);
       }
+      setStatus((st) => ({ ...st, outlines: [...outlines.values()].filter((o) => o.length >= 2).length }));
+    };
+
+    const fitExtent = (e: Extent) => {
+      const b = L.latLngBounds([e.minLat, e.minLng], [e.maxLat, e.maxLng]);
+      // one spot (or devices a few metres apart): a street-sized view around it
+      if (map.distance(b.getSouthWest(), b.getNorthEast()) < 50) map.setView(b.getCenter(), 17);
+      else map.fitBounds(b.pad(0.05), { maxZoom: 17 });
     };
 
     /** One site: a district-sized view around it; several: all of them. */
@@ -273,30 +329,31 @@ export function MapPage(_props: { params: Record<string, string> }) {
         siteId = site?.id ?? null;
         points.clear();
         rebuild();
-        const located = site ? flatten([site]).filter((s) => s.location) : [];
-        if (located.length) fitSites(located);
-        void load();
+        // the view of the site's devices; a site without located devices: its own location(s)
+        void gql<{ deviceExtent: Extent | null }>(SITE_EXTENT, { siteId })
+          .then((d) => {
+            if (d.deviceExtent) return fitExtent(d.deviceExtent);
+            const located = site ? flatten([site]).filter((s) => s.location) : [];
+            if (located.length) fitSites(located);
+          })
+          .catch((e: unknown) => setError(errorText(e)))
+          .finally(() => void load());
       },
     };
 
-    // first view: the sites' locations, else the first devices, else the world
+    // first view: the extent of the organization's devices, else the sites' locations, else the world
     void (async () => {
       try {
-        const sites = flatten(await loadSites(orgId));
-        drawSites(sites);
+        const [tree, start] = await Promise.all([
+          loadSites(orgId),
+          gql<{ deviceExtent: Extent | null; sites: { id: string; outline: { lat: number; lng: number }[] | null }[] | null }>(START_QUERY),
+        ]);
+        const sites = flatten(tree);
+        drawSites(sites, new Map((start.sites ?? []).map((s) => [s.id, s.outline ?? []])));
+        if (start.deviceExtent) return fitExtent(start.deviceExtent);
         const located = sites.filter((s) => s.location);
-        if (located.length) {
-          fitSites(located);
-          return;
-        }
-        const d = await gql<{ devices: { edges: Edge[] } | null }>(
-          '{ devices(first: 200) { edges { node { id location { lat lng } } } } }',
-        );
-        const ll = (d.devices?.edges ?? []).flatMap((e) =>
-          e.node.location ? [[e.node.location.lat, e.node.location.lng] as [number, number]] : [],
-        );
-        if (ll.length) map.fitBounds(L.latLngBounds(ll).pad(0.2), { maxZoom: 16 });
-        else map.setView([20, 0], 2);
+        if (located.length) return fitSites(located);
+        map.setView([20, 0], 2);
       } catch (e) {
         setError(errorText(e));
         map.setView([20, 0], 2);
@@ -375,7 +432,7 @@ export function MapPage(_props: { params: Record<string, string> }) {
             <i class="dot-WARNING" /> warning
           </span>
         </div>
-        <p role="status" data-testid="map-status" data-loaded={status.loaded} data-in-view={status.inView}>
+        <p role="status" data-testid="map-status" data-loaded={status.loaded} data-in-view={status.inView} data-outlines={status.outlines}>
           {status.loading ? 'Loading… ' : ''}
           {status.inView} devices in view ({status.loaded} loaded){status.truncated ? ' — zoom in to load all' : ''}
         </p>

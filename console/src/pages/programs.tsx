@@ -57,10 +57,16 @@ interface Override {
 interface Rule {
   id: string;
   name: string;
+  kind: 'THRESHOLD' | 'EXPRESSION' | 'NO_DATA';
   metric: string;
-  operator: string;
-  threshold: number;
+  operator: string | null;
+  threshold: number | null;
   clearThreshold: number | null;
+  expression: string | null;
+  forSeconds: number | null;
+  repeatCount: number | null;
+  windowSeconds: number | null;
+  noDataSeconds: number | null;
   severity: string;
   alarmType: string;
   autoClear: boolean;
@@ -141,6 +147,39 @@ function YearChart({ loc, from }: { loc: PreviewLocation; from: Date }) {
   );
 }
 
+/** The rule as `dryRunRule` takes it back: what each kind needs (docs/alarms-rules.md). */
+function ruleInput(r: Rule): Record<string, unknown> {
+  const common = {
+    name: r.name,
+    kind: r.kind,
+    severity: r.severity,
+    alarmType: r.alarmType,
+    autoClear: r.autoClear,
+    siteId: r.site?.id ?? null,
+    profileId: r.profile?.id ?? null,
+    forSeconds: r.forSeconds,
+    repeatCount: r.repeatCount,
+    windowSeconds: r.windowSeconds,
+  };
+  if (r.kind === 'EXPRESSION') return { ...common, expression: r.expression };
+  if (r.kind === 'NO_DATA') return { ...common, metric: r.metric, noDataSeconds: r.noDataSeconds };
+  return { ...common, metric: r.metric, operator: r.operator, threshold: r.threshold, clearThreshold: r.clearThreshold };
+}
+
+interface DryRunAnswer {
+  devicesInScope: number;
+  evaluated: number;
+  matching: number;
+  truncated: boolean;
+  readings: number;
+  raises: number;
+}
+
+const describeDryRun = (d: DryRunAnswer) =>
+  `${d.raises} alarm(s) on ${d.matching} of ${d.evaluated} devices over the last 24 hours ` +
+  `(${d.readings.toLocaleString()} stored readings replayed, ${d.devicesInScope} devices in scope${d.truncated ? '; truncated' : ''})`;
+
+/** One click: the rule replayed over the last day of stored readings (`dryRunRule` with a window); nothing is saved. */
 function DryRun({ rules }: { rules: Rule[] }) {
   const [results, setResults] = useState<Record<string, string>>({});
   if (!rules.length) return <p class="muted">No rules.</p>;
@@ -150,36 +189,27 @@ function DryRun({ rules }: { rules: Rule[] }) {
         <li key={r.id}>
           <strong>{r.name}</strong>{' '}
           <span class="muted">
-            {r.metric} {r.operator} {r.threshold} → {r.severity.toLowerCase()}
+            {r.kind === 'THRESHOLD'
+              ? `${r.metric} ${r.operator} ${r.threshold}`
+              : r.kind === 'EXPRESSION'
+                ? r.expression
+                : `no ${r.metric} data`}{' '}
+            → {r.severity.toLowerCase()}
           </span>{' '}
           <button
             type="button"
             class="secondary"
             onClick={() => {
               setResults((m) => ({ ...m, [r.id]: 'running…' }));
-              gql<{ dryRunRule: { devicesInScope: number; evaluated: number; matching: number; truncated: boolean } }>(
-                'mutation Dry($input: CreateRuleInput!) { dryRunRule(input: $input, first: 10) { devicesInScope evaluated matching truncated } }',
-                {
-                  input: {
-                    name: r.name,
-                    metric: r.metric,
-                    operator: r.operator,
-                    threshold: r.threshold,
-                    clearThreshold: r.clearThreshold,
-                    severity: r.severity,
-                    alarmType: r.alarmType,
-                    autoClear: r.autoClear,
-                    siteId: r.site?.id ?? null,
-                    profileId: r.profile?.id ?? null,
-                  },
-                },
+              const to = new Date();
+              const from = new Date(to.getTime() - DAY * 1000);
+              gql<{ dryRunRule: DryRunAnswer }>(
+                `mutation Dry($input: CreateRuleInput!, $window: DryRunWindow) {
+                  dryRunRule(input: $input, first: 10, window: $window) { devicesInScope evaluated matching truncated readings raises }
+                }`,
+                { input: ruleInput(r), window: { from: from.toISOString(), to: to.toISOString() } },
               )
-                .then((d) =>
-                  setResults((m) => ({
-                    ...m,
-                    [r.id]: `${d.dryRunRule.matching} of ${d.dryRunRule.evaluated} devices would raise an alarm now (${d.dryRunRule.devicesInScope} in scope${d.dryRunRule.truncated ? ', truncated' : ''})`,
-                  })),
-                )
+                .then((d) => setResults((m) => ({ ...m, [r.id]: describeDryRun(d.dryRunRule) })))
                 .catch((e: unknown) => setResults((m) => ({ ...m, [r.id]: errorText(e) })));
             }}
           >
@@ -231,7 +261,8 @@ export function ProgramsPage(_props: { params: Record<string, string> }) {
       .catch((e: unknown) => setError(errorText(e)));
     gql<{ programOverrides: Override[] | null; rules: { edges: { node: Rule }[] } | null }>(
       `{ programOverrides(active: true, first: 100) { id level startsAt expiresAt reason status site { id name } device { id name } }
-         rules(first: 50) { edges { node { id name metric operator threshold clearThreshold severity alarmType autoClear site { id } profile { id } } } } }`,
+         rules(first: 50) { edges { node { id name kind metric operator threshold clearThreshold expression forSeconds repeatCount windowSeconds noDataSeconds
+           severity alarmType autoClear site { id } profile { id } } } } }`,
     )
       .then((d) => {
         setOverrides(d.programOverrides ?? []);
@@ -380,7 +411,7 @@ export function ProgramsPage(_props: { params: Record<string, string> }) {
       </section>
       <section class="panel" aria-labelledby="dry-h">
         <h2 id="dry-h">Rules: dry run</h2>
-        <p class="muted">Evaluates a rule against the devices' latest values without saving anything.</p>
+        <p class="muted">Replays a rule over the last day of stored readings without saving anything.</p>
         {canWrite() ? <DryRun rules={rules} /> : <p class="muted">Dry runs need the operator role.</p>}
       </section>
     </div>

@@ -9,6 +9,14 @@ import { QueryTemplates } from '../query-templates.js';
 import { type DeviceRow, type ProfileRow, point, profilesOf, readAll, type SiteRow, sitesOf } from './shared.js';
 
 /** Validated filter of `Query.devices` (ids already checked to be uuids). */
+export interface DeviceExtent {
+  minLat: number;
+  minLng: number;
+  maxLat: number;
+  maxLng: number;
+  devices: number;
+}
+
 export interface DeviceListFilter {
   siteId?: string | undefined;
   profileId?: string | undefined;
@@ -229,6 +237,22 @@ export class DeviceRepository {
     const profiles = take<ProfileRow>(o.withProfiles);
     if (!o.withCount) return { rows, sites, profiles };
     return { rows, sites, profiles, total: Number((results[0]?.[0] as { n: number } | undefined)?.n ?? 0) };
+  }
+
+  /** The box around the located devices in service (under `siteId`: its subtree); null when there are none. */
+  async deviceExtent(orgId: string, siteId?: string): Promise<DeviceExtent | null> {
+    const q = this.filtered(this.db.selectFrom('devices as d'), orgId, { siteId })
+      .where('d.location', 'is not', null)
+      .select([
+        sql<number>`min(st_y(d.location::geometry))`.as('minLat'),
+        sql<number>`min(st_x(d.location::geometry))`.as('minLng'),
+        sql<number>`max(st_y(d.location::geometry))`.as('maxLat'),
+        sql<number>`max(st_x(d.location::geometry))`.as('maxLng'),
+        sql<number>`count(*)::int`.as('devices'),
+      ]);
+    const [rows] = await readAll(this.db, orgId, q);
+    const r = rows?.[0] as DeviceExtent | undefined;
+    return r && r.devices > 0 ? r : null;
   }
 
   countDevices(orgId: string, filter: DeviceListFilter): Promise<number> {

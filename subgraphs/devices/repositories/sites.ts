@@ -51,6 +51,25 @@ export class SiteRepository {
     return rows as unknown as { id: string; n: number }[];
   }
 
+  /**
+   * The outline of each site: the convex hull (PostGIS) of its subtree's located devices in service,
+   * as a ring of points without the closing repeat (one or two points for degenerate hulls).
+   */
+  async siteOutlines(orgId: string, siteIds: readonly string[]): Promise<{ id: string; outline: { lat: number; lng: number }[] }[]> {
+    const [rows] = await readAll(
+      this.db,
+      orgId,
+      sql<{ id: string; hull: string }>`
+        select s.id, st_asgeojson(st_convexhull(st_collect(d.location::geometry)), 6) as hull
+        from sites s
+        join sites sub on sub.org_id = ${orgId} and sub.path <@ s.path
+        join devices d on d.org_id = ${orgId} and d.site_id = sub.id and d.decommissioned_at is null and d.location is not null
+        where s.org_id = ${orgId} and s.id = any(${[...siteIds]}::uuid[])
+        group by s.id`.compile(this.db),
+    );
+    return (rows as unknown as { id: string; hull: string }[]).map((r) => ({ id: r.id, outline: ringOf(r.hull) }));
+  }
+
   listSites(orgId: string): Promise<SiteRow[]> {
     return withTenant(this.db, orgId, (tx) =>
       tx.selectFrom('sites').select(siteColumns).where('org_id', '=', orgId).orderBy(sql`nlevel(path)`).orderBy('name').execute(),
@@ -130,4 +149,18 @@ export class SiteRepository {
       return row;
     });
   }
+}
+
+/** The points of a hull in GeoJSON (Polygon, LineString or Point) as a ring without the closing repeat. */
+export function ringOf(geojson: string): { lat: number; lng: number }[] {
+  const g = JSON.parse(geojson) as { type: string; coordinates: unknown };
+  const pts =
+    g.type === 'Polygon'
+      ? ((g.coordinates as number[][][])[0] ?? []).slice(0, -1)
+      : g.type === 'LineString' || g.type === 'MultiPoint'
+        ? (g.coordinates as number[][])
+        : g.type === 'Point'
+          ? [g.coordinates as number[]]
+          : [];
+  return pts.map(([lng = 0, lat = 0]) => ({ lat, lng }));
 }
