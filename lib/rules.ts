@@ -87,6 +87,8 @@ export interface EvalRule extends Condition {
   profileId: string | null;
   /** the notify action (lib/rule-notify.ts), null: none */
   notify?: import('./rule-notify.js').RuleNotify | null;
+  /** device actions (lib/rule-actions.ts), empty: none */
+  actions?: readonly import('./rule-actions.js').RuleAction[];
 }
 
 /** Is a device (its site's ltree path and its profile) inside a rule's scope? */
