@@ -11,7 +11,7 @@ import { counter } from '../lib/metrics.js';
 import type { Redis } from '../lib/redis.js';
 import { firedActions } from '../lib/rule-actions.js';
 import type { RuleAlarmChange } from '../lib/rule-notify.js';
-import { decide, describeMatch, type EvalRule, inScope, type Operator, passes, SEVERITIES, type Severity } from '../lib/rules.js';
+import { decide, describeMatch, type EvalRule, type Operator, passes, SEVERITIES, type Severity, scopeIndexOf } from '../lib/rules.js';
 import { RuleActionRunner, type RuleActionsOptions, safeActions } from './rule-actions.js';
 import { RuleNotifier, safeNotify } from './rule-notify.js';
 import { RuleWait } from './rule-wait.js';
@@ -214,19 +214,35 @@ export class RuleEvaluator {
         where d.org_id = ${orgId} and d.id = any(${ids}::uuid[]) and d.decommissioned_at is null`.execute(tx);
       for (const d of devRows) devices.set(d.id, d);
 
-      // Rule by rule, most severe first (`rulesFor` sorts them), so the first pair of a device and
-      // alarm type below is the most severe rule's.
+      // Device by device, its rules most severe first (`rulesFor` sorts them, the scope index keeps
+      // their order), so the first pair of a device and alarm type below is the most severe rule's.
+      const index = scopeIndexOf(rules);
+      const byDevice = new Map<string, Map<string, Candidate[]>>();
+      for (const [metric, list] of byMetric) {
+        for (const c of list) {
+          let m = byDevice.get(c.deviceId);
+          if (!m) {
+            m = new Map();
+            byDevice.set(c.deviceId, m);
+          }
+          const l = m.get(metric);
+          if (l) l.push(c);
+          else m.set(metric, [c]);
+        }
+      }
       const pairs: Pair[] = [];
-      for (const rule of rules) {
-        for (const c of byMetric.get(rule.metric) ?? []) {
-          const device = devices.get(c.deviceId);
-          if (!device || !inScope(rule, device)) continue;
-          const breach = passes(rule.operator, rule.threshold, c.value);
-          pairs.push({ rule, ...c, breach });
-          const n = perRule.get(rule.id) ?? { readings: 0, matched: 0, raised: 0, cleared: 0 };
-          n.readings++;
-          if (breach) n.matched++;
-          perRule.set(rule.id, n);
+      for (const [deviceId, metrics] of byDevice) {
+        const device = devices.get(deviceId);
+        if (!device) continue;
+        for (const rule of index.forDevice(device)) {
+          for (const c of metrics.get(rule.metric) ?? []) {
+            const breach = passes(rule.operator, rule.threshold, c.value);
+            pairs.push({ rule, ...c, breach });
+            const n = perRule.get(rule.id) ?? { readings: 0, matched: 0, raised: 0, cleared: 0 };
+            n.readings++;
+            if (breach) n.matched++;
+            perRule.set(rule.id, n);
+          }
         }
       }
       summary.readings = pairs.length;

@@ -9,7 +9,7 @@ import { counter } from '../lib/metrics.js';
 import type { Redis } from '../lib/redis.js';
 import { firedActions, type RuleAction } from '../lib/rule-actions.js';
 import type { RuleNotify } from '../lib/rule-notify.js';
-import { inScope, type Operator, SEVERITIES, type Severity } from '../lib/rules.js';
+import { inScope, type Operator, SEVERITIES, type Severity, scopeIndexOf } from '../lib/rules.js';
 import {
   compileWaitRule,
   conditionSource,
@@ -223,10 +223,11 @@ export class RuleWait {
     const result = await withTenant(this.o.db, orgId, async (tx) => {
       for (const d of await scopes(tx, orgId, [...byDevice.keys()])) devices.set(d.id, d);
       const pairs: { rule: LoadedWaitRule; deviceId: string; readings: WaitReading[] }[] = [];
-      for (const rule of rules) {
-        for (const [deviceId, list] of byDevice) {
-          const device = devices.get(deviceId);
-          if (!device || !inScope(rule, device)) continue;
+      const index = scopeIndexOf(rules);
+      for (const [deviceId, list] of byDevice) {
+        const device = devices.get(deviceId);
+        if (!device) continue;
+        for (const rule of index.forDevice(device)) {
           const mine = list.filter((r) => rule.wait.metrics.includes(r.metric));
           if (mine.length) pairs.push({ rule, deviceId, readings: mine });
         }
