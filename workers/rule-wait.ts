@@ -382,9 +382,12 @@ export class RuleWait {
   /**
    * Gives every in-scope device of each enabled NO_DATA rule a timer, so that a device that never
    * reports (or stopped before the rule existed) raises too: its silence counts from the later of the
-   * rule's last change and the device's creation. Idempotent (existing states are left alone).
+   * rule's last change and the device's creation. Idempotent (existing states are left alone). With
+   * `since`, only rules changed and devices created since then are looked at (the full pass joins
+   * every NO_DATA rule with every device: seconds with thousands of rules), see {@link RuleTimers}.
    */
-  async seedNoData(): Promise<number> {
+  async seedNoData(since?: Date): Promise<number> {
+    const recent = since ? sql`and (r.updated_at >= ${since} or d.created_at >= ${since})` : sql``;
     const { numAffectedRows } = await sql`
       insert into rule_device_state (rule_id, device_id, org_id, state, due_at, due_action)
       select r.id, d.id, r.org_id, ${JSON.stringify(emptyState())}::jsonb,
@@ -393,7 +396,7 @@ export class RuleWait {
       join devices d on d.org_id = r.org_id and d.decommissioned_at is null and (r.profile_id is null or d.profile_id = r.profile_id)
       left join sites rs on rs.id = r.site_id
       left join sites ds on ds.id = d.site_id
-      where r.kind = 'no_data' and r.enabled and r.deleted_at is null and (r.site_id is null or ds.path <@ rs.path)
+      where r.kind = 'no_data' and r.enabled and r.deleted_at is null and (r.site_id is null or ds.path <@ rs.path) ${recent}
       on conflict do nothing`.execute(this.o.db);
     return Number(numAffectedRows ?? 0);
   }
@@ -524,8 +527,10 @@ export interface RuleTimersOptions {
   logger: Logger;
   /** How often due timers are looked for. @default 1000 */
   tickMs?: number;
-  /** How often NO_DATA rules' devices get their first timer ({@link RuleWait.seedNoData}). @default 30000 */
+  /** How often NO_DATA rules' new devices and changed rules get their first timer ({@link RuleWait.seedNoData}). @default 30000 */
   seedMs?: number;
+  /** How often the full pass runs (every rule with every device). @default 600000 */
+  fullSeedMs?: number;
   /** Timers fired per transaction. @default 200 */
   batch?: number;
 }
@@ -541,6 +546,7 @@ export class RuleTimers {
   private running?: Promise<unknown>;
   private closed = false;
   private lastSeed = 0;
+  private lastFullSeed = 0;
 
   constructor(private readonly o: RuleTimersOptions) {}
 
@@ -559,9 +565,16 @@ export class RuleTimers {
 
   /** One round: seed when due, then fire due timers until none is left (at most 50 batches). */
   async tick(): Promise<number> {
-    if (Date.now() - this.lastSeed >= (this.o.seedMs ?? 30_000)) {
-      this.lastSeed = Date.now();
+    const now = Date.now();
+    if (now - this.lastFullSeed >= (this.o.fullSeedMs ?? 600_000)) {
+      this.lastFullSeed = now;
+      this.lastSeed = now;
       await this.o.wait.seedNoData();
+    } else if (now - this.lastSeed >= (this.o.seedMs ?? 30_000)) {
+      // a minute of overlap covers the clocks of this process and the database
+      const since = new Date(this.lastSeed - 60_000);
+      this.lastSeed = now;
+      await this.o.wait.seedNoData(since);
     }
     let total = 0;
     for (let i = 0; i < 50 && !this.closed; i++) {
