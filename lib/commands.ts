@@ -178,13 +178,17 @@ export interface DesiredLevelsOptions {
   now?: Date;
 }
 
+/** One device's desired-state patch (a null value removes its key), with an optional ramp passed to the device. */
+export interface DesiredPatch {
+  deviceId: string;
+  patch: Record<string, unknown>;
+  rampSeconds: number | null;
+}
+
 /**
  * Sets `desired.level` of many devices in `tx` (the programs scheduler's transaction) with three
- * set-based statements, whatever the number of devices: the desired state and its version; the
- * superseded `setState` commands not yet handed to the broker are CANCELED; one `setState` command
- * `{desired: <delta>, version, rampSeconds}` per device whose reported state differs, marked for the
- * workers' dispatch sweep (`pending_dispatch`). Devices of another organization are ignored. Returns
- * how many commands were queued.
+ * set-based statements, whatever the number of devices: the desired state and its version, then
+ * {@link queueSetState}. Devices of another organization are ignored. Returns how many commands were queued.
  */
 export async function setDesiredLevels(
   tx: Tx,
@@ -197,7 +201,6 @@ export async function setDesiredLevels(
   const now = o.now ?? new Date();
   const ids = items.map((i) => i.deviceId);
   const levels = items.map((i) => i.level);
-  const ramps = items.map((i) => i.rampSeconds);
   await sql`
     insert into device_states as s (device_id, org_id, desired, version, desired_at, updated_at)
     select i.device_id, ${orgId}::uuid, jsonb_build_object('level', i.level), 1, ${now}, ${now}
@@ -207,6 +210,71 @@ export async function setDesiredLevels(
       set desired = s.desired || excluded.desired, version = s.version + 1, desired_at = excluded.desired_at, updated_at = excluded.updated_at`.execute(
     tx,
   );
+  return (
+    await queueSetState(
+      tx,
+      orgId,
+      ids,
+      items.map((i) => i.rampSeconds),
+      actor,
+      { ...o, now },
+    )
+  ).length;
+}
+
+/**
+ * Merges patches into many devices' desired states in `tx` (rule actions) with four set-based
+ * statements: missing `device_states` rows, the merge and version (a null removes its key, as
+ * {@link mergePatch}), then {@link queueSetState}. Devices of another organization are ignored.
+ * Returns the commands queued and their devices.
+ */
+export async function setDesiredPatches(
+  tx: Tx,
+  orgId: string,
+  items: readonly DesiredPatch[],
+  actor: string,
+  o: DesiredLevelsOptions,
+): Promise<{ queued: number; deviceIds: string[] }> {
+  if (!items.length) return { queued: 0, deviceIds: [] };
+  const now = o.now ?? new Date();
+  const ids = items.map((i) => i.deviceId);
+  const patches = items.map((i) => JSON.stringify(i.patch));
+  await sql`
+    insert into device_states (device_id, org_id)
+    select d.id, d.org_id from devices d where d.id = any(${ids}::uuid[]) and d.org_id = ${orgId}::uuid
+    on conflict (device_id) do nothing`.execute(tx);
+  await sql`
+    update device_states s
+    set desired = (s.desired || i.patch) - coalesce((select array_agg(e.key) from jsonb_each(i.patch) e where e.value = 'null'::jsonb), '{}'::text[]),
+        version = s.version + 1, desired_at = ${now}, updated_at = ${now}
+    from unnest(${ids}::uuid[], ${patches}::jsonb[]) as i(device_id, patch)
+    where s.device_id = i.device_id and s.org_id = ${orgId}::uuid`.execute(tx);
+  const deviceIds = await queueSetState(
+    tx,
+    orgId,
+    ids,
+    items.map((i) => i.rampSeconds),
+    actor,
+    { ...o, now },
+  );
+  return { queued: deviceIds.length, deviceIds };
+}
+
+/**
+ * The two statements after a desired-state change of many devices: the superseded `setState`
+ * commands not yet handed to the broker are CANCELED; one `setState` command `{desired: <delta>,
+ * version, rampSeconds?}` is queued per device whose reported state differs, marked for the workers'
+ * dispatch sweep (`pending_dispatch`). Returns the devices that got one.
+ */
+async function queueSetState(
+  tx: Tx,
+  orgId: string,
+  ids: readonly string[],
+  ramps: readonly (number | null)[],
+  actor: string,
+  o: DesiredLevelsOptions & { now: Date },
+): Promise<string[]> {
+  const now = o.now;
   const superseded = JSON.stringify([historyEntry('CANCELED', now, { supersededBy: 'desired state', by: actor })]);
   await sql`
     update commands set status = 'CANCELED', completed_at = ${now}, due_at = null, updated_at = ${now},
@@ -215,19 +283,20 @@ export async function setDesiredLevels(
       and status = 'QUEUED' and lease_until is null`.execute(tx);
   const queued = JSON.stringify([historyEntry('QUEUED', now, { by: actor, source: 'desired state' })]);
   const expires = new Date(now.getTime() + o.expiryS * 1000);
-  const r = await sql`
+  const { rows } = await sql<{ device_id: string }>`
     with queued as (
       insert into commands (org_id, device_id, name, params, timeout_s, created_by, created_at, updated_at, expires_at, due_at, history)
       select s.org_id, s.device_id, ${SET_STATE_COMMAND},
-             jsonb_build_object('desired', ${SQL_DELTA}, 'version', s.version, 'rampSeconds', i.ramp),
+             jsonb_build_object('desired', ${SQL_DELTA}, 'version', s.version)
+               || case when i.ramp is null then '{}'::jsonb else jsonb_build_object('rampSeconds', i.ramp) end,
              ${o.timeoutS}, ${actor}, ${now}, ${now}, ${expires}, ${expires}, ${queued}::jsonb
       from unnest(${ids}::uuid[], ${ramps}::int[]) as i(device_id, ramp)
       join device_states s on s.device_id = i.device_id and s.org_id = ${orgId}::uuid
       where not s.in_sync
       returning device_id
     )
-    update device_states set pending_dispatch = true where device_id in (select device_id from queued)`.execute(tx);
-  return Number(r.numAffectedRows ?? 0);
+    update device_states set pending_dispatch = true where device_id in (select device_id from queued) returning device_id`.execute(tx);
+  return rows.map((r) => r.device_id);
 }
 
 /** A command that changed status, as the dispatcher and the subgraph report it (events, fleet-job progress). */

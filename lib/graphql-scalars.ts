@@ -1,4 +1,4 @@
-import { GraphQLError, GraphQLScalarType, Kind } from 'graphql';
+import { GraphQLError, GraphQLScalarType, Kind, valueFromASTUntyped } from 'graphql';
 import { isUuid } from './db.js';
 import { BadInputError, ErrorCode } from './errors.js';
 
@@ -75,3 +75,11 @@ export const decodeTimeIdCursor = (cursor: string): [time: string, id: string] =
  */
 export const upperCaseEnum = (values: readonly string[]): Record<string, string> =>
   Object.fromEntries(values.map((v) => [v.toUpperCase(), v]));
+
+/** `scalar JSON`: any JSON value, passed through (the field's own validation checks it). */
+export const JSONScalar = new GraphQLScalarType({
+  name: 'JSON',
+  serialize: (v) => v,
+  parseValue: (v) => v,
+  parseLiteral: (ast, vars) => valueFromASTUntyped(ast, vars),
+});

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { conditionProblem, decide, describeMatch, inScope, passes } from './rules.js';
+import { conditionProblem, decide, describeMatch, inScope, passes, ScopeIndex } from './rules.js';
 
 describe('rule conditions', () => {
   it('compares a value with the threshold for every operator', () => {
@@ -48,5 +48,27 @@ describe('rule conditions', () => {
 
   it('describes a match for the alarm message', () => {
     expect(describeMatch('voltage', { operator: 'gte', threshold: 253 }, 260.5)).toBe('voltage 260.5 ≥ 253');
+  });
+});
+
+describe('the scope index', () => {
+  it('finds the same rules as inScope, in the given order', () => {
+    const rules = [
+      { id: 'a', sitePath: null, profileId: null },
+      { id: 'b', sitePath: 'c1.s1', profileId: 'p1' },
+      { id: 'c', sitePath: 'c1', profileId: null },
+      { id: 'd', sitePath: 'c2', profileId: null },
+      { id: 'e', sitePath: null, profileId: 'p2' },
+      { id: 'f', sitePath: 'c1.s1.x', profileId: null },
+    ];
+    const index = new ScopeIndex(rules);
+    const devices = [
+      { sitePath: 'c1.s1', profileId: 'p1' },
+      { sitePath: 'c1.s10', profileId: 'p1' },
+      { sitePath: null, profileId: 'p2' },
+      { sitePath: 'c2.s3', profileId: null },
+    ];
+    for (const d of devices) expect(index.forDevice(d).map((r) => r.id)).toEqual(rules.filter((r) => inScope(r, d)).map((r) => r.id));
+    expect(index.forDevice(devices[0] as (typeof devices)[number]).map((r) => r.id)).toEqual(['a', 'b', 'c']);
   });
 });

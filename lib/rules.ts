@@ -87,6 +87,8 @@ export interface EvalRule extends Condition {
   profileId: string | null;
   /** the notify action (lib/rule-notify.ts), null: none */
   notify?: import('./rule-notify.js').RuleNotify | null;
+  /** device actions (lib/rule-actions.ts), empty: none */
+  actions?: readonly import('./rule-actions.js').RuleAction[];
 }
 
 /** Is a device (its site's ltree path and its profile) inside a rule's scope? */
@@ -100,4 +102,49 @@ export function inScope(
     if (!p || !(p === rule.sitePath || p.startsWith(`${rule.sitePath}.`))) return false;
   }
   return true;
+}
+
+/**
+ * An index of rules by scope, so an evaluation looks up a device's rules (its profile or none, × its
+ * site's ancestors or none) instead of testing every rule against every device: with 10,000 rules
+ * scoped to streets and lamp models, a device meets the ten that concern it. `forDevice` keeps the
+ * rules' order (callers sort them most severe first).
+ */
+export class ScopeIndex<R extends Pick<EvalRule, 'sitePath' | 'profileId'>> {
+  private readonly buckets = new Map<string, { i: number; rule: R }[]>();
+
+  constructor(readonly rules: readonly R[]) {
+    rules.forEach((rule, i) => {
+      const key = `${rule.profileId ?? ''}|${rule.sitePath ?? ''}`;
+      const list = this.buckets.get(key) ?? [];
+      list.push({ i, rule });
+      this.buckets.set(key, list);
+    });
+  }
+
+  /** The rules whose scope includes the device, in the order they were given. */
+  forDevice(device: { sitePath: string | null; profileId: string | null }): R[] {
+    const paths = [''];
+    if (device.sitePath) {
+      const labels = device.sitePath.split('.');
+      for (let n = 1; n <= labels.length; n++) paths.push(labels.slice(0, n).join('.'));
+    }
+    const profiles = device.profileId ? ['', device.profileId] : [''];
+    const hits: { i: number; rule: R }[] = [];
+    for (const p of profiles) for (const s of paths) for (const h of this.buckets.get(`${p}|${s}`) ?? []) hits.push(h);
+    if (hits.length > 1) hits.sort((a, b) => a.i - b.i);
+    return hits.map((h) => h.rule);
+  }
+}
+
+const indexes = new WeakMap<readonly object[], ScopeIndex<Pick<EvalRule, 'sitePath' | 'profileId'>>>();
+
+/** The {@link ScopeIndex} of a (cached, unchanging) rule list, built once per list. */
+export function scopeIndexOf<R extends Pick<EvalRule, 'sitePath' | 'profileId'>>(rules: readonly R[]): ScopeIndex<R> {
+  let index = indexes.get(rules) as ScopeIndex<R> | undefined;
+  if (!index) {
+    index = new ScopeIndex(rules);
+    indexes.set(rules, index as unknown as ScopeIndex<Pick<EvalRule, 'sitePath' | 'profileId'>>);
+  }
+  return index;
 }

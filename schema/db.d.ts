@@ -650,6 +650,7 @@ export interface RuleExecutions {
 }
 
 export interface Rules {
+  actions: Json | null;
   alarm_type: string;
   auto_clear: Generated<boolean>;
   clear_on_disable: Generated<boolean>;

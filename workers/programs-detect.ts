@@ -1,8 +1,7 @@
 import { sql } from 'kysely';
 import { getPosition } from 'suncalc';
-import type { AlarmChange } from '../lib/alarms.js';
+import { type AlarmEvent, publishAlarmChanges, writeAlarms } from '../lib/alarm-writer.js';
 import { latestKey, numericLatest } from '../lib/contracts/device-state.js';
-import { alarmChangedEvent, eventsChannel } from '../lib/contracts/events.js';
 import { type Db, withTenant } from '../lib/db.js';
 import type { Logger } from '../lib/logger.js';
 import { counter } from '../lib/metrics.js';
@@ -154,43 +153,26 @@ export class ProgramDetectors {
       });
     }
     if (!raises.length && !clears.length) return { devices: levels.length, raised: 0, cleared: 0 };
-    const events: [AlarmChange, { id: string; deviceId: string; severity: string }][] = [];
-    await withTenant(this.o.db, orgId, async (tx) => {
-      if (raises.length) {
-        const { rows } = await sql<{ id: string; device_id: string; type: string; severity: string }>`
-          insert into alarms (org_id, device_id, type, severity, message, raised_by)
-          select ${orgId}, v.device_id, v.type, v.severity, v.message, 'program:detector'
-          from unnest(${raises.map((r) => r.deviceId)}::uuid[], ${raises.map((r) => DETECTOR_ALARMS[r.detector].type)}::text[],
-                      ${raises.map((r) => DETECTOR_ALARMS[r.detector].severity)}::text[], ${raises.map((r) => r.message)}::text[])
-               as v(device_id, type, severity, message)
-          on conflict (org_id, device_id, type) where cleared_at is null do nothing
-          returning id, device_id, type, severity`.execute(tx);
-        if (rows.length) {
-          await sql`
-            insert into alarm_events (org_id, alarm_id, kind, actor)
-            select ${orgId}, id, 'raised', 'program:detector' from unnest(${rows.map((r) => r.id)}::uuid[]) as id`.execute(tx);
-        }
-        for (const a of rows) {
-          events.push(['raised', { id: a.id, deviceId: a.device_id, severity: a.severity }]);
-          changesTotal.inc({ detector: detectorOf.get(a.type) ?? '?', change: 'raised' });
-        }
-      }
-      if (clears.length) {
-        const { rows } = await sql<{ id: string; device_id: string; type: string; severity: string }>`
-          update alarms set cleared_at = now(), cleared_by = 'program:detector'
-          where org_id = ${orgId} and id = any(${clears.map((c) => c.id)}::uuid[]) and cleared_at is null
-          returning id, device_id, type, severity`.execute(tx);
-        if (rows.length) {
-          await sql`
-            insert into alarm_events (org_id, alarm_id, kind, actor)
-            select ${orgId}, id, 'cleared', 'program:detector' from unnest(${rows.map((r) => r.id)}::uuid[]) as id`.execute(tx);
-        }
-        for (const a of rows) {
-          events.push(['cleared', { id: a.id, deviceId: a.device_id, severity: a.severity }]);
-          changesTotal.inc({ detector: detectorOf.get(a.type) ?? '?', change: 'cleared' });
-        }
-      }
-    });
+    const actor = 'program:detector';
+    const written = await withTenant(this.o.db, orgId, (tx) =>
+      writeAlarms(tx, orgId, {
+        raise: raises.map((r) => ({
+          deviceId: r.deviceId,
+          ruleId: null,
+          type: DETECTOR_ALARMS[r.detector].type,
+          severity: DETECTOR_ALARMS[r.detector].severity,
+          message: r.message,
+          value: null,
+          readingTs: null,
+          at: null,
+          actor,
+        })),
+        clear: clears.map((c) => ({ id: c.id, value: null, readingTs: null, at: null, actor })),
+      }),
+    );
+    for (const a of written.raised) changesTotal.inc({ detector: detectorOf.get(a.type) ?? '?', change: 'raised' });
+    for (const a of written.cleared) changesTotal.inc({ detector: detectorOf.get(a.type) ?? '?', change: 'cleared' });
+    const events = written.events;
     await this.publish(orgId, events, plan.devices, now);
     return {
       devices: levels.length,
@@ -200,23 +182,13 @@ export class ProgramDetectors {
   }
 
   /** `alarmChanged` events once committed; a failure is logged (the alarms are stored). */
-  private async publish(
+  private publish(
     orgId: string,
-    events: [AlarmChange, { id: string; deviceId: string; severity: string }][],
+    events: AlarmEvent[],
     devices: Map<string, { siteId: string | null; sitePath: string | null }>,
     now: number,
   ): Promise<void> {
-    if (!events.length) return;
-    const p = this.o.redis.pipeline();
-    const channel = eventsChannel(this.o.prefix, orgId);
-    for (const [change, a] of events) {
-      p.publish(channel, alarmChangedEvent(orgId, change, a, devices.get(a.deviceId) ?? { siteId: null, sitePath: null }, now));
-    }
-    try {
-      await p.exec();
-    } catch (e) {
-      this.o.logger.warn({ orgId, err: (e as Error).message }, 'program detectors: publishing alarm events failed');
-    }
+    return publishAlarmChanges(this.o, orgId, events, devices, now);
   }
 }
 

@@ -1,8 +1,7 @@
 import { Worker } from 'bullmq';
 import { sql } from 'kysely';
 import { LRUCache } from 'lru-cache';
-import type { AlarmChange } from '../lib/alarms.js';
-import { alarmChangedEvent, eventsChannel } from '../lib/contracts/events.js';
+import { type AlarmEvent, queueAlarmEvents, type WrittenAlarm, writeAlarms } from '../lib/alarm-writer.js';
 import { queuePrefix } from '../lib/contracts/queues.js';
 import { parseRuleEvalJob, RULE_EVAL_QUEUE } from '../lib/contracts/rule-eval.js';
 import { addRuleStats, rulesVersionKey } from '../lib/contracts/rule-state.js';
@@ -10,8 +9,10 @@ import { type Db, type Tx, withTenant } from '../lib/db.js';
 import type { Logger } from '../lib/logger.js';
 import { counter } from '../lib/metrics.js';
 import type { Redis } from '../lib/redis.js';
+import { firedActions } from '../lib/rule-actions.js';
 import type { RuleAlarmChange } from '../lib/rule-notify.js';
-import { decide, describeMatch, type EvalRule, inScope, type Operator, passes, SEVERITIES, type Severity } from '../lib/rules.js';
+import { decide, describeMatch, type EvalRule, type Operator, passes, SEVERITIES, type Severity, scopeIndexOf } from '../lib/rules.js';
+import { RuleActionRunner, type RuleActionsOptions, safeActions } from './rule-actions.js';
 import { RuleNotifier, safeNotify } from './rule-notify.js';
 import { RuleWait } from './rule-wait.js';
 
@@ -33,6 +34,8 @@ export interface RuleEvaluatorOptions {
   prefix: string;
   /** Jobs evaluated at once by this process. @default 2 */
   concurrency?: number;
+  /** command defaults of the rules' device actions */
+  actions?: RuleActionsOptions;
   logger: Logger;
 }
 
@@ -83,8 +86,8 @@ interface Keep {
   ts: number;
   breach: boolean;
   severity: Severity;
-  /** the most severe rule of the type changed: an `updated` history entry */
-  severityChanged: boolean;
+  /** the alarm's severity as read (the most severe rule of the type may have changed) */
+  previousSeverity: string | undefined;
 }
 interface Clear {
   id: string;
@@ -117,10 +120,12 @@ export class RuleEvaluator {
   readonly wait: RuleWait;
 
   private readonly notifier: RuleNotifier;
+  private readonly actions: RuleActionRunner;
 
   constructor(private readonly o: RuleEvaluatorOptions) {
     this.notifier = new RuleNotifier(o.redis, o.prefix, o.logger);
-    this.wait = new RuleWait({ ...o, notifier: this.notifier });
+    this.actions = new RuleActionRunner(o.redis, o.prefix, o.logger, o.actions);
+    this.wait = new RuleWait({ ...o, notifier: this.notifier, actions: this.actions });
   }
 
   start(): this {
@@ -177,14 +182,10 @@ export class RuleEvaluator {
     }
 
     const perRule = new Map<string, RuleCount>();
-    const events: [AlarmChange, { id: string; deviceId: string; severity: string }][] = [];
+    const events: AlarmEvent[] = [];
     const notes: RuleAlarmChange[] = [];
     const ruleById = new Map(rules.map((r) => [r.id, r]));
-    const note = (
-      change: 'raised' | 'cleared',
-      a: { id: string; device_id: string; rule_id: string | null; severity: string; value: number | null },
-    ) => {
-      const rule = ruleById.get(a.rule_id ?? '');
+    const note = (change: 'raised' | 'cleared', a: WrittenAlarm, rule: EvalRule | undefined) => {
       if (!rule?.notify) return;
       notes.push({
         orgId,
@@ -193,17 +194,18 @@ export class RuleEvaluator {
         change,
         alarm: {
           id: a.id,
-          deviceId: a.device_id,
+          deviceId: a.deviceId,
           type: rule.alarmType,
           severity: a.severity as Severity,
           value: a.value,
           message: a.value === null ? rule.alarmType : describeMatch(rule.metric, rule, a.value),
         },
-        siteId: devices.get(a.device_id)?.siteId ?? null,
+        siteId: devices.get(a.deviceId)?.siteId ?? null,
         at: Date.now(),
       });
     };
     const devices = new Map<string, DeviceScope>();
+    let dispatch: string[] = [];
     await withTenant(this.o.db, orgId, async (tx) => {
       const ids = [...new Set([...byMetric.values()].flatMap((list) => list.map((c) => c.deviceId)))];
       const { rows: devRows } = await sql<DeviceScope>`
@@ -212,19 +214,35 @@ export class RuleEvaluator {
         where d.org_id = ${orgId} and d.id = any(${ids}::uuid[]) and d.decommissioned_at is null`.execute(tx);
       for (const d of devRows) devices.set(d.id, d);
 
-      // Rule by rule, most severe first (`rulesFor` sorts them), so the first pair of a device and
-      // alarm type below is the most severe rule's.
+      // Device by device, its rules most severe first (`rulesFor` sorts them, the scope index keeps
+      // their order), so the first pair of a device and alarm type below is the most severe rule's.
+      const index = scopeIndexOf(rules);
+      const byDevice = new Map<string, Map<string, Candidate[]>>();
+      for (const [metric, list] of byMetric) {
+        for (const c of list) {
+          let m = byDevice.get(c.deviceId);
+          if (!m) {
+            m = new Map();
+            byDevice.set(c.deviceId, m);
+          }
+          const l = m.get(metric);
+          if (l) l.push(c);
+          else m.set(metric, [c]);
+        }
+      }
       const pairs: Pair[] = [];
-      for (const rule of rules) {
-        for (const c of byMetric.get(rule.metric) ?? []) {
-          const device = devices.get(c.deviceId);
-          if (!device || !inScope(rule, device)) continue;
-          const breach = passes(rule.operator, rule.threshold, c.value);
-          pairs.push({ rule, ...c, breach });
-          const n = perRule.get(rule.id) ?? { readings: 0, matched: 0, raised: 0, cleared: 0 };
-          n.readings++;
-          if (breach) n.matched++;
-          perRule.set(rule.id, n);
+      for (const [deviceId, metrics] of byDevice) {
+        const device = devices.get(deviceId);
+        if (!device) continue;
+        for (const rule of index.forDevice(device)) {
+          for (const c of metrics.get(rule.metric) ?? []) {
+            const breach = passes(rule.operator, rule.threshold, c.value);
+            pairs.push({ rule, ...c, breach });
+            const n = perRule.get(rule.id) ?? { readings: 0, matched: 0, raised: 0, cleared: 0 };
+            n.readings++;
+            if (breach) n.matched++;
+            perRule.set(rule.id, n);
+          }
         }
       }
       summary.readings = pairs.length;
@@ -257,99 +275,53 @@ export class RuleEvaluator {
             ts: p.ts,
             breach: p.breach,
             severity: p.rule.severity,
-            severityChanged: cur.severity !== undefined && cur.severity !== p.rule.severity,
+            previousSeverity: cur.severity,
           });
         else if (d === 'clear' && cur) clears.push({ id: cur.id, rule: p.rule, value: p.value, ts: p.ts });
       }
 
-      if (raises.length) {
-        const inserted = await tx
-          .insertInto('alarms')
-          .values(
-            raises.map((r) => ({
-              org_id: orgId,
-              device_id: r.deviceId,
-              rule_id: r.rule.id,
-              type: r.rule.alarmType,
-              severity: r.rule.severity,
-              message: describeMatch(r.rule.metric, r.rule, r.value),
-              value: r.value,
-              reading_ts: r.ts,
-              raised_by: `rule:${r.rule.id}`,
-              raised_at: sql<Date>`least(now(), to_timestamp(${r.ts}::float8 / 1000))`,
-              last_at: sql<Date>`least(now(), to_timestamp(${r.ts}::float8 / 1000))`,
-            })),
-          )
-          .onConflict((oc) => oc.columns(['org_id', 'device_id', 'type']).where('cleared_at', 'is', null).doNothing())
-          .returning(['id', 'device_id', 'rule_id', 'severity', 'value'])
-          .execute();
-        if (inserted.length) {
-          await tx
-            .insertInto('alarm_events')
-            .values(inserted.map((a) => ({ org_id: orgId, alarm_id: a.id, kind: 'raised', actor: `rule:${a.rule_id}`, value: a.value })))
-            .execute();
-        }
-        for (const a of inserted) {
-          note('raised', a);
-          events.push(['raised', { id: a.id, deviceId: a.device_id, severity: a.severity }]);
-          const n = perRule.get(a.rule_id ?? '');
-          if (n) n.raised++;
-        }
-        summary.raised += inserted.length;
+      const written = await writeAlarms(tx, orgId, {
+        raise: raises.map((r) => ({
+          deviceId: r.deviceId,
+          ruleId: r.rule.id,
+          type: r.rule.alarmType,
+          severity: r.rule.severity,
+          message: describeMatch(r.rule.metric, r.rule, r.value),
+          value: r.value,
+          readingTs: r.ts,
+          at: r.ts,
+          actor: `rule:${r.rule.id}`,
+        })),
+        refresh: keeps.map((k) => ({
+          id: k.id,
+          value: k.value,
+          readingTs: k.ts,
+          at: k.ts,
+          breach: k.breach,
+          severity: k.severity,
+          previousSeverity: k.previousSeverity,
+          actor: 'rule',
+        })),
+        clear: clears.map((c) => ({ id: c.id, value: c.value, readingTs: c.ts, at: c.ts, actor: `rule:${c.rule.id}` })),
+      });
+      events.push(...written.events);
+      for (const a of written.raised) {
+        note('raised', a, ruleById.get(a.ruleId ?? ''));
+        const n = perRule.get(a.ruleId ?? '');
+        if (n) n.raised++;
       }
-
-      if (keeps.length) {
-        const { rows: kept } = await sql<{ id: string; device_id: string; severity: string }>`
-          update alarms a set
-            value = v.value,
-            reading_ts = v.ts,
-            severity = v.severity,
-            occurrences = a.occurrences + v.breach::int,
-            last_at = case when v.breach then greatest(a.last_at, least(now(), to_timestamp(v.ts::float8 / 1000))) else a.last_at end
-          from unnest(${keeps.map((k) => k.id)}::uuid[], ${keeps.map((k) => k.value)}::float8[], ${keeps.map((k) => k.ts)}::int8[],
-                      ${keeps.map((k) => k.breach)}::bool[], ${keeps.map((k) => k.severity)}::text[]) as v(id, value, ts, breach, severity)
-          where a.id = v.id and a.org_id = ${orgId} and a.cleared_at is null and (a.reading_ts is null or a.reading_ts < v.ts)
-          returning a.id, a.device_id, a.severity`.execute(tx);
-        // UPDATED: the occurrence count grew (a breach while active) or the severity changed
-        const info = new Map(keeps.map((k) => [k.id, k]));
-        const changed = kept.filter((a) => info.get(a.id)?.breach || info.get(a.id)?.severityChanged);
-        const resevered = kept.filter((a) => info.get(a.id)?.severityChanged);
-        if (resevered.length) {
-          await tx
-            .insertInto('alarm_events')
-            .values(
-              resevered.map((a) => ({ org_id: orgId, alarm_id: a.id, kind: 'updated', actor: 'rule', note: `severity ${a.severity}` })),
-            )
-            .execute();
-        }
-        for (const a of changed) events.push(['updated', { id: a.id, deviceId: a.device_id, severity: a.severity }]);
+      // a clear is the clearing rule's (rules sharing an alarm type share the alarm)
+      const clearedBy = new Map(clears.map((c) => [c.id, c.rule]));
+      for (const a of written.cleared) {
+        const rule = clearedBy.get(a.id);
+        note('cleared', a, rule);
+        const n = perRule.get(rule?.id ?? '');
+        if (n) n.cleared++;
       }
-
-      if (clears.length) {
-        const { rows: cleared } = await sql<{ id: string; device_id: string; severity: string; rule_id: string; value: number }>`
-          update alarms a set
-            value = v.value,
-            reading_ts = v.ts,
-            cleared_at = greatest(a.raised_at, least(now(), to_timestamp(v.ts::float8 / 1000))),
-            cleared_by = 'rule:' || v.rule_id
-          from unnest(${clears.map((c) => c.id)}::uuid[], ${clears.map((c) => c.value)}::float8[], ${clears.map((c) => c.ts)}::int8[],
-                      ${clears.map((c) => c.rule.id)}::uuid[]) as v(id, value, ts, rule_id)
-          where a.id = v.id and a.org_id = ${orgId} and a.cleared_at is null and (a.reading_ts is null or a.reading_ts < v.ts)
-          returning a.id, a.device_id, a.severity, v.rule_id, a.value`.execute(tx);
-        if (cleared.length) {
-          await tx
-            .insertInto('alarm_events')
-            .values(cleared.map((a) => ({ org_id: orgId, alarm_id: a.id, kind: 'cleared', actor: `rule:${a.rule_id}`, value: a.value })))
-            .execute();
-        }
-        for (const a of cleared) {
-          note('cleared', a);
-          events.push(['cleared', { id: a.id, deviceId: a.device_id, severity: a.severity }]);
-          const n = perRule.get(a.rule_id);
-          if (n) n.cleared++;
-        }
-        summary.cleared += cleared.length;
-      }
+      summary.raised += written.raised.length;
+      summary.cleared += written.cleared.length;
+      const fired = firedActions(written, ruleById, clearedBy);
+      if (fired.length) dispatch = (await this.actions.run(tx, orgId, fired)).deviceIds;
 
       const executions = [...perRule].filter(([, n]) => n.raised + n.cleared > 0);
       if (executions.length) {
@@ -365,6 +337,7 @@ export class RuleEvaluator {
     if (summary.cleared) alarmsTotal.inc({ change: 'cleared' }, summary.cleared);
     await this.afterCommit(orgId, events, devices, perRule);
     if (notes.length) await this.notifier.enqueue(notes);
+    await this.actions.dispatch(orgId, dispatch);
     jobsTotal.inc({ outcome: 'evaluated' });
     return summary;
   }
@@ -412,16 +385,13 @@ export class RuleEvaluator {
    */
   private async afterCommit(
     orgId: string,
-    events: [AlarmChange, { id: string; deviceId: string; severity: string }][],
+    events: AlarmEvent[],
     devices: Map<string, DeviceScope>,
     perRule: Map<string, RuleCount>,
   ): Promise<void> {
     const p = this.o.redis.pipeline();
     const now = Date.now();
-    const channel = eventsChannel(this.o.prefix, orgId);
-    for (const [change, a] of events) {
-      p.publish(channel, alarmChangedEvent(orgId, change, a, devices.get(a.deviceId) ?? { siteId: null, sitePath: null }, now));
-    }
+    queueAlarmEvents(p, this.o.prefix, orgId, events, devices, now);
     for (const [ruleId, n] of perRule) addRuleStats(p, this.o.prefix, ruleId, n, now);
     try {
       await p.exec();
@@ -446,10 +416,11 @@ export class RuleEvaluator {
         alarm_type: string;
         auto_clear: boolean;
         notify: unknown;
+        actions: unknown;
         site_path: string | null;
         profile_id: string | null;
       }>`
-        select r.id, r.metric, r.operator, r.threshold, r.clear_threshold, r.severity, r.alarm_type, r.auto_clear, r.notify,
+        select r.id, r.metric, r.operator, r.threshold, r.clear_threshold, r.severity, r.alarm_type, r.auto_clear, r.notify, r.actions,
                s.path::text as site_path, r.profile_id
         from rules r left join sites s on s.id = r.site_id and s.org_id = ${orgId}
         where r.org_id = ${orgId} and r.enabled and r.deleted_at is null
@@ -468,6 +439,7 @@ export class RuleEvaluator {
         alarmType: r.alarm_type,
         autoClear: r.auto_clear,
         notify: safeNotify(r.notify),
+        actions: safeActions(r.actions),
         sitePath: r.site_path,
         profileId: r.profile_id,
       }))
@@ -479,5 +451,6 @@ export class RuleEvaluator {
   async close(): Promise<void> {
     await this.worker?.close();
     await this.notifier.close();
+    await this.actions.close();
   }
 }

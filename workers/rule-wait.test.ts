@@ -148,6 +148,26 @@ describe('rules that wait', () => {
     for (const d of due) expect(d.due_at?.getTime()).toBeGreaterThan(Date.now() + 50_000);
   });
 
+  it('seed NO_DATA timers of new rules on the short pass, and of everything on the full pass', async () => {
+    const o = await org(2);
+    const old = await rule(o.orgId, { kind: 'no_data', operator: null, threshold: null, no_data_seconds: 600, alarm_type: 'Quiet A' });
+    await sql`update rules set updated_at = now() - interval '1 hour' where id = ${old}`.execute(t.db);
+    await sql`update devices set created_at = now() - interval '1 day' where org_id = ${o.orgId}`.execute(t.db);
+    const ev = evaluator();
+    const states = async (ruleId: string) =>
+      (await t.db.selectFrom('rule_device_state').select('device_id').where('rule_id', '=', ruleId).execute()).length;
+    const timers = new RuleTimers({ wait: ev.wait, logger, seedMs: 0, fullSeedMs: 3_600_000 });
+    await timers.tick(); // the first pass is a full one
+    expect(await states(old)).toBe(2);
+    // a state lost for an old rule (as for a device moved into its scope) waits for the full pass; a new rule does not
+    await sql`delete from rule_device_state where rule_id = ${old} and device_id = ${o.d[0]}`.execute(t.db);
+    const fresh = await rule(o.orgId, { kind: 'no_data', operator: null, threshold: null, no_data_seconds: 600, alarm_type: 'Quiet B' });
+    await timers.tick();
+    expect([await states(old), await states(fresh)]).toEqual([1, 2]);
+    await new RuleTimers({ wait: ev.wait, logger, seedMs: 0 }).tick();
+    expect(await states(old)).toBe(2);
+  });
+
   it('raise a repeating alarm on the third breach in the window, and clear it once a window passes without one', async () => {
     const o = await org();
     await rule(o.orgId, { metric: 'voltage', operator: 'gt', threshold: 253, repeat_count: 3, window_seconds: 1, alarm_type: 'Surges' });

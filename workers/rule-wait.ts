@@ -1,15 +1,15 @@
 import { hostname } from 'node:os';
 import { sql } from 'kysely';
 import { LRUCache } from 'lru-cache';
-import type { AlarmChange } from '../lib/alarms.js';
-import { alarmChangedEvent, eventsChannel } from '../lib/contracts/events.js';
+import { type AlarmEvent, publishAlarmChanges, type WrittenAlarm, writeAlarms } from '../lib/alarm-writer.js';
 import { rulesVersionKey } from '../lib/contracts/rule-state.js';
 import { type Db, type Tx, withTenant } from '../lib/db.js';
 import type { Logger } from '../lib/logger.js';
 import { counter } from '../lib/metrics.js';
 import type { Redis } from '../lib/redis.js';
+import { firedActions, type RuleAction } from '../lib/rule-actions.js';
 import type { RuleNotify } from '../lib/rule-notify.js';
-import { inScope, type Operator, SEVERITIES, type Severity } from '../lib/rules.js';
+import { inScope, type Operator, SEVERITIES, type Severity, scopeIndexOf } from '../lib/rules.js';
 import {
   compileWaitRule,
   conditionSource,
@@ -23,12 +23,14 @@ import {
   type WaitRule,
   type WaitState,
 } from '../lib/rules-wait.js';
+import { type RuleActionRunner, safeActions } from './rule-actions.js';
 import { type RuleNotifier, safeNotify } from './rule-notify.js';
 
 const timersTotal = counter('rulr_rule_timers_total', 'Durable rule timers that came due, by outcome', ['outcome']);
 const waitAlarmsTotal = counter('rulr_rule_wait_alarms_total', 'Alarms raised and cleared by waiting rules (readings and timers)', [
   'change',
 ]);
+const stepsTotal = counter('rulr_rule_wait_evaluations_total', 'Waiting rules stepped with a reading (one per rule and device per job)');
 const badStateTotal = counter('rulr_rule_wait_invalid_total', 'Waiting rules or stored rule states that could not be used, skipped');
 
 /** How long a cached rule set is trusted without a version change. */
@@ -44,6 +46,7 @@ export interface LoadedWaitRule {
   wait: WaitRule;
   source: string;
   notify: RuleNotify | null;
+  actions: RuleAction[];
 }
 
 interface DeviceScope {
@@ -53,12 +56,12 @@ interface DeviceScope {
   sitePath: string | null;
 }
 
-type Event = [AlarmChange, { id: string; deviceId: string; severity: string }];
+type Event = AlarmEvent;
 /** An alarm change of a rule with a notify action, enqueued after commit. */
 interface Note {
   rule: LoadedWaitRule;
   change: 'raised' | 'cleared';
-  alarm: { id: string; device_id: string; severity: string; value: number | null };
+  alarm: WrittenAlarm;
 }
 
 /** This process, as `rule_timer_firings.worker` and `schedule_runs.worker` name it. */
@@ -85,6 +88,8 @@ async function enterTenant(tx: Tx, orgId: string): Promise<void> {
 export interface RuleWaitOptions {
   /** enqueues the notify action's requests after commit */
   notifier?: RuleNotifier;
+  /** runs the rules' device actions in the alarm change's transaction */
+  actions?: RuleActionRunner;
   db: Db;
   redis: Redis;
   /** `REDIS_PREFIX` */
@@ -99,7 +104,11 @@ interface Change {
   decision: 'raise' | 'clear' | 'keep';
   value: number | null;
   ts: number | null;
+  /** a timer's due time (ms): when the condition was met, for a change no reading decided */
+  dueAt?: number | undefined;
   alarmId?: string | undefined;
+  /** the open alarm's severity as read */
+  severity?: string | undefined;
 }
 
 /**
@@ -136,11 +145,12 @@ export class RuleWait {
         alarm_type: string;
         auto_clear: boolean;
         notify: unknown;
+        actions: unknown;
         site_path: string | null;
         profile_id: string | null;
       }>`
         select r.id, r.kind, r.metric, r.operator, r.threshold, r.clear_threshold, r.expression, r.for_seconds, r.repeat_count,
-               r.window_seconds, r.no_data_seconds, r.severity, r.alarm_type, r.auto_clear, r.notify, s.path::text as site_path, r.profile_id
+               r.window_seconds, r.no_data_seconds, r.severity, r.alarm_type, r.auto_clear, r.notify, r.actions, s.path::text as site_path, r.profile_id
         from rules r left join sites s on s.id = r.site_id and s.org_id = ${orgId}
         where r.org_id = ${orgId} and r.enabled and r.deleted_at is null
           and (r.kind <> 'threshold' or r.for_seconds is not null or r.repeat_count is not null)
@@ -173,6 +183,7 @@ export class RuleWait {
           wait: compileWaitRule(shape),
           source: conditionSource(shape),
           notify: safeNotify(r.notify),
+          actions: safeActions(r.actions),
         });
       } catch (e) {
         badStateTotal.inc();
@@ -207,19 +218,22 @@ export class RuleWait {
     const now = Date.now();
     const events: Event[] = [];
     const notes: Note[] = [];
+    const dispatch: string[] = [];
     const devices = new Map<string, DeviceScope>();
     const result = await withTenant(this.o.db, orgId, async (tx) => {
       for (const d of await scopes(tx, orgId, [...byDevice.keys()])) devices.set(d.id, d);
       const pairs: { rule: LoadedWaitRule; deviceId: string; readings: WaitReading[] }[] = [];
-      for (const rule of rules) {
-        for (const [deviceId, list] of byDevice) {
-          const device = devices.get(deviceId);
-          if (!device || !inScope(rule, device)) continue;
+      const index = scopeIndexOf(rules);
+      for (const [deviceId, list] of byDevice) {
+        const device = devices.get(deviceId);
+        if (!device) continue;
+        for (const rule of index.forDevice(device)) {
           const mine = list.filter((r) => rule.wait.metrics.includes(r.metric));
           if (mine.length) pairs.push({ rule, deviceId, readings: mine });
         }
       }
       if (!pairs.length) return { raised: 0, cleared: 0 };
+      stepsTotal.inc(pairs.length);
       // lock in one order (rule, device) so concurrent jobs and the timer sweep never deadlock
       pairs.sort((a, b) => (a.rule.id < b.rule.id ? -1 : a.rule.id > b.rule.id ? 1 : a.deviceId < b.deviceId ? -1 : 1));
       const ruleIds = pairs.map((p) => p.rule.id);
@@ -256,13 +270,22 @@ export class RuleWait {
         // rules sharing an alarm type share the alarm: the most severe rule decides (rules are sorted)
         if (s.decision === 'none' || decided.has(akey)) continue;
         decided.add(akey);
-        changes.push({ rule: p.rule, deviceId: p.deviceId, decision: s.decision, value: s.value, ts: s.ts, alarmId: cur?.id });
+        changes.push({
+          rule: p.rule,
+          deviceId: p.deviceId,
+          decision: s.decision,
+          value: s.value,
+          ts: s.ts,
+          alarmId: cur?.id,
+          severity: cur?.severity,
+        });
       }
       await writeStates(tx, orgId, updates);
-      return applyChanges(tx, orgId, changes, events, notes);
+      return applyChanges(tx, orgId, changes, { events, notes, dispatch, actions: this.o.actions });
     });
     await this.publish(orgId, events, devices);
     await this.notify(orgId, notes, devices);
+    await this.o.actions?.dispatch(orgId, dispatch);
     return result;
   }
 
@@ -275,6 +298,7 @@ export class RuleWait {
   async sweep(batch = 200, onClaim?: (n: number) => Promise<void>): Promise<number> {
     const events: Event[] = [];
     const notes: Note[] = [];
+    const dispatch: string[] = [];
     const devices = new Map<string, DeviceScope>();
     let orgId: string | null = null;
     const fired = await this.o.db.transaction().execute(async (tx) => {
@@ -323,7 +347,16 @@ export class RuleWait {
           decided.add(akey);
           outcome = r.decision === 'raise' ? 'raised' : 'cleared';
           const value = rule.wait.metrics[0] ? (state.latest[rule.wait.metrics[0]]?.[1] ?? null) : null;
-          changes.push({ rule, deviceId: row.device_id, decision: r.decision, value, ts: null, alarmId: cur?.id });
+          changes.push({
+            rule,
+            deviceId: row.device_id,
+            decision: r.decision,
+            value,
+            ts: null,
+            dueAt: timer.dueAt,
+            alarmId: cur?.id,
+            severity: cur?.severity,
+          });
         }
         firings.push({ ruleId: rule.id, deviceId: row.device_id, dueAt: row.due_at, action: row.due_action, outcome });
         timersTotal.inc({ outcome });
@@ -337,20 +370,24 @@ export class RuleWait {
                       ${firings.map((f) => f.action)}::text[], ${firings.map((f) => f.outcome)}::text[]) as f(r, d, t, a, o)
           on conflict do nothing`.execute(tx);
       }
-      await applyChanges(tx, org, changes, events, notes);
+      await applyChanges(tx, org, changes, { events, notes, dispatch, actions: this.o.actions });
       return due.length;
     });
     if (orgId && events.length) await this.publish(orgId, events, devices);
     if (orgId && notes.length) await this.notify(orgId, notes, devices);
+    if (orgId) await this.o.actions?.dispatch(orgId, dispatch);
     return fired;
   }
 
   /**
    * Gives every in-scope device of each enabled NO_DATA rule a timer, so that a device that never
    * reports (or stopped before the rule existed) raises too: its silence counts from the later of the
-   * rule's last change and the device's creation. Idempotent (existing states are left alone).
+   * rule's last change and the device's creation. Idempotent (existing states are left alone). With
+   * `since`, only rules changed and devices created since then are looked at (the full pass joins
+   * every NO_DATA rule with every device: seconds with thousands of rules), see {@link RuleTimers}.
    */
-  async seedNoData(): Promise<number> {
+  async seedNoData(since?: Date): Promise<number> {
+    const recent = since ? sql`and (r.updated_at >= ${since} or d.created_at >= ${since})` : sql``;
     const { numAffectedRows } = await sql`
       insert into rule_device_state (rule_id, device_id, org_id, state, due_at, due_action)
       select r.id, d.id, r.org_id, ${JSON.stringify(emptyState())}::jsonb,
@@ -359,7 +396,7 @@ export class RuleWait {
       join devices d on d.org_id = r.org_id and d.decommissioned_at is null and (r.profile_id is null or d.profile_id = r.profile_id)
       left join sites rs on rs.id = r.site_id
       left join sites ds on ds.id = d.site_id
-      where r.kind = 'no_data' and r.enabled and r.deleted_at is null and (r.site_id is null or ds.path <@ rs.path)
+      where r.kind = 'no_data' and r.enabled and r.deleted_at is null and (r.site_id is null or ds.path <@ rs.path) ${recent}
       on conflict do nothing`.execute(this.o.db);
     return Number(numAffectedRows ?? 0);
   }
@@ -375,31 +412,20 @@ export class RuleWait {
         change: n.change,
         alarm: {
           id: n.alarm.id,
-          deviceId: n.alarm.device_id,
+          deviceId: n.alarm.deviceId,
           type: n.rule.alarmType,
           severity: n.alarm.severity as Severity,
           value: n.alarm.value,
           message: describeWait(n.rule.wait, n.rule.source),
         },
-        siteId: devices.get(n.alarm.device_id)?.siteId ?? null,
+        siteId: devices.get(n.alarm.deviceId)?.siteId ?? null,
         at,
       })),
     );
   }
 
-  private async publish(orgId: string, events: Event[], devices: Map<string, DeviceScope>): Promise<void> {
-    if (!events.length) return;
-    const p = this.o.redis.pipeline();
-    const now = Date.now();
-    const channel = eventsChannel(this.o.prefix, orgId);
-    for (const [change, a] of events) {
-      p.publish(channel, alarmChangedEvent(orgId, change, a, devices.get(a.deviceId) ?? { siteId: null, sitePath: null }, now));
-    }
-    try {
-      await p.exec();
-    } catch (e) {
-      this.o.logger.warn({ orgId, err: (e as Error).message }, 'rule-wait: publishing alarm events failed');
-    }
+  private publish(orgId: string, events: Event[], devices: Map<string, DeviceScope>): Promise<void> {
+    return publishAlarmChanges(this.o, orgId, events, devices);
   }
 }
 
@@ -411,12 +437,17 @@ async function scopes(tx: Tx, orgId: string, ids: string[]): Promise<DeviceScope
   return rows;
 }
 
-async function openAlarms(tx: Tx, orgId: string, deviceIds: string[], types: string[]): Promise<Map<string, { id: string }>> {
+async function openAlarms(
+  tx: Tx,
+  orgId: string,
+  deviceIds: string[],
+  types: string[],
+): Promise<Map<string, { id: string; severity: string }>> {
   if (!deviceIds.length) return new Map();
-  const { rows } = await sql<{ id: string; device_id: string; type: string }>`
-    select id, device_id, type from alarms
+  const { rows } = await sql<{ id: string; device_id: string; type: string; severity: string }>`
+    select id, device_id, type, severity from alarms
     where org_id = ${orgId} and cleared_at is null and device_id = any(${deviceIds}::uuid[]) and type = any(${types}::text[])`.execute(tx);
-  return new Map(rows.map((r) => [alarmKey(r.device_id, r.type), { id: r.id }]));
+  return new Map(rows.map((r) => [alarmKey(r.device_id, r.type), { id: r.id, severity: r.severity }]));
 }
 
 async function writeStates(tx: Tx, orgId: string, updates: { ruleId: string; deviceId: string; state: WaitState; timer: Timer | null }[]) {
@@ -429,84 +460,63 @@ async function writeStates(tx: Tx, orgId: string, updates: { ruleId: string; dev
     where s.org_id = ${orgId} and s.rule_id = v.rule_id and s.device_id = v.device_id`.execute(tx);
 }
 
-/** Raises, refreshes and clears the decided alarms with their history rows; events are collected for after commit. */
+/** Raises, refreshes and clears the decided alarms through the one alarm writer; events are collected for after commit. */
 async function applyChanges(
   tx: Tx,
   orgId: string,
   changes: Change[],
-  events: Event[],
-  notes: Note[],
+  out: { events: Event[]; notes: Note[]; dispatch: string[]; actions?: RuleActionRunner | undefined },
 ): Promise<{ raised: number; cleared: number }> {
-  const byRule = new Map(changes.map((c) => [c.rule.id, c.rule]));
-  const note = (
-    change: 'raised' | 'cleared',
-    a: { id: string; device_id: string; rule_id: string | null; severity: string; value: number | null },
-  ) => {
-    const rule = byRule.get(a.rule_id ?? '');
-    if (rule?.notify) notes.push({ rule, change, alarm: a });
-  };
+  const { events, notes } = out;
+  const message = (r: LoadedWaitRule) => describeWait(r.wait, r.source);
   const raises = changes.filter((c) => c.decision === 'raise' && !c.alarmId);
   const clears = changes.filter((c) => c.decision === 'clear' && c.alarmId);
   const keeps = changes.filter((c) => c.decision === 'keep' && c.alarmId);
-  let raised = 0;
-  let cleared = 0;
-  if (raises.length) {
-    const inserted = await tx
-      .insertInto('alarms')
-      .values(
-        raises.map((r) => ({
-          org_id: orgId,
-          device_id: r.deviceId,
-          rule_id: r.rule.id,
-          type: r.rule.alarmType,
-          severity: r.rule.severity,
-          message: describeWait(r.rule.wait, r.rule.source).slice(0, 2000),
-          value: r.value,
-          reading_ts: r.ts,
-          raised_by: `rule:${r.rule.id}`,
-        })),
-      )
-      .onConflict((oc) => oc.columns(['org_id', 'device_id', 'type']).where('cleared_at', 'is', null).doNothing())
-      .returning(['id', 'device_id', 'rule_id', 'severity', 'value'])
-      .execute();
-    if (inserted.length) {
-      await tx
-        .insertInto('alarm_events')
-        .values(inserted.map((a) => ({ org_id: orgId, alarm_id: a.id, kind: 'raised', actor: `rule:${a.rule_id}`, value: a.value })))
-        .execute();
-    }
-    for (const a of inserted) {
-      events.push(['raised', { id: a.id, deviceId: a.device_id, severity: a.severity }]);
-      note('raised', a);
-    }
-    raised = inserted.length;
+  const written = await writeAlarms(tx, orgId, {
+    raise: raises.map((r) => ({
+      deviceId: r.deviceId,
+      ruleId: r.rule.id,
+      type: r.rule.alarmType,
+      severity: r.rule.severity,
+      message: message(r.rule),
+      value: r.value,
+      readingTs: r.ts,
+      at: r.ts ?? r.dueAt ?? null,
+      actor: `rule:${r.rule.id}`,
+    })),
+    refresh: keeps.map((k) => ({
+      id: k.alarmId as string,
+      value: k.value,
+      readingTs: k.ts,
+      at: k.ts ?? k.dueAt ?? null,
+      breach: true,
+      severity: k.rule.severity,
+      previousSeverity: k.severity,
+      actor: `rule:${k.rule.id}`,
+    })),
+    clear: clears.map((c) => ({
+      id: c.alarmId as string,
+      value: c.value,
+      readingTs: c.ts,
+      at: c.ts ?? c.dueAt ?? null,
+      actor: `rule:${c.rule.id}`,
+    })),
+  });
+  events.push(...written.events);
+  const byRule = new Map(changes.map((c) => [c.rule.id, c.rule]));
+  for (const a of written.raised) {
+    const rule = byRule.get(a.ruleId ?? '');
+    if (rule?.notify) notes.push({ rule, change: 'raised', alarm: a });
   }
-  if (clears.length) {
-    const { rows } = await sql<{ id: string; device_id: string; severity: string; rule_id: string; value: number | null }>`
-      update alarms a set value = coalesce(v.value, a.value), cleared_at = now(), cleared_by = 'rule:' || v.rule_id
-      from unnest(${clears.map((c) => c.alarmId)}::uuid[], ${clears.map((c) => c.value)}::float8[], ${clears.map((c) => c.rule.id)}::uuid[]) as v(id, value, rule_id)
-      where a.id = v.id and a.org_id = ${orgId} and a.cleared_at is null
-      returning a.id, a.device_id, a.severity, v.rule_id, a.value`.execute(tx);
-    if (rows.length) {
-      await tx
-        .insertInto('alarm_events')
-        .values(rows.map((a) => ({ org_id: orgId, alarm_id: a.id, kind: 'cleared', actor: `rule:${a.rule_id}`, value: a.value })))
-        .execute();
-    }
-    for (const a of rows) {
-      events.push(['cleared', { id: a.id, deviceId: a.device_id, severity: a.severity }]);
-      note('cleared', a);
-    }
-    cleared = rows.length;
+  const clearedBy = new Map(clears.map((c) => [c.alarmId, c.rule]));
+  for (const a of written.cleared) {
+    const rule = clearedBy.get(a.id);
+    if (rule?.notify) notes.push({ rule, change: 'cleared', alarm: a });
   }
-  if (keeps.length) {
-    const { rows } = await sql<{ id: string; device_id: string; severity: string }>`
-      update alarms a set value = coalesce(v.value, a.value), occurrences = a.occurrences + 1, last_at = now(), severity = v.severity
-      from unnest(${keeps.map((k) => k.alarmId)}::uuid[], ${keeps.map((k) => k.value)}::float8[], ${keeps.map((k) => k.rule.severity)}::text[]) as v(id, value, severity)
-      where a.id = v.id and a.org_id = ${orgId} and a.cleared_at is null
-      returning a.id, a.device_id, a.severity`.execute(tx);
-    for (const a of rows) events.push(['updated', { id: a.id, deviceId: a.device_id, severity: a.severity }]);
-  }
+  const fired = firedActions(written, byRule, clearedBy);
+  if (fired.length && out.actions) out.dispatch.push(...(await out.actions.run(tx, orgId, fired)).deviceIds);
+  const raised = written.raised.length;
+  const cleared = written.cleared.length;
   if (raised) waitAlarmsTotal.inc({ change: 'raised' }, raised);
   if (cleared) waitAlarmsTotal.inc({ change: 'cleared' }, cleared);
   return { raised, cleared };
@@ -517,8 +527,10 @@ export interface RuleTimersOptions {
   logger: Logger;
   /** How often due timers are looked for. @default 1000 */
   tickMs?: number;
-  /** How often NO_DATA rules' devices get their first timer ({@link RuleWait.seedNoData}). @default 30000 */
+  /** How often NO_DATA rules' new devices and changed rules get their first timer ({@link RuleWait.seedNoData}). @default 30000 */
   seedMs?: number;
+  /** How often the full pass runs (every rule with every device). @default 600000 */
+  fullSeedMs?: number;
   /** Timers fired per transaction. @default 200 */
   batch?: number;
 }
@@ -534,6 +546,7 @@ export class RuleTimers {
   private running?: Promise<unknown>;
   private closed = false;
   private lastSeed = 0;
+  private lastFullSeed = 0;
 
   constructor(private readonly o: RuleTimersOptions) {}
 
@@ -552,9 +565,16 @@ export class RuleTimers {
 
   /** One round: seed when due, then fire due timers until none is left (at most 50 batches). */
   async tick(): Promise<number> {
-    if (Date.now() - this.lastSeed >= (this.o.seedMs ?? 30_000)) {
-      this.lastSeed = Date.now();
+    const now = Date.now();
+    if (now - this.lastFullSeed >= (this.o.fullSeedMs ?? 600_000)) {
+      this.lastFullSeed = now;
+      this.lastSeed = now;
       await this.o.wait.seedNoData();
+    } else if (now - this.lastSeed >= (this.o.seedMs ?? 30_000)) {
+      // a minute of overlap covers the clocks of this process and the database
+      const since = new Date(this.lastSeed - 60_000);
+      this.lastSeed = now;
+      await this.o.wait.seedNoData(since);
     }
     let total = 0;
     for (let i = 0; i < 50 && !this.closed; i++) {

@@ -13,6 +13,7 @@ import * as m0020 from './0020_device_identity.js';
 import * as m0030 from './0030_people.js';
 import * as m0040 from './0040_programs.js';
 import * as m0050 from './0050_rules_wait.js';
+import * as m0051 from './0051_rule_actions.js';
 import * as m0055 from './0055_notifications.js';
 import * as m0056 from './0056_notification_tests.js';
 
@@ -35,6 +36,7 @@ export const migrations: Record<string, Migration> = {
   '0030_people': m0030,
   '0040_programs': m0040,
   '0050_rules_wait': m0050,
+  '0051_rule_actions': m0051,
   '0055_notifications': m0055,
   '0056_notification_tests': m0056,
 };

@@ -1,10 +1,9 @@
 import type { GraphQLResolverMap } from '@apollo/subgraph/dist/schema-helper/resolverMap.js';
-import { GraphQLScalarType, valueFromASTUntyped } from 'graphql';
 import { type CommandChange, checkCommandSpecs, deltaOf, MAX_EXPIRY_MS } from '../../lib/commands.js';
 import { type Config, loadConfig } from '../../lib/config.js';
 import { isUuid } from '../../lib/db.js';
 import { BadInputError } from '../../lib/errors.js';
-import { DateTimeScalar, decodeCursor, encodeCursor } from '../../lib/graphql-scalars.js';
+import { DateTimeScalar, decodeCursor, encodeCursor, JSONScalar } from '../../lib/graphql-scalars.js';
 import { authorize, type Identity, type Requirement } from '../../lib/identity.js';
 import type { CommandsLoaders } from './loaders.js';
 import {
@@ -61,13 +60,6 @@ type Resolver<P = unknown> = (parent: P, args: Args, ctx: CommandsContext) => un
 interface DeviceRef {
   id: string;
 }
-
-const JSONScalar = new GraphQLScalarType({
-  name: 'JSON',
-  serialize: (v) => v,
-  parseValue: (v) => v,
-  parseLiteral: (ast, vars) => valueFromASTUntyped(ast, vars),
-});
 
 function page(rows: CommandRow[], first: number) {
   const nodes = rows.slice(0, first);

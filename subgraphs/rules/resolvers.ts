@@ -1,9 +1,10 @@
 import type { GraphQLResolverMap } from '@apollo/subgraph/dist/schema-helper/resolverMap.js';
 import type { Config } from '../../lib/config.js';
 import type { NotificationInput } from '../../lib/contracts/notifications.js';
-import { DateTimeScalar, encodeCursor, upperCaseEnum } from '../../lib/graphql-scalars.js';
+import { DateTimeScalar, encodeCursor, JSONScalar, upperCaseEnum } from '../../lib/graphql-scalars.js';
 import { authorize, type Identity, type Requirement } from '../../lib/identity.js';
 import { DEFAULT_CELL_DEGREES } from '../../lib/programs-assign.js';
+import { RULE_ACTION_TRIGGERS } from '../../lib/rule-actions.js';
 import { evaluate, type Sample } from '../../lib/rule-expr.js';
 import { OPERATORS, SEVERITIES } from '../../lib/rules.js';
 import { compileWaitRule, RULE_KINDS, replay, type WaitRule } from '../../lib/rules-wait.js';
@@ -56,6 +57,9 @@ const resolvers = {
   RuleOperator: upperCaseEnum(OPERATORS),
   AlarmSeverity: upperCaseEnum(SEVERITIES),
   RuleKind: upperCaseEnum(RULE_KINDS),
+  JSON: JSONScalar,
+  RuleActionKind: { COMMAND: 'command', SET_DESIRED_STATE: 'setDesiredState' },
+  RuleActionTrigger: upperCaseEnum(RULE_ACTION_TRIGGERS),
   Query: {
     async rules(_: unknown, args: Args, ctx: RulesContext): Promise<RuleConnection> {
       const { orgId } = authorize(ctx.identity, READ);
@@ -143,6 +147,7 @@ const resolvers = {
       return typeof ref.id === 'string' ? ctx.loaders.rule.load(ref.id) : null;
     },
     metrics: (r: RuleRow) => ruleMetrics(r),
+    actions: (r: RuleRow) => r.actions ?? [],
     site: (r: RuleRow) => (r.siteId ? { id: r.siteId } : null),
     profile: (r: RuleRow) => (r.profileId ? { id: r.profileId } : null),
     stats: (r: RuleRow, _: Args, ctx: RulesContext) => ctx.loaders.stats.load(r.id),

@@ -28,6 +28,7 @@ describe('rules input validation', () => {
       noDataSeconds: null,
       clearOnDisable: false,
       notify: null,
+      actions: [],
     });
   });
 

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { isUuid } from '../../lib/db.js';
 import { BadInputError } from '../../lib/errors.js';
 import { decodeTimeIdCursor } from '../../lib/graphql-scalars.js';
+import { parseRuleActions, type RuleAction } from '../../lib/rule-actions.js';
 import { ExpressionError, parseExpression } from '../../lib/rule-expr.js';
 import { parseRuleNotify, type RuleNotify, ruleNotifySchema } from '../../lib/rule-notify.js';
 import { type Condition, conditionProblem, OPERATORS, type Operator, SEVERITIES, type Severity } from '../../lib/rules.js';
@@ -45,6 +46,7 @@ const waitFields = {
   noDataSeconds: seconds(60, 2_592_000).nullish(),
   expression: z.string().nullish(),
   notify: z.unknown().nullish(),
+  actions: z.unknown().nullish(),
 };
 
 /** `createRule`/`dryRunRule` input after GraphQL mapped the enums to their lower-case values. */
@@ -99,6 +101,7 @@ const NULLABLE = new Set([
   'threshold',
   'metric',
   'notify',
+  'actions',
 ]);
 
 /** A complete rule definition, ready to store or to dry-run. */
@@ -120,6 +123,8 @@ export interface RuleDefinition {
   clearOnDisable: boolean;
   /** the notify action, null: none */
   notify: RuleNotify | null;
+  /** device actions (lib/rule-actions.ts) */
+  actions: RuleAction[];
   severity: Severity;
   alarmType: string;
   autoClear: boolean;
@@ -203,6 +208,7 @@ export function parseRuleInput(input: unknown): RuleDefinition {
     noDataSeconds: r.noDataSeconds ?? null,
     clearOnDisable: r.clearOnDisable ?? false,
     notify: parseNotifyInput(r.notify),
+    actions: parseRuleActions(r.actions),
     severity: r.severity,
     alarmType: r.alarmType ?? r.name,
     autoClear: r.autoClear ?? true,
@@ -225,6 +231,7 @@ export function parseRulePatch(input: Record<string, unknown>): RulePatch {
   const r = check(updateRuleSchema, input, 'input');
   const out = Object.fromEntries(Object.entries(r).filter(([, v]) => v !== undefined)) as RulePatch;
   if ('notify' in input) out.notify = parseNotifyInput(input.notify);
+  if ('actions' in input) out.actions = parseRuleActions(input.actions);
   return out;
 }
 

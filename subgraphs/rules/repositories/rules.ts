@@ -1,5 +1,6 @@
 import { type CompiledQuery, type SelectQueryBuilder, sql } from 'kysely';
 import { actorOf, audit } from '../../../lib/audit.js';
+import { storedSpecs } from '../../../lib/commands.js';
 import { latestKey, numericLatest } from '../../../lib/contracts/device-state.js';
 import { alarmChangedEvent, eventsChannel } from '../../../lib/contracts/events.js';
 import { parseRuleStats, type RuleStats, ruleStatsKey, rulesVersionKey } from '../../../lib/contracts/rule-state.js';
@@ -8,6 +9,7 @@ import { BadInputError, ConflictError, NotFoundError } from '../../../lib/errors
 import type { Identity } from '../../../lib/identity.js';
 import type { Logger } from '../../../lib/logger.js';
 import type { Redis } from '../../../lib/redis.js';
+import { checkActionsAgainstSpecs } from '../../../lib/rule-actions.js';
 import type { Sample } from '../../../lib/rule-expr.js';
 import { assertDefinition, type RuleCursor, type RuleDefinition, type RulePatch, ruleMetrics } from '../validation.js';
 
@@ -110,6 +112,7 @@ const ruleColumns = [
   'no_data_seconds as noDataSeconds',
   'clear_on_disable as clearOnDisable',
   'notify',
+  'actions',
   'severity',
   'alarm_type as alarmType',
   'auto_clear as autoClear',
@@ -201,6 +204,7 @@ export class RulesRepository {
     const row = await withTenant(this.db, orgId, async (tx) => {
       await assertRefs(tx, orgId, def);
       await assertMetrics(tx, orgId, def);
+      await assertActions(tx, orgId, def);
       const created = await tx
         .insertInto('rules')
         .values({
@@ -225,11 +229,13 @@ export class RulesRepository {
     const row = await withTenant(this.db, orgId, async (tx) => {
       const before = await liveRule(tx, orgId, id);
       const next = { ...before, ...patch };
+      next.actions ??= [];
       // an EXPRESSION rule's metric follows its expression unless the patch names one
       if (next.kind === 'expression' && patch.metric === undefined) next.metric = '';
       const merged = assertDefinition(next);
       await assertRefs(tx, orgId, patch);
       await assertMetrics(tx, orgId, merged);
+      await assertActions(tx, orgId, merged);
       const after = (await tx
         .updateTable('rules')
         .set({ ...definitionColumns(merged), updated_at: sql`now()` })
@@ -418,6 +424,7 @@ function definitionColumns(def: RuleDefinition) {
     no_data_seconds: def.noDataSeconds,
     clear_on_disable: def.clearOnDisable,
     notify: def.notify === null ? null : JSON.stringify(def.notify),
+    actions: def.actions.length ? JSON.stringify(def.actions) : null,
     severity: def.severity,
     alarm_type: def.alarmType,
     auto_clear: def.autoClear,
@@ -485,6 +492,22 @@ async function assertMetrics(tx: Tx, orgId: string, def: RuleDefinition): Promis
       throw new BadInputError(`${field}: unknown metric "${m}" (the device profile declares ${[...declared].join(', ')})`, { field });
     }
   }
+}
+
+/**
+ * BAD_USER_INPUT naming the action's field when the rule names a device profile and a command action
+ * is one that profile does not declare, or its params fail the declared JSON Schema. Without a
+ * profile, commands are checked per device when they run (refused ones are counted, not sent).
+ */
+async function assertActions(tx: Tx, orgId: string, def: RuleDefinition): Promise<void> {
+  if (!def.profileId || !def.actions.some((a) => a.kind === 'command')) return;
+  const row = await tx
+    .selectFrom('device_profiles')
+    .select('commands')
+    .where('org_id', '=', orgId)
+    .where('id', '=', def.profileId)
+    .executeTakeFirst();
+  checkActionsAgainstSpecs(def.actions, storedSpecs(row?.commands));
 }
 
 /** BAD_USER_INPUT when a scope site or profile is not the organization's (others' are invisible under RLS). */
