@@ -226,7 +226,7 @@ describe('console', () => {
     expect(browser.errors).toEqual([]);
   });
 
-  it('acknowledges in the alarms page an alarm raised by a rule created through the API', async () => {
+  it('acknowledges and assigns in the alarms page an alarm raised by a rule created through the API', async () => {
     const id = await p.deviceId(QUIET[1]);
     const token = await p.login(p.operator);
     const type = `E2E overcurrent ${Date.now()}`;
@@ -254,12 +254,21 @@ describe('console', () => {
     await expect.poll(() => row.getAttribute('data-status'), { timeout: 20_000 }).toBe('ACTIVE_ACK');
     expect(await row.getByRole('button', { name: 'Acknowledge' }).count()).toBe(0);
     await browser.screenshot(page, 'alarm-acknowledged');
-    const a = await p.gql<{ alarm: { acknowledged: boolean; status: string; rule: { id: string } | null } }>(
-      token,
-      'query ($id: ID!) { alarm(id: $id) { acknowledged status rule { id } } }',
-      { id: alarmId },
-    );
-    expect(a.data?.alarm).toEqual({ acknowledged: true, status: 'ACTIVE_ACK', rule: { id: rule.data?.createRule.id } });
+    // assign it to the operator from the row's select (the organization's members)
+    const members = await p.gql<{ users: { id: string; email: string; name: string }[] }>(token, '{ users { id email name } }');
+    const me = members.data?.users.find((u) => u.email === p.operator.email);
+    expect(me).toBeDefined();
+    await row.getByLabel(`Assign ${type} to`).selectOption(me?.id ?? '');
+    await expect.poll(() => row.getByTestId('alarm-assignee').textContent(), { timeout: 20_000 }).toBe(me?.name || me?.email);
+    const a = await p.gql<{
+      alarm: { acknowledged: boolean; status: string; rule: { id: string } | null; assignedTo: string | null };
+    }>(token, 'query ($id: ID!) { alarm(id: $id) { acknowledged status rule { id } assignedTo } }', { id: alarmId });
+    expect(a.data?.alarm).toEqual({
+      acknowledged: true,
+      status: 'ACTIVE_ACK',
+      rule: { id: rule.data?.createRule.id },
+      assignedTo: `user:${me?.id}`,
+    });
     expect(browser.errors).toEqual([]);
   });
 
@@ -373,6 +382,7 @@ describe('console', () => {
     await expect.poll(() => row.count(), { timeout: 20_000 }).toBe(1);
     for (const name of ['Acknowledge', 'Clear', 'Comment']) expect(await row.getByRole('button', { name, exact: true }).count()).toBe(0);
     expect(await row.getByRole('textbox').count()).toBe(0);
+    expect(await row.getByRole('combobox').count()).toBe(0);
     // its History stays readable
     expect(await row.getByRole('button', { name: 'History' }).count()).toBe(1);
     await browser.screenshot(page, 'viewer-alarms');
