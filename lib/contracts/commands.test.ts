@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { rejectionOf } from '../../test/support/contracts.js';
 import {
   COMMAND_REPLY_FILTERS,
+  DISPATCH_PRIORITY,
   deviceCommandReplyTopic,
   deviceCommandTopic,
   dispatchJobs,
@@ -98,6 +99,9 @@ describe('commands contract', () => {
       replies: [{ deviceId: DEV, topic: deviceCommandReplyTopic(DEV), receivedAt: 1, reply: { id: ID, status: 'received' }, raw: '{}' }],
     });
     expect(parseCommandsJob(replies.name, replies.data).job).toEqual({ name: 'replies', data: replies.data });
+    // replies are served before waiting dispatch jobs (no priority beats any priority in BullMQ)
+    expect(replies.opts.priority).toBeUndefined();
+    for (const j of jobs) expect(j.opts.priority).toBe(DISPATCH_PRIORITY);
     const online = onlineJob({ orgId: ORG, devices: [{ deviceId: DEV, state: { level: 3 }, at: 5 }] });
     expect(parseCommandsJob(online.name, online.data).job).toEqual({ name: 'online', data: online.data });
   });

@@ -219,12 +219,24 @@ export const COMMANDS_JOB_OPTIONS = {
 
 type Added<N extends CommandsJob['name'], D> = { name: N; data: D; opts: JobsOptions };
 
+/**
+ * `dispatch` jobs wait behind `replies` and `online` (BullMQ serves jobs without a priority before prioritized
+ * ones): a burst of sends must not hold back the device answers that end commands and free their devices for the
+ * next (bench:commands saw SENT → DELIVERED take seconds behind hundreds of waiting dispatch jobs). Nothing is
+ * lost by the wait: the dispatcher's sweep finds marked devices anyway.
+ */
+export const DISPATCH_PRIORITY = 1;
+
 /** `dispatch` jobs, as `Queue.addBulk` takes them (split by {@link MAX_DISPATCH_DEVICES}). */
 export function dispatchJobs(orgId: string, deviceIds: readonly string[]): Added<'dispatch', DispatchJob>[] {
   const unique = [...new Set(deviceIds)];
   const out: Added<'dispatch', DispatchJob>[] = [];
   for (let i = 0; i < unique.length; i += MAX_DISPATCH_DEVICES)
-    out.push({ name: 'dispatch', data: { orgId, deviceIds: unique.slice(i, i + MAX_DISPATCH_DEVICES) }, opts: COMMANDS_JOB_OPTIONS });
+    out.push({
+      name: 'dispatch',
+      data: { orgId, deviceIds: unique.slice(i, i + MAX_DISPATCH_DEVICES) },
+      opts: { ...COMMANDS_JOB_OPTIONS, priority: DISPATCH_PRIORITY },
+    });
   return out;
 }
 
