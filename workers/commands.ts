@@ -119,11 +119,16 @@ export class CommandDispatcher {
     this.worker.on('error', (err) => this.o.logger.warn({ err: err.message }, 'commands worker error'));
     const tick = () => {
       if (this.closed) return;
+      let more = false;
       this.sweeping = this.sweep()
+        .then((r) => {
+          more = r.more;
+        })
         .catch((err) => this.o.logger.warn({ err: (err as Error).message }, 'command sweep failed'))
         .finally(() => {
           this.sweeping = undefined;
-          if (!this.closed) this.timer = setTimeout(tick, this.o.sweepMs ?? 1000);
+          // a full batch of devices to dispatch (a program's firing): the next sweep at once
+          if (!this.closed) this.timer = setTimeout(tick, more ? 0 : (this.o.sweepMs ?? 1000));
         });
     };
     this.timer = setTimeout(tick, 0);
@@ -246,19 +251,31 @@ export class CommandDispatcher {
     });
   }
 
-  /** Applies one batch of replies in arrival order; refused ones are dead-lettered. */
+  /**
+   * Applies one batch of replies; refused ones are dead-lettered. Replies about different commands
+   * are independent, so the batch goes in rounds, round k holding each command's k-th reply (in
+   * arrival order): one UPDATE per round for `received` replies and one for final ones, whatever
+   * the batch size, while a command's own replies keep their order. Only a reply that changed
+   * nothing is read back, one at a time, to say why.
+   */
   async replies(job: RepliesJob): Promise<void> {
     const changes: ChangeRow[] = [];
     const dead: { item: ReplyItem; reason: Refusal; detail: string }[] = [];
-    for (const item of job.replies) {
-      const r = await this.applyReply(job.orgId, item);
-      if (r.kind === 'changed') {
-        changes.push(r.row);
-        repliesTotal.inc({ outcome: 'applied' });
-      } else if (r.kind === 'duplicate') repliesTotal.inc({ outcome: 'duplicate' });
-      else {
-        repliesTotal.inc({ outcome: r.reason });
-        dead.push({ item, reason: r.reason, detail: r.detail });
+    for (const round of replyRounds(job.replies)) {
+      const applied = await this.applyRound(job.orgId, round);
+      for (const item of round) {
+        const row = applied.get(item.reply.id);
+        if (row) {
+          changes.push(row);
+          repliesTotal.inc({ outcome: 'applied' });
+          continue;
+        }
+        const r = await this.refusal(job.orgId, item.deviceId, item.reply, new Date(item.receivedAt));
+        if (r.kind === 'duplicate') repliesTotal.inc({ outcome: 'duplicate' });
+        else {
+          repliesTotal.inc({ outcome: r.reason });
+          dead.push({ item, reason: r.reason, detail: r.detail });
+        }
       }
     }
     if (dead.length) {
@@ -278,41 +295,54 @@ export class CommandDispatcher {
     if (freed.length) await this.dispatch(job.orgId, freed);
   }
 
-  private async applyReply(
-    orgId: string,
-    item: ReplyItem,
-  ): Promise<{ kind: 'changed'; row: ChangeRow } | { kind: 'duplicate' } | { kind: 'refused'; reason: Refusal; detail: string }> {
-    const { reply } = item;
+  /**
+   * Applies replies about distinct commands, set-based: `received` → DELIVERED, `succeeded` /
+   * `failed` → SUCCEEDED / FAILED (with DELIVERED recorded first when no `received` came). Each
+   * condition is the one a single reply would meet. Returns the changed rows by command id.
+   */
+  private async applyRound(orgId: string, items: readonly ReplyItem[]): Promise<Map<string, ChangeRow>> {
     const at = new Date();
-    const received = new Date(item.receivedAt);
-    const evidence = { reply: reply.status, topic: item.topic, receivedAt: received.toISOString() };
-    const delivered = JSON.stringify(historyEntry('DELIVERED', at, evidence));
-    let rows: ChangeRow[];
-    if (reply.status === 'received') {
-      ({ rows } = await sql<ChangeRow>`
+    const entry = (item: ReplyItem, status: string) =>
+      JSON.stringify(
+        historyEntry(status, at, { reply: item.reply.status, topic: item.topic, receivedAt: new Date(item.receivedAt).toISOString() }),
+      );
+    const receivedAt = (list: readonly ReplyItem[]) => list.map((i) => new Date(i.receivedAt).toISOString());
+    const out = new Map<string, ChangeRow>();
+    const received = items.filter((i) => i.reply.status === 'received');
+    if (received.length) {
+      const { rows } = await sql<ChangeRow>`
         update commands c set status = 'DELIVERED', delivered_at = ${at}, updated_at = ${at},
           due_at = coalesce(c.sent_at, ${at}) + c.timeout_s * interval '1 second',
-          history = c.history || jsonb_build_array(${delivered}::jsonb)
-        where c.id = ${reply.id} and c.org_id = ${orgId} and c.device_id = ${item.deviceId}
-          and c.status in ('QUEUED', 'SENT') and c.lease_until is not null and c.delivered_at is null and c.expires_at > ${received}
-        returning c.id, c.org_id, c.device_id, c.status, c.job_id`.execute(this.o.db));
-    } else {
-      const status = reply.status === 'succeeded' ? 'SUCCEEDED' : 'FAILED';
-      const final = JSON.stringify(historyEntry(status, at, evidence));
-      ({ rows } = await sql<ChangeRow>`
-        update commands c set status = ${status}, completed_at = ${at}, updated_at = ${at}, due_at = null,
-          delivered_at = coalesce(c.delivered_at, ${at}),
-          result = ${reply.result === undefined ? null : JSON.stringify(reply.result)}::jsonb,
-          error = ${reply.status === 'failed' ? (reply.error ?? 'failed') : null},
-          history = c.history || case when c.delivered_at is null then jsonb_build_array(${delivered}::jsonb) else '[]'::jsonb end
-            || jsonb_build_array(${final}::jsonb)
-        where c.id = ${reply.id} and c.org_id = ${orgId} and c.device_id = ${item.deviceId}
-          and c.status in ('QUEUED', 'SENT', 'DELIVERED') and c.lease_until is not null
-          and (c.delivered_at is not null or c.expires_at > ${received})
-        returning c.id, c.org_id, c.device_id, c.status, c.job_id`.execute(this.o.db));
+          history = c.history || jsonb_build_array(r.entry)
+        from unnest(${received.map((i) => i.reply.id)}::uuid[], ${received.map((i) => i.deviceId)}::uuid[],
+                    ${receivedAt(received)}::timestamptz[], ${received.map((i) => entry(i, 'DELIVERED'))}::jsonb[])
+          as r(id, device_id, received, entry)
+        where c.id = r.id and c.org_id = ${orgId} and c.device_id = r.device_id
+          and c.status in ('QUEUED', 'SENT') and c.lease_until is not null and c.delivered_at is null and c.expires_at > r.received
+        returning c.id, c.org_id, c.device_id, c.status, c.job_id`.execute(this.o.db);
+      for (const r of rows) out.set(r.id, r);
     }
-    if (rows[0]) return { kind: 'changed', row: rows[0] };
-    return this.refusal(orgId, item.deviceId, reply, received);
+    const final = items.filter((i) => i.reply.status !== 'received');
+    if (final.length) {
+      const statusOf = (i: ReplyItem) => (i.reply.status === 'succeeded' ? 'SUCCEEDED' : 'FAILED');
+      const { rows } = await sql<ChangeRow>`
+        update commands c set status = r.status, completed_at = ${at}, updated_at = ${at}, due_at = null,
+          delivered_at = coalesce(c.delivered_at, ${at}), result = r.result, error = r.error,
+          history = c.history || case when c.delivered_at is null then jsonb_build_array(r.delivered) else '[]'::jsonb end
+            || jsonb_build_array(r.final)
+        from unnest(${final.map((i) => i.reply.id)}::uuid[], ${final.map((i) => i.deviceId)}::uuid[], ${receivedAt(final)}::timestamptz[],
+                    ${final.map(statusOf)}::text[],
+                    ${final.map((i) => (i.reply.result === undefined ? null : JSON.stringify(i.reply.result)))}::jsonb[],
+                    ${final.map((i) => (i.reply.status === 'failed' ? (i.reply.error ?? 'failed') : null))}::text[],
+                    ${final.map((i) => entry(i, 'DELIVERED'))}::jsonb[], ${final.map((i) => entry(i, statusOf(i)))}::jsonb[])
+          as r(id, device_id, received, status, result, error, delivered, final)
+        where c.id = r.id and c.org_id = ${orgId} and c.device_id = r.device_id
+          and c.status in ('QUEUED', 'SENT', 'DELIVERED') and c.lease_until is not null
+          and (c.delivered_at is not null or c.expires_at > r.received)
+        returning c.id, c.org_id, c.device_id, c.status, c.job_id`.execute(this.o.db);
+      for (const r of rows) out.set(r.id, r);
+    }
+    return out;
   }
 
   /** Why a reply changed nothing (the command is not read beyond what the answer needs). */
@@ -377,8 +407,11 @@ export class CommandDispatcher {
     );
   }
 
-  /** Timeouts and expiries that are due, lapsed claims, and devices marked for dispatch. */
-  async sweep(): Promise<{ ended: number; dispatched: number }> {
+  /**
+   * Timeouts and expiries that are due, lapsed claims, and devices marked for dispatch (at most
+   * `sweepBatch`; `more` says there may be others, and `start` sweeps again at once).
+   */
+  async sweep(): Promise<{ ended: number; dispatched: number; more: boolean }> {
     const at = new Date();
     const iso = at.toISOString();
     const { rows: ended } = await sql<ChangeRow>`
@@ -415,7 +448,7 @@ export class CommandDispatcher {
     let dispatched = 0;
     for (const [orgId, ids] of byOrg)
       for (let i = 0; i < ids.length; i += 1000) dispatched += await this.dispatch(orgId, ids.slice(i, i + 1000));
-    return { ended: ended.length, dispatched };
+    return { ended: ended.length, dispatched, more: pending.length >= (this.o.sweepBatch ?? 5000) };
   }
 
   async close(): Promise<void> {
@@ -424,4 +457,21 @@ export class CommandDispatcher {
     await this.sweeping;
     await this.worker?.close();
   }
+}
+
+/**
+ * A batch of replies as rounds: round k holds, in arrival order, the k-th reply of each command
+ * the batch mentions, so a round names each command once and the rounds keep every command's order.
+ */
+export function replyRounds(items: readonly ReplyItem[]): ReplyItem[][] {
+  const seen = new Map<string, number>();
+  const rounds: ReplyItem[][] = [];
+  for (const item of items) {
+    const k = seen.get(item.reply.id) ?? 0;
+    seen.set(item.reply.id, k + 1);
+    const round = rounds[k] ?? [];
+    round.push(item);
+    rounds[k] = round;
+  }
+  return rounds;
 }
