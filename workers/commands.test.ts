@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import type { ReplyItem } from '../lib/contracts/commands.js';
-import { replyRounds } from './commands.js';
+import { replyPairs, replyRounds } from './commands.js';
 
-const item = (id: string, status: 'received' | 'succeeded' | 'failed'): ReplyItem => ({
-  deviceId: '00000000-0000-4000-8000-000000000001',
-  topic: 'devices/00000000-0000-4000-8000-000000000001/commands/reply',
+const item = (id: string, status: 'received' | 'succeeded' | 'failed', deviceId = '00000000-0000-4000-8000-000000000001'): ReplyItem => ({
+  deviceId,
+  topic: `devices/${deviceId}/commands/reply`,
   raw: '{}',
   receivedAt: 1,
   reply: { id, status },
@@ -29,5 +29,28 @@ describe('replyRounds', () => {
 
   it('should give no rounds for an empty batch', () => {
     expect(replyRounds([])).toEqual([]);
+  });
+});
+
+describe('replyPairs', () => {
+  const names = (pairs: ReturnType<typeof replyPairs>) => pairs.map((p) => `${p.received.reply.id}:${p.final.reply.status}`);
+
+  it("should pair a command's received with the result that follows it, even with other replies between", () => {
+    const batch = [item('a', 'received'), item('b', 'received'), item('a', 'succeeded'), item('b', 'failed'), item('a', 'succeeded')];
+    expect(names(replyPairs(batch))).toEqual(['a:succeeded', 'b:failed']);
+  });
+
+  it('should not pair a result first, a received alone, two received, or replies from two devices', () => {
+    const other = '00000000-0000-4000-8000-000000000002';
+    const batch = [
+      item('a', 'succeeded'),
+      item('a', 'received'),
+      item('b', 'received'),
+      item('c', 'received'),
+      item('c', 'received'),
+      item('d', 'received'),
+      item('d', 'succeeded', other),
+    ];
+    expect(replyPairs(batch)).toEqual([]);
   });
 });
