@@ -239,6 +239,53 @@ describe('commands end to end (Mosquitto, PostgreSQL, Redis)', () => {
     expect((await commandOf(t, late.id))?.status).toBe('EXPIRED');
   }, 40_000);
 
+  it("should apply one batch of replies about several commands in each command's order, refusing what a single reply would", async () => {
+    const t = await tenant(3);
+    const lamps = await Promise.all(t.deviceIds.map((id) => device(id)));
+    for (const l of lamps) {
+      l.behaviour = 'silent';
+      await online(l.deviceId);
+    }
+    const [a, b, c] = await Promise.all(lamps.map((l) => send(t, { deviceId: l.deviceId, name: 'reboot' })));
+    for (const x of [a, b, c]) await statusBecomes(t, x?.id as string, 'SENT');
+    const [da, db, dc] = lamps.map((l) => l.deviceId) as [string, string, string];
+    const item = (deviceId: string, reply: { id: string; status: 'received' | 'succeeded' | 'failed'; result?: unknown }) => ({
+      deviceId,
+      topic: `devices/${deviceId}/commands/reply`,
+      receivedAt: Date.now(),
+      reply,
+      raw: JSON.stringify(reply),
+    });
+    const unknown = randomUUID();
+    await dispatcher.replies({
+      orgId: t.orgId,
+      replies: [
+        item(da, { id: a?.id as string, status: 'received' }),
+        item(db, { id: b?.id as string, status: 'succeeded', result: { ok: 1 } }), // no `received` first
+        item(da, { id: a?.id as string, status: 'succeeded', result: { ok: 2 } }),
+        item(da, { id: a?.id as string, status: 'succeeded' }), // a repeated delivery: a duplicate, not refused
+        item(db, { id: c?.id as string, status: 'succeeded' }), // another device's command
+        item(dc, { id: unknown, status: 'succeeded' }),
+      ],
+    });
+    const ca = await commandOf(t, a?.id as string);
+    expect(ca?.status).toBe('SUCCEEDED');
+    expect(ca?.result).toEqual({ ok: 2 });
+    expect(ca?.history.map((h) => [h.status, h.evidence.reply ?? null])).toEqual([
+      ['QUEUED', null],
+      ['SENT', null],
+      ['DELIVERED', 'received'],
+      ['SUCCEEDED', 'succeeded'],
+    ]);
+    const cb = await commandOf(t, b?.id as string);
+    expect(cb?.status).toBe('SUCCEEDED');
+    expect(cb?.history.map((h) => h.status)).toEqual(['QUEUED', 'SENT', 'DELIVERED', 'SUCCEEDED']);
+    expect((await commandOf(t, c?.id as string))?.status).toBe('SENT');
+    expect((await deadLetters(db)).map((d) => d.reason)).toEqual(['wrong_device']);
+    expect((await deadLetters(dc)).map((d) => d.reason)).toEqual(['unknown_command']);
+    expect(await deadLetters(da)).toEqual([]);
+  }, 30_000);
+
   it('should refuse a stale desired-state version with CONFLICT, send the delta, and resend it when the device reconnects differing', async () => {
     const t = await tenant(1);
     const SET = `mutation($d: ID!, $p: JSON!, $v: Int!) { setDesiredState(deviceId: $d, patch: $p, expectedVersion: $v) { desired version delta inSync } }`;
@@ -253,7 +300,8 @@ describe('commands end to end (Mosquitto, PostgreSQL, Redis)', () => {
 
     // the device comes online reporting level 0: it gets the delta, applies it and reports again
     const lamp = await device(deviceId, { state: { level: 0 } });
-    await until(async () => lamp.executed.length === 1, 10_000, 'setState received');
+    // applied: the test device sets its state after its `received` reply, so wait for the state itself
+    await until(async () => lamp.executed.length === 1 && lamp.state.level === 30, 10_000, 'setState applied');
     expect(lamp.received[0]).toMatchObject({ name: 'setState', params: { desired: { level: 30 }, version: 1 } });
     await lamp.announce();
     await until(async () => (await f.ok(t.viewer, STATE, { d: deviceId })).devicesOutOfState.edges.length === 0, 10_000, 'in sync');

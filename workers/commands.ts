@@ -17,7 +17,7 @@ import {
 } from '../lib/contracts/commands.js';
 import { statusKey } from '../lib/contracts/device-state.js';
 import { queuePrefix } from '../lib/contracts/queues.js';
-import { type Db, withTenant } from '../lib/db.js';
+import { type Db, type Tx, withTenant } from '../lib/db.js';
 import type { Logger } from '../lib/logger.js';
 import { counter } from '../lib/metrics.js';
 import type { Redis } from '../lib/redis.js';
@@ -93,6 +93,16 @@ interface ChangeRow {
 
 const toChange = (r: ChangeRow): CommandChange => ({ id: r.id, orgId: r.org_id, deviceId: r.device_id, status: r.status, jobId: r.job_id });
 
+/** What deciding a refusal reads of a command. */
+interface RefusalRow {
+  org_id: string;
+  device_id: string;
+  status: string;
+  delivered_at: Date | null;
+  expires_at: Date;
+  lease_until: Date | null;
+}
+
 /** A refused reply's dead-letter reason. */
 type Refusal = 'unknown_command' | 'wrong_device' | 'command_not_sent' | 'command_expired' | 'command_ended';
 
@@ -125,11 +135,16 @@ export class CommandDispatcher {
     this.worker.on('error', (err) => this.o.logger.warn({ err: err.message }, 'commands worker error'));
     const tick = () => {
       if (this.closed) return;
+      let more = false;
       this.sweeping = this.sweep()
+        .then((r) => {
+          more = r.more;
+        })
         .catch((err) => this.o.logger.warn({ err: (err as Error).message }, 'command sweep failed'))
         .finally(() => {
           this.sweeping = undefined;
-          if (!this.closed) this.timer = setTimeout(tick, this.o.sweepMs ?? 1000);
+          // a full batch of devices to dispatch (a program's firing): the next sweep at once
+          if (!this.closed) this.timer = setTimeout(tick, more ? 0 : (this.o.sweepMs ?? 1000));
         });
     };
     this.timer = setTimeout(tick, 0);
@@ -220,14 +235,18 @@ export class CommandDispatcher {
     }
     if (sent.length) {
       const at = new Date();
-      const { rows } = await sql<ChangeRow>`
+      const { rows } = await this.inIdOrder(
+        sent.map((r) => r.c.id),
+        (tx) =>
+          sql<ChangeRow>`
         update commands c set status = case when c.status = 'QUEUED' then 'SENT' else c.status end,
           sent_at = ${at}, updated_at = ${at},
           due_at = case when c.status = 'QUEUED' then least(c.expires_at, ${at}::timestamptz + c.timeout_s * interval '1 second') else c.due_at end,
           history = c.history || jsonb_build_array(jsonb_build_object('status', 'SENT', 'at', ${at.toISOString()}::text, 'evidence', e.ev))
         from unnest(${sent.map((r) => r.c.id)}::uuid[], ${sent.map((r) => JSON.stringify(r.evidence))}::jsonb[]) as e(id, ev)
         where c.id = e.id and c.sent_at is null and c.status not in ('EXPIRED', 'CANCELED')
-        returning c.id, c.org_id, c.device_id, c.status, c.job_id`.execute(this.o.db);
+        returning c.id, c.org_id, c.device_id, c.status, c.job_id`.execute(tx),
+      );
       await this.changed(rows.filter((r) => r.status === 'SENT'));
     }
     if (failed.length) throw new Error(`${failed.length} command publishes failed`);
@@ -254,19 +273,58 @@ export class CommandDispatcher {
     });
   }
 
-  /** Applies one batch of replies in arrival order; refused ones are dead-lettered. */
+  /**
+   * Runs `fn` in a transaction that first locks the commands `ids` in id order: the multi-row
+   * updates of concurrent jobs (a command's `received` in one ingest batch, its result in the next;
+   * SENT after PUBACK) then take their row locks in one order and never deadlock.
+   */
+  private inIdOrder<T>(ids: readonly string[], fn: (tx: Tx) => Promise<T>): Promise<T> {
+    return this.o.db.transaction().execute(async (tx) => {
+      await sql`select 1 from commands where id = any(${[...ids]}::uuid[]) order by id for update`.execute(tx);
+      return fn(tx);
+    });
+  }
+
+  /**
+   * Applies one batch of replies; refused ones are dead-lettered. A device that answers at once sends
+   * `received` and its result in the same ingest batch: such a pair is one UPDATE for all the batch's
+   * pairs, recording DELIVERED and the result exactly as the two replies in turn would (both changes
+   * are reported). The other replies are independent across commands, so they go in rounds, round k
+   * holding each command's k-th remaining reply: one UPDATE per round for `received` replies and one
+   * for results, whatever the batch size, while a command's own replies keep their order. Replies that
+   * changed nothing are read back (one query per round) to say why.
+   */
   async replies(job: RepliesJob): Promise<void> {
     const changes: ChangeRow[] = [];
     const dead: { item: ReplyItem; reason: Refusal; detail: string }[] = [];
-    for (const item of job.replies) {
-      const r = await this.applyReply(job.orgId, item);
-      if (r.kind === 'changed') {
-        changes.push(r.row);
-        repliesTotal.inc({ outcome: 'applied' });
-      } else if (r.kind === 'duplicate') repliesTotal.inc({ outcome: 'duplicate' });
-      else {
-        repliesTotal.inc({ outcome: r.reason });
-        dead.push({ item, reason: r.reason, detail: r.detail });
+    const consumed = new Set<ReplyItem>();
+    const pairs = replyPairs(job.replies);
+    if (pairs.length) {
+      const applied = await this.applyPairs(job.orgId, pairs);
+      for (const p of pairs) {
+        const row = applied.get(p.received.reply.id);
+        if (!row) continue; // not applicable as a pair: each reply goes on its own below
+        consumed.add(p.received).add(p.final);
+        changes.push({ ...row, status: 'DELIVERED' }, row);
+        repliesTotal.inc({ outcome: 'applied' }, 2);
+      }
+    }
+    for (const round of replyRounds(consumed.size ? job.replies.filter((i) => !consumed.has(i)) : job.replies)) {
+      const applied = await this.applyRound(job.orgId, round);
+      const refusedRows = await this.refusalRows(round.filter((i) => !applied.has(i.reply.id)).map((i) => i.reply.id));
+      for (const item of round) {
+        const row = applied.get(item.reply.id);
+        if (row) {
+          changes.push(row);
+          repliesTotal.inc({ outcome: 'applied' });
+          continue;
+        }
+        const r = this.refusal(refusedRows.get(item.reply.id), job.orgId, item.deviceId, item.reply, new Date(item.receivedAt));
+        if (r.kind === 'duplicate') repliesTotal.inc({ outcome: 'duplicate' });
+        else {
+          repliesTotal.inc({ outcome: r.reason });
+          dead.push({ item, reason: r.reason, detail: r.detail });
+        }
       }
     }
     if (dead.length) {
@@ -286,59 +344,109 @@ export class CommandDispatcher {
     if (freed.length) await this.dispatch(job.orgId, freed);
   }
 
-  private async applyReply(
-    orgId: string,
-    item: ReplyItem,
-  ): Promise<{ kind: 'changed'; row: ChangeRow } | { kind: 'duplicate' } | { kind: 'refused'; reason: Refusal; detail: string }> {
-    const { reply } = item;
+  /**
+   * Applies `received` + result pairs (distinct commands) in one statement: the conditions are those
+   * of the `received` reply, after which the result's always hold. Returns the changed rows by id.
+   */
+  private async applyPairs(orgId: string, pairs: readonly ReplyPair[]): Promise<Map<string, ChangeRow>> {
     const at = new Date();
-    const received = new Date(item.receivedAt);
-    const evidence = { reply: reply.status, topic: item.topic, receivedAt: received.toISOString() };
-    const delivered = JSON.stringify(historyEntry('DELIVERED', at, evidence));
-    let rows: ChangeRow[];
-    if (reply.status === 'received') {
-      ({ rows } = await sql<ChangeRow>`
-        update commands c set status = 'DELIVERED', delivered_at = ${at}, updated_at = ${at},
-          due_at = coalesce(c.sent_at, ${at}) + c.timeout_s * interval '1 second',
-          history = c.history || jsonb_build_array(${delivered}::jsonb)
-        where c.id = ${reply.id} and c.org_id = ${orgId} and c.device_id = ${item.deviceId}
-          and c.status in ('QUEUED', 'SENT') and c.lease_until is not null and c.delivered_at is null and c.expires_at > ${received}
-        returning c.id, c.org_id, c.device_id, c.status, c.job_id`.execute(this.o.db));
-    } else {
-      const status = reply.status === 'succeeded' ? 'SUCCEEDED' : 'FAILED';
-      const final = JSON.stringify(historyEntry(status, at, evidence));
-      ({ rows } = await sql<ChangeRow>`
-        update commands c set status = ${status}, completed_at = ${at}, updated_at = ${at}, due_at = null,
-          delivered_at = coalesce(c.delivered_at, ${at}),
-          result = ${reply.result === undefined ? null : JSON.stringify(reply.result)}::jsonb,
-          error = ${reply.status === 'failed' ? (reply.error ?? 'failed') : null},
-          history = c.history || case when c.delivered_at is null then jsonb_build_array(${delivered}::jsonb) else '[]'::jsonb end
-            || jsonb_build_array(${final}::jsonb)
-        where c.id = ${reply.id} and c.org_id = ${orgId} and c.device_id = ${item.deviceId}
-          and c.status in ('QUEUED', 'SENT', 'DELIVERED') and c.lease_until is not null
-          and (c.delivered_at is not null or c.expires_at > ${received})
-        returning c.id, c.org_id, c.device_id, c.status, c.job_id`.execute(this.o.db));
-    }
-    if (rows[0]) return { kind: 'changed', row: rows[0] };
-    return this.refusal(orgId, item.deviceId, reply, received);
+    const entry = (item: ReplyItem, status: string) =>
+      JSON.stringify(
+        historyEntry(status, at, { reply: item.reply.status, topic: item.topic, receivedAt: new Date(item.receivedAt).toISOString() }),
+      );
+    const statusOf = (i: ReplyItem) => (i.reply.status === 'succeeded' ? 'SUCCEEDED' : 'FAILED');
+    const { rows } = await this.inIdOrder(
+      pairs.map((p) => p.received.reply.id),
+      (tx) =>
+        sql<ChangeRow>`
+      update commands c set status = r.status, delivered_at = ${at}, completed_at = ${at}, updated_at = ${at}, due_at = null,
+        result = r.result, error = r.error, history = c.history || jsonb_build_array(r.delivered, r.final)
+      from unnest(${pairs.map((p) => p.received.reply.id)}::uuid[], ${pairs.map((p) => p.received.deviceId)}::uuid[],
+                  ${pairs.map((p) => new Date(p.received.receivedAt).toISOString())}::timestamptz[], ${pairs.map((p) => statusOf(p.final))}::text[],
+                  ${pairs.map((p) => (p.final.reply.result === undefined ? null : JSON.stringify(p.final.reply.result)))}::jsonb[],
+                  ${pairs.map((p) => (p.final.reply.status === 'failed' ? (p.final.reply.error ?? 'failed') : null))}::text[],
+                  ${pairs.map((p) => entry(p.received, 'DELIVERED'))}::jsonb[], ${pairs.map((p) => entry(p.final, statusOf(p.final)))}::jsonb[])
+        as r(id, device_id, received, status, result, error, delivered, final)
+      where c.id = r.id and c.org_id = ${orgId} and c.device_id = r.device_id
+        and c.status in ('QUEUED', 'SENT') and c.lease_until is not null and c.delivered_at is null and c.expires_at > r.received
+      returning c.id, c.org_id, c.device_id, c.status, c.job_id`.execute(tx),
+    );
+    return new Map(rows.map((r) => [r.id, r]));
   }
 
-  /** Why a reply changed nothing (the command is not read beyond what the answer needs). */
-  private async refusal(
+  /**
+   * Applies replies about distinct commands, set-based: `received` → DELIVERED, `succeeded` /
+   * `failed` → SUCCEEDED / FAILED (with DELIVERED recorded first when no `received` came). Each
+   * condition is the one a single reply would meet. Returns the changed rows by command id.
+   */
+  private async applyRound(orgId: string, items: readonly ReplyItem[]): Promise<Map<string, ChangeRow>> {
+    const at = new Date();
+    const entry = (item: ReplyItem, status: string) =>
+      JSON.stringify(
+        historyEntry(status, at, { reply: item.reply.status, topic: item.topic, receivedAt: new Date(item.receivedAt).toISOString() }),
+      );
+    const receivedAt = (list: readonly ReplyItem[]) => list.map((i) => new Date(i.receivedAt).toISOString());
+    return this.inIdOrder(
+      items.map((i) => i.reply.id),
+      async (tx) => {
+        const out = new Map<string, ChangeRow>();
+        const received = items.filter((i) => i.reply.status === 'received');
+        if (received.length) {
+          const { rows } = await sql<ChangeRow>`
+            update commands c set status = 'DELIVERED', delivered_at = ${at}, updated_at = ${at},
+              due_at = coalesce(c.sent_at, ${at}) + c.timeout_s * interval '1 second',
+              history = c.history || jsonb_build_array(r.entry)
+            from unnest(${received.map((i) => i.reply.id)}::uuid[], ${received.map((i) => i.deviceId)}::uuid[],
+                        ${receivedAt(received)}::timestamptz[], ${received.map((i) => entry(i, 'DELIVERED'))}::jsonb[])
+              as r(id, device_id, received, entry)
+            where c.id = r.id and c.org_id = ${orgId} and c.device_id = r.device_id
+              and c.status in ('QUEUED', 'SENT') and c.lease_until is not null and c.delivered_at is null and c.expires_at > r.received
+            returning c.id, c.org_id, c.device_id, c.status, c.job_id`.execute(tx);
+          for (const r of rows) out.set(r.id, r);
+        }
+        const final = items.filter((i) => i.reply.status !== 'received');
+        if (final.length) {
+          const statusOf = (i: ReplyItem) => (i.reply.status === 'succeeded' ? 'SUCCEEDED' : 'FAILED');
+          const { rows } = await sql<ChangeRow>`
+            update commands c set status = r.status, completed_at = ${at}, updated_at = ${at}, due_at = null,
+              delivered_at = coalesce(c.delivered_at, ${at}), result = r.result, error = r.error,
+              history = c.history || case when c.delivered_at is null then jsonb_build_array(r.delivered) else '[]'::jsonb end
+                || jsonb_build_array(r.final)
+            from unnest(${final.map((i) => i.reply.id)}::uuid[], ${final.map((i) => i.deviceId)}::uuid[], ${receivedAt(final)}::timestamptz[],
+                        ${final.map(statusOf)}::text[],
+                        ${final.map((i) => (i.reply.result === undefined ? null : JSON.stringify(i.reply.result)))}::jsonb[],
+                        ${final.map((i) => (i.reply.status === 'failed' ? (i.reply.error ?? 'failed') : null))}::text[],
+                        ${final.map((i) => entry(i, 'DELIVERED'))}::jsonb[], ${final.map((i) => entry(i, statusOf(i)))}::jsonb[])
+              as r(id, device_id, received, status, result, error, delivered, final)
+            where c.id = r.id and c.org_id = ${orgId} and c.device_id = r.device_id
+              and c.status in ('QUEUED', 'SENT', 'DELIVERED') and c.lease_until is not null
+              and (c.delivered_at is not null or c.expires_at > r.received)
+            returning c.id, c.org_id, c.device_id, c.status, c.job_id`.execute(tx);
+          for (const r of rows) out.set(r.id, r);
+        }
+        return out;
+      },
+    );
+  }
+
+  /** The commands some refused replies name (one query for a round's). */
+  private async refusalRows(ids: readonly string[]): Promise<Map<string, RefusalRow>> {
+    if (!ids.length) return new Map();
+    const { rows } = await sql<RefusalRow & { id: string }>`
+      select id, org_id, device_id, status, delivered_at, expires_at, lease_until from commands where id = any(${[...ids]}::uuid[])`.execute(
+      this.o.db,
+    );
+    return new Map(rows.map((r) => [r.id, r]));
+  }
+
+  /** Why a reply changed nothing, from its command's row (undefined: none). */
+  private refusal(
+    c: RefusalRow | undefined,
     orgId: string,
     deviceId: string,
     reply: CommandReply,
     received: Date,
-  ): Promise<{ kind: 'duplicate' } | { kind: 'refused'; reason: Refusal; detail: string }> {
-    const { rows } = await sql<{
-      org_id: string;
-      device_id: string;
-      status: string;
-      delivered_at: Date | null;
-      expires_at: Date;
-      lease_until: Date | null;
-    }>`select org_id, device_id, status, delivered_at, expires_at, lease_until from commands where id = ${reply.id}`.execute(this.o.db);
-    const c = rows[0];
+  ): { kind: 'duplicate' } | { kind: 'refused'; reason: Refusal; detail: string } {
     const refused = (reason: Refusal, detail: string) => ({ kind: 'refused' as const, reason, detail });
     if (!c || c.org_id !== orgId) return refused('unknown_command', `no command ${reply.id} for this device's organization`);
     if (c.device_id !== deviceId) return refused('wrong_device', `command ${reply.id} is another device's`);
@@ -385,8 +493,11 @@ export class CommandDispatcher {
     );
   }
 
-  /** Timeouts and expiries that are due, lapsed claims, and devices marked for dispatch. */
-  async sweep(): Promise<{ ended: number; dispatched: number }> {
+  /**
+   * Timeouts and expiries that are due, lapsed claims, and devices marked for dispatch (at most
+   * `sweepBatch`; `more` says there may be others, and `start` sweeps again at once).
+   */
+  async sweep(): Promise<{ ended: number; dispatched: number; more: boolean }> {
     const at = new Date();
     const iso = at.toISOString();
     const { rows: ended } = await sql<ChangeRow>`
@@ -423,7 +534,7 @@ export class CommandDispatcher {
     let dispatched = 0;
     for (const [orgId, ids] of byOrg)
       for (let i = 0; i < ids.length; i += 1000) dispatched += await this.dispatch(orgId, ids.slice(i, i + 1000));
-    return { ended: ended.length, dispatched };
+    return { ended: ended.length, dispatched, more: pending.length >= (this.o.sweepBatch ?? 5000) };
   }
 
   async close(): Promise<void> {
@@ -432,4 +543,43 @@ export class CommandDispatcher {
     await this.sweeping;
     await this.worker?.close();
   }
+}
+
+/**
+ * A batch of replies as rounds: round k holds, in arrival order, the k-th reply of each command
+ * the batch mentions, so a round names each command once and the rounds keep every command's order.
+ */
+export function replyRounds(items: readonly ReplyItem[]): ReplyItem[][] {
+  const seen = new Map<string, number>();
+  const rounds: ReplyItem[][] = [];
+  for (const item of items) {
+    const k = seen.get(item.reply.id) ?? 0;
+    seen.set(item.reply.id, k + 1);
+    const round = rounds[k] ?? [];
+    round.push(item);
+    rounds[k] = round;
+  }
+  return rounds;
+}
+
+/** A command's `received` reply and the result that follows it, from the same device. */
+export interface ReplyPair {
+  received: ReplyItem;
+  final: ReplyItem;
+}
+
+/** The commands of a batch whose first two replies are `received` then a result, from the same device. */
+export function replyPairs(items: readonly ReplyItem[]): ReplyPair[] {
+  const firstTwo = new Map<string, ReplyItem[]>();
+  for (const item of items) {
+    const l = firstTwo.get(item.reply.id) ?? [];
+    if (l.length < 2) l.push(item);
+    firstTwo.set(item.reply.id, l);
+  }
+  const out: ReplyPair[] = [];
+  for (const [received, final] of firstTwo.values()) {
+    if (received?.reply.status === 'received' && final && final.reply.status !== 'received' && final.deviceId === received.deviceId)
+      out.push({ received, final });
+  }
+  return out;
 }
