@@ -257,7 +257,7 @@ describe('commands end to end (Mosquitto, PostgreSQL, Redis)', () => {
       raw: JSON.stringify(reply),
     });
     const unknown = randomUUID();
-    await dispatcher.replies({
+    await workers.dispatcher.replies({
       orgId: t.orgId,
       replies: [
         item(da, { id: a?.id as string, status: 'received' }),
