@@ -9,15 +9,15 @@
 // The gateway and subgraphs run in this process; workers, ingest and the simulator in their own.
 // Env: BENCH_COMMANDS_SHORT=1 (smoke run: 1,000 devices, rate 200/s for 10 s), BENCH_DEVICES,
 // BENCH_BURST, BENCH_RATE, BENCH_RATE_S, BENCH_CONCURRENCY, BENCH_WRITE=1 (write a short run too).
+
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Queue } from 'bullmq';
-import { Kysely, PostgresDialect, sql } from 'kysely';
+import { sql } from 'kysely';
 import mqtt from 'mqtt';
-import pg from 'pg';
 import { pino } from 'pino';
 import { startRoles } from '../cli/roles.js';
 import { seedDemo } from '../cli/seed.js';
@@ -27,12 +27,12 @@ import { loadConfig } from '../lib/config.js';
 import { COMMANDS_QUEUE } from '../lib/contracts/commands.js';
 import { statusKey } from '../lib/contracts/device-state.js';
 import { queuePrefix } from '../lib/contracts/queues.js';
-import { createDb, type Db } from '../lib/db.js';
+import type { Db } from '../lib/db.js';
 import { createRedis } from '../lib/redis.js';
 import { portVar, SUBGRAPH_NAMES } from '../lib/subgraphs.js';
-import { migrateToLatest } from '../schema/migrate.js';
-import { adminUrl, dbUrl, REDIS_URL } from '../test/support/env.js';
+import { REDIS_URL } from '../test/support/env.js';
 import { startRoleProcess } from '../test/support/role-process.js';
+import { benchDatabase } from './database.js';
 
 const SHORT = process.env.BENCH_COMMANDS_SHORT === '1';
 const DEVICES = Number(process.env.BENCH_DEVICES ?? (SHORT ? 1000 : 10_000));
@@ -50,30 +50,6 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
 const pct = (sorted: number[], p: number) => sorted[Math.min(sorted.length - 1, Math.floor((sorted.length * p) / 100))] ?? Number.NaN;
 const log = (l: string) => console.log(`[bench:commands] ${l}`);
-
-async function benchDb(): Promise<{ url: string; db: Db; drop(): Promise<void> }> {
-  const admin = new pg.Client({ connectionString: adminUrl() });
-  await admin.connect();
-  await admin.query(`drop database if exists ${DB_NAME} with (force)`);
-  await admin.query(`create database ${DB_NAME}`);
-  await admin.end();
-  const url = dbUrl(DB_NAME);
-  const m = new Kysely<unknown>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: url, max: 1 }) }) });
-  await migrateToLatest(m);
-  await m.destroy();
-  const db = createDb({ url, poolSize: 4 });
-  return {
-    url,
-    db,
-    async drop() {
-      await db.destroy();
-      const a = new pg.Client({ connectionString: adminUrl() });
-      await a.connect();
-      await a.query(`drop database if exists ${DB_NAME} with (force)`);
-      await a.end();
-    },
-  };
-}
 
 interface Stages {
   queued: [number, number];
@@ -118,7 +94,7 @@ interface RateResult {
 async function main(): Promise<void> {
   const started = new Date();
   const load0 = loadavg()[0] ?? 0;
-  const t = await benchDb();
+  const t = await benchDatabase(DB_NAME);
   const broker = await startNoDropBroker();
   const tag = randomBytes(4).toString('hex');
   const env: Record<string, string> = {

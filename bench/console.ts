@@ -12,18 +12,14 @@
 // BENCH_RATE, BENCH_SOAK_S, BENCH_PAN_S, BENCH_WRITE=1 (write the section of a short run too),
 // BENCH_SHARED=1 (say in the section that other work shared the machine's cores during the run).
 // A full run writes the `console` section of bench/RESULTS.md.
+
 import { readFileSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
-import { Kysely, PostgresDialect } from 'kysely';
-import pg from 'pg';
 import type { CDPSession, Page } from 'playwright-core';
-import { createDb } from '../lib/db.js';
-import { migrateToLatest } from '../schema/migrate.js';
 import { launchBrowser } from '../test/support/browser.js';
 import { signIn } from '../test/support/console.js';
-import type { TestDatabase } from '../test/support/db.js';
-import { adminUrl, dbUrl } from '../test/support/env.js';
 import { startPlatform } from '../test/support/platform.js';
+import { benchDatabase } from './database.js';
 
 const SHORT = process.env.BENCH_CONSOLE_SHORT === '1';
 const DEVICES = Number(process.env.BENCH_DEVICES ?? (SHORT ? 2000 : 10_000));
@@ -52,33 +48,6 @@ interface Win {
 
 const mb = (n: number) => Math.round((n / 1048576) * 10) / 10;
 const fmt = (n: number) => n.toLocaleString('en-US');
-
-async function benchDatabase(): Promise<TestDatabase> {
-  const admin = new pg.Client({ connectionString: adminUrl() });
-  await admin.connect();
-  await admin.query(`drop database if exists ${DB_NAME} with (force)`);
-  await admin.query(`create database ${DB_NAME}`);
-  await admin.end();
-  const url = dbUrl(DB_NAME);
-  const m = new Kysely<unknown>({ dialect: new PostgresDialect({ pool: new pg.Pool({ connectionString: url, max: 1 }) }) });
-  await migrateToLatest(m);
-  await m.destroy();
-  const db = createDb({ url, poolSize: 4 });
-  return {
-    name: DB_NAME,
-    url,
-    directUrl: url,
-    db,
-    queries: [],
-    async drop() {
-      await db.destroy();
-      const a = new pg.Client({ connectionString: adminUrl() });
-      await a.connect();
-      await a.query(`drop database if exists ${DB_NAME} with (force)`);
-      await a.end();
-    },
-  };
-}
 
 /** Milliseconds from the start of the page load to the map's mark (waits for it). */
 async function mapPaint(page: Page): Promise<number> {
@@ -179,7 +148,7 @@ async function main(): Promise<void> {
   const load0 = loadavg()[0] ?? 0;
   const started = new Date();
   console.log(`[bench:console] ${fmt(DEVICES)} devices, simulator ${fmt(RATE)} msg/s, soak ${SOAK_S} s${SHORT ? ' (short)' : ''}`);
-  const database = await benchDatabase();
+  const database = await benchDatabase(DB_NAME);
   const p = await startPlatform({
     devices: DEVICES,
     simulate: { rate: RATE, devices: DEVICES, inProcess: false },
