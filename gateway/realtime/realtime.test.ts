@@ -17,7 +17,9 @@ import { RealtimeServer } from './server.js';
 // A small federated-looking API schema served in memory: the gateway's follow-up executor is what
 // this file replaces; Redis pub/sub and the graphql-ws client are real.
 const schema: GraphQLSchema = buildSchema(`
-  type Query { devicesByIds(ids: [ID!]!): [Device]! sitesByIds(ids: [ID!]!): [Site]! }
+  type Query { devicesByIds(ids: [ID!]!): [Device]! sitesByIds(ids: [ID!]!): [Site]! commandJob(id: ID!): CommandJob }
+  type CommandJob { id: ID! status: String! }
+  type CommandJobEvent { job: CommandJob! }
   type Site { id: ID! name: String! }
   type Device { id: ID! name: String! site: Site }
   type Reading { metric: String! value: Float ts: String! text: String }
@@ -26,6 +28,8 @@ const schema: GraphQLSchema = buildSchema(`
   type Subscription {
     telemetryUpdated(deviceIds: [ID!], siteId: ID): TelemetryEvent!
     deviceStatusChanged(siteId: ID): DeviceStatusEvent!
+    commandJobUpdated(jobId: ID!): CommandJobEvent!
+    thingUpdated(thingId: ID): DeviceStatusEvent!
   }
 `);
 
@@ -51,7 +55,12 @@ const root = {
     });
   },
   sitesByIds: ({ ids }: { ids: string[] }, ctx: Identity) => ids.map((id) => (sites.get(id)?.org === ctx.orgId ? sites.get(id) : null)),
+  commandJob: ({ id }: { id: string }, ctx: Identity) => (jobs.get(id)?.org === ctx.orgId ? jobs.get(id) : null),
 };
+const jobs = new Map([
+  ['j-a', { id: 'j-a', status: 'RUNNING', org: ORG_A }],
+  ['j-b', { id: 'j-b', status: 'RUNNING', org: ORG_B }],
+]);
 
 const identities: Record<string, Identity> = {
   A: { kind: 'user', subject: 'ua', orgId: ORG_A, role: 'viewer', scopes: [] },
@@ -270,6 +279,37 @@ describe('federated subscriptions over graphql-ws', () => {
     const sub = collect(client(s.url, 'A'), 'subscription { telemetryUpdated(siteId: "s-b") { device { id } } }');
     await sub.done;
     expect(JSON.stringify(sub.errors)).toContain('FORBIDDEN');
+    expect(s.rt.hub.subscriberCount).toBe(0);
+  });
+
+  it("should refuse a job filter of another organisation and accept the identity's own job", async () => {
+    const s = await startServer();
+    const q = 'subscription($j: ID!) { commandJobUpdated(jobId: $j) { job { id } } }';
+    const foreign = collect(client(s.url, 'A'), q, { j: 'j-b' });
+    await foreign.done;
+    expect(JSON.stringify(foreign.errors)).toContain('FORBIDDEN');
+    collect(client(s.url, 'A'), q, { j: 'j-a' });
+    await subscribed(1);
+  });
+
+  it('should refuse a missing or mistyped required variable instead of subscribing without the filter', async () => {
+    const s = await startServer();
+    const q = 'subscription($j: ID!) { commandJobUpdated(jobId: $j) { job { id } } }';
+    const missing = collect(client(s.url, 'A'), q, {});
+    await missing.done;
+    expect(JSON.stringify(missing.errors)).toContain('BAD_USER_INPUT');
+    expect(JSON.stringify(missing.errors)).toContain('$j');
+    const mistyped = collect(client(s.url, 'A'), q, { j: { any: 1 } });
+    await mistyped.done;
+    expect(JSON.stringify(mistyped.errors)).toContain('BAD_USER_INPUT');
+    expect(s.rt.hub.subscriberCount).toBe(0);
+  });
+
+  it('should refuse an id filter that no query can check (fail closed)', async () => {
+    const s = await startServer();
+    const sub = collect(client(s.url, 'A'), 'subscription { thingUpdated(thingId: "t-1") { online } }');
+    await sub.done;
+    expect(JSON.stringify(sub.errors)).toContain('thingId cannot be checked');
     expect(s.rt.hub.subscriberCount).toBe(0);
   });
 

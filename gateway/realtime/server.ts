@@ -6,7 +6,9 @@ import {
   GraphQLError,
   type GraphQLFormattedError,
   type GraphQLSchema,
+  getNamedType,
   getOperationAST,
+  getVariableValues,
   parse,
   specifiedRules,
   validate,
@@ -510,10 +512,22 @@ export class RealtimeServer {
     }
     const { doc, errors } = this.document(schema, payload.query);
     if (!doc) return this.sendError(c, id, errors ?? []);
-    const variables = (payload.variables ?? {}) as Record<string, unknown>;
     const opName = payload.operationName ?? undefined;
     const op = getOperationAST(doc, opName);
     if (!op) return this.sendError(c, id, [new RulrError(ErrorCode.BadUserInput, 'operation not found').toGraphQL()]);
+    // Variables are coerced against the operation's definitions, as an HTTP request's are: a missing
+    // `ID!` or a value of the wrong type is refused here, never read as "no filter".
+    const coerced = getVariableValues(schema, op.variableDefinitions ?? [], (payload.variables ?? {}) as Record<string, unknown>, {
+      maxErrors: 10,
+    });
+    if (coerced.errors) {
+      return this.sendError(
+        c,
+        id,
+        coerced.errors.map((e) => new GraphQLError(e.message, { extensions: { code: ErrorCode.BadUserInput } })),
+      );
+    }
+    const variables = coerced.coerced;
 
     if (op.operation !== 'subscription') {
       // Queries and mutations over the socket run through the federated graph like HTTP ones.
@@ -603,10 +617,13 @@ export class RealtimeServer {
         const seen = indexFollowUp(r);
         const missing = ids.find((x) => !seen.has(x));
         if (missing) return `${base} ${missing} is not visible to you`;
-      } else if (queryFields[base]) {
+      } else {
+        const single = singleLookup(queryFields, base, typeName);
+        // An id filter nothing can check is refused (fail closed), not passed through unchecked.
+        if (!single) return `${name} cannot be checked`;
         for (const x of ids) {
           const r = await this.o.execute(
-            parse(`query RulrVisible($id: ID!) { _r: ${base}(id: $id) { id } }`),
+            parse(`query RulrVisible($id: ID!) { _r: ${single}(id: $id) { id } }`),
             { id: x },
             undefined,
             identity,
@@ -632,4 +649,23 @@ export class RealtimeServer {
     await Promise.race([this.o.redisSubscriber.quit().catch(() => undefined), new Promise((r) => setTimeout(r, 2000).unref())]);
     this.o.redisSubscriber.disconnect();
   }
+}
+
+/**
+ * The `Query` field that fetches one `typeName` by `id` for an `xId` argument: `x(id:)` itself, or
+ * the one field whose type's name ends with it (`jobId` → `commandJob(id:): CommandJob`); none or
+ * several → undefined.
+ */
+function singleLookup(
+  fields: Record<string, { args: readonly { name: string }[]; type: unknown }>,
+  base: string,
+  typeName: string,
+): string | undefined {
+  const byId = (f: { args: readonly { name: string }[] }) => f.args.length === 1 && f.args[0]?.name === 'id';
+  const own = fields[base];
+  if (own && byId(own)) return base;
+  const candidates = Object.entries(fields).filter(
+    ([, f]) => byId(f) && getNamedType(f.type as Parameters<typeof getNamedType>[0])?.name.endsWith(typeName),
+  );
+  return candidates.length === 1 ? candidates[0]?.[0] : undefined;
 }
