@@ -407,6 +407,7 @@ export interface NotificationChannels {
   name: string;
   org_id: string;
   secret: string | null;
+  secret_sealed: Buffer | null;
   updated_at: Generated<Timestamp>;
   url: string | null;
 }

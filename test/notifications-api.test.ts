@@ -1,5 +1,7 @@
 import { randomUUID } from 'node:crypto';
+import { sql } from 'kysely';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { channelSecretKey, openChannelSecret } from '../lib/contracts/channel-secret.js';
 import { createSubgraph as createRulesSubgraph, typeDefs as rulesTypeDefs } from '../subgraphs/rules/index.js';
 import type { Notifier } from '../workers/notifier.js';
 import { codes, type SubgraphFixture, subgraphFixture } from './devices-fixtures.js';
@@ -60,8 +62,23 @@ describe('channels', () => {
     expect(fields).toContain('hasSecret');
     expect(fields.filter((x) => /secret/i.test(x))).toEqual(['hasSecret']);
     const id = (r.data as { createNotificationChannel: { id: string } }).createNotificationChannel.id;
+    // stored sealed, never in clear: a dump of the table does not hold it
+    const stored = async () =>
+      (
+        await sql<{ secret: string | null; secret_sealed: Buffer | null }>`select secret, secret_sealed from notification_channels
+          where id = ${id}`.execute(f.t.db)
+      ).rows[0];
+    const created = await stored();
+    expect(created?.secret).toBeNull();
+    expect(created?.secret_sealed?.includes(Buffer.from(secret))).toBe(false);
+    const key = channelSecretKey(f.ctx.config.RULR_SECRET);
+    expect(openChannelSecret(key, orgId, id, created?.secret_sealed as Buffer)).toBe(secret);
+    const rotated = await f.ok(f.as(orgId), UPDATE, { id, i: { secret: 'another-long-signing-secret' } });
+    expect(rotated.updateNotificationChannel.hasSecret).toBe(true);
+    expect(openChannelSecret(key, orgId, id, (await stored())?.secret_sealed as Buffer)).toBe('another-long-signing-secret');
     const removed = await f.ok(f.as(orgId), UPDATE, { id, i: { secret: '' } });
     expect(removed.updateNotificationChannel.hasSecret).toBe(false);
+    expect(await stored()).toEqual({ secret: null, secret_sealed: null });
   });
 
   it('refuse URLs that are not http(s) or point to private, loopback or link-local addresses', async () => {

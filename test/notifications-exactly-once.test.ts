@@ -33,6 +33,7 @@ function notifierProcess(env: Record<string, string> = {}) {
       REDIS_URL,
       REDIS_PREFIX: f.ctx.config.REDIS_PREFIX,
       NOTIFY_WEBHOOK_ALLOW: '127.0.0.1/32',
+      RULR_SECRET: f.ctx.config.RULR_SECRET,
       ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { sql } from 'kysely';
+import { channelSecretKey, sealChannelSecret } from '../lib/contracts/channel-secret.js';
 import { createLogger } from '../lib/logger.js';
 import type { MailSender } from '../lib/mail.js';
 import { LogMailSender } from '../lib/mail.js';
@@ -43,11 +44,23 @@ export async function tenant(f: Fixture, devices = 1) {
   return { orgId, siteId, deviceIds };
 }
 
-/** A webhook channel of `orgId` (stored directly: the API is tested on its own). */
-export async function webhookChannel(f: Fixture, orgId: string, url: string, secret: string | null = null, kind = 'webhook') {
-  const { rows } = await sql<{ id: string }>`insert into notification_channels (org_id, name, kind, url, secret, created_by)
-    values (${orgId}, ${`hook ${randomUUID()}`}, ${kind}, ${url}, ${secret}, 'test') returning id`.execute(f.t.db);
-  return (rows[0] as { id: string }).id;
+/**
+ * A webhook channel of `orgId` (stored directly: the API is tested on its own), its secret sealed as
+ * the API stores it; `clear: true` stores it in clear as rows written before migration 0057 were.
+ */
+export async function webhookChannel(
+  f: Fixture,
+  orgId: string,
+  url: string,
+  secret: string | null = null,
+  kind = 'webhook',
+  o: { clear?: boolean } = {},
+) {
+  const id = randomUUID();
+  const sealed = secret && !o.clear ? sealChannelSecret(channelSecretKey(f.ctx.config.RULR_SECRET), orgId, id, secret) : null;
+  await sql`insert into notification_channels (id, org_id, name, kind, url, secret, secret_sealed, created_by)
+    values (${id}, ${orgId}, ${`hook ${randomUUID()}`}, ${kind}, ${url}, ${o.clear ? secret : null}, ${sealed}, 'test')`.execute(f.t.db);
+  return id;
 }
 
 /** A recipient rule of `orgId`: these events, at least `minSeverity`, to these channels and roles. */
@@ -84,6 +97,7 @@ export function startNotifier(f: Fixture, o: Partial<NotifierOptions> & { mail?:
     digestWindowMs: 200,
     backoffMs: 100,
     allow: parseAllowlist('127.0.0.1/32'),
+    channelSecretKey: channelSecretKey(f.ctx.config.RULR_SECRET),
     ...o,
   }).start();
 }

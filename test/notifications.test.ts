@@ -3,6 +3,7 @@ import { hostname } from 'node:os';
 import { sql } from 'kysely';
 import pg from 'pg';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { channelSecretKey, openChannelSecret } from '../lib/contracts/channel-secret.js';
 import { NOTIFY_QUEUE } from '../lib/contracts/notifications.js';
 import { createLogger } from '../lib/logger.js';
 import { SmtpMailSender } from '../lib/mail.js';
@@ -106,6 +107,45 @@ describe('webhook channel', () => {
     await sleep(500);
     expect(hooks.received.filter((h) => h.path === path)).toHaveLength(1);
     expect(log.attempts).toEqual([expect.objectContaining({ ok: false, http_status: 400, error: 'HTTP 400' })]);
+  });
+
+  it('seals a secret stored in clear before migration 0057 at its first tick, and signs with it', async () => {
+    const w = await tenant(f);
+    const path = `/hook/${randomUUID()}`;
+    const secret = `legacy-${randomUUID()}`;
+    const ch = await webhookChannel(f, w.orgId, `${hooks.url}${path}`, secret, 'webhook', { clear: true });
+    await recipientRule(f, w.orgId, { channelIds: [ch] });
+    notifier = startNotifier(f);
+    await raise(f, w.orgId, w.deviceIds[0] as string);
+    const [h] = await hooks.waitFor(1, (x) => x.path === path);
+    expect(h?.headers['x-rulr-signature']).toBe(expectedSignature(secret, String(h?.headers['x-rulr-timestamp']), h?.body ?? ''));
+    const row = (
+      await sql<{ secret: string | null; secret_sealed: Buffer | null }>`select secret, secret_sealed from notification_channels
+        where id = ${ch}`.execute(f.t.db)
+    ).rows[0];
+    expect(row?.secret).toBeNull();
+    expect(row?.secret_sealed?.includes(Buffer.from(secret))).toBe(false);
+    expect(openChannelSecret(channelSecretKey(f.ctx.config.RULR_SECRET), w.orgId, ch, row?.secret_sealed as Buffer)).toBe(secret);
+  });
+
+  it('fails, unsent and without retrying, a delivery whose sealed secret was copied from another channel', async () => {
+    const w = await tenant(f);
+    const path = `/hook/${randomUUID()}`;
+    const donor = await webhookChannel(f, w.orgId, `${hooks.url}/unused`, `donor-${randomUUID()}`);
+    const ch = await webhookChannel(f, w.orgId, `${hooks.url}${path}`);
+    await sql`update notification_channels set secret_sealed = (select secret_sealed from notification_channels where id = ${donor})
+      where id = ${ch}`.execute(f.t.db);
+    await recipientRule(f, w.orgId, { channelIds: [ch] });
+    notifier = startNotifier(f);
+    await raise(f, w.orgId, w.deviceIds[0] as string);
+    const log = await until(async () => {
+      const l = await deliveryLog(f, w.orgId);
+      return l.deliveries[0]?.status === 'failed' ? l : null;
+    }, 'the delivery to fail');
+    await sleep(300);
+    expect(hooks.received.filter((x) => x.path === path)).toHaveLength(0);
+    expect(log.attempts).toHaveLength(1);
+    expect(log.attempts[0]?.error).toContain("the channel's secret does not open with this key and channel");
   });
 });
 

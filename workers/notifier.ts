@@ -1,6 +1,7 @@
 import { DelayedError, type Job, Queue, UnrecoverableError, Worker } from 'bullmq';
 import { sql } from 'kysely';
 import { type Agent, request } from 'undici';
+import { openChannelSecret, sealChannelSecret } from '../lib/contracts/channel-secret.js';
 import {
   NOTIFY_QUEUE,
   type NotificationRequest,
@@ -11,6 +12,7 @@ import {
 } from '../lib/contracts/notifications.js';
 import { queuePrefix } from '../lib/contracts/queues.js';
 import { type Db, isUuid, type Tx } from '../lib/db.js';
+import { ContractError } from '../lib/errors.js';
 import type { Logger } from '../lib/logger.js';
 import type { MailSender } from '../lib/mail.js';
 import { counter } from '../lib/metrics.js';
@@ -61,6 +63,8 @@ export interface NotifierOptions {
   backoffMs?: number;
   /** read the alarm feed (off in tests that only feed the queue) */
   feed?: boolean;
+  /** opens channel secrets (lib/contracts/channel-secret.ts: `channelSecretKey(RULR_SECRET)`) */
+  channelSecretKey: Buffer;
   /** private addresses outgoing requests may reach (`NOTIFY_WEBHOOK_ALLOW`) @default none */
   allow?: WebhookAllowlist;
   /** deliveries still pending this long after creation without a queued job are queued again @default 60000 */
@@ -98,7 +102,6 @@ interface ChannelRow {
   url: string | null;
   addresses: string[];
   body_template: string | null;
-  secret: string | null;
 }
 
 interface DeliveryJob {
@@ -123,6 +126,7 @@ export class Notifier {
   private readonly allow: WebhookAllowlist;
   private readonly agent: Agent;
   private lastRepair = 0;
+  private legacySealed = false;
   /** holes in the feed's ids: the id after which one begins → when this process first saw it */
   private readonly gaps = new Map<string, number>();
 
@@ -172,6 +176,7 @@ export class Notifier {
 
   /** One pass of the ticker: the alarm feed, due digests, due escalation levels. */
   async tick(now = Date.now()): Promise<void> {
+    if (!this.legacySealed) this.legacySealed = (await this.sealLegacySecrets(), true);
     if (this.o.feed !== false) await this.readFeed();
     if (this.closed) return;
     await this.flushDigests(now);
@@ -179,6 +184,25 @@ export class Notifier {
     await this.runEscalations(now);
     if (this.closed) return;
     await this.repair(now);
+  }
+
+  /**
+   * Seals the channel secrets stored in clear before migration 0057 (`secret` → `secret_sealed`):
+   * once per process, at its first tick. Returns how many it sealed.
+   */
+  async sealLegacySecrets(): Promise<number> {
+    const rows = await sql<{ id: string; org_id: string; secret: string }>`
+      select id, org_id, secret from notification_channels where secret is not null`.execute(this.o.db);
+    let n = 0;
+    for (const r of rows.rows) {
+      const sealed = sealChannelSecret(this.o.channelSecretKey, r.org_id, r.id, r.secret);
+      // `and secret = …`: an admin's change meanwhile wins
+      const u = await sql`update notification_channels set secret_sealed = ${sealed}, secret = null
+        where id = ${r.id} and secret = ${r.secret}`.execute(this.o.db);
+      n += Number(u.numAffectedRows ?? 0);
+    }
+    if (n) this.o.logger.info({ channels: n }, 'sealed channel secrets stored in clear');
+    return n;
   }
 
   /**
@@ -377,7 +401,7 @@ export class Notifier {
       at: view.at,
     };
     const channels = (
-      await sql<ChannelRow>`select id, kind, url, addresses, body_template, secret from notification_channels
+      await sql<ChannelRow>`select id, kind, url, addresses, body_template from notification_channels
         where org_id = ${req.orgId} and enabled and (id = any(${[...channelIds]}::uuid[]) or kind = 'sms')
         order by created_at`.execute(tx)
     ).rows;
@@ -514,8 +538,10 @@ export class Notifier {
       address: string;
       status: string;
       payload: Record<string, unknown>;
+      channel_id: string | null;
       secret: string | null;
-    }>`select d.id, d.kind, d.address, d.status, d.payload, c.secret from notification_deliveries d
+      secret_sealed: Buffer | null;
+    }>`select d.id, d.kind, d.address, d.status, d.payload, c.id as channel_id, c.secret, c.secret_sealed from notification_deliveries d
        left join notification_channels c on c.id = d.channel_id and c.org_id = d.org_id
        where d.id = ${deliveryId} and d.org_id = ${orgId}`.execute(this.o.db);
     const row = d.rows[0];
@@ -525,7 +551,11 @@ export class Notifier {
     const last = job.attemptsMade + 1 >= (job.opts.attempts ?? 1);
     let result: { ok: boolean; retry: boolean; http?: number; response?: string; error?: string };
     try {
-      result = row.kind === 'email' ? await this.sendMail(row) : await this.post(row);
+      if (row.kind === 'email') result = await this.sendMail(row);
+      else {
+        const secret = this.secretOf(orgId, row);
+        result = typeof secret === 'string' || secret === null ? await this.post({ ...row, secret }) : secret;
+      }
     } catch (e) {
       result = { ok: false, retry: true, error: (e as Error).message.slice(0, 500) };
     }
@@ -540,6 +570,24 @@ export class Notifier {
     attemptsTotal.inc({ kind: row.kind, result: result.ok ? 'ok' : status === 'pending' ? 'retry' : 'failed' });
     this.o.afterAttempt?.(deliveryId, result.ok);
     if (status === 'pending') throw new Error(result.error ?? 'delivery failed');
+  }
+
+  /**
+   * The channel's signing secret in clear (sealed, or still in clear before the first tick sealed
+   * it); when the sealed one does not open (another `RULR_SECRET`, or copied from another row) a
+   * final failure: the delivery is not sent unsigned, and retrying would not help.
+   */
+  private secretOf(
+    orgId: string,
+    row: { channel_id: string | null; secret: string | null; secret_sealed: Buffer | null },
+  ): string | null | { ok: false; retry: false; error: string } {
+    if (!row.secret_sealed || !row.channel_id) return row.secret;
+    try {
+      return openChannelSecret(this.o.channelSecretKey, orgId, row.channel_id, row.secret_sealed);
+    } catch (e) {
+      const reason = e instanceof ContractError ? e.reason : (e as Error).message;
+      return { ok: false, retry: false, error: `the channel's secret ${reason} (was RULR_SECRET changed?)` };
+    }
   }
 
   private async sendMail(row: { address: string; payload: Record<string, unknown>; id: string }) {

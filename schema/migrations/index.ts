@@ -16,6 +16,7 @@ import * as m0050 from './0050_rules_wait.js';
 import * as m0051 from './0051_rule_actions.js';
 import * as m0055 from './0055_notifications.js';
 import * as m0056 from './0056_notification_tests.js';
+import * as m0057 from './0057_channel_secret_sealed.js';
 
 /**
  * Every migration, in order. A static list (not a folder scan) so the same code runs from
@@ -39,4 +40,5 @@ export const migrations: Record<string, Migration> = {
   '0051_rule_actions': m0051,
   '0055_notifications': m0055,
   '0056_notification_tests': m0056,
+  '0057_channel_secret_sealed': m0057,
 };

@@ -1,6 +1,7 @@
 import { buildSubgraphSchema } from '@apollo/subgraph';
 import { Queue } from 'bullmq';
 import type { DocumentNode } from 'graphql';
+import { channelSecretKey } from '../../lib/contracts/channel-secret.js';
 import { NOTIFY_QUEUE, type NotificationInput, notifyJob } from '../../lib/contracts/notifications.js';
 import { queuePrefix } from '../../lib/contracts/queues.js';
 import type { Identity } from '../../lib/identity.js';
@@ -32,7 +33,13 @@ export function createSubgraph(ctx: RoleContext): SubgraphModule<RulesContext> {
     name: 'rules',
     schema,
     context(identity: Identity): RulesContext {
-      repos ??= createRepositories({ db: ctx.db, redis: ctx.redis, prefix: ctx.config.REDIS_PREFIX, logger: ctx.logger });
+      repos ??= createRepositories({
+        db: ctx.db,
+        redis: ctx.redis,
+        prefix: ctx.config.REDIS_PREFIX,
+        channelSecretKey: channelSecretKey(ctx.config.RULR_SECRET),
+        logger: ctx.logger,
+      });
       return {
         identity,
         repos,

@@ -1,6 +1,7 @@
+import { channelSecretKey } from '../../lib/contracts/channel-secret.js';
 // The notifier alone in its own process, for tests that run two of them on one queue and SIGKILL one
 // (test/notifications-exactly-once.test.ts). Environment: DATABASE_URL, REDIS_URL, REDIS_PREFIX,
-// NOTIFY_WEBHOOK_ALLOW; HOLD_MS keeps each delivery that long before sending it (so a test can kill the
+// NOTIFY_WEBHOOK_ALLOW, RULR_SECRET; HOLD_MS keeps each delivery that long before sending it (so a test can kill the
 // process while it holds one). Prints `ready`, `sending <deliveryId>` and `attempted <deliveryId> <ok>`.
 import { createDb } from '../../lib/db.js';
 import { createLogger } from '../../lib/logger.js';
@@ -24,6 +25,7 @@ new Notifier({
   webhookTimeoutMs: 2000,
   repairAfterMs: 3000,
   allow: parseAllowlist(process.env.NOTIFY_WEBHOOK_ALLOW ?? ''),
+  channelSecretKey: channelSecretKey(process.env.RULR_SECRET as string),
   beforeSend: async (id) => {
     process.stdout.write(`sending ${id}\n`);
     if (hold) await new Promise((r) => setTimeout(r, hold));

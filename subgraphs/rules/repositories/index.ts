@@ -37,6 +37,8 @@ export interface RepositoryDeps {
   redis: Redis;
   /** `REDIS_PREFIX` */
   prefix: string;
+  /** seals channel secrets (lib/contracts/channel-secret.ts: `channelSecretKey(RULR_SECRET)`) */
+  channelSecretKey: Buffer;
   logger?: Logger | undefined;
 }
 
@@ -48,6 +50,6 @@ export function createRepositories(deps: RepositoryDeps): RulesRepositories {
     programs: new ProgramsRepository(deps.db, programsVersion),
     programAssignments: new ProgramAssignmentsRepository(deps.db, programsVersion),
     schedules: new SchedulesRepository(deps.db),
-    notifications: new NotificationsRepository(deps.db),
+    notifications: new NotificationsRepository(deps.db, deps.channelSecretKey),
   };
 }

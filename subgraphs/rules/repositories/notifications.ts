@@ -1,5 +1,7 @@
+import { randomUUID } from 'node:crypto';
 import { type RawBuilder, sql } from 'kysely';
 import { actorOf, audit } from '../../../lib/audit.js';
+import { sealChannelSecret } from '../../../lib/contracts/channel-secret.js';
 import { type Db, isUniqueViolation, isUuid, type Tx, withTenant } from '../../../lib/db.js';
 import { BadInputError, ConflictError, NotFoundError } from '../../../lib/errors.js';
 import type { Identity } from '../../../lib/identity.js';
@@ -8,7 +10,8 @@ import type { Identity } from '../../../lib/identity.js';
  * SQL of the notifications part of the rules subgraph (docs/notifications.md): channels, templates,
  * recipient rules, escalation policies, members' preferences and the delivery log. Every statement
  * runs in a tenant transaction (row-level security) and filters `org_id`; writes are audited. A
- * channel's secret is written here and never selected (only whether one is set).
+ * channel's secret is written here, sealed (lib/contracts/channel-secret.ts), and never selected
+ * (only whether one is set).
  */
 
 export type ChannelKind = 'webhook' | 'email' | 'sms' | 'chat';
@@ -120,7 +123,7 @@ export interface AttemptRow {
   durationMs: number;
 }
 
-const CHANNEL = sql`id, name, kind, url, addresses, body_template as "bodyTemplate", (secret is not null) as "hasSecret", enabled,
+const CHANNEL = sql`id, name, kind, url, addresses, body_template as "bodyTemplate", (secret is not null or secret_sealed is not null) as "hasSecret", enabled,
   created_at as "createdAt", updated_at as "updatedAt"`;
 const RULE = sql`id, name, enabled, events, min_severity as "minSeverity", site_id as "siteId", roles, user_ids as "userIds",
   channel_ids as "channelIds", created_at as "createdAt", updated_at as "updatedAt"`;
@@ -139,7 +142,10 @@ async function first<T>(tx: Tx, q: RawBuilder<T>, what: string): Promise<T> {
 }
 
 export class NotificationsRepository {
-  constructor(private readonly db: Db) {}
+  constructor(
+    private readonly db: Db,
+    private readonly secretKey: Buffer,
+  ) {}
 
   private tenant<T>(orgId: string, fn: (tx: Tx) => Promise<T>): Promise<T> {
     return withTenant(this.db, orgId, fn);
@@ -190,11 +196,14 @@ export class NotificationsRepository {
 
   createChannel(identity: Identity, def: ChannelDefinition, secret: string | null): Promise<ChannelRow> {
     const orgId = identity.orgId;
+    // the id is chosen here: the sealed secret names its row
+    const id = randomUUID();
+    const sealed = secret === null ? null : sealChannelSecret(this.secretKey, orgId, id, secret);
     return this.tenant(orgId, async (tx) => {
       const row = await first(
         tx,
-        sql<ChannelRow>`insert into notification_channels (org_id, name, kind, url, addresses, body_template, secret, enabled, created_by)
-          values (${orgId}, ${def.name}, ${def.kind}, ${def.url}, ${def.addresses}, ${def.bodyTemplate}, ${secret}, ${def.enabled}, ${actorOf(identity)})
+        sql<ChannelRow>`insert into notification_channels (id, org_id, name, kind, url, addresses, body_template, secret_sealed, enabled, created_by)
+          values (${id}, ${orgId}, ${def.name}, ${def.kind}, ${def.url}, ${def.addresses}, ${def.bodyTemplate}, ${sealed}, ${def.enabled}, ${actorOf(identity)})
           returning ${CHANNEL}`,
         'channel',
       ).catch(conflict('channel', def.name));
@@ -222,7 +231,11 @@ export class NotificationsRepository {
         tx,
         sql<ChannelRow>`update notification_channels set name = ${d.name}, url = ${d.url}, addresses = ${d.addresses},
           body_template = ${d.bodyTemplate}, enabled = ${d.enabled}, updated_at = now()
-          ${secret === undefined ? sql`` : sql`, secret = ${secret}`}
+          ${
+            secret === undefined
+              ? sql``
+              : sql`, secret = null, secret_sealed = ${secret === null ? null : sealChannelSecret(this.secretKey, orgId, id, secret)}`
+          }
           where org_id = ${orgId} and id = ${id} returning ${CHANNEL}`,
         'channel',
       ).catch(conflict('channel', d.name));
