@@ -176,7 +176,10 @@ export class Notifier {
 
   /** One pass of the ticker: the alarm feed, due digests, due escalation levels. */
   async tick(now = Date.now()): Promise<void> {
-    if (!this.legacySealed) this.legacySealed = (await this.sealLegacySecrets(), true);
+    if (!this.legacySealed) {
+      await this.sealLegacySecrets();
+      this.legacySealed = true;
+    }
     if (this.o.feed !== false) await this.readFeed();
     if (this.closed) return;
     await this.flushDigests(now);
