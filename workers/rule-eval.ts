@@ -14,7 +14,7 @@ import type { RuleAlarmChange } from '../lib/rule-notify.js';
 import { decide, describeMatch, type EvalRule, type Operator, passes, SEVERITIES, type Severity, scopeIndexOf } from '../lib/rules.js';
 import { RuleActionRunner, type RuleActionsOptions, safeActions } from './rule-actions.js';
 import { RuleNotifier, safeNotify } from './rule-notify.js';
-import { RuleWait } from './rule-wait.js';
+import { RuleWait, type WaitOut, type WaitOutcome } from './rule-wait.js';
 
 const jobsTotal = counter('rulr_rule_eval_jobs_total', 'rule-eval jobs by outcome', ['outcome']);
 const readingsTotal = counter('rulr_rule_eval_readings_total', 'Readings compared with a rule (one per rule and reading)');
@@ -161,12 +161,13 @@ export class RuleEvaluator {
     const { job, invalid } = parsed;
     if (invalid) invalidTotal.inc(invalid);
     const orgId = job.orgId;
-    // rules that wait (durations, repeats, expressions, no data) keep per-device state: their own transaction
-    const waited = await this.wait.evaluate(orgId, job.readings);
-    summary.raised += waited.raised;
-    summary.cleared += waited.cleared;
-    const rules = await this.rulesFor(orgId);
-    // the numeric readings of metrics some rule watches, by metric
+    // one GET of the rules version for both kinds of rules
+    const version = await this.o.redis.get(rulesVersionKey(this.o.prefix, orgId));
+    const rules = await this.rulesFor(orgId, version);
+    const waitRules = await this.wait.rulesFor(orgId, version);
+    // rules that wait (durations, repeats, expressions, no data) keep per-device state (workers/rule-wait.ts)
+    const waitReadings = this.wait.readingsByDevice(waitRules, job.readings);
+    // the numeric readings of metrics some threshold rule watches, by metric
     const byMetric = new Map<string, Candidate[]>(rules.map((r) => [r.metric, []]));
     let candidates = 0;
     for (const r of job.readings) {
@@ -176,7 +177,7 @@ export class RuleEvaluator {
         candidates++;
       }
     }
-    if (!candidates) {
+    if (!candidates && !waitReadings) {
       jobsTotal.inc({ outcome: 'no_rules' });
       return summary;
     }
@@ -206,13 +207,26 @@ export class RuleEvaluator {
     };
     const devices = new Map<string, DeviceScope>();
     let dispatch: string[] = [];
+    const waitOut: WaitOut = { events: [], notes: [], dispatch: [] };
+    let waitWritten: WaitOutcome['written'] = [];
+    // one tenant transaction per job for both kinds of rules
     await withTenant(this.o.db, orgId, async (tx) => {
-      const ids = [...new Set([...byMetric.values()].flatMap((list) => list.map((c) => c.deviceId)))];
+      const idSet = new Set<string>(waitReadings?.keys());
+      for (const list of byMetric.values()) for (const c of list) idSet.add(c.deviceId);
       const { rows: devRows } = await sql<DeviceScope>`
         select d.id, d.profile_id as "profileId", d.site_id as "siteId", s.path::text as "sitePath"
         from devices d left join sites s on s.id = d.site_id and s.org_id = ${orgId}
-        where d.org_id = ${orgId} and d.id = any(${ids}::uuid[]) and d.decommissioned_at is null`.execute(tx);
+        where d.org_id = ${orgId} and d.id = any(${[...idSet]}::uuid[]) and d.decommissioned_at is null`.execute(tx);
       for (const d of devRows) devices.set(d.id, d);
+      // the waiting rules first: the threshold rules below see the alarms they wrote (as when they
+      // committed in a transaction of their own before)
+      if (waitReadings) {
+        const w = await this.wait.apply(tx, orgId, waitRules, waitReadings, devices, waitOut);
+        summary.raised += w.raised;
+        summary.cleared += w.cleared;
+        waitWritten = w.written;
+      }
+      if (!candidates) return;
 
       // Device by device, its rules most severe first (`rulesFor` sorts them, the scope index keeps
       // their order), so the first pair of a device and alarm type below is the most severe rule's.
@@ -332,13 +346,15 @@ export class RuleEvaluator {
       }
     });
 
+    this.wait.remember(waitWritten);
     readingsTotal.inc(summary.readings);
     if (summary.raised) alarmsTotal.inc({ change: 'raised' }, summary.raised);
     if (summary.cleared) alarmsTotal.inc({ change: 'cleared' }, summary.cleared);
-    await this.afterCommit(orgId, events, devices, perRule);
-    if (notes.length) await this.notifier.enqueue(notes);
-    await this.actions.dispatch(orgId, dispatch);
-    jobsTotal.inc({ outcome: 'evaluated' });
+    await this.afterCommit(orgId, [...waitOut.events, ...events], devices, perRule);
+    const allNotes = waitOut.notes.length ? [...this.wait.noteChanges(orgId, waitOut.notes, devices), ...notes] : notes;
+    if (allNotes.length) await this.notifier.enqueue(allNotes);
+    await this.actions.dispatch(orgId, waitOut.dispatch.length ? [...new Set([...waitOut.dispatch, ...dispatch])] : dispatch);
+    jobsTotal.inc({ outcome: candidates ? 'evaluated' : 'no_rules' });
     return summary;
   }
 
@@ -401,8 +417,7 @@ export class RuleEvaluator {
   }
 
   /** The organization's enabled rules, most severe first, cached until its version key changes. */
-  private async rulesFor(orgId: string): Promise<EvalRule[]> {
-    const version = await this.o.redis.get(rulesVersionKey(this.o.prefix, orgId));
+  private async rulesFor(orgId: string, version: string | null): Promise<EvalRule[]> {
     const hit = this.rules.get(orgId);
     if (hit && hit.version === version && Date.now() - hit.at < RULES_TTL_MS) return hit.rules;
     const rows = await withTenant(this.o.db, orgId, async (tx) => {
