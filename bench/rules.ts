@@ -23,10 +23,11 @@ import { loadConfig } from '../lib/config.js';
 import { eventsChannel } from '../lib/contracts/events.js';
 import { RULE_EVAL_QUEUE, type RuleEvalJob, ruleEvalJob } from '../lib/contracts/rule-eval.js';
 import { rulesVersionKey } from '../lib/contracts/rule-state.js';
-import { createDb, type Db } from '../lib/db.js';
+import { createDb, createPool, type Db } from '../lib/db.js';
 import { createLogger, type Logger } from '../lib/logger.js';
 import { registry } from '../lib/metrics.js';
 import { siteLabel } from '../lib/sites.js';
+import type { DB } from '../schema/db.js';
 import { migrateToLatest } from '../schema/migrate.js';
 import { RuleEvaluator } from '../workers/rule-eval.js';
 import { RuleTimers } from '../workers/rule-wait.js';
@@ -39,6 +40,22 @@ const STORM_JOBS = Number(process.env.BENCH_STORM_JOBS ?? 60);
 const CONCURRENCY = Number(process.env.RULE_EVAL_CONCURRENCY ?? 2);
 const MIXED_S = Number(process.env.BENCH_MIXED_S ?? 60);
 const MIXED_RATE = Number(process.env.BENCH_MIXED_RATE ?? 10_000);
+/** `BENCH_SQL_PROFILE=1`: print the time spent per SQL statement (Kysely's query log) at the end */
+const SQL_PROFILE = process.env.BENCH_SQL_PROFILE === '1';
+const sqlTimes = new Map<string, { n: number; ms: number }>();
+/** The bench's Db with every query's duration added up by statement (its first 90 characters). */
+function profiledDb(url: string): Db {
+  return new Kysely<DB>({
+    dialect: new PostgresDialect({ pool: createPool(url, 10) }),
+    log: (e) => {
+      const key = e.query.sql.replace(/\s+/g, ' ').slice(0, 90);
+      const t = sqlTimes.get(key) ?? { n: 0, ms: 0 };
+      t.n++;
+      t.ms += e.queryDurationMillis;
+      sqlTimes.set(key, t);
+    },
+  });
+}
 /** one job per ingest batch interval */
 const MIXED_BATCH_MS = 100;
 
@@ -355,7 +372,7 @@ async function main(): Promise<void> {
   const started = new Date();
   const loadBefore = os.loadavg()[0] ?? 0;
   const url = await recreate();
-  const db = createDb({ url, poolSize: 10 });
+  const db = SQL_PROFILE ? profiledDb(url) : createDb({ url, poolSize: 10 });
   const cfg = { ...loadConfig({ LOG_LEVEL: 'silent' }), DATABASE_URL: url };
   const demo = await seedDemo(cfg, { devices: 1000, db, password: 'bench-rules', quiet: true });
   for (const r of EXTRA_RULES) {
@@ -420,6 +437,9 @@ async function main(): Promise<void> {
   }
   const mixed = MIXED_S > 0 ? await mixedRun(db, redis, logger) : null;
   if (mixed) console.log('mixed', { ...mixed, depth: mixed.depth.map((d) => d.depth).join(' ') });
+  if (SQL_PROFILE)
+    for (const [q, t] of [...sqlTimes].sort((a, b) => b[1].ms - a[1].ms).slice(0, 25))
+      console.log(`${t.ms.toFixed(0).padStart(8)} ms ${String(t.n).padStart(6)} × ${(t.ms / t.n).toFixed(2).padStart(7)} ms  ${q}`);
   gc?.();
   const heapAfter = process.memoryUsage().heapUsed;
   const peakRss = process.resourceUsage().maxRSS * 1024;

@@ -84,9 +84,13 @@ export function step(
   now: number,
   timer: Timer | null,
 ): StepResult {
+  // `previous` is read only by rate(): kept for the rule's `rates` alone (every metric when a rule does
+  // not say); of the hits, a repeating rule needs only the newest `repeatCount` (enough to decide, and
+  // the last one times the clear). The decisions are those of the whole history; the stored state stays small.
+  const rates = rule.rates;
   const state: WaitState = {
     latest: { ...prior.latest },
-    previous: { ...prior.previous },
+    previous: rates && !rates.length ? {} : { ...prior.previous },
     since: prior.since,
     hits: [...prior.hits],
     lastTs: prior.lastTs,
@@ -118,7 +122,7 @@ export function step(
     for (; i < fresh.length && (fresh[i] as WaitReading).ts === ts; i++) {
       const r = fresh[i] as WaitReading;
       const had = state.latest[r.metric];
-      if (had) state.previous[r.metric] = had;
+      if (had && (!rates || rates.includes(r.metric))) state.previous[r.metric] = had;
       state.latest[r.metric] = [r.ts, r.value];
     }
     state.lastTs = ts;
@@ -129,7 +133,10 @@ export function step(
     if (rule.repeatCount && rule.windowMs) {
       const from = ts - rule.windowMs;
       state.hits = state.hits.filter((h) => h > from);
-      if (cond) state.hits.push(ts);
+      if (cond) {
+        state.hits.push(ts);
+        if (state.hits.length > rule.repeatCount) state.hits.splice(0, state.hits.length - rule.repeatCount);
+      }
       if (cond && state.hits.length >= rule.repeatCount) {
         note(isOpen ? 'keep' : 'raise', ts);
         isOpen = true;

@@ -4,7 +4,7 @@ import { LRUCache } from 'lru-cache';
 import { type AlarmEvent, queueAlarmEvents, type WrittenAlarm, writeAlarms } from '../lib/alarm-writer.js';
 import { queuePrefix } from '../lib/contracts/queues.js';
 import { parseRuleEvalJob, RULE_EVAL_QUEUE } from '../lib/contracts/rule-eval.js';
-import { addRuleStats, rulesVersionKey } from '../lib/contracts/rule-state.js';
+import { addRuleStatsBatch, rulesVersionKey } from '../lib/contracts/rule-state.js';
 import { type Db, type Tx, withTenant } from '../lib/db.js';
 import type { Logger } from '../lib/logger.js';
 import { counter } from '../lib/metrics.js';
@@ -408,7 +408,7 @@ export class RuleEvaluator {
     const p = this.o.redis.pipeline();
     const now = Date.now();
     queueAlarmEvents(p, this.o.prefix, orgId, events, devices, now);
-    for (const [ruleId, n] of perRule) addRuleStats(p, this.o.prefix, ruleId, n, now);
+    addRuleStatsBatch(p, this.o.prefix, perRule, now);
     try {
       await p.exec();
     } catch (e) {
