@@ -225,7 +225,7 @@ describe('rules that wait', () => {
     await a.evaluate(surge(2000)); // a finds its copy outdated, reads the row again: three hits, raise
     expect(await alarms(o.orgId)).toMatchObject([{ type: 'Surges', cleared_at: null, occurrences: 1 }]);
     const [row] = await t.db.selectFrom('rule_device_state').select(['state', 'version']).where('org_id', '=', o.orgId).execute();
-    expect((row?.state as { hits: number[] }).hits).toEqual([now, now + 1000, now + 2000]);
+    expect((row?.state as { hits: number[] } | undefined)?.hits).toEqual([now, now + 1000, now + 2000]);
     // any write moves the version (the trigger of migration 0052), the timer sweep's included
     await b.evaluate(surge(3000));
     await sql`update rule_device_state set due_at = now() - interval '1 second', due_action = 'clear' where org_id = ${o.orgId}`.execute(
