@@ -262,7 +262,8 @@ export function compileWaitRule(r: RuleShape): WaitRule {
     windowMs: r.windowSeconds === null ? null : r.windowSeconds * 1000,
     autoClear: r.autoClear,
   };
-  if (r.kind === 'no_data') return { kind: 'no_data', expr: null, metrics: [r.metric], noDataMs: (r.noDataSeconds ?? 0) * 1000, ...base };
+  if (r.kind === 'no_data')
+    return { kind: 'no_data', expr: null, metrics: [r.metric], rates: [], noDataMs: (r.noDataSeconds ?? 0) * 1000, ...base };
   if (r.kind === 'expression') {
     const p = parseExpression(r.expression ?? '');
     return { kind: 'condition', expr: p.ast, metrics: p.metrics, rates: p.rates, noDataMs: null, ...base };
@@ -272,7 +273,7 @@ export function compileWaitRule(r: RuleShape): WaitRule {
   const expr: Expr = { t: 'cmp', op: CMP[op], l: metric, r: { t: 'num', v: r.threshold as number } };
   const holdExpr: Expr | null =
     r.clearThreshold === null ? null : { t: 'cmp', op: CMP[op], l: metric, r: { t: 'num', v: r.clearThreshold } };
-  return { kind: 'condition', expr, holdExpr, metrics: [r.metric], noDataMs: null, ...base };
+  return { kind: 'condition', expr, holdExpr, metrics: [r.metric], rates: [], noDataMs: null, ...base };
 }
 
 /** An alarm a replay would have raised (or cleared). */

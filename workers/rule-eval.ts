@@ -14,7 +14,7 @@ import type { RuleAlarmChange } from '../lib/rule-notify.js';
 import { decide, describeMatch, type EvalRule, type Operator, passes, SEVERITIES, type Severity, scopeIndexOf } from '../lib/rules.js';
 import { RuleActionRunner, type RuleActionsOptions, safeActions } from './rule-actions.js';
 import { RuleNotifier, safeNotify } from './rule-notify.js';
-import { RuleWait, type WaitOut, type WaitOutcome } from './rule-wait.js';
+import { type LoadedWaitRule, type OpenAlarm, RuleWait, type WaitOut, type WaitOutcome } from './rule-wait.js';
 
 const jobsTotal = counter('rulr_rule_eval_jobs_total', 'rule-eval jobs by outcome', ['outcome']);
 const readingsTotal = counter('rulr_rule_eval_readings_total', 'Readings compared with a rule (one per rule and reading)');
@@ -104,6 +104,39 @@ interface RuleCount {
 }
 
 const SEVERITY_RANK = new Map(SEVERITIES.map((s, i) => [s, i]));
+
+const typesCache = new WeakMap<readonly EvalRule[], Set<string>>();
+/** The alarm types of a (cached, unchanging) threshold rule list. */
+function typesOf(rules: readonly EvalRule[]): Set<string> {
+  let t = typesCache.get(rules);
+  if (!t) {
+    t = new Set(rules.map((r) => r.alarmType));
+    typesCache.set(rules, t);
+  }
+  return t;
+}
+const disjointCache = new WeakMap<readonly EvalRule[], WeakMap<readonly LoadedWaitRule[], boolean>>();
+/** No alarm type is both a threshold rule's and a waiting rule's (per pair of cached rule lists). */
+function disjointTypes(rules: readonly EvalRule[], waitRules: readonly LoadedWaitRule[]): boolean {
+  let m = disjointCache.get(rules);
+  if (!m) {
+    m = new WeakMap();
+    disjointCache.set(rules, m);
+  }
+  let d = m.get(waitRules);
+  if (d === undefined) {
+    const types = typesOf(rules);
+    d = !waitRules.some((w) => types.has(w.alarmType));
+    m.set(waitRules, d);
+  }
+  return d;
+}
+/** The devices of a job's threshold candidates. */
+function candidateDevices(byMetric: ReadonlyMap<string, readonly Candidate[]>): Set<string> {
+  const ids = new Set<string>();
+  for (const list of byMetric.values()) for (const c of list) ids.add(c.deviceId);
+  return ids;
+}
 
 /**
  * The `rule-eval` consumer: compares each job's readings with the organization's enabled rules and
@@ -209,6 +242,7 @@ export class RuleEvaluator {
     let dispatch: string[] = [];
     const waitOut: WaitOut = { events: [], notes: [], dispatch: [] };
     let waitWritten: WaitOutcome['written'] = [];
+    let preRead: Map<string, OpenAlarm> | null = null;
     // one tenant transaction per job for both kinds of rules
     await withTenant(this.o.db, orgId, async (tx) => {
       const idSet = new Set<string>(waitReadings?.keys());
@@ -221,10 +255,15 @@ export class RuleEvaluator {
       // the waiting rules first: the threshold rules below see the alarms they wrote (as when they
       // committed in a transaction of their own before)
       if (waitReadings) {
-        const w = await this.wait.apply(tx, orgId, waitRules, waitReadings, devices, waitOut);
+        // when no alarm type is both a threshold rule's and a waiting rule's, the waiting rules' writes
+        // cannot change what the threshold rules read: their open alarms come in the same statement
+        const also =
+          candidates && disjointTypes(rules, waitRules) ? { deviceIds: candidateDevices(byMetric), types: typesOf(rules) } : undefined;
+        const w = await this.wait.apply(tx, orgId, waitRules, waitReadings, devices, waitOut, also);
         summary.raised += w.raised;
         summary.cleared += w.cleared;
         waitWritten = w.written;
+        preRead = w.open;
       }
       if (!candidates) return;
 
@@ -263,7 +302,7 @@ export class RuleEvaluator {
       for (const n of perRule.values()) summary.matched += n.matched;
       if (!pairs.length) return;
 
-      const latest = await this.latestAlarms(tx, orgId, pairs);
+      const latest = await this.latestAlarms(tx, orgId, pairs, preRead);
       const raises: Pair[] = [];
       const keeps: Keep[] = [];
       const clears: Clear[] = [];
@@ -363,17 +402,20 @@ export class RuleEvaluator {
    * open alarms), and only for breaching pairs without one, the newest cleared alarm's reading time
    * (one index probe per pair). The cost does not grow with the devices' alarm history.
    */
-  private async latestAlarms(tx: Tx, orgId: string, pairs: Pair[]): Promise<Map<string, LatestAlarm>> {
-    const deviceIds = [...new Set(pairs.map((p) => p.deviceId))];
-    const types = [...new Set(pairs.map((p) => p.rule.alarmType))];
-    const { rows: open } = await sql<{ id: string; device_id: string; type: string; reading_ts: number | null; severity: string }>`
-      select id, device_id, type, reading_ts, severity from alarms
-      where org_id = ${orgId} and cleared_at is null and device_id = any(${deviceIds}::uuid[]) and type = any(${types}::text[])`.execute(
-      tx,
-    );
-    const out = new Map<string, LatestAlarm>(
-      open.map((r) => [alarmKey(r.device_id, r.type), { id: r.id, open: true, readingTs: r.reading_ts, severity: r.severity }]),
-    );
+  private async latestAlarms(tx: Tx, orgId: string, pairs: Pair[], read: Map<string, OpenAlarm> | null): Promise<Map<string, LatestAlarm>> {
+    const out = new Map<string, LatestAlarm>();
+    if (read) {
+      for (const [k, a] of read) out.set(k, { id: a.id, open: true, readingTs: a.readingTs, severity: a.severity });
+    } else {
+      const deviceIds = [...new Set(pairs.map((p) => p.deviceId))];
+      const types = [...new Set(pairs.map((p) => p.rule.alarmType))];
+      const { rows: open } = await sql<{ id: string; device_id: string; type: string; reading_ts: number | null; severity: string }>`
+        select id, device_id, type, reading_ts, severity from alarms
+        where org_id = ${orgId} and cleared_at is null and device_id = any(${deviceIds}::uuid[]) and type = any(${types}::text[])`.execute(
+        tx,
+      );
+      for (const r of open) out.set(alarmKey(r.device_id, r.type), { id: r.id, open: true, readingTs: r.reading_ts, severity: r.severity });
+    }
     const probe = new Map<string, [string, string]>();
     for (const p of pairs) {
       const k = alarmKey(p.deviceId, p.rule.alarmType);

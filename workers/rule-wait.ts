@@ -102,6 +102,8 @@ export interface WaitOutcome {
   raised: number;
   cleared: number;
   written: [string, CachedState][];
+  /** with `alsoRead`: the open alarms read (of the waiting rules' types as read before their writes) */
+  open: Map<string, OpenAlarm> | null;
 }
 
 /**
@@ -302,6 +304,7 @@ export class RuleWait {
     byDevice: ReadonlyMap<string, WaitReading[]>,
     devices: ReadonlyMap<string, DeviceScope>,
     out: WaitOut,
+    alsoRead?: { deviceIds: Iterable<string>; types: Iterable<string> },
   ): Promise<WaitOutcome> {
     const index = scopeIndexOf(rules);
     const pairs: Pair[] = [];
@@ -319,7 +322,7 @@ export class RuleWait {
         if (mine) pairs.push({ rule, deviceId, readings: mine, key: stateKey(rule.id, deviceId), base: null, result: null, version: null });
       }
     }
-    if (!pairs.length) return { raised: 0, cleared: 0, written: [] };
+    if (!pairs.length) return { raised: 0, cleared: 0, written: [], open: null };
     stepsTotal.inc(pairs.length);
     // lock in one order (rule, device) so concurrent jobs and the timer sweep never deadlock
     pairs.sort((a, b) => (a.rule.id < b.rule.id ? -1 : a.rule.id > b.rule.id ? 1 : a.deviceId < b.deviceId ? -1 : 1));
@@ -337,7 +340,15 @@ export class RuleWait {
       stateCacheTotal.inc({ outcome: 'miss' }, misses.length);
       await loadStates(tx, orgId, misses);
     }
-    const open = await openAlarms(tx, orgId, uniqueDevices(pairs), uniqueTypes(pairs));
+    // with `alsoRead`, the threshold rules' open alarms come in the same statement
+    const open = alsoRead
+      ? await openAlarms(
+          tx,
+          orgId,
+          [...new Set([...uniqueDevices(pairs), ...alsoRead.deviceIds])],
+          [...new Set([...uniqueTypes(pairs), ...alsoRead.types])],
+        )
+      : await openAlarms(tx, orgId, uniqueDevices(pairs), uniqueTypes(pairs));
     const now = Date.now();
     stepAll(pairs, open, now);
     const stale = await writeStates(tx, orgId, pairs);
@@ -374,8 +385,10 @@ export class RuleWait {
         severity: cur?.severity,
       });
     }
+    // what was read of the other alarm types (nothing here writes them)
+    const openRead = alsoRead ? open : null;
     const r = await applyChanges(tx, orgId, changes, { ...out, actions: this.o.actions });
-    return { ...r, written };
+    return { ...r, written, open: openRead };
   }
 
   /**
@@ -642,17 +655,19 @@ async function scopes(tx: Tx, orgId: string, ids: string[]): Promise<DeviceScope
   return rows;
 }
 
-async function openAlarms(
-  tx: Tx,
-  orgId: string,
-  deviceIds: string[],
-  types: string[],
-): Promise<Map<string, { id: string; severity: string }>> {
+/** An open alarm as the decisions read it. */
+export interface OpenAlarm {
+  id: string;
+  severity: string;
+  readingTs: number | null;
+}
+
+async function openAlarms(tx: Tx, orgId: string, deviceIds: string[], types: string[]): Promise<Map<string, OpenAlarm>> {
   if (!deviceIds.length) return new Map();
-  const { rows } = await sql<{ id: string; device_id: string; type: string; severity: string }>`
-    select id, device_id, type, severity from alarms
+  const { rows } = await sql<{ id: string; device_id: string; type: string; severity: string; reading_ts: number | null }>`
+    select id, device_id, type, severity, reading_ts from alarms
     where org_id = ${orgId} and cleared_at is null and device_id = any(${deviceIds}::uuid[]) and type = any(${types}::text[])`.execute(tx);
-  return new Map(rows.map((r) => [alarmKey(r.device_id, r.type), { id: r.id, severity: r.severity }]));
+  return new Map(rows.map((r) => [alarmKey(r.device_id, r.type), { id: r.id, severity: r.severity, readingTs: r.reading_ts }]));
 }
 
 /** The sweep's writes of the rows it claimed (the version trigger moves their versions: memory copies elsewhere go stale). */
