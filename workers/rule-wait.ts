@@ -83,8 +83,8 @@ interface Pair {
   key: string;
   /** the state stepped from: this process's memory, or the row read in this transaction */
   base: CachedState | null;
-  /** `base` was read in this transaction under the row lock */
-  locked?: boolean;
+  /** `base` was read from PostgreSQL in this transaction (else: this process's memory) */
+  read?: boolean;
   result: StepResult | null;
   /** the row's version as this transaction leaves it; null: not known (a memory copy left untouched) */
   version: number | null;
@@ -290,7 +290,7 @@ export class RuleWait {
   /**
    * Applies one job's readings to the organization's waiting rules in the caller's tenant transaction
    * (the rule-eval job's one transaction): per rule and device in scope, the state is taken from this
-   * process's memory (or read and locked when it is not there), stepped (lib/rules-wait.ts), and written
+   * process's memory (or read from PostgreSQL when it is not there), stepped (lib/rules-wait.ts), and written
    * back with its timer only where a reading changed it, `where version = <the version stepped from>`:
    * a row another process changed since (a second workers replica, the timer sweep) is read again under
    * its lock and stepped afresh. Alarms are raised, refreshed or cleared in the same transaction; events,
@@ -338,7 +338,7 @@ export class RuleWait {
     }
     if (misses.length) {
       stateCacheTotal.inc({ outcome: 'miss' }, misses.length);
-      await loadStates(tx, orgId, misses);
+      await loadStates(tx, orgId, misses, false);
     }
     // with `alsoRead`, the threshold rules' open alarms come in the same statement
     const open = alsoRead
@@ -356,7 +356,7 @@ export class RuleWait {
       // changed by another process since this one wrote it: read again under the row lock, with the
       // alarms as they are now, and step afresh (the lock holds until commit: this write cannot miss)
       stateCacheTotal.inc({ outcome: 'stale' }, stale.length);
-      await loadStates(tx, orgId, stale);
+      await loadStates(tx, orgId, stale, true);
       const fresh = await openAlarms(tx, orgId, uniqueDevices(stale), uniqueTypes(stale));
       for (const p of stale) open.delete(alarmKey(p.deviceId, p.rule.alarmType));
       for (const [k, v] of fresh) open.set(k, v);
@@ -555,10 +555,11 @@ const uniqueDevices = (pairs: readonly Pair[]) => [...new Set(pairs.map((p) => p
 const uniqueTypes = (pairs: readonly Pair[]) => [...new Set(pairs.map((p) => p.rule.alarmType))];
 
 /**
- * Reads the states of `pairs` (created empty where missing) and locks their rows, in (rule, device)
- * order: the rows this process has no copy of, or whose copy went stale.
+ * Reads the states of `pairs` (created empty where missing): the rows this process has no copy of
+ * (read without a lock: the versioned write locks them, in the same (rule, device) order as every other
+ * row of the job), or, with `lock`, whose copy went stale (locked, in (rule, device) order).
  */
-async function loadStates(tx: Tx, orgId: string, pairs: Pair[]): Promise<void> {
+async function loadStates(tx: Tx, orgId: string, pairs: Pair[], lock: boolean): Promise<void> {
   const ruleIds = pairs.map((p) => p.rule.id);
   const deviceIds = pairs.map((p) => p.deviceId);
   await sql`
@@ -577,11 +578,11 @@ async function loadStates(tx: Tx, orgId: string, pairs: Pair[]): Promise<void> {
     join unnest(${ruleIds}::uuid[], ${deviceIds}::uuid[]) as p(r, d) on s.rule_id = p.r and s.device_id = p.d
     where s.org_id = ${orgId}
     order by s.rule_id, s.device_id
-    for update of s`.execute(tx);
+    ${lock ? sql`for update of s` : sql``}`.execute(tx);
   const byKey = new Map(rows.map((r) => [stateKey(r.rule_id, r.device_id), r]));
   for (const p of pairs) {
     const row = byKey.get(p.key);
-    p.locked = true;
+    p.read = true;
     // a row gone at once (its rule's condition changed, its device deleted): stepped from empty, and
     // its write finds no row (the job fails and is retried)
     p.base = row
@@ -616,7 +617,7 @@ async function writeStates(tx: Tx, orgId: string, pairs: readonly Pair[]): Promi
     const b = p.base as CachedState;
     const r = p.result as StepResult;
     if (r.state.lastTs !== b.state.lastTs || !sameTimer(r.timer, b.timer)) changed.push(p);
-    else p.version = p.locked ? b.version : null;
+    else p.version = p.read ? b.version : null;
   }
   if (!changed.length) return [];
   const batch = JSON.stringify(
