@@ -34,6 +34,8 @@ export interface RuleEvaluatorOptions {
   prefix: string;
   /** Jobs evaluated at once by this process. @default 2 */
   concurrency?: number;
+  /** `RULE_STATE_CACHE_MAX`: waiting-rule states kept in memory between jobs. @default 100000 */
+  stateCacheMax?: number;
   /** command defaults of the rules' device actions */
   actions?: RuleActionsOptions;
   logger: Logger;

@@ -107,10 +107,10 @@ export interface WaitOutcome {
 }
 
 /**
- * Most waiting-rule states (rule × device) one process keeps in memory (least recently used dropped).
- * @default 500000
+ * Most waiting-rule states (rule × device) one process keeps in memory (least recently used dropped):
+ * about 1.4 KB each in V8 (a state of two samples), so some 140 MB at the default (`RULE_STATE_CACHE_MAX`).
  */
-export const STATE_CACHE_MAX = 500_000;
+export const STATE_CACHE_MAX = 100_000;
 
 const watchedOf = new WeakMap<readonly LoadedWaitRule[], Set<string>>();
 /** The metrics some rule of a (cached, unchanging) rule list reads. */
@@ -163,6 +163,8 @@ export interface RuleWaitOptions {
   /** `REDIS_PREFIX` */
   prefix: string;
   logger: Logger;
+  /** waiting-rule states kept in memory between jobs. @default {@link STATE_CACHE_MAX} */
+  stateCacheMax?: number;
 }
 
 /** One alarm change a waiting rule decided. */
@@ -189,9 +191,11 @@ interface Change {
 export class RuleWait {
   private readonly rules = new LRUCache<string, { version: string | null; rules: LoadedWaitRule[]; at: number }>({ max: 10_000 });
   /** states of rule × device between jobs, validated against `rule_device_state.version` on write */
-  private readonly states = new LRUCache<string, CachedState>({ max: STATE_CACHE_MAX });
+  private readonly states: LRUCache<string, CachedState>;
 
-  constructor(private readonly o: RuleWaitOptions) {}
+  constructor(private readonly o: RuleWaitOptions) {
+    this.states = new LRUCache({ max: o.stateCacheMax ?? STATE_CACHE_MAX });
+  }
 
   /**
    * The organization's enabled waiting rules, cached until its rules version changes. `version`: the
