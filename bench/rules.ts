@@ -23,10 +23,11 @@ import { loadConfig } from '../lib/config.js';
 import { eventsChannel } from '../lib/contracts/events.js';
 import { RULE_EVAL_QUEUE, type RuleEvalJob, ruleEvalJob } from '../lib/contracts/rule-eval.js';
 import { rulesVersionKey } from '../lib/contracts/rule-state.js';
-import { createDb, type Db } from '../lib/db.js';
+import { createDb, createPool, type Db } from '../lib/db.js';
 import { createLogger, type Logger } from '../lib/logger.js';
 import { registry } from '../lib/metrics.js';
 import { siteLabel } from '../lib/sites.js';
+import type { DB } from '../schema/db.js';
 import { migrateToLatest } from '../schema/migrate.js';
 import { RuleEvaluator } from '../workers/rule-eval.js';
 import { RuleTimers } from '../workers/rule-wait.js';
@@ -39,6 +40,22 @@ const STORM_JOBS = Number(process.env.BENCH_STORM_JOBS ?? 60);
 const CONCURRENCY = Number(process.env.RULE_EVAL_CONCURRENCY ?? 2);
 const MIXED_S = Number(process.env.BENCH_MIXED_S ?? 60);
 const MIXED_RATE = Number(process.env.BENCH_MIXED_RATE ?? 10_000);
+/** `BENCH_SQL_PROFILE=1`: print the time spent per SQL statement (Kysely's query log) at the end */
+const SQL_PROFILE = process.env.BENCH_SQL_PROFILE === '1';
+const sqlTimes = new Map<string, { n: number; ms: number }>();
+/** The bench's Db with every query's duration added up by statement (its first 90 characters). */
+function profiledDb(url: string): Db {
+  return new Kysely<DB>({
+    dialect: new PostgresDialect({ pool: createPool(url, 10) }),
+    log: (e) => {
+      const key = e.query.sql.replace(/\s+/g, ' ').slice(0, 90);
+      const t = sqlTimes.get(key) ?? { n: 0, ms: 0 };
+      t.n++;
+      t.ms += e.queryDurationMillis;
+      sqlTimes.set(key, t);
+    },
+  });
+}
 /** one job per ingest batch interval */
 const MIXED_BATCH_MS = 100;
 
@@ -231,12 +248,19 @@ interface Mixed {
   raised: number;
   cleared: number;
   timerRaises: number;
+  /** waiting-rule states found in the evaluator's memory, read from PostgreSQL, or found stale */
+  states: { hit: number; miss: number; stale: number };
   depth: { t: number; depth: number }[];
   latency: { p50: number; p99: number; max: number; n: number };
   drainS: number;
 }
 
 const counterValue = async (name: string) => ((await registry.getSingleMetric(name)?.get())?.values ?? []).reduce((n, v) => n + v.value, 0);
+const stateCounts = async () => {
+  const values = (await registry.getSingleMetric('rulr_rule_wait_state_cache_total')?.get())?.values ?? [];
+  const of = (outcome: string) => values.filter((v) => v.labels.outcome === outcome).reduce((n, v) => n + v.value, 0);
+  return { hit: of('hit'), miss: of('miss'), stale: of('stale') };
+};
 
 /**
  * Feeds the mixed organization at `MIXED_RATE` readings/s (one job per 100 ms, newest reading per
@@ -264,6 +288,7 @@ async function mixedRun(db: Db, redis: Redis, logger: Logger): Promise<Mixed> {
   await evaluator.wait.rulesFor(orgId);
   await timers.tick();
   const evalBefore = (await counterValue('rulr_rule_eval_readings_total')) + (await counterValue('rulr_rule_wait_evaluations_total'));
+  const statesBefore = await stateCounts();
   evaluator.start();
   timers.start();
   const perJob = Math.max(1, Math.round((MIXED_RATE * MIXED_BATCH_MS) / 1000 / 5));
@@ -318,6 +343,12 @@ async function mixedRun(db: Db, redis: Redis, logger: Logger): Promise<Mixed> {
   await queue.close();
   const evaluations =
     (await counterValue('rulr_rule_eval_readings_total')) + (await counterValue('rulr_rule_wait_evaluations_total')) - evalBefore;
+  const statesAfter = await stateCounts();
+  const states = {
+    hit: statesAfter.hit - statesBefore.hit,
+    miss: statesAfter.miss - statesBefore.miss,
+    stale: statesAfter.stale - statesBefore.stale,
+  };
   // an alarm is raised at the time of the reading that decided (a timer's: its due time), so the
   // latency is the event's arrival minus `raised_at`
   const { rows } = await sql<{ id: string; raised_at: Date; by_timer: boolean; cleared: boolean }>`
@@ -343,6 +374,7 @@ async function mixedRun(db: Db, redis: Redis, logger: Logger): Promise<Mixed> {
     raised: rows.length,
     cleared: rows.filter((r) => r.cleared).length,
     timerRaises,
+    states,
     depth,
     latency: { p50: q(0.5), p99: q(0.99), max: lat.at(-1) ?? 0, n: lat.length },
     drainS: seconds - fed,
@@ -355,7 +387,7 @@ async function main(): Promise<void> {
   const started = new Date();
   const loadBefore = os.loadavg()[0] ?? 0;
   const url = await recreate();
-  const db = createDb({ url, poolSize: 10 });
+  const db = SQL_PROFILE ? profiledDb(url) : createDb({ url, poolSize: 10 });
   const cfg = { ...loadConfig({ LOG_LEVEL: 'silent' }), DATABASE_URL: url };
   const demo = await seedDemo(cfg, { devices: 1000, db, password: 'bench-rules', quiet: true });
   for (const r of EXTRA_RULES) {
@@ -420,6 +452,9 @@ async function main(): Promise<void> {
   }
   const mixed = MIXED_S > 0 ? await mixedRun(db, redis, logger) : null;
   if (mixed) console.log('mixed', { ...mixed, depth: mixed.depth.map((d) => d.depth).join(' ') });
+  if (SQL_PROFILE)
+    for (const [q, t] of [...sqlTimes].sort((a, b) => b[1].ms - a[1].ms).slice(0, 25))
+      console.log(`${t.ms.toFixed(0).padStart(8)} ms ${String(t.n).padStart(6)} × ${(t.ms / t.n).toFixed(2).padStart(7)} ms  ${q}`);
   gc?.();
   const heapAfter = process.memoryUsage().heapUsed;
   const peakRss = process.resourceUsage().maxRSS * 1024;
@@ -437,7 +472,7 @@ async function main(): Promise<void> {
     '## Rule evaluation (`npm run bench:rules`)',
     '',
     `Run ${started.toISOString().slice(0, 16)}Z on ${os.availableParallelism()} × ${os.cpus()[0]?.model ?? 'cpu'}, Node ${process.version}, 1-minute load average ${loadBefore.toFixed(1)} before and ${(os.loadavg()[0] ?? 0).toFixed(1)} after.`,
-    'Command: `npm run bench:rules` (env: `BENCH_JOBS`, `BENCH_STORM_JOBS`, `RULE_EVAL_CONCURRENCY`, `BENCH_WRITE_RESULTS=0`).',
+    'Command: `npm run bench:rules` (env: `BENCH_JOBS`, `BENCH_STORM_JOBS`, `BENCH_MIXED_S`, `BENCH_MIXED_RATE`, `RULE_EVAL_CONCURRENCY`, `BENCH_WRITE_RESULTS=0`, `BENCH_SQL_PROFILE=1` prints the time per SQL statement).',
     `Setup: own database \`${DB_NAME}\` with the demo organization (1,000 street lights) and ${rules} rules (the demo's lamp failure, over- and undervoltage, plus high power and high current); every job holds 5,000 readings (1,000 lights × voltage, current, power, dim level, fault flag: ingest's cap per job), so a job costs ${rules * 1000} rule × reading comparisons. The queue is filled first, then drained by one process: the baseline is a BullMQ worker that does nothing with each job (the queue's own cost, same concurrency ${CONCURRENCY}); then the RuleEvaluator as shipped (tenant transaction per job, device scope query, newest alarm per device and type, batched inserts/updates, history rows, events and counters in Redis).`,
     '',
     '| load | jobs | readings evaluated/s | no-op worker, readings/s | ratio | alarms raised / cleared | vs ingest live rate |',
@@ -471,6 +506,8 @@ function mixedSection(m: Mixed | null): string[] {
     `| ${m.seconds.toFixed(0)} s, ${fmt(m.jobs)} jobs | ${fmt(m.readings)} | ${fmt(m.readings / m.seconds)} | ${fmt(m.evaluations / (m.seconds + m.drainS))} | ${fmt(m.raised)} / ${fmt(m.cleared)} | ${fmt(m.latency.p50)} / ${fmt(m.latency.p99)} / ${fmt(m.latency.max)} ms (${fmt(m.latency.n)} raises, ${fmt(m.timerRaises)} of them by timers) | ${m.drainS.toFixed(1)} s |`,
     '',
     `Queue depth (waiting + active jobs), sampled each ${every} s: ${series || '–'} (max ${Math.max(0, ...depths)}).`,
+    '',
+    `Waiting-rule states (rule × device) per job step: ${fmt(m.states.hit)} from the evaluator's memory, ${fmt(m.states.miss)} read from PostgreSQL (first sight), ${fmt(m.states.stale)} found changed by another writer (the timer sweep) and read again.`,
     '',
   ];
 }

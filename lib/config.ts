@@ -348,6 +348,12 @@ export const configSpec = {
     description: 'How often the workers fire the durable timers of rules that wait (durations, repeats, no data) that came due.',
     shown: '1000',
   },
+  RULE_STATE_CACHE_MAX: {
+    schema: posInt(100_000),
+    description:
+      'Waiting-rule states (rule × device) one workers process keeps in memory between `rule-eval` jobs, least recently used dropped (about 1.4 KB each); PostgreSQL stays the truth.',
+    shown: '100000',
+  },
   SCHEDULES_TICK_MS: {
     schema: posInt(1000),
     description: 'How often the workers run the cron schedules whose occurrence came due.',

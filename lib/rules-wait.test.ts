@@ -85,6 +85,46 @@ describe('a repeating rule', () => {
   });
 });
 
+describe('the stored state', () => {
+  it('keeps only the newest repeatCount hits, with the decisions of the whole history', () => {
+    const rule = cond('voltage > 253', { repeatCount: 3, windowMs: 10 * MIN });
+    let state = emptyState();
+    let open = false;
+    const decisions: string[] = [];
+    for (let i = 0; i < 20; i++) {
+      const s = step(rule, state, [r('voltage', i * MIN, i === 4 || i === 5 ? 200 : 260)], open, 0, null);
+      decisions.push(s.decision);
+      if (s.decision === 'raise') open = true;
+      state = s.state;
+      expect(state.hits.length).toBeLessThanOrEqual(3);
+    }
+    // the third breach raises; later breaches keep the alarm, the two low readings change nothing
+    expect(decisions.slice(0, 3)).toEqual(['none', 'none', 'raise']);
+    expect(decisions.slice(3).every((d) => d === 'keep' || d === 'none')).toBe(true);
+    expect(state.hits).toEqual([17 * MIN, 18 * MIN, 19 * MIN]);
+  });
+
+  it('keeps previous samples only for the metrics a compiled rule reads through rate()', () => {
+    const rule = compileWaitRule({
+      kind: 'expression',
+      metric: 'temperature',
+      operator: null,
+      threshold: null,
+      clearThreshold: null,
+      expression: 'rate(temperature) > 5 and power > 1',
+      forSeconds: null,
+      repeatCount: null,
+      windowSeconds: null,
+      noDataSeconds: null,
+      autoClear: true,
+    });
+    const a = step(rule, emptyState(), [r('temperature', 0, 20), r('power', 0, 2)], false, 0, null);
+    const b = step(rule, a.state, [r('temperature', 30_000, 24), r('power', 30_000, 3)], false, 0, null);
+    expect(b.state.previous).toEqual({ temperature: [0, 20] });
+    expect(b.decision).toBe('raise');
+  });
+});
+
 describe('a rate-of-change rule', () => {
   it('compares the change per minute between two readings', () => {
     const rule = cond('rate(temperature) > 5');

@@ -84,9 +84,13 @@ export function step(
   now: number,
   timer: Timer | null,
 ): StepResult {
+  // `previous` is read only by rate(): kept for the rule's `rates` alone (every metric when a rule does
+  // not say); of the hits, a repeating rule needs only the newest `repeatCount` (enough to decide, and
+  // the last one times the clear). The decisions are those of the whole history; the stored state stays small.
+  const rates = rule.rates;
   const state: WaitState = {
     latest: { ...prior.latest },
-    previous: { ...prior.previous },
+    previous: rates && !rates.length ? {} : { ...prior.previous },
     since: prior.since,
     hits: [...prior.hits],
     lastTs: prior.lastTs,
@@ -118,7 +122,7 @@ export function step(
     for (; i < fresh.length && (fresh[i] as WaitReading).ts === ts; i++) {
       const r = fresh[i] as WaitReading;
       const had = state.latest[r.metric];
-      if (had) state.previous[r.metric] = had;
+      if (had && (!rates || rates.includes(r.metric))) state.previous[r.metric] = had;
       state.latest[r.metric] = [r.ts, r.value];
     }
     state.lastTs = ts;
@@ -129,7 +133,10 @@ export function step(
     if (rule.repeatCount && rule.windowMs) {
       const from = ts - rule.windowMs;
       state.hits = state.hits.filter((h) => h > from);
-      if (cond) state.hits.push(ts);
+      if (cond) {
+        state.hits.push(ts);
+        if (state.hits.length > rule.repeatCount) state.hits.splice(0, state.hits.length - rule.repeatCount);
+      }
       if (cond && state.hits.length >= rule.repeatCount) {
         note(isOpen ? 'keep' : 'raise', ts);
         isOpen = true;
@@ -255,7 +262,8 @@ export function compileWaitRule(r: RuleShape): WaitRule {
     windowMs: r.windowSeconds === null ? null : r.windowSeconds * 1000,
     autoClear: r.autoClear,
   };
-  if (r.kind === 'no_data') return { kind: 'no_data', expr: null, metrics: [r.metric], noDataMs: (r.noDataSeconds ?? 0) * 1000, ...base };
+  if (r.kind === 'no_data')
+    return { kind: 'no_data', expr: null, metrics: [r.metric], rates: [], noDataMs: (r.noDataSeconds ?? 0) * 1000, ...base };
   if (r.kind === 'expression') {
     const p = parseExpression(r.expression ?? '');
     return { kind: 'condition', expr: p.ast, metrics: p.metrics, rates: p.rates, noDataMs: null, ...base };
@@ -265,7 +273,7 @@ export function compileWaitRule(r: RuleShape): WaitRule {
   const expr: Expr = { t: 'cmp', op: CMP[op], l: metric, r: { t: 'num', v: r.threshold as number } };
   const holdExpr: Expr | null =
     r.clearThreshold === null ? null : { t: 'cmp', op: CMP[op], l: metric, r: { t: 'num', v: r.clearThreshold } };
-  return { kind: 'condition', expr, holdExpr, metrics: [r.metric], noDataMs: null, ...base };
+  return { kind: 'condition', expr, holdExpr, metrics: [r.metric], rates: [], noDataMs: null, ...base };
 }
 
 /** An alarm a replay would have raised (or cleared). */

@@ -122,8 +122,25 @@ export class ScopeIndex<R extends Pick<EvalRule, 'sitePath' | 'profileId'>> {
     });
   }
 
-  /** The rules whose scope includes the device, in the order they were given. */
-  forDevice(device: { sitePath: string | null; profileId: string | null }): R[] {
+  /** answers by (profile, site path): devices of one street and model share theirs */
+  private readonly memo = new Map<string, readonly R[]>();
+
+  /**
+   * The rules whose scope includes the device, in the order they were given. The list returned is
+   * shared by every device of the same profile and site (do not change it).
+   */
+  forDevice(device: { sitePath: string | null; profileId: string | null }): readonly R[] {
+    const key = `${device.profileId ?? ''}|${device.sitePath ?? ''}`;
+    let hit = this.memo.get(key);
+    if (!hit) {
+      hit = this.lookup(device);
+      // bounded: a rule list lives until its organization's rules change
+      if (this.memo.size < 100_000) this.memo.set(key, hit);
+    }
+    return hit;
+  }
+
+  private lookup(device: { sitePath: string | null; profileId: string | null }): R[] {
     const paths = [''];
     if (device.sitePath) {
       const labels = device.sitePath.split('.');

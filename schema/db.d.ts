@@ -637,6 +637,7 @@ export interface RuleDeviceState {
   rule_id: string;
   state: Json;
   updated_at: Generated<Timestamp>;
+  version: Generated<Int8>;
 }
 
 export interface RuleExecutions {

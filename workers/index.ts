@@ -55,6 +55,7 @@ export async function startWorkers(ctx: RoleContext, o: { port?: number } = {}):
     redisUrl: cfg.REDIS_URL,
     prefix: cfg.REDIS_PREFIX,
     concurrency: cfg.RULE_EVAL_CONCURRENCY,
+    stateCacheMax: cfg.RULE_STATE_CACHE_MAX,
     actions: { timeoutS: cfg.COMMANDS_DEFAULT_TIMEOUT_S, expiryS: cfg.COMMANDS_DEFAULT_EXPIRY_S },
     logger: ctx.logger.child({ role: 'workers', queue: 'rule-eval' }),
   }).start();

@@ -4,7 +4,7 @@ import { LRUCache } from 'lru-cache';
 import { type AlarmEvent, queueAlarmEvents, type WrittenAlarm, writeAlarms } from '../lib/alarm-writer.js';
 import { queuePrefix } from '../lib/contracts/queues.js';
 import { parseRuleEvalJob, RULE_EVAL_QUEUE } from '../lib/contracts/rule-eval.js';
-import { addRuleStats, rulesVersionKey } from '../lib/contracts/rule-state.js';
+import { addRuleStatsBatch, rulesVersionKey } from '../lib/contracts/rule-state.js';
 import { type Db, type Tx, withTenant } from '../lib/db.js';
 import type { Logger } from '../lib/logger.js';
 import { counter } from '../lib/metrics.js';
@@ -14,7 +14,7 @@ import type { RuleAlarmChange } from '../lib/rule-notify.js';
 import { decide, describeMatch, type EvalRule, type Operator, passes, SEVERITIES, type Severity, scopeIndexOf } from '../lib/rules.js';
 import { RuleActionRunner, type RuleActionsOptions, safeActions } from './rule-actions.js';
 import { RuleNotifier, safeNotify } from './rule-notify.js';
-import { RuleWait } from './rule-wait.js';
+import { type LoadedWaitRule, type OpenAlarm, RuleWait, type WaitOut, type WaitOutcome } from './rule-wait.js';
 
 const jobsTotal = counter('rulr_rule_eval_jobs_total', 'rule-eval jobs by outcome', ['outcome']);
 const readingsTotal = counter('rulr_rule_eval_readings_total', 'Readings compared with a rule (one per rule and reading)');
@@ -34,6 +34,8 @@ export interface RuleEvaluatorOptions {
   prefix: string;
   /** Jobs evaluated at once by this process. @default 2 */
   concurrency?: number;
+  /** `RULE_STATE_CACHE_MAX`: waiting-rule states kept in memory between jobs. @default 100000 */
+  stateCacheMax?: number;
   /** command defaults of the rules' device actions */
   actions?: RuleActionsOptions;
   logger: Logger;
@@ -105,6 +107,39 @@ interface RuleCount {
 
 const SEVERITY_RANK = new Map(SEVERITIES.map((s, i) => [s, i]));
 
+const typesCache = new WeakMap<readonly EvalRule[], Set<string>>();
+/** The alarm types of a (cached, unchanging) threshold rule list. */
+function typesOf(rules: readonly EvalRule[]): Set<string> {
+  let t = typesCache.get(rules);
+  if (!t) {
+    t = new Set(rules.map((r) => r.alarmType));
+    typesCache.set(rules, t);
+  }
+  return t;
+}
+const disjointCache = new WeakMap<readonly EvalRule[], WeakMap<readonly LoadedWaitRule[], boolean>>();
+/** No alarm type is both a threshold rule's and a waiting rule's (per pair of cached rule lists). */
+function disjointTypes(rules: readonly EvalRule[], waitRules: readonly LoadedWaitRule[]): boolean {
+  let m = disjointCache.get(rules);
+  if (!m) {
+    m = new WeakMap();
+    disjointCache.set(rules, m);
+  }
+  let d = m.get(waitRules);
+  if (d === undefined) {
+    const types = typesOf(rules);
+    d = !waitRules.some((w) => types.has(w.alarmType));
+    m.set(waitRules, d);
+  }
+  return d;
+}
+/** The devices of a job's threshold candidates. */
+function candidateDevices(byMetric: ReadonlyMap<string, readonly Candidate[]>): Set<string> {
+  const ids = new Set<string>();
+  for (const list of byMetric.values()) for (const c of list) ids.add(c.deviceId);
+  return ids;
+}
+
 /**
  * The `rule-eval` consumer: compares each job's readings with the organization's enabled rules and
  * raises, refreshes or clears alarms in one tenant transaction per job, then publishes `alarmChanged`
@@ -161,12 +196,13 @@ export class RuleEvaluator {
     const { job, invalid } = parsed;
     if (invalid) invalidTotal.inc(invalid);
     const orgId = job.orgId;
-    // rules that wait (durations, repeats, expressions, no data) keep per-device state: their own transaction
-    const waited = await this.wait.evaluate(orgId, job.readings);
-    summary.raised += waited.raised;
-    summary.cleared += waited.cleared;
-    const rules = await this.rulesFor(orgId);
-    // the numeric readings of metrics some rule watches, by metric
+    // one GET of the rules version for both kinds of rules
+    const version = await this.o.redis.get(rulesVersionKey(this.o.prefix, orgId));
+    const rules = await this.rulesFor(orgId, version);
+    const waitRules = await this.wait.rulesFor(orgId, version);
+    // rules that wait (durations, repeats, expressions, no data) keep per-device state (workers/rule-wait.ts)
+    const waitReadings = this.wait.readingsByDevice(waitRules, job.readings);
+    // the numeric readings of metrics some threshold rule watches, by metric
     const byMetric = new Map<string, Candidate[]>(rules.map((r) => [r.metric, []]));
     let candidates = 0;
     for (const r of job.readings) {
@@ -176,7 +212,7 @@ export class RuleEvaluator {
         candidates++;
       }
     }
-    if (!candidates) {
+    if (!candidates && !waitReadings) {
       jobsTotal.inc({ outcome: 'no_rules' });
       return summary;
     }
@@ -206,13 +242,32 @@ export class RuleEvaluator {
     };
     const devices = new Map<string, DeviceScope>();
     let dispatch: string[] = [];
+    const waitOut: WaitOut = { events: [], notes: [], dispatch: [] };
+    let waitWritten: WaitOutcome['written'] = [];
+    let preRead: Map<string, OpenAlarm> | null = null;
+    // one tenant transaction per job for both kinds of rules
     await withTenant(this.o.db, orgId, async (tx) => {
-      const ids = [...new Set([...byMetric.values()].flatMap((list) => list.map((c) => c.deviceId)))];
+      const idSet = new Set<string>(waitReadings?.keys());
+      for (const list of byMetric.values()) for (const c of list) idSet.add(c.deviceId);
       const { rows: devRows } = await sql<DeviceScope>`
         select d.id, d.profile_id as "profileId", d.site_id as "siteId", s.path::text as "sitePath"
         from devices d left join sites s on s.id = d.site_id and s.org_id = ${orgId}
-        where d.org_id = ${orgId} and d.id = any(${ids}::uuid[]) and d.decommissioned_at is null`.execute(tx);
+        where d.org_id = ${orgId} and d.id = any(${[...idSet]}::uuid[]) and d.decommissioned_at is null`.execute(tx);
       for (const d of devRows) devices.set(d.id, d);
+      // the waiting rules first: the threshold rules below see the alarms they wrote (as when they
+      // committed in a transaction of their own before)
+      if (waitReadings) {
+        // when no alarm type is both a threshold rule's and a waiting rule's, the waiting rules' writes
+        // cannot change what the threshold rules read: their open alarms come in the same statement
+        const also =
+          candidates && disjointTypes(rules, waitRules) ? { deviceIds: candidateDevices(byMetric), types: typesOf(rules) } : undefined;
+        const w = await this.wait.apply(tx, orgId, waitRules, waitReadings, devices, waitOut, also);
+        summary.raised += w.raised;
+        summary.cleared += w.cleared;
+        waitWritten = w.written;
+        preRead = w.open;
+      }
+      if (!candidates) return;
 
       // Device by device, its rules most severe first (`rulesFor` sorts them, the scope index keeps
       // their order), so the first pair of a device and alarm type below is the most severe rule's.
@@ -249,7 +304,7 @@ export class RuleEvaluator {
       for (const n of perRule.values()) summary.matched += n.matched;
       if (!pairs.length) return;
 
-      const latest = await this.latestAlarms(tx, orgId, pairs);
+      const latest = await this.latestAlarms(tx, orgId, pairs, preRead);
       const raises: Pair[] = [];
       const keeps: Keep[] = [];
       const clears: Clear[] = [];
@@ -332,13 +387,15 @@ export class RuleEvaluator {
       }
     });
 
+    this.wait.remember(waitWritten);
     readingsTotal.inc(summary.readings);
     if (summary.raised) alarmsTotal.inc({ change: 'raised' }, summary.raised);
     if (summary.cleared) alarmsTotal.inc({ change: 'cleared' }, summary.cleared);
-    await this.afterCommit(orgId, events, devices, perRule);
-    if (notes.length) await this.notifier.enqueue(notes);
-    await this.actions.dispatch(orgId, dispatch);
-    jobsTotal.inc({ outcome: 'evaluated' });
+    await this.afterCommit(orgId, [...waitOut.events, ...events], devices, perRule);
+    const allNotes = waitOut.notes.length ? [...this.wait.noteChanges(orgId, waitOut.notes, devices), ...notes] : notes;
+    if (allNotes.length) await this.notifier.enqueue(allNotes);
+    await this.actions.dispatch(orgId, waitOut.dispatch.length ? [...new Set([...waitOut.dispatch, ...dispatch])] : dispatch);
+    jobsTotal.inc({ outcome: candidates ? 'evaluated' : 'no_rules' });
     return summary;
   }
 
@@ -347,17 +404,20 @@ export class RuleEvaluator {
    * open alarms), and only for breaching pairs without one, the newest cleared alarm's reading time
    * (one index probe per pair). The cost does not grow with the devices' alarm history.
    */
-  private async latestAlarms(tx: Tx, orgId: string, pairs: Pair[]): Promise<Map<string, LatestAlarm>> {
-    const deviceIds = [...new Set(pairs.map((p) => p.deviceId))];
-    const types = [...new Set(pairs.map((p) => p.rule.alarmType))];
-    const { rows: open } = await sql<{ id: string; device_id: string; type: string; reading_ts: number | null; severity: string }>`
-      select id, device_id, type, reading_ts, severity from alarms
-      where org_id = ${orgId} and cleared_at is null and device_id = any(${deviceIds}::uuid[]) and type = any(${types}::text[])`.execute(
-      tx,
-    );
-    const out = new Map<string, LatestAlarm>(
-      open.map((r) => [alarmKey(r.device_id, r.type), { id: r.id, open: true, readingTs: r.reading_ts, severity: r.severity }]),
-    );
+  private async latestAlarms(tx: Tx, orgId: string, pairs: Pair[], read: Map<string, OpenAlarm> | null): Promise<Map<string, LatestAlarm>> {
+    const out = new Map<string, LatestAlarm>();
+    if (read) {
+      for (const [k, a] of read) out.set(k, { id: a.id, open: true, readingTs: a.readingTs, severity: a.severity });
+    } else {
+      const deviceIds = [...new Set(pairs.map((p) => p.deviceId))];
+      const types = [...new Set(pairs.map((p) => p.rule.alarmType))];
+      const { rows: open } = await sql<{ id: string; device_id: string; type: string; reading_ts: number | null; severity: string }>`
+        select id, device_id, type, reading_ts, severity from alarms
+        where org_id = ${orgId} and cleared_at is null and device_id = any(${deviceIds}::uuid[]) and type = any(${types}::text[])`.execute(
+        tx,
+      );
+      for (const r of open) out.set(alarmKey(r.device_id, r.type), { id: r.id, open: true, readingTs: r.reading_ts, severity: r.severity });
+    }
     const probe = new Map<string, [string, string]>();
     for (const p of pairs) {
       const k = alarmKey(p.deviceId, p.rule.alarmType);
@@ -392,7 +452,7 @@ export class RuleEvaluator {
     const p = this.o.redis.pipeline();
     const now = Date.now();
     queueAlarmEvents(p, this.o.prefix, orgId, events, devices, now);
-    for (const [ruleId, n] of perRule) addRuleStats(p, this.o.prefix, ruleId, n, now);
+    addRuleStatsBatch(p, this.o.prefix, perRule, now);
     try {
       await p.exec();
     } catch (e) {
@@ -401,8 +461,7 @@ export class RuleEvaluator {
   }
 
   /** The organization's enabled rules, most severe first, cached until its version key changes. */
-  private async rulesFor(orgId: string): Promise<EvalRule[]> {
-    const version = await this.o.redis.get(rulesVersionKey(this.o.prefix, orgId));
+  private async rulesFor(orgId: string, version: string | null): Promise<EvalRule[]> {
     const hit = this.rules.get(orgId);
     if (hit && hit.version === version && Date.now() - hit.at < RULES_TTL_MS) return hit.rules;
     const rows = await withTenant(this.o.db, orgId, async (tx) => {

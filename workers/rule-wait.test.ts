@@ -186,6 +186,57 @@ describe('rules that wait', () => {
     expect(await firings(o.orgId)).toEqual([{ device_id: o.d[0], action: 'clear', outcome: 'cleared' }]);
   });
 
+  it('resume from PostgreSQL after a restart: the states a process kept in memory were written back', async () => {
+    const o = await org();
+    await rule(o.orgId, { metric: 'voltage', operator: 'gt', threshold: 253, repeat_count: 3, window_seconds: 60, alarm_type: 'Surges' });
+    await rule(o.orgId, { operator: 'lt', threshold: 5, for_seconds: 600, alarm_type: 'Dark lamp' });
+    const now = Date.now();
+    const d = o.d[0] as string;
+    const before = evaluator();
+    // two breaches and the start of a duration, held in the first process's memory between jobs
+    await before.evaluate(job(o.orgId, [{ deviceId: d, metric: 'voltage', ts: now, value: 260 }]));
+    await before.evaluate(
+      job(o.orgId, [
+        { deviceId: d, metric: 'voltage', ts: now + 1000, value: 261 },
+        { deviceId: d, metric: 'power', ts: now + 1000, value: 1 },
+      ]),
+    );
+    await before.close();
+    // a new process knows nothing in memory: the third breach raises, and the duration counts from its stored start
+    const after = evaluator();
+    await after.evaluate(job(o.orgId, [{ deviceId: d, metric: 'voltage', ts: now + 2000, value: 262 }]));
+    expect(await alarms(o.orgId)).toMatchObject([{ type: 'Surges', cleared_at: null }]);
+    await after.evaluate(job(o.orgId, [{ deviceId: d, metric: 'power', ts: now + 601_000, value: 2 }]));
+    expect((await alarms(o.orgId)).map((a) => a.type)).toEqual(['Surges', 'Dark lamp']);
+    await after.close();
+  });
+
+  it('never step from a stale memory copy when another process changed the state since (version check)', async () => {
+    const o = await org();
+    await rule(o.orgId, { metric: 'voltage', operator: 'gt', threshold: 253, repeat_count: 3, window_seconds: 60, alarm_type: 'Surges' });
+    const now = Date.now();
+    const d = o.d[0] as string;
+    const a = evaluator();
+    const b = evaluator();
+    const surge = (dt: number) => job(o.orgId, [{ deviceId: d, metric: 'voltage', ts: now + dt, value: 260 + dt / 1000 }]);
+    await a.evaluate(surge(0)); // a holds the state with one hit
+    await b.evaluate(surge(1000)); // b reads it from PostgreSQL and adds the second: a's copy is stale now
+    expect(await alarms(o.orgId)).toEqual([]);
+    await a.evaluate(surge(2000)); // a finds its copy outdated, reads the row again: three hits, raise
+    expect(await alarms(o.orgId)).toMatchObject([{ type: 'Surges', cleared_at: null, occurrences: 1 }]);
+    const [row] = await t.db.selectFrom('rule_device_state').select(['state', 'version']).where('org_id', '=', o.orgId).execute();
+    expect((row?.state as { hits: number[] } | undefined)?.hits).toEqual([now, now + 1000, now + 2000]);
+    // any write moves the version (the trigger of migration 0052), the timer sweep's included
+    await b.evaluate(surge(3000));
+    await sql`update rule_device_state set due_at = now() - interval '1 second', due_action = 'clear' where org_id = ${o.orgId}`.execute(
+      t.db,
+    );
+    const [moved] = await t.db.selectFrom('rule_device_state').select('version').where('org_id', '=', o.orgId).execute();
+    expect(Number(moved?.version)).toBeGreaterThan(Number(row?.version));
+    await a.close();
+    await b.close();
+  });
+
   it('raise a rate-of-change alarm from two readings', async () => {
     const o = await org();
     await rule(o.orgId, { kind: 'expression', expression: 'rate(temperature) > 10', metric: 'temperature', alarm_type: 'Heating fast' });

@@ -8,7 +8,7 @@ import type { Logger } from '../lib/logger.js';
 import { counter } from '../lib/metrics.js';
 import type { Redis } from '../lib/redis.js';
 import { firedActions, type RuleAction } from '../lib/rule-actions.js';
-import type { RuleNotify } from '../lib/rule-notify.js';
+import type { RuleAlarmChange, RuleNotify } from '../lib/rule-notify.js';
 import { inScope, type Operator, SEVERITIES, type Severity, scopeIndexOf } from '../lib/rules.js';
 import {
   compileWaitRule,
@@ -17,6 +17,7 @@ import {
   emptyState,
   onDue,
   type RuleKind,
+  type StepResult,
   step,
   type Timer,
   type WaitReading,
@@ -30,6 +31,11 @@ const timersTotal = counter('rulr_rule_timers_total', 'Durable rule timers that 
 const waitAlarmsTotal = counter('rulr_rule_wait_alarms_total', 'Alarms raised and cleared by waiting rules (readings and timers)', [
   'change',
 ]);
+const stateCacheTotal = counter(
+  'rulr_rule_wait_state_cache_total',
+  'Waiting-rule states by where a job found them: hit (memory), miss (read from PostgreSQL), stale (changed by another process, read again)',
+  ['outcome'],
+);
 const stepsTotal = counter('rulr_rule_wait_evaluations_total', 'Waiting rules stepped with a reading (one per rule and device per job)');
 const badStateTotal = counter('rulr_rule_wait_invalid_total', 'Waiting rules or stored rule states that could not be used, skipped');
 
@@ -49,16 +55,77 @@ export interface LoadedWaitRule {
   actions: RuleAction[];
 }
 
-interface DeviceScope {
+export interface DeviceScope {
   id: string;
   profileId: string | null;
   siteId: string | null;
   sitePath: string | null;
 }
 
+/** A reading of a rule-eval job (lib/contracts/rule-eval.ts). */
+type JobReading = { deviceId: string; metric: string; ts: number; value: number | null };
+
+/**
+ * A waiting rule's state of one device as this process last committed it (or read it), with the
+ * `rule_device_state.version` PostgreSQL gave that row (migration 0052).
+ */
+export interface CachedState {
+  version: number;
+  state: WaitState;
+  timer: Timer | null;
+}
+
+/** One rule and device of a job. */
+interface Pair {
+  rule: LoadedWaitRule;
+  deviceId: string;
+  readings: WaitReading[];
+  key: string;
+  /** the state stepped from: this process's memory, or the row read in this transaction */
+  base: CachedState | null;
+  /** `base` was read from PostgreSQL in this transaction (else: this process's memory) */
+  read?: boolean;
+  result: StepResult | null;
+  /** the row's version as this transaction leaves it; null: not known (a memory copy left untouched) */
+  version: number | null;
+}
+
+/** What a job's waiting rules collect for after commit. */
+export interface WaitOut {
+  events: AlarmEvent[];
+  notes: Note[];
+  dispatch: string[];
+}
+
+/** What a job's waiting rules did; `written` goes to {@link RuleWait.remember} after commit. */
+export interface WaitOutcome {
+  raised: number;
+  cleared: number;
+  written: [string, CachedState][];
+  /** with `alsoRead`: the open alarms read (of the waiting rules' types as read before their writes) */
+  open: Map<string, OpenAlarm> | null;
+}
+
+/**
+ * Most waiting-rule states (rule × device) one process keeps in memory (least recently used dropped):
+ * about 1.4 KB each in V8 (a state of two samples), so some 140 MB at the default (`RULE_STATE_CACHE_MAX`).
+ */
+export const STATE_CACHE_MAX = 100_000;
+
+const watchedOf = new WeakMap<readonly LoadedWaitRule[], Set<string>>();
+/** The metrics some rule of a (cached, unchanging) rule list reads. */
+function watchedMetrics(rules: readonly LoadedWaitRule[]): Set<string> {
+  let w = watchedOf.get(rules);
+  if (!w) {
+    w = new Set(rules.flatMap((r) => r.wait.metrics));
+    watchedOf.set(rules, w);
+  }
+  return w;
+}
+
 type Event = AlarmEvent;
 /** An alarm change of a rule with a notify action, enqueued after commit. */
-interface Note {
+export interface Note {
   rule: LoadedWaitRule;
   change: 'raised' | 'cleared';
   alarm: WrittenAlarm;
@@ -69,6 +136,7 @@ export const WORKER_ID = `${hostname()}:${process.pid}`;
 
 const alarmKey = (deviceId: string, type: string) => `${deviceId}\u0000${type}`;
 const stateKey = (ruleId: string, deviceId: string) => `${ruleId}\u0000${deviceId}`;
+const EMPTY_STATE = JSON.stringify(emptyState());
 
 /** A stored state, or an empty one when it is not of the expected shape (counted). */
 function parseState(raw: unknown): WaitState {
@@ -95,6 +163,8 @@ export interface RuleWaitOptions {
   /** `REDIS_PREFIX` */
   prefix: string;
   logger: Logger;
+  /** waiting-rule states kept in memory between jobs. @default {@link STATE_CACHE_MAX} */
+  stateCacheMax?: number;
 }
 
 /** One alarm change a waiting rule decided. */
@@ -120,12 +190,19 @@ interface Change {
  */
 export class RuleWait {
   private readonly rules = new LRUCache<string, { version: string | null; rules: LoadedWaitRule[]; at: number }>({ max: 10_000 });
+  /** states of rule × device between jobs, validated against `rule_device_state.version` on write */
+  private readonly states: LRUCache<string, CachedState>;
 
-  constructor(private readonly o: RuleWaitOptions) {}
+  constructor(private readonly o: RuleWaitOptions) {
+    this.states = new LRUCache({ max: o.stateCacheMax ?? STATE_CACHE_MAX });
+  }
 
-  /** The organization's enabled waiting rules, cached until its rules version changes. */
-  async rulesFor(orgId: string): Promise<LoadedWaitRule[]> {
-    const version = await this.o.redis.get(rulesVersionKey(this.o.prefix, orgId));
+  /**
+   * The organization's enabled waiting rules, cached until its rules version changes. `version`: the
+   * caller already read `rules:ver:<org>` (one GET per job for both kinds of rules).
+   */
+  async rulesFor(orgId: string, version?: string | null): Promise<LoadedWaitRule[]> {
+    if (version === undefined) version = await this.o.redis.get(rulesVersionKey(this.o.prefix, orgId));
     const hit = this.rules.get(orgId);
     if (hit && hit.version === version && Date.now() - hit.at < RULES_TTL_MS) return hit.rules;
     const rows = await withTenant(this.o.db, orgId, async (tx) => {
@@ -196,97 +273,164 @@ export class RuleWait {
   }
 
   /**
-   * Applies one job's readings to the organization's waiting rules: per rule and device in scope, the
-   * stored state is locked, stepped (lib/rules-wait.ts) and written back with its timer, and alarms
-   * are raised, refreshed or cleared, all in one tenant transaction. Returns the alarm changes.
+   * A job's readings that some waiting rule watches, by device (numbers and booleans), or null when
+   * none is: pure, before any transaction.
    */
-  async evaluate(
-    orgId: string,
-    readings: readonly { deviceId: string; metric: string; ts: number; value: number | null }[],
-  ): Promise<{ raised: number; cleared: number }> {
-    const rules = await this.rulesFor(orgId);
-    if (!rules.length) return { raised: 0, cleared: 0 };
-    const watched = new Set(rules.flatMap((r) => r.wait.metrics));
-    const byDevice = new Map<string, WaitReading[]>();
+  readingsByDevice(rules: readonly LoadedWaitRule[], readings: readonly JobReading[]): Map<string, WaitReading[]> | null {
+    if (!rules.length) return null;
+    const watched = watchedMetrics(rules);
+    let byDevice: Map<string, WaitReading[]> | null = null;
     for (const r of readings) {
       if (r.value === null || !watched.has(r.metric)) continue;
-      const list = byDevice.get(r.deviceId) ?? [];
-      list.push({ metric: r.metric, ts: r.ts, value: r.value });
-      byDevice.set(r.deviceId, list);
+      byDevice ??= new Map();
+      const list = byDevice.get(r.deviceId);
+      const w = { metric: r.metric, ts: r.ts, value: r.value };
+      if (list) list.push(w);
+      else byDevice.set(r.deviceId, [w]);
     }
-    if (!byDevice.size) return { raised: 0, cleared: 0 };
-    const now = Date.now();
-    const events: Event[] = [];
-    const notes: Note[] = [];
-    const dispatch: string[] = [];
-    const devices = new Map<string, DeviceScope>();
-    const result = await withTenant(this.o.db, orgId, async (tx) => {
-      for (const d of await scopes(tx, orgId, [...byDevice.keys()])) devices.set(d.id, d);
-      const pairs: { rule: LoadedWaitRule; deviceId: string; readings: WaitReading[] }[] = [];
-      const index = scopeIndexOf(rules);
-      for (const [deviceId, list] of byDevice) {
-        const device = devices.get(deviceId);
-        if (!device) continue;
-        for (const rule of index.forDevice(device)) {
-          const mine = list.filter((r) => rule.wait.metrics.includes(r.metric));
-          if (mine.length) pairs.push({ rule, deviceId, readings: mine });
+    return byDevice;
+  }
+
+  /**
+   * Applies one job's readings to the organization's waiting rules in the caller's tenant transaction
+   * (the rule-eval job's one transaction): per rule and device in scope, the state is taken from this
+   * process's memory (or read from PostgreSQL when it is not there), stepped (lib/rules-wait.ts), and written
+   * back with its timer only where a reading changed it, `where version = <the version stepped from>`:
+   * a row another process changed since (a second workers replica, the timer sweep) is read again under
+   * its lock and stepped afresh. Alarms are raised, refreshed or cleared in the same transaction; events,
+   * notes and dispatches are collected in `out` for after commit, and the states written are returned
+   * for {@link remember} once the transaction committed.
+   */
+  async apply(
+    tx: Tx,
+    orgId: string,
+    rules: readonly LoadedWaitRule[],
+    byDevice: ReadonlyMap<string, WaitReading[]>,
+    devices: ReadonlyMap<string, DeviceScope>,
+    out: WaitOut,
+    alsoRead?: { deviceIds: Iterable<string>; types: Iterable<string> },
+  ): Promise<WaitOutcome> {
+    const index = scopeIndexOf(rules);
+    const pairs: Pair[] = [];
+    for (const [deviceId, list] of byDevice) {
+      const device = devices.get(deviceId);
+      if (!device) continue;
+      for (const rule of index.forDevice(device)) {
+        const metrics = rule.wait.metrics;
+        let mine: WaitReading[] | null = null;
+        for (const r of list) {
+          if (!metrics.includes(r.metric)) continue;
+          if (mine) mine.push(r);
+          else mine = [r];
         }
+        if (mine) pairs.push({ rule, deviceId, readings: mine, key: stateKey(rule.id, deviceId), base: null, result: null, version: null });
       }
-      if (!pairs.length) return { raised: 0, cleared: 0 };
-      stepsTotal.inc(pairs.length);
-      // lock in one order (rule, device) so concurrent jobs and the timer sweep never deadlock
-      pairs.sort((a, b) => (a.rule.id < b.rule.id ? -1 : a.rule.id > b.rule.id ? 1 : a.deviceId < b.deviceId ? -1 : 1));
-      const ruleIds = pairs.map((p) => p.rule.id);
-      const deviceIds = pairs.map((p) => p.deviceId);
-      await sql`
-        insert into rule_device_state (rule_id, device_id, org_id, state)
-        select r, d, ${orgId}, ${JSON.stringify(emptyState())}::jsonb from unnest(${ruleIds}::uuid[], ${deviceIds}::uuid[]) as p(r, d)
-        on conflict do nothing`.execute(tx);
-      const { rows: stored } = await sql<{
-        rule_id: string;
-        device_id: string;
-        state: unknown;
-        due_at: Date | null;
-        due_action: Timer['action'] | null;
-      }>`
-        select s.rule_id, s.device_id, s.state, s.due_at, s.due_action from rule_device_state s
-        join unnest(${ruleIds}::uuid[], ${deviceIds}::uuid[]) as p(r, d) on s.rule_id = p.r and s.device_id = p.d
-        where s.org_id = ${orgId}
-        order by s.rule_id, s.device_id
-        for update of s`.execute(tx);
-      const states = new Map(stored.map((r) => [stateKey(r.rule_id, r.device_id), r]));
-      const open = await openAlarms(tx, orgId, [...new Set(deviceIds)], [...new Set(pairs.map((p) => p.rule.alarmType))]);
-      const changes: Change[] = [];
-      const updates: { ruleId: string; deviceId: string; state: WaitState; timer: Timer | null }[] = [];
-      const decided = new Set<string>();
-      for (const p of pairs) {
-        const row = states.get(stateKey(p.rule.id, p.deviceId));
-        const prior = row ? parseState(row.state) : emptyState();
-        const timer = row?.due_at && row.due_action ? { dueAt: row.due_at.getTime(), action: row.due_action } : null;
-        const akey = alarmKey(p.deviceId, p.rule.alarmType);
-        const cur = open.get(akey);
-        const s = step(p.rule.wait, prior, p.readings, cur !== undefined, now, timer);
-        updates.push({ ruleId: p.rule.id, deviceId: p.deviceId, state: s.state, timer: s.timer });
-        // rules sharing an alarm type share the alarm: the most severe rule decides (rules are sorted)
-        if (s.decision === 'none' || decided.has(akey)) continue;
-        decided.add(akey);
-        changes.push({
-          rule: p.rule,
-          deviceId: p.deviceId,
-          decision: s.decision,
-          value: s.value,
-          ts: s.ts,
-          alarmId: cur?.id,
-          severity: cur?.severity,
-        });
-      }
-      await writeStates(tx, orgId, updates);
-      return applyChanges(tx, orgId, changes, { events, notes, dispatch, actions: this.o.actions });
-    });
-    await this.publish(orgId, events, devices);
-    await this.notify(orgId, notes, devices);
-    await this.o.actions?.dispatch(orgId, dispatch);
-    return result;
+    }
+    if (!pairs.length) return { raised: 0, cleared: 0, written: [], open: null };
+    stepsTotal.inc(pairs.length);
+    // lock in one order (rule, device) so concurrent jobs and the timer sweep never deadlock
+    pairs.sort((a, b) => (a.rule.id < b.rule.id ? -1 : a.rule.id > b.rule.id ? 1 : a.deviceId < b.deviceId ? -1 : 1));
+    // The memory copy is taken before the alarms are read: a copy that another job of this process
+    // commits later is then older than the row, and the version check below finds it.
+    const misses: Pair[] = [];
+    for (const p of pairs) {
+      const hit = this.states.get(p.key);
+      if (hit) {
+        p.base = hit;
+        stateCacheTotal.inc({ outcome: 'hit' });
+      } else misses.push(p);
+    }
+    if (misses.length) {
+      stateCacheTotal.inc({ outcome: 'miss' }, misses.length);
+      await loadStates(tx, orgId, misses, false);
+    }
+    // with `alsoRead`, the threshold rules' open alarms come in the same statement
+    const open = alsoRead
+      ? await openAlarms(
+          tx,
+          orgId,
+          [...new Set([...uniqueDevices(pairs), ...alsoRead.deviceIds])],
+          [...new Set([...uniqueTypes(pairs), ...alsoRead.types])],
+        )
+      : await openAlarms(tx, orgId, uniqueDevices(pairs), uniqueTypes(pairs));
+    const now = Date.now();
+    stepAll(pairs, open, now);
+    const stale = await writeStates(tx, orgId, pairs);
+    if (stale.length) {
+      // changed by another process since this one wrote it: read again under the row lock, with the
+      // alarms as they are now, and step afresh (the lock holds until commit: this write cannot miss)
+      stateCacheTotal.inc({ outcome: 'stale' }, stale.length);
+      await loadStates(tx, orgId, stale, true);
+      const fresh = await openAlarms(tx, orgId, uniqueDevices(stale), uniqueTypes(stale));
+      for (const p of stale) open.delete(alarmKey(p.deviceId, p.rule.alarmType));
+      for (const [k, v] of fresh) open.set(k, v);
+      stepAll(stale, open, now);
+      if ((await writeStates(tx, orgId, stale)).length) throw new Error('rule states changed under their row locks');
+    }
+    const changes: Change[] = [];
+    const decided = new Set<string>();
+    const written: [string, CachedState][] = [];
+    for (const p of pairs) {
+      const s = p.result as StepResult;
+      if (p.version !== null) written.push([p.key, { version: p.version, state: s.state, timer: s.timer }]);
+      // rules sharing an alarm type share the alarm: the first pair of a device and type decides
+      if (s.decision === 'none') continue;
+      const akey = alarmKey(p.deviceId, p.rule.alarmType);
+      if (decided.has(akey)) continue;
+      decided.add(akey);
+      const cur = open.get(akey);
+      changes.push({
+        rule: p.rule,
+        deviceId: p.deviceId,
+        decision: s.decision,
+        value: s.value,
+        ts: s.ts,
+        alarmId: cur?.id,
+        severity: cur?.severity,
+      });
+    }
+    // what was read of the other alarm types (nothing here writes them)
+    const openRead = alsoRead ? open : null;
+    const r = await applyChanges(tx, orgId, changes, { ...out, actions: this.o.actions });
+    return { ...r, written, open: openRead };
+  }
+
+  /**
+   * Keeps the states a committed job wrote, for the next job (call only after commit: a rolled-back
+   * write must not be remembered). A copy older than the one already held is ignored.
+   */
+  remember(written: readonly [string, CachedState][]): void {
+    for (const [key, entry] of written) {
+      const had = this.states.get(key);
+      if (had && had.version > entry.version) continue;
+      this.states.set(key, entry);
+    }
+  }
+
+  /** Forgets every state held in memory (as a restart does). */
+  forgetStates(): void {
+    this.states.clear();
+  }
+
+  /** The alarm changes of notify rules as the notifier takes them (after commit). */
+  noteChanges(orgId: string, notes: readonly Note[], devices: ReadonlyMap<string, DeviceScope>): RuleAlarmChange[] {
+    const at = Date.now();
+    return notes.map((n) => ({
+      orgId,
+      ruleId: n.rule.id,
+      notify: n.rule.notify as RuleNotify,
+      change: n.change,
+      alarm: {
+        id: n.alarm.id,
+        deviceId: n.alarm.deviceId,
+        type: n.rule.alarmType,
+        severity: n.alarm.severity as Severity,
+        value: n.alarm.value,
+        message: describeWait(n.rule.wait, n.rule.source),
+      },
+      siteId: devices.get(n.alarm.deviceId)?.siteId ?? null,
+      at,
+    }));
   }
 
   /**
@@ -361,7 +505,7 @@ export class RuleWait {
         firings.push({ ruleId: rule.id, deviceId: row.device_id, dueAt: row.due_at, action: row.due_action, outcome });
         timersTotal.inc({ outcome });
       }
-      await writeStates(tx, org, updates);
+      await writeTimerStates(tx, org, updates);
       if (firings.length) {
         await sql`
           insert into rule_timer_firings (org_id, rule_id, device_id, due_at, action, outcome, worker)
@@ -403,30 +547,109 @@ export class RuleWait {
 
   private async notify(orgId: string, notes: Note[], devices: Map<string, DeviceScope>): Promise<void> {
     if (!this.o.notifier || !notes.length) return;
-    const at = Date.now();
-    await this.o.notifier.enqueue(
-      notes.map((n) => ({
-        orgId,
-        ruleId: n.rule.id,
-        notify: n.rule.notify as RuleNotify,
-        change: n.change,
-        alarm: {
-          id: n.alarm.id,
-          deviceId: n.alarm.deviceId,
-          type: n.rule.alarmType,
-          severity: n.alarm.severity as Severity,
-          value: n.alarm.value,
-          message: describeWait(n.rule.wait, n.rule.source),
-        },
-        siteId: devices.get(n.alarm.deviceId)?.siteId ?? null,
-        at,
-      })),
-    );
+    await this.o.notifier.enqueue(this.noteChanges(orgId, notes, devices));
   }
 
   private publish(orgId: string, events: Event[], devices: Map<string, DeviceScope>): Promise<void> {
     return publishAlarmChanges(this.o, orgId, events, devices);
   }
+}
+
+const uniqueDevices = (pairs: readonly Pair[]) => [...new Set(pairs.map((p) => p.deviceId))];
+const uniqueTypes = (pairs: readonly Pair[]) => [...new Set(pairs.map((p) => p.rule.alarmType))];
+
+/**
+ * Reads the states of `pairs` (created empty where missing): the rows this process has no copy of
+ * (read without a lock: the versioned write locks them, in the same (rule, device) order as every other
+ * row of the job), or, with `lock`, whose copy went stale (locked, in (rule, device) order).
+ */
+async function loadStates(tx: Tx, orgId: string, pairs: Pair[], lock: boolean): Promise<void> {
+  const ruleIds = pairs.map((p) => p.rule.id);
+  const deviceIds = pairs.map((p) => p.deviceId);
+  await sql`
+    insert into rule_device_state (rule_id, device_id, org_id, state)
+    select r, d, ${orgId}, ${EMPTY_STATE}::jsonb from unnest(${ruleIds}::uuid[], ${deviceIds}::uuid[]) as p(r, d)
+    on conflict do nothing`.execute(tx);
+  const { rows } = await sql<{
+    rule_id: string;
+    device_id: string;
+    state: unknown;
+    due_at: Date | null;
+    due_action: Timer['action'] | null;
+    version: number;
+  }>`
+    select s.rule_id, s.device_id, s.state, s.due_at, s.due_action, s.version from rule_device_state s
+    join unnest(${ruleIds}::uuid[], ${deviceIds}::uuid[]) as p(r, d) on s.rule_id = p.r and s.device_id = p.d
+    where s.org_id = ${orgId}
+    order by s.rule_id, s.device_id
+    ${lock ? sql`for update of s` : sql``}`.execute(tx);
+  const byKey = new Map(rows.map((r) => [stateKey(r.rule_id, r.device_id), r]));
+  for (const p of pairs) {
+    const row = byKey.get(p.key);
+    p.read = true;
+    // a row gone at once (its rule's condition changed, its device deleted): stepped from empty, and
+    // its write finds no row (the job fails and is retried)
+    p.base = row
+      ? {
+          version: row.version,
+          state: parseState(row.state),
+          timer: row.due_at && row.due_action ? { dueAt: row.due_at.getTime(), action: row.due_action } : null,
+        }
+      : { version: -1, state: emptyState(), timer: null };
+  }
+}
+
+/** Steps every pair from its base state with its readings (pure). */
+function stepAll(pairs: readonly Pair[], open: ReadonlyMap<string, unknown>, now: number): void {
+  for (const p of pairs) {
+    const b = p.base as CachedState;
+    p.result = step(p.rule.wait, b.state, p.readings, open.has(alarmKey(p.deviceId, p.rule.alarmType)), now, b.timer);
+  }
+}
+
+const sameTimer = (a: Timer | null, b: Timer | null) =>
+  a === b || (a !== null && b !== null && a.dueAt === b.dueAt && a.action === b.action);
+
+/**
+ * Writes the states a reading changed, one statement for the batch, each only if its row still has
+ * the version it was stepped from (the version trigger gives it a new one); returns the pairs whose
+ * row had moved on (changed by another process since). Pairs left unchanged keep the version read.
+ */
+async function writeStates(tx: Tx, orgId: string, pairs: readonly Pair[]): Promise<Pair[]> {
+  const changed: Pair[] = [];
+  for (const p of pairs) {
+    const b = p.base as CachedState;
+    const r = p.result as StepResult;
+    if (r.state.lastTs !== b.state.lastTs || !sameTimer(r.timer, b.timer)) changed.push(p);
+    else p.version = p.read ? b.version : null;
+  }
+  if (!changed.length) return [];
+  const batch = JSON.stringify(
+    changed.map((p) => {
+      const r = p.result as StepResult;
+      return {
+        r: p.rule.id,
+        d: p.deviceId,
+        v: (p.base as CachedState).version,
+        s: r.state,
+        t: r.timer ? new Date(r.timer.dueAt).toISOString() : null,
+        a: r.timer?.action ?? null,
+      };
+    }),
+  );
+  const { rows } = await sql<{ rule_id: string; device_id: string; version: number }>`
+    update rule_device_state s set state = v.s, due_at = v.t, due_action = v.a, updated_at = now()
+    from jsonb_to_recordset(${batch}::jsonb) as v(r uuid, d uuid, v bigint, s jsonb, t timestamptz, a text)
+    where s.org_id = ${orgId} and s.rule_id = v.r and s.device_id = v.d and s.version = v.v
+    returning s.rule_id, s.device_id, s.version`.execute(tx);
+  const got = new Map(rows.map((r) => [stateKey(r.rule_id, r.device_id), r.version]));
+  const stale: Pair[] = [];
+  for (const p of changed) {
+    const v = got.get(p.key);
+    p.version = v ?? null;
+    if (v === undefined) stale.push(p);
+  }
+  return stale;
 }
 
 async function scopes(tx: Tx, orgId: string, ids: string[]): Promise<DeviceScope[]> {
@@ -437,20 +660,27 @@ async function scopes(tx: Tx, orgId: string, ids: string[]): Promise<DeviceScope
   return rows;
 }
 
-async function openAlarms(
-  tx: Tx,
-  orgId: string,
-  deviceIds: string[],
-  types: string[],
-): Promise<Map<string, { id: string; severity: string }>> {
-  if (!deviceIds.length) return new Map();
-  const { rows } = await sql<{ id: string; device_id: string; type: string; severity: string }>`
-    select id, device_id, type, severity from alarms
-    where org_id = ${orgId} and cleared_at is null and device_id = any(${deviceIds}::uuid[]) and type = any(${types}::text[])`.execute(tx);
-  return new Map(rows.map((r) => [alarmKey(r.device_id, r.type), { id: r.id, severity: r.severity }]));
+/** An open alarm as the decisions read it. */
+export interface OpenAlarm {
+  id: string;
+  severity: string;
+  readingTs: number | null;
 }
 
-async function writeStates(tx: Tx, orgId: string, updates: { ruleId: string; deviceId: string; state: WaitState; timer: Timer | null }[]) {
+async function openAlarms(tx: Tx, orgId: string, deviceIds: string[], types: string[]): Promise<Map<string, OpenAlarm>> {
+  if (!deviceIds.length) return new Map();
+  const { rows } = await sql<{ id: string; device_id: string; type: string; severity: string; reading_ts: number | null }>`
+    select id, device_id, type, severity, reading_ts from alarms
+    where org_id = ${orgId} and cleared_at is null and device_id = any(${deviceIds}::uuid[]) and type = any(${types}::text[])`.execute(tx);
+  return new Map(rows.map((r) => [alarmKey(r.device_id, r.type), { id: r.id, severity: r.severity, readingTs: r.reading_ts }]));
+}
+
+/** The sweep's writes of the rows it claimed (the version trigger moves their versions: memory copies elsewhere go stale). */
+async function writeTimerStates(
+  tx: Tx,
+  orgId: string,
+  updates: { ruleId: string; deviceId: string; state: WaitState; timer: Timer | null }[],
+) {
   if (!updates.length) return;
   await sql`
     update rule_device_state s set state = v.state, due_at = v.due_at, due_action = v.due_action, updated_at = now()

@@ -1,5 +1,8 @@
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
 import { describe, expect, it } from 'vitest';
-import { addRuleStats, parseRuleStats, ruleStatsKey, rulesVersionKey } from './rule-state.js';
+import { REDIS_URL } from '../../test/support/env.js';
+import { addRuleStats, addRuleStatsBatch, parseRuleStats, ruleStatsKey, rulesVersionKey } from './rule-state.js';
 
 describe('rule state contract', () => {
   it('names the version counter per organization and the stats hash per rule', () => {
@@ -31,5 +34,41 @@ describe('rule state contract', () => {
       matches: 0,
       lastEvaluatedAt: null,
     });
+  });
+
+  it('adds a batch of rules in one script call to the same hashes as one rule at a time (real Redis)', async () => {
+    const redis = new Redis(REDIS_URL);
+    const prefix = `rulr-test-${randomBytes(4).toString('hex')}:`;
+    try {
+      const one = redis.pipeline();
+      addRuleStats(one, prefix, 'a', { readings: 4, matched: 1 }, 1000);
+      addRuleStats(one, prefix, 'b', { readings: 2, matched: 0 }, 1000);
+      await one.exec();
+      const batch = redis.pipeline();
+      const perRule = Array.from({ length: 1500 }, (_, i): [string, { readings: number; matched: number }] => [
+        i === 0 ? 'a' : i === 1 ? 'b' : `r${i}`,
+        { readings: 3, matched: i % 2 },
+      ]);
+      addRuleStatsBatch(batch, prefix, perRule, 2000);
+      expect(batch.length).toBe(2); // 1,000 rules per call
+      await batch.exec();
+      expect(parseRuleStats(await redis.hgetall(ruleStatsKey(prefix, 'a')))).toEqual({
+        evaluations: 2,
+        readings: 7,
+        matches: 1,
+        lastEvaluatedAt: new Date(2000),
+      });
+      expect(parseRuleStats(await redis.hgetall(ruleStatsKey(prefix, 'b')))).toEqual({
+        evaluations: 2,
+        readings: 5,
+        matches: 1,
+        lastEvaluatedAt: new Date(2000),
+      });
+      expect(parseRuleStats(await redis.hgetall(ruleStatsKey(prefix, 'r1499')))).toMatchObject({ evaluations: 1, readings: 3, matches: 1 });
+    } finally {
+      const keys = await redis.keys(`${prefix}*`);
+      if (keys.length) await redis.del(...keys);
+      redis.disconnect();
+    }
   });
 });

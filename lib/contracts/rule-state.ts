@@ -34,6 +34,45 @@ export function addRuleStats(
   p.hset(key, 'lastEvaluatedAt', now);
 }
 
+/** {@link addRuleStatsBatch}'s script: per key, the four writes of {@link addRuleStats}. */
+const ADD_STATS = `local now = ARGV[1]
+for i, key in ipairs(KEYS) do
+  redis.call('HINCRBY', key, 'evaluations', 1)
+  redis.call('HINCRBY', key, 'readings', ARGV[i * 2])
+  redis.call('HINCRBY', key, 'matches', ARGV[i * 2 + 1])
+  redis.call('HSET', key, 'lastEvaluatedAt', now)
+end
+return #KEYS`;
+
+/** Rules per script call of {@link addRuleStatsBatch} (bounds how long one call holds Redis). */
+const STATS_CHUNK = 1000;
+
+/**
+ * Adds one evaluation of each rule to its counters, as {@link addRuleStats} does for one, in one
+ * command per 1,000 rules (a Lua script) instead of four per rule: a job of 10,000 rules' organization
+ * touches hundreds of rules, and four commands each were most of the evaluator's Redis traffic.
+ */
+export function addRuleStatsBatch(
+  p: { eval(script: string, numKeys: number, ...args: (string | number)[]): unknown },
+  prefix: string,
+  perRule: Iterable<[ruleId: string, n: { readings: number; matched: number }]>,
+  now: number,
+): void {
+  let keys: string[] = [];
+  let args: (string | number)[] = [now];
+  const flush = () => {
+    if (keys.length) p.eval(ADD_STATS, keys.length, ...keys, ...args);
+    keys = [];
+    args = [now];
+  };
+  for (const [ruleId, n] of perRule) {
+    keys.push(ruleStatsKey(prefix, ruleId));
+    args.push(n.readings, n.matched);
+    if (keys.length >= STATS_CHUNK) flush();
+  }
+  flush();
+}
+
 /**
  * A rule stats hash as numbers. Counters are only ever incremented, so a missing or unreadable one
  * is zero (and `lastEvaluatedAt` null): a rule never evaluated has no hash at all.

@@ -14,6 +14,7 @@ import * as m0030 from './0030_people.js';
 import * as m0040 from './0040_programs.js';
 import * as m0050 from './0050_rules_wait.js';
 import * as m0051 from './0051_rule_actions.js';
+import * as m0052 from './0052_rule_state_version.js';
 import * as m0055 from './0055_notifications.js';
 import * as m0056 from './0056_notification_tests.js';
 import * as m0057 from './0057_channel_secret_sealed.js';
@@ -38,6 +39,7 @@ export const migrations: Record<string, Migration> = {
   '0040_programs': m0040,
   '0050_rules_wait': m0050,
   '0051_rule_actions': m0051,
+  '0052_rule_state_version': m0052,
   '0055_notifications': m0055,
   '0056_notification_tests': m0056,
   '0057_channel_secret_sealed': m0057,
