@@ -15,7 +15,9 @@
 // Baseline, same run: the transport alone — this process publishes one command per lamp straight to
 // the broker (QoS 1) and waits for every `succeeded` reply, no database, no ingest, no workers.
 //
-// Full run: `npm run bench:programs`; smoke: `BENCH_PROGRAM_LAMPS=2000 npm run bench:programs`.
+// Full run: `npm run bench:programs`; smoke: `BENCH_PROGRAM_LAMPS=20000 npm run bench:programs`.
+// BENCH_PUSH_BATCH, BENCH_PUSH_CONCURRENCY override the scheduler's push defaults. The push alone
+// (its SQL, no broker): `npm run bench:programs:push` (bench/programs-push.ts).
 // BENCH_WRITE_RESULTS=1 writes the section of bench/RESULTS.md; BENCH_CPU_PROF=1 writes a CPU
 // profile of this process's timed phase to bench/out/programs.cpuprofile.
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -39,7 +41,13 @@ import { siteLabel } from '../lib/sites.js';
 import { solarDay } from '../lib/solar.js';
 import { migrateToLatest } from '../schema/migrate.js';
 import { CommandDispatcher } from '../workers/commands.js';
-import { type DesiredLevelSink, desiredStateSink, ProgramScheduler } from '../workers/programs.js';
+import {
+  type DesiredLevelSink,
+  desiredStateSink,
+  PUSH_BATCH as PROGRAMS_PUSH_BATCH,
+  PUSH_CONCURRENCY as PROGRAMS_PUSH_CONCURRENCY,
+  ProgramScheduler,
+} from '../workers/programs.js';
 import { benchDeviceId } from './programs-ids.js';
 
 const ROOT = new URL('../', import.meta.url).pathname;
@@ -47,7 +55,9 @@ const PG = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432';
 const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const DB_NAME = 'rulr_bench_programs';
 const LAMPS = Number(process.env.BENCH_PROGRAM_LAMPS ?? 100_000);
-const PUSH_BATCH = Number(process.env.BENCH_PUSH_BATCH ?? 1000);
+/** levels per push transaction and push transactions at a time; unset: the scheduler's defaults */
+const PUSH_BATCH = Number(process.env.BENCH_PUSH_BATCH ?? PROGRAMS_PUSH_BATCH);
+const PUSH_CONCURRENCY = Number(process.env.BENCH_PUSH_CONCURRENCY ?? PROGRAMS_PUSH_CONCURRENCY);
 const SIM_CLIENTS = Number(process.env.BENCH_SIM_CLIENTS ?? 4);
 const TIMEOUT_S = Number(process.env.BENCH_TIMEOUT_S ?? 600);
 /** the commands' timeout; unset: COMMANDS_DEFAULT_TIMEOUT_S as shipped */
@@ -259,7 +269,16 @@ async function main() {
   // a minute before sunset: within PROGRAMS_REPLAN_S, so the sunset tick fires with the plan made here
   // (as in production, where the replan timer and the switch point rarely coincide)
   let now = sunset - 60_000;
-  const scheduler = new ProgramScheduler({ db: ctx.db, redis, prefix, logger, sink, clock: () => now, pushBatch: PUSH_BATCH });
+  const scheduler = new ProgramScheduler({
+    db: ctx.db,
+    redis,
+    prefix,
+    logger,
+    sink,
+    clock: () => now,
+    pushBatch: PUSH_BATCH,
+    pushConcurrency: PUSH_CONCURRENCY,
+  });
   // before sunset: plan, the catch-up (all off: what the lamps report, so no command)
   await scheduler.tick();
   firstPush = undefined;
@@ -367,6 +386,7 @@ async function main() {
     deadLetters: dead,
     sim: simStats,
     pushBatch: PUSH_BATCH,
+    pushConcurrency: PUSH_CONCURRENCY,
     sweepMs: cfg.COMMANDS_SWEEP_MS,
     concurrency: cfg.COMMANDS_CONCURRENCY,
     cpus: os.availableParallelism(),
@@ -414,7 +434,7 @@ function writeResults(
     '## Lighting programs (`npm run bench:programs`)',
     '',
     `Run ${started.toISOString().slice(0, 16)}Z on ${r.cpus} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}; 1-minute load average ${loadBefore.toFixed(1)} before and ${(os.loadavg()[0] ?? 0).toFixed(1)} after. The machine was shared with other work (other helpers' tests and builds): the figures are pessimistic.`,
-    `Command: \`BENCH_WRITE_RESULTS=1 npm run bench:programs\` (env: \`BENCH_PROGRAM_LAMPS=${r.lamps}\`, \`BENCH_PUSH_BATCH=${r.pushBatch}\`, \`BENCH_SIM_CLIENTS=${SIM_CLIENTS}\`${COMMAND_TIMEOUT_S ? `, \`BENCH_COMMAND_TIMEOUT_S=${COMMAND_TIMEOUT_S}\`` : ''}; commands time out after ${r.commandTimeoutS} s).`,
+    `Command: \`BENCH_WRITE_RESULTS=1 npm run bench:programs\` (env: \`BENCH_PROGRAM_LAMPS=${r.lamps}\`, \`BENCH_PUSH_BATCH=${r.pushBatch}\`, \`BENCH_PUSH_CONCURRENCY=${r.pushConcurrency}\`, \`BENCH_SIM_CLIENTS=${SIM_CLIENTS}\`${COMMAND_TIMEOUT_S ? `, \`BENCH_COMMAND_TIMEOUT_S=${COMMAND_TIMEOUT_S}\`` : ''}; commands time out after ${r.commandTimeoutS} s).`,
     `Setup: own database \`${DB_NAME}\`, ${fmt(Number(r.lamps))} lamps at one site (Europe/Amsterdam) on one program (on at sunset, off at sunrise), online and reporting level 0. One workers process (this one): the ProgramScheduler as shipped with its clock set to sunset + 1 ms, the real \`desiredStateSink\` (setDesiredLevels: one \`setState\` command per lamp), the real CommandDispatcher with the config defaults (sweep ${r.sweepMs} ms, ${r.concurrency} concurrent jobs) publishing QoS 1. Ingest in a child process (the replies path: MQTT → ingest → \`commands\` queue → dispatcher); the lamps in another (${SIM_CLIENTS} mqtt.js clients on a shared subscription of \`devices/+/commands\`, answering \`received\` and \`succeeded\` at once). The broker is a Mosquitto 2.0.11 started by the bench on a free port with \`deploy/mosquitto/mosquitto-no-drop.conf\` (\`max_queued_messages 0\`: the default 1000 drops QoS 1 messages for a lagging subscriber). PostgreSQL and Redis are the machine's.`,
     `Baseline (same run): the transport alone, ${fmt(Number(r.lamps))} commands published straight to the broker and every \`succeeded\` reply back, no database, ingest or workers: ${r.baselineS} s.`,
     '',
