@@ -98,6 +98,14 @@ function machineJiffies(): { busy: number; total: number } {
   const total = f.reduce((a, b) => a + b, 0);
   return { busy: total - (f[3] ?? 0) - (f[4] ?? 0), total };
 }
+/**
+ * CPU seconds of each PostgreSQL backend connected to the bench database (workers, ingest, this
+ * process), by pid: what the platform cost PostgreSQL, whatever else loads the machine.
+ */
+async function backendCpu(db: import('../lib/db.js').Db): Promise<Map<number, number>> {
+  const { rows } = await sql<{ pid: number }>`select pid from pg_stat_activity where datname = ${DB_NAME}`.execute(db);
+  return new Map(rows.map((r) => [r.pid, cpuSeconds(r.pid)]));
+}
 /** Peak RSS (VmHWM) of a process in MB. */
 function peakRssMb(pid: number): number {
   try {
@@ -298,6 +306,7 @@ async function main() {
   const cpu0 = process.cpuUsage();
   const machine0 = machineJiffies();
   const child0 = { ingest: cpuSeconds(ingest.proc.pid as number), sim: cpuSeconds(sim.proc.pid as number) };
+  const pg0 = await backendCpu(db);
 
   now = sunset + 1;
   const start = performance.now();
@@ -327,6 +336,9 @@ async function main() {
   const cpu = process.cpuUsage(cpu0);
   const machine1 = machineJiffies();
   const child1 = { ingest: cpuSeconds(ingest.proc.pid as number), sim: cpuSeconds(sim.proc.pid as number) };
+  const pg1 = await backendCpu(db);
+  let pushPgS = 0;
+  for (const [pid, s] of pg1) pushPgS += s - (pg0.get(pid) ?? 0);
   if (prof) {
     const { profile } = await prof.post('Profiler.stop');
     mkdirSync(`${ROOT}bench/out`, { recursive: true });
@@ -380,6 +392,7 @@ async function main() {
       workers: Math.round(((cpu.user + cpu.system) / 1e6) * 10) / 10,
       ingest: Math.round((child1.ingest - child0.ingest) * 10) / 10,
       lamps: Math.round((child1.sim - child0.sim) * 10) / 10,
+      postgres: Math.round(pushPgS * 10) / 10,
       machineBusyPct: Math.round(((machine1.busy - machine0.busy) / (machine1.total - machine0.total)) * 100),
     },
     check,
@@ -442,7 +455,7 @@ function writeResults(
     '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
     `| ${fmt(Number(r.lamps))} | ${s(r.levelsRecordedMs)} | ${s(r.levelsPushedMs)} | ${s(r.allSentMs)} | ${s(r.allSucceededMs)} | ${s(r.allFinalMs)} | ${fmt(r.check.succeeded as number)} | ${fmt(Number(r.commandsPerS))} | ${r.baselineS} s | ${ratioOf(r.allFinalMs)} | ${r.workersPeakRssMb} MB |`,
     '',
-    `Target: ${fmt(Number(r.lamps))} lamps switched (SUCCEEDED) within ${TARGET_S} s on one workers process: ${met ? 'met' : 'missed'}. CPU during the timed phase: workers ${r.cpuS.workers} s, ingest ${r.cpuS.ingest} s, lamps ${r.cpuS.lamps} s; the machine was ${r.cpuS.machineBusyPct} % busy (both cores, PostgreSQL and Mosquitto included). Peak RSS: ingest ${r.ingestPeakRssMb} MB, lamps ${r.simPeakRssMb} MB. ${r.check.attempts === r.check.commands ? 'Each command was sent once' : 'Some commands were sent more than once'} (${fmt(Number(r.check.attempts))} attempts for ${fmt(Number(r.check.commands))} commands), not SUCCEEDED: ${ended.join(', ') || 'none'}; dead letters: ${dead.join(', ') || 'none'}. Progress (s after sunset: sent / succeeded / ended): ${(r.progress as { s: number; sent: number; succeeded: number; ended: number }[]).map((p) => `${p.s}: ${fmt(p.sent)}/${fmt(p.succeeded)}/${fmt(p.ended)}`).join('; ')}.`,
+    `Target: ${fmt(Number(r.lamps))} lamps switched (SUCCEEDED) within ${TARGET_S} s on one workers process: ${met ? 'met' : 'missed'}. CPU during the timed phase: workers ${r.cpuS.workers} s, ingest ${r.cpuS.ingest} s, lamps ${r.cpuS.lamps} s, PostgreSQL (the bench database's backends) ${r.cpuS.postgres} s; the machine was ${r.cpuS.machineBusyPct} % busy (both cores, PostgreSQL and Mosquitto included). Peak RSS: ingest ${r.ingestPeakRssMb} MB, lamps ${r.simPeakRssMb} MB. ${r.check.attempts === r.check.commands ? 'Each command was sent once' : 'Some commands were sent more than once'} (${fmt(Number(r.check.attempts))} attempts for ${fmt(Number(r.check.commands))} commands), not SUCCEEDED: ${ended.join(', ') || 'none'}; dead letters: ${dead.join(', ') || 'none'}. Progress (s after sunset: sent / succeeded / ended): ${(r.progress as { s: number; sent: number; succeeded: number; ended: number }[]).map((p) => `${p.s}: ${fmt(p.sent)}/${fmt(p.succeeded)}/${fmt(p.ended)}`).join('; ')}.`,
     '<!-- bench:programs:end -->',
   ].join('\n');
   const re = /<!-- bench:programs:start -->[\s\S]*<!-- bench:programs:end -->/;
