@@ -15,7 +15,9 @@
 // Baseline, same run: the transport alone — this process publishes one command per lamp straight to
 // the broker (QoS 1) and waits for every `succeeded` reply, no database, no ingest, no workers.
 //
-// Full run: `npm run bench:programs`; smoke: `BENCH_PROGRAM_LAMPS=2000 npm run bench:programs`.
+// Full run: `npm run bench:programs`; smoke: `BENCH_PROGRAM_LAMPS=20000 npm run bench:programs`.
+// BENCH_PUSH_BATCH, BENCH_PUSH_CONCURRENCY override the scheduler's push defaults. The push alone
+// (its SQL, no broker): `npm run bench:programs:push` (bench/programs-push.ts).
 // BENCH_WRITE_RESULTS=1 writes the section of bench/RESULTS.md; BENCH_CPU_PROF=1 writes a CPU
 // profile of this process's timed phase to bench/out/programs.cpuprofile.
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -39,7 +41,13 @@ import { siteLabel } from '../lib/sites.js';
 import { solarDay } from '../lib/solar.js';
 import { migrateToLatest } from '../schema/migrate.js';
 import { CommandDispatcher } from '../workers/commands.js';
-import { type DesiredLevelSink, desiredStateSink, ProgramScheduler } from '../workers/programs.js';
+import {
+  type DesiredLevelSink,
+  desiredStateSink,
+  PUSH_BATCH as PROGRAMS_PUSH_BATCH,
+  PUSH_CONCURRENCY as PROGRAMS_PUSH_CONCURRENCY,
+  ProgramScheduler,
+} from '../workers/programs.js';
 import { benchDeviceId } from './programs-ids.js';
 
 const ROOT = new URL('../', import.meta.url).pathname;
@@ -47,7 +55,9 @@ const PG = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432';
 const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
 const DB_NAME = 'rulr_bench_programs';
 const LAMPS = Number(process.env.BENCH_PROGRAM_LAMPS ?? 100_000);
-const PUSH_BATCH = Number(process.env.BENCH_PUSH_BATCH ?? 1000);
+/** levels per push transaction and push transactions at a time; unset: the scheduler's defaults */
+const PUSH_BATCH = Number(process.env.BENCH_PUSH_BATCH ?? PROGRAMS_PUSH_BATCH);
+const PUSH_CONCURRENCY = Number(process.env.BENCH_PUSH_CONCURRENCY ?? PROGRAMS_PUSH_CONCURRENCY);
 const SIM_CLIENTS = Number(process.env.BENCH_SIM_CLIENTS ?? 4);
 const TIMEOUT_S = Number(process.env.BENCH_TIMEOUT_S ?? 600);
 /** the commands' timeout; unset: COMMANDS_DEFAULT_TIMEOUT_S as shipped */
@@ -87,6 +97,14 @@ function machineJiffies(): { busy: number; total: number } {
   const f = (readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '').split(/\s+/).slice(1).map(Number);
   const total = f.reduce((a, b) => a + b, 0);
   return { busy: total - (f[3] ?? 0) - (f[4] ?? 0), total };
+}
+/**
+ * CPU seconds of each PostgreSQL backend connected to the bench database (workers, ingest, this
+ * process), by pid: what the platform cost PostgreSQL, whatever else loads the machine.
+ */
+async function backendCpu(db: import('../lib/db.js').Db): Promise<Map<number, number>> {
+  const { rows } = await sql<{ pid: number }>`select pid from pg_stat_activity where datname = ${DB_NAME}`.execute(db);
+  return new Map(rows.map((r) => [r.pid, cpuSeconds(r.pid)]));
 }
 /** Peak RSS (VmHWM) of a process in MB. */
 function peakRssMb(pid: number): number {
@@ -259,16 +277,26 @@ async function main() {
   // a minute before sunset: within PROGRAMS_REPLAN_S, so the sunset tick fires with the plan made here
   // (as in production, where the replan timer and the switch point rarely coincide)
   let now = sunset - 60_000;
-  const scheduler = new ProgramScheduler({ db: ctx.db, redis, prefix, logger, sink, clock: () => now, pushBatch: PUSH_BATCH });
+  const scheduler = new ProgramScheduler({
+    db: ctx.db,
+    redis,
+    prefix,
+    logger,
+    sink,
+    clock: () => now,
+    pushBatch: PUSH_BATCH,
+    pushConcurrency: PUSH_CONCURRENCY,
+  });
   // before sunset: plan, the catch-up (all off: what the lamps report, so no command)
   await scheduler.tick();
   firstPush = undefined;
   const before = await sql<{ n: number }>`select count(*)::int as n from commands`.execute(db);
   if (before.rows[0]?.n !== 0) throw new Error(`${before.rows[0]?.n} commands before sunset`);
 
-  let peakRss = process.memoryUsage().rss;
+  // memoryUsage.rss(), not memoryUsage(): that one also gathers heap statistics (2 s of the workers profile at 50 ms)
+  let peakRss = process.memoryUsage.rss();
   const rssTimer = setInterval(() => {
-    peakRss = Math.max(peakRss, process.memoryUsage().rss);
+    peakRss = Math.max(peakRss, process.memoryUsage.rss());
   }, 50);
   const prof = process.env.BENCH_CPU_PROF === '1' ? new Session() : undefined;
   if (prof) {
@@ -279,6 +307,7 @@ async function main() {
   const cpu0 = process.cpuUsage();
   const machine0 = machineJiffies();
   const child0 = { ingest: cpuSeconds(ingest.proc.pid as number), sim: cpuSeconds(sim.proc.pid as number) };
+  const pg0 = await backendCpu(db);
 
   now = sunset + 1;
   const start = performance.now();
@@ -308,6 +337,9 @@ async function main() {
   const cpu = process.cpuUsage(cpu0);
   const machine1 = machineJiffies();
   const child1 = { ingest: cpuSeconds(ingest.proc.pid as number), sim: cpuSeconds(sim.proc.pid as number) };
+  const pg1 = await backendCpu(db);
+  let pushPgS = 0;
+  for (const [pid, s] of pg1) pushPgS += s - (pg0.get(pid) ?? 0);
   if (prof) {
     const { profile } = await prof.post('Profiler.stop');
     mkdirSync(`${ROOT}bench/out`, { recursive: true });
@@ -361,12 +393,14 @@ async function main() {
       workers: Math.round(((cpu.user + cpu.system) / 1e6) * 10) / 10,
       ingest: Math.round((child1.ingest - child0.ingest) * 10) / 10,
       lamps: Math.round((child1.sim - child0.sim) * 10) / 10,
+      postgres: Math.round(pushPgS * 10) / 10,
       machineBusyPct: Math.round(((machine1.busy - machine0.busy) / (machine1.total - machine0.total)) * 100),
     },
     check,
     deadLetters: dead,
     sim: simStats,
     pushBatch: PUSH_BATCH,
+    pushConcurrency: PUSH_CONCURRENCY,
     sweepMs: cfg.COMMANDS_SWEEP_MS,
     concurrency: cfg.COMMANDS_CONCURRENCY,
     cpus: os.availableParallelism(),
@@ -414,7 +448,7 @@ function writeResults(
     '## Lighting programs (`npm run bench:programs`)',
     '',
     `Run ${started.toISOString().slice(0, 16)}Z on ${r.cpus} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}; 1-minute load average ${loadBefore.toFixed(1)} before and ${(os.loadavg()[0] ?? 0).toFixed(1)} after. The machine was shared with other work (other helpers' tests and builds): the figures are pessimistic.`,
-    `Command: \`BENCH_WRITE_RESULTS=1 npm run bench:programs\` (env: \`BENCH_PROGRAM_LAMPS=${r.lamps}\`, \`BENCH_PUSH_BATCH=${r.pushBatch}\`, \`BENCH_SIM_CLIENTS=${SIM_CLIENTS}\`${COMMAND_TIMEOUT_S ? `, \`BENCH_COMMAND_TIMEOUT_S=${COMMAND_TIMEOUT_S}\`` : ''}; commands time out after ${r.commandTimeoutS} s).`,
+    `Command: \`BENCH_WRITE_RESULTS=1 npm run bench:programs\` (env: \`BENCH_PROGRAM_LAMPS=${r.lamps}\`, \`BENCH_PUSH_BATCH=${r.pushBatch}\`, \`BENCH_PUSH_CONCURRENCY=${r.pushConcurrency}\`, \`BENCH_SIM_CLIENTS=${SIM_CLIENTS}\`${COMMAND_TIMEOUT_S ? `, \`BENCH_COMMAND_TIMEOUT_S=${COMMAND_TIMEOUT_S}\`` : ''}; commands time out after ${r.commandTimeoutS} s).`,
     `Setup: own database \`${DB_NAME}\`, ${fmt(Number(r.lamps))} lamps at one site (Europe/Amsterdam) on one program (on at sunset, off at sunrise), online and reporting level 0. One workers process (this one): the ProgramScheduler as shipped with its clock set to sunset + 1 ms, the real \`desiredStateSink\` (setDesiredLevels: one \`setState\` command per lamp), the real CommandDispatcher with the config defaults (sweep ${r.sweepMs} ms, ${r.concurrency} concurrent jobs) publishing QoS 1. Ingest in a child process (the replies path: MQTT → ingest → \`commands\` queue → dispatcher); the lamps in another (${SIM_CLIENTS} mqtt.js clients on a shared subscription of \`devices/+/commands\`, answering \`received\` and \`succeeded\` at once). The broker is a Mosquitto 2.0.11 started by the bench on a free port with \`deploy/mosquitto/mosquitto-no-drop.conf\` (\`max_queued_messages 0\`: the default 1000 drops QoS 1 messages for a lagging subscriber). PostgreSQL and Redis are the machine's.`,
     `Baseline (same run): the transport alone, ${fmt(Number(r.lamps))} commands published straight to the broker and every \`succeeded\` reply back, no database, ingest or workers: ${r.baselineS} s.`,
     '',
@@ -422,7 +456,7 @@ function writeResults(
     '| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |',
     `| ${fmt(Number(r.lamps))} | ${s(r.levelsRecordedMs)} | ${s(r.levelsPushedMs)} | ${s(r.allSentMs)} | ${s(r.allSucceededMs)} | ${s(r.allFinalMs)} | ${fmt(r.check.succeeded as number)} | ${fmt(Number(r.commandsPerS))} | ${r.baselineS} s | ${ratioOf(r.allFinalMs)} | ${r.workersPeakRssMb} MB |`,
     '',
-    `Target: ${fmt(Number(r.lamps))} lamps switched (SUCCEEDED) within ${TARGET_S} s on one workers process: ${met ? 'met' : 'missed'}. CPU during the timed phase: workers ${r.cpuS.workers} s, ingest ${r.cpuS.ingest} s, lamps ${r.cpuS.lamps} s; the machine was ${r.cpuS.machineBusyPct} % busy (both cores, PostgreSQL and Mosquitto included). Peak RSS: ingest ${r.ingestPeakRssMb} MB, lamps ${r.simPeakRssMb} MB. ${r.check.attempts === r.check.commands ? 'Each command was sent once' : 'Some commands were sent more than once'} (${fmt(Number(r.check.attempts))} attempts for ${fmt(Number(r.check.commands))} commands), not SUCCEEDED: ${ended.join(', ') || 'none'}; dead letters: ${dead.join(', ') || 'none'}. Progress (s after sunset: sent / succeeded / ended): ${(r.progress as { s: number; sent: number; succeeded: number; ended: number }[]).map((p) => `${p.s}: ${fmt(p.sent)}/${fmt(p.succeeded)}/${fmt(p.ended)}`).join('; ')}.`,
+    `Target: ${fmt(Number(r.lamps))} lamps switched (SUCCEEDED) within ${TARGET_S} s on one workers process: ${met ? 'met' : 'missed'}. CPU during the timed phase: workers ${r.cpuS.workers} s, ingest ${r.cpuS.ingest} s, lamps ${r.cpuS.lamps} s, PostgreSQL (the bench database's backends) ${r.cpuS.postgres} s; the machine was ${r.cpuS.machineBusyPct} % busy (both cores, PostgreSQL and Mosquitto included). Peak RSS: ingest ${r.ingestPeakRssMb} MB, lamps ${r.simPeakRssMb} MB. ${r.check.attempts === r.check.commands ? 'Each command was sent once' : 'Some commands were sent more than once'} (${fmt(Number(r.check.attempts))} attempts for ${fmt(Number(r.check.commands))} commands), not SUCCEEDED: ${ended.join(', ') || 'none'}; dead letters: ${dead.join(', ') || 'none'}. Progress (s after sunset: sent / succeeded / ended): ${(r.progress as { s: number; sent: number; succeeded: number; ended: number }[]).map((p) => `${p.s}: ${fmt(p.sent)}/${fmt(p.succeeded)}/${fmt(p.ended)}`).join('; ')}.`,
     '<!-- bench:programs:end -->',
   ].join('\n');
   const re = /<!-- bench:programs:start -->[\s\S]*<!-- bench:programs:end -->/;

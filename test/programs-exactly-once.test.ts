@@ -100,6 +100,39 @@ describe('program switch points with two workers processes', () => {
     b.child.kill('SIGKILL');
   }, 60_000);
 
+  it('queue one command per lamp when one process is SIGKILLed mid-push and the other pushes every level', async () => {
+    const orgId = await org(30);
+    await sql`insert into device_states (device_id, org_id, desired, reported, version)
+      select id, org_id, '{"level": 0}', '{"level": 0}', 1 from devices where org_id = ${orgId}`.execute(t.db);
+    const now = String(zonedInstant('2027-06-21', 23 * 60, 'Europe/Amsterdam')); // after sunset: 100
+    const push = { PROGRAMS_FIXED_NOW: now, PROGRAMS_SINK: 'desired-state', PROGRAMS_PUSH_BATCH: '10' };
+    const a = worker({ ...push, PROGRAMS_PUSH_HOLD_MS: '600000' });
+    await a.waitFor(/^pushing 10$/);
+    const queued = () => t.db.selectFrom('commands').select(['device_id', 'status', 'params']).where('org_id', '=', orgId).execute();
+    // A's first batch is written but not committed
+    expect(await queued()).toEqual([]);
+    a.child.kill('SIGKILL');
+    const b = worker(push);
+    for (let i = 0; i < 200; i++) {
+      const { rows } = await sql<{ n: number }>`
+        select count(*)::int as n from program_device_levels where org_id = ${orgId} and pushed_at is not null`.execute(t.db);
+      if (rows[0]?.n === 30) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    // several more ticks of B change nothing
+    const ticks = b.lines.filter((l) => l.startsWith('tick')).length;
+    while (b.lines.filter((l) => l.startsWith('tick')).length < ticks + 5) await new Promise((r) => setTimeout(r, 50));
+    const commands = await queued();
+    expect(commands).toHaveLength(30);
+    expect(new Set(commands.map((c) => c.device_id)).size).toBe(30);
+    expect(new Set(commands.map((c) => `${c.status} ${JSON.stringify(c.params)}`))).toEqual(
+      new Set(['QUEUED {"desired":{"level":100},"version":2,"rampSeconds":0}']),
+    );
+    const states = await t.db.selectFrom('device_states').select(['version', 'pending_dispatch']).where('org_id', '=', orgId).execute();
+    expect(new Set(states.map((s) => `${s.version} ${s.pending_dispatch}`))).toEqual(new Set(['2 true']));
+    b.child.kill('SIGKILL');
+  }, 60_000);
+
   it('fire once when two processes race for the same switch point', async () => {
     const orgId = await org(20);
     const now = String(zonedInstant('2027-06-22', 12 * 60, 'Europe/Amsterdam'));
