@@ -14,7 +14,7 @@
 // Devices: test/support/command-fleet.ts (one mqtt.js connection subscribed to `devices/+/commands`, answering
 // `received` then `succeeded` on each device's reply topic), the same code for the platform and the baseline.
 // Env: BENCH_COMMANDS_SHORT=1 (smoke: 2,000 devices, 500/s, 300 API requests), BENCH_DEVICES, BENCH_RATE,
-// BENCH_API, BENCH_CONCURRENCY, BENCH_WRITE=1 (write the section; a full-size run writes it unless BENCH_WRITE=0).
+// BENCH_API, BENCH_CONCURRENCY, BENCH_CPU_PROF=<dir> (CPU profiles of ingest and workers), BENCH_ROLE_ARGS (more node arguments for them), BENCH_WRITE=1 (write the section; a full-size run writes it unless BENCH_WRITE=0).
 
 import { randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -222,8 +222,12 @@ async function setUp(): Promise<Setup> {
     (r) => r.id,
   );
   log(`${fmt(lamps.length)} lamps seeded; starting ingest, workers, the gateway with its subgraphs, the devices`);
-  const ingest = await startRoleProcess('ingest', 'INGEST_PORT', env);
-  const workers = await startRoleProcess('workers', 'WORKERS_PORT', env);
+  const prof = [
+    ...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []),
+    ...(process.env.BENCH_ROLE_ARGS?.split(' ').filter(Boolean) ?? []),
+  ];
+  const ingest = await startRoleProcess('ingest', 'INGEST_PORT', env, prof);
+  const workers = await startRoleProcess('workers', 'WORKERS_PORT', env, prof);
   const api = await startRoles(cfg, pino({ level: 'warn' }), ['gateway', ...SUBGRAPH_NAMES]);
   const fleet = await new TestFleet(lamps, broker.url).connect();
   const redis = createRedis(REDIS_URL);
