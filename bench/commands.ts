@@ -68,6 +68,59 @@ function rssMb(pid: number | undefined): number {
   }
 }
 
+/** CPU seconds (user + system) a process used so far (Linux /proc; clock ticks of 10 ms). */
+function cpuS(pid: number | undefined): number {
+  try {
+    const f =
+      readFileSync(`/proc/${pid ?? process.pid}/stat`, 'utf8')
+        .split(') ')[1]
+        ?.split(' ') ?? [];
+    return (Number(f[11]) + Number(f[12])) / 100;
+  } catch {
+    return Number.NaN;
+  }
+}
+
+/**
+ * CPU seconds used during a run by ingest, workers and the PostgreSQL backends of the bench's database: the work
+ * per command, much less sensitive to a shared machine than the times. Backends are read at every sample (the
+ * pools close idle ones), each counted from its first sample.
+ */
+class CpuMeter {
+  private readonly start: { ingest: number; workers: number };
+  private readonly backends = new Map<number, { first: number; last: number }>();
+  constructor(
+    private readonly db: Db,
+    private readonly pids: () => { ingest: number | undefined; workers: number | undefined },
+  ) {
+    const p = pids();
+    this.start = { ingest: cpuS(p.ingest), workers: cpuS(p.workers) };
+  }
+  async sample(): Promise<void> {
+    const { rows } = await sql<{ pid: number }>`select pid from pg_stat_activity where datname = ${DB_NAME}`.execute(this.db);
+    for (const { pid } of rows) {
+      const now = cpuS(pid);
+      if (!Number.isFinite(now)) continue;
+      const b = this.backends.get(pid);
+      if (b) b.last = now;
+      else this.backends.set(pid, { first: now, last: now });
+    }
+  }
+  async total(): Promise<Cpu> {
+    await this.sample();
+    const p = this.pids();
+    let pg = 0;
+    for (const b of this.backends.values()) pg += b.last - b.first;
+    return { ingest: cpuS(p.ingest) - this.start.ingest, workers: cpuS(p.workers) - this.start.workers, postgres: pg };
+  }
+}
+
+export interface Cpu {
+  ingest: number;
+  workers: number;
+  postgres: number;
+}
+
 export interface DepthSample {
   /** seconds since the request */
   s: number;
@@ -97,6 +150,7 @@ interface JobRun {
   latencies: number[];
   /** commands granted per second (first to last grant) */
   grantedPerS: number;
+  cpu: Cpu;
 }
 
 interface BareRun {
@@ -119,6 +173,9 @@ async function stageTimes(db: Db, jobId: string): Promise<Stages> {
   const n = (k: string) => Math.round(Number(r[k] ?? Number.NaN));
   return { granted: [n('g50'), n('g99')], sent: [n('s50'), n('s99')], delivered: [n('d50'), n('d99')] };
 }
+
+const cpuText = (c: Cpu, n: number) =>
+  `ingest ${c.ingest.toFixed(1)} s, workers ${c.workers.toFixed(1)} s, PostgreSQL ${c.postgres.toFixed(1)} s (${((1e6 * (c.ingest + c.workers + c.postgres)) / n).toFixed(0)} µs a command)`;
 
 const stagesText = (s: Stages) =>
   `grant → SENT ${fmt(s.granted[0])} / ${fmt(s.granted[1])}, SENT → DELIVERED ${fmt(s.sent[0])} / ${fmt(s.sent[1])}, DELIVERED → SUCCEEDED ${fmt(s.delivered[0])} / ${fmt(s.delivered[1])}`;
@@ -289,8 +346,11 @@ async function gql<T>(s: Setup, query: string, variables: Record<string, unknown
 async function fleetJob(s: Setup, rolloutPerMinute: number | null): Promise<JobRun> {
   const samples: DepthSample[] = [];
   let jobId: string | undefined;
+  const cpu = new CpuMeter(s.db, s.pids);
+  await cpu.sample();
   const t0 = Date.now();
   const sample = async () => {
+    await cpu.sample();
     const counts: Record<string, number> = {};
     if (jobId)
       for (const r of (
@@ -341,7 +401,9 @@ async function fleetJob(s: Setup, rolloutPerMinute: number | null): Promise<JobR
   const grants = rows.map((x) => x.grant.getTime());
   const grantSpan = (Math.max(...grants) - Math.min(...grants)) / 1000;
   const ms = lastDone - t0;
+  const used = await cpu.total();
   return {
+    cpu: used,
     ms,
     perS: (rows.length / ms) * 1000,
     succeeded: rows.length,
@@ -403,12 +465,14 @@ async function main(): Promise<void> {
     const burst = await fleetJob(s, null);
     const lBurst = loadavg()[0] ?? 0;
     log(`job burst: ${fmt(burst.ms)} ms, ${fmt(burst.perS)}/s (${ratio(burst.perS, bareBurst.perS)}); ${stagesText(burst.stages)}`);
+    log(`job burst CPU: ${cpuText(burst.cpu, burst.succeeded)}`);
     await sleep(2000);
     const rated = await fleetJob(s, RATE * 60);
     const lRated = loadavg()[0] ?? 0;
     log(
       `job at ${fmt(RATE)}/s: granted ${fmt(rated.grantedPerS)}/s, grant → SUCCEEDED p50 ${fmt(pct(rated.latencies, 50))} ms, p99 ${fmt(pct(rated.latencies, 99))} ms; ${stagesText(rated.stages)}`,
     );
+    log(`job at ${fmt(RATE)}/s CPU: ${cpuText(rated.cpu, rated.succeeded)}`);
     const bareRated = await bareRoundTrip(DEVICES, RATE);
     log(`bare at ${fmt(RATE)}/s: p50 ${fmt(pct(bareRated.latencies, 50))} ms, p99 ${fmt(pct(bareRated.latencies, 99))} ms`);
     const api = await apiBurst(s, API);
@@ -479,6 +543,7 @@ function writeSection(r: Result): void {
     `| (b) same: p99 (max) | **${fmt(p(q.latencies, 99))} ms** (${fmt(q.latencies.at(-1) ?? Number.NaN)}) | ${fmt(p(r.bareRated.latencies, 99))} ms (${fmt(r.bareRated.latencies.at(-1) ?? Number.NaN)}) | ${ratio(p(q.latencies, 99), p(r.bareRated.latencies, 99))} | p99 < 1,000 ms |`,
     `| where (a)'s time went, p50 / p99 ms | ${stagesText(b.stages)} | | | |`,
     `| where (b)'s time went, p50 / p99 ms | ${stagesText(q.stages)} | | | |`,
+    `| CPU used by (a) / (b) (the work, less sensitive to a shared machine than the times) | ${cpuText(b.cpu, b.succeeded)} / ${cpuText(q.cpu, q.succeeded)} | | | |`,
     `| (c) peak RSS, MB: bench (gateway, subgraphs, devices) / ingest / workers | ${peak.bench} / ${peak.ingest} / ${peak.workers} | | | bounded |`,
     `| secondary: ${fmt(API)} single \`sendCommand\` through the gateway (${CONCURRENCY} in flight) | ${fmt(r.api.requestsPerS)} requests/s; ${fmt(r.api.succeededPerS)} SUCCEEDED/s (${fmt(r.api.succeeded)} SUCCEEDED; load ${r.loads.api.toFixed(1)}) | | | |`,
     '',

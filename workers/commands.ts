@@ -1,4 +1,4 @@
-import { type Job, Worker } from 'bullmq';
+import { type Job, Queue, Worker } from 'bullmq';
 import { sql } from 'kysely';
 import type { MqttClient } from 'mqtt';
 import { type CommandChange, historyEntry, publishCommandChanges, SQL_DELTA } from '../lib/commands.js';
@@ -9,6 +9,7 @@ import {
   encodeCommandMessage,
   encodeGatewayCommandMessage,
   gatewayCommandTopic,
+  isFinalStatus,
   type OnlineJob,
   parseCommandsJob,
   type RepliesJob,
@@ -110,13 +111,20 @@ interface RefusalRow {
   delivered_at: Date | null;
   expires_at: Date;
   lease_until: Date | null;
+  due_at: Date | null;
 }
 
 /** A refused reply's dead-letter reason. */
-type Refusal = 'unknown_command' | 'wrong_device' | 'command_not_sent' | 'command_expired' | 'command_ended';
+type Refusal = 'unknown_command' | 'wrong_device' | 'command_not_sent' | 'command_expired' | 'command_timed_out' | 'command_ended';
+
+/** Oldest waiting and delayed `commands` jobs the sweep reads for {@link CommandDispatcher.waitingReplies}. */
+const HORIZON_SCAN = 50;
+/** Slack for replies in jobs the scan did not reach: ingest hands a batch over within this of receiving it, ms. */
+const HORIZON_SLACK_MS = 1000;
 
 export class CommandDispatcher {
   private worker?: Worker;
+  private queue?: Queue;
   private timer?: NodeJS.Timeout;
   private sweeping?: Promise<unknown>;
   private closed = false;
@@ -366,6 +374,7 @@ export class CommandDispatcher {
         as r(id, device_id, received, status, result, error, delivered, final)
       where c.id = locked.id and c.id = r.id and c.org_id = ${orgId} and c.device_id = r.device_id
         and c.status in ('QUEUED', 'SENT') and c.lease_until is not null and c.delivered_at is null and c.expires_at > r.received
+        and (c.due_at is null or c.due_at > r.received)
       returning c.id, c.org_id, c.device_id, c.status, c.job_id`.execute(this.o.db);
     return new Map(rows.map((r) => [r.id, r]));
   }
@@ -395,6 +404,7 @@ export class CommandDispatcher {
               as r(id, device_id, received, entry)
             where c.id = locked.id and c.id = r.id and c.org_id = ${orgId} and c.device_id = r.device_id
               and c.status in ('QUEUED', 'SENT') and c.lease_until is not null and c.delivered_at is null and c.expires_at > r.received
+              and (c.due_at is null or c.due_at > r.received)
             returning c.id, c.org_id, c.device_id, c.status, c.job_id`.execute(this.o.db);
       for (const r of rows) out.set(r.id, r);
     }
@@ -415,7 +425,7 @@ export class CommandDispatcher {
               as r(id, device_id, received, status, result, error, delivered, final)
             where c.id = locked.id and c.id = r.id and c.org_id = ${orgId} and c.device_id = r.device_id
               and c.status in ('QUEUED', 'SENT', 'DELIVERED') and c.lease_until is not null
-              and (c.delivered_at is not null or c.expires_at > r.received)
+              and (c.delivered_at is not null or c.expires_at > r.received) and (c.due_at is null or c.due_at > r.received)
             returning c.id, c.org_id, c.device_id, c.status, c.job_id`.execute(this.o.db);
       for (const r of rows) out.set(r.id, r);
     }
@@ -437,7 +447,7 @@ export class CommandDispatcher {
   private async refusalRows(ids: readonly string[]): Promise<Map<string, RefusalRow>> {
     if (!ids.length) return new Map();
     const { rows } = await sql<RefusalRow & { id: string }>`
-      select id, org_id, device_id, status, delivered_at, expires_at, lease_until from commands where id = any(${[...ids]}::uuid[])`.execute(
+      select id, org_id, device_id, status, delivered_at, expires_at, lease_until, due_at from commands where id = any(${[...ids]}::uuid[])`.execute(
       this.o.db,
     );
     return new Map(rows.map((r) => [r.id, r]));
@@ -459,6 +469,11 @@ export class CommandDispatcher {
     if (c.status === 'EXPIRED' || (!c.delivered_at && c.expires_at <= received))
       return refused('command_expired', `command ${reply.id} expired at ${c.expires_at.toISOString()}`);
     if (c.status === 'QUEUED' && !c.lease_until) return refused('command_not_sent', `command ${reply.id} was not sent yet`);
+    if (!isFinalStatus(c.status) && c.due_at && c.due_at <= received)
+      return refused(
+        'command_timed_out',
+        `command ${reply.id} timed out at ${c.due_at.toISOString()}; the reply reached the platform at ${received.toISOString()}`,
+      );
     return refused('command_ended', `command ${reply.id} is already ${c.status}`);
   }
 
@@ -504,10 +519,13 @@ export class CommandDispatcher {
   async sweep(): Promise<{ ended: number; dispatched: number; more: boolean }> {
     const at = new Date();
     const iso = at.toISOString();
+    // a command with a reply waiting is judged when the reply is applied; the others at the horizon
+    const waiting = await this.waitingReplies(at.getTime());
+    const judged = new Date(waiting.horizon);
     const { rows: ended } = await sql<ChangeRow>`
       with due as (
-        select id, (delivered_at is null and expires_at <= ${at}) as expired from commands
-        where due_at <= ${at} and status in ('QUEUED', 'SENT', 'DELIVERED')
+        select id, (delivered_at is null and expires_at <= ${judged}) as expired from commands
+        where due_at <= ${judged} and status in ('QUEUED', 'SENT', 'DELIVERED') and id <> all(${[...waiting.commands]}::uuid[])
         order by due_at limit 1000 for update skip locked
       )
       update commands c set status = case when due.expired then 'EXPIRED' else 'FAILED' end,
@@ -541,11 +559,45 @@ export class CommandDispatcher {
     return { ended: ended.length, dispatched, more: pending.length >= (this.o.sweepBatch ?? 5000) };
   }
 
+  /**
+   * What the sweep must not judge yet: the commands named by device replies still waiting in the `commands`
+   * queue (active, waiting, or delayed for a retry), and a horizon before which every other waiting reply
+   * reached ingest (`now` when the read saw them all). The sweep times out and expires the other commands whose
+   * due time is before the horizon, and leaves the named ones to the apply, which judges each reply by its
+   * `receivedAt` (the reply contract): under queue lag (a burst, a restarted worker) a command whose device
+   * answered in time is not failed while its answer waits. Reads the active jobs and the {@link HORIZON_SCAN}
+   * oldest waiting and delayed ones; when more wait, the unread ones are newer, and the horizon is kept
+   * {@link HORIZON_SLACK_MS} before the newest read (every timeout then waits for the queue to catch up).
+   */
+  async waitingReplies(now: number): Promise<{ horizon: number; commands: Set<string> }> {
+    this.queue ??= new Queue(COMMANDS_QUEUE, { connection: this.o.redis, prefix: queuePrefix(this.o.prefix) });
+    const [active, waiting, delayed] = await Promise.all([
+      this.queue.getActive(0, 999),
+      this.queue.getWaiting(0, HORIZON_SCAN - 1),
+      this.queue.getDelayed(0, HORIZON_SCAN - 1),
+    ]);
+    let horizon = now;
+    const commands = new Set<string>();
+    for (const list of [waiting, delayed])
+      if (list.length >= HORIZON_SCAN) horizon = Math.min(horizon, Math.max(...list.map((j) => j?.timestamp ?? 0)) - HORIZON_SLACK_MS);
+    for (const j of [...active, ...waiting, ...delayed]) {
+      if (j?.name !== 'replies') continue;
+      try {
+        const { job } = parseCommandsJob(j.name, j.data);
+        if (job.name === 'replies') for (const r of job.data.replies) commands.add(r.reply.id);
+      } catch {
+        // a corrupt job fails on its own; it holds no reply that can be applied
+      }
+    }
+    return { horizon, commands };
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
     await this.sweeping;
     await this.worker?.close();
+    await this.queue?.close();
   }
 }
 
