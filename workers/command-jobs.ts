@@ -275,7 +275,7 @@ export class CommandJobRunner {
     if (s.released.length) {
       try {
         this.queue ??= new Queue(COMMANDS_QUEUE, { connection: this.o.redis, prefix: queuePrefix(this.o.prefix) });
-        await this.queue.addBulk(dispatchJobs(s.orgId, s.released));
+        await this.queue.addBulk(dispatchJobs(s.orgId, s.released, { inOrder: true }));
       } catch (err) {
         warn('dispatch jobs not added (the sweep sends the commands)')(err);
       }
