@@ -447,6 +447,8 @@ interface Result {
   started: Date;
   load: number[];
   bareBurst: BareRun;
+  /** the two bare bursts, before and after the job, ms */
+  bareMs: [number, number];
   burst: JobRun;
   rated: JobRun;
   bareRated: BareRun;
@@ -458,11 +460,14 @@ async function main(): Promise<void> {
   const started = new Date();
   const load0 = loadavg()[0] ?? 0;
   log(`${COMMAND}: ${fmt(DEVICES)} devices, ${fmt(RATE)}/s, ${fmt(API)} API requests; load average ${load0.toFixed(2)}`);
-  const bareBurst = await bareRoundTrip(DEVICES, null);
-  log(`bare burst: ${fmt(bareBurst.ms)} ms, ${fmt(bareBurst.perS)}/s`);
   const s = await setUp();
   try {
+    // the baseline right before and right after the job, the faster counted: on a shared machine the load moves
+    const bareBefore = await bareRoundTrip(DEVICES, null);
     const burst = await fleetJob(s, null);
+    const bareAfter = await bareRoundTrip(DEVICES, null);
+    const bareBurst = bareBefore.ms <= bareAfter.ms ? bareBefore : bareAfter;
+    log(`bare burst: ${fmt(bareBefore.ms)} ms before the job, ${fmt(bareAfter.ms)} ms after: ${fmt(bareBurst.perS)}/s counted`);
     const lBurst = loadavg()[0] ?? 0;
     log(`job burst: ${fmt(burst.ms)} ms, ${fmt(burst.perS)}/s (${ratio(burst.perS, bareBurst.perS)}); ${stagesText(burst.stages)}`);
     log(`job burst CPU: ${cpuText(burst.cpu, burst.succeeded)}`);
@@ -482,6 +487,7 @@ async function main(): Promise<void> {
       started,
       load: [load0, loadavg()[0] ?? 0],
       bareBurst,
+      bareMs: [bareBefore.ms, bareAfter.ms],
       burst,
       rated,
       bareRated,
@@ -529,6 +535,7 @@ function writeSection(r: Result): void {
   const q = r.rated;
   const p = (l: number[], n: number) => pct(l, n);
   const peak = peakRss([...b.samples, ...q.samples]);
+  const bareNote = `the faster of two, right before and right after the job: ${fmt(r.bareMs[0])} / ${fmt(r.bareMs[1])} ms`;
   const section = [
     '<!-- commands:start -->',
     '## Commands (`npm run bench:commands`)',
@@ -538,7 +545,7 @@ function writeSection(r: Result): void {
     '',
     '| measure | RULR (sendSiteCommand → job runner → dispatcher → MQTT → device → ingest → workers) | bare mqtt.js (same run) | ratio | target |',
     '| --- | ---: | ---: | ---: | --- |',
-    `| (a) ${fmt(DEVICES)}-device site job, request → all SUCCEEDED | ${fmt(b.ms)} ms, **${fmt(b.perS)} commands/s** | ${fmt(r.bareBurst.ms)} ms, ${fmt(r.bareBurst.perS)}/s | **${ratio(b.perS, r.bareBurst.perS)}** | ≥ 0.50× |`,
+    `| (a) ${fmt(DEVICES)}-device site job, request → all SUCCEEDED | ${fmt(b.ms)} ms, **${fmt(b.perS)} commands/s** | ${fmt(r.bareBurst.ms)} ms, ${fmt(r.bareBurst.perS)}/s (${bareNote}) | **${ratio(b.perS, r.bareBurst.perS)}** | ≥ 0.50× |`,
     `| (b) fixed rate (\`rolloutPerMinute\` ${fmt(RATE * 60)}, granted ${fmt(q.grantedPerS)}/s): p50 grant → SUCCEEDED | ${fmt(p(q.latencies, 50))} ms | ${fmt(p(r.bareRated.latencies, 50))} ms (publish on schedule → succeeded) | ${ratio(p(q.latencies, 50), p(r.bareRated.latencies, 50))} | |`,
     `| (b) same: p99 (max) | **${fmt(p(q.latencies, 99))} ms** (${fmt(q.latencies.at(-1) ?? Number.NaN)}) | ${fmt(p(r.bareRated.latencies, 99))} ms (${fmt(r.bareRated.latencies.at(-1) ?? Number.NaN)}) | ${ratio(p(q.latencies, 99), p(r.bareRated.latencies, 99))} | p99 < 1,000 ms |`,
     `| where (a)'s time went, p50 / p99 ms | ${stagesText(b.stages)} | | | |`,

@@ -97,6 +97,8 @@ export interface JobStep {
   queued: CommandChange[];
   changed: boolean;
   progress: JobProgress;
+  /** the job has a rollout rate */
+  rated: boolean;
   /** RUNNING with a rollout rate and targets not released yet */
   rolling: boolean;
 }
@@ -213,8 +215,9 @@ export class CommandJobRunner {
             completed_at = case when ${status} in ('COMPLETED', 'ABORTED') and completed_at is null then ${now}::timestamptz else completed_at end,
             settled_at = case when ${settled} then ${now}::timestamptz else null end
           where id = ${jobId}`.execute(tx);
-      const rolling = status === 'RUNNING' && job.rollout_per_minute !== null && job.released < job.total;
-      return { id: jobId, orgId, status, released, canceled, queued, changed, progress: p, rolling };
+      const rated = job.rollout_per_minute !== null;
+      const rolling = status === 'RUNNING' && rated && job.released < job.total;
+      return { id: jobId, orgId, status, released, canceled, queued, changed, progress: p, rated, rolling };
     });
   }
 
@@ -275,7 +278,9 @@ export class CommandJobRunner {
     if (s.released.length) {
       try {
         this.queue ??= new Queue(COMMANDS_QUEUE, { connection: this.o.redis, prefix: queuePrefix(this.o.prefix) });
-        await this.queue.addBulk(dispatchJobs(s.orgId, s.released, { inOrder: true }));
+        // a rated job's small steady grants go in order with the replies; a burst's waits behind them, so the
+        // replies that end commands keep draining while thousands are handed to the broker
+        await this.queue.addBulk(dispatchJobs(s.orgId, s.released, { inOrder: s.rated }));
       } catch (err) {
         warn('dispatch jobs not added (the sweep sends the commands)')(err);
       }

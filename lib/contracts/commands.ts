@@ -229,7 +229,7 @@ export const DISPATCH_PRIORITY = 1;
 
 /**
  * `dispatch` jobs, as `Queue.addBulk` takes them (split by {@link MAX_DISPATCH_DEVICES}). `inOrder`: without the
- * priority, in arrival order with the replies. For a fleet job's release (a few jobs of up to 1,000 devices): a
+ * priority, in arrival order with the replies. For a rate-limited fleet job's release (small, steady grants): a
  * granted command then waits for the replies that came before it, not for every reply that comes after, which at a
  * steady rollout never stop (a prioritized job runs only once no other job waits; bench:commands saw grant → SENT
  * grow to seconds at 1,000/s). @default false
