@@ -1,7 +1,8 @@
 // bench:commands: issue 12's benchmark, in one run and one bench/RESULTS.md section.
 //   (a) burst: a fleet job (`sendSiteCommand`, no rollout limit) over BENCH_DEVICES street lights that answer
 //       at once, from the request to the last SUCCEEDED → commands/s; baseline in the same run: the same number
-//       of commands as bare mqtt.js QoS 1 publishes to the same kind of devices, until every `succeeded` reply;
+//       of commands as bare mqtt.js QoS 1 publishes to the same kind of devices, until every `succeeded` reply
+//       (run right before and right after the job, the faster counted: on a shared machine the load moves);
 //   (b) fixed rate: a fleet job over the same devices with `rolloutPerMinute` BENCH_RATE × 60, p50/p99 of
 //       send → SUCCEEDED per command, "send" being the rollout's grant (the command's `created_at`: the tick that
 //       released it), not the broker's PUBACK; baseline: bare mqtt.js at the same fixed rate (latency from the
