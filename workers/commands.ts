@@ -117,6 +117,8 @@ interface RefusalRow {
 /** A refused reply's dead-letter reason. */
 type Refusal = 'unknown_command' | 'wrong_device' | 'command_not_sent' | 'command_expired' | 'command_timed_out' | 'command_ended';
 
+/** Dispatch transactions the sweep runs at once (each on up to 1,000 distinct devices). */
+const SWEEP_PARALLEL = 4;
 /** Oldest waiting and delayed `commands` jobs the sweep reads for {@link CommandDispatcher.waitingReplies}. */
 const HORIZON_SCAN = 50;
 /** Slack for replies in jobs the scan did not reach: ingest hands a batch over within this of receiving it, ms. */
@@ -199,8 +201,13 @@ export class CommandDispatcher {
     return out;
   }
 
-  /** Sends the next command of each online device of `deviceIds` that has none in flight. Returns how many were sent. */
-  async dispatch(orgId: string, deviceIds: readonly string[]): Promise<number> {
+  /**
+   * Sends the next command of each online device of `deviceIds` that has none in flight. Returns how many were sent.
+   * `skipLocked` (the sweep): devices another dispatch holds are left to it. Nothing is lost by that: every path
+   * that queues a command marks the device (`pending_dispatch`) under the same row lock, so a command the holder's
+   * claim cannot see leaves the mark set for the next sweep.
+   */
+  async dispatch(orgId: string, deviceIds: readonly string[], o: { skipLocked?: boolean } = {}): Promise<number> {
     if (!deviceIds.length) return 0;
     const online = await this.onlineOf(deviceIds);
     const lease = this.o.leaseS ?? 30;
@@ -210,7 +217,7 @@ export class CommandDispatcher {
       const { rows: locked } = await sql<{ device_id: string }>`
         with locked as (
           select device_id, pending_dispatch from device_states where org_id = ${orgId} and device_id = any(${deviceIds}::uuid[])
-          order by device_id for update
+          order by device_id for update ${o.skipLocked ? sql`skip locked` : sql``}
         ), cleared as (
           update device_states s set pending_dispatch = false from locked l where s.device_id = l.device_id and l.pending_dispatch
         )
@@ -553,9 +560,15 @@ export class CommandDispatcher {
       if (l) l.push(p.device_id);
       else byOrg.set(p.org_id, [p.device_id]);
     }
+    // chunks of distinct devices, SWEEP_PARALLEL at a time (a fleet job's release marks thousands at once)
+    const chunks: [string, string[]][] = [];
+    for (const [orgId, ids] of byOrg) for (let i = 0; i < ids.length; i += 1000) chunks.push([orgId, ids.slice(i, i + 1000)]);
     let dispatched = 0;
-    for (const [orgId, ids] of byOrg)
-      for (let i = 0; i < ids.length; i += 1000) dispatched += await this.dispatch(orgId, ids.slice(i, i + 1000));
+    for (let i = 0; i < chunks.length; i += SWEEP_PARALLEL)
+      for (const n of await Promise.all(
+        chunks.slice(i, i + SWEEP_PARALLEL).map(([orgId, ids]) => this.dispatch(orgId, ids, { skipLocked: true })),
+      ))
+        dispatched += n;
     return { ended: ended.length, dispatched, more: pending.length >= (this.o.sweepBatch ?? 5000) };
   }
 
