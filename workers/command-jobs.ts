@@ -55,6 +55,12 @@ export interface CommandJobRunnerOptions {
   tickMs?: number;
   /** most devices released per job per tick @default 2000 */
   slice?: number;
+  /**
+   * Tick interval while a job with a rollout rate still has devices to release: its bucket is drawn in smaller,
+   * more frequent grants (a 1,000/s job releases ~250 every 250 ms rather than 1,000 every second), so the
+   * dispatcher sends each grant sooner after it. @default 250 (never more than `tickMs`)
+   */
+  rolloutTickMs?: number;
   /** the rollout's clock (tests step it) @default () => new Date() */
   clock?: () => Date;
 }
@@ -91,6 +97,10 @@ export interface JobStep {
   queued: CommandChange[];
   changed: boolean;
   progress: JobProgress;
+  /** the job has a rollout rate */
+  rated: boolean;
+  /** RUNNING with a rollout rate and targets not released yet */
+  rolling: boolean;
 }
 
 const ruleOf = (j: JobRow): AbortRule | null =>
@@ -119,15 +129,16 @@ export class CommandJobRunner {
   start(): this {
     const loop = () => {
       if (this.closed) return;
-      let again = false;
+      let next = this.o.tickMs ?? 1000;
       this.ticking = this.tick()
         .then((r) => {
-          again = r.more;
+          if (r.more) next = 0;
+          else if (r.rolling) next = Math.min(next, this.o.rolloutTickMs ?? 250);
         })
         .catch((err) => this.o.logger.warn({ err: (err as Error).message }, 'command job tick failed'))
         .finally(() => {
           this.ticking = undefined;
-          if (!this.closed) this.timer = setTimeout(loop, again ? 0 : (this.o.tickMs ?? 1000));
+          if (!this.closed) this.wait(loop, Date.now() + next);
         });
     };
     this.timer = setTimeout(loop, 0);
@@ -135,22 +146,55 @@ export class CommandJobRunner {
   }
 
   /**
-   * Steps every job that is not settled (oldest step first). `more` is true when a job released a
-   * full slice without a rate limit (the next tick follows at once).
+   * Waits until `until` for the next tick, but looks every `rolloutTickMs` for a job with devices still to release
+   * (one indexed query on the few unsettled jobs) and ticks at once when there is one: a new job starts within
+   * 250 ms of `sendSiteCommand` instead of up to a whole `tickMs`.
    */
-  async tick(now = (this.o.clock ?? (() => new Date()))()): Promise<{ steps: JobStep[]; more: boolean }> {
+  private wait(loop: () => void, until: number): void {
+    const peek = this.o.rolloutTickMs ?? 250;
+    const left = until - Date.now();
+    if (left <= peek) {
+      this.timer = setTimeout(loop, Math.max(0, left));
+      return;
+    }
+    this.timer = setTimeout(() => {
+      if (this.closed) return;
+      this.ticking = sql<{ id: string }>`
+        select id from command_jobs where settled_at is null and status = 'RUNNING' and released < total limit 1`
+        .execute(this.o.db)
+        .then(
+          (r) => r.rows.length > 0,
+          () => false,
+        )
+        .then((releasable) => {
+          this.ticking = undefined;
+          if (this.closed) return;
+          if (releasable) loop();
+          else this.wait(loop, until);
+        });
+    }, peek);
+  }
+
+  /**
+   * Steps every job that is not settled (oldest step first). `more` is true when a job released a
+   * full slice without a rate limit (the next tick follows at once); `rolling` when a running job with a
+   * rollout rate has devices left to release (the next tick after `rolloutTickMs`).
+   */
+  async tick(now = (this.o.clock ?? (() => new Date()))()): Promise<{ steps: JobStep[]; more: boolean; rolling: boolean }> {
     const { rows } = await sql<{ id: string; org_id: string }>`
       select id, org_id from command_jobs where settled_at is null order by updated_at limit 500`.execute(this.o.db);
     const steps: JobStep[] = [];
     let more = false;
+    let rolling = false;
     for (const j of rows) {
       const s = await this.step(j.org_id, j.id, now);
       if (!s) continue;
       steps.push(s);
       if (s.released.length >= (this.o.slice ?? RELEASE_SLICE)) more = true;
+      if (s.rolling) rolling = true;
       await this.afterStep(s);
     }
-    return { steps, more };
+    return { steps, more, rolling };
   }
 
   /** One job's step in one transaction; null when another replica holds it or it is settled. */
@@ -201,7 +245,9 @@ export class CommandJobRunner {
             completed_at = case when ${status} in ('COMPLETED', 'ABORTED') and completed_at is null then ${now}::timestamptz else completed_at end,
             settled_at = case when ${settled} then ${now}::timestamptz else null end
           where id = ${jobId}`.execute(tx);
-      return { id: jobId, orgId, status, released, canceled, queued, changed, progress: p };
+      const rated = job.rollout_per_minute !== null;
+      const rolling = status === 'RUNNING' && rated && job.released < job.total;
+      return { id: jobId, orgId, status, released, canceled, queued, changed, progress: p, rated, rolling };
     });
   }
 
@@ -262,7 +308,9 @@ export class CommandJobRunner {
     if (s.released.length) {
       try {
         this.queue ??= new Queue(COMMANDS_QUEUE, { connection: this.o.redis, prefix: queuePrefix(this.o.prefix) });
-        await this.queue.addBulk(dispatchJobs(s.orgId, s.released));
+        // a rated job's small steady grants go in order with the replies; a burst's waits behind them, so the
+        // replies that end commands keep draining while thousands are handed to the broker
+        await this.queue.addBulk(dispatchJobs(s.orgId, s.released, { inOrder: s.rated }));
       } catch (err) {
         warn('dispatch jobs not added (the sweep sends the commands)')(err);
       }

@@ -1,4 +1,4 @@
-import { type Job, Worker } from 'bullmq';
+import { type Job, Queue, Worker } from 'bullmq';
 import { sql } from 'kysely';
 import type { MqttClient } from 'mqtt';
 import { type CommandChange, historyEntry, publishCommandChanges, SQL_DELTA } from '../lib/commands.js';
@@ -9,6 +9,7 @@ import {
   encodeCommandMessage,
   encodeGatewayCommandMessage,
   gatewayCommandTopic,
+  isFinalStatus,
   type OnlineJob,
   parseCommandsJob,
   type RepliesJob,
@@ -17,7 +18,7 @@ import {
 } from '../lib/contracts/commands.js';
 import { statusKey } from '../lib/contracts/device-state.js';
 import { queuePrefix } from '../lib/contracts/queues.js';
-import { type Db, type Tx, withTenant } from '../lib/db.js';
+import { type Db, withTenant } from '../lib/db.js';
 import type { Logger } from '../lib/logger.js';
 import { counter } from '../lib/metrics.js';
 import type { Redis } from '../lib/redis.js';
@@ -91,6 +92,15 @@ interface ChangeRow {
   job_id: string | null;
 }
 
+/**
+ * A `locked` CTE that locks the commands `ids` in id order; the statement joins it (`from locked … where c.id =
+ * locked.id`). Every multi-row update of commands by the dispatcher (SENT after PUBACK, a batch's replies, whose
+ * `received` may be in one job and its result in a concurrent one) takes its row locks in this one order and so
+ * never deadlocks, in one statement (no transaction round trips: on a loaded database those are what cost).
+ */
+const lockedInIdOrder = (ids: readonly string[]) =>
+  sql`locked as (select id from commands where id = any(${[...ids]}::uuid[]) order by id for update)`;
+
 const toChange = (r: ChangeRow): CommandChange => ({ id: r.id, orgId: r.org_id, deviceId: r.device_id, status: r.status, jobId: r.job_id });
 
 /** What deciding a refusal reads of a command. */
@@ -101,13 +111,22 @@ interface RefusalRow {
   delivered_at: Date | null;
   expires_at: Date;
   lease_until: Date | null;
+  due_at: Date | null;
 }
 
 /** A refused reply's dead-letter reason. */
-type Refusal = 'unknown_command' | 'wrong_device' | 'command_not_sent' | 'command_expired' | 'command_ended';
+type Refusal = 'unknown_command' | 'wrong_device' | 'command_not_sent' | 'command_expired' | 'command_timed_out' | 'command_ended';
+
+/** Dispatch transactions the sweep runs at once (each on up to 1,000 distinct devices). */
+const SWEEP_PARALLEL = 4;
+/** Oldest waiting and delayed `commands` jobs the sweep reads for {@link CommandDispatcher.waitingReplies}. */
+const HORIZON_SCAN = 50;
+/** Slack for replies in jobs the scan did not reach: ingest hands a batch over within this of receiving it, ms. */
+const HORIZON_SLACK_MS = 1000;
 
 export class CommandDispatcher {
   private worker?: Worker;
+  private queue?: Queue;
   private timer?: NodeJS.Timeout;
   private sweeping?: Promise<unknown>;
   private closed = false;
@@ -182,8 +201,13 @@ export class CommandDispatcher {
     return out;
   }
 
-  /** Sends the next command of each online device of `deviceIds` that has none in flight. Returns how many were sent. */
-  async dispatch(orgId: string, deviceIds: readonly string[]): Promise<number> {
+  /**
+   * Sends the next command of each online device of `deviceIds` that has none in flight. Returns how many were sent.
+   * `skipLocked` (the sweep): devices another dispatch holds are left to it. Nothing is lost by that: every path
+   * that queues a command marks the device (`pending_dispatch`) under the same row lock, so a command the holder's
+   * claim cannot see leaves the mark set for the next sweep.
+   */
+  async dispatch(orgId: string, deviceIds: readonly string[], o: { skipLocked?: boolean } = {}): Promise<number> {
     if (!deviceIds.length) return 0;
     const online = await this.onlineOf(deviceIds);
     const lease = this.o.leaseS ?? 30;
@@ -191,11 +215,15 @@ export class CommandDispatcher {
       // The row locks serialize dispatch per device across replicas; the claim below is a separate
       // statement so its snapshot sees every claim committed before the locks were granted.
       const { rows: locked } = await sql<{ device_id: string }>`
-        select device_id from device_states where org_id = ${orgId} and device_id = any(${deviceIds}::uuid[])
-        order by device_id for update`.execute(tx);
+        with locked as (
+          select device_id, pending_dispatch from device_states where org_id = ${orgId} and device_id = any(${deviceIds}::uuid[])
+          order by device_id for update ${o.skipLocked ? sql`skip locked` : sql``}
+        ), cleared as (
+          update device_states s set pending_dispatch = false from locked l where s.device_id = l.device_id and l.pending_dispatch
+        )
+        select device_id from locked`.execute(tx);
       if (!locked.length) return [];
       const all = locked.map((r) => r.device_id);
-      await sql`update device_states set pending_dispatch = false where device_id = any(${all}::uuid[]) and pending_dispatch`.execute(tx);
       const off = all.filter((id) => !online.has(id));
       if (off.length)
         await sql`update commands set lease_until = null
@@ -235,18 +263,16 @@ export class CommandDispatcher {
     }
     if (sent.length) {
       const at = new Date();
-      const { rows } = await this.inIdOrder(
-        sent.map((r) => r.c.id),
-        (tx) =>
-          sql<ChangeRow>`
+      const ids = sent.map((r) => r.c.id);
+      const { rows } = await sql<ChangeRow>`
+        with ${lockedInIdOrder(ids)}
         update commands c set status = case when c.status = 'QUEUED' then 'SENT' else c.status end,
           sent_at = ${at}, updated_at = ${at},
           due_at = case when c.status = 'QUEUED' then least(c.expires_at, ${at}::timestamptz + c.timeout_s * interval '1 second') else c.due_at end,
           history = c.history || jsonb_build_array(jsonb_build_object('status', 'SENT', 'at', ${at.toISOString()}::text, 'evidence', e.ev))
-        from unnest(${sent.map((r) => r.c.id)}::uuid[], ${sent.map((r) => JSON.stringify(r.evidence))}::jsonb[]) as e(id, ev)
-        where c.id = e.id and c.sent_at is null and c.status not in ('EXPIRED', 'CANCELED')
-        returning c.id, c.org_id, c.device_id, c.status, c.job_id`.execute(tx),
-      );
+        from locked, unnest(${ids}::uuid[], ${sent.map((r) => JSON.stringify(r.evidence))}::jsonb[]) as e(id, ev)
+        where c.id = locked.id and c.id = e.id and c.sent_at is null and c.status not in ('EXPIRED', 'CANCELED')
+        returning c.id, c.org_id, c.device_id, c.status, c.job_id`.execute(this.o.db);
       await this.changed(rows.filter((r) => r.status === 'SENT'));
     }
     if (failed.length) throw new Error(`${failed.length} command publishes failed`);
@@ -270,18 +296,6 @@ export class CommandDispatcher {
             evidence: { broker: 'PUBACK', topic, qos: 1, ...(packet?.messageId !== undefined ? { messageId: packet.messageId } : {}) },
           });
       });
-    });
-  }
-
-  /**
-   * Runs `fn` in a transaction that first locks the commands `ids` in id order: the multi-row
-   * updates of concurrent jobs (a command's `received` in one ingest batch, its result in the next;
-   * SENT after PUBACK) then take their row locks in one order and never deadlock.
-   */
-  private inIdOrder<T>(ids: readonly string[], fn: (tx: Tx) => Promise<T>): Promise<T> {
-    return this.o.db.transaction().execute(async (tx) => {
-      await sql`select 1 from commands where id = any(${[...ids]}::uuid[]) order by id for update`.execute(tx);
-      return fn(tx);
     });
   }
 
@@ -341,7 +355,7 @@ export class CommandDispatcher {
     }
     await this.changed(changes);
     const freed = [...new Set(changes.filter((c) => c.status !== 'DELIVERED').map((c) => c.device_id))];
-    if (freed.length) await this.dispatch(job.orgId, freed);
+    if (freed.length) await this.dispatch(job.orgId, await this.waiting(freed));
   }
 
   /**
@@ -355,22 +369,20 @@ export class CommandDispatcher {
         historyEntry(status, at, { reply: item.reply.status, topic: item.topic, receivedAt: new Date(item.receivedAt).toISOString() }),
       );
     const statusOf = (i: ReplyItem) => (i.reply.status === 'succeeded' ? 'SUCCEEDED' : 'FAILED');
-    const { rows } = await this.inIdOrder(
-      pairs.map((p) => p.received.reply.id),
-      (tx) =>
-        sql<ChangeRow>`
+    const { rows } = await sql<ChangeRow>`
+      with ${lockedInIdOrder(pairs.map((p) => p.received.reply.id))}
       update commands c set status = r.status, delivered_at = ${at}, completed_at = ${at}, updated_at = ${at}, due_at = null,
         result = r.result, error = r.error, history = c.history || jsonb_build_array(r.delivered, r.final)
-      from unnest(${pairs.map((p) => p.received.reply.id)}::uuid[], ${pairs.map((p) => p.received.deviceId)}::uuid[],
+      from locked, unnest(${pairs.map((p) => p.received.reply.id)}::uuid[], ${pairs.map((p) => p.received.deviceId)}::uuid[],
                   ${pairs.map((p) => new Date(p.received.receivedAt).toISOString())}::timestamptz[], ${pairs.map((p) => statusOf(p.final))}::text[],
                   ${pairs.map((p) => (p.final.reply.result === undefined ? null : JSON.stringify(p.final.reply.result)))}::jsonb[],
                   ${pairs.map((p) => (p.final.reply.status === 'failed' ? (p.final.reply.error ?? 'failed') : null))}::text[],
                   ${pairs.map((p) => entry(p.received, 'DELIVERED'))}::jsonb[], ${pairs.map((p) => entry(p.final, statusOf(p.final)))}::jsonb[])
         as r(id, device_id, received, status, result, error, delivered, final)
-      where c.id = r.id and c.org_id = ${orgId} and c.device_id = r.device_id
+      where c.id = locked.id and c.id = r.id and c.org_id = ${orgId} and c.device_id = r.device_id
         and c.status in ('QUEUED', 'SENT') and c.lease_until is not null and c.delivered_at is null and c.expires_at > r.received
-      returning c.id, c.org_id, c.device_id, c.status, c.job_id`.execute(tx),
-    );
+        and (c.due_at is null or c.due_at > r.received)
+      returning c.id, c.org_id, c.device_id, c.status, c.job_id`.execute(this.o.db);
     return new Map(rows.map((r) => [r.id, r]));
   }
 
@@ -386,54 +398,63 @@ export class CommandDispatcher {
         historyEntry(status, at, { reply: item.reply.status, topic: item.topic, receivedAt: new Date(item.receivedAt).toISOString() }),
       );
     const receivedAt = (list: readonly ReplyItem[]) => list.map((i) => new Date(i.receivedAt).toISOString());
-    return this.inIdOrder(
-      items.map((i) => i.reply.id),
-      async (tx) => {
-        const out = new Map<string, ChangeRow>();
-        const received = items.filter((i) => i.reply.status === 'received');
-        if (received.length) {
-          const { rows } = await sql<ChangeRow>`
+    const out = new Map<string, ChangeRow>();
+    const received = items.filter((i) => i.reply.status === 'received');
+    if (received.length) {
+      const { rows } = await sql<ChangeRow>`
+            with ${lockedInIdOrder(received.map((i) => i.reply.id))}
             update commands c set status = 'DELIVERED', delivered_at = ${at}, updated_at = ${at},
               due_at = coalesce(c.sent_at, ${at}) + c.timeout_s * interval '1 second',
               history = c.history || jsonb_build_array(r.entry)
-            from unnest(${received.map((i) => i.reply.id)}::uuid[], ${received.map((i) => i.deviceId)}::uuid[],
+            from locked, unnest(${received.map((i) => i.reply.id)}::uuid[], ${received.map((i) => i.deviceId)}::uuid[],
                         ${receivedAt(received)}::timestamptz[], ${received.map((i) => entry(i, 'DELIVERED'))}::jsonb[])
               as r(id, device_id, received, entry)
-            where c.id = r.id and c.org_id = ${orgId} and c.device_id = r.device_id
+            where c.id = locked.id and c.id = r.id and c.org_id = ${orgId} and c.device_id = r.device_id
               and c.status in ('QUEUED', 'SENT') and c.lease_until is not null and c.delivered_at is null and c.expires_at > r.received
-            returning c.id, c.org_id, c.device_id, c.status, c.job_id`.execute(tx);
-          for (const r of rows) out.set(r.id, r);
-        }
-        const final = items.filter((i) => i.reply.status !== 'received');
-        if (final.length) {
-          const statusOf = (i: ReplyItem) => (i.reply.status === 'succeeded' ? 'SUCCEEDED' : 'FAILED');
-          const { rows } = await sql<ChangeRow>`
+              and (c.due_at is null or c.due_at > r.received)
+            returning c.id, c.org_id, c.device_id, c.status, c.job_id`.execute(this.o.db);
+      for (const r of rows) out.set(r.id, r);
+    }
+    const final = items.filter((i) => i.reply.status !== 'received');
+    if (final.length) {
+      const statusOf = (i: ReplyItem) => (i.reply.status === 'succeeded' ? 'SUCCEEDED' : 'FAILED');
+      const { rows } = await sql<ChangeRow>`
+            with ${lockedInIdOrder(final.map((i) => i.reply.id))}
             update commands c set status = r.status, completed_at = ${at}, updated_at = ${at}, due_at = null,
               delivered_at = coalesce(c.delivered_at, ${at}), result = r.result, error = r.error,
               history = c.history || case when c.delivered_at is null then jsonb_build_array(r.delivered) else '[]'::jsonb end
                 || jsonb_build_array(r.final)
-            from unnest(${final.map((i) => i.reply.id)}::uuid[], ${final.map((i) => i.deviceId)}::uuid[], ${receivedAt(final)}::timestamptz[],
+            from locked, unnest(${final.map((i) => i.reply.id)}::uuid[], ${final.map((i) => i.deviceId)}::uuid[], ${receivedAt(final)}::timestamptz[],
                         ${final.map(statusOf)}::text[],
                         ${final.map((i) => (i.reply.result === undefined ? null : JSON.stringify(i.reply.result)))}::jsonb[],
                         ${final.map((i) => (i.reply.status === 'failed' ? (i.reply.error ?? 'failed') : null))}::text[],
                         ${final.map((i) => entry(i, 'DELIVERED'))}::jsonb[], ${final.map((i) => entry(i, statusOf(i)))}::jsonb[])
               as r(id, device_id, received, status, result, error, delivered, final)
-            where c.id = r.id and c.org_id = ${orgId} and c.device_id = r.device_id
+            where c.id = locked.id and c.id = r.id and c.org_id = ${orgId} and c.device_id = r.device_id
               and c.status in ('QUEUED', 'SENT', 'DELIVERED') and c.lease_until is not null
-              and (c.delivered_at is not null or c.expires_at > r.received)
-            returning c.id, c.org_id, c.device_id, c.status, c.job_id`.execute(tx);
-          for (const r of rows) out.set(r.id, r);
-        }
-        return out;
-      },
-    );
+              and (c.delivered_at is not null or c.expires_at > r.received) and (c.due_at is null or c.due_at > r.received)
+            returning c.id, c.org_id, c.device_id, c.status, c.job_id`.execute(this.o.db);
+      for (const r of rows) out.set(r.id, r);
+    }
+    return out;
+  }
+
+  /**
+   * The devices of `ids` with a QUEUED command: the ones a reply freed that have a next command to send. Read
+   * after the reply's commit, so a command queued meanwhile is either seen here or dispatched by its own job
+   * (which then finds the device free).
+   */
+  private async waiting(ids: readonly string[]): Promise<string[]> {
+    const { rows } = await sql<{ device_id: string }>`
+      select distinct device_id from commands where device_id = any(${[...ids]}::uuid[]) and status = 'QUEUED'`.execute(this.o.db);
+    return rows.map((r) => r.device_id);
   }
 
   /** The commands some refused replies name (one query for a round's). */
   private async refusalRows(ids: readonly string[]): Promise<Map<string, RefusalRow>> {
     if (!ids.length) return new Map();
     const { rows } = await sql<RefusalRow & { id: string }>`
-      select id, org_id, device_id, status, delivered_at, expires_at, lease_until from commands where id = any(${[...ids]}::uuid[])`.execute(
+      select id, org_id, device_id, status, delivered_at, expires_at, lease_until, due_at from commands where id = any(${[...ids]}::uuid[])`.execute(
       this.o.db,
     );
     return new Map(rows.map((r) => [r.id, r]));
@@ -455,6 +476,11 @@ export class CommandDispatcher {
     if (c.status === 'EXPIRED' || (!c.delivered_at && c.expires_at <= received))
       return refused('command_expired', `command ${reply.id} expired at ${c.expires_at.toISOString()}`);
     if (c.status === 'QUEUED' && !c.lease_until) return refused('command_not_sent', `command ${reply.id} was not sent yet`);
+    if (!isFinalStatus(c.status) && c.due_at && c.due_at <= received)
+      return refused(
+        'command_timed_out',
+        `command ${reply.id} timed out at ${c.due_at.toISOString()}; the reply reached the platform at ${received.toISOString()}`,
+      );
     return refused('command_ended', `command ${reply.id} is already ${c.status}`);
   }
 
@@ -500,10 +526,13 @@ export class CommandDispatcher {
   async sweep(): Promise<{ ended: number; dispatched: number; more: boolean }> {
     const at = new Date();
     const iso = at.toISOString();
+    // a command with a reply waiting is judged when the reply is applied; the others at the horizon
+    const waiting = await this.waitingReplies(at.getTime());
+    const judged = new Date(waiting.horizon);
     const { rows: ended } = await sql<ChangeRow>`
       with due as (
-        select id, (delivered_at is null and expires_at <= ${at}) as expired from commands
-        where due_at <= ${at} and status in ('QUEUED', 'SENT', 'DELIVERED')
+        select id, (delivered_at is null and expires_at <= ${judged}) as expired from commands
+        where due_at <= ${judged} and status in ('QUEUED', 'SENT', 'DELIVERED') and id <> all(${[...waiting.commands]}::uuid[])
         order by due_at limit 1000 for update skip locked
       )
       update commands c set status = case when due.expired then 'EXPIRED' else 'FAILED' end,
@@ -531,10 +560,49 @@ export class CommandDispatcher {
       if (l) l.push(p.device_id);
       else byOrg.set(p.org_id, [p.device_id]);
     }
+    // chunks of distinct devices, SWEEP_PARALLEL at a time (a fleet job's release marks thousands at once)
+    const chunks: [string, string[]][] = [];
+    for (const [orgId, ids] of byOrg) for (let i = 0; i < ids.length; i += 1000) chunks.push([orgId, ids.slice(i, i + 1000)]);
     let dispatched = 0;
-    for (const [orgId, ids] of byOrg)
-      for (let i = 0; i < ids.length; i += 1000) dispatched += await this.dispatch(orgId, ids.slice(i, i + 1000));
+    for (let i = 0; i < chunks.length; i += SWEEP_PARALLEL)
+      for (const n of await Promise.all(
+        chunks.slice(i, i + SWEEP_PARALLEL).map(([orgId, ids]) => this.dispatch(orgId, ids, { skipLocked: true })),
+      ))
+        dispatched += n;
     return { ended: ended.length, dispatched, more: pending.length >= (this.o.sweepBatch ?? 5000) };
+  }
+
+  /**
+   * What the sweep must not judge yet: the commands named by device replies still waiting in the `commands`
+   * queue (active, waiting, or delayed for a retry), and a horizon before which every other waiting reply
+   * reached ingest (`now` when the read saw them all). The sweep times out and expires the other commands whose
+   * due time is before the horizon, and leaves the named ones to the apply, which judges each reply by its
+   * `receivedAt` (the reply contract): under queue lag (a burst, a restarted worker) a command whose device
+   * answered in time is not failed while its answer waits. Reads the active jobs and the {@link HORIZON_SCAN}
+   * oldest waiting and delayed ones; when more wait, the unread ones are newer, and the horizon is kept
+   * {@link HORIZON_SLACK_MS} before the newest read (every timeout then waits for the queue to catch up).
+   */
+  async waitingReplies(now: number): Promise<{ horizon: number; commands: Set<string> }> {
+    this.queue ??= new Queue(COMMANDS_QUEUE, { connection: this.o.redis, prefix: queuePrefix(this.o.prefix) });
+    const [active, waiting, delayed] = await Promise.all([
+      this.queue.getActive(0, 999),
+      this.queue.getWaiting(0, HORIZON_SCAN - 1),
+      this.queue.getDelayed(0, HORIZON_SCAN - 1),
+    ]);
+    let horizon = now;
+    const commands = new Set<string>();
+    for (const list of [waiting, delayed])
+      if (list.length >= HORIZON_SCAN) horizon = Math.min(horizon, Math.max(...list.map((j) => j?.timestamp ?? 0)) - HORIZON_SLACK_MS);
+    for (const j of [...active, ...waiting, ...delayed]) {
+      if (j?.name !== 'replies') continue;
+      try {
+        const { job } = parseCommandsJob(j.name, j.data);
+        if (job.name === 'replies') for (const r of job.data.replies) commands.add(r.reply.id);
+      } catch {
+        // a corrupt job fails on its own; it holds no reply that can be applied
+      }
+    }
+    return { horizon, commands };
   }
 
   async close(): Promise<void> {
@@ -542,6 +610,7 @@ export class CommandDispatcher {
     if (this.timer) clearTimeout(this.timer);
     await this.sweeping;
     await this.worker?.close();
+    await this.queue?.close();
   }
 }
 

@@ -102,6 +102,8 @@ describe('commands contract', () => {
     // replies are served before waiting dispatch jobs (no priority beats any priority in BullMQ)
     expect(replies.opts.priority).toBeUndefined();
     for (const j of jobs) expect(j.opts.priority).toBe(DISPATCH_PRIORITY);
+    // a fleet job's release goes in arrival order with the replies
+    expect(dispatchJobs(ORG, ids, { inOrder: true }).map((j) => j.opts.priority)).toEqual([undefined, undefined]);
     const online = onlineJob({ orgId: ORG, devices: [{ deviceId: DEV, state: { level: 3 }, at: 5 }] });
     expect(parseCommandsJob(online.name, online.data).job).toEqual({ name: 'online', data: online.data });
   });

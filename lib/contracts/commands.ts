@@ -227,15 +227,21 @@ type Added<N extends CommandsJob['name'], D> = { name: N; data: D; opts: JobsOpt
  */
 export const DISPATCH_PRIORITY = 1;
 
-/** `dispatch` jobs, as `Queue.addBulk` takes them (split by {@link MAX_DISPATCH_DEVICES}). */
-export function dispatchJobs(orgId: string, deviceIds: readonly string[]): Added<'dispatch', DispatchJob>[] {
+/**
+ * `dispatch` jobs, as `Queue.addBulk` takes them (split by {@link MAX_DISPATCH_DEVICES}). `inOrder`: without the
+ * priority, in arrival order with the replies. For a rate-limited fleet job's release (small, steady grants): a
+ * granted command then waits for the replies that came before it, not for every reply that comes after, which at a
+ * steady rollout never stop (a prioritized job runs only once no other job waits; bench:commands saw grant → SENT
+ * grow to seconds at 1,000/s). @default false
+ */
+export function dispatchJobs(orgId: string, deviceIds: readonly string[], o: { inOrder?: boolean } = {}): Added<'dispatch', DispatchJob>[] {
   const unique = [...new Set(deviceIds)];
   const out: Added<'dispatch', DispatchJob>[] = [];
   for (let i = 0; i < unique.length; i += MAX_DISPATCH_DEVICES)
     out.push({
       name: 'dispatch',
       data: { orgId, deviceIds: unique.slice(i, i + MAX_DISPATCH_DEVICES) },
-      opts: { ...COMMANDS_JOB_OPTIONS, priority: DISPATCH_PRIORITY },
+      opts: o.inOrder ? COMMANDS_JOB_OPTIONS : { ...COMMANDS_JOB_OPTIONS, priority: DISPATCH_PRIORITY },
     });
   return out;
 }

@@ -17,11 +17,17 @@ export interface RoleProcess {
 
 /**
  * Starts `rulr start <role>` with `env` over the test's environment and waits until its `/readyz`
- * answers 200. `portVar` names the role's port variable (`WORKERS_PORT`, `INGEST_PORT`).
+ * answers 200. `portVar` names the role's port variable (`WORKERS_PORT`, `INGEST_PORT`); `execArgv` goes to node
+ * before the script (a bench's `--cpu-prof`).
  */
-export async function startRoleProcess(role: string, portVar: string, env: Record<string, string>): Promise<RoleProcess> {
+export async function startRoleProcess(
+  role: string,
+  portVar: string,
+  env: Record<string, string>,
+  execArgv: readonly string[] = [],
+): Promise<RoleProcess> {
   const port = await freePort();
-  const child = spawn(process.execPath, ['--import', 'tsx', MAIN, 'start', role], {
+  const child = spawn(process.execPath, [...execArgv, '--import', 'tsx', MAIN, 'start', role], {
     env: { ...process.env, ...env, [portVar]: String(port) },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
