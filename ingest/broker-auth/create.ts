@@ -37,11 +37,23 @@ export async function createBrokerAuth(ctx: RoleContext, log: Logger) {
     peerFailures: new AttemptLimiter(ctx.redis, `${cfg.REDIS_PREFIX}device-auth:fail:peer`, cfg.DEVICE_AUTH_MAX_FAILURES * 10, window),
     logger: log,
   });
+  // the fleet's credentials in memory before ingest says it is ready, then kept fresh in the background
+  const t0 = performance.now();
+  const ready = credentials.load().then(
+    (n) => log.info({ credentials: n, ms: Math.round(performance.now() - t0) }, 'broker-auth: credential directory loaded'),
+    (e) => log.warn({ err: (e as Error).message }, 'broker-auth: credential directory not loaded (lookups go to the database)'),
+  );
+  void ready.then(() =>
+    credentials.startRefresh((e) => log.warn({ err: e.message }, 'broker-auth: credential refresh failed (entries expire on their TTL)')),
+  );
   return {
     brokerAuth,
     credentials,
+    /** resolves once the credential directory is loaded (or could not be: then lookups go to the database) */
+    ready,
     pool,
     async close() {
+      credentials.close();
       await pool.end().catch(() => undefined);
     },
   };
