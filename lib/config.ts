@@ -327,9 +327,10 @@ export const configSpec = {
     shown: '300',
   },
   DYNSEC_BATCH: {
-    schema: z.coerce.number().int().min(1).max(1000).default(100),
-    description: 'Commands per `$CONTROL/dynamic-security/v1` message.',
-    shown: '100',
+    schema: z.coerce.number().int().min(1).max(1000).optional(),
+    description:
+      'Commands per `$CONTROL/dynamic-security/v1` message. Unset: 500 on Mosquitto 2.1 or newer (it saves its file once per message), 100 on 2.0 (it saves after every command, and a large message stalls the broker).',
+    shown: '(by version)',
   },
   PROVISION_RATE_LIMIT: {
     schema: posInt(10),
