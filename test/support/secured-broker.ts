@@ -31,6 +31,14 @@ export interface SecuredBroker {
   stop(): Promise<void>;
 }
 
+/** Another Mosquitto build than the machine's (bench:auth measures the sync against Mosquitto 2.1 this way). */
+export interface BrokerBuild {
+  /** the broker binary @default `mosquitto` (on PATH) */
+  mosquitto?: string;
+  /** its dynamic-security plugin @default {@link DYNSEC_PLUGIN} */
+  plugin?: string;
+}
+
 /**
  * A private Mosquitto 2 run with the shipped `deploy/mosquitto/mosquitto.conf` (dynamic security,
  * the generated ACL file, anonymous off, TLS on its second listener with certificates from
@@ -38,8 +46,9 @@ export interface SecuredBroker {
  * `mosquitto_ctrl dynsec init`. Only paths and ports are rewritten. The shared broker on 1883 is
  * never touched.
  */
-export async function startSecuredBroker(): Promise<SecuredBroker> {
-  if (!DYNSEC_PLUGIN) throw new Error('mosquitto_dynamic_security.so not found (apt-get install mosquitto)');
+export async function startSecuredBroker(build: BrokerBuild = {}): Promise<SecuredBroker> {
+  const plugin = build.plugin ?? DYNSEC_PLUGIN;
+  if (!plugin) throw new Error('mosquitto_dynamic_security.so not found (apt-get install mosquitto)');
   const dir = mkdtempSync(join(tmpdir(), 'rulr-dynsec-'));
   const [plain, tls] = [await freePort(), await freePort()];
   const adminUsername = 'rulr-dynsec';
@@ -48,7 +57,7 @@ export async function startSecuredBroker(): Promise<SecuredBroker> {
   execFileSync('bash', [DEV_CERTS, join(dir, 'certs')], { stdio: 'ignore' });
   execFileSync('mosquitto_ctrl', ['dynsec', 'init', dynsecFile, adminUsername, adminPassword], { stdio: 'ignore' });
   const conf = readFileSync(join(DEPLOY, 'mosquitto.conf'), 'utf8')
-    .replace(/^plugin \S+$/m, `plugin ${DYNSEC_PLUGIN}`)
+    .replace(/^plugin \S+$/m, `plugin ${plugin}`)
     .replace(/^plugin_opt_config_file \S+$/m, `plugin_opt_config_file ${dynsecFile}`)
     .replace(/^acl_file \S+$/m, `acl_file ${join(DEPLOY, 'acl')}`)
     .replace(/^listener 1883 127\.0\.0\.1$/m, `listener ${plain} 127.0.0.1`)
@@ -65,7 +74,7 @@ export async function startSecuredBroker(): Promise<SecuredBroker> {
   }
   const file = join(dir, 'mosquitto.conf');
   writeFileSync(file, `${conf}\nuser root\n`);
-  const stop = await spawnMosquitto(file, dir, [plain, tls]);
+  const stop = await spawnMosquitto(file, dir, [plain, tls], build.mosquitto);
   return {
     url: `mqtt://127.0.0.1:${plain}`,
     tlsUrl: `mqtts://127.0.0.1:${tls}`,
