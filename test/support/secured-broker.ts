@@ -39,6 +39,12 @@ export interface BrokerBuild {
   plugin?: string;
 }
 
+/** RULR_TEST_MOSQUITTO / RULR_TEST_DYNSEC_PLUGIN: run the broker tests against another build (e.g. Mosquitto 2.1). */
+const fromEnv = (): BrokerBuild => ({
+  ...(process.env.RULR_TEST_MOSQUITTO ? { mosquitto: process.env.RULR_TEST_MOSQUITTO } : {}),
+  ...(process.env.RULR_TEST_DYNSEC_PLUGIN ? { plugin: process.env.RULR_TEST_DYNSEC_PLUGIN } : {}),
+});
+
 /**
  * A private Mosquitto 2 run with the shipped `deploy/mosquitto/mosquitto.conf` (dynamic security,
  * the generated ACL file, anonymous off, TLS on its second listener with certificates from
@@ -46,7 +52,7 @@ export interface BrokerBuild {
  * `mosquitto_ctrl dynsec init`. Only paths and ports are rewritten. The shared broker on 1883 is
  * never touched.
  */
-export async function startSecuredBroker(build: BrokerBuild = {}): Promise<SecuredBroker> {
+export async function startSecuredBroker(build: BrokerBuild = fromEnv()): Promise<SecuredBroker> {
   const plugin = build.plugin ?? DYNSEC_PLUGIN;
   if (!plugin) throw new Error('mosquitto_dynamic_security.so not found (apt-get install mosquitto)');
   const dir = mkdtempSync(join(tmpdir(), 'rulr-dynsec-'));
