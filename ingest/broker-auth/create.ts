@@ -13,7 +13,14 @@ import { SecretVerifier } from './verifier.js';
 export async function createBrokerAuth(ctx: RoleContext, log: Logger) {
   const cfg = ctx.config;
   const pool = createPool(cfg.DATABASE_URL, 2);
-  const credentials = new CredentialDirectory((t, v) => pool.query(t, v), cfg.DEVICE_AUTH_DIRECTORY_TTL_S * 1000);
+  // the directory's load and refresh on a connection of their own: requests never wait behind them
+  const background = createPool(cfg.DATABASE_URL, 1);
+  const credentials = new CredentialDirectory(
+    (t, v) => pool.query(t, v),
+    cfg.DEVICE_AUTH_DIRECTORY_TTL_S * 1000,
+    200_000,
+    (t, v) => background.query(t, v),
+  );
   const verifier = new SecretVerifier({
     redis: ctx.redis,
     prefix: cfg.REDIS_PREFIX,
@@ -55,6 +62,7 @@ export async function createBrokerAuth(ctx: RoleContext, log: Logger) {
     async close() {
       credentials.close();
       await pool.end().catch(() => undefined);
+      await background.end().catch(() => undefined);
     },
   };
 }

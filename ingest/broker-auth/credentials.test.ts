@@ -64,19 +64,30 @@ describe('the credential directory of broker authentication', () => {
     dir.close();
   });
 
-  it('drops at its next refresh a credential revoked without a notice, and keeps the valid ones', async () => {
+  it('drops at its next refresh what was revoked or decommissioned without a notice, and keeps what did not change', async () => {
     const a = await device();
+    const graced = await device();
     const b = await device();
+    const c = await device();
+    // an end with microseconds: the database and the process must agree on it to the millisecond
+    await pool.query(`update device_credentials set expires_at = now() + interval '1 hour 0.123456 second' where id = $1`, [
+      graced.credentialId,
+    ]);
     const dir = new CredentialDirectory(query, 60_000);
     await dir.load();
     await pool.query(`update device_credentials set revoked_at = now() where id = $1`, [b.credentialId]);
-    // no notice: the stale entry is still answered until the refresh
+    await pool.query(`update devices set decommissioned_at = now() where id = $1`, [c.id]);
+    // no notice: the stale entries are still answered until the refresh
     expect((await dir.byUsername(b.username))?.deviceId).toBe(b.id);
+    const held = await dir.byUsername(a.username);
     await dir.refresh();
     const before = statements;
-    expect((await dir.byUsername(a.username))?.deviceId).toBe(a.id);
+    expect(await dir.byUsername(a.username)).toBe(held);
+    expect((await dir.byUsername(graced.username))?.expiresAt).toBeGreaterThan(Date.now());
     expect(statements).toBe(before);
     expect(await dir.byUsername(b.username)).toBeUndefined();
+    expect((await dir.byUsername(c.username))?.decommissioned).toBe(true);
+    expect(statements).toBe(before + 2);
     dir.close();
   });
 
