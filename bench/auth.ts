@@ -9,15 +9,25 @@
 //      connected before), the process is new; every device connects once at BENCH_RATE;
 //    - warm: the fleet keeps connecting at BENCH_RATE for BENCH_DURATION_S (authentication), then
 //      publishes being authorized at BENCH_RATE (authorization, EMQX before 5.8);
+//    - bare: the same server with a handler that reads the body and answers allow at once, just
+//      before the warm runs (the machine's baseline, the ratios in the table are to it);
 //    fixed-rate (open-loop) over BENCH_CONNECTIONS keep-alive connections (EMQX's pool_size 16).
 // 2. The Mosquitto dynamic-security sync: BENCH_SYNC_DEVICES new credentials into an empty
-//    dynamic security of a Mosquitto started here with deploy/mosquitto/mosquitto.conf.
+//    dynamic security of a Mosquitto started here with deploy/mosquitto/mosquitto.conf: the
+//    machine's `mosquitto`, or BENCH_MOSQUITTO (a broker binary) with BENCH_DYNSEC_PLUGIN (its
+//    plugin), e.g. a 2.1 built from source. DYNSEC_BATCH unset: the sync's choice by version.
+//
+// BENCH_PARTS=http or sync runs one part; BENCH_CPU_PROF=<dir> writes the endpoints' CPU
+// profiles; BENCH_TAIL=1 prints where the requests over 20 ms were.
 //
 // Full run (the targets: p99 < 5 ms warm at 5,000/s with 100,000 devices; 10,000 synced < 30 s):
 //   npm run bench:auth
 // Smoke run:
 //   BENCH_DEVICES=2000 BENCH_RATE=1000 BENCH_DURATION_S=5 BENCH_COLD=100 BENCH_SYNC_DEVICES=300 npm run bench:auth
-// A full-size run (100,000 devices) or BENCH_WRITE=1 writes its section of bench/RESULTS.md.
+// Against Mosquitto 2.1 built in <dir> (cmake, outside the project):
+//   BENCH_MOSQUITTO=<dir>/build/src/mosquitto \
+//   BENCH_DYNSEC_PLUGIN=<dir>/build/plugins/dynamic-security/mosquitto_dynamic_security.so npm run bench:auth
+// A full-size run (100,000 devices) or BENCH_WRITE=1 writes its section of bench/RESULTS.md (both parts).
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
