@@ -76,7 +76,7 @@ type Query = (text: string, values: unknown[]) => Promise<{ rows: unknown[] }>;
 /** Most keys one lookup, page of the load or page of the refresh asks the database for. */
 const PAGE = 5000;
 
-/** Keys per query of the background refresh, and the pause between its queries (ms). */
+/** Keys per query of the background refresh, and the least pause between its queries (ms). */
 const REFRESH_PAGE = 1000;
 const REFRESH_PAUSE_MS = 10;
 
@@ -87,8 +87,8 @@ const FP = 'fp:';
  * in-process replica of the valid credentials (an LRU of up to `max`) in front of PostgreSQL, so
  * that a reconnecting fleet is answered from memory.
  *
- * - {@link load} fills it at start (ingest's /readyz waits for it), {@link startRefresh} re-reads
- *   every entry every `ttl / 3` in the background, so no request waits for the database for a
+ * - {@link load} fills it at start (ingest's /readyz waits for it), {@link startRefresh} re-validates
+ *   every entry every `ttl / 3`, spread over `ttl / 4`, in the background, so no request waits for the database for a
  *   credential it holds; the TTL stays the hard bound of a stale entry (a refresh that fails lets
  *   entries expire: unknown credentials are denied, fail closed).
  * - Device-change notices drop the entries of the devices they name (a profile's notice, those of
@@ -254,19 +254,20 @@ export class CredentialDirectory {
     return this.cache.size;
   }
 
-  /** Re-reads every credential it holds every `ttl / 3` (until {@link close}). */
+  /**
+   * Re-validates every credential it holds, a cycle starting every `ttl / 3` (or when the last one
+   * ended, if later) and spread over about `ttl / 4` (until {@link close}).
+   */
   startRefresh(onError?: (e: Error) => void): void {
-    const next = () => {
+    const cycle = async () => {
       if (this.closed) return;
-      this.refreshTimer = setTimeout(() => {
-        this.refresh().then(next, (e) => {
-          onError?.(e as Error);
-          next();
-        });
-      }, this.ttlMs / 3);
+      const started = performance.now();
+      await this.refresh().catch((e) => onError?.(e as Error));
+      this.refreshTimer = setTimeout(() => void cycle(), Math.max(0, this.ttlMs / 3 - (performance.now() - started)));
       this.refreshTimer.unref();
     };
-    next();
+    this.refreshTimer = setTimeout(() => void cycle(), this.ttlMs / 3);
+    this.refreshTimer.unref();
   }
 
   /**
@@ -278,8 +279,11 @@ export class CredentialDirectory {
   async refresh(): Promise<void> {
     const held: [string, CredentialInfo][] = [];
     for (const [k, v] of this.cache.entries()) if (v && !k.startsWith(FP)) held.push([k, v]);
+    // spread over about a quarter of the TTL: a burst of queries competes with the answers for the cores
+    const pages = Math.ceil(held.length / REFRESH_PAGE);
+    const pause = Math.min(1000, Math.max(REFRESH_PAUSE_MS, this.ttlMs / 4 / Math.max(1, pages)));
     for (let i = 0; i < held.length && !this.closed; i += REFRESH_PAGE) {
-      if (i > 0) await new Promise((r) => setTimeout(r, REFRESH_PAUSE_MS));
+      if (i > 0) await new Promise((r) => setTimeout(r, pause));
       const page = held.slice(i, i + REFRESH_PAGE);
       const epoch = this.epoch;
       const { rows } = await this.background(STALE, [page.map(([k]) => k), page.map(([, v]) => version(v))]);
