@@ -282,7 +282,8 @@ export const configSpec = {
   },
   DEVICE_AUTH_DIRECTORY_TTL_S: {
     schema: posInt(60),
-    description: 'How long ingest caches a credential lookup; device-change notices drop entries at once, this bounds a lost notice.',
+    description:
+      'How long ingest holds a credential without re-validating it (it loads them all at start and re-validates them every third of this); device-change notices drop entries at once, this bounds a lost notice.',
     shown: '60',
   },
   DEVICE_AUTH_MAX_FAILURES: {
