@@ -9,6 +9,7 @@ const UNIT = [
   'cli/sim-commands.test.ts',
   'gateway/limits.test.ts',
   'gateway/result-shaping.test.ts',
+  'ingest/broker-auth/emqx.test.ts',
   'ingest/dead-letter-log.test.ts',
   'ingest/parse.test.ts',
   'lib/alarms.test.ts',

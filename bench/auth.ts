@@ -9,18 +9,29 @@
 //      connected before), the process is new; every device connects once at BENCH_RATE;
 //    - warm: the fleet keeps connecting at BENCH_RATE for BENCH_DURATION_S (authentication), then
 //      publishes being authorized at BENCH_RATE (authorization, EMQX before 5.8);
+//    - bare: the same server with a handler that reads the body and answers allow at once, just
+//      before the warm runs (the machine's baseline, the ratios in the table are to it);
 //    fixed-rate (open-loop) over BENCH_CONNECTIONS keep-alive connections (EMQX's pool_size 16).
 // 2. The Mosquitto dynamic-security sync: BENCH_SYNC_DEVICES new credentials into an empty
-//    dynamic security of a Mosquitto started here with deploy/mosquitto/mosquitto.conf.
+//    dynamic security of a Mosquitto started here with deploy/mosquitto/mosquitto.conf: the
+//    machine's `mosquitto`, or BENCH_MOSQUITTO (a broker binary) with BENCH_DYNSEC_PLUGIN (its
+//    plugin), e.g. a 2.1 built from source. DYNSEC_BATCH unset: the sync's choice by version.
+//
+// BENCH_PARTS=http or sync runs one part; BENCH_CPU_PROF=<dir> writes the endpoints' CPU
+// profiles; BENCH_TAIL=1 prints where the requests over 20 ms were.
 //
 // Full run (the targets: p99 < 5 ms warm at 5,000/s with 100,000 devices; 10,000 synced < 30 s):
 //   npm run bench:auth
 // Smoke run:
 //   BENCH_DEVICES=2000 BENCH_RATE=1000 BENCH_DURATION_S=5 BENCH_COLD=100 BENCH_SYNC_DEVICES=300 npm run bench:auth
-// A full-size run (100,000 devices) or BENCH_WRITE=1 writes its section of bench/RESULTS.md.
+// Against Mosquitto 2.1 built in <dir> (cmake, outside the project):
+//   BENCH_MOSQUITTO=<dir>/build/src/mosquitto \
+//   BENCH_DYNSEC_PLUGIN=<dir>/build/plugins/dynamic-security/mosquitto_dynamic_security.so npm run bench:auth
+// A full-size run (100,000 devices) or BENCH_WRITE=1 writes its section of bench/RESULTS.md (both parts).
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import os from 'node:os';
 import { createInterface } from 'node:readline';
 import { Kysely, PostgresDialect } from 'kysely';
@@ -32,7 +43,7 @@ import { loadConfig } from '../lib/config.js';
 import { handoffKey, sealHandoff } from '../lib/contracts/broker-handoff.js';
 import { createDb } from '../lib/db.js';
 import { generateDeviceSecret, hashDeviceSecret } from '../lib/device-credentials.js';
-import { ServiceServer } from '../lib/http.js';
+import { readBody, ServiceServer } from '../lib/http.js';
 import { createLogger } from '../lib/logger.js';
 import { createRedis } from '../lib/redis.js';
 import { RoleContext } from '../lib/role.js';
@@ -52,22 +63,42 @@ const COLD = Math.min(DEVICES, Number(process.env.BENCH_COLD ?? 2000));
 const SYNC = Number(process.env.BENCH_SYNC_DEVICES ?? 10_000);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 16);
 const MAX_HASHING = Number(process.env.DEVICE_AUTH_MAX_HASHING ?? 16);
-const SYNC_BATCH = Number(process.env.DYNSEC_BATCH ?? 100);
-const MOSQUITTO_VERSION = /mosquitto version (\S+)/.exec(spawnSync('mosquitto', ['-h'], { encoding: 'utf8' }).stdout)?.[1] ?? '2.0';
+/** unset: the sync's own choice by the broker's version */
+const SYNC_BATCH = process.env.DYNSEC_BATCH ? Number(process.env.DYNSEC_BATCH) : undefined;
+/** Another Mosquitto build for the sync (e.g. a 2.1 built from source): the broker binary and its dynamic-security plugin. */
+const MOSQUITTO = process.env.BENCH_MOSQUITTO;
+const DYNSEC_PLUGIN = process.env.BENCH_DYNSEC_PLUGIN;
+const MOSQUITTO_VERSION =
+  /mosquitto version (\S+)/.exec(spawnSync(MOSQUITTO ?? 'mosquitto', ['-h'], { encoding: 'utf8' }).stdout)?.[1] ?? '2.0';
+/** Which parts run (a comma-separated subset; for profiling one of them): http, sync. */
+const PARTS = new Set((process.env.BENCH_PARTS ?? 'http,sync').split(','));
 const WRITE = process.env.BENCH_WRITE === '1' || DEVICES >= 100_000;
 
 const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
 
-/** `--serve`: ingest's broker-auth handler on a free port; prints `ready <port>`. */
-async function serve(): Promise<void> {
+/**
+ * `--serve`: ingest's broker-auth handler on a free port; prints `ready <port>` once it could answer
+ * (its credential directory loaded, as ingest's /readyz waits for). `--serve-bare`: the same server
+ * with a handler that reads the body and answers allow at once (what this machine's HTTP costs).
+ */
+async function serve(bare: boolean): Promise<void> {
   const cfg = loadConfig();
   const ctx = new RoleContext(cfg, createLogger(cfg.LOG_LEVEL));
-  const auth = await createBrokerAuth(ctx, ctx.logger);
-  const server = new ServiceServer({ name: 'ingest', port: 0, handle: (req, res) => auth.brokerAuth.handle(req, res) });
+  const auth = bare ? undefined : await createBrokerAuth(ctx, ctx.logger);
+  await auth?.ready;
+  const allow = JSON.stringify({ result: 'allow', is_superuser: false });
+  const handle = auth
+    ? (req: IncomingMessage, res: ServerResponse) => auth.brokerAuth.handle(req, res)
+    : async (req: IncomingMessage, res: ServerResponse) => {
+        await readBody(req, 32_768);
+        res.writeHead(200, { 'content-type': 'application/json', 'content-length': allow.length }).end(allow);
+        return true;
+      };
+  const server = new ServiceServer({ name: 'ingest', port: 0, handle });
   process.stdout.write(`ready ${await server.listen()}\n`);
   process.on('SIGTERM', async () => {
     await server.close(1000);
-    await auth.close();
+    await auth?.close();
     await ctx.close();
     process.exit(0);
   });
@@ -128,8 +159,11 @@ async function seed(url: string, n: number, secret: string, handoff?: Buffer): P
   }
 }
 
-async function child(env: Record<string, string>): Promise<{ port: number; proc: ChildProcess }> {
-  const proc = spawn(process.execPath, ['--import', 'tsx', new URL(import.meta.url).pathname, '--serve'], {
+/** The endpoints in a child process; BENCH_CPU_PROF=<dir> writes its CPU profile there. */
+async function child(env: Record<string, string>, bare = false): Promise<{ port: number; proc: ChildProcess }> {
+  const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : [];
+  const mode = bare ? '--serve-bare' : '--serve';
+  const proc = spawn(process.execPath, [...prof, '--import', 'tsx', new URL(import.meta.url).pathname, mode], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -192,11 +226,21 @@ async function closedLoop(port: number, bodies: string[], concurrency: number) {
   return { rps: bodies.length / seconds, p50: pct(0.5), p99: pct(0.99), seconds };
 }
 
-async function main(): Promise<void> {
-  const started = new Date();
-  const loadBefore = os.loadavg()[0] ?? 0;
-  const url = await recreate();
-  const secret = generateDeviceSecret();
+type Run = Awaited<ReturnType<typeof runOpenLoopRaw>>;
+interface HttpResults {
+  cold: Awaited<ReturnType<typeof closedLoop>>;
+  coldAllowed: number;
+  reconnect: Run;
+  reconnectAllowed: number;
+  bare: Run;
+  warm: Run;
+  authnAllowed: number;
+  authz: Run;
+  authzAllowed: number;
+}
+
+/** Part 1: the EMQX endpoints, cold, after a restart, warm, and the bare server beside them. */
+async function http(url: string, secret: string, rulrSecretEnv: string): Promise<HttpResults> {
   console.log(`seeding ${fmt(DEVICES)} devices…`);
   const devices = await seed(url, DEVICES, secret);
   const prefix = `rulr-bench-auth-${randomBytes(4).toString('hex')}:`;
@@ -204,7 +248,7 @@ async function main(): Promise<void> {
     DATABASE_URL: url,
     REDIS_URL,
     REDIS_PREFIX: prefix,
-    RULR_SECRET: randomBytes(32).toString('base64url'),
+    RULR_SECRET: rulrSecretEnv,
     LOG_LEVEL: 'warn',
     NODE_ENV: 'production',
     DEVICE_AUTH_MAX_HASHING: String(MAX_HASHING),
@@ -232,46 +276,78 @@ async function main(): Promise<void> {
     }
     await p.exec();
   }
+  // the bare server idles beside it until its turn
+  const bareServer = await child(env, true);
   server = await child(env);
   // each open-loop run first sends one unmeasured request per connection
   const measuredAllows = async (endpoint: 'authn' | 'authz', before: number) =>
     (await allows(server.port, endpoint)) - before - CONNECTIONS;
-  /** `bodies` in turn to `path`, at RATE for `durationS` */
-  const fixedRate = (path: string, bodies: string[], durationS: number) =>
-    runOpenLoopRaw({
-      url: `http://127.0.0.1:${server.port}${path}`,
+  /** `bodies` in turn to `path` of `port`, at RATE for `durationS`; BENCH_TAIL=1 prints where the slow requests were */
+  const fixedRate = async (port: number, path: string, bodies: string[], durationS: number) => {
+    const slow = new Map<number, number>();
+    const r = await runOpenLoopRaw({
+      url: `http://127.0.0.1:${port}${path}`,
       headers: {},
       body: bodies[0] as string,
       bodies,
       rate: RATE,
       durationS,
       connections: CONNECTIONS,
+      ...(process.env.BENCH_TAIL
+        ? {
+            onSample: (at: number, ms: number) => {
+              const b = Math.floor(at / 250) * 250;
+              if (ms > 20) slow.set(b, Math.max(slow.get(b) ?? 0, ms));
+            },
+          }
+        : {}),
     });
+    if (slow.size)
+      console.log(
+        `  requests over 20 ms, worst per 250 ms from the start: ${[...slow].map(([at, ms]) => `${at}:${Math.round(ms)}`).join(' ')}`,
+      );
+    return r;
+  };
   const bodies = devices.map((d) => authnBody(d, secret));
   console.log(`reconnect after a restart: ${fmt(devices.length)} devices at ${fmt(RATE)}/s…`);
-  const reconnect = await fixedRate('/mqtt/auth', bodies, Math.max(1, devices.length / RATE));
+  const reconnect = await fixedRate(server.port, '/mqtt/auth', bodies, Math.max(1, devices.length / RATE));
   const reconnectAllowed = await measuredAllows('authn', 0);
+  const shuffled = [...bodies].sort(() => Math.random() - 0.5);
+  console.log(`bare server (reads the body, answers allow): ${fmt(RATE)}/s for ${DURATION_S} s…`);
+  const bare = await fixedRate(bareServer.port, '/mqtt/auth', shuffled, DURATION_S);
+  await stop(bareServer.proc);
   console.log(`warm: authentication at ${fmt(RATE)}/s for ${DURATION_S} s…`);
-  const warm = await fixedRate(
-    '/mqtt/auth',
-    [...bodies].sort(() => Math.random() - 0.5),
-    DURATION_S,
-  );
+  const warm = await fixedRate(server.port, '/mqtt/auth', shuffled, DURATION_S);
   const authnAllowed = await measuredAllows('authn', reconnectAllowed + CONNECTIONS);
   console.log(`warm: authorization at ${fmt(RATE)}/s for ${DURATION_S} s…`);
-  const authz = await fixedRate('/mqtt/acl', devices.map(authzBody), DURATION_S);
+  const authz = await fixedRate(server.port, '/mqtt/acl', devices.map(authzBody), DURATION_S);
   const authzAllowed = await measuredAllows('authz', 0);
   await stop(server.proc);
   const keys = await redis.keys(`${prefix}*`);
   for (let i = 0; i < keys.length; i += 10_000) await redis.del(...keys.slice(i, i + 10_000));
   await redis.quit();
+  return { cold, coldAllowed, reconnect, reconnectAllowed, bare, warm, authnAllowed, authz, authzAllowed };
+}
 
-  // 2. dynamic security
-  console.log(`dynamic security: ${fmt(SYNC)} new credentials…`);
-  const broker = await startSecuredBroker();
+interface SyncResults {
+  batch: number;
+  seconds: number;
+  created: number;
+  messages: number;
+  atBroker: number;
+  firstMs: number;
+  lastMs: number;
+  fileMb: number;
+}
+
+/** Part 2: SYNC new credentials into an empty dynamic security, one reconcile. */
+async function sync(url: string, secret: string, rulrSecret: string): Promise<SyncResults> {
+  console.log(`dynamic security (Mosquitto ${MOSQUITTO_VERSION}): ${fmt(SYNC)} new credentials…`);
+  const broker = await startSecuredBroker({
+    ...(MOSQUITTO ? { mosquitto: MOSQUITTO } : {}),
+    ...(DYNSEC_PLUGIN ? { plugin: DYNSEC_PLUGIN } : {}),
+  });
   const db = createDb({ url, poolSize: 2 });
-  let sync: { seconds: number; created: number; messages: number; atBroker: number };
-  let growth = { firstMs: 0, lastMs: 0, fileMb: 0 };
   try {
     await db.updateTable('device_credentials').set({ revoked_at: new Date() }).execute();
     await seed(url, SYNC, secret, handoffKey(rulrSecret));
@@ -292,55 +368,94 @@ async function main(): Promise<void> {
     const seconds = (performance.now() - t) / 1000;
     const creating = perMessage.filter((m) => m.creates > 0);
     const perClientMs = (m: { ms: number; creates: number } | undefined) => (m ? m.ms / m.creates : 0);
-    growth = {
+    const [list] = await client.send([{ command: 'listClients', verbose: false }]);
+    const atBroker = ((list?.data?.clients ?? []) as (string | { username: string })[])
+      .map((c) => (typeof c === 'string' ? c : c.username))
+      .filter((u) => u.includes('.')).length;
+    const out = {
+      batch: s.batch,
+      seconds,
+      created: r.created,
+      messages: client.messagesSent,
+      atBroker,
       firstMs: perClientMs(creating[0]),
       lastMs: perClientMs(creating.at(-1)),
       fileMb: statSync(broker.dynsecFile).size / 1048576,
     };
-    const [list] = await client.send([{ command: 'listClients', verbose: false }]);
-    const atBroker = ((list?.data?.clients ?? []) as string[]).filter((u) => u.includes('.')).length;
-    sync = { seconds, created: r.created, messages: client.messagesSent, atBroker };
     await s.close();
     await client.close();
+    return out;
   } finally {
     await db.destroy();
     await broker.stop();
   }
+}
+
+async function main(): Promise<void> {
+  const started = new Date();
+  const loadBefore = os.loadavg()[0] ?? 0;
+  const url = await recreate();
+  const secret = generateDeviceSecret();
+  const rulrSecret = randomBytes(32).toString('base64url');
+  const h = PARTS.has('http') ? await http(url, secret, rulrSecret) : undefined;
+  const y = PARTS.has('sync') ? await sync(url, secret, loadConfig({ RULR_SECRET: rulrSecret }).RULR_SECRET) : undefined;
 
   const row = (name: string, r: { rps: number; p50: number; p99: number }, note: string) =>
     `| ${name} | ${fmt(r.rps)} | ${r.p50} | ${r.p99} | ${note} |`;
+  const ratio = (a: number, b: number) => (b > 0 ? `${(a / b).toFixed(1)}×` : 'n/a');
   const section = [
     '<!-- bench:auth:start -->',
     '## Device authentication (`npm run bench:auth`)',
     '',
     `Run ${started.toISOString().slice(0, 16)}Z on ${os.availableParallelism()} × ${os.cpus()[0]?.model ?? 'cpu'}, Node ${process.version}, 1-minute load average ${loadBefore.toFixed(1)} before and ${(os.loadavg()[0] ?? 0).toFixed(1)} after; the machine was shared with other work (other helpers' tests and benchmarks), so the figures are pessimistic.`,
-    `Command: \`npm run bench:auth\` (env: BENCH_DEVICES=${DEVICES}, BENCH_RATE=${RATE}, BENCH_DURATION_S=${DURATION_S}, BENCH_COLD=${COLD}, BENCH_SYNC_DEVICES=${SYNC}, BENCH_CONNECTIONS=${CONNECTIONS}, DEVICE_AUTH_MAX_HASHING=${MAX_HASHING}).`,
-    `Setup: own database \`${DB_NAME}\` with ${fmt(DEVICES)} devices, one argon2id secret credential each (one shared secret and hash: hashing ${fmt(DEVICES)} distinct ones would take most of the run; every cache is per credential). The endpoints run in a child process (the handler of \`rulr start ingest\`, production mode) with its own credential pool of 2; load comes from this process over ${CONNECTIONS} keep-alive connections, at a fixed rate with latency counted from the scheduled time (\`bench/open-loop.ts\`), except the cold run (closed loop, ${MAX_HASHING} in flight). Targets: p99 under 5 ms warm at 5,000 requests/s; 10,000 devices synced into dynamic security under 30 s.`,
+    `Command: \`npm run bench:auth\` (env: BENCH_DEVICES=${DEVICES}, BENCH_RATE=${RATE}, BENCH_DURATION_S=${DURATION_S}, BENCH_COLD=${COLD}, BENCH_SYNC_DEVICES=${SYNC}, BENCH_CONNECTIONS=${CONNECTIONS}, DEVICE_AUTH_MAX_HASHING=${MAX_HASHING}, DYNSEC_BATCH=${SYNC_BATCH ?? '(unset)'}${MOSQUITTO ? `, BENCH_MOSQUITTO=${MOSQUITTO}` : ''}${DYNSEC_PLUGIN ? `, BENCH_DYNSEC_PLUGIN=${DYNSEC_PLUGIN}` : ''}).`,
+    `Setup: own database \`${DB_NAME}\` with ${fmt(DEVICES)} devices, one argon2id secret credential each (one shared secret and hash: hashing ${fmt(DEVICES)} distinct ones would take most of the run; every cache is per credential). The endpoints run in a child process (the handler of \`rulr start ingest\`, production mode, measured once its credential directory is loaded, as ingest's /readyz waits for) with its own credential pool of 2; load comes from this process over ${CONNECTIONS} keep-alive connections, at a fixed rate with latency counted from the scheduled time (\`bench/open-loop.ts\`), except the cold run (closed loop, ${MAX_HASHING} in flight). The bare server is the same ServiceServer in its own child process with a handler that reads the body and answers allow at once: what HTTP costs on this machine at that moment, measured just before the warm runs. Targets: p99 under 5 ms warm at 5,000 requests/s; 10,000 devices synced into dynamic security under 30 s.`,
     '',
-    '| run | requests/s | p50 ms | p99 ms | answers |',
-    '| --- | ---: | ---: | ---: | --- |',
-    row(`cold: ${fmt(COLD)} devices, nothing cached (argon2id each)`, cold, `${fmt(coldAllowed)} of ${fmt(COLD)} allowed`),
-    row(
-      `reconnect after an ingest restart: ${fmt(DEVICES)} devices once, Redis cache warm`,
-      reconnect,
-      `${fmt(reconnectAllowed)} of ${fmt(reconnect.completed)} allowed; the whole fleet offered in ${(DEVICES / RATE).toFixed(0)} s`,
-    ),
-    row(`warm authentication, ${DURATION_S} s`, warm, `${fmt(authnAllowed)} of ${fmt(warm.completed)} allowed`),
-    row(`warm authorization (publish), ${DURATION_S} s`, authz, `${fmt(authzAllowed)} of ${fmt(authz.completed)} allowed`),
-    '',
-    `Mosquitto ${MOSQUITTO_VERSION} dynamic security: ${fmt(sync.created)} clients created by one reconcile in ${sync.seconds.toFixed(1)} s (${fmt(sync.created / sync.seconds)} clients/s, target 10,000 under 30 s: ${sync.created < 10_000 ? 'not measured at this size' : sync.seconds < 30 ? 'met' : 'missed'}; ${sync.messages} control messages of up to ${SYNC_BATCH} commands, one \`createClient\` with its role inline per device; ${fmt(sync.atBroker)} device clients at the broker after). What limits it is the broker: Mosquitto 2.0.x saves its whole dynamic-security file after every command, even within one control message (\`plugins/dynamic-security/clients.c\`, \`dynsec__config_save()\` at the end of \`createClient\`), so each client costs a rewrite of every client already there: ${growth.firstMs.toFixed(1)} ms per client in the first message, ${growth.lastMs.toFixed(1)} ms in the last, a ${growth.fileMb.toFixed(1)} MB file at the end. Mosquitto 2.1 saves once per control message (docs/broker-auth.md).`,
+    ...(h
+      ? [
+          '| run | requests/s | p50 ms | p99 ms | answers |',
+          '| --- | ---: | ---: | ---: | --- |',
+          row(`cold: ${fmt(COLD)} devices, nothing cached (argon2id each)`, h.cold, `${fmt(h.coldAllowed)} of ${fmt(COLD)} allowed`),
+          row(
+            `reconnect after an ingest restart: ${fmt(DEVICES)} devices once, Redis cache warm`,
+            h.reconnect,
+            `${fmt(h.reconnectAllowed)} of ${fmt(h.reconnect.completed)} allowed; the whole fleet offered in ${(DEVICES / RATE).toFixed(0)} s; p99 ${ratio(h.reconnect.p99, h.bare.p99)} the bare server's`,
+          ),
+          row(
+            `bare server (same framework, allow at once), ${DURATION_S} s`,
+            h.bare,
+            `${fmt(h.bare.completed)} answered, ${h.bare.errors} errors`,
+          ),
+          row(
+            `warm authentication, ${DURATION_S} s`,
+            h.warm,
+            `${fmt(h.authnAllowed)} of ${fmt(h.warm.completed)} allowed; p50 ${ratio(h.warm.p50, h.bare.p50)}, p99 ${ratio(h.warm.p99, h.bare.p99)} the bare server's`,
+          ),
+          row(
+            `warm authorization (publish), ${DURATION_S} s`,
+            h.authz,
+            `${fmt(h.authzAllowed)} of ${fmt(h.authz.completed)} allowed; p50 ${ratio(h.authz.p50, h.bare.p50)}, p99 ${ratio(h.authz.p99, h.bare.p99)} the bare server's`,
+          ),
+          '',
+        ]
+      : []),
+    ...(y
+      ? [
+          `Mosquitto ${MOSQUITTO_VERSION} dynamic security: ${fmt(y.created)} clients created by one reconcile in ${y.seconds.toFixed(1)} s (${fmt(y.created / y.seconds)} clients/s, target 10,000 under 30 s: ${y.created < 10_000 ? 'not measured at this size' : y.seconds < 30 ? 'met' : 'missed'}; ${y.messages} control messages of up to ${y.batch} commands, one \`createClient\` with its role inline per device; ${fmt(y.atBroker)} device clients at the broker after): ${y.firstMs.toFixed(1)} ms per client in the first control message, ${y.lastMs.toFixed(1)} ms in the last, a ${y.fileMb.toFixed(1)} MB file at the end. Mosquitto 2.0.x saves its whole dynamic-security file after every command, even within one control message (\`plugins/dynamic-security/clients.c\`, \`dynsec__config_save()\` at the end of \`createClient\`), so there the time per client grows with the clients already there; 2.1 saves once per control message (docs/broker-auth.md).`,
+        ]
+      : []),
     '<!-- bench:auth:end -->',
   ].join('\n');
   console.log(section);
-  if (WRITE) {
+  if (WRITE && h && y) {
     const path = new URL('./RESULTS.md', import.meta.url);
     const md = readFileSync(path, 'utf8');
     const re = /<!-- bench:auth:start -->[\s\S]*<!-- bench:auth:end -->/;
     writeFileSync(path, re.test(md) ? md.replace(re, section) : `${md.trimEnd()}\n\n${section}\n`);
-  } else console.log('(a smoke run: bench/RESULTS.md left as it is; BENCH_WRITE=1 writes it)');
+  } else console.log('(a smoke or partial run: bench/RESULTS.md left as it is; BENCH_WRITE=1 with both parts writes it)');
 }
 
-if (process.argv.includes('--serve')) void serve();
+if (process.argv.includes('--serve') || process.argv.includes('--serve-bare')) void serve(process.argv.includes('--serve-bare'));
 else
   main().then(
     () => process.exit(0),

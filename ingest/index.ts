@@ -153,6 +153,10 @@ export async function startIngest(ctx: RoleContext, o: IngestOptions = {}): Prom
       db: async () => {
         await pool.query('select 1');
       },
+      // EMQX's reconnecting fleet is answered from memory once this is loaded
+      credentials: async () => {
+        if (!auth.credentials.loaded) throw new Error('credential directory loading');
+      },
     },
   });
   const port = await server.listen();

@@ -282,7 +282,8 @@ export const configSpec = {
   },
   DEVICE_AUTH_DIRECTORY_TTL_S: {
     schema: posInt(60),
-    description: 'How long ingest caches a credential lookup; device-change notices drop entries at once, this bounds a lost notice.',
+    description:
+      'How long ingest holds a credential without re-validating it (it loads them all at start and re-validates them every third of this); device-change notices drop entries at once, this bounds a lost notice.',
     shown: '60',
   },
   DEVICE_AUTH_MAX_FAILURES: {
@@ -327,9 +328,10 @@ export const configSpec = {
     shown: '300',
   },
   DYNSEC_BATCH: {
-    schema: z.coerce.number().int().min(1).max(1000).default(100),
-    description: 'Commands per `$CONTROL/dynamic-security/v1` message.',
-    shown: '100',
+    schema: z.coerce.number().int().min(1).max(1000).optional(),
+    description:
+      'Commands per `$CONTROL/dynamic-security/v1` message. Unset: 500 on Mosquitto 2.1 or newer (it saves its file once per message), 100 on 2.0 (it saves after every command, and a large message stalls the broker).',
+    shown: '(by version)',
   },
   PROVISION_RATE_LIMIT: {
     schema: posInt(10),

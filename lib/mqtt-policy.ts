@@ -102,6 +102,8 @@ export function grants(p: Principal): Grants {
 
 /** Whether `topic` (a topic name, no wildcards) matches the MQTT filter `filter`. */
 export function topicMatches(filter: string, topic: string): boolean {
+  // a filter without wildcards matches only itself (every device grant: no splitting on the hot path)
+  if (!filter.includes('+') && !filter.includes('#')) return filter === topic;
   if (topic.startsWith('$') !== filter.startsWith('$')) return false;
   const f = filter.split('/');
   const t = topic.split('/');

@@ -12,6 +12,7 @@ import { DYNSEC_ROLES } from '../lib/mqtt-policy.js';
 import type { RoleContext } from '../lib/role.js';
 import { createSubgraph as createDevicesSubgraph } from '../subgraphs/devices/index.js';
 import { DynsecClient } from '../workers/broker-sync/dynsec-client.js';
+import { defaultBatch } from '../workers/broker-sync/dynsec-plan.js';
 import { DynsecSync } from '../workers/broker-sync/dynsec-sync.js';
 import { type BrokerSyncHandle, startBrokerSync } from '../workers/broker-sync/index.js';
 import { type DevicesFixture, subgraphFixture } from './devices-fixtures.js';
@@ -329,6 +330,11 @@ describe('Mosquitto with dynamic security kept by the platform', () => {
       .execute();
     const admin2 = new DynsecClient({ url: broker.url, username: broker.adminUsername, password: broker.adminPassword });
     await admin2.connect();
+    // what the batch size follows when DYNSEC_BATCH is unset (this machine's broker is 2.0: 100)
+    expect(admin2.brokerVersion).toMatch(/^mosquitto version \d+\.\d+/);
+    expect(
+      new DynsecSync({ db: f.t.db, client: admin2, group: 'g', rulrSecret: 'x'.repeat(32), services: [], logger: syncCtx.logger }).batch,
+    ).toBe(defaultBatch(admin2.brokerVersion));
     try {
       const stray = `${randomUUID()}.0badc0de`;
       await admin2.send([{ command: 'createClient', username: stray, password: 'x' }]);

@@ -13,7 +13,14 @@ import { SecretVerifier } from './verifier.js';
 export async function createBrokerAuth(ctx: RoleContext, log: Logger) {
   const cfg = ctx.config;
   const pool = createPool(cfg.DATABASE_URL, 2);
-  const credentials = new CredentialDirectory((t, v) => pool.query(t, v), cfg.DEVICE_AUTH_DIRECTORY_TTL_S * 1000);
+  // the directory's load and refresh on a connection of their own: requests never wait behind them
+  const background = createPool(cfg.DATABASE_URL, 1);
+  const credentials = new CredentialDirectory(
+    (t, v) => pool.query(t, v),
+    cfg.DEVICE_AUTH_DIRECTORY_TTL_S * 1000,
+    200_000,
+    (t, v) => background.query(t, v),
+  );
   const verifier = new SecretVerifier({
     redis: ctx.redis,
     prefix: cfg.REDIS_PREFIX,
@@ -37,12 +44,25 @@ export async function createBrokerAuth(ctx: RoleContext, log: Logger) {
     peerFailures: new AttemptLimiter(ctx.redis, `${cfg.REDIS_PREFIX}device-auth:fail:peer`, cfg.DEVICE_AUTH_MAX_FAILURES * 10, window),
     logger: log,
   });
+  // the fleet's credentials in memory before ingest says it is ready, then kept fresh in the background
+  const t0 = performance.now();
+  const ready = credentials.load().then(
+    (n) => log.info({ credentials: n, ms: Math.round(performance.now() - t0) }, 'broker-auth: credential directory loaded'),
+    (e) => log.warn({ err: (e as Error).message }, 'broker-auth: credential directory not loaded (lookups go to the database)'),
+  );
+  void ready.then(() =>
+    credentials.startRefresh((e) => log.warn({ err: e.message }, 'broker-auth: credential refresh failed (entries expire on their TTL)')),
+  );
   return {
     brokerAuth,
     credentials,
+    /** resolves once the credential directory is loaded (or could not be: then lookups go to the database) */
+    ready,
     pool,
     async close() {
+      credentials.close();
       await pool.end().catch(() => undefined);
+      await background.end().catch(() => undefined);
     },
   };
 }

@@ -1,4 +1,4 @@
-import type { EmqxAclRule } from '../../lib/mqtt-policy.js';
+import { type EmqxAclRule, emqxAcl, type Principal } from '../../lib/mqtt-policy.js';
 
 /**
  * EMQX 5's HTTP authentication and authorization exchange, as EMQX sends and reads it
@@ -92,3 +92,36 @@ export const ALLOW = (acl: EmqxAclRule[], expiresAtMs: number | null): AuthnAnsw
 });
 export const DENY = { result: 'deny' } as const;
 export const IGNORE = { result: 'ignore' } as const;
+
+/** An answer ready to send: its result (the metric's label) and its JSON body. */
+export interface Answer {
+  result: 'allow' | 'deny' | 'ignore';
+  body: string;
+}
+
+const ready = (a: AuthnAnswer | AuthzAnswer): Answer => ({ result: a.result, body: JSON.stringify(a) });
+export const DENIED = ready(DENY);
+export const IGNORED = ready(IGNORE);
+export const ALLOWED = ready({ result: 'allow' });
+
+/** Stands for the device id in the answer templates: letters only, so JSON leaves it as it is. */
+const MARK = 'RULRDEVICEIDMARK';
+/** A device's and a concentrator's `allow` answer, cut where its id goes (its ACL is the policy's, for that id). */
+const TEMPLATES = {
+  device: JSON.stringify(ALLOW(emqxAcl({ kind: 'device', deviceId: MARK }), null)).split(MARK),
+  gateway: JSON.stringify(ALLOW(emqxAcl({ kind: 'gateway', deviceId: MARK }), null)).split(MARK),
+};
+
+/**
+ * The `allow` answer of an authentication, with the principal's whole ACL and `expire_at` when
+ * the secret ends: `JSON.stringify(ALLOW(emqxAcl(p), expiresAtMs))`, which for a device or a
+ * concentrator is its template joined on its id (the id is a uuid: nothing in it needs escaping),
+ * not rebuilt and serialized at every connection.
+ */
+export function allowAnswer(p: Principal, expiresAtMs: number | null): Answer {
+  const body = p.kind === 'device' || p.kind === 'gateway' ? TEMPLATES[p.kind].join(p.deviceId) : JSON.stringify(ALLOW(emqxAcl(p), null));
+  return {
+    result: 'allow',
+    body: expiresAtMs === null ? body : `${body.slice(0, -1)},"expire_at":${Math.floor(expiresAtMs / 1000)}}`,
+  };
+}

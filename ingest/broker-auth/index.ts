@@ -4,20 +4,20 @@ import type { Config } from '../../lib/config.js';
 import { PROVISION_CLIENT_ID } from '../../lib/contracts/provisioning.js';
 import { isUuid } from '../../lib/db.js';
 import { CREDENTIAL_USERNAME, fingerprintOfDer } from '../../lib/device-credentials.js';
-import { readBody, sendJson } from '../../lib/http.js';
+import { readBody } from '../../lib/http.js';
 import type { Logger } from '../../lib/logger.js';
 import { counter } from '../../lib/metrics.js';
-import { allows, emqxAcl, type Principal } from '../../lib/mqtt-policy.js';
+import { allows, type Principal } from '../../lib/mqtt-policy.js';
 import type { AttemptLimiter } from './attempts.js';
 import { type CredentialDirectory, type CredentialInfo, isCredentialValid } from './credentials.js';
 import {
-  ALLOW,
-  type AuthnAnswer,
+  ALLOWED,
+  type Answer,
   type AuthnRequest,
-  type AuthzAnswer,
   type AuthzRequest,
-  DENY,
-  IGNORE,
+  allowAnswer,
+  DENIED,
+  IGNORED,
   parseAuthnRequest,
   parseAuthzRequest,
 } from './emqx.js';
@@ -56,6 +56,20 @@ const answers = counter(
   ['endpoint', 'result', 'reason'],
 );
 
+/** The answer counter of one endpoint, result and reason (a label set resolved once, not at every answer). */
+const counted = new Map<string, { inc(): void }>();
+function count(endpoint: string, result: string, reason: string): void {
+  const key = `${endpoint} ${result} ${reason}`;
+  let c = counted.get(key);
+  if (!c) {
+    c = answers.labels(endpoint, result, reason);
+    counted.set(key, c);
+  }
+  c.inc();
+}
+
+const HEADERS = { 'content-type': 'application/json; charset=utf-8' } as const;
+
 /** A secret credential that lets its device connect now. */
 const usableSecret = (c: CredentialInfo | undefined): c is CredentialInfo => c?.kind === 'secret' && isCredentialValid(c);
 
@@ -82,78 +96,78 @@ export class BrokerAuth {
     const [path, query = ''] = (req.url ?? '/').split('?') as [string, string?];
     if (path !== AUTHN_PATH && path !== AUTHZ_PATH) return false;
     const endpoint = path === AUTHN_PATH ? 'authn' : 'authz';
-    const answer = (a: AuthnAnswer | AuthzAnswer, reason: string) => {
-      answers.inc({ endpoint, result: a.result, reason });
-      sendJson(res, 200, a);
+    const answer = (a: Answer, reason: string) => {
+      count(endpoint, a.result, reason);
+      res.writeHead(200, { ...HEADERS, 'content-length': Buffer.byteLength(a.body) }).end(a.body);
       return true;
     };
-    if (req.method !== 'POST' && req.method !== 'GET') return answer(DENY, 'method');
+    if (req.method !== 'POST' && req.method !== 'GET') return answer(DENIED, 'method');
     const token = this.d.config.EMQX_AUTH_TOKEN;
     if (token && !sameText(req.headers.authorization ?? '', `Bearer ${token}`)) {
       req.resume();
-      return answer(DENY, 'token');
+      return answer(DENIED, 'token');
     }
     try {
       const body = await readBody(req, 32_768);
       if (endpoint === 'authn') {
         const r = parseAuthnRequest(body, req.headers['content-type'], query);
-        if (!r) return answer(DENY, 'malformed');
+        if (!r) return answer(DENIED, 'malformed');
         const [a, reason] = await this.authenticate(r);
         return answer(a, reason);
       }
       const r = parseAuthzRequest(body, req.headers['content-type'], query);
-      if (!r) return answer(DENY, 'malformed');
+      if (!r) return answer(DENIED, 'malformed');
       const [a, reason] = await this.authorize(r);
       return answer(a, reason);
     } catch (e) {
       this.d.logger.warn({ err: (e as Error).message, endpoint }, 'broker-auth: request failed; denied');
-      return answer(DENY, 'error');
+      return answer(DENIED, 'error');
     }
   }
 
   /** An authentication answer and why (the metric's reason). */
-  async authenticate(r: AuthnRequest): Promise<[AuthnAnswer, string]> {
+  async authenticate(r: AuthnRequest): Promise<[Answer, string]> {
     const c = this.d.config;
     if (r.username === c.MQTT_INGEST_USERNAME) return this.service(r, { kind: 'ingest', group: c.INGEST_GROUP }, c.MQTT_INGEST_PASSWORD);
     if (r.username === c.MQTT_WORKERS_USERNAME) return this.service(r, { kind: 'workers' }, c.MQTT_WORKERS_PASSWORD);
     if (r.username === c.MQTT_PROVISION_USERNAME) {
-      if (!PROVISION_CLIENT_ID.test(r.clientid) || isUuid(r.clientid)) return [DENY, 'client_id'];
+      if (!PROVISION_CLIENT_ID.test(r.clientid) || isUuid(r.clientid)) return [DENIED, 'client_id'];
       return this.service(r, { kind: 'provisioner', clientId: r.clientid }, c.MQTT_PROVISION_PASSWORD);
     }
     if (r.certPem && !r.password) return this.certificate(r);
-    if (!CREDENTIAL_USERNAME.test(r.username)) return [IGNORE, 'not_ours'];
-    if (!r.password) return [DENY, 'no_secret'];
+    if (!CREDENTIAL_USERNAME.test(r.username)) return [IGNORED, 'not_ours'];
+    if (!r.password) return [DENIED, 'no_secret'];
     const cred = await this.d.credentials.byUsername(r.username);
     if (!usableSecret(cred)) return this.failed(r, 'unknown');
     if (r.clientid !== cred.deviceId) return this.failed(r, 'client_id');
     const verdict = await this.d.verifier.verify(cred, r.password, () => this.mayTry(r));
-    if (verdict === 'limited') return [DENY, 'rate_limited'];
-    if (verdict === 'overloaded') return [DENY, 'overloaded'];
+    if (verdict === 'limited') return [DENIED, 'rate_limited'];
+    if (verdict === 'overloaded') return [DENIED, 'overloaded'];
     if (verdict === 'wrong') return this.failed(r, 'wrong_secret');
     return this.allowDevice(cred, verdict);
   }
 
-  private async certificate(r: AuthnRequest): Promise<[AuthnAnswer, string]> {
-    if (!/^[A-Za-z0-9+/]+={0,2}$/.test(r.certPem)) return [DENY, 'malformed'];
+  private async certificate(r: AuthnRequest): Promise<[Answer, string]> {
+    if (!/^[A-Za-z0-9+/]+={0,2}$/.test(r.certPem)) return [DENIED, 'malformed'];
     const cred = await this.d.credentials.byFingerprint(fingerprintOfDer(Buffer.from(r.certPem, 'base64')));
-    if (!cred || !isCredentialValid(cred)) return [DENY, 'unknown_certificate'];
-    if (r.clientid !== cred.deviceId) return [DENY, 'client_id'];
+    if (!cred || !isCredentialValid(cred)) return [DENIED, 'unknown_certificate'];
+    if (r.clientid !== cred.deviceId) return [DENIED, 'client_id'];
     return this.allowDevice(cred, 'certificate');
   }
 
-  private allowDevice(cred: CredentialInfo, reason: string): [AuthnAnswer, string] {
+  private allowDevice(cred: CredentialInfo, reason: string): [Answer, string] {
     // EMQX refuses an `expire_at` in the past; a secret ending within the second is refused here
-    if (cred.expiresAt !== null && cred.expiresAt - Date.now() < 1000) return [DENY, 'expired'];
+    if (cred.expiresAt !== null && cred.expiresAt - Date.now() < 1000) return [DENIED, 'expired'];
     const p: Principal = { kind: cred.isGateway ? 'gateway' : 'device', deviceId: cred.deviceId };
-    return [ALLOW(emqxAcl(p), cred.expiresAt), reason];
+    return [allowAnswer(p, cred.expiresAt), reason];
   }
 
-  private async service(r: AuthnRequest, p: Principal, password: string | undefined): Promise<[AuthnAnswer, string]> {
-    if (!password) return [DENY, 'account_disabled'];
-    if (isUuid(r.clientid)) return [DENY, 'client_id'];
-    if (!(await this.mayTry(r))) return [DENY, 'rate_limited'];
+  private async service(r: AuthnRequest, p: Principal, password: string | undefined): Promise<[Answer, string]> {
+    if (!password) return [DENIED, 'account_disabled'];
+    if (isUuid(r.clientid)) return [DENIED, 'client_id'];
+    if (!(await this.mayTry(r))) return [DENIED, 'rate_limited'];
     if (!sameText(r.password, password)) return this.failed(r, 'wrong_secret');
-    return [ALLOW(emqxAcl(p), null), 'service'];
+    return [allowAnswer(p, null), 'service'];
   }
 
   /** Whether this username and source may still try a secret (their failures are under the limits). */
@@ -165,17 +179,17 @@ export class BrokerAuth {
     return !user && !peer;
   }
 
-  private async failed(r: AuthnRequest, reason: string): Promise<[AuthnAnswer, string]> {
+  private async failed(r: AuthnRequest, reason: string): Promise<[Answer, string]> {
     await Promise.all([this.d.failures.consume(r.username), r.peerhost ? this.d.peerFailures.consume(r.peerhost) : undefined]);
-    return [DENY, reason];
+    return [DENIED, reason];
   }
 
   /** An authorization answer and why (for EMQX before 5.8, or a client without an ACL). */
-  async authorize(r: AuthzRequest): Promise<[AuthzAnswer, string]> {
+  async authorize(r: AuthzRequest): Promise<[Answer, string]> {
     const p = await this.principalOf(r);
-    if (p === undefined) return [IGNORE, 'not_ours'];
-    if (p === null) return [DENY, 'unknown'];
-    return allows(p, r.action, r.topic) ? [{ result: 'allow' }, p.kind] : [DENY, 'policy'];
+    if (p === undefined) return [IGNORED, 'not_ours'];
+    if (p === null) return [DENIED, 'unknown'];
+    return allows(p, r.action, r.topic) ? [ALLOWED, p.kind] : [DENIED, 'policy'];
   }
 
   /** Who a connected client is: undefined when not one of the platform's, null when it no longer may be. */

@@ -43,8 +43,8 @@ export async function canConnect(port: number): Promise<boolean> {
  * Runs `mosquitto -c conf` until every one of `ports` accepts connections (10 s at most); returns
  * how to stop it, which also removes `dir` (its configuration and persistence).
  */
-export async function spawnMosquitto(conf: string, dir: string, ports: number[]): Promise<() => Promise<void>> {
-  const child: ChildProcess = spawn('mosquitto', ['-c', conf], { stdio: 'ignore' });
+export async function spawnMosquitto(conf: string, dir: string, ports: number[], bin = 'mosquitto'): Promise<() => Promise<void>> {
+  const child: ChildProcess = spawn(bin, ['-c', conf], { stdio: 'ignore' });
   const deadline = Date.now() + 10_000;
   for (const p of ports) {
     while (!(await canConnect(p))) {

@@ -31,6 +31,20 @@ export interface SecuredBroker {
   stop(): Promise<void>;
 }
 
+/** Another Mosquitto build than the machine's (bench:auth measures the sync against Mosquitto 2.1 this way). */
+export interface BrokerBuild {
+  /** the broker binary @default `mosquitto` (on PATH) */
+  mosquitto?: string;
+  /** its dynamic-security plugin @default {@link DYNSEC_PLUGIN} */
+  plugin?: string;
+}
+
+/** RULR_TEST_MOSQUITTO / RULR_TEST_DYNSEC_PLUGIN: run the broker tests against another build (e.g. Mosquitto 2.1). */
+const fromEnv = (): BrokerBuild => ({
+  ...(process.env.RULR_TEST_MOSQUITTO ? { mosquitto: process.env.RULR_TEST_MOSQUITTO } : {}),
+  ...(process.env.RULR_TEST_DYNSEC_PLUGIN ? { plugin: process.env.RULR_TEST_DYNSEC_PLUGIN } : {}),
+});
+
 /**
  * A private Mosquitto 2 run with the shipped `deploy/mosquitto/mosquitto.conf` (dynamic security,
  * the generated ACL file, anonymous off, TLS on its second listener with certificates from
@@ -38,8 +52,9 @@ export interface SecuredBroker {
  * `mosquitto_ctrl dynsec init`. Only paths and ports are rewritten. The shared broker on 1883 is
  * never touched.
  */
-export async function startSecuredBroker(): Promise<SecuredBroker> {
-  if (!DYNSEC_PLUGIN) throw new Error('mosquitto_dynamic_security.so not found (apt-get install mosquitto)');
+export async function startSecuredBroker(build: BrokerBuild = fromEnv()): Promise<SecuredBroker> {
+  const plugin = build.plugin ?? DYNSEC_PLUGIN;
+  if (!plugin) throw new Error('mosquitto_dynamic_security.so not found (apt-get install mosquitto)');
   const dir = mkdtempSync(join(tmpdir(), 'rulr-dynsec-'));
   const [plain, tls] = [await freePort(), await freePort()];
   const adminUsername = 'rulr-dynsec';
@@ -48,7 +63,7 @@ export async function startSecuredBroker(): Promise<SecuredBroker> {
   execFileSync('bash', [DEV_CERTS, join(dir, 'certs')], { stdio: 'ignore' });
   execFileSync('mosquitto_ctrl', ['dynsec', 'init', dynsecFile, adminUsername, adminPassword], { stdio: 'ignore' });
   const conf = readFileSync(join(DEPLOY, 'mosquitto.conf'), 'utf8')
-    .replace(/^plugin \S+$/m, `plugin ${DYNSEC_PLUGIN}`)
+    .replace(/^plugin \S+$/m, `plugin ${plugin}`)
     .replace(/^plugin_opt_config_file \S+$/m, `plugin_opt_config_file ${dynsecFile}`)
     .replace(/^acl_file \S+$/m, `acl_file ${join(DEPLOY, 'acl')}`)
     .replace(/^listener 1883 127\.0\.0\.1$/m, `listener ${plain} 127.0.0.1`)
@@ -65,7 +80,7 @@ export async function startSecuredBroker(): Promise<SecuredBroker> {
   }
   const file = join(dir, 'mosquitto.conf');
   writeFileSync(file, `${conf}\nuser root\n`);
-  const stop = await spawnMosquitto(file, dir, [plain, tls]);
+  const stop = await spawnMosquitto(file, dir, [plain, tls], build.mosquitto);
   return {
     url: `mqtt://127.0.0.1:${plain}`,
     tlsUrl: `mqtts://127.0.0.1:${tls}`,

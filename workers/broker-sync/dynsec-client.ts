@@ -16,6 +16,8 @@ export interface DynsecResponse {
 
 const CONTROL = '$CONTROL/dynamic-security/v1';
 const RESPONSE = `${CONTROL}/response`;
+/** retained by Mosquitto: "mosquitto version 2.0.11" */
+const VERSION = '$SYS/broker/version';
 
 export interface DynsecClientOptions {
   url: string;
@@ -38,6 +40,8 @@ export class DynsecClient {
   private waiting?: { resolve: (r: DynsecResponse[]) => void; reject: (e: Error) => void };
   /** control messages sent so far */
   messagesSent = 0;
+  /** what the broker said its version is (`$SYS/broker/version`), if it did within a moment of connecting */
+  brokerVersion?: string;
 
   constructor(private readonly o: DynsecClientOptions) {}
 
@@ -52,7 +56,16 @@ export class DynsecClient {
       connectTimeout: 10_000,
       ...(process.env.DEBUG ? {} : { log: () => undefined }),
     });
+    let versionHeard: () => void = () => undefined;
+    const version = new Promise<void>((r) => {
+      versionHeard = r;
+    });
     c.on('message', (topic, payload) => {
+      if (topic === VERSION) {
+        this.brokerVersion = payload.toString('utf8').slice(0, 100);
+        versionHeard();
+        return;
+      }
       if (topic !== RESPONSE || !this.waiting) return;
       const w = this.waiting;
       this.waiting = undefined;
@@ -67,6 +80,12 @@ export class DynsecClient {
     c.on('error', () => undefined);
     const granted = await c.subscribeAsync(RESPONSE, { qos: 1 });
     if (granted.some((g) => g.qos > 2)) throw new Error(`${this.o.username} may not read ${RESPONSE}`);
+    // the admin of `mosquitto_ctrl dynsec init` may read $SYS; if it may not, the version stays unknown
+    const sys = await c.subscribeAsync(VERSION, { qos: 0 }).catch(() => []);
+    if (sys.some((g) => g.qos <= 2)) {
+      await Promise.race([version, new Promise((r) => setTimeout(r, 2000))]);
+      await c.unsubscribeAsync(VERSION).catch(() => undefined);
+    }
     this.client = c;
   }
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { DYNSEC_ROLES, dynsecRoles } from '../../lib/mqtt-policy.js';
-import { type BrokerClient, planClients, planRoles, type WantedClient } from './dynsec-plan.js';
+import { type BrokerClient, defaultBatch, planClients, planRoles, savesOncePerMessage, type WantedClient } from './dynsec-plan.js';
 
 const A = '0b0c4a6e-2d0a-4d6f-9a57-1f0b7c3a9e10';
 const userA = `${A}.0a1b2c3d`;
@@ -80,5 +80,18 @@ describe('the dynamic-security plan', () => {
     expect(cmds).toContainEqual({ command: 'removeRoleACL', rolename: DYNSEC_ROLES.device, acltype: 'publishClientSend', topic: '#' });
     expect(cmds).toContainEqual({ command: 'addRoleACL', rolename: DYNSEC_ROLES.device, ...device?.acls[0] });
     expect(planRoles(roles, new Map(roles.map((r) => [r.rolename, r.acls])))).toEqual([]);
+  });
+});
+
+describe('commands per control message by broker version', () => {
+  it('sends 500 to a Mosquitto that saves once per message (2.1 and newer) and 100 to 2.0 or an unknown broker', () => {
+    expect(savesOncePerMessage('mosquitto version 2.1.2')).toBe(true);
+    expect(savesOncePerMessage('mosquitto version 3.0.0')).toBe(true);
+    expect(savesOncePerMessage('mosquitto version 2.0.11')).toBe(false);
+    expect(savesOncePerMessage(undefined)).toBe(false);
+    expect(savesOncePerMessage('something else')).toBe(false);
+    expect(defaultBatch('mosquitto version 2.1.0')).toBe(500);
+    expect(defaultBatch('mosquitto version 2.0.20')).toBe(100);
+    expect(defaultBatch(undefined)).toBe(100);
   });
 });

@@ -125,3 +125,24 @@ export function planRoles(roles: DynsecRole[], present: Map<string, DynsecAcl[] 
   }
   return out;
 }
+
+/**
+ * Whether a Mosquitto version (`$SYS/broker/version`, e.g. "mosquitto version 2.1.2") saves its
+ * dynamic-security file once per control message (2.1 and newer) rather than after every command
+ * (2.0). Unknown versions count as 2.0.
+ */
+export function savesOncePerMessage(version: string | undefined): boolean {
+  const m = /(\d+)\.(\d+)/.exec(version ?? '');
+  if (!m) return false;
+  const [major, minor] = [Number(m[1]), Number(m[2])];
+  return major > 2 || (major === 2 && minor >= 1);
+}
+
+/**
+ * Commands per control message when DYNSEC_BATCH is unset. Mosquitto answers a control message in
+ * one go, serving nobody else meanwhile: on 2.0 every command rewrites the whole file (62 ms each
+ * at 10,000 clients), so a message stays small; 2.1 writes once per message and spends about a
+ * millisecond per created client (its password hash), so 500 commands hold it for under a second
+ * and a 10,000-device sync is 20 writes.
+ */
+export const defaultBatch = (version: string | undefined): number => (savesOncePerMessage(version) ? 500 : 100);

@@ -7,7 +7,15 @@ import type { Logger } from '../../lib/logger.js';
 import { counter, gauge } from '../../lib/metrics.js';
 import { DYNSEC_DEFAULT_ACCESS, DYNSEC_ROLES, type DynsecAcl, dynsecRoles } from '../../lib/mqtt-policy.js';
 import type { DynsecClient, DynsecResponse } from './dynsec-client.js';
-import { type BrokerClient, isManaged, type PlannedCommand, planClients, planRoles, type WantedClient } from './dynsec-plan.js';
+import {
+  type BrokerClient,
+  defaultBatch,
+  isManaged,
+  type PlannedCommand,
+  planClients,
+  planRoles,
+  type WantedClient,
+} from './dynsec-plan.js';
 
 export interface DynsecSyncOptions {
   db: Db;
@@ -17,8 +25,8 @@ export interface DynsecSyncOptions {
   rulrSecret: string;
   /** service accounts with their configured passwords (an account without one is not created) */
   services: { username: string; password: string | undefined; role: string }[];
-  /** commands per control message @default 100 */
-  batch?: number;
+  /** commands per control message @default {@link defaultBatch} of the broker's version (500 on 2.1+, 100 on 2.0) */
+  batch?: number | undefined;
   logger: Logger;
 }
 
@@ -59,8 +67,12 @@ export class DynsecSync {
   private lastExpirySweep = new Date();
   private closed = false;
 
+  /** commands per control message */
+  readonly batch: number;
+
   constructor(private readonly o: DynsecSyncOptions) {
     this.key = handoffKey(o.rulrSecret);
+    this.batch = o.batch ?? defaultBatch(o.client.brokerVersion);
   }
 
   /** Runs `fn` after every sync step queued before it. */
@@ -173,7 +185,7 @@ export class DynsecSync {
 
   private async getClients(usernames: string[]): Promise<Map<string, BrokerClient>> {
     const out = new Map<string, BrokerClient>();
-    const batch = this.o.batch ?? 100;
+    const batch = this.batch;
     for (let i = 0; i < usernames.length; i += batch) {
       const r = await this.o.client.send(usernames.slice(i, i + batch).map((username) => ({ command: 'getClient', username })));
       for (const x of r) {
@@ -227,7 +239,7 @@ export class DynsecSync {
 
   /** Sends planned commands in batches; clears the hand-off of each client created. */
   private async run(planned: PlannedCommand[]): Promise<void> {
-    const batch = this.o.batch ?? 100;
+    const batch = this.batch;
     for (let i = 0; i < planned.length && !this.closed; i += batch) {
       const part = planned.slice(i, i + batch);
       const responses = await this.o.client.send(part.map((p) => p.cmd));

@@ -60,7 +60,7 @@ export async function startBrokerSync(ctx: RoleContext): Promise<BrokerSyncHandl
         logger,
       });
       const r = await dynsec.reconcile(true);
-      logger.info(r, 'dynsec: reconciled');
+      logger.info({ ...r, brokerVersion: client.brokerVersion, batch: dynsec.batch }, 'dynsec: reconciled');
     }
     markReady();
     timer = setInterval(() => {
