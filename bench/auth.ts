@@ -28,6 +28,7 @@
 //   BENCH_MOSQUITTO=<dir>/build/src/mosquitto \
 //   BENCH_DYNSEC_PLUGIN=<dir>/build/plugins/dynamic-security/mosquitto_dynamic_security.so npm run bench:auth
 // A full-size run (100,000 devices) or BENCH_WRITE=1 writes its section of bench/RESULTS.md (both parts).
+
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readFileSync, statSync, writeFileSync } from 'node:fs';
@@ -51,6 +52,7 @@ import { migrateToLatest } from '../schema/migrate.js';
 import { startSecuredBroker } from '../test/support/secured-broker.js';
 import { DynsecClient } from '../workers/broker-sync/dynsec-client.js';
 import { DynsecSync } from '../workers/broker-sync/dynsec-sync.js';
+import { loadNote } from './load-note.js';
 import { runOpenLoopRaw } from './open-loop.js';
 
 const PG = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432';
@@ -407,7 +409,7 @@ async function main(): Promise<void> {
     '<!-- bench:auth:start -->',
     '## Device authentication (`npm run bench:auth`)',
     '',
-    `Run ${started.toISOString().slice(0, 16)}Z on ${os.availableParallelism()} × ${os.cpus()[0]?.model ?? 'cpu'}, Node ${process.version}, 1-minute load average ${loadBefore.toFixed(1)} before and ${(os.loadavg()[0] ?? 0).toFixed(1)} after; the machine was shared with other work (other helpers' tests and benchmarks), so the figures are pessimistic.`,
+    `Run ${started.toISOString().slice(0, 16)}Z on ${os.availableParallelism()} × ${os.cpus()[0]?.model ?? 'cpu'}, Node ${process.version}, ${loadNote(loadBefore, os.loadavg()[0] ?? 0)}.`,
     `Command: \`npm run bench:auth\` (env: BENCH_DEVICES=${DEVICES}, BENCH_RATE=${RATE}, BENCH_DURATION_S=${DURATION_S}, BENCH_COLD=${COLD}, BENCH_SYNC_DEVICES=${SYNC}, BENCH_CONNECTIONS=${CONNECTIONS}, DEVICE_AUTH_MAX_HASHING=${MAX_HASHING}, DYNSEC_BATCH=${SYNC_BATCH ?? '(unset)'}${MOSQUITTO ? `, BENCH_MOSQUITTO=${MOSQUITTO}` : ''}${DYNSEC_PLUGIN ? `, BENCH_DYNSEC_PLUGIN=${DYNSEC_PLUGIN}` : ''}).`,
     `Setup: own database \`${DB_NAME}\` with ${fmt(DEVICES)} devices, one argon2id secret credential each (one shared secret and hash: hashing ${fmt(DEVICES)} distinct ones would take most of the run; every cache is per credential). The endpoints run in a child process (the handler of \`rulr start ingest\`, production mode, measured once its credential directory is loaded, as ingest's /readyz waits for) with its own credential pool of 2; load comes from this process over ${CONNECTIONS} keep-alive connections, at a fixed rate with latency counted from the scheduled time (\`bench/open-loop.ts\`), except the cold run (closed loop, ${MAX_HASHING} in flight). The bare server is the same ServiceServer in its own child process with a handler that reads the body and answers allow at once: what HTTP costs on this machine at that moment, measured just before the warm runs. Targets: p99 under 5 ms warm at 5,000 requests/s; 10,000 devices synced into dynamic security under 30 s.`,
     '',

@@ -20,6 +20,7 @@
 // (its SQL, no broker): `npm run bench:programs:push` (bench/programs-push.ts).
 // BENCH_WRITE_RESULTS=1 writes the section of bench/RESULTS.md; BENCH_CPU_PROF=1 writes a CPU
 // profile of this process's timed phase to bench/out/programs.cpuprofile.
+
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -48,6 +49,7 @@ import {
   PUSH_CONCURRENCY as PROGRAMS_PUSH_CONCURRENCY,
   ProgramScheduler,
 } from '../workers/programs.js';
+import { loadNote } from './load-note.js';
 import { benchDeviceId } from './programs-ids.js';
 
 const ROOT = new URL('../', import.meta.url).pathname;
@@ -447,7 +449,7 @@ function writeResults(
     '<!-- bench:programs:start -->',
     '## Lighting programs (`npm run bench:programs`)',
     '',
-    `Run ${started.toISOString().slice(0, 16)}Z on ${r.cpus} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}; 1-minute load average ${loadBefore.toFixed(1)} before and ${(os.loadavg()[0] ?? 0).toFixed(1)} after. The machine was shared with other work (other helpers' tests and builds): the figures are pessimistic.`,
+    `Run ${started.toISOString().slice(0, 16)}Z on ${r.cpus} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}; ${loadNote(loadBefore, os.loadavg()[0] ?? 0)}.`,
     `Command: \`BENCH_WRITE_RESULTS=1 npm run bench:programs\` (env: \`BENCH_PROGRAM_LAMPS=${r.lamps}\`, \`BENCH_PUSH_BATCH=${r.pushBatch}\`, \`BENCH_PUSH_CONCURRENCY=${r.pushConcurrency}\`, \`BENCH_SIM_CLIENTS=${SIM_CLIENTS}\`${COMMAND_TIMEOUT_S ? `, \`BENCH_COMMAND_TIMEOUT_S=${COMMAND_TIMEOUT_S}\`` : ''}; commands time out after ${r.commandTimeoutS} s).`,
     `Setup: own database \`${DB_NAME}\`, ${fmt(Number(r.lamps))} lamps at one site (Europe/Amsterdam) on one program (on at sunset, off at sunrise), online and reporting level 0. One workers process (this one): the ProgramScheduler as shipped with its clock set to sunset + 1 ms, the real \`desiredStateSink\` (setDesiredLevels: one \`setState\` command per lamp), the real CommandDispatcher with the config defaults (sweep ${r.sweepMs} ms, ${r.concurrency} concurrent jobs) publishing QoS 1. Ingest in a child process (the replies path: MQTT → ingest → \`commands\` queue → dispatcher); the lamps in another (${SIM_CLIENTS} mqtt.js clients on a shared subscription of \`devices/+/commands\`, answering \`received\` and \`succeeded\` at once). The broker is a Mosquitto 2.0.11 started by the bench on a free port with \`deploy/mosquitto/mosquitto-no-drop.conf\` (\`max_queued_messages 0\`: the default 1000 drops QoS 1 messages for a lagging subscriber). PostgreSQL and Redis are the machine's.`,
     `Baseline (same run): the transport alone, ${fmt(Number(r.lamps))} commands published straight to the broker and every \`succeeded\` reply back, no database, ingest or workers: ${r.baselineS} s.`,

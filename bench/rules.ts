@@ -10,6 +10,7 @@
 // fed at 10,000 readings/s for BENCH_MIXED_S seconds while one RuleEvaluator and its timer loop run:
 // evaluations/s, queue depth over time, reading→alarm latency (from the reading's time to the
 // `alarmChanged` event). Writes the section of bench/RESULTS.md (not with BENCH_WRITE_RESULTS=0).
+
 import { randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -31,6 +32,7 @@ import type { DB } from '../schema/db.js';
 import { migrateToLatest } from '../schema/migrate.js';
 import { RuleEvaluator } from '../workers/rule-eval.js';
 import { RuleTimers } from '../workers/rule-wait.js';
+import { loadNote } from './load-note.js';
 
 const PG = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432';
 const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -471,7 +473,7 @@ async function main(): Promise<void> {
     '<!-- bench:rules:start -->',
     '## Rule evaluation (`npm run bench:rules`)',
     '',
-    `Run ${started.toISOString().slice(0, 16)}Z on ${os.availableParallelism()} × ${os.cpus()[0]?.model ?? 'cpu'}, Node ${process.version}, 1-minute load average ${loadBefore.toFixed(1)} before and ${(os.loadavg()[0] ?? 0).toFixed(1)} after.`,
+    `Run ${started.toISOString().slice(0, 16)}Z on ${os.availableParallelism()} × ${os.cpus()[0]?.model ?? 'cpu'}, Node ${process.version}, ${loadNote(loadBefore, os.loadavg()[0] ?? 0)}.`,
     'Command: `npm run bench:rules` (env: `BENCH_JOBS`, `BENCH_STORM_JOBS`, `BENCH_MIXED_S`, `BENCH_MIXED_RATE`, `RULE_EVAL_CONCURRENCY`, `BENCH_WRITE_RESULTS=0`, `BENCH_SQL_PROFILE=1` prints the time per SQL statement).',
     `Setup: own database \`${DB_NAME}\` with the demo organization (1,000 street lights) and ${rules} rules (the demo's lamp failure, over- and undervoltage, plus high power and high current); every job holds 5,000 readings (1,000 lights × voltage, current, power, dim level, fault flag: ingest's cap per job), so a job costs ${rules * 1000} rule × reading comparisons. The queue is filled first, then drained by one process: the baseline is a BullMQ worker that does nothing with each job (the queue's own cost, same concurrency ${CONCURRENCY}); then the RuleEvaluator as shipped (tenant transaction per job, device scope query, newest alarm per device and type, batched inserts/updates, history rows, events and counters in Redis).`,
     '',
@@ -499,7 +501,7 @@ function mixedSection(m: Mixed | null): string[] {
   const series = depths.filter((_, i) => i % every === 0).join(' ');
   const perDevice = MIXED_RULES.length;
   return [
-    `**Mixed rules** (\`BENCH_MIXED_S\`=${MIXED_S}, \`BENCH_MIXED_RATE\`=${fmt(MIXED_RATE)}): a second organization with ${fmt(m.rules)} enabled rules, 100 streets × 10 lamp models (1,000 lights), ${perDevice} rules per street and model, so every light is in the scope of ${perDevice}: 4 thresholds, 2 durations (\`power LT 5\` and \`voltage GT 253\` for 5 s), 1 repeating (3 times in 60 s), 1 no-data (300 s), 2 compound expressions. A job every ${MIXED_BATCH_MS} ms (as ingest's batches) holds the newest of 5 metrics of ${fmt(MIXED_RATE / 50)} lights in turn; 1 % of the lights are overloaded and 1 % dark at any time, each for 10 s. One RuleEvaluator (concurrency ${CONCURRENCY}) and the timer loop run in the bench process, which also generates the load and listens to \`alarmChanged\`. The machine was shared with other helpers' work while this ran: the figures are pessimistic.`,
+    `**Mixed rules** (\`BENCH_MIXED_S\`=${MIXED_S}, \`BENCH_MIXED_RATE\`=${fmt(MIXED_RATE)}): a second organization with ${fmt(m.rules)} enabled rules, 100 streets × 10 lamp models (1,000 lights), ${perDevice} rules per street and model, so every light is in the scope of ${perDevice}: 4 thresholds, 2 durations (\`power LT 5\` and \`voltage GT 253\` for 5 s), 1 repeating (3 times in 60 s), 1 no-data (300 s), 2 compound expressions. A job every ${MIXED_BATCH_MS} ms (as ingest's batches) holds the newest of 5 metrics of ${fmt(MIXED_RATE / 50)} lights in turn; 1 % of the lights are overloaded and 1 % dark at any time, each for 10 s. One RuleEvaluator (concurrency ${CONCURRENCY}) and the timer loop run in the bench process, which also generates the load and listens to \`alarmChanged\`.`,
     '',
     '| fed | readings | readings/s | evaluations/s (rule × reading, waiting rules per device) | alarms raised / cleared | reading→alarm (`alarmChanged` received) p50 / p99 / max | drain after the feed stopped |',
     '| ---: | ---: | ---: | ---: | --- | --- | ---: |',
