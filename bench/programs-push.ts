@@ -15,12 +15,12 @@ import pg from 'pg';
 import { SET_STATE_COMMAND } from '../lib/contracts/commands.js';
 import type { DB } from '../lib/db.js';
 import { createLogger } from '../lib/logger.js';
-import { parseProgram } from '../lib/programs.js';
 import { createRedis } from '../lib/redis.js';
 import { siteLabel } from '../lib/sites.js';
 import { solarDay } from '../lib/solar.js';
 import { type DesiredLevelSink, desiredStateSink, ProgramScheduler, recordOnlySink } from '../workers/programs.js';
 import { benchDatabase } from './database.js';
+import { assignStreetLighting } from './programs-ids.js';
 
 const LAMPS = Number(process.env.BENCH_PROGRAM_LAMPS ?? 20_000);
 const PUSH_BATCH = process.env.BENCH_PUSH_BATCH ? Number(process.env.BENCH_PUSH_BATCH) : undefined;
@@ -59,19 +59,7 @@ async function main() {
            '[{"status": "QUEUED"}, {"status": "SENT"}, {"status": "DELIVERED"}, {"status": "SUCCEEDED"}]'
     from devices`.execute(db);
   await sql`analyze`.execute(db);
-  const program = parseProgram({
-    name: 'Street lighting',
-    switchPoints: [
-      { at: 'sunset', level: 100 },
-      { at: 'sunrise', level: 0 },
-    ],
-  });
-  const p = await db
-    .insertInto('programs')
-    .values({ org_id: org.id, name: program.name, switch_points: JSON.stringify(program.switchPoints), created_by: 'bench' })
-    .returning('id')
-    .executeTakeFirstOrThrow();
-  await db.insertInto('program_assignments').values({ org_id: org.id, program_id: p.id, site_id: site, created_by: 'bench' }).execute();
+  await assignStreetLighting(db, org.id, site);
 
   const redis = createRedis(REDIS_URL);
   const prefix = `rulr-bench-programs-push-${process.pid}:`;

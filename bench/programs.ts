@@ -36,7 +36,6 @@ import { loadConfig } from '../lib/config.js';
 import { deviceCommandTopic, encodeCommandMessage, parseCommandReply } from '../lib/contracts/commands.js';
 import { createDb } from '../lib/db.js';
 import { createLogger } from '../lib/logger.js';
-import { parseProgram } from '../lib/programs.js';
 import { RoleContext } from '../lib/role.js';
 import { siteLabel } from '../lib/sites.js';
 import { solarDay } from '../lib/solar.js';
@@ -50,7 +49,7 @@ import {
   ProgramScheduler,
 } from '../workers/programs.js';
 import { loadNote } from './load-note.js';
-import { benchDeviceId } from './programs-ids.js';
+import { assignStreetLighting, benchDeviceId } from './programs-ids.js';
 
 const ROOT = new URL('../', import.meta.url).pathname;
 const PG = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432';
@@ -191,19 +190,7 @@ async function main() {
            st_setsrid(st_makepoint(${CITY.lng} + ((i % 300) - 150) * 0.0001, ${CITY.lat} + ((i / 300 % 300) - 150) * 0.0001), 4326)::geography
     from generate_series(0, ${LAMPS - 1}) i`.execute(db);
   await sql`analyze devices`.execute(db);
-  const program = parseProgram({
-    name: 'Street lighting',
-    switchPoints: [
-      { at: 'sunset', level: 100 },
-      { at: 'sunrise', level: 0 },
-    ],
-  });
-  const p = await db
-    .insertInto('programs')
-    .values({ org_id: org.id, name: program.name, switch_points: JSON.stringify(program.switchPoints), created_by: 'bench' })
-    .returning('id')
-    .executeTakeFirstOrThrow();
-  await db.insertInto('program_assignments').values({ org_id: org.id, program_id: p.id, site_id: site, created_by: 'bench' }).execute();
+  await assignStreetLighting(db, org.id, site);
 
   const broker = await startNoDropBroker();
   const env = { DATABASE_URL: url, MQTT_URL: broker.url, REDIS_URL, REDIS_PREFIX: prefix, LOG_LEVEL: 'warn' };
