@@ -186,6 +186,19 @@ describe('rules that wait', () => {
     expect(await firings(o.orgId)).toEqual([{ device_id: o.d[0], action: 'clear', outcome: 'cleared' }]);
   });
 
+  it('let the most severe of the rules sharing an alarm type decide, whatever their ids', async () => {
+    const o = await org();
+    const shared = { metric: 'voltage', operator: 'gt', threshold: 253, repeat_count: 2, window_seconds: 60, alarm_type: 'Surges' };
+    // the minor rule has the smaller id: the order rows are locked in must not pick it
+    await rule(o.orgId, { ...shared, id: `00000000${randomUUID().slice(8)}`, severity: 'minor' });
+    await rule(o.orgId, { ...shared, id: `ffffffff${randomUUID().slice(8)}`, severity: 'critical' });
+    const now = Date.now();
+    const r = (dt: number) => ({ deviceId: o.d[0] as string, metric: 'voltage', ts: now + dt, value: 260 + dt / 100 });
+    await evaluator().evaluate(job(o.orgId, [r(0), r(100)]));
+    const raised = await t.db.selectFrom('alarms').select(['type', 'severity']).where('org_id', '=', o.orgId).execute();
+    expect(raised).toEqual([{ type: 'Surges', severity: 'critical' }]);
+  });
+
   it('resume from PostgreSQL after a restart: the states a process kept in memory were written back', async () => {
     const o = await org();
     await rule(o.orgId, { metric: 'voltage', operator: 'gt', threshold: 253, repeat_count: 3, window_seconds: 60, alarm_type: 'Surges' });

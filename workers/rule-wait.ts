@@ -373,7 +373,13 @@ export class RuleWait {
     for (const p of pairs) {
       const s = p.result as StepResult;
       if (p.version !== null) written.push([p.key, { version: p.version, state: s.state, timer: s.timer }]);
-      // rules sharing an alarm type share the alarm: the first pair of a device and type decides
+    }
+    // Rules sharing an alarm type share the alarm: the most severe rule with a decision decides
+    // (`rules` comes most severe first); the pairs themselves are in lock order, not that one.
+    const priority = new Map(rules.map((r, i) => [r.id, i]));
+    const byPriority = [...pairs].sort((a, b) => (priority.get(a.rule.id) ?? 0) - (priority.get(b.rule.id) ?? 0));
+    for (const p of byPriority) {
+      const s = p.result as StepResult;
       if (s.decision === 'none') continue;
       const akey = alarmKey(p.deviceId, p.rule.alarmType);
       if (decided.has(akey)) continue;
