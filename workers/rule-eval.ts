@@ -14,7 +14,17 @@ import type { RuleAlarmChange } from '../lib/rule-notify.js';
 import { decide, describeMatch, type EvalRule, type Operator, passes, SEVERITIES, type Severity, scopeIndexOf } from '../lib/rules.js';
 import { RuleActionRunner, type RuleActionsOptions, safeActions } from './rule-actions.js';
 import { RuleNotifier, safeNotify } from './rule-notify.js';
-import { type LoadedWaitRule, type OpenAlarm, RuleWait, type WaitOut, type WaitOutcome } from './rule-wait.js';
+import {
+  alarmKey,
+  type DeviceScope,
+  type LoadedWaitRule,
+  type OpenAlarm,
+  openAlarms,
+  RuleWait,
+  scopes,
+  type WaitOut,
+  type WaitOutcome,
+} from './rule-wait.js';
 
 const jobsTotal = counter('rulr_rule_eval_jobs_total', 'rule-eval jobs by outcome', ['outcome']);
 const readingsTotal = counter('rulr_rule_eval_readings_total', 'Readings compared with a rule (one per rule and reading)');
@@ -52,13 +62,6 @@ export interface EvalSummary {
   stale: number;
 }
 
-interface DeviceScope {
-  id: string;
-  profileId: string | null;
-  siteId: string | null;
-  sitePath: string | null;
-}
-
 interface LatestAlarm {
   id: string;
   open: boolean;
@@ -81,7 +84,6 @@ interface Pair extends Candidate {
 }
 
 /** Map key of one device's alarm of one type. */
-const alarmKey = (deviceId: string, type: string) => `${deviceId}\u0000${type}`;
 interface Keep {
   id: string;
   value: number;
@@ -249,11 +251,7 @@ export class RuleEvaluator {
     await withTenant(this.o.db, orgId, async (tx) => {
       const idSet = new Set<string>(waitReadings?.keys());
       for (const list of byMetric.values()) for (const c of list) idSet.add(c.deviceId);
-      const { rows: devRows } = await sql<DeviceScope>`
-        select d.id, d.profile_id as "profileId", d.site_id as "siteId", s.path::text as "sitePath"
-        from devices d left join sites s on s.id = d.site_id and s.org_id = ${orgId}
-        where d.org_id = ${orgId} and d.id = any(${[...idSet]}::uuid[]) and d.decommissioned_at is null`.execute(tx);
-      for (const d of devRows) devices.set(d.id, d);
+      for (const d of await scopes(tx, orgId, [...idSet])) devices.set(d.id, d);
       // the waiting rules first: the threshold rules below see the alarms they wrote (as when they
       // committed in a transaction of their own before)
       if (waitReadings) {
@@ -405,19 +403,10 @@ export class RuleEvaluator {
    * (one index probe per pair). The cost does not grow with the devices' alarm history.
    */
   private async latestAlarms(tx: Tx, orgId: string, pairs: Pair[], read: Map<string, OpenAlarm> | null): Promise<Map<string, LatestAlarm>> {
+    const open =
+      read ?? (await openAlarms(tx, orgId, [...new Set(pairs.map((p) => p.deviceId))], [...new Set(pairs.map((p) => p.rule.alarmType))]));
     const out = new Map<string, LatestAlarm>();
-    if (read) {
-      for (const [k, a] of read) out.set(k, { id: a.id, open: true, readingTs: a.readingTs, severity: a.severity });
-    } else {
-      const deviceIds = [...new Set(pairs.map((p) => p.deviceId))];
-      const types = [...new Set(pairs.map((p) => p.rule.alarmType))];
-      const { rows: open } = await sql<{ id: string; device_id: string; type: string; reading_ts: number | null; severity: string }>`
-        select id, device_id, type, reading_ts, severity from alarms
-        where org_id = ${orgId} and cleared_at is null and device_id = any(${deviceIds}::uuid[]) and type = any(${types}::text[])`.execute(
-        tx,
-      );
-      for (const r of open) out.set(alarmKey(r.device_id, r.type), { id: r.id, open: true, readingTs: r.reading_ts, severity: r.severity });
-    }
+    for (const [k, a] of open) out.set(k, { id: a.id, open: true, readingTs: a.readingTs, severity: a.severity });
     const probe = new Map<string, [string, string]>();
     for (const p of pairs) {
       const k = alarmKey(p.deviceId, p.rule.alarmType);

@@ -134,7 +134,8 @@ export interface Note {
 /** This process, as `rule_timer_firings.worker` and `schedule_runs.worker` name it. */
 export const WORKER_ID = `${hostname()}:${process.pid}`;
 
-const alarmKey = (deviceId: string, type: string) => `${deviceId}\u0000${type}`;
+/** The key of a device's alarm of one type (rule-eval's maps use the same: a pre-read map is shared). */
+export const alarmKey = (deviceId: string, type: string) => `${deviceId}\u0000${type}`;
 const stateKey = (ruleId: string, deviceId: string) => `${ruleId}\u0000${deviceId}`;
 const EMPTY_STATE = JSON.stringify(emptyState());
 
@@ -658,7 +659,8 @@ async function writeStates(tx: Tx, orgId: string, pairs: readonly Pair[]): Promi
   return stale;
 }
 
-async function scopes(tx: Tx, orgId: string, ids: string[]): Promise<DeviceScope[]> {
+/** The scope (profile, site, site path) of the organization's devices in service among `ids`. */
+export async function scopes(tx: Tx, orgId: string, ids: string[]): Promise<DeviceScope[]> {
   const { rows } = await sql<DeviceScope>`
     select d.id, d.profile_id as "profileId", d.site_id as "siteId", s.path::text as "sitePath"
     from devices d left join sites s on s.id = d.site_id and s.org_id = ${orgId}
@@ -673,7 +675,8 @@ export interface OpenAlarm {
   readingTs: number | null;
 }
 
-async function openAlarms(tx: Tx, orgId: string, deviceIds: string[], types: string[]): Promise<Map<string, OpenAlarm>> {
+/** The open alarms of these devices and types, by {@link alarmKey}. */
+export async function openAlarms(tx: Tx, orgId: string, deviceIds: string[], types: string[]): Promise<Map<string, OpenAlarm>> {
   if (!deviceIds.length) return new Map();
   const { rows } = await sql<{ id: string; device_id: string; type: string; severity: string; reading_ts: number | null }>`
     select id, device_id, type, severity, reading_ts from alarms

@@ -178,11 +178,11 @@ export class CredentialDirectory {
     this.pending = new Map();
     const epoch = this.epoch;
     const keys = [...batch.keys()];
-    let found = new Map<string, CredentialInfo>();
+    const found = new Map<string, CredentialInfo>();
     try {
       const parts = [];
       for (let i = 0; i < keys.length; i += PAGE) parts.push(this.lookup(keys.slice(i, i + PAGE)));
-      for (const part of await Promise.all(parts)) found = found.size ? new Map([...found, ...part]) : part;
+      for (const part of await Promise.all(parts)) for (const [k, v] of part) found.set(k, v);
     } catch {
       // the database did not answer: nobody is found (fail closed), nothing is cached
       for (const waiting of batch.values()) for (const w of waiting) w(undefined);
