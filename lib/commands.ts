@@ -186,6 +186,33 @@ export interface DesiredPatch {
 }
 
 /**
+ * The cancel of the superseded `setState` commands of `ids` not yet handed to the broker: a statement
+ * of its own or a CTE of a larger one.
+ */
+const cancelSupersededSetState = (orgId: string, ids: readonly string[], now: Date, actor: string) => sql`
+  update commands set status = 'CANCELED', completed_at = ${now}, due_at = null, updated_at = ${now},
+    error = 'superseded by a newer desired state',
+    history = history || ${JSON.stringify([historyEntry('CANCELED', now, { supersededBy: 'desired state', by: actor })])}::jsonb
+  where org_id = ${orgId}::uuid and device_id = any(${[...ids]}::uuid[]) and name = ${SET_STATE_COMMAND}
+    and status = 'QUEUED' and lease_until is null`;
+
+/**
+ * `insert into commands … select …` of one queued `setState` command `{desired: <delta>, version,
+ * rampSeconds?}` per row of `s` (the device's `device_states` row) and `i` (its `ramp`); the caller
+ * adds the `from`, the `where not s.in_sync` and the `returning`.
+ */
+function insertSetState(actor: string, o: DesiredLevelsOptions & { now: Date }) {
+  const expires = new Date(o.now.getTime() + o.expiryS * 1000);
+  const queued = JSON.stringify([historyEntry('QUEUED', o.now, { by: actor, source: 'desired state' })]);
+  return sql`
+    insert into commands (org_id, device_id, name, params, timeout_s, created_by, created_at, updated_at, expires_at, due_at, history)
+    select s.org_id, s.device_id, ${SET_STATE_COMMAND},
+           jsonb_build_object('desired', ${SQL_DELTA}, 'version', s.version)
+             || case when i.ramp is null then '{}'::jsonb else jsonb_build_object('rampSeconds', i.ramp) end,
+           ${o.timeoutS}, ${actor}, ${o.now}, ${o.now}, ${expires}, ${expires}, ${queued}::jsonb`;
+}
+
+/**
  * Sets `desired.level` of many devices in `tx` (the programs scheduler's push) in one statement,
  * whatever the number of devices: the desired state and its version (rows created where missing;
  * `pending_dispatch` set on the devices that get a command, in the same row write), the superseded
@@ -206,9 +233,6 @@ export async function setDesiredLevels(
   if (!items.length) return 0;
   const now = o.now ?? new Date();
   const ids = items.map((i) => i.deviceId);
-  const superseded = JSON.stringify([historyEntry('CANCELED', now, { supersededBy: 'desired state', by: actor })]);
-  const queued = JSON.stringify([historyEntry('QUEUED', now, { by: actor, source: 'desired state' })]);
-  const expires = new Date(now.getTime() + o.expiryS * 1000);
   // Data-modifying CTEs all run on the statement's snapshot: the cancel never sees the commands queued here.
   const { rows } = await sql<{ queued: number }>`
     with i as (
@@ -223,17 +247,9 @@ export async function setDesiredLevels(
         set desired = s.desired || excluded.desired, version = s.version + 1, desired_at = excluded.desired_at,
             updated_at = excluded.updated_at, pending_dispatch = s.pending_dispatch or not ((s.desired || excluded.desired) <@ s.reported)
       returning s.device_id, s.org_id, s.desired, s.reported, s.version, s.in_sync
-    ), canceled as (
-      update commands set status = 'CANCELED', completed_at = ${now}, due_at = null, updated_at = ${now},
-        error = 'superseded by a newer desired state', history = history || ${superseded}::jsonb
-      where org_id = ${orgId}::uuid and device_id = any(${ids}::uuid[]) and name = ${SET_STATE_COMMAND}
-        and status = 'QUEUED' and lease_until is null
+    ), canceled as (${cancelSupersededSetState(orgId, ids, now, actor)}
     ), queued as (
-      insert into commands (org_id, device_id, name, params, timeout_s, created_by, created_at, updated_at, expires_at, due_at, history)
-      select s.org_id, s.device_id, ${SET_STATE_COMMAND},
-             jsonb_build_object('desired', ${SQL_DELTA}, 'version', s.version)
-               || case when i.ramp is null then '{}'::jsonb else jsonb_build_object('rampSeconds', i.ramp) end,
-             ${o.timeoutS}, ${actor}, ${now}, ${now}, ${expires}, ${expires}, ${queued}::jsonb
+      ${insertSetState(actor, { ...o, now })}
       from s join i on i.device_id = s.device_id
       where not s.in_sync
       returning 1
@@ -294,22 +310,10 @@ async function queueSetState(
   actor: string,
   o: DesiredLevelsOptions & { now: Date },
 ): Promise<string[]> {
-  const now = o.now;
-  const superseded = JSON.stringify([historyEntry('CANCELED', now, { supersededBy: 'desired state', by: actor })]);
-  await sql`
-    update commands set status = 'CANCELED', completed_at = ${now}, due_at = null, updated_at = ${now},
-      error = 'superseded by a newer desired state', history = history || ${superseded}::jsonb
-    where org_id = ${orgId}::uuid and device_id = any(${ids}::uuid[]) and name = ${SET_STATE_COMMAND}
-      and status = 'QUEUED' and lease_until is null`.execute(tx);
-  const queued = JSON.stringify([historyEntry('QUEUED', now, { by: actor, source: 'desired state' })]);
-  const expires = new Date(now.getTime() + o.expiryS * 1000);
+  await cancelSupersededSetState(orgId, ids, o.now, actor).execute(tx);
   const { rows } = await sql<{ device_id: string }>`
     with queued as (
-      insert into commands (org_id, device_id, name, params, timeout_s, created_by, created_at, updated_at, expires_at, due_at, history)
-      select s.org_id, s.device_id, ${SET_STATE_COMMAND},
-             jsonb_build_object('desired', ${SQL_DELTA}, 'version', s.version)
-               || case when i.ramp is null then '{}'::jsonb else jsonb_build_object('rampSeconds', i.ramp) end,
-             ${o.timeoutS}, ${actor}, ${now}, ${now}, ${expires}, ${expires}, ${queued}::jsonb
+      ${insertSetState(actor, o)}
       from unnest(${ids}::uuid[], ${ramps}::int[]) as i(device_id, ramp)
       join device_states s on s.device_id = i.device_id and s.org_id = ${orgId}::uuid
       where not s.in_sync
