@@ -24,7 +24,21 @@ afterAll(async () => {
   await t?.drop();
 });
 
-async function startAll(): Promise<{ child: ChildProcess; gatewayPort: number; output: () => string }> {
+/**
+ * `rulr start all` on free ports. A port `freePort` found can be taken by another test file's process
+ * before the roles bind it (the projects run in parallel): that start, and only that one, is tried
+ * again on new ports, up to 3 times.
+ */
+async function startAll(attempt = 1): Promise<{ child: ChildProcess; gatewayPort: number; output: () => string }> {
+  try {
+    return await startAllOnce();
+  } catch (e) {
+    if (attempt < 3 && /exited early:[\s\S]*EADDRINUSE/.test((e as Error).message)) return startAll(attempt + 1);
+    throw e;
+  }
+}
+
+async function startAllOnce(): Promise<{ child: ChildProcess; gatewayPort: number; output: () => string }> {
   const ports: Record<string, string> = {};
   for (const name of ['GATEWAY', 'DEVICES', 'ALARMS', 'RULES', 'METRICS', 'INGEST', 'WORKERS', 'REALTIME']) {
     ports[`${name}_PORT`] = String(await freePort());
