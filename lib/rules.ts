@@ -85,8 +85,6 @@ export interface EvalRule extends Condition {
   /** ltree path of the scope site (ids as labels), or null for the whole organization */
   sitePath: string | null;
   profileId: string | null;
-  /** the notify action (lib/rule-notify.ts), null: none */
-  notify?: import('./rule-notify.js').RuleNotify | null;
   /** device actions (lib/rule-actions.ts), empty: none */
   actions?: readonly import('./rule-actions.js').RuleAction[];
 }

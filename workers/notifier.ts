@@ -29,6 +29,8 @@ import {
   type TemplateText,
   TIMESTAMP_HEADER,
 } from '../lib/notifications.js';
+import { parseRuleNotify, ruleNotification } from '../lib/rule-notify.js';
+import type { Severity } from '../lib/rules.js';
 import { guardedAgent, parseAllowlist, RefusedAddressError, type WebhookAllowlist, webhookUrlProblem } from '../lib/webhook-guard.js';
 
 /**
@@ -47,6 +49,12 @@ export const DELIVERY_QUEUE = 'notify-delivery';
 export const DIGEST_ITEMS = 10;
 
 const processed = counter('rulr_notifications_total', 'Notification requests the notifier handled, by outcome', ['outcome']);
+const ruleNotifyInvalid = counter(
+  'rulr_rule_notify_invalid_total',
+  'Stored rule notify actions that could not be read (the alarm notification still goes)',
+);
+/** an alarm event's actor when a rule raised or cleared it */
+const RULE_ACTOR_RE = '^rule:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$';
 const attemptsTotal = counter('rulr_notification_attempts_total', 'Delivery attempts, by channel kind and result', ['kind', 'result']);
 
 export interface NotifierOptions {
@@ -671,11 +679,16 @@ export class Notifier {
         site_id: string | null;
         site_name: string | null;
         rule_name: string | null;
+        change_rule_id: string | null;
+        change_rule_notify: unknown;
       }>`
         select e.id, e.org_id, e.alarm_id, e.kind, e.at, a.type, a.severity, a.message, a.value, a.rule_id, a.device_id,
-          d.name as device_name, d.site_id, s.name as site_name, r.name as rule_name
+          d.name as device_name, d.site_id, s.name as site_name, r.name as rule_name,
+          nr.id as change_rule_id, nr.notify as change_rule_notify
         from alarm_events e join alarms a on a.id = e.alarm_id
         left join devices d on d.id = a.device_id left join sites s on s.id = d.site_id left join rules r on r.id = a.rule_id
+        left join rules nr on nr.org_id = e.org_id and nr.notify is not null and nr.id = (case when e.actor ~ ${RULE_ACTOR_RE}
+          then substr(e.actor, 6)::uuid end)
         where e.id > ${lastId} order by e.id limit 500`.execute(tx);
       const ready = this.contiguous(lastId, events.rows);
       if (!ready.length) return 0;
@@ -701,6 +714,8 @@ export class Notifier {
             at: e.at.getTime(),
           }),
         );
+        const ruleJob = e.change_rule_id ? this.ruleNotifyJob(e as typeof e & { change_rule_id: string }, event) : null;
+        if (ruleJob) jobs.push(ruleJob);
         if (e.kind === 'raised') {
           await sql`
             insert into notification_escalations (org_id, alarm_id, policy_id, level, due_at)
@@ -718,6 +733,55 @@ export class Notifier {
       await sql`update notification_feed set last_id = ${ready.at(-1)?.id} where name = 'alarm_events'`.execute(tx);
       return ready.length;
     });
+  }
+
+  /**
+   * The `notify` action of the rule that raised or cleared the alarm (the event's actor is
+   * `rule:<id>`), read from the same committed event as the alarm notification: a process killed
+   * after the evaluation committed loses nothing, and a repeat is one job (the dedup key).
+   */
+  private ruleNotifyJob(
+    e: {
+      org_id: string;
+      alarm_id: string;
+      device_id: string;
+      type: string;
+      severity: NotificationSeverity;
+      message: string;
+      value: number | null;
+      site_id: string | null;
+      at: Date;
+      change_rule_id: string;
+      change_rule_notify: unknown;
+    },
+    event: 'alarm.raised' | 'alarm.cleared',
+  ) {
+    const change = event === 'alarm.raised' ? 'raised' : 'cleared';
+    try {
+      const notify = parseRuleNotify(e.change_rule_notify);
+      if (!notify) return null;
+      const input = ruleNotification({
+        orgId: e.org_id,
+        ruleId: e.change_rule_id,
+        notify,
+        change,
+        alarm: {
+          id: e.alarm_id,
+          deviceId: e.device_id,
+          type: e.type,
+          severity: e.severity as Severity,
+          value: e.value,
+          message: e.message,
+        },
+        siteId: e.site_id,
+        at: e.at.getTime(),
+      });
+      return input ? notifyJob(input) : null;
+    } catch (err) {
+      ruleNotifyInvalid.inc();
+      this.o.logger.warn({ ruleId: e.change_rule_id, err: (err as Error).message }, 'rule notify action refused');
+      return null;
+    }
   }
 
   /**

@@ -1,7 +1,7 @@
 import { Worker } from 'bullmq';
 import { sql } from 'kysely';
 import { LRUCache } from 'lru-cache';
-import { type AlarmEvent, queueAlarmEvents, type WrittenAlarm, writeAlarms } from '../lib/alarm-writer.js';
+import { type AlarmEvent, queueAlarmEvents, writeAlarms } from '../lib/alarm-writer.js';
 import { queuePrefix } from '../lib/contracts/queues.js';
 import { parseRuleEvalJob, RULE_EVAL_QUEUE } from '../lib/contracts/rule-eval.js';
 import { addRuleStatsBatch, rulesVersionKey } from '../lib/contracts/rule-state.js';
@@ -10,10 +10,8 @@ import type { Logger } from '../lib/logger.js';
 import { counter } from '../lib/metrics.js';
 import type { Redis } from '../lib/redis.js';
 import { firedActions } from '../lib/rule-actions.js';
-import type { RuleAlarmChange } from '../lib/rule-notify.js';
 import { decide, describeMatch, type EvalRule, type Operator, passes, SEVERITIES, type Severity, scopeIndexOf } from '../lib/rules.js';
 import { RuleActionRunner, type RuleActionsOptions, safeActions } from './rule-actions.js';
-import { RuleNotifier, safeNotify } from './rule-notify.js';
 import {
   alarmKey,
   type DeviceScope,
@@ -156,13 +154,11 @@ export class RuleEvaluator {
   /** Rules that wait: evaluated here from readings, their timers swept by {@link RuleTimers}. */
   readonly wait: RuleWait;
 
-  private readonly notifier: RuleNotifier;
   private readonly actions: RuleActionRunner;
 
   constructor(private readonly o: RuleEvaluatorOptions) {
-    this.notifier = new RuleNotifier(o.redis, o.prefix, o.logger);
     this.actions = new RuleActionRunner(o.redis, o.prefix, o.logger, o.actions);
-    this.wait = new RuleWait({ ...o, notifier: this.notifier, actions: this.actions });
+    this.wait = new RuleWait({ ...o, actions: this.actions });
   }
 
   start(): this {
@@ -221,30 +217,10 @@ export class RuleEvaluator {
 
     const perRule = new Map<string, RuleCount>();
     const events: AlarmEvent[] = [];
-    const notes: RuleAlarmChange[] = [];
     const ruleById = new Map(rules.map((r) => [r.id, r]));
-    const note = (change: 'raised' | 'cleared', a: WrittenAlarm, rule: EvalRule | undefined) => {
-      if (!rule?.notify) return;
-      notes.push({
-        orgId,
-        ruleId: rule.id,
-        notify: rule.notify,
-        change,
-        alarm: {
-          id: a.id,
-          deviceId: a.deviceId,
-          type: rule.alarmType,
-          severity: a.severity as Severity,
-          value: a.value,
-          message: a.value === null ? rule.alarmType : describeMatch(rule.metric, rule, a.value),
-        },
-        siteId: devices.get(a.deviceId)?.siteId ?? null,
-        at: Date.now(),
-      });
-    };
     const devices = new Map<string, DeviceScope>();
     let dispatch: string[] = [];
-    const waitOut: WaitOut = { events: [], notes: [], dispatch: [] };
+    const waitOut: WaitOut = { events: [], dispatch: [] };
     let waitWritten: WaitOutcome['written'] = [];
     let preRead: Map<string, OpenAlarm> | null = null;
     // one tenant transaction per job for both kinds of rules
@@ -359,7 +335,6 @@ export class RuleEvaluator {
       });
       events.push(...written.events);
       for (const a of written.raised) {
-        note('raised', a, ruleById.get(a.ruleId ?? ''));
         const n = perRule.get(a.ruleId ?? '');
         if (n) n.raised++;
       }
@@ -367,7 +342,6 @@ export class RuleEvaluator {
       const clearedBy = new Map(clears.map((c) => [c.id, c.rule]));
       for (const a of written.cleared) {
         const rule = clearedBy.get(a.id);
-        note('cleared', a, rule);
         const n = perRule.get(rule?.id ?? '');
         if (n) n.cleared++;
       }
@@ -390,8 +364,6 @@ export class RuleEvaluator {
     if (summary.raised) alarmsTotal.inc({ change: 'raised' }, summary.raised);
     if (summary.cleared) alarmsTotal.inc({ change: 'cleared' }, summary.cleared);
     await this.afterCommit(orgId, [...waitOut.events, ...events], devices, perRule);
-    const allNotes = waitOut.notes.length ? [...this.wait.noteChanges(orgId, waitOut.notes, devices), ...notes] : notes;
-    if (allNotes.length) await this.notifier.enqueue(allNotes);
     await this.actions.dispatch(orgId, waitOut.dispatch.length ? [...new Set([...waitOut.dispatch, ...dispatch])] : dispatch);
     jobsTotal.inc({ outcome: candidates ? 'evaluated' : 'no_rules' });
     return summary;
@@ -463,12 +435,11 @@ export class RuleEvaluator {
         severity: Severity;
         alarm_type: string;
         auto_clear: boolean;
-        notify: unknown;
         actions: unknown;
         site_path: string | null;
         profile_id: string | null;
       }>`
-        select r.id, r.metric, r.operator, r.threshold, r.clear_threshold, r.severity, r.alarm_type, r.auto_clear, r.notify, r.actions,
+        select r.id, r.metric, r.operator, r.threshold, r.clear_threshold, r.severity, r.alarm_type, r.auto_clear, r.actions,
                s.path::text as site_path, r.profile_id
         from rules r left join sites s on s.id = r.site_id and s.org_id = ${orgId}
         where r.org_id = ${orgId} and r.enabled and r.deleted_at is null
@@ -486,7 +457,6 @@ export class RuleEvaluator {
         severity: r.severity,
         alarmType: r.alarm_type,
         autoClear: r.auto_clear,
-        notify: safeNotify(r.notify),
         actions: safeActions(r.actions),
         sitePath: r.site_path,
         profileId: r.profile_id,
@@ -498,7 +468,6 @@ export class RuleEvaluator {
 
   async close(): Promise<void> {
     await this.worker?.close();
-    await this.notifier.close();
     await this.actions.close();
   }
 }

@@ -1,14 +1,13 @@
 import { hostname } from 'node:os';
 import { sql } from 'kysely';
 import { LRUCache } from 'lru-cache';
-import { type AlarmEvent, publishAlarmChanges, type WrittenAlarm, writeAlarms } from '../lib/alarm-writer.js';
+import { type AlarmEvent, publishAlarmChanges, writeAlarms } from '../lib/alarm-writer.js';
 import { rulesVersionKey } from '../lib/contracts/rule-state.js';
 import { type Db, type Tx, withTenant } from '../lib/db.js';
 import type { Logger } from '../lib/logger.js';
 import { counter } from '../lib/metrics.js';
 import type { Redis } from '../lib/redis.js';
 import { firedActions, type RuleAction } from '../lib/rule-actions.js';
-import type { RuleAlarmChange, RuleNotify } from '../lib/rule-notify.js';
 import { inScope, type Operator, SEVERITIES, type Severity, scopeIndexOf } from '../lib/rules.js';
 import {
   compileWaitRule,
@@ -25,7 +24,6 @@ import {
   type WaitState,
 } from '../lib/rules-wait.js';
 import { type RuleActionRunner, safeActions } from './rule-actions.js';
-import { type RuleNotifier, safeNotify } from './rule-notify.js';
 
 const timersTotal = counter('rulr_rule_timers_total', 'Durable rule timers that came due, by outcome', ['outcome']);
 const waitAlarmsTotal = counter('rulr_rule_wait_alarms_total', 'Alarms raised and cleared by waiting rules (readings and timers)', [
@@ -51,7 +49,6 @@ export interface LoadedWaitRule {
   profileId: string | null;
   wait: WaitRule;
   source: string;
-  notify: RuleNotify | null;
   actions: RuleAction[];
 }
 
@@ -93,7 +90,6 @@ interface Pair {
 /** What a job's waiting rules collect for after commit. */
 export interface WaitOut {
   events: AlarmEvent[];
-  notes: Note[];
   dispatch: string[];
 }
 
@@ -124,13 +120,6 @@ function watchedMetrics(rules: readonly LoadedWaitRule[]): Set<string> {
 }
 
 type Event = AlarmEvent;
-/** An alarm change of a rule with a notify action, enqueued after commit. */
-export interface Note {
-  rule: LoadedWaitRule;
-  change: 'raised' | 'cleared';
-  alarm: WrittenAlarm;
-}
-
 /** This process, as `rule_timer_firings.worker` and `schedule_runs.worker` name it. */
 export const WORKER_ID = `${hostname()}:${process.pid}`;
 
@@ -155,8 +144,6 @@ async function enterTenant(tx: Tx, orgId: string): Promise<void> {
 }
 
 export interface RuleWaitOptions {
-  /** enqueues the notify action's requests after commit */
-  notifier?: RuleNotifier;
   /** runs the rules' device actions in the alarm change's transaction */
   actions?: RuleActionRunner;
   db: Db;
@@ -222,13 +209,12 @@ export class RuleWait {
         severity: Severity;
         alarm_type: string;
         auto_clear: boolean;
-        notify: unknown;
         actions: unknown;
         site_path: string | null;
         profile_id: string | null;
       }>`
         select r.id, r.kind, r.metric, r.operator, r.threshold, r.clear_threshold, r.expression, r.for_seconds, r.repeat_count,
-               r.window_seconds, r.no_data_seconds, r.severity, r.alarm_type, r.auto_clear, r.notify, r.actions, s.path::text as site_path, r.profile_id
+               r.window_seconds, r.no_data_seconds, r.severity, r.alarm_type, r.auto_clear, r.actions, s.path::text as site_path, r.profile_id
         from rules r left join sites s on s.id = r.site_id and s.org_id = ${orgId}
         where r.org_id = ${orgId} and r.enabled and r.deleted_at is null
           and (r.kind <> 'threshold' or r.for_seconds is not null or r.repeat_count is not null)
@@ -260,7 +246,6 @@ export class RuleWait {
           profileId: r.profile_id,
           wait: compileWaitRule(shape),
           source: conditionSource(shape),
-          notify: safeNotify(r.notify),
           actions: safeActions(r.actions),
         });
       } catch (e) {
@@ -298,8 +283,8 @@ export class RuleWait {
    * process's memory (or read from PostgreSQL when it is not there), stepped (lib/rules-wait.ts), and written
    * back with its timer only where a reading changed it, `where version = <the version stepped from>`:
    * a row another process changed since (a second workers replica, the timer sweep) is read again under
-   * its lock and stepped afresh. Alarms are raised, refreshed or cleared in the same transaction; events,
-   * notes and dispatches are collected in `out` for after commit, and the states written are returned
+   * its lock and stepped afresh. Alarms are raised, refreshed or cleared in the same transaction; events
+   * and dispatches are collected in `out` for after commit, and the states written are returned
    * for {@link remember} once the transaction committed.
    */
   async apply(
@@ -419,27 +404,6 @@ export class RuleWait {
     this.states.clear();
   }
 
-  /** The alarm changes of notify rules as the notifier takes them (after commit). */
-  noteChanges(orgId: string, notes: readonly Note[], devices: ReadonlyMap<string, DeviceScope>): RuleAlarmChange[] {
-    const at = Date.now();
-    return notes.map((n) => ({
-      orgId,
-      ruleId: n.rule.id,
-      notify: n.rule.notify as RuleNotify,
-      change: n.change,
-      alarm: {
-        id: n.alarm.id,
-        deviceId: n.alarm.deviceId,
-        type: n.rule.alarmType,
-        severity: n.alarm.severity as Severity,
-        value: n.alarm.value,
-        message: describeWait(n.rule.wait, n.rule.source),
-      },
-      siteId: devices.get(n.alarm.deviceId)?.siteId ?? null,
-      at,
-    }));
-  }
-
   /**
    * Fires due timers: claims up to `batch` due rows of one organization (the most overdue first) with
    * `for update skip locked`, decides each (lib/rules-wait.ts `onDue`), records the firing
@@ -448,7 +412,6 @@ export class RuleWait {
    */
   async sweep(batch = 200, onClaim?: (n: number) => Promise<void>): Promise<number> {
     const events: Event[] = [];
-    const notes: Note[] = [];
     const dispatch: string[] = [];
     const devices = new Map<string, DeviceScope>();
     let orgId: string | null = null;
@@ -521,11 +484,10 @@ export class RuleWait {
                       ${firings.map((f) => f.action)}::text[], ${firings.map((f) => f.outcome)}::text[]) as f(r, d, t, a, o)
           on conflict do nothing`.execute(tx);
       }
-      await applyChanges(tx, org, changes, { events, notes, dispatch, actions: this.o.actions });
+      await applyChanges(tx, org, changes, { events, dispatch, actions: this.o.actions });
       return due.length;
     });
     if (orgId && events.length) await this.publish(orgId, events, devices);
-    if (orgId && notes.length) await this.notify(orgId, notes, devices);
     if (orgId) await this.o.actions?.dispatch(orgId, dispatch);
     return fired;
   }
@@ -550,11 +512,6 @@ export class RuleWait {
       where r.kind = 'no_data' and r.enabled and r.deleted_at is null and (r.site_id is null or ds.path <@ rs.path) ${recent}
       on conflict do nothing`.execute(this.o.db);
     return Number(numAffectedRows ?? 0);
-  }
-
-  private async notify(orgId: string, notes: Note[], devices: Map<string, DeviceScope>): Promise<void> {
-    if (!this.o.notifier || !notes.length) return;
-    await this.o.notifier.enqueue(this.noteChanges(orgId, notes, devices));
   }
 
   private publish(orgId: string, events: Event[], devices: Map<string, DeviceScope>): Promise<void> {
@@ -704,9 +661,9 @@ async function applyChanges(
   tx: Tx,
   orgId: string,
   changes: Change[],
-  out: { events: Event[]; notes: Note[]; dispatch: string[]; actions?: RuleActionRunner | undefined },
+  out: { events: Event[]; dispatch: string[]; actions?: RuleActionRunner | undefined },
 ): Promise<{ raised: number; cleared: number }> {
-  const { events, notes } = out;
+  const { events } = out;
   const message = (r: LoadedWaitRule) => describeWait(r.wait, r.source);
   const raises = changes.filter((c) => c.decision === 'raise' && !c.alarmId);
   const clears = changes.filter((c) => c.decision === 'clear' && c.alarmId);
@@ -743,15 +700,7 @@ async function applyChanges(
   });
   events.push(...written.events);
   const byRule = new Map(changes.map((c) => [c.rule.id, c.rule]));
-  for (const a of written.raised) {
-    const rule = byRule.get(a.ruleId ?? '');
-    if (rule?.notify) notes.push({ rule, change: 'raised', alarm: a });
-  }
   const clearedBy = new Map(clears.map((c) => [c.alarmId, c.rule]));
-  for (const a of written.cleared) {
-    const rule = clearedBy.get(a.id);
-    if (rule?.notify) notes.push({ rule, change: 'cleared', alarm: a });
-  }
   const fired = firedActions(written, byRule, clearedBy);
   if (fired.length && out.actions) out.dispatch.push(...(await out.actions.run(tx, orgId, fired)).deviceIds);
   const raised = written.raised.length;
