@@ -53,7 +53,9 @@ import { startSecuredBroker } from '../test/support/secured-broker.js';
 import { DynsecClient } from '../workers/broker-sync/dynsec-client.js';
 import { DynsecSync } from '../workers/broker-sync/dynsec-sync.js';
 import { loadNote } from './load-note.js';
-import { runOpenLoopRaw } from './open-loop.js';
+import { encodeRequests, type runOpenLoopRaw } from './open-loop.js';
+import { runOpenLoopInChild } from './open-loop-child.js';
+import { recordStalls, showStalls } from './stalls.js';
 
 const PG = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432';
 const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -72,6 +74,10 @@ const MOSQUITTO = process.env.BENCH_MOSQUITTO;
 const DYNSEC_PLUGIN = process.env.BENCH_DYNSEC_PLUGIN;
 const MOSQUITTO_VERSION =
   /mosquitto version (\S+)/.exec(spawnSync(MOSQUITTO ?? 'mosquitto', ['-h'], { encoding: 'utf8' }).stdout)?.[1] ?? '2.0';
+/** BENCH_STALLS=1: both processes note event-loop stalls over 10 ms (wall-clock times, to line up with each other and with --trace-gc) */
+const STALLS = process.env.BENCH_STALLS === '1';
+/** extra node flags for the endpoints' child processes, e.g. `--trace-gc` (its lines are printed with the wall-clock time they arrived) */
+const NODE_ARGS = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
 /** Which parts run (a comma-separated subset; for profiling one of them): http, sync. */
 const PARTS = new Set((process.env.BENCH_PARTS ?? 'http,sync').split(','));
 const WRITE = process.env.BENCH_WRITE === '1' || DEVICES >= 100_000;
@@ -98,6 +104,12 @@ async function serve(bare: boolean): Promise<void> {
       };
   const server = new ServiceServer({ name: 'ingest', port: 0, handle });
   process.stdout.write(`ready ${await server.listen()}\n`);
+  if (STALLS) {
+    const r = recordStalls();
+    setInterval(() => {
+      for (const s of r.take().stalls) process.stderr.write(`[${bare ? 'bare' : 'server'}] stall ${s.at} ${s.ms} ms\n`);
+    }, 1000).unref();
+  }
   process.on('SIGTERM', async () => {
     await server.close(1000);
     await auth?.close();
@@ -165,7 +177,7 @@ async function seed(url: string, n: number, secret: string, handoff?: Buffer): P
 async function child(env: Record<string, string>, bare = false): Promise<{ port: number; proc: ChildProcess }> {
   const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : [];
   const mode = bare ? '--serve-bare' : '--serve';
-  const proc = spawn(process.execPath, [...prof, '--import', 'tsx', new URL(import.meta.url).pathname, mode], {
+  const proc = spawn(process.execPath, [...prof, ...NODE_ARGS, '--import', 'tsx', new URL(import.meta.url).pathname, mode], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -173,6 +185,7 @@ async function child(env: Record<string, string>, bare = false): Promise<{ port:
     createInterface({ input: proc.stdout as NodeJS.ReadableStream }).on('line', (l) => {
       const m = /^ready (\d+)$/.exec(l);
       if (m) resolve(Number(m[1]));
+      else if (NODE_ARGS.length) process.stderr.write(`[${bare ? 'bare' : 'server'} ${Date.now()}] ${l}\n`);
     });
     proc.once('exit', (code) => reject(new Error(`auth server exited (${code})`)));
   });
@@ -286,27 +299,18 @@ async function http(url: string, secret: string, rulrSecretEnv: string): Promise
     (await allows(server.port, endpoint)) - before - CONNECTIONS;
   /** `bodies` in turn to `path` of `port`, at RATE for `durationS`; BENCH_TAIL=1 prints where the slow requests were */
   const fixedRate = async (port: number, path: string, bodies: string[], durationS: number) => {
-    const slow = new Map<number, number>();
-    const r = await runOpenLoopRaw({
-      url: `http://127.0.0.1:${port}${path}`,
-      headers: {},
-      body: bodies[0] as string,
-      bodies,
-      rate: RATE,
-      durationS,
-      connections: CONNECTIONS,
-      ...(process.env.BENCH_TAIL
-        ? {
-            onSample: (at: number, ms: number) => {
-              const b = Math.floor(at / 250) * 250;
-              if (ms > 20) slow.set(b, Math.max(slow.get(b) ?? 0, ms));
-            },
-          }
-        : {}),
-    });
-    if (slow.size)
+    const url = `http://127.0.0.1:${port}${path}`;
+    const r = await runOpenLoopInChild(
+      { url, rate: RATE, durationS, connections: CONNECTIONS, tail: !!process.env.BENCH_TAIL, stalls: STALLS },
+      encodeRequests(new URL(url), {}, bodies),
+    );
+    if (r.slow.length)
       console.log(
-        `  requests over 20 ms, worst per 250 ms from the start: ${[...slow].map(([at, ms]) => `${at}:${Math.round(ms)}`).join(' ')}`,
+        `  requests over 20 ms, worst per 250 ms (epoch ms of the slot:ms): ${r.slow.map(([at, ms]) => `${at}:${Math.round(ms)}`).join(' ')}`,
+      );
+    if (STALLS)
+      console.log(
+        `  ${showStalls('load generator', r.stalls)}; its event-loop delay p99 ${r.loopP99.toFixed(1)} ms, max ${r.loopMax.toFixed(1)} ms`,
       );
     return r;
   };
