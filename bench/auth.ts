@@ -53,7 +53,9 @@ import { startSecuredBroker } from '../test/support/secured-broker.js';
 import { DynsecClient } from '../workers/broker-sync/dynsec-client.js';
 import { DynsecSync } from '../workers/broker-sync/dynsec-sync.js';
 import { loadNote } from './load-note.js';
-import { runOpenLoopRaw } from './open-loop.js';
+import { encodeRequests, type runOpenLoopRaw } from './open-loop.js';
+import { runOpenLoopInChild } from './open-loop-child.js';
+import { recordStalls, showStalls } from './stalls.js';
 
 const PG = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432';
 const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
@@ -72,6 +74,14 @@ const MOSQUITTO = process.env.BENCH_MOSQUITTO;
 const DYNSEC_PLUGIN = process.env.BENCH_DYNSEC_PLUGIN;
 const MOSQUITTO_VERSION =
   /mosquitto version (\S+)/.exec(spawnSync(MOSQUITTO ?? 'mosquitto', ['-h'], { encoding: 'utf8' }).stdout)?.[1] ?? '2.0';
+/** BENCH_STALLS=1: both processes note event-loop stalls over 10 ms (wall-clock times, to line up with each other and with --trace-gc) */
+const STALLS = process.env.BENCH_STALLS === '1';
+/** extra node flags for the endpoints' child processes, e.g. `--trace-gc` (its lines are printed with the wall-clock time they arrived) */
+const NODE_ARGS = (process.env.BENCH_NODE_ARGS ?? '').split(' ').filter(Boolean);
+/** The endpoints' node flags: ingest's, as deploy/k8s/ingest.yaml sets them (NODE_OPTIONS), unless BENCH_INGEST_NODE_FLAGS says otherwise. */
+const INGEST_NODE_FLAGS = (process.env.BENCH_INGEST_NODE_FLAGS ?? '--max-old-space-size=256 --max-semi-space-size=16')
+  .split(' ')
+  .filter(Boolean);
 /** Which parts run (a comma-separated subset; for profiling one of them): http, sync. */
 const PARTS = new Set((process.env.BENCH_PARTS ?? 'http,sync').split(','));
 const WRITE = process.env.BENCH_WRITE === '1' || DEVICES >= 100_000;
@@ -98,6 +108,12 @@ async function serve(bare: boolean): Promise<void> {
       };
   const server = new ServiceServer({ name: 'ingest', port: 0, handle });
   process.stdout.write(`ready ${await server.listen()}\n`);
+  if (STALLS) {
+    const r = recordStalls();
+    setInterval(() => {
+      for (const s of r.take().stalls) process.stderr.write(`[${bare ? 'bare' : 'server'}] stall ${s.at} ${s.ms} ms\n`);
+    }, 1000).unref();
+  }
   process.on('SIGTERM', async () => {
     await server.close(1000);
     await auth?.close();
@@ -165,14 +181,19 @@ async function seed(url: string, n: number, secret: string, handoff?: Buffer): P
 async function child(env: Record<string, string>, bare = false): Promise<{ port: number; proc: ChildProcess }> {
   const prof = process.env.BENCH_CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.BENCH_CPU_PROF] : [];
   const mode = bare ? '--serve-bare' : '--serve';
-  const proc = spawn(process.execPath, [...prof, '--import', 'tsx', new URL(import.meta.url).pathname, mode], {
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  const proc = spawn(
+    process.execPath,
+    [...prof, ...INGEST_NODE_FLAGS, ...NODE_ARGS, '--import', 'tsx', new URL(import.meta.url).pathname, mode],
+    {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
   const port = await new Promise<number>((resolve, reject) => {
     createInterface({ input: proc.stdout as NodeJS.ReadableStream }).on('line', (l) => {
       const m = /^ready (\d+)$/.exec(l);
       if (m) resolve(Number(m[1]));
+      else if (NODE_ARGS.length) process.stderr.write(`[${bare ? 'bare' : 'server'} ${Date.now()}] ${l}\n`);
     });
     proc.once('exit', (code) => reject(new Error(`auth server exited (${code})`)));
   });
@@ -190,6 +211,26 @@ async function allows(port: number, endpoint: 'authn' | 'authz'): Promise<number
   const re = new RegExp(`^rulr_broker_auth_answers_total\\{[^}]*endpoint="${endpoint}"[^}]*result="allow"[^}]*\\} (\\d+)`, 'gm');
   return [...text.matchAll(re)].reduce((s, m) => s + Number(m[1]), 0);
 }
+
+/** What a server's /metrics says about its process: CPU seconds, GC pause totals by kind, heap used (MB). */
+async function processStats(port: number) {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const one = (re: RegExp) => [...text.matchAll(re)].reduce((s, m) => s + Number(m[1]), 0);
+  const gc = (kind: string, what: 'sum' | 'count') =>
+    one(new RegExp(`^rulr_nodejs_gc_duration_seconds_${what}\\{[^}]*kind="${kind}"[^}]*\\} (\\S+)`, 'gm'));
+  return {
+    cpu: one(/^rulr_process_cpu_seconds_total (\S+)/gm),
+    minorS: gc('minor', 'sum'),
+    minorN: gc('minor', 'count'),
+    majorS: gc('major', 'sum') + gc('incremental', 'sum'),
+    majorN: gc('major', 'count'),
+    heapMb: one(/^rulr_nodejs_heap_size_used_bytes (\S+)/gm) / 1048576,
+  };
+}
+type Stats = Awaited<ReturnType<typeof processStats>>;
+/** The server's work over one phase of `requests` requests, in words. */
+const phaseStats = (a: Stats, b: Stats, requests: number) =>
+  `${Math.round(((b.cpu - a.cpu) * 1e6) / requests)} µs of CPU per request; GC ${b.minorN - a.minorN} scavenges ${Math.round((b.minorS - a.minorS) * 1000)} ms in all, ${b.majorN - a.majorN} full ${Math.round((b.majorS - a.majorS) * 1000)} ms (incremental steps included); heap ${Math.round(b.heapMb)} MB after`;
 
 const authnBody = (d: Device, secret: string) =>
   JSON.stringify({ username: d.username, password: secret, clientid: d.id, peerhost: '10.1.2.3', cert_pem: '' });
@@ -228,7 +269,7 @@ async function closedLoop(port: number, bodies: string[], concurrency: number) {
   return { rps: bodies.length / seconds, p50: pct(0.5), p99: pct(0.99), seconds };
 }
 
-type Run = Awaited<ReturnType<typeof runOpenLoopRaw>>;
+type Run = Awaited<ReturnType<typeof runOpenLoopRaw>> & { work: string };
 interface HttpResults {
   cold: Awaited<ReturnType<typeof closedLoop>>;
   coldAllowed: number;
@@ -286,29 +327,23 @@ async function http(url: string, secret: string, rulrSecretEnv: string): Promise
     (await allows(server.port, endpoint)) - before - CONNECTIONS;
   /** `bodies` in turn to `path` of `port`, at RATE for `durationS`; BENCH_TAIL=1 prints where the slow requests were */
   const fixedRate = async (port: number, path: string, bodies: string[], durationS: number) => {
-    const slow = new Map<number, number>();
-    const r = await runOpenLoopRaw({
-      url: `http://127.0.0.1:${port}${path}`,
-      headers: {},
-      body: bodies[0] as string,
-      bodies,
-      rate: RATE,
-      durationS,
-      connections: CONNECTIONS,
-      ...(process.env.BENCH_TAIL
-        ? {
-            onSample: (at: number, ms: number) => {
-              const b = Math.floor(at / 250) * 250;
-              if (ms > 20) slow.set(b, Math.max(slow.get(b) ?? 0, ms));
-            },
-          }
-        : {}),
-    });
-    if (slow.size)
+    const url = `http://127.0.0.1:${port}${path}`;
+    const before = await processStats(port);
+    const r = await runOpenLoopInChild(
+      { url, rate: RATE, durationS, connections: CONNECTIONS, tail: !!process.env.BENCH_TAIL, stalls: STALLS },
+      encodeRequests(new URL(url), {}, bodies),
+    );
+    if (r.slow.length)
       console.log(
-        `  requests over 20 ms, worst per 250 ms from the start: ${[...slow].map(([at, ms]) => `${at}:${Math.round(ms)}`).join(' ')}`,
+        `  requests over 20 ms, worst per 250 ms (epoch ms of the slot:ms): ${r.slow.map(([at, ms]) => `${at}:${Math.round(ms)}`).join(' ')}`,
       );
-    return r;
+    const work = phaseStats(before, await processStats(port), r.completed);
+    console.log(`  server: ${work}`);
+    if (STALLS)
+      console.log(
+        `  ${showStalls('load generator', r.stalls)}; its event-loop delay p99 ${r.loopP99.toFixed(1)} ms, max ${r.loopMax.toFixed(1)} ms`,
+      );
+    return { ...r, work };
   };
   const bodies = devices.map((d) => authnBody(d, secret));
   console.log(`reconnect after a restart: ${fmt(devices.length)} devices at ${fmt(RATE)}/s…`);
@@ -410,8 +445,8 @@ async function main(): Promise<void> {
     '## Device authentication (`npm run bench:auth`)',
     '',
     `Run ${started.toISOString().slice(0, 16)}Z on ${os.availableParallelism()} × ${os.cpus()[0]?.model ?? 'cpu'}, Node ${process.version}, ${loadNote(loadBefore, os.loadavg()[0] ?? 0)}.`,
-    `Command: \`npm run bench:auth\` (env: BENCH_DEVICES=${DEVICES}, BENCH_RATE=${RATE}, BENCH_DURATION_S=${DURATION_S}, BENCH_COLD=${COLD}, BENCH_SYNC_DEVICES=${SYNC}, BENCH_CONNECTIONS=${CONNECTIONS}, DEVICE_AUTH_MAX_HASHING=${MAX_HASHING}, DYNSEC_BATCH=${SYNC_BATCH ?? '(unset)'}${MOSQUITTO ? `, BENCH_MOSQUITTO=${MOSQUITTO}` : ''}${DYNSEC_PLUGIN ? `, BENCH_DYNSEC_PLUGIN=${DYNSEC_PLUGIN}` : ''}).`,
-    `Setup: own database \`${DB_NAME}\` with ${fmt(DEVICES)} devices, one argon2id secret credential each (one shared secret and hash: hashing ${fmt(DEVICES)} distinct ones would take most of the run; every cache is per credential). The endpoints run in a child process (the handler of \`rulr start ingest\`, production mode, measured once its credential directory is loaded, as ingest's /readyz waits for) with its own credential pool of 2; load comes from this process over ${CONNECTIONS} keep-alive connections, at a fixed rate with latency counted from the scheduled time (\`bench/open-loop.ts\`), except the cold run (closed loop, ${MAX_HASHING} in flight). The bare server is the same ServiceServer in its own child process with a handler that reads the body and answers allow at once: what HTTP costs on this machine at that moment, measured just before the warm runs. Targets: p99 under 5 ms warm at 5,000 requests/s; 10,000 devices synced into dynamic security under 30 s.`,
+    `Command: \`npm run bench:auth\` (env: BENCH_DEVICES=${DEVICES}, BENCH_RATE=${RATE}, BENCH_DURATION_S=${DURATION_S}, BENCH_COLD=${COLD}, BENCH_SYNC_DEVICES=${SYNC}, BENCH_CONNECTIONS=${CONNECTIONS}, DEVICE_AUTH_MAX_HASHING=${MAX_HASHING}, BENCH_INGEST_NODE_FLAGS=${INGEST_NODE_FLAGS.join(' ')}, DYNSEC_BATCH=${SYNC_BATCH ?? '(unset)'}${MOSQUITTO ? `, BENCH_MOSQUITTO=${MOSQUITTO}` : ''}${DYNSEC_PLUGIN ? `, BENCH_DYNSEC_PLUGIN=${DYNSEC_PLUGIN}` : ''}).`,
+    `Setup: own database \`${DB_NAME}\` with ${fmt(DEVICES)} devices, one argon2id secret credential each (one shared secret and hash: hashing ${fmt(DEVICES)} distinct ones would take most of the run; every cache is per credential). The endpoints run in a child process (the handler of \`rulr start ingest\`, production mode, measured once its credential directory is loaded, as ingest's /readyz waits for) with its own credential pool of 2 and ingest's node flags (\`${INGEST_NODE_FLAGS.join(' ')}\`, as deploy/k8s/ingest.yaml); load comes from a generator process of its own (\`bench/open-loop-child.ts\`: nothing on its heap but the connections, the requests in one off-heap buffer) over ${CONNECTIONS} keep-alive connections, at a fixed rate with latency counted from the scheduled time (\`bench/open-loop.ts\`), except the cold run (closed loop from this process, ${MAX_HASHING} in flight). The bare server is the same ServiceServer in its own child process with a handler that reads the body and answers allow at once: what HTTP costs on this machine at that moment, measured just before the warm runs. Targets: p99 under 5 ms warm at 5,000 requests/s; 10,000 devices synced into dynamic security under 30 s.`,
     '',
     ...(h
       ? [
@@ -439,11 +474,18 @@ async function main(): Promise<void> {
             `${fmt(h.authzAllowed)} of ${fmt(h.authz.completed)} allowed; p50 ${ratio(h.authz.p50, h.bare.p50)}, p99 ${ratio(h.authz.p99, h.bare.p99)} the bare server's`,
           ),
           '',
+          "The endpoints' process during each phase (its /metrics before and after: CPU, V8 GC pauses, heap; less sensitive to other work on the machine than the latencies):",
+          '',
+          `- reconnect: ${h.reconnect.work}`,
+          `- bare server: ${h.bare.work}`,
+          `- warm authentication: ${h.warm.work}`,
+          `- warm authorization: ${h.authz.work}`,
+          '',
         ]
       : []),
     ...(y
       ? [
-          `Mosquitto ${MOSQUITTO_VERSION} dynamic security: ${fmt(y.created)} clients created by one reconcile in ${y.seconds.toFixed(1)} s (${fmt(y.created / y.seconds)} clients/s, target 10,000 under 30 s: ${y.created < 10_000 ? 'not measured at this size' : y.seconds < 30 ? 'met' : 'missed'}; ${y.messages} control messages of up to ${y.batch} commands, one \`createClient\` with its role inline per device; ${fmt(y.atBroker)} device clients at the broker after): ${y.firstMs.toFixed(1)} ms per client in the first control message, ${y.lastMs.toFixed(1)} ms in the last, a ${y.fileMb.toFixed(1)} MB file at the end. Mosquitto 2.0.x saves its whole dynamic-security file after every command, even within one control message (\`plugins/dynamic-security/clients.c\`, \`dynsec__config_save()\` at the end of \`createClient\`), so there the time per client grows with the clients already there; 2.1 saves once per control message (docs/broker-auth.md).`,
+          `Mosquitto ${MOSQUITTO_VERSION} dynamic security: ${fmt(y.created)} clients created by one reconcile in ${y.seconds.toFixed(1)} s (${fmt(y.created / y.seconds)} clients/s, target 10,000 under 30 s: ${y.created < 10_000 ? 'not measured at this size' : y.seconds < 30 ? 'met' : 'missed'}; ${y.messages} control messages of up to ${y.batch} commands, one \`createClient\` with its role inline per device; ${fmt(y.atBroker)} device clients at the broker after): ${y.firstMs.toFixed(1)} ms per client in the first control message, ${y.lastMs.toFixed(1)} ms in the last, a ${y.fileMb.toFixed(1)} MB file at the end${MOSQUITTO_VERSION.startsWith('2.0') ? ` (so about ${fmt(y.created)} saves of the whole file, ${(y.fileMb / 2).toFixed(1)} MB on average: ${((y.created * y.fileMb) / 2 / 1024).toFixed(1)} GB serialized and written; the per-client cost of one save, ${((y.lastMs / Math.max(1, y.created)) * 1000).toFixed(1)} µs from the last message, puts 10,000 from empty at ${(((y.lastMs / Math.max(1, y.created)) * 10_000 * 10_000) / 2 / 1000).toFixed(0)} s whatever the client sends)` : ''}. Mosquitto 2.0.x saves its whole dynamic-security file after every command, even within one control message (\`plugins/dynamic-security/clients.c\`, \`dynsec__config_save()\` at the end of \`createClient\`), so there the time per client grows with the clients already there; 2.1 saves once per control message (docs/broker-auth.md).`,
         ]
       : []),
     '<!-- bench:auth:end -->',

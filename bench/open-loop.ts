@@ -23,11 +23,49 @@ export interface OpenLoopOptions {
   body: string;
   /** several bodies, request i sending bodies[i % length] (many devices); `body` when absent */
   bodies?: string[];
+  /**
+   * Already encoded requests (whole HTTP/1.1 requests, as {@link encodeRequests} makes them) in one
+   * off-heap buffer, request j at data[offsets[j], offsets[j + 1]): what the generator process
+   * holds instead of 100,000 strings and buffers on its heap (`body`/`bodies` are then unused).
+   */
+  encoded?: EncodedRequests;
   rate: number;
   durationS: number;
   connections: number;
-  /** called with (scheduled time relative to t0, latency) of every request (debugging the tail) */
-  onSample?: (at: number, latencyMs: number) => void;
+  /** called with (scheduled time relative to t0, latency, scheduled time as performance.now()) of every request (debugging the tail) */
+  onSample?: (at: number, latencyMs: number, scheduled: number) => void;
+}
+
+export interface EncodedRequests {
+  data: Buffer;
+  /** n + 1 offsets into data */
+  offsets: Uint32Array;
+}
+
+/** Whole POST requests to `url` with `headers`, one per body, in one buffer. */
+export function encodeRequests(url: URL, headers: Record<string, string>, bodies: string[]): EncodedRequests {
+  const parts = bodies.map((body) => {
+    const headerLines = Object.entries({
+      host: url.host,
+      'content-type': 'application/json',
+      'content-length': String(Buffer.byteLength(body)),
+      connection: 'keep-alive',
+      ...headers,
+    })
+      .map(([k, v]) => `${k}: ${v}\r\n`)
+      .join('');
+    return `POST ${url.pathname}${url.search} HTTP/1.1\r\n${headerLines}\r\n${body}`;
+  });
+  const offsets = new Uint32Array(parts.length + 1);
+  let at = 0;
+  for (let i = 0; i < parts.length; i++) {
+    offsets[i] = at;
+    at += Buffer.byteLength(parts[i] as string);
+  }
+  offsets[parts.length] = at;
+  const data = Buffer.allocUnsafeSlow(at);
+  for (let i = 0; i < parts.length; i++) data.write(parts[i] as string, offsets[i] as number);
+  return { data, offsets };
 }
 
 const CRLF2 = Buffer.from('\r\n\r\n');
@@ -141,20 +179,11 @@ class Connection {
 
 export async function runOpenLoopRaw(o: OpenLoopOptions): Promise<OpenLoopResult> {
   const url = new URL(o.url);
-  const encode = (body: string) => {
-    const headerLines = Object.entries({
-      host: url.host,
-      'content-type': 'application/json',
-      'content-length': String(Buffer.byteLength(body)),
-      connection: 'keep-alive',
-      ...o.headers,
-    })
-      .map(([k, v]) => `${k}: ${v}\r\n`)
-      .join('');
-    return Buffer.from(`POST ${url.pathname}${url.search} HTTP/1.1\r\n${headerLines}\r\n${body}`);
-  };
-  const requests = (o.bodies?.length ? o.bodies : [o.body]).map(encode);
-  const request = requests[0] as Buffer;
+  const enc = o.encoded ?? encodeRequests(url, o.headers, o.bodies?.length ? o.bodies : [o.body]);
+  const n = enc.offsets.length - 1;
+  /** request i (a view into the one buffer: no copy) */
+  const requestAt = (i: number) => enc.data.subarray(enc.offsets[i % n], enc.offsets[(i % n) + 1]);
+  const request = requestAt(0);
   const total = Math.max(1, Math.round(o.rate * o.durationS));
   const latencies = new Float64Array(total);
   let completed = 0;
@@ -169,11 +198,11 @@ export async function runOpenLoopRaw(o: OpenLoopOptions): Promise<OpenLoopResult
     const l = performance.now() - scheduled;
     if (status !== 200) errors++;
     latencies[completed++] = l;
-    o.onSample?.(scheduled - t0, l);
+    o.onSample?.(scheduled - t0, l, scheduled);
     if (completed === total) finish();
     if (waitHead < waiting.length) {
       const [at, i] = waiting[waitHead++] as [number, number];
-      c.send(at, requests[i % requests.length]);
+      c.send(at, requestAt(i));
     } else free.push(c);
   };
 
@@ -207,7 +236,7 @@ export async function runOpenLoopRaw(o: OpenLoopOptions): Promise<OpenLoopResult
     if (wait > 1) await new Promise((r) => setTimeout(r, wait));
     // the longest-idle connection first (round robin, as wrk does): none idles into the server's keep-alive timeout
     const c = free.shift();
-    if (c) c.send(at, requests[i % requests.length]);
+    if (c) c.send(at, requestAt(i));
     else waiting.push([at, i]);
   }
   await finished;

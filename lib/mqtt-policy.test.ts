@@ -1,6 +1,16 @@
 import { describe, expect, it } from 'vitest';
 import { INGEST_TOPIC_FILTERS, sharedSubscription } from './contracts/mqtt-topics.js';
-import { allows, DYNSEC_ROLES, dynsecRoles, emqxAcl, grants, mosquittoAclFile, type Principal, topicMatches } from './mqtt-policy.js';
+import {
+  allows,
+  DYNSEC_ROLES,
+  dynsecRoles,
+  emqxAcl,
+  grants,
+  grantsAllow,
+  mosquittoAclFile,
+  type Principal,
+  topicMatches,
+} from './mqtt-policy.js';
 
 const A = '0b0c4a6e-2d0a-4d6f-9a57-1f0b7c3a9e10';
 const B = '7d3e9f10-5a6b-4c7d-8e9f-0a1b2c3d4e5f';
@@ -123,5 +133,46 @@ describe('the MQTT policy', () => {
     expect(file).toContain('pattern read devices/%c/commands\n');
     expect(file).toContain('pattern read gateways/%c/commands\n');
     expect(file).not.toMatch(/^topic /m);
+  });
+});
+
+describe('allows: the device and concentrator fast path', () => {
+  const A = '3f2a1c4e-8b7d-4e6f-9a0b-1c2d3e4f5a6b';
+  const B = '9e8d7c6b-5a4f-4e3d-8c2b-1a0f9e8d7c6b';
+  const topics = (id: string) =>
+    ['devices', 'gateways', 'device', 'Devices', '$share/g/devices', ''].flatMap((root) =>
+      [
+        'telemetry',
+        'status',
+        'commands',
+        'commands/reply',
+        'connect',
+        'disconnect',
+        'commands/reply/x',
+        '+',
+        '#',
+        '',
+        'telemetry/',
+      ].flatMap((rest) => [
+        `${root}/${id}/${rest}`,
+        `${root}/${id}${rest}`,
+        `${root}/${id.slice(0, 35)}/${rest}`,
+        `${root}/${id}x/${rest}`,
+        `${root}//${id}/${rest}`,
+      ]),
+    );
+  it('decides every topic as the grants do, for devices and concentrators, own and foreign ids', () => {
+    for (const kind of ['device', 'gateway'] as const) {
+      const p: Principal = { kind, deviceId: A };
+      for (const t of [...topics(A), ...topics(B), `devices/${A}/telemetry\u0000`, 'devices/+/telemetry', 'devices/#']) {
+        for (const action of ['publish', 'subscribe'] as const) {
+          expect(allows(p, action, t), `${kind} ${action} ${t}`).toBe(grantsAllow(p, action, t));
+        }
+      }
+    }
+  });
+  it('leaves ids with wildcard characters to the grants', () => {
+    const p: Principal = { kind: 'device', deviceId: '+' };
+    expect(allows(p, 'publish', 'devices/x/telemetry')).toBe(grantsAllow(p, 'publish', 'devices/x/telemetry'));
   });
 });

@@ -115,6 +115,26 @@ export function topicMatches(filter: string, topic: string): boolean {
   return f.length === t.length;
 }
 
+/** What follows `devices/{id}/` (and for a concentrator `gateways/{id}/`) in the topics it may publish to. */
+const OWN_PUBLISH = {
+  devices: new Set<string>([...DEVICE_CHANNELS, COMMAND_REPLY]),
+  gateways: new Set<string>([...GATEWAY_CHANNELS, COMMAND_REPLY]),
+};
+
+/**
+ * {@link grantsAllow} for a device or concentrator whose id has no wildcard character, without
+ * building its grants at every authorization: its grants are exact topics `<root>/<id>/<suffix>`,
+ * so a topic is allowed exactly when it is one of them, character for character.
+ */
+function allowsOwn(gateway: boolean, id: string, action: MqttAction, topic: string): boolean {
+  const root = topic.startsWith('devices/') ? 'devices' : gateway && topic.startsWith('gateways/') ? 'gateways' : undefined;
+  if (root === undefined) return false;
+  const at = root.length + 1;
+  if (!topic.startsWith(id, at) || topic.charCodeAt(at + id.length) !== 47 /* '/' */) return false;
+  const rest = topic.slice(at + id.length + 1);
+  return action === 'publish' ? OWN_PUBLISH[root].has(rest) : rest === COMMANDS;
+}
+
 const isTopicName = (t: string) => t.length > 0 && t.length <= 65535 && !t.includes('+') && !t.includes('#') && !t.includes('\u0000');
 
 /**
@@ -122,6 +142,15 @@ const isTopicName = (t: string) => t.length > 0 && t.length <= 65535 && !t.inclu
  * a subscription to exactly one of its subscribe grants. Anything else, malformed topics included, is refused.
  */
 export function allows(p: Principal, action: MqttAction, topic: string): boolean {
+  if (typeof topic !== 'string' || topic.length === 0 || topic.includes('\u0000')) return false;
+  if ((p.kind === 'device' || p.kind === 'gateway') && !p.deviceId.includes('+') && !p.deviceId.includes('#')) {
+    return allowsOwn(p.kind === 'gateway', p.deviceId, action, topic);
+  }
+  return grantsAllow(p, action, topic);
+}
+
+/** {@link allows} by the principal's {@link grants} (every principal; the device fast path is tested equal to it). */
+export function grantsAllow(p: Principal, action: MqttAction, topic: string): boolean {
   if (typeof topic !== 'string' || topic.length === 0 || topic.includes('\u0000')) return false;
   const g = grants(p);
   if (action === 'publish') return isTopicName(topic) && g.publish.some((f) => topicMatches(f, topic));

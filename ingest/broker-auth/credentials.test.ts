@@ -116,4 +116,32 @@ describe('the credential directory of broker authentication', () => {
     expect(statements).toBe(before + 1);
     dir.close();
   });
+
+  it('refreshes and drops a device with several credentials and usernames not found, key by key', async () => {
+    const a = await device();
+    // a second, rotated-in credential of the same device
+    const tag = randomBytes(4).toString('hex');
+    const second = `${a.id}.${tag}`;
+    const c2 = await pool.query<{ id: string }>(
+      `insert into device_credentials (org_id, device_id, username, secret_hash, hash_scheme) values ($1, $2, $3, 'x', 'argon2id') returning id`,
+      [orgId, a.id, second],
+    );
+    const dir = new CredentialDirectory(query, 60_000);
+    await dir.load();
+    // a made-up username of the same device, remembered as not found
+    expect(await dir.byUsername(`${a.id}.00000000`)).toBeUndefined();
+    await pool.query(`update device_credentials set revoked_at = now() where id = $1`, [c2.rows[0]?.id]);
+    await dir.refresh();
+    let before = statements;
+    expect((await dir.byUsername(a.username))?.deviceId).toBe(a.id);
+    expect(statements).toBe(before);
+    expect(await dir.byUsername(second)).toBeUndefined();
+    expect(statements).toBe(before + 1);
+    // a notice drops every key of the device, whatever their number
+    dir.apply({ orgId, kind: 'decommissioned', deviceIds: [a.id] });
+    before = statements;
+    await Promise.all([dir.byUsername(a.username), dir.byUsername(`${a.id}.00000000`)]);
+    expect(statements).toBe(before + 1);
+    dir.close();
+  });
 });

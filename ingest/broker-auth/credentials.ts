@@ -53,14 +53,28 @@ const STALE = `select h.username from unnest($1::text[], $2::text[]) as h(userna
 /** What of a credential can change while it is valid (its end, its device's profile, gateway-ness, decommissioning). */
 const version = (c: CredentialInfo) => `${c.expiresAt ?? ''}|${c.profileId ?? ''}|${c.isGateway}|${c.decommissioned}`;
 
+/**
+ * One copy of the values many credentials share (organization, profile, kind, scheme): the driver
+ * gives each row fresh strings, and 100,000 held credentials would keep 100,000 copies of each for
+ * the collector to trace. Bounded: past the cap a value is kept as it came.
+ */
+const shared = new Map<string, string>();
+function intern<T extends string | null>(v: T): T {
+  if (v === null) return v;
+  const had = shared.get(v);
+  if (had !== undefined) return had as T;
+  if (shared.size < 10_000) shared.set(v, v);
+  return v;
+}
+
 const toInfo = (r: Row): CredentialInfo => ({
   id: r.id,
   username: r.username,
   deviceId: r.device_id,
-  orgId: r.org_id,
-  profileId: r.profile_id,
-  kind: r.kind,
-  scheme: r.hash_scheme,
+  orgId: intern(r.org_id),
+  profileId: intern(r.profile_id),
+  kind: intern(r.kind),
+  scheme: intern(r.hash_scheme),
   hash: r.secret_hash,
   fingerprint: r.fingerprint,
   expiresAt: r.expires_at ? r.expires_at.getTime() : null,
@@ -99,8 +113,12 @@ const FP = 'fp:';
  */
 export class CredentialDirectory {
   private readonly cache: LRUCache<string, CredentialInfo | false>;
-  /** device id → cache keys about it (its credentials, and usernames starting with its id that were not found) */
-  private readonly byDevice = new Map<string, Set<string>>();
+  /**
+   * device id → cache keys about it (its credentials, and usernames starting with its id that were
+   * not found): the one key itself when there is one (nearly every device: no Set per device for the
+   * collector to trace), a Set when there are more
+   */
+  private readonly byDevice = new Map<string, string | Set<string>>();
   /** fingerprints looked up and not found */
   private readonly missingFingerprints = new Set<string>();
   private epoch = 0;
@@ -200,8 +218,10 @@ export class CredentialDirectory {
     this.cache.set(key, info ?? false, info ? {} : { ttl: Math.min(10_000, this.ttlMs) });
     const device = info?.deviceId ?? (key.startsWith(FP) ? undefined : key.slice(0, 36));
     if (device) {
-      const keys = this.byDevice.get(device) ?? new Set<string>();
-      this.byDevice.set(device, keys.add(key));
+      const keys = this.byDevice.get(device);
+      if (keys === undefined || keys === key) this.byDevice.set(device, key);
+      else if (typeof keys === 'string') this.byDevice.set(device, new Set([keys, key]));
+      else keys.add(key);
     } else this.missingFingerprints.add(key);
   }
 
@@ -212,8 +232,17 @@ export class CredentialDirectory {
       return;
     }
     const keys = this.byDevice.get(device);
-    keys?.delete(key);
-    if (keys?.size === 0) this.byDevice.delete(device);
+    if (keys === key) this.byDevice.delete(device);
+    else if (typeof keys === 'object') {
+      keys.delete(key);
+      if (keys.size === 0) this.byDevice.delete(device);
+    }
+  }
+
+  /** The cache keys about a device (see {@link byDevice}). */
+  private keysOf(device: string): string[] {
+    const keys = this.byDevice.get(device);
+    return keys === undefined ? [] : typeof keys === 'string' ? [keys] : [...keys];
   }
 
   /**
@@ -275,16 +304,33 @@ export class CredentialDirectory {
    * with a short pause between pages: the database compares each with what is held and names those
    * gone or changed, which are dropped (the next request reads them afresh); the others get a new
    * TTL. Fingerprint entries and unknown names are left to their TTL.
+   *
+   * The pages are taken from the device index as they go (a Map iterator stays valid while entries
+   * come and go), not from a snapshot of the whole directory: copying 100,000 entries at once held
+   * the event loop for 40–100 ms every cycle, and the copy, alive for the whole cycle, ended in the
+   * old generation as garbage for the next full collection.
    */
   async refresh(): Promise<void> {
-    const held: [string, CredentialInfo][] = [];
-    for (const [k, v] of this.cache.entries()) if (v && !k.startsWith(FP)) held.push([k, v]);
     // spread over about a quarter of the TTL: a burst of queries competes with the answers for the cores
-    const pages = Math.ceil(held.length / REFRESH_PAGE);
+    const pages = Math.ceil(this.byDevice.size / REFRESH_PAGE);
     const pause = Math.min(1000, Math.max(REFRESH_PAUSE_MS, this.ttlMs / 4 / Math.max(1, pages)));
-    for (let i = 0; i < held.length && !this.closed; i += REFRESH_PAGE) {
-      if (i > 0) await new Promise((r) => setTimeout(r, pause));
-      const page = held.slice(i, i + REFRESH_PAGE);
+    const devices = this.byDevice.values();
+    let done = false;
+    for (let first = true; !done && !this.closed; first = false) {
+      if (!first) await new Promise((r) => setTimeout(r, pause));
+      const page: [string, CredentialInfo][] = [];
+      while (page.length < REFRESH_PAGE) {
+        const next = devices.next();
+        if (next.done) {
+          done = true;
+          break;
+        }
+        for (const k of typeof next.value === 'string' ? [next.value] : next.value) {
+          const v = this.cache.peek(k);
+          if (v && !k.startsWith(FP)) page.push([k, v]);
+        }
+      }
+      if (page.length === 0) continue;
       const epoch = this.epoch;
       const { rows } = await this.background(STALE, [page.map(([k]) => k), page.map(([, v]) => version(v))]);
       if (epoch !== this.epoch) continue;
@@ -304,7 +350,7 @@ export class CredentialDirectory {
       for (const [k, v] of [...this.cache.entries()]) if (v && v.profileId === change.profileId) this.cache.delete(k);
       return;
     }
-    for (const id of change.deviceIds) for (const k of [...(this.byDevice.get(id) ?? [])]) this.cache.delete(k);
+    for (const id of change.deviceIds) for (const k of this.keysOf(id)) this.cache.delete(k);
     if (change.kind === 'credentials-rotated') for (const k of [...this.missingFingerprints]) this.cache.delete(k);
   }
 

@@ -1,4 +1,4 @@
-import { createHmac, hkdfSync, timingSafeEqual } from 'node:crypto';
+import { createHmac, hkdfSync } from 'node:crypto';
 import { LRUCache } from 'lru-cache';
 import { hashDeviceSecret, verifyDeviceSecret } from '../../lib/device-credentials.js';
 import type { Logger } from '../../lib/logger.js';
@@ -24,8 +24,21 @@ export interface VerifierOptions {
 export type Verdict = 'cached' | 'verified' | 'wrong' | 'overloaded' | 'limited';
 
 const macKey = (rulrSecret: string) => Buffer.from(hkdfSync('sha256', rulrSecret, Buffer.alloc(0), 'rulr/device-auth-cache', 32));
+/**
+ * The keyed hash of a presented secret, as a 32-character one-byte string: 100,000 remembered ones
+ * are 100,000 flat strings for the collector, where Buffers were each a typed array, an ArrayBuffer
+ * and a backing store it has to track.
+ */
 const mac = (key: Buffer, credentialId: string, secret: string) =>
-  createHmac('sha256', key).update(credentialId).update('\u0000').update(secret).digest();
+  createHmac('sha256', key).update(credentialId).update('\u0000').update(secret).digest('binary');
+
+/** Whether two MACs are equal, in time independent of where they differ. */
+function sameMac(a: string, b: string): boolean {
+  if (a.length !== b.length) return false;
+  let d = 0;
+  for (let i = 0; i < a.length; i++) d |= a.charCodeAt(i) ^ b.charCodeAt(i);
+  return d === 0;
+}
 const redisKey = (prefix: string, credentialId: string) => `${prefix}device-auth:ok:${credentialId}`;
 
 /**
@@ -34,7 +47,7 @@ const redisKey = (prefix: string, credentialId: string) => `${prefix}device-auth
  */
 export const verificationEntry = (prefix: string, rulrSecret: string, credentialId: string, secret: string) => ({
   key: redisKey(prefix, credentialId),
-  value: mac(macKey(rulrSecret), credentialId, secret),
+  value: Buffer.from(mac(macKey(rulrSecret), credentialId, secret), 'binary'),
 });
 
 const verifications = counter(
@@ -56,7 +69,7 @@ const verifications = counter(
  */
 export class SecretVerifier {
   private readonly key: Buffer;
-  private readonly ok: LRUCache<string, Buffer>;
+  private readonly ok: LRUCache<string, string>;
   private readonly wrong = new LRUCache<string, true>({ max: 50_000, ttl: 60_000 });
   private hashing = 0;
 
@@ -75,12 +88,12 @@ export class SecretVerifier {
   async verify(c: CredentialInfo, secret: string, mayHash: () => Promise<boolean> = async () => true): Promise<Verdict> {
     const presented = mac(this.key, c.id, secret);
     const known = this.ok.get(c.id);
-    if (known && timingSafeEqual(known, presented)) return this.count('cached');
-    const macHex = presented.toString('hex');
-    if (this.wrong.has(`${c.id}:${macHex}`)) return this.count('wrong');
+    if (known !== undefined && sameMac(known, presented)) return this.count('cached');
+    const wrongKey = `${c.id}:${presented}`;
+    if (this.wrong.has(wrongKey)) return this.count('wrong');
     if (!known) {
       const shared = await this.o.redis.getBuffer(this.redisKey(c.id)).catch(() => null);
-      if (shared && shared.length === presented.length && timingSafeEqual(shared, presented)) {
+      if (shared && sameMac(shared.toString('binary'), presented)) {
         this.ok.set(c.id, presented);
         return this.count('cached');
       }
@@ -96,11 +109,11 @@ export class SecretVerifier {
       this.hashing--;
     }
     if (!match) {
-      this.wrong.set(`${c.id}:${macHex}`, true);
+      this.wrong.set(wrongKey, true);
       return this.count('wrong');
     }
     this.ok.set(c.id, presented);
-    await this.o.redis.set(this.redisKey(c.id), presented, 'EX', this.o.cacheTtlS).catch(() => undefined);
+    await this.o.redis.set(this.redisKey(c.id), Buffer.from(presented, 'binary'), 'EX', this.o.cacheTtlS).catch(() => undefined);
     if (c.scheme === 'sha256') void this.migrate(c, secret);
     return this.count('verified');
   }
