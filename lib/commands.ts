@@ -194,7 +194,7 @@ const cancelSupersededSetState = (orgId: string, ids: readonly string[], now: Da
     error = 'superseded by a newer desired state',
     history = history || ${JSON.stringify([historyEntry('CANCELED', now, { supersededBy: 'desired state', by: actor })])}::jsonb
   where org_id = ${orgId}::uuid and device_id = any(${[...ids]}::uuid[]) and name = ${SET_STATE_COMMAND}
-    and completed_at is null and status = 'QUEUED' and lease_until is null`;
+    and status = 'QUEUED' and lease_until is null`;
 
 /**
  * `insert into commands … select …` of one queued `setState` command `{desired: <delta>, version,

@@ -103,11 +103,11 @@ const lockedInIdOrder = (ids: readonly string[]) =>
 
 /**
  * The devices with a lapsed claim (a QUEUED command whose lease ended: a worker killed between the claim and the
- * PUBACK). Written with `commands_open_idx`'s predicate so it reads that index, not the whole table.
+ * PUBACK). Written with `commands_active_idx`'s predicate so it reads that index, not the whole table.
  */
 const lapsedClaims = (at: Date) =>
   sql`select device_id from commands
-    where completed_at is null and status = 'QUEUED' and lease_until < ${at}`;
+    where status in ('QUEUED', 'SENT', 'DELIVERED') and status = 'QUEUED' and lease_until < ${at}`;
 
 const toChange = (r: ChangeRow): CommandChange => ({ id: r.id, orgId: r.org_id, deviceId: r.device_id, status: r.status, jobId: r.job_id });
 
@@ -145,8 +145,8 @@ export class CommandDispatcher {
 
   /**
    * How often the sweep looks for lapsed claims: every 5 s, or every half lease when that is shorter. No index
-   * holds `lease_until` any more (so the claim is a HOT update, migration 0012); the search reads the open
-   * commands through `commands_open_idx`, which is not worth doing every second for claims that lapse after
+   * holds `lease_until` any more (so the claim is a HOT update, migration 0012); the search reads the QUEUED
+   * commands through `commands_active_idx`, which is not worth doing every second for claims that lapse after
    * `COMMANDS_LEASE_S` (30 s). A lapsed claim is offered again at most this long after its lease ended.
    */
   private lapsedEveryMs(): number {
@@ -247,18 +247,17 @@ export class CommandDispatcher {
       const off = all.filter((id) => !online.has(id));
       if (off.length)
         await sql`update commands set lease_until = null
-          where device_id = any(${off}::uuid[]) and completed_at is null and status = 'QUEUED' and lease_until < now()`.execute(tx);
+          where device_id = any(${off}::uuid[]) and status = 'QUEUED' and lease_until < now()`.execute(tx);
       const on = all.filter((id) => online.has(id));
       if (!on.length) return [];
       const { rows } = await sql<Claimed>`
         with busy as (
           select distinct device_id from commands
-          where device_id = any(${on}::uuid[]) and completed_at is null
-            and (status in ('SENT', 'DELIVERED') or (status = 'QUEUED' and lease_until > now()))
+          where device_id = any(${on}::uuid[]) and (status in ('SENT', 'DELIVERED') or (status = 'QUEUED' and lease_until > now()))
         ), next as (
           select distinct on (c.device_id) c.id from commands c
           where c.device_id = any(${on}::uuid[]) and c.device_id not in (select device_id from busy)
-            and c.completed_at is null and c.status = 'QUEUED' and c.expires_at > now()
+            and c.status = 'QUEUED' and c.expires_at > now()
             and (c.job_id is null or not exists (
               select 1 from command_jobs j where j.id = c.job_id and j.status in ('PAUSED', 'CANCELED', 'ABORTED')))
           order by c.device_id, c.created_at, c.id
@@ -467,9 +466,7 @@ export class CommandDispatcher {
    */
   private async waiting(ids: readonly string[]): Promise<string[]> {
     const { rows } = await sql<{ device_id: string }>`
-      select distinct device_id from commands where device_id = any(${[...ids]}::uuid[]) and completed_at is null and status = 'QUEUED'`.execute(
-      this.o.db,
-    );
+      select distinct device_id from commands where device_id = any(${[...ids]}::uuid[]) and status = 'QUEUED'`.execute(this.o.db);
     return rows.map((r) => r.device_id);
   }
 
@@ -533,7 +530,7 @@ export class CommandDispatcher {
           from device_states s
           where s.device_id = any(${ids}::uuid[]) and not s.in_sync
             and not exists (select 1 from commands c where c.device_id = s.device_id and c.name = ${SET_STATE_COMMAND}
-                            and c.completed_at is null and c.status in ('QUEUED', 'SENT', 'DELIVERED'))`.execute(tx);
+                            and c.status in ('QUEUED', 'SENT', 'DELIVERED'))`.execute(tx);
       });
     }
     await this.dispatch(

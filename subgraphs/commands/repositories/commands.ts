@@ -313,8 +313,7 @@ export class CommandsRepository {
       ]);
       await sql`update commands set status = 'CANCELED', completed_at = ${now}, updated_at = ${now}, due_at = null,
           error = 'superseded by a newer desired state', history = history || ${superseded}::jsonb
-        where device_id = ${deviceId} and name = ${SET_STATE_COMMAND} and completed_at is null and status = 'QUEUED'
-          and lease_until is null`.execute(tx);
+        where device_id = ${deviceId} and name = ${SET_STATE_COMMAND} and status = 'QUEUED' and lease_until is null`.execute(tx);
       const delta = deltaOf(state.desired, state.reported);
       let queued: CommandRow | undefined;
       if (Object.keys(delta).length) {
