@@ -122,6 +122,21 @@ export interface Cpu {
   postgres: number;
 }
 
+/** Row writes to `commands` so far (cumulative statistics; an idle backend reports its own up to 10 s late). */
+interface RowWrites {
+  ins: number;
+  upd: number;
+  hot: number;
+}
+
+async function rowWrites(db: Db): Promise<RowWrites> {
+  const { rows } = await sql<RowWrites>`
+    select n_tup_ins::int as ins, n_tup_upd::int as upd, n_tup_hot_upd::int as hot from pg_stat_user_tables where relname = 'commands'`.execute(
+    db,
+  );
+  return rows[0] ?? { ins: 0, upd: 0, hot: 0 };
+}
+
 export interface DepthSample {
   /** seconds since the request */
   s: number;
@@ -152,7 +167,19 @@ interface JobRun {
   /** commands granted per second (first to last grant) */
   grantedPerS: number;
   cpu: Cpu;
+  writes: Writes;
 }
+
+/** Row writes to `commands` per command of a job, and how many commands had DELIVERED and their result in one update. */
+interface Writes {
+  updates: number;
+  hot: number;
+  inserts: number;
+  pairs: number;
+}
+
+const writesText = (w: Writes, n: number) =>
+  `${w.inserts.toFixed(2)} inserts, ${w.updates.toFixed(2)} updates (${w.hot.toFixed(2)} of them HOT); DELIVERED and the result in one update for ${fmt(w.pairs)} of ${fmt(n)}`;
 
 interface BareRun {
   ms: number;
@@ -349,6 +376,7 @@ async function fleetJob(s: Setup, rolloutPerMinute: number | null): Promise<JobR
   let jobId: string | undefined;
   const cpu = new CpuMeter(s.db, s.pids);
   await cpu.sample();
+  const writes0 = await rowWrites(s.db);
   const t0 = Date.now();
   const sample = async () => {
     await cpu.sample();
@@ -403,7 +431,22 @@ async function fleetJob(s: Setup, rolloutPerMinute: number | null): Promise<JobR
   const grantSpan = (Math.max(...grants) - Math.min(...grants)) / 1000;
   const ms = lastDone - t0;
   const used = await cpu.total();
+  // idle backends report their statistics up to 10 s late (PostgreSQL 15)
+  await sleep(11_000);
+  const writes1 = await rowWrites(s.db);
+  const { rows: pairRows } = await sql<{ n: number }>`
+    select count(*)::int as n from commands where job_id = ${jobId} and history->-2->>'status' = 'DELIVERED' and history->-2->>'at' = history->-1->>'at'`.execute(
+    s.db,
+  );
+  const writes = {
+    updates: (writes1.upd - writes0.upd) / rows.length,
+    hot: (writes1.hot - writes0.hot) / rows.length,
+    inserts: (writes1.ins - writes0.ins) / rows.length,
+    pairs: pairRows[0]?.n ?? 0,
+  };
+  log(`commands rows per command: ${writesText(writes, rows.length)}`);
   return {
+    writes,
     cpu: used,
     ms,
     perS: (rows.length / ms) * 1000,
@@ -552,6 +595,7 @@ function writeSection(r: Result): void {
     `| where (a)'s time went, p50 / p99 ms | ${stagesText(b.stages)} | | | |`,
     `| where (b)'s time went, p50 / p99 ms | ${stagesText(q.stages)} | | | |`,
     `| CPU used by (a) / (b) (the work, less sensitive to a shared machine than the times) | ${cpuText(b.cpu, b.succeeded)} / ${cpuText(q.cpu, q.succeeded)} | | | |`,
+    `| row writes to \`commands\` per command (a) / (b) (table statistics; a HOT update writes no index entry) | ${writesText(b.writes, b.succeeded)} / ${writesText(q.writes, q.succeeded)} | | | |`,
     `| (c) peak RSS, MB: bench (gateway, subgraphs, devices) / ingest / workers | ${peak.bench} / ${peak.ingest} / ${peak.workers} | | | bounded |`,
     `| secondary: ${fmt(API)} single \`sendCommand\` through the gateway (${CONCURRENCY} in flight) | ${fmt(r.api.requestsPerS)} requests/s; ${fmt(r.api.succeededPerS)} SUCCEEDED/s (${fmt(r.api.succeeded)} SUCCEEDED; load ${r.loads.api.toFixed(1)}) | | | |`,
     '',

@@ -132,7 +132,7 @@ export function releasable(
   return { count, credit: Math.max(0, credit - count) };
 }
 
-/** The counts of each job's commands by status (one grouped query on `commands_job_idx`). */
+/** The counts of each job's commands by status (one grouped query through `commands_job_device_idx`). */
 export async function commandCounts(db: Db | Tx, jobIds: readonly string[]): Promise<Map<string, Record<string, number>>> {
   const out = new Map<string, Record<string, number>>();
   if (!jobIds.length) return out;

@@ -101,6 +101,14 @@ interface ChangeRow {
 const lockedInIdOrder = (ids: readonly string[]) =>
   sql`locked as (select id from commands where id = any(${[...ids]}::uuid[]) order by id for update)`;
 
+/**
+ * The devices with a lapsed claim (a QUEUED command whose lease ended: a worker killed between the claim and the
+ * PUBACK). Written with `commands_active_idx`'s predicate so it reads that index, not the whole table.
+ */
+const lapsedClaims = (at: Date) =>
+  sql`select device_id from commands
+    where status in ('QUEUED', 'SENT', 'DELIVERED') and status = 'QUEUED' and lease_until < ${at}`;
+
 const toChange = (r: ChangeRow): CommandChange => ({ id: r.id, orgId: r.org_id, deviceId: r.device_id, status: r.status, jobId: r.job_id });
 
 /** What deciding a refusal reads of a command. */
@@ -130,8 +138,20 @@ export class CommandDispatcher {
   private timer?: NodeJS.Timeout;
   private sweeping?: Promise<unknown>;
   private closed = false;
+  /** when the sweep last looked for lapsed claims, ms */
+  private lapsedAt = 0;
 
   constructor(private readonly o: CommandDispatcherOptions) {}
+
+  /**
+   * How often the sweep looks for lapsed claims: every 5 s, or every half lease when that is shorter. No index
+   * holds `lease_until` any more (so the claim is a HOT update, migration 0012); the search reads the QUEUED
+   * commands through `commands_active_idx`, which is not worth doing every second for claims that lapse after
+   * `COMMANDS_LEASE_S` (30 s). A lapsed claim is offered again at most this long after its lease ended.
+   */
+  private lapsedEveryMs(): number {
+    return Math.min(5000, ((this.o.leaseS ?? 30) * 1000) / 2);
+  }
 
   start(): this {
     const connection = { url: this.o.redisUrl, maxRetriesPerRequest: null };
@@ -526,10 +546,16 @@ export class CommandDispatcher {
   async sweep(): Promise<{ ended: number; dispatched: number; more: boolean }> {
     const at = new Date();
     const iso = at.toISOString();
+    // Cheap check first: is any timeout or expiry due at all (one probe of `commands_due_idx`)? Only then read the
+    // queue for replies still waiting (up to ~1,100 jobs parsed) and judge at its horizon, which is never after now.
+    const { rows: due } = await sql<{ one: number }>`
+      select 1 as one from commands where due_at <= ${at} and status in ('QUEUED', 'SENT', 'DELIVERED') limit 1`.execute(this.o.db);
     // a command with a reply waiting is judged when the reply is applied; the others at the horizon
-    const waiting = await this.waitingReplies(at.getTime());
+    const waiting = due.length ? await this.waitingReplies(at.getTime()) : { horizon: at.getTime(), commands: new Set<string>() };
     const judged = new Date(waiting.horizon);
-    const { rows: ended } = await sql<ChangeRow>`
+    const { rows: ended } = !due.length
+      ? { rows: [] as ChangeRow[] }
+      : await sql<ChangeRow>`
       with due as (
         select id, (delivered_at is null and expires_at <= ${judged}) as expired from commands
         where due_at <= ${judged} and status in ('QUEUED', 'SENT', 'DELIVERED') and id <> all(${[...waiting.commands]}::uuid[])
@@ -547,11 +573,13 @@ export class CommandDispatcher {
       returning c.id, c.org_id, c.device_id, c.status, c.job_id`.execute(this.o.db);
     await this.changed(ended);
     // lapsed claims (killed between claim and PUBACK) and freed devices: back to the dispatch sweep
-    await sql`
-      update device_states set pending_dispatch = true
-      where not pending_dispatch and device_id in (
-        select device_id from commands where status = 'QUEUED' and lease_until < ${at}
-        union select unnest(${ended.map((e) => e.device_id)}::uuid[]))`.execute(this.o.db);
+    const lapsed = at.getTime() - this.lapsedAt >= this.lapsedEveryMs();
+    if (lapsed) this.lapsedAt = at.getTime();
+    if (lapsed || ended.length)
+      await sql`
+        update device_states set pending_dispatch = true
+        where not pending_dispatch and device_id in (
+          ${lapsed ? sql`${lapsedClaims(at)} union ` : sql``}select unnest(${ended.map((e) => e.device_id)}::uuid[]))`.execute(this.o.db);
     const { rows: pending } = await sql<{ org_id: string; device_id: string }>`
       select org_id, device_id from device_states where pending_dispatch limit ${this.o.sweepBatch ?? 5000}`.execute(this.o.db);
     const byOrg = new Map<string, string[]>();

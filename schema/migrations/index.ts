@@ -9,6 +9,7 @@ import * as m0007 from './0007_maintenance_job_runs.js';
 import * as m0008 from './0008_system_table_privileges.js';
 import * as m0010 from './0010_commands.js';
 import * as m0011 from './0011_command_jobs.js';
+import * as m0012 from './0012_commands_hot_claim.js';
 import * as m0020 from './0020_device_identity.js';
 import * as m0030 from './0030_people.js';
 import * as m0040 from './0040_programs.js';
@@ -34,6 +35,7 @@ export const migrations: Record<string, Migration> = {
   '0008_system_table_privileges': m0008,
   '0010_commands': m0010,
   '0011_command_jobs': m0011,
+  '0012_commands_hot_claim': m0012,
   '0020_device_identity': m0020,
   '0030_people': m0030,
   '0040_programs': m0040,
