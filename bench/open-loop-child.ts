@@ -5,6 +5,7 @@
 import { spawn } from 'node:child_process';
 import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { type EncodedRequests, type OpenLoopResult, runOpenLoopRaw } from './open-loop.js';
 import { recordStalls, type Stall } from './stalls.js';
@@ -18,6 +19,12 @@ export interface ChildRunOptions {
   tail?: boolean;
   /** note the generator's own event-loop stalls over 10 ms */
   stalls?: boolean;
+  /**
+   * Seconds of the same load sent first and not counted (the generator is a new process: its own code
+   * runs cold at first, and what it is slow to send counts as latency from the scheduled time).
+   * `onWarm` runs between the warm-up and the measured run (to read the server's counters there).
+   */
+  warmupS?: number;
 }
 
 export interface ChildRunResult extends OpenLoopResult {
@@ -29,7 +36,11 @@ export interface ChildRunResult extends OpenLoopResult {
 }
 
 /** Runs the generator in a child process with `requests` (written to a temporary file, read there off-heap). */
-export async function runOpenLoopInChild(o: ChildRunOptions, requests: EncodedRequests): Promise<ChildRunResult> {
+export async function runOpenLoopInChild(
+  o: ChildRunOptions,
+  requests: EncodedRequests,
+  onWarm?: (warmupCompleted: number) => Promise<void>,
+): Promise<ChildRunResult & { warmupCompleted: number }> {
   const base = `${os.tmpdir()}/rulr-open-loop-${process.pid}-${Date.now()}`;
   writeFileSync(`${base}.data`, requests.data);
   writeFileSync(`${base}.offsets`, Buffer.from(requests.offsets.buffer, requests.offsets.byteOffset, requests.offsets.byteLength));
@@ -37,15 +48,22 @@ export async function runOpenLoopInChild(o: ChildRunOptions, requests: EncodedRe
     const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(import.meta.url), '--run'], {
       stdio: ['pipe', 'pipe', 'inherit'],
     });
-    child.stdin?.end(JSON.stringify({ ...o, base }));
+    child.stdin?.write(`${JSON.stringify({ ...o, base })}\n`);
     let out = '';
+    let warmupCompleted = 0;
     child.stdout?.on('data', (c: Buffer) => {
       out += c.toString();
+      const warmed = /^WARMED (\d+)$/m.exec(out);
+      if (warmed && !warmupCompleted && child.stdin?.writable) {
+        warmupCompleted = Number(warmed[1]) || -1;
+        void (onWarm?.(Number(warmed[1])) ?? Promise.resolve()).then(() => child.stdin?.end('go\n'));
+      }
     });
+    if (!o.warmupS) child.stdin?.end();
     const code = await new Promise<number | null>((r) => child.once('exit', r));
     const line = out.split('\n').find((l) => l.startsWith('RESULT '));
     if (code !== 0 || !line) throw new Error(`open-loop generator exited with ${code}: ${out.slice(0, 300)}`);
-    return JSON.parse(line.slice(7)) as ChildRunResult;
+    return { ...(JSON.parse(line.slice(7)) as ChildRunResult), warmupCompleted: Math.max(0, warmupCompleted) };
   } finally {
     rmSync(`${base}.data`, { force: true });
     rmSync(`${base}.offsets`, { force: true });
@@ -53,12 +71,24 @@ export async function runOpenLoopInChild(o: ChildRunOptions, requests: EncodedRe
 }
 
 if (process.argv[2] === '--run') {
-  const chunks: Buffer[] = [];
-  for await (const c of process.stdin) chunks.push(c as Buffer);
-  const o = JSON.parse(Buffer.concat(chunks).toString()) as ChildRunOptions & { base: string };
+  const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+  const o = JSON.parse((await lines.next()).value as string) as ChildRunOptions & { base: string };
   const data = readFileSync(`${o.base}.data`);
   const raw = readFileSync(`${o.base}.offsets`);
   const offsets = new Uint32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength));
+  if (o.warmupS) {
+    const w = await runOpenLoopRaw({
+      url: o.url,
+      headers: {},
+      body: '',
+      encoded: { data, offsets },
+      rate: o.rate,
+      durationS: o.warmupS,
+      connections: o.connections,
+    });
+    process.stdout.write(`WARMED ${w.completed}\n`);
+    await lines.next(); // the parent's `go` (or the end of its input)
+  }
   const slow = new Map<number, number>();
   const loop = recordStalls();
   if (!o.stalls) loop.stop();
