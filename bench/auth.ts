@@ -335,19 +335,17 @@ async function http(url: string, secret: string, rulrSecretEnv: string): Promise
   /** `bodies` in turn to `path` of `port`, at RATE for `durationS`; BENCH_TAIL=1 prints where the slow requests were */
   const fixedRate = async (port: number, path: string, bodies: string[], durationS: number, warmupS = 0) => {
     const url = `http://127.0.0.1:${port}${path}`;
-    let before = await processStats(port);
+    // read before the warm-up, not between (a /metrics scrape mid-run stalls the server it measures)
+    const before = await processStats(port);
     const r = await runOpenLoopInChild(
       { url, rate: RATE, durationS, connections: CONNECTIONS, tail: !!process.env.BENCH_TAIL, stalls: STALLS, warmupS },
       encodeRequests(new URL(url), {}, bodies),
-      async () => {
-        before = await processStats(port);
-      },
     );
     if (r.slow.length)
       console.log(
         `  requests over 20 ms, worst per 250 ms (epoch ms of the slot:ms): ${r.slow.map(([at, ms]) => `${at}:${Math.round(ms)}`).join(' ')}`,
       );
-    const work = phaseStats(before, await processStats(port), r.completed);
+    const work = phaseStats(before, await processStats(port), r.completed + r.warmupCompleted);
     console.log(`  server: ${work}`);
     if (STALLS)
       console.log(
@@ -365,8 +363,8 @@ async function http(url: string, secret: string, rulrSecretEnv: string): Promise
   await stop(bareServer.proc);
   console.log(`warm: authentication at ${fmt(RATE)}/s for ${DURATION_S} s…`);
   const warm = await fixedRate(server.port, '/mqtt/auth', shuffled, DURATION_S, WARMUP_S);
-  // the warm-up's requests, and one more priming request per connection, are allowed too
-  const warmup = (r: { warmupCompleted: number }) => (WARMUP_S ? r.warmupCompleted + CONNECTIONS : 0);
+  // the warm-up's requests are allowed too
+  const warmup = (r: { warmupCompleted: number }) => r.warmupCompleted;
   const authnAllowed = (await measuredAllows('authn', reconnectAllowed + CONNECTIONS)) - warmup(warm);
   console.log(`warm: authorization at ${fmt(RATE)}/s for ${DURATION_S} s…`);
   const authz = await fixedRate(server.port, '/mqtt/acl', devices.map(authzBody), DURATION_S, WARMUP_S);
@@ -458,7 +456,7 @@ async function main(): Promise<void> {
     '',
     `Run ${started.toISOString().slice(0, 16)}Z on ${os.availableParallelism()} × ${os.cpus()[0]?.model ?? 'cpu'}, Node ${process.version}, ${loadNote(loadBefore, os.loadavg()[0] ?? 0)}.`,
     `Command: \`npm run bench:auth\` (env: BENCH_DEVICES=${DEVICES}, BENCH_RATE=${RATE}, BENCH_DURATION_S=${DURATION_S}, BENCH_COLD=${COLD}, BENCH_SYNC_DEVICES=${SYNC}, BENCH_CONNECTIONS=${CONNECTIONS}, BENCH_WARMUP_S=${WARMUP_S}, DEVICE_AUTH_MAX_HASHING=${MAX_HASHING}, BENCH_INGEST_NODE_FLAGS=${INGEST_NODE_FLAGS.join(' ')}, DYNSEC_BATCH=${SYNC_BATCH ?? '(unset)'}${MOSQUITTO ? `, BENCH_MOSQUITTO=${MOSQUITTO}` : ''}${DYNSEC_PLUGIN ? `, BENCH_DYNSEC_PLUGIN=${DYNSEC_PLUGIN}` : ''}).`,
-    `Setup: own database \`${DB_NAME}\` with ${fmt(DEVICES)} devices, one argon2id secret credential each (one shared secret and hash: hashing ${fmt(DEVICES)} distinct ones would take most of the run; every cache is per credential). The endpoints run in a child process (the handler of \`rulr start ingest\`, production mode, measured once its credential directory is loaded, as ingest's /readyz waits for) with its own credential pool of 2 and ingest's node flags (\`${INGEST_NODE_FLAGS.join(' ')}\`, as deploy/k8s/ingest.yaml); load comes from a generator process of its own (\`bench/open-loop-child.ts\`: nothing on its heap but the connections, the requests in one off-heap buffer) over ${CONNECTIONS} keep-alive connections, at a fixed rate with latency counted from the scheduled time (\`bench/open-loop.ts\`); the bare, warm authentication and warm authorization phases begin with ${WARMUP_S} s of the same load from the same generator process, not counted (a fresh process's own code is slow for its first second, and what it sends late counts as latency), except the cold run (closed loop from this process, ${MAX_HASHING} in flight). The bare server is the same ServiceServer in its own child process with a handler that reads the body and answers allow at once: what HTTP costs on this machine at that moment, measured just before the warm runs. Targets: p99 under 5 ms warm at 5,000 requests/s; 10,000 devices synced into dynamic security under 30 s.`,
+    `Setup: own database \`${DB_NAME}\` with ${fmt(DEVICES)} devices, one argon2id secret credential each (one shared secret and hash: hashing ${fmt(DEVICES)} distinct ones would take most of the run; every cache is per credential). The endpoints run in a child process (the handler of \`rulr start ingest\`, production mode, measured once its credential directory is loaded, as ingest's /readyz waits for) with its own credential pool of 2 and ingest's node flags (\`${INGEST_NODE_FLAGS.join(' ')}\`, as deploy/k8s/ingest.yaml); load comes from a generator process of its own (\`bench/open-loop-child.ts\`: nothing on its heap but the connections, the requests in one off-heap buffer) over ${CONNECTIONS} keep-alive connections, at a fixed rate with latency counted from the scheduled time (\`bench/open-loop.ts\`); the bare, warm authentication and warm authorization phases begin with ${WARMUP_S} s of the same load over the same connections from the same generator process, not counted (a fresh process's own code and new connections are slow for the first second, and what is sent late counts as latency), except the cold run (closed loop from this process, ${MAX_HASHING} in flight). The bare server is the same ServiceServer in its own child process with a handler that reads the body and answers allow at once: what HTTP costs on this machine at that moment, measured just before the warm runs. Targets: p99 under 5 ms warm at 5,000 requests/s; 10,000 devices synced into dynamic security under 30 s.`,
     '',
     ...(h
       ? [

@@ -20,9 +20,9 @@ export interface ChildRunOptions {
   /** note the generator's own event-loop stalls over 10 ms */
   stalls?: boolean;
   /**
-   * Seconds of the same load sent first and not counted (the generator is a new process: its own code
-   * runs cold at first, and what it is slow to send counts as latency from the scheduled time).
-   * `onWarm` runs between the warm-up and the measured run (to read the server's counters there).
+   * Seconds of the same load sent first over the same connections and not counted (the generator is a
+   * new process: its own code runs cold at first, and what it is slow to send counts as latency from
+   * the scheduled time; new connections are slow at first too).
    */
   warmupS?: number;
 }
@@ -39,7 +39,6 @@ export interface ChildRunResult extends OpenLoopResult {
 export async function runOpenLoopInChild(
   o: ChildRunOptions,
   requests: EncodedRequests,
-  onWarm?: (warmupCompleted: number) => Promise<void>,
 ): Promise<ChildRunResult & { warmupCompleted: number }> {
   const base = `${os.tmpdir()}/rulr-open-loop-${process.pid}-${Date.now()}`;
   writeFileSync(`${base}.data`, requests.data);
@@ -50,20 +49,15 @@ export async function runOpenLoopInChild(
     });
     child.stdin?.write(`${JSON.stringify({ ...o, base })}\n`);
     let out = '';
-    let warmupCompleted = 0;
     child.stdout?.on('data', (c: Buffer) => {
       out += c.toString();
-      const warmed = /^WARMED (\d+)$/m.exec(out);
-      if (warmed && !warmupCompleted && child.stdin?.writable) {
-        warmupCompleted = Number(warmed[1]) || -1;
-        void (onWarm?.(Number(warmed[1])) ?? Promise.resolve()).then(() => child.stdin?.end('go\n'));
-      }
     });
-    if (!o.warmupS) child.stdin?.end();
+    child.stdin?.end();
     const code = await new Promise<number | null>((r) => child.once('exit', r));
     const line = out.split('\n').find((l) => l.startsWith('RESULT '));
     if (code !== 0 || !line) throw new Error(`open-loop generator exited with ${code}: ${out.slice(0, 300)}`);
-    return { ...(JSON.parse(line.slice(7)) as ChildRunResult), warmupCompleted: Math.max(0, warmupCompleted) };
+    const result = JSON.parse(line.slice(7)) as ChildRunResult;
+    return { ...result, warmupCompleted: result.warmupCompleted ?? 0 };
   } finally {
     rmSync(`${base}.data`, { force: true });
     rmSync(`${base}.offsets`, { force: true });
@@ -76,19 +70,6 @@ if (process.argv[2] === '--run') {
   const data = readFileSync(`${o.base}.data`);
   const raw = readFileSync(`${o.base}.offsets`);
   const offsets = new Uint32Array(raw.buffer.slice(raw.byteOffset, raw.byteOffset + raw.byteLength));
-  if (o.warmupS) {
-    const w = await runOpenLoopRaw({
-      url: o.url,
-      headers: {},
-      body: '',
-      encoded: { data, offsets },
-      rate: o.rate,
-      durationS: o.warmupS,
-      connections: o.connections,
-    });
-    process.stdout.write(`WARMED ${w.completed}\n`);
-    await lines.next(); // the parent's `go` (or the end of its input)
-  }
   const slow = new Map<number, number>();
   const loop = recordStalls();
   if (!o.stalls) loop.stop();
@@ -100,6 +81,7 @@ if (process.argv[2] === '--run') {
     rate: o.rate,
     durationS: o.durationS,
     connections: o.connections,
+    warmupS: o.warmupS ?? 0,
     ...(o.tail
       ? {
           onSample: (_at: number, ms: number, scheduled: number) => {

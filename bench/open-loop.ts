@@ -15,6 +15,8 @@ export interface OpenLoopResult {
   errors: number;
   /** requests answered (any status) */
   completed: number;
+  /** requests answered in the warm-up (not counted above) */
+  warmupCompleted?: number;
 }
 
 export interface OpenLoopOptions {
@@ -32,6 +34,11 @@ export interface OpenLoopOptions {
   rate: number;
   durationS: number;
   connections: number;
+  /**
+   * Seconds of the same load sent first over the same connections and not counted (`completed`,
+   * `errors` and the percentiles are of the rest).
+   */
+  warmupS?: number;
   /** called with (scheduled time relative to t0, latency, scheduled time as performance.now()) of every request (debugging the tail) */
   onSample?: (at: number, latencyMs: number, scheduled: number) => void;
 }
@@ -184,8 +191,13 @@ export async function runOpenLoopRaw(o: OpenLoopOptions): Promise<OpenLoopResult
   /** request i (a view into the one buffer: no copy) */
   const requestAt = (i: number) => enc.data.subarray(enc.offsets[i % n], enc.offsets[(i % n) + 1]);
   const request = requestAt(0);
-  const total = Math.max(1, Math.round(o.rate * o.durationS));
+  const warmupN = Math.round(o.rate * (o.warmupS ?? 0));
+  const total = warmupN + Math.max(1, Math.round(o.rate * o.durationS));
   const latencies = new Float64Array(total);
+  let answered = 0;
+  let warmupCompleted = 0;
+  /** scheduled times before this are the warm-up's */
+  let measureFrom = 0;
   let completed = 0;
   let errors = 0;
   let t0 = 0;
@@ -196,10 +208,13 @@ export async function runOpenLoopRaw(o: OpenLoopOptions): Promise<OpenLoopResult
 
   const measured = (c: Connection, scheduled: number, status: number) => {
     const l = performance.now() - scheduled;
-    if (status !== 200) errors++;
-    latencies[completed++] = l;
-    o.onSample?.(scheduled - t0, l, scheduled);
-    if (completed === total) finish();
+    if (scheduled < measureFrom) warmupCompleted++;
+    else {
+      if (status !== 200) errors++;
+      latencies[completed++] = l;
+      o.onSample?.(scheduled - t0, l, scheduled);
+    }
+    if (++answered === total) finish();
     if (waitHead < waiting.length) {
       const [at, i] = waiting[waitHead++] as [number, number];
       c.send(at, requestAt(i));
@@ -230,6 +245,8 @@ export async function runOpenLoopRaw(o: OpenLoopOptions): Promise<OpenLoopResult
     finish = resolve;
   });
   t0 = performance.now() + 50;
+  // a request sent up to 1 ms early counts from its send (Connection.send): start counting 1 ms before
+  measureFrom = warmupN ? t0 + (warmupN * 1000) / o.rate - 1 : 0;
   for (let i = 0; i < total; i++) {
     const at = t0 + (i * 1000) / o.rate;
     const wait = at - performance.now();
@@ -243,5 +260,5 @@ export async function runOpenLoopRaw(o: OpenLoopOptions): Promise<OpenLoopResult
   for (const c of pool) c.close();
   const sorted = Array.from(latencies.subarray(0, completed)).sort((a, b) => a - b);
   const pct = (p: number) => Math.round((sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? 0) * 10) / 10;
-  return { rps: total / o.durationS, p50: pct(50), p99: pct(99), errors, completed };
+  return { rps: (total - warmupN) / o.durationS, p50: pct(50), p99: pct(99), errors, completed, warmupCompleted };
 }
