@@ -16,18 +16,17 @@ import { SET_STATE_COMMAND } from '../lib/contracts/commands.js';
 import type { DB } from '../lib/db.js';
 import { createLogger } from '../lib/logger.js';
 import { createRedis } from '../lib/redis.js';
-import { siteLabel } from '../lib/sites.js';
 import { solarDay } from '../lib/solar.js';
 import { type DesiredLevelSink, desiredStateSink, ProgramScheduler, recordOnlySink } from '../workers/programs.js';
 import { benchDatabase } from './database.js';
-import { assignStreetLighting } from './programs-ids.js';
+import { assignStreetLighting, BENCH_CITY, BENCH_SITE, seedBenchCity } from './programs-ids.js';
 
 const LAMPS = Number(process.env.BENCH_PROGRAM_LAMPS ?? 20_000);
 const PUSH_BATCH = process.env.BENCH_PUSH_BATCH ? Number(process.env.BENCH_PUSH_BATCH) : undefined;
 const PUSH_CONCURRENCY = process.env.BENCH_PUSH_CONCURRENCY ? Number(process.env.BENCH_PUSH_CONCURRENCY) : undefined;
 const REDIS_URL = process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379';
-const TZ = 'Europe/Amsterdam';
-const CITY = { lat: 52.3702, lng: 4.8952 };
+const TZ = BENCH_CITY.timeZone;
+const CITY = BENCH_CITY;
 const DATE = '2027-01-15';
 const TAG = 'b0b0b0b0';
 
@@ -35,17 +34,7 @@ async function main() {
   const load = os.loadavg()[0] ?? 0;
   const database = await benchDatabase('rulr_bench_programs_push');
   const db = database.db;
-  const org = await db.insertInto('organizations').values({ slug: 'bench', name: 'Bench' }).returning('id').executeTakeFirstOrThrow();
-  const site = '00000000-0000-4000-8000-0000000000c1';
-  await sql`insert into sites (id, org_id, name, path, time_zone, location)
-    values (${site}, ${org.id}, 'City', ${siteLabel(site)}::ltree, ${TZ}, st_setsrid(st_makepoint(${CITY.lng}, ${CITY.lat}), 4326)::geography)`.execute(
-    db,
-  );
-  await sql`
-    insert into devices (id, org_id, serial, name, site_id, location)
-    select (${TAG} || '-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid, ${org.id}, 'SL-' || lpad(i::text, 6, '0'), 'Lamp ' || i, ${site},
-           st_setsrid(st_makepoint(${CITY.lng} + ((i % 300) - 150) * 0.0001, ${CITY.lat} + ((i / 300 % 300) - 150) * 0.0001), 4326)::geography
-    from generate_series(0, ${LAMPS - 1}) i`.execute(db);
+  const orgId = await seedBenchCity(db, TAG, LAMPS);
   // online and in sync at level 0, with yesterday's command done
   await sql`
     insert into device_states (device_id, org_id, desired, reported, version, desired_at, reported_at)
@@ -59,7 +48,7 @@ async function main() {
            '[{"status": "QUEUED"}, {"status": "SENT"}, {"status": "DELIVERED"}, {"status": "SUCCEEDED"}]'
     from devices`.execute(db);
   await sql`analyze`.execute(db);
-  await assignStreetLighting(db, org.id, site);
+  await assignStreetLighting(db, orgId, BENCH_SITE);
 
   const redis = createRedis(REDIS_URL);
   const prefix = `rulr-bench-programs-push-${process.pid}:`;
@@ -90,7 +79,7 @@ async function main() {
   await scheduler.tick().catch(() => undefined);
   const fireS = (performance.now() - f0) / 1000;
   sink = real;
-  if (process.env.BENCH_PUSH_EXPLAIN === '1') await explainOne(database.url, org.id);
+  if (process.env.BENCH_PUSH_EXPLAIN === '1') await explainOne(database.url, orgId);
 
   const pg0 = await backendCpuS(db, database.name);
   const cpu0 = process.cpuUsage();

@@ -37,7 +37,6 @@ import { deviceCommandTopic, encodeCommandMessage, parseCommandReply } from '../
 import { createDb } from '../lib/db.js';
 import { createLogger } from '../lib/logger.js';
 import { RoleContext } from '../lib/role.js';
-import { siteLabel } from '../lib/sites.js';
 import { solarDay } from '../lib/solar.js';
 import { migrateToLatest } from '../schema/migrate.js';
 import { CommandDispatcher } from '../workers/commands.js';
@@ -49,7 +48,7 @@ import {
   ProgramScheduler,
 } from '../workers/programs.js';
 import { loadNote } from './load-note.js';
-import { assignStreetLighting, benchDeviceId } from './programs-ids.js';
+import { assignStreetLighting, BENCH_CITY, BENCH_SITE, benchDeviceId, seedBenchCity } from './programs-ids.js';
 
 const ROOT = new URL('../', import.meta.url).pathname;
 const PG = process.env.BENCH_PG_URL ?? 'postgres://postgres@127.0.0.1:5432';
@@ -64,8 +63,8 @@ const TIMEOUT_S = Number(process.env.BENCH_TIMEOUT_S ?? 600);
 /** the commands' timeout; unset: COMMANDS_DEFAULT_TIMEOUT_S as shipped */
 const COMMAND_TIMEOUT_S = process.env.BENCH_COMMAND_TIMEOUT_S;
 const TARGET_S = 60;
-const TZ = 'Europe/Amsterdam';
-const CITY = { lat: 52.3702, lng: 4.8952 };
+const TZ = BENCH_CITY.timeZone;
+const CITY = BENCH_CITY;
 const DATE = '2027-01-15';
 
 const fmt = (n: number) => Math.round(n).toLocaleString('en-US');
@@ -177,20 +176,10 @@ async function main() {
   const prefix = `rulr-bench-programs-${tag}:`;
   const url = await recreate();
   const db = createDb({ url, poolSize: 4 });
-  const org = await db.insertInto('organizations').values({ slug: 'bench', name: 'Bench' }).returning('id').executeTakeFirstOrThrow();
-  const site = '00000000-0000-4000-8000-0000000000c1';
-  await sql`insert into sites (id, org_id, name, path, time_zone, location)
-    values (${site}, ${org.id}, 'City', ${siteLabel(site)}::ltree, ${TZ}, st_setsrid(st_makepoint(${CITY.lng}, ${CITY.lat}), 4326)::geography)`.execute(
-    db,
-  );
   // lamps spread over about 5 km, all in one location cell; ids carry the run's tag (bench/programs-ids.ts)
-  await sql`
-    insert into devices (id, org_id, serial, name, site_id, location)
-    select (${tag} || '-0000-4000-8000-' || lpad(to_hex(i), 12, '0'))::uuid, ${org.id}, 'SL-' || lpad(i::text, 6, '0'), 'Lamp ' || i, ${site},
-           st_setsrid(st_makepoint(${CITY.lng} + ((i % 300) - 150) * 0.0001, ${CITY.lat} + ((i / 300 % 300) - 150) * 0.0001), 4326)::geography
-    from generate_series(0, ${LAMPS - 1}) i`.execute(db);
+  const orgId = await seedBenchCity(db, tag, LAMPS);
   await sql`analyze devices`.execute(db);
-  await assignStreetLighting(db, org.id, site);
+  await assignStreetLighting(db, orgId, BENCH_SITE);
 
   const broker = await startNoDropBroker();
   const env = { DATABASE_URL: url, MQTT_URL: broker.url, REDIS_URL, REDIS_PREFIX: prefix, LOG_LEVEL: 'warn' };
