@@ -112,6 +112,28 @@ interface ChannelRow {
   body_template: string | null;
 }
 
+/** A row of the alarm feed: an alarm event with its alarm, device, site and rules. */
+interface FeedEvent {
+  id: string;
+  org_id: string;
+  alarm_id: string;
+  kind: string;
+  at: Date;
+  type: string;
+  severity: NotificationSeverity;
+  message: string;
+  value: number | null;
+  rule_id: string | null;
+  device_id: string;
+  device_name: string | null;
+  site_id: string | null;
+  site_name: string | null;
+  rule_name: string | null;
+  /** the rule that made this change (the event's actor `rule:<id>`), when it has a notify action */
+  change_rule_id: string | null;
+  change_rule_notify: unknown;
+}
+
 interface DeliveryJob {
   orgId: string;
   deliveryId: string;
@@ -663,25 +685,7 @@ export class Notifier {
         select last_id from notification_feed where name = 'alarm_events' for update skip locked`.execute(tx);
       const lastId = cur.rows[0]?.last_id;
       if (lastId === undefined) return 0; // another replica is reading it
-      const events = await sql<{
-        id: string;
-        org_id: string;
-        alarm_id: string;
-        kind: string;
-        at: Date;
-        type: string;
-        severity: NotificationSeverity;
-        message: string;
-        value: number | null;
-        rule_id: string | null;
-        device_id: string;
-        device_name: string | null;
-        site_id: string | null;
-        site_name: string | null;
-        rule_name: string | null;
-        change_rule_id: string | null;
-        change_rule_notify: unknown;
-      }>`
+      const events = await sql<FeedEvent>`
         select e.id, e.org_id, e.alarm_id, e.kind, e.at, a.type, a.severity, a.message, a.value, a.rule_id, a.device_id,
           d.name as device_name, d.site_id, s.name as site_name, r.name as rule_name,
           nr.id as change_rule_id, nr.notify as change_rule_notify
@@ -714,7 +718,7 @@ export class Notifier {
             at: e.at.getTime(),
           }),
         );
-        const ruleJob = e.change_rule_id ? this.ruleNotifyJob(e as typeof e & { change_rule_id: string }, event) : null;
+        const ruleJob = e.change_rule_id ? this.ruleNotifyJob(e, e.change_rule_id, event) : null;
         if (ruleJob) jobs.push(ruleJob);
         if (e.kind === 'raised') {
           await sql`
@@ -740,29 +744,14 @@ export class Notifier {
    * `rule:<id>`), read from the same committed event as the alarm notification: a process killed
    * after the evaluation committed loses nothing, and a repeat is one job (the dedup key).
    */
-  private ruleNotifyJob(
-    e: {
-      org_id: string;
-      alarm_id: string;
-      device_id: string;
-      type: string;
-      severity: NotificationSeverity;
-      message: string;
-      value: number | null;
-      site_id: string | null;
-      at: Date;
-      change_rule_id: string;
-      change_rule_notify: unknown;
-    },
-    event: 'alarm.raised' | 'alarm.cleared',
-  ) {
+  private ruleNotifyJob(e: FeedEvent, ruleId: string, event: 'alarm.raised' | 'alarm.cleared') {
     const change = event === 'alarm.raised' ? 'raised' : 'cleared';
     try {
       const notify = parseRuleNotify(e.change_rule_notify);
       if (!notify) return null;
       const input = ruleNotification({
         orgId: e.org_id,
-        ruleId: e.change_rule_id,
+        ruleId,
         notify,
         change,
         alarm: {
@@ -779,7 +768,7 @@ export class Notifier {
       return input ? notifyJob(input) : null;
     } catch (err) {
       ruleNotifyInvalid.inc();
-      this.o.logger.warn({ ruleId: e.change_rule_id, err: (err as Error).message }, 'rule notify action refused');
+      this.o.logger.warn({ ruleId, err: (err as Error).message }, 'rule notify action refused');
       return null;
     }
   }
