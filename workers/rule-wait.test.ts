@@ -9,6 +9,7 @@ import { NOTIFY_QUEUE, parseNotificationRequest } from '../lib/contracts/notific
 import { queuePrefix } from '../lib/contracts/queues.js';
 import { createLogger } from '../lib/logger.js';
 import { LogMailSender } from '../lib/mail.js';
+import { registry } from '../lib/metrics.js';
 import { createTestDatabase, type TestDatabase } from '../test/support/db.js';
 import { REDIS_URL } from '../test/support/env.js';
 import { Notifier } from './notifier.js';
@@ -312,6 +313,42 @@ describe('rules that wait', () => {
       ].sort(),
     );
     await q.close();
+  });
+
+  it('refuse a stored notify action that does not read (counted), and still queue the alarm’s own notification', async () => {
+    const o = await org();
+    // a value the API would refuse (an unknown role), written past it
+    await rule(o.orgId, {
+      metric: 'voltage',
+      operator: 'gt',
+      threshold: 253,
+      alarm_type: 'Broken notify',
+      notify: JSON.stringify({ roles: ['root'] }),
+    });
+    const invalid = async () => (await registry.getSingleMetric('rulr_rule_notify_invalid_total')?.get())?.values[0]?.value ?? 0;
+    const before = await invalid();
+    const ev = evaluator();
+    await ev.evaluate(job(o.orgId, [{ deviceId: o.d[0] as string, metric: 'voltage', ts: Date.now(), value: 260 }]));
+    await ev.close();
+    await sql`update notification_feed set last_id = 0 where name = 'alarm_events'`.execute(t.db);
+    const feed = new Notifier({
+      db: t.db,
+      redisUrl: REDIS_URL,
+      prefix,
+      logger,
+      mail: new LogMailSender(logger),
+      channelSecretKey: channelSecretKey('test-secret-0123456789abcdef'),
+      feedGapMs: 0,
+    });
+    while ((await feed.readFeed()) > 0) {}
+    await feed.close();
+    const q = new Queue(NOTIFY_QUEUE, { connection: redis, prefix: queuePrefix(prefix) });
+    const mine = (await q.getJobs(['waiting', 'delayed', 'prioritized']))
+      .map((j) => parseNotificationRequest(j.data))
+      .filter((j) => j.orgId === o.orgId);
+    await q.close();
+    expect(mine.map((j) => [j.source.kind, j.event])).toEqual([['alarm', 'alarm.raised']]);
+    expect(await invalid()).toBe(before + 1);
   });
 
   it('keep another organization’s timers and states apart', async () => {
