@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { configDefaults, defineConfig } from 'vitest/config';
 
 /**
@@ -73,7 +75,21 @@ const PGBOUNCER_ONLY = ['test/pgbouncer.test.ts'];
  */
 const POOLER = process.env.TEST_PG_POOLER_URL ?? 'postgres://postgres@127.0.0.1:6433';
 
-const exclude = [...configDefaults.exclude, 'dist/**'];
+const exclude = [...configDefaults.exclude, 'dist/**', '.cache/**'];
+
+/**
+ * Mosquitto 2.1.2 built by scripts/mosquitto-2.1.sh (setup-services runs it): the version
+ * docker-compose.yml pins. When it is there, project `mosquitto-2.1` runs the broker tests again
+ * against it (the integration project runs them against the machine's Mosquitto 2.0).
+ */
+const MOSQUITTO_21 = fileURLToPath(new URL('./.cache/mosquitto-2.1.2/build/', import.meta.url));
+const MOSQUITTO_21_BUILD = existsSync(`${MOSQUITTO_21}src/mosquitto`)
+  ? {
+      RULR_TEST_MOSQUITTO: `${MOSQUITTO_21}src/mosquitto`,
+      RULR_TEST_DYNSEC_PLUGIN: `${MOSQUITTO_21}plugins/dynamic-security/mosquitto_dynamic_security.so`,
+    }
+  : undefined;
+const BROKER_TESTS = ['test/mosquitto-dynsec.test.ts'];
 
 /**
  * Browser tests: the console in headless Chromium against the whole platform and the simulator
@@ -115,6 +131,20 @@ export default defineConfig({
           hookTimeout: 180_000,
         },
       },
+      ...(MOSQUITTO_21_BUILD
+        ? [
+            {
+              extends: true as const,
+              test: {
+                name: 'mosquitto-2.1',
+                include: BROKER_TESTS,
+                exclude,
+                globalSetup: ['./test/support/global-setup.ts'],
+                env: MOSQUITTO_21_BUILD,
+              },
+            },
+          ]
+        : []),
       ...(POOLER
         ? [
             {

@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
 
-bash scripts/setup-services.sh
+# the demo needs no Mosquitto 2.1 build (that is for the broker tests and bench:auth)
+RULR_MOSQUITTO21="${RULR_MOSQUITTO21:-0}" bash scripts/setup-services.sh
 ensure_node_modules
 ensure_build
 

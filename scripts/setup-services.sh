@@ -19,6 +19,9 @@
 #                     empty, or pointing at a PgBouncer of yours in transaction mode)
 #   RULR_PGBOUNCER_PORT  its port (default 6433: Debian's own pgbouncer service takes 6432)
 #   RULR_CHROMIUM=0   do not install Chromium (the browser tests then fail with a message saying so)
+#   RULR_MOSQUITTO21=0  do not build Mosquitto 2.1.2 into .cache/ (scripts/mosquitto-2.1.sh, about half a
+#                     minute once); without it the vitest project mosquitto-2.1 (the broker tests against
+#                     the version docker-compose.yml pins) is left out
 set -euo pipefail
 
 PG_PORT=5432
@@ -321,6 +324,12 @@ setup_redis
 setup_mosquitto
 setup_pgbouncer
 setup_chromium
+# Mosquitto 2.1.2 from Debian's source package, next to the machine's 2.0: the broker tests run
+# against both (vitest project mosquitto-2.1), and bench:auth measures the sync on both.
+if [ "${RULR_MOSQUITTO21:-1}" != 0 ]; then
+  bash "$(dirname "$0")/mosquitto-2.1.sh" >/dev/null || die "building Mosquitto 2.1.2 failed (RULR_MOSQUITTO21=0 skips it)"
+  log "Mosquitto 2.1.2 built in .cache/mosquitto-2.1.2 (broker tests and bench:auth)"
+fi
 # the tests and scripts/dev-certs.sh make certificates with openssl
 have openssl || apt_install openssl
 

@@ -332,6 +332,8 @@ describe('Mosquitto with dynamic security kept by the platform', () => {
     await admin2.connect();
     // what the batch size follows when DYNSEC_BATCH is unset (this machine's broker is 2.0: 100)
     expect(admin2.brokerVersion).toMatch(/^mosquitto version \d+\.\d+/);
+    // the vitest project mosquitto-2.1 sets RULR_TEST_MOSQUITTO: the broker under test is that build, not the machine's
+    if (process.env.RULR_TEST_MOSQUITTO?.includes('mosquitto-2.1')) expect(admin2.brokerVersion).toMatch(/^mosquitto version 2\.1\./);
     expect(
       new DynsecSync({ db: f.t.db, client: admin2, group: 'g', rulrSecret: 'x'.repeat(32), services: [], logger: syncCtx.logger }).batch,
     ).toBe(defaultBatch(admin2.brokerVersion));
