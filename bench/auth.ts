@@ -13,9 +13,11 @@
 //      before the warm runs (the machine's baseline, the ratios in the table are to it);
 //    fixed-rate (open-loop) over BENCH_CONNECTIONS keep-alive connections (EMQX's pool_size 16).
 // 2. The Mosquitto dynamic-security sync: BENCH_SYNC_DEVICES new credentials into an empty
-//    dynamic security of a Mosquitto started here with deploy/mosquitto/mosquitto.conf: the
-//    machine's `mosquitto`, or BENCH_MOSQUITTO (a broker binary) with BENCH_DYNSEC_PLUGIN (its
-//    plugin), e.g. a 2.1 built from source. DYNSEC_BATCH unset: the sync's choice by version.
+//    dynamic security of a Mosquitto started here with deploy/mosquitto/mosquitto.conf, once per
+//    broker of BENCH_SYNC_BROKERS (default `system,2.1`: the machine's `mosquitto`, Debian 12's
+//    2.0.11, and 2.1.2, the version docker-compose.yml pins, built from Debian's source package by
+//    scripts/mosquitto-2.1.sh if it is not yet); or BENCH_MOSQUITTO (a broker binary) with
+//    BENCH_DYNSEC_PLUGIN (its plugin) instead. DYNSEC_BATCH unset: the sync's choice by version.
 //
 // BENCH_PARTS=http or sync runs one part; BENCH_CPU_PROF=<dir> writes the endpoints' CPU
 // profiles; BENCH_TAIL=1 prints where the requests over 20 ms were.
@@ -24,9 +26,8 @@
 //   npm run bench:auth
 // Smoke run:
 //   BENCH_DEVICES=2000 BENCH_RATE=1000 BENCH_DURATION_S=5 BENCH_COLD=100 BENCH_SYNC_DEVICES=300 npm run bench:auth
-// Against Mosquitto 2.1 built in <dir> (cmake, outside the project):
-//   BENCH_MOSQUITTO=<dir>/build/src/mosquitto \
-//   BENCH_DYNSEC_PLUGIN=<dir>/build/plugins/dynamic-security/mosquitto_dynamic_security.so npm run bench:auth
+// Only the sync, only on 2.1 (the 2.0.11 sync of 10,000 takes 7–8 minutes):
+//   BENCH_PARTS=sync BENCH_SYNC_BROKERS=2.1 npx tsx bench/auth.ts
 // A full-size run (100,000 devices) or BENCH_WRITE=1 writes its section of bench/RESULTS.md (both parts).
 
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
@@ -76,11 +77,33 @@ const WARMUP_S = Number(process.env.BENCH_WARMUP_S ?? 3);
 const MAX_HASHING = Number(process.env.DEVICE_AUTH_MAX_HASHING ?? 16);
 /** unset: the sync's own choice by the broker's version */
 const SYNC_BATCH = process.env.DYNSEC_BATCH ? Number(process.env.DYNSEC_BATCH) : undefined;
-/** Another Mosquitto build for the sync (e.g. a 2.1 built from source): the broker binary and its dynamic-security plugin. */
+/** Another Mosquitto build for the sync instead of BENCH_SYNC_BROKERS: the broker binary and its dynamic-security plugin. */
 const MOSQUITTO = process.env.BENCH_MOSQUITTO;
 const DYNSEC_PLUGIN = process.env.BENCH_DYNSEC_PLUGIN;
-const MOSQUITTO_VERSION =
-  /mosquitto version (\S+)/.exec(spawnSync(MOSQUITTO ?? 'mosquitto', ['-h'], { encoding: 'utf8' }).stdout)?.[1] ?? '2.0';
+/** The brokers the sync is measured on, in order: `system` (the machine's mosquitto), `2.1` (scripts/mosquitto-2.1.sh's build). */
+const SYNC_BROKERS = (process.env.BENCH_SYNC_BROKERS ?? 'system,2.1').split(',').filter(Boolean);
+
+interface SyncBroker {
+  version: string;
+  mosquitto?: string;
+  plugin?: string;
+}
+const versionOf = (bin: string) => /mosquitto version (\S+)/.exec(spawnSync(bin, ['-h'], { encoding: 'utf8' }).stdout)?.[1] ?? '2.0';
+/** The builds the sync part runs on (2.1 is built here first if it is not yet: about half a minute). */
+function syncBrokers(): SyncBroker[] {
+  if (MOSQUITTO) return [{ version: versionOf(MOSQUITTO), mosquitto: MOSQUITTO, ...(DYNSEC_PLUGIN ? { plugin: DYNSEC_PLUGIN } : {}) }];
+  return SYNC_BROKERS.map((b) => {
+    if (b === 'system') return { version: versionOf('mosquitto') };
+    if (b !== '2.1') throw new Error(`BENCH_SYNC_BROKERS: unknown broker ${b} (system, 2.1)`);
+    const out = spawnSync('bash', [new URL('../scripts/mosquitto-2.1.sh', import.meta.url).pathname], { encoding: 'utf8' });
+    if (out.status !== 0) throw new Error(`scripts/mosquitto-2.1.sh failed: ${out.stderr.slice(-2000)}`);
+    const path = (k: string) => new RegExp(`^${k}=(.+)$`, 'm').exec(out.stdout)?.[1];
+    const mosquitto = path('BENCH_MOSQUITTO');
+    const plugin = path('BENCH_DYNSEC_PLUGIN');
+    if (!mosquitto || !plugin) throw new Error(`scripts/mosquitto-2.1.sh printed no paths: ${out.stdout}`);
+    return { version: versionOf(mosquitto), mosquitto, plugin };
+  });
+}
 /** BENCH_STALLS=1: both processes note event-loop stalls over 10 ms (wall-clock times, to line up with each other and with --trace-gc) */
 const STALLS = process.env.BENCH_STALLS === '1';
 /** extra node flags for the endpoints' child processes, e.g. `--trace-gc` (its lines are printed with the wall-clock time they arrived) */
@@ -377,6 +400,7 @@ async function http(url: string, secret: string, rulrSecretEnv: string): Promise
 }
 
 interface SyncResults {
+  version: string;
   batch: number;
   seconds: number;
   created: number;
@@ -388,11 +412,11 @@ interface SyncResults {
 }
 
 /** Part 2: SYNC new credentials into an empty dynamic security, one reconcile. */
-async function sync(url: string, secret: string, rulrSecret: string): Promise<SyncResults> {
-  console.log(`dynamic security (Mosquitto ${MOSQUITTO_VERSION}): ${fmt(SYNC)} new credentials…`);
+async function sync(url: string, secret: string, rulrSecret: string, build: SyncBroker): Promise<SyncResults> {
+  console.log(`dynamic security (Mosquitto ${build.version}): ${fmt(SYNC)} new credentials…`);
   const broker = await startSecuredBroker({
-    ...(MOSQUITTO ? { mosquitto: MOSQUITTO } : {}),
-    ...(DYNSEC_PLUGIN ? { plugin: DYNSEC_PLUGIN } : {}),
+    ...(build.mosquitto ? { mosquitto: build.mosquitto } : {}),
+    ...(build.plugin ? { plugin: build.plugin } : {}),
   });
   const db = createDb({ url, poolSize: 2 });
   try {
@@ -420,6 +444,7 @@ async function sync(url: string, secret: string, rulrSecret: string): Promise<Sy
       .map((c) => (typeof c === 'string' ? c : c.username))
       .filter((u) => u.includes('.')).length;
     const out = {
+      version: build.version,
       batch: s.batch,
       seconds,
       created: r.created,
@@ -445,7 +470,11 @@ async function main(): Promise<void> {
   const secret = generateDeviceSecret();
   const rulrSecret = randomBytes(32).toString('base64url');
   const h = PARTS.has('http') ? await http(url, secret, rulrSecret) : undefined;
-  const y = PARTS.has('sync') ? await sync(url, secret, loadConfig({ RULR_SECRET: rulrSecret }).RULR_SECRET) : undefined;
+  const ys: SyncResults[] = [];
+  if (PARTS.has('sync')) {
+    const rulrSecretValue = loadConfig({ RULR_SECRET: rulrSecret }).RULR_SECRET;
+    for (const build of syncBrokers()) ys.push(await sync(url, secret, rulrSecretValue, build));
+  }
 
   const row = (name: string, r: { rps: number; p50: number; p99: number }, note: string) =>
     `| ${name} | ${fmt(r.rps)} | ${r.p50} | ${r.p99} | ${note} |`;
@@ -455,7 +484,7 @@ async function main(): Promise<void> {
     '## Device authentication (`npm run bench:auth`)',
     '',
     `Run ${started.toISOString().slice(0, 16)}Z on ${os.availableParallelism()} × ${os.cpus()[0]?.model ?? 'cpu'}, Node ${process.version}, ${loadNote(loadBefore, os.loadavg()[0] ?? 0)}.`,
-    `Command: \`npm run bench:auth\` (env: BENCH_DEVICES=${DEVICES}, BENCH_RATE=${RATE}, BENCH_DURATION_S=${DURATION_S}, BENCH_COLD=${COLD}, BENCH_SYNC_DEVICES=${SYNC}, BENCH_CONNECTIONS=${CONNECTIONS}, BENCH_WARMUP_S=${WARMUP_S}, DEVICE_AUTH_MAX_HASHING=${MAX_HASHING}, BENCH_INGEST_NODE_FLAGS=${INGEST_NODE_FLAGS.join(' ')}, DYNSEC_BATCH=${SYNC_BATCH ?? '(unset)'}${MOSQUITTO ? `, BENCH_MOSQUITTO=${MOSQUITTO}` : ''}${DYNSEC_PLUGIN ? `, BENCH_DYNSEC_PLUGIN=${DYNSEC_PLUGIN}` : ''}).`,
+    `Command: \`npm run bench:auth\` (env: BENCH_DEVICES=${DEVICES}, BENCH_RATE=${RATE}, BENCH_DURATION_S=${DURATION_S}, BENCH_COLD=${COLD}, BENCH_SYNC_DEVICES=${SYNC}, BENCH_CONNECTIONS=${CONNECTIONS}, BENCH_WARMUP_S=${WARMUP_S}, DEVICE_AUTH_MAX_HASHING=${MAX_HASHING}, BENCH_INGEST_NODE_FLAGS=${INGEST_NODE_FLAGS.join(' ')}, DYNSEC_BATCH=${SYNC_BATCH ?? '(unset)'}${MOSQUITTO ? `, BENCH_MOSQUITTO=${MOSQUITTO}` : `, BENCH_SYNC_BROKERS=${SYNC_BROKERS.join(',')}`}${DYNSEC_PLUGIN ? `, BENCH_DYNSEC_PLUGIN=${DYNSEC_PLUGIN}` : ''}).`,
     `Setup: own database \`${DB_NAME}\` with ${fmt(DEVICES)} devices, one argon2id secret credential each (one shared secret and hash: hashing ${fmt(DEVICES)} distinct ones would take most of the run; every cache is per credential). The endpoints run in a child process (the handler of \`rulr start ingest\`, production mode, measured once its credential directory is loaded, as ingest's /readyz waits for) with its own credential pool of 2 and ingest's node flags (\`${INGEST_NODE_FLAGS.join(' ')}\`, as deploy/k8s/ingest.yaml); load comes from a generator process of its own (\`bench/open-loop-child.ts\`: nothing on its heap but the connections, the requests in one off-heap buffer) over ${CONNECTIONS} keep-alive connections, at a fixed rate with latency counted from the scheduled time (\`bench/open-loop.ts\`); the bare, warm authentication and warm authorization phases begin with ${WARMUP_S} s of the same load over the same connections from the same generator process, not counted (a fresh process's own code and new connections are slow for the first second, and what is sent late counts as latency), except the cold run (closed loop from this process, ${MAX_HASHING} in flight). The bare server is the same ServiceServer in its own child process with a handler that reads the body and answers allow at once: what HTTP costs on this machine at that moment, measured just before the warm runs. Targets: p99 under 5 ms warm at 5,000 requests/s; 10,000 devices synced into dynamic security under 30 s.`,
     '',
     ...(h
@@ -493,15 +522,19 @@ async function main(): Promise<void> {
           '',
         ]
       : []),
-    ...(y
+    ...ys.flatMap((y) => [
+      `Mosquitto ${y.version} dynamic security: ${fmt(y.created)} clients created by one reconcile in ${y.seconds.toFixed(1)} s (${fmt(y.created / y.seconds)} clients/s, target 10,000 under 30 s: ${y.created < 10_000 ? 'not measured at this size' : y.seconds < 30 ? 'met' : 'missed'}; ${y.messages} control messages of up to ${y.batch} commands, one \`createClient\` with its role inline per device; ${fmt(y.atBroker)} device clients at the broker after): ${y.firstMs.toFixed(1)} ms per client in the first control message, ${y.lastMs.toFixed(1)} ms in the last, a ${y.fileMb.toFixed(1)} MB file at the end${y.version.startsWith('2.0') ? ` (so about ${fmt(y.created)} saves of the whole file, ${(y.fileMb / 2).toFixed(1)} MB on average: ${((y.created * y.fileMb) / 2 / 1024).toFixed(1)} GB serialized and written; the per-client cost of one save, ${((y.lastMs / Math.max(1, y.created)) * 1000).toFixed(1)} µs from the last message, puts 10,000 from empty at ${(((y.lastMs / Math.max(1, y.created)) * 10_000 * 10_000) / 2 / 1000).toFixed(0)} s whatever the client sends)` : ''}.`,
+      '',
+    ]),
+    ...(ys.length
       ? [
-          `Mosquitto ${MOSQUITTO_VERSION} dynamic security: ${fmt(y.created)} clients created by one reconcile in ${y.seconds.toFixed(1)} s (${fmt(y.created / y.seconds)} clients/s, target 10,000 under 30 s: ${y.created < 10_000 ? 'not measured at this size' : y.seconds < 30 ? 'met' : 'missed'}; ${y.messages} control messages of up to ${y.batch} commands, one \`createClient\` with its role inline per device; ${fmt(y.atBroker)} device clients at the broker after): ${y.firstMs.toFixed(1)} ms per client in the first control message, ${y.lastMs.toFixed(1)} ms in the last, a ${y.fileMb.toFixed(1)} MB file at the end${MOSQUITTO_VERSION.startsWith('2.0') ? ` (so about ${fmt(y.created)} saves of the whole file, ${(y.fileMb / 2).toFixed(1)} MB on average: ${((y.created * y.fileMb) / 2 / 1024).toFixed(1)} GB serialized and written; the per-client cost of one save, ${((y.lastMs / Math.max(1, y.created)) * 1000).toFixed(1)} µs from the last message, puts 10,000 from empty at ${(((y.lastMs / Math.max(1, y.created)) * 10_000 * 10_000) / 2 / 1000).toFixed(0)} s whatever the client sends)` : ''}. Mosquitto 2.0.x saves its whole dynamic-security file after every command, even within one control message (\`plugins/dynamic-security/clients.c\`, \`dynsec__config_save()\` at the end of \`createClient\`), so there the time per client grows with the clients already there; 2.1 saves once per control message (docs/broker-auth.md).`,
+          `Mosquitto 2.0.x saves its whole dynamic-security file after every command, even within one control message (\`plugins/dynamic-security/clients.c\`, \`dynsec__config_save()\` at the end of \`createClient\`), so there the time per client grows with the clients already there; 2.1 saves once per control message (docs/broker-auth.md). The 2.1 here is Debian's source package (sid's 2.1.2-3, SHA-256 checked) built by \`scripts/mosquitto-2.1.sh\` into \`.cache/\`, the version \`docker-compose.yml\` pins.`,
         ]
       : []),
     '<!-- bench:auth:end -->',
   ].join('\n');
   console.log(section);
-  if (WRITE && h && y) {
+  if (WRITE && h && ys.length) {
     const path = new URL('./RESULTS.md', import.meta.url);
     const md = readFileSync(path, 'utf8');
     const re = /<!-- bench:auth:start -->[\s\S]*<!-- bench:auth:end -->/;
