@@ -1,6 +1,6 @@
 import { Command } from 'commander';
 import { Kysely, PostgresDialect } from 'kysely';
-import { ConfigError, configMarkdown, loadConfig } from '../lib/config.js';
+import { ConfigError, configMarkdown, loadConfig, redactedConfig } from '../lib/config.js';
 import { createPool } from '../lib/db.js';
 import { createLogger } from '../lib/logger.js';
 import { migrateDown, migrateToLatest } from '../schema/migrate.js';
@@ -76,8 +76,7 @@ program
   .action((o: { markdown?: boolean }) => {
     if (o.markdown) console.log(configMarkdown());
     else {
-      const { RULR_SECRET: _s, ...rest } = config();
-      console.log(JSON.stringify(rest, null, 2));
+      console.log(JSON.stringify(redactedConfig(config()), null, 2));
     }
   });
 
@@ -126,6 +125,17 @@ org
   .action(async (slug: string, o: { name: string; admin: string }) => {
     const { createOrgCli } = await import('./people.js');
     await createOrgCli(config(), { slug, ...o });
+  });
+
+const secrets = program.command('secrets').description('RULR_SECRET rotation (docs/operations.md, "Rotating RULR_SECRET")');
+secrets
+  .command('reseal')
+  .description('seal what is stored under a previous secret (RULR_SECRET_PREVIOUS) again under RULR_SECRET')
+  .option('--dry-run', 'count what would be resealed, write nothing')
+  .action(async (o: { dryRun?: boolean }) => {
+    const { resealSecrets } = await import('./secrets.js');
+    const r = await resealSecrets(config(), { dryRun: o.dryRun });
+    if (r.channels.unopenable.length || r.handoffs.unopenable.length || r.channels.raced || r.handoffs.raced) process.exitCode = 1;
   });
 
 const platform = program.command('platform').description('platform operators (may create organizations)');

@@ -83,7 +83,13 @@ export async function startGateway(ctx: RoleContext, o: GatewayOptions = {}): Pr
   sessions.start();
   const authenticator = new Authenticator(
     ctx.db,
-    new TokenVerifier({ secret: cfg.RULR_SECRET, issuer: cfg.JWT_ISSUER, ttlSeconds: cfg.JWT_TTL_SECONDS, jwksUrl: cfg.JWKS_URL }),
+    new TokenVerifier({
+      secret: cfg.RULR_SECRET,
+      previousSecrets: cfg.RULR_SECRET_PREVIOUS,
+      issuer: cfg.JWT_ISSUER,
+      ttlSeconds: cfg.JWT_TTL_SECONDS,
+      jwksUrl: cfg.JWKS_URL,
+    }),
     logger,
     { apiKeyCacheMs: cfg.GATEWAY_CREDENTIAL_RECHECK_MS, sessions },
   );

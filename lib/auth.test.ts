@@ -30,6 +30,22 @@ describe('JWT', () => {
     expect(await codeOf(new TokenVerifier(opts).verify(token))).toBe(ErrorCode.Unauthenticated);
   });
 
+  it('while RULR_SECRET is rotated, verifies tokens of a previous secret until they expire, and still none of another', async () => {
+    const rotated = { ...opts, secret: 'n'.repeat(40), previousSecrets: [opts.secret] };
+    const old = await issueToken(claims, opts);
+    expect(await new TokenVerifier(rotated).verify(old)).toMatchObject({ subject: 'u-1', orgId: claims.orgId });
+    // new tokens are signed with the new secret only: a verifier that does not know it yet refuses them
+    const fresh = await issueToken(claims, rotated);
+    expect(await new TokenVerifier(rotated).verify(fresh)).toMatchObject({ subject: 'u-1' });
+    expect(await codeOf(new TokenVerifier(opts).verify(fresh))).toBe(ErrorCode.Unauthenticated);
+    const expiredOld = await issueToken(claims, opts, Math.floor(Date.now() / 1000) - 3600);
+    await expect(new TokenVerifier(rotated).verify(expiredOld)).rejects.toThrow('token expired');
+    const stranger = await issueToken(claims, { ...opts, secret: 'z'.repeat(40) });
+    await expect(new TokenVerifier(rotated).verify(stranger)).rejects.toThrow('invalid token');
+    // once RULR_SECRET_PREVIOUS is emptied, the old token is refused
+    expect(await codeOf(new TokenVerifier({ ...rotated, previousSecrets: [] }).verify(old))).toBe(ErrorCode.Unauthenticated);
+  });
+
   it('should refuse garbage', async () => {
     expect(await codeOf(new TokenVerifier(opts).verify('not-a-jwt'))).toBe(ErrorCode.Unauthenticated);
   });

@@ -20,7 +20,10 @@ export interface TokenClaims {
 }
 
 export interface JwtOptions {
+  /** signs, and verifies */
   secret: string;
+  /** Verify only: tokens signed before RULR_SECRET was rotated (RULR_SECRET_PREVIOUS), until they expire. */
+  previousSecrets?: readonly string[] | undefined;
   issuer: string;
   ttlSeconds: number;
   jwksUrl?: string | undefined;
@@ -46,6 +49,19 @@ export class TokenVerifier {
     this.jwks = o.jwksUrl ? createRemoteJWKSet(new URL(o.jwksUrl)) : undefined;
   }
 
+  /** HS256 with RULR_SECRET, then each previous secret: only a bad signature moves on to the next one. */
+  private async verifyOwn(token: string) {
+    const opts = { issuer: this.o.issuer, algorithms: ['HS256'] };
+    const previous = this.o.previousSecrets ?? [];
+    for (let i = 0; ; i++) {
+      try {
+        return await jwtVerify(token, key(i === 0 ? this.o.secret : (previous[i - 1] as string)), opts);
+      } catch (e) {
+        if ((e as { code?: string }).code !== 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED' || i >= previous.length) throw e;
+      }
+    }
+  }
+
   async verify(token: string): Promise<Identity & { exp: number }> {
     const hit = this.cache.get(token);
     const nowS = Date.now() / 1000;
@@ -61,7 +77,7 @@ export class TokenVerifier {
     try {
       alg = JSON.parse(Buffer.from(token.split('.')[0] ?? '', 'base64url').toString()).alg;
       if (alg === 'HS256' || !this.jwks) {
-        ({ payload } = await jwtVerify(token, key(this.o.secret), { issuer: this.o.issuer, algorithms: ['HS256'] }));
+        ({ payload } = await this.verifyOwn(token));
       } else {
         ({ payload } = await jwtVerify(token, this.jwks));
       }

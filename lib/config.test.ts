@@ -1,7 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, configMarkdown, configSpec, loadConfig, subgraphUrls } from './config.js';
+import { acceptedSecrets, ConfigError, configMarkdown, configSpec, loadConfig, redactedConfig, subgraphUrls } from './config.js';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 
@@ -65,6 +65,46 @@ describe('loadConfig', () => {
   it('starts in production with a secret of its own', () => {
     const cfg = loadConfig({ NODE_ENV: 'production', RULR_SECRET: 'x'.repeat(48) });
     expect(cfg.NODE_ENV).toBe('production');
+  });
+
+  it('prints no secret: passwords, tokens, API keys and RULR_SECRET(_PREVIOUS) only as set, URL passwords masked', () => {
+    const cfg = loadConfig({
+      RULR_SECRET: 'n'.repeat(40),
+      RULR_SECRET_PREVIOUS: 'o'.repeat(40),
+      MQTT_INGEST_PASSWORD: 'ingest-password-0123',
+      DYNSEC_ADMIN_PASSWORD: 'dynsec-password-0123',
+      EMQX_API_SECRET: 'emqx-api-secret-0123',
+      DATABASE_URL: 'postgres://rulr:db-password-0123@db.internal:5432/rulr',
+      SMTP_URL: 'smtps://mailer:smtp-password-0123@smtp.example.test:465',
+    });
+    const printed = JSON.stringify(redactedConfig(cfg));
+    for (const secret of ['n'.repeat(40), 'o'.repeat(40), 'ingest-password-0123', 'dynsec-password-0123', 'emqx-api-secret-0123']) {
+      expect(printed).not.toContain(secret);
+    }
+    expect(printed).not.toContain('db-password-0123');
+    expect(printed).not.toContain('smtp-password-0123');
+    const r = redactedConfig(cfg);
+    expect(r.RULR_SECRET).toBe('(set)');
+    expect(r.MQTT_INGEST_PASSWORD).toBe('(set)');
+    expect(r.DATABASE_URL).toBe('postgres://rulr:***@db.internal:5432/rulr');
+    // what is not a secret is printed as it is, and an unset secret as unset
+    expect(r.DEVICE_AUTH_CACHE_TTL_S).toBe(cfg.DEVICE_AUTH_CACHE_TTL_S);
+    expect(r.RESET_TOKEN_TTL_S).toBe(cfg.RESET_TOKEN_TTL_S);
+    expect(r.MQTT_WORKERS_PASSWORD).toBeUndefined();
+  });
+
+  it('takes the secrets RULR_SECRET replaces while it is rotated, and refuses short ones, itself, or the development one in production', () => {
+    const cfg = loadConfig({ RULR_SECRET: 'n'.repeat(40), RULR_SECRET_PREVIOUS: ` ${'o'.repeat(40)}, ${'p'.repeat(32)} ,` });
+    expect(acceptedSecrets(cfg)).toEqual(['n'.repeat(40), 'o'.repeat(40), 'p'.repeat(32)]);
+    expect(loadConfig({}).RULR_SECRET_PREVIOUS).toEqual([]);
+    expect(configError({ RULR_SECRET_PREVIOUS: 'short' }).issues[0]).toMatch(/^RULR_SECRET_PREVIOUS=.*at least 32/);
+    expect(configError({ RULR_SECRET: 'n'.repeat(40), RULR_SECRET_PREVIOUS: 'n'.repeat(40) }).message).toMatch(
+      /RULR_SECRET_PREVIOUS: must not contain RULR_SECRET/,
+    );
+    const dev = loadConfig({}).RULR_SECRET;
+    expect(configError({ NODE_ENV: 'production', RULR_SECRET: 'x'.repeat(48), RULR_SECRET_PREVIOUS: dev }).message).toMatch(
+      /RULR_SECRET_PREVIOUS: the development default/,
+    );
   });
 
   it('builds subgraph URLs from SUBGRAPH_HOST and the ports unless a URL is given', () => {

@@ -116,8 +116,23 @@ export const configSpec = {
   },
   RULR_SECRET: {
     schema: z.string().min(32, 'must be at least 32 characters').default(DEV_SECRET),
-    description: 'Signs JWTs and the gateway→subgraph identity header. Required (and not the default) in production.',
+    description:
+      'Signs JWTs and the gateway→subgraph identity header, and keys what is stored sealed (notification channel secrets, broker hand-offs). Required (and not the default) in production.',
     shown: '(development value)',
+  },
+  RULR_SECRET_PREVIOUS: {
+    schema: z
+      .string()
+      .default('')
+      .transform((v) =>
+        v
+          .split(',')
+          .map((s) => s.trim())
+          .filter(Boolean),
+      )
+      .refine((l) => l.every((s) => s.length >= 32), 'each comma-separated secret must be at least 32 characters'),
+    description:
+      'While RULR_SECRET is rotated: the secrets it replaces (comma-separated), still accepted for tokens, identity headers, sealed values and the device-secret cache, never used to sign or seal; `rulr secrets reseal` moves what is stored to RULR_SECRET (docs/operations.md, "Rotating RULR_SECRET"). Unset: none.',
   },
   JWT_TTL_SECONDS: { schema: posInt(3600), description: 'Lifetime of access tokens issued by `login`.', shown: '3600' },
   JWT_ISSUER: { schema: z.string().default('rulr'), description: 'Issuer claim of tokens RULR signs and expects.', shown: 'rulr' },
@@ -544,6 +559,41 @@ export class ConfigError extends Error {
   }
 }
 
+/** The secrets a deployment accepts, newest first: RULR_SECRET (the one that signs and seals), then RULR_SECRET_PREVIOUS. */
+export const acceptedSecrets = (cfg: Pick<Config, 'RULR_SECRET' | 'RULR_SECRET_PREVIOUS'>): string[] => [
+  cfg.RULR_SECRET,
+  ...cfg.RULR_SECRET_PREVIOUS,
+];
+
+/** Variables that hold a secret themselves: `rulr config` prints only whether they are set. */
+const SECRET_NAME = /(SECRET|PASSWORD|_TOKEN|_API_KEY)(_|$)/;
+
+/**
+ * The configuration as `rulr config` prints it: secrets (RULR_SECRET, RULR_SECRET_PREVIOUS, every
+ * password, token and API key) shown only as `(set)`, and the password of a URL
+ * (`postgres://user:…@host`, `smtp://…`) as `***`.
+ */
+export function redactedConfig(cfg: Config): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [name, value] of Object.entries(cfg)) {
+    const empty = value === undefined || value === '' || (Array.isArray(value) && value.length === 0);
+    if (SECRET_NAME.test(name) && !/_(S|MS)$/.test(name)) out[name] = empty ? value : '(set)';
+    else if (typeof value === 'string' && /^[a-z][a-z0-9+.-]*:\/\/[^/]*@/i.test(value)) out[name] = redactUrl(value);
+    else out[name] = value;
+  }
+  return out;
+}
+
+function redactUrl(value: string): string {
+  try {
+    const u = new URL(value);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return '(set, not a URL)';
+  }
+}
+
 /** Reads and validates the environment; a bad value throws a ConfigError naming the variable. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const out: Record<string, unknown> = {};
@@ -557,6 +607,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const cfg = out as Config;
   if (issues.length === 0 && cfg.NODE_ENV === 'production' && cfg.RULR_SECRET === DEV_SECRET) {
     issues.push('RULR_SECRET: the development default must not be used in production');
+  }
+  if (issues.length === 0 && cfg.RULR_SECRET_PREVIOUS.includes(cfg.RULR_SECRET)) {
+    issues.push('RULR_SECRET_PREVIOUS: must not contain RULR_SECRET itself');
+  }
+  if (issues.length === 0 && cfg.NODE_ENV === 'production' && cfg.RULR_SECRET_PREVIOUS.includes(DEV_SECRET)) {
+    issues.push('RULR_SECRET_PREVIOUS: the development default must not be accepted in production');
   }
   if (issues.length === 0 && cfg.DYNSEC_ENABLED && !cfg.DYNSEC_ADMIN_PASSWORD) {
     issues.push('DYNSEC_ADMIN_PASSWORD: required when DYNSEC_ENABLED is on');

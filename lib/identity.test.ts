@@ -43,6 +43,16 @@ describe('signed identity header', () => {
     expect(codeOf(() => verifyRequest(signIdentity(user, 'y'.repeat(40), request), request, SECRET))).toBe(ErrorCode.Unauthenticated);
   });
 
+  it('accepts a header of a previous secret while RULR_SECRET is rotated, and none of a secret not given', () => {
+    const old = signIdentity(user, 'o'.repeat(40), request);
+    expect(verifyRequest(old, request, [SECRET, 'o'.repeat(40)]).identity).toMatchObject({ subject: user.subject });
+    expect(verifyRequest(sign(), request, [SECRET, 'o'.repeat(40)]).identity).toMatchObject({ subject: user.subject });
+    expect(codeOf(() => verifyRequest(old, request, [SECRET]))).toBe(ErrorCode.Unauthenticated);
+    expect(codeOf(() => verifyRequest(signIdentity(user, 'y'.repeat(40), request), request, [SECRET, 'o'.repeat(40)]))).toBe(
+      ErrorCode.Unauthenticated,
+    );
+  });
+
   it('should refuse a header presented with another body, method or path than the one it was signed for', () => {
     const h = sign();
     for (const other of [

@@ -105,13 +105,14 @@ const bad = (why: string) => new UnauthenticatedError(why);
 
 /**
  * Verifies the gateway's header against the request it came with; throws UNAUTHENTICATED when it
- * is missing, malformed, signed with another secret or for another request (method, path, body),
- * or older (or newer) than `maxAgeMs`. A replayed nonce is the caller's check (`VerifiedIdentity.nonce`).
+ * is missing, malformed, signed with none of `secrets` (RULR_SECRET, then RULR_SECRET_PREVIOUS
+ * while it is rotated) or for another request (method, path, body), or older (or newer) than
+ * `maxAgeMs`. A replayed nonce is the caller's check (`VerifiedIdentity.nonce`).
  */
 export function verifyRequest(
   header: string | undefined,
   request: BoundRequest,
-  secret: string,
+  secrets: string | readonly string[],
   o: { maxAgeMs?: number; now?: number } = {},
 ): VerifiedIdentity {
   if (!header) throw bad('missing gateway identity: subgraphs only answer the gateway');
@@ -124,8 +125,12 @@ export function verifyRequest(
   if (!Number.isSafeInteger(issuedAt) || !nonce) throw bad('malformed gateway identity');
   if (Math.abs(now - issuedAt) > maxAge) throw bad('gateway identity expired');
   const given = Buffer.from(signature, 'base64url');
-  const expected = mac(secret, header.slice(0, header.length - signature.length - 1), request);
-  if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+  const head = header.slice(0, header.length - signature.length - 1);
+  const matches = (secret: string) => {
+    const expected = mac(secret, head, request);
+    return given.length === expected.length && timingSafeEqual(given, expected);
+  };
+  if (typeof secrets === 'string' ? !matches(secrets) : !secrets.some(matches)) {
     throw bad('invalid gateway identity signature (another secret, or another request)');
   }
   let identity = decoded.get(encoded);

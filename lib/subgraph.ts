@@ -143,6 +143,8 @@ export async function executeSubgraph(
 
 export interface SubgraphHandlerOptions {
   secret: string;
+  /** Also accepted while RULR_SECRET is rotated (RULR_SECRET_PREVIOUS); the gateway signs with `secret`. */
+  previousSecrets?: readonly string[];
   mask: boolean;
   /** @default 1048576 */
   bodyLimit?: number;
@@ -166,6 +168,7 @@ const refusal = (status: number, message: string, code: ErrorCode) => ({ status,
 export function subgraphHandler(mod: SubgraphModule, opts: SubgraphHandlerOptions) {
   const docs = new DocumentCache(mod.schema);
   const maxAgeMs = opts.identityMaxAgeMs ?? DEFAULT_IDENTITY_MAX_AGE_MS;
+  const secrets = opts.previousSecrets?.length ? [opts.secret, ...opts.previousSecrets] : opts.secret;
   return async (req: IncomingMessage, res: ServerResponse): Promise<boolean> => {
     const path = (req.url ?? '').split('?')[0];
     if (path !== '/graphql') return false;
@@ -190,7 +193,7 @@ export function subgraphHandler(mod: SubgraphModule, opts: SubgraphHandlerOption
     }
     let verified: VerifiedIdentity;
     try {
-      verified = verifyRequest(header, { method: 'POST', path, body: raw }, opts.secret, { maxAgeMs });
+      verified = verifyRequest(header, { method: 'POST', path, body: raw }, secrets, { maxAgeMs });
     } catch (e) {
       sendJson(res, 401, { errors: [(e as RulrError).toGraphQL()] });
       return true;
@@ -257,6 +260,7 @@ export async function startSubgraphServer(
     checks: { postgres: () => pingDb(ctx.db) },
     handle: subgraphHandler(mod, {
       secret: ctx.config.RULR_SECRET,
+      previousSecrets: ctx.config.RULR_SECRET_PREVIOUS,
       mask: ctx.config.NODE_ENV === 'production',
       identityMaxAgeMs: ctx.config.IDENTITY_MAX_AGE_S * 1000,
       claimNonce: redisNonceClaimer(ctx.redis, ctx.config.REDIS_PREFIX),

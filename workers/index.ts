@@ -1,6 +1,6 @@
 import { Queue } from 'bullmq';
 import mqtt from 'mqtt';
-import { channelSecretKey } from '../lib/contracts/channel-secret.js';
+import { channelSecretKey, channelSecretKeys } from '../lib/contracts/channel-secret.js';
 import { COMMANDS_QUEUE } from '../lib/contracts/commands.js';
 import { NOTIFY_QUEUE } from '../lib/contracts/notifications.js';
 import { queuePrefix } from '../lib/contracts/queues.js';
@@ -138,6 +138,7 @@ export async function startWorkers(ctx: RoleContext, o: { port?: number } = {}):
     backoffMs: cfg.NOTIFY_BACKOFF_MS,
     allow: parseAllowlist(cfg.NOTIFY_WEBHOOK_ALLOW),
     channelSecretKey: channelSecretKey(cfg.RULR_SECRET),
+    previousChannelSecretKeys: channelSecretKeys(cfg.RULR_SECRET_PREVIOUS),
   }).start();
   // Safety net: folds rollup deltas even while no ingest replica runs (ingest compacts as it writes).
   const compactor = new RollupCompactor({ url: cfg.DATABASE_URL, intervalMs: 5000, logger: ctx.logger }).start();

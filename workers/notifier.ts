@@ -73,6 +73,8 @@ export interface NotifierOptions {
   feed?: boolean;
   /** opens channel secrets (lib/contracts/channel-secret.ts: `channelSecretKey(RULR_SECRET)`) */
   channelSecretKey: Buffer;
+  /** RULR_SECRET_PREVIOUS's keys: channel secrets sealed before RULR_SECRET was rotated still open (`rulr secrets reseal` moves them) */
+  previousChannelSecretKeys?: readonly Buffer[] | undefined;
   /** private addresses outgoing requests may reach (`NOTIFY_WEBHOOK_ALLOW`) @default none */
   allow?: WebhookAllowlist;
   /** deliveries still pending this long after creation without a queued job are queued again @default 60000 */
@@ -616,7 +618,12 @@ export class Notifier {
   ): string | null | { ok: false; retry: false; error: string } {
     if (!row.secret_sealed || !row.channel_id) return row.secret;
     try {
-      return openChannelSecret(this.o.channelSecretKey, orgId, row.channel_id, row.secret_sealed);
+      return openChannelSecret(
+        [this.o.channelSecretKey, ...(this.o.previousChannelSecretKeys ?? [])],
+        orgId,
+        row.channel_id,
+        row.secret_sealed,
+      );
     } catch (e) {
       const reason = e instanceof ContractError ? e.reason : (e as Error).message;
       return { ok: false, retry: false, error: `the channel's secret ${reason} (was RULR_SECRET changed?)` };

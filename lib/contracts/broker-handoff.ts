@@ -1,4 +1,4 @@
-import { seal, sealingKey, unseal } from './sealed.js';
+import { seal, sealingKey, sealingKeys, unseal, unsealWith } from './sealed.js';
 
 /**
  * The hand-off of a new device secret to the Mosquitto dynamic-security sync: Mosquitto's control
@@ -19,6 +19,9 @@ const CONTRACT = 'broker-handoff';
 /** The hand-off key of a deployment (every role derives the same one from `RULR_SECRET`). */
 export const handoffKey = (rulrSecret: string): Buffer => sealingKey(rulrSecret, 'broker-handoff');
 
+/** The hand-off keys a deployment opens with, newest first (`acceptedSecrets(config)`). */
+export const handoffKeys = (rulrSecrets: readonly string[]): Buffer[] => sealingKeys(rulrSecrets, 'broker-handoff');
+
 /** Seals `secret` for the credential `username`. */
 export const sealHandoff = (key: Buffer, username: string, secret: string): Buffer => seal(key, username, secret);
 
@@ -26,4 +29,9 @@ export const sealHandoff = (key: Buffer, username: string, secret: string): Buff
  * The secret sealed for `username`; throws a counted ContractError when the blob is too short,
  * was sealed for another username or under another key, or was altered.
  */
-export const openHandoff = (key: Buffer, username: string, blob: Buffer): string => unseal(CONTRACT, key, 'username', username, blob);
+export const openHandoff = (keys: Buffer | readonly Buffer[], username: string, blob: Buffer): string =>
+  unseal(CONTRACT, keys, 'username', username, blob);
+
+/** {@link openHandoff}, and which of `keys` opened it (0: the current one). */
+export const openHandoffWith = (keys: readonly Buffer[], username: string, blob: Buffer) =>
+  unsealWith(CONTRACT, keys, 'username', username, blob);

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { rejectionOf } from '../../test/support/contracts.js';
 import { handoffKey } from './broker-handoff.js';
-import { channelSecretKey, openChannelSecret, sealChannelSecret } from './channel-secret.js';
+import { channelSecretKey, channelSecretKeys, openChannelSecret, openChannelSecretWith, sealChannelSecret } from './channel-secret.js';
 import { rejectedCount } from './contract.js';
 
 const KEY = channelSecretKey('rulr-test-secret-0123456789-0123456789');
@@ -30,6 +30,23 @@ describe('channel secret contract', () => {
     );
     expect(rejectionOf(() => openChannelSecret(KEY, ORG, CHANNEL, flipped))).toBe(refusal);
     expect(await rejectedCount('channel-secret')).toBe(before + 4);
+  });
+
+  it('opens a secret sealed under a previous RULR_SECRET while it is rotated, saying which key opened it', async () => {
+    const [current, previous] = channelSecretKeys(['n'.repeat(40), 'rulr-test-secret-0123456789-0123456789']) as [Buffer, Buffer];
+    expect(previous.equals(KEY)).toBe(true);
+    const old = sealChannelSecret(KEY, ORG, CHANNEL, 'sealed-before-the-rotation');
+    expect(openChannelSecretWith([current, previous], ORG, CHANNEL, old)).toEqual({ secret: 'sealed-before-the-rotation', keyIndex: 1 });
+    expect(openChannelSecret([current, previous], ORG, CHANNEL, old)).toBe('sealed-before-the-rotation');
+    const fresh = sealChannelSecret(current, ORG, CHANNEL, 'sealed-after');
+    expect(openChannelSecretWith([current, previous], ORG, CHANNEL, fresh).keyIndex).toBe(0);
+    // without the previous key it no longer opens, and the refusal is counted
+    const before = await rejectedCount('channel-secret');
+    expect(rejectionOf(() => openChannelSecret([current], ORG, CHANNEL, old))).toBe('does not open with this key and channel');
+    expect(rejectionOf(() => openChannelSecret([current, channelSecretKey('x'.repeat(40))], ORG, CHANNEL, old))).toBe(
+      'does not open with these keys and channel',
+    );
+    expect(await rejectedCount('channel-secret')).toBe(before + 2);
   });
 
   it('derives the same key in every role, and one of its own, not the broker hand-off key', () => {

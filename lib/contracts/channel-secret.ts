@@ -1,4 +1,4 @@
-import { seal, sealingKey, unseal } from './sealed.js';
+import { seal, sealingKey, sealingKeys, unseal, unsealWith } from './sealed.js';
 
 /**
  * A notification channel's signing secret (docs/notifications.md): the rules subgraph seals it when
@@ -13,9 +13,16 @@ const CONTRACT = 'channel-secret';
 /** The channel-secret key of a deployment (every role derives the same one from `RULR_SECRET`). */
 export const channelSecretKey = (rulrSecret: string): Buffer => sealingKey(rulrSecret, 'notification-channel');
 
+/** The channel-secret keys a deployment opens with, newest first (`acceptedSecrets(config)`). */
+export const channelSecretKeys = (rulrSecrets: readonly string[]): Buffer[] => sealingKeys(rulrSecrets, 'notification-channel');
+
 export const sealChannelSecret = (key: Buffer, orgId: string, channelId: string, secret: string): Buffer =>
   seal(key, `${orgId}/${channelId}`, secret);
 
 /** Throws a counted ContractError when it was sealed for another channel, under another key, or altered. */
-export const openChannelSecret = (key: Buffer, orgId: string, channelId: string, blob: Buffer): string =>
-  unseal(CONTRACT, key, 'channel', `${orgId}/${channelId}`, blob);
+export const openChannelSecret = (keys: Buffer | readonly Buffer[], orgId: string, channelId: string, blob: Buffer): string =>
+  unseal(CONTRACT, keys, 'channel', `${orgId}/${channelId}`, blob);
+
+/** {@link openChannelSecret}, and which of `keys` opened it (0: the current one). */
+export const openChannelSecretWith = (keys: readonly Buffer[], orgId: string, channelId: string, blob: Buffer) =>
+  unsealWith(CONTRACT, keys, 'channel', `${orgId}/${channelId}`, blob);

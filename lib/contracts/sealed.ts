@@ -26,18 +26,38 @@ export function seal(key: Buffer, aad: string, secret: string): Buffer {
 }
 
 /**
- * The secret sealed for `aad` (what it names: `aadName`, for the error); throws a counted
- * ContractError of `contract` when the blob is too short, was sealed for another row or under
- * another key, or was altered.
+ * The keys one purpose accepts, newest first (lib/config.ts `acceptedSecrets`: RULR_SECRET, then
+ * RULR_SECRET_PREVIOUS while it is rotated): values are sealed with the first, opened with any.
  */
-export function unseal(contract: string, key: Buffer, aadName: string, aad: string, blob: Buffer): string {
-  if (blob.length <= IV + TAG) return reject(contract, 'too short');
+export const sealingKeys = (rulrSecrets: readonly string[], purpose: string): Buffer[] => rulrSecrets.map((s) => sealingKey(s, purpose));
+
+function open(key: Buffer, aad: string, blob: Buffer): string | undefined {
   try {
     const d = createDecipheriv('aes-256-gcm', key, blob.subarray(0, IV));
     d.setAAD(Buffer.from(aad, 'utf8'));
     d.setAuthTag(blob.subarray(blob.length - TAG));
     return Buffer.concat([d.update(blob.subarray(IV, blob.length - TAG)), d.final()]).toString('utf8');
   } catch {
-    return reject(contract, `does not open with this key and ${aadName}`);
+    return undefined;
   }
 }
+
+/**
+ * The secret sealed for `aad` under one of `keys` (tried in order), and which one opened it (0: the
+ * current key; more: a previous one, so the value should be sealed again: `rulr secrets reseal`);
+ * throws a counted ContractError of `contract` when the blob is too short, was sealed for another
+ * row or under no key given, or was altered. `aadName` names what `aad` is, for the error.
+ */
+export function unsealWith(contract: string, keys: Buffer | readonly Buffer[], aadName: string, aad: string, blob: Buffer) {
+  if (blob.length <= IV + TAG) return reject(contract, 'too short');
+  const list = Buffer.isBuffer(keys) ? [keys] : keys;
+  for (let keyIndex = 0; keyIndex < list.length; keyIndex++) {
+    const secret = open(list[keyIndex] as Buffer, aad, blob);
+    if (secret !== undefined) return { secret, keyIndex };
+  }
+  return reject(contract, `does not open with ${list.length > 1 ? 'these keys' : 'this key'} and ${aadName}`);
+}
+
+/** {@link unsealWith}'s secret alone. */
+export const unseal = (contract: string, keys: Buffer | readonly Buffer[], aadName: string, aad: string, blob: Buffer): string =>
+  unsealWith(contract, keys, aadName, aad, blob).secret;

@@ -1,5 +1,5 @@
 import { sql } from 'kysely';
-import { handoffKey, openHandoff } from '../../lib/contracts/broker-handoff.js';
+import { handoffKeys, openHandoff } from '../../lib/contracts/broker-handoff.js';
 import { ContractError } from '../../lib/contracts/contract.js';
 import type { DeviceChange } from '../../lib/contracts/device-changes.js';
 import type { Db } from '../../lib/db.js';
@@ -23,6 +23,8 @@ export interface DynsecSyncOptions {
   /** ingest's shared-subscription group (its role's subscriptions) */
   group: string;
   rulrSecret: string;
+  /** RULR_SECRET_PREVIOUS: hand-offs sealed before RULR_SECRET was rotated still open */
+  previousSecrets?: readonly string[] | undefined;
   /** service accounts with their configured passwords (an account without one is not created) */
   services: { username: string; password: string | undefined; role: string }[];
   /** commands per control message @default {@link defaultBatch} of the broker's version (500 on 2.1+, 100 on 2.0) */
@@ -61,7 +63,7 @@ interface CredentialState {
  * whole file once per command, so the sync sends only the commands a difference needs.
  */
 export class DynsecSync {
-  private readonly key: Buffer;
+  private readonly keys: Buffer[];
   private chain: Promise<unknown> = Promise.resolve();
   private expiryTimer?: NodeJS.Timeout;
   private lastExpirySweep = new Date();
@@ -71,7 +73,7 @@ export class DynsecSync {
   readonly batch: number;
 
   constructor(private readonly o: DynsecSyncOptions) {
-    this.key = handoffKey(o.rulrSecret);
+    this.keys = handoffKeys([o.rulrSecret, ...(o.previousSecrets ?? [])]);
     this.batch = o.batch ?? defaultBatch(o.client.brokerVersion);
   }
 
@@ -220,7 +222,7 @@ export class DynsecSync {
       let password: string | undefined;
       if (c.broker_handoff) {
         try {
-          password = openHandoff(this.key, c.username, c.broker_handoff);
+          password = openHandoff(this.keys, c.username, c.broker_handoff);
         } catch (e) {
           if (!(e instanceof ContractError)) throw e;
           this.o.logger.warn({ username: c.username, reason: e.reason }, 'dynsec: a hand-off does not open (another RULR_SECRET?)');

@@ -52,6 +52,7 @@ export async function startBrokerSync(ctx: RoleContext): Promise<BrokerSyncHandl
         client,
         group: cfg.INGEST_GROUP,
         rulrSecret: cfg.RULR_SECRET,
+        previousSecrets: cfg.RULR_SECRET_PREVIOUS,
         batch: cfg.DYNSEC_BATCH,
         services: [
           { username: cfg.MQTT_INGEST_USERNAME, password: cfg.MQTT_INGEST_PASSWORD, role: DYNSEC_ROLES.ingest },
