@@ -8,6 +8,7 @@ import { readCredentialsFile, writeCredentialsFile } from '../cli/credentials-fi
 import { type SimulateCliOptions, type SimulateResult, simulateCli } from '../cli/simulate.js';
 import { freePort } from '../ingest/testing/broker.js';
 import { ARTIFACTS, type Platform, startPlatform } from './support/platform.js';
+import { poll } from './support/poll.js';
 
 // The whole platform on the Mosquitto configuration RULR ships (anonymous off, dynamic security kept
 // by the workers' sync, ingest and workers on their service accounts), and `rulr simulate` in
@@ -66,21 +67,20 @@ afterAll(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-async function until<T>(what: string, f: () => Promise<T>, ok: (v: T) => boolean, ms = 60_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await f();
-    if (ok(v)) return v;
-    if (Date.now() > end) throw new Error(`${what}: still ${JSON.stringify(v).slice(0, 400)}`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
-}
-
 /** readings stored for a device (taken at or after `since`) */
 const readings = async (deviceId: string, since = new Date(0)) =>
   Number(
     (await p.sql.query<{ n: string }>('select count(*) as n from device_metrics where device_id = $1 and time >= $2', [deviceId, since]))
       .rows[0]?.n,
+  );
+
+/** Waits for a reading of `lamp` taken at or after `since`. */
+const talking = (lamp: { id: string }, since: Date) =>
+  poll(
+    `${lamp.id} talking since ${since.toISOString()}`,
+    () => readings(lamp.id, since),
+    (n) => n > 0,
+    60_000,
   );
 
 const audits = async (action: string) =>
@@ -139,7 +139,7 @@ describe('rulr simulate against a broker that authenticates devices', { timeout:
     const child = lights.find((l) => l.parent && before.has(l.parent));
     expect(claimedLamp && child && good[0]).toBeTruthy();
     for (const l of [good[0], claimedLamp, child] as { id: string; serial: string }[])
-      await until(
+      await poll(
         `${l.serial}'s telemetry stored`,
         () => readings(l.id),
         (n) => n > 0,
@@ -152,7 +152,7 @@ describe('rulr simulate against a broker that authenticates devices', { timeout:
       i: { deviceId: lamp.id, name: 'setDim', params: { level: 42 } },
     });
     if (!sent.data) throw new Error(JSON.stringify(sent.errors));
-    const c = await until(
+    const c = await poll(
       'setDim',
       () =>
         p.gql<{ command: { status: string; result: { state?: unknown } | null } }>(
@@ -168,19 +168,13 @@ describe('rulr simulate against a broker that authenticates devices', { timeout:
     expect(c.data?.command.result?.state).toEqual({ level: 42, on: true });
 
     // the spoiled lamp is given up after its retry window; the rest kept going
-    await until(
+    await poll(
       'the refusal',
       async () => sim.lines.join('\n'),
       (t) => t.includes(`${spoiled.serial} (${spoiled.id}) refused`),
       30_000,
     );
-    const refusedAt = new Date();
-    await until(
-      `${lamp.id} still talking`,
-      () => readings(lamp.id, refusedAt),
-      (n) => n > 0,
-      30_000,
-    );
+    await talking(lamp, new Date());
     sim.stop();
     first = await sim.done;
     expect(first.refused).toBe(1);
@@ -205,12 +199,7 @@ describe('rulr simulate against a broker that authenticates devices', { timeout:
     const lamp = lights.find((l) => claimed.includes(l.id)) as { id: string; serial: string };
     const restart = new Date();
     const sim = run({ refusedRetryS: '1' });
-    await until(
-      `${lamp.serial} talking again`,
-      () => readings(lamp.id, restart),
-      (n) => n > 0,
-      60_000,
-    );
+    await talking(lamp, restart);
     sim.stop();
     const again = await sim.done;
     expect(await audits('device.provisioned')).toBe(provisioned);
