@@ -71,7 +71,7 @@ export interface SimulateOptions {
   org?: string;
   /** prepended to every topic (tests use a unique one) @default '' */
   topicPrefix?: string;
-  /** MQTT connections to multiplex over @default min(4, ceil(devices / 250)) */
+  /** MQTT connections to multiplex over (without `credentials`) @default min(4, ceil(devices / 250)) */
   connections?: number;
   /** seconds between progress lines @default 5 */
   reportEveryS?: number;
