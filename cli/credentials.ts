@@ -47,6 +47,10 @@ export async function issueCredentials(
   const db = o.db ?? createDb({ url: cfg.DATABASE_URL, poolSize: 2 });
   const redis = o.redis ?? createRedis(cfg.REDIS_URL);
   const key = cfg.DYNSEC_ENABLED ? handoffKey(cfg.RULR_SECRET) : undefined;
+  if (!key)
+    log(
+      'credentials: DYNSEC_ENABLED is off, so the secrets are not handed to the Mosquitto sync (right for EMQX; for Mosquitto set it as the platform has it)',
+    );
   try {
     const org = await db.selectFrom('organizations').select('id').where('slug', '=', o.org).executeTakeFirst();
     if (!org) throw new Error(`no organization with slug "${o.org}"`);

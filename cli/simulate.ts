@@ -719,6 +719,12 @@ export async function simulateCli(
     process.once('SIGINT', () => ac.abort());
     process.once('SIGTERM', () => ac.abort());
   }
+  const env = run.env ?? process.env;
+  // the flags are checked before anything is connected
+  if (o.provisionUrl && !o.credentials)
+    throw new Error('--provision-url needs --credentials <file> (where the claimed credentials are kept)');
+  if (o.provisionUrl && (!o.provisionKey || !(o.provisionSecret ?? env.RULR_PROVISION_SECRET)))
+    throw new Error('--provision-url needs --provision-key and --provision-secret (or RULR_PROVISION_SECRET)');
   const connectBatch = positiveInt(o.connectBatch, 'connect-batch', 50);
   const refusedRetryS = Number(o.refusedRetryS ?? 30);
   if (!(refusedRetryS >= 0)) throw new Error('--refused-retry-s must be a number of seconds');
@@ -727,7 +733,7 @@ export async function simulateCli(
   let credentials: Map<string, DeviceCredential> | undefined;
   try {
     devices = await loadSimulatedDevices(db, o.org, Number(o.devices));
-    credentials = await credentialsFor(o, db, devices, run.env ?? process.env, log, ac.signal);
+    credentials = await credentialsFor(o, db, devices, env, log, ac.signal);
   } finally {
     await db.destroy();
   }
