@@ -8,6 +8,7 @@ import { configDefaults, defineConfig } from 'vitest/config';
  */
 const UNIT = [
   'bench/open-loop.test.ts',
+  'cli/credentials-file.test.ts',
   'cli/sim-commands.test.ts',
   'gateway/limits.test.ts',
   'gateway/result-shaping.test.ts',

@@ -178,10 +178,32 @@ program
   .option('--fail-fraction <f>', 'share of devices that answer commands failed, 0..1', '0')
   .option('--silent-fraction <f>', 'share of devices that never answer commands, 0..1', '0')
   .option('--behaviour-seed <s>', 'mixed into the hash of device ids that picks the devices of each fraction', '')
+  .option('--credentials <file>', 'one connection per device, as itself, with the credentials in this file (rulr credentials issue)')
+  .option('--provision-url <url>', "with --credentials: devices missing from the file claim theirs at ingest's POST /provision")
+  .option('--provision-key <key>', "the devices' profile's provisioning key")
+  .option('--provision-secret <secret>', 'its provisioning secret (or RULR_PROVISION_SECRET)')
+  .option('--connect-batch <n>', 'with --credentials: connections opened at once', '50')
+  .option('--refused-retry-s <s>', 'with --credentials: how long a refused device retries before it is given up', '30')
   .action(async (o: import('./simulate.js').SimulateCliOptions) => {
     const { simulateCli } = await import('./simulate.js');
     await simulateCli(config(), o);
     process.exit(0);
+  });
+
+const credentials = program.command('credentials').description("devices' MQTT credentials");
+credentials
+  .command('issue')
+  .description(
+    'issue new MQTT secrets for the first N street lights (and their concentrators) and write them to a 0600 file, shown nowhere else',
+  )
+  .requiredOption('--devices <n>', 'number of devices (the first N street lights by serial, as rulr simulate takes them)')
+  .requiredOption('--out <file>', 'the credentials file (created, or completed: devices it has keep their secret)')
+  .option('--org <slug>', 'organization slug', 'demo')
+  .option('--rotate', 'issue new secrets also for the devices the file has')
+  .option('--grace <s>', 'seconds the previous secrets keep working (default DEVICE_AUTH_ROTATION_GRACE_S)')
+  .action(async (o: { org: string; devices: string; out: string; rotate?: boolean; grace?: string }) => {
+    const { issueCredentialsCli } = await import('./credentials.js');
+    await issueCredentialsCli(config(), o);
   });
 
 program

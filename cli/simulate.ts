@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { sql } from 'kysely';
 import mqtt, { type MqttClient } from 'mqtt';
 import type { Config } from '../lib/config.js';
@@ -16,6 +17,7 @@ import {
 } from '../lib/contracts/commands.js';
 import { deviceTopic, gatewayTopic } from '../lib/contracts/mqtt-topics.js';
 import { createDb, type Db } from '../lib/db.js';
+import { type DeviceCredential, readCredentialsFile } from './credentials-file.js';
 import {
   type BehaviourShares,
   behaviourOf,
@@ -26,13 +28,16 @@ import {
   type LampState,
   outputLevel,
 } from './sim-commands.js';
+import { provisionMissing } from './sim-provision.js';
 
 /**
  * A fleet of street-light controllers for demos and load: lamps on at night and off by day (by each
  * device's local solar time), dimmed after midnight, power from the dim level, mains voltage with
  * noise, a rising energy counter, occasional lamp faults and offline periods (status messages),
  * and optionally a fraction of malformed messages that ingest must dead-letter. Devices are
- * multiplexed over a few MQTT connections (a load generator, not a per-device credential test).
+ * multiplexed over a few anonymous MQTT connections (a load generator for the development broker), or,
+ * with `credentials`, each device (and each concentrator) connects as itself, one connection each, for
+ * a broker that authenticates devices (docs/broker-auth.md).
  * Lights behind a concentrator (`parent_id`) speak through it: `gateways/<id>/connect|telemetry|status`
  * keyed by their serial.
  *
@@ -66,7 +71,7 @@ export interface SimulateOptions {
   org?: string;
   /** prepended to every topic (tests use a unique one) @default '' */
   topicPrefix?: string;
-  /** MQTT connections to multiplex over @default min(4, ceil(devices / 250)) */
+  /** MQTT connections to multiplex over (without `credentials`) @default min(4, ceil(devices / 250)) */
   connections?: number;
   /** seconds between progress lines @default 5 */
   reportEveryS?: number;
@@ -80,6 +85,22 @@ export interface SimulateOptions {
   behaviour?: BehaviourShares;
   /** how long a slow device takes to answer, ms @default 5000 */
   slowMs?: number;
+  /**
+   * Per-device mode: the credential of each device and concentrator (by device id). Each connects as
+   * itself (client id = its id) with its own connection; devices without one (or behind a
+   * concentrator without one) are not simulated and are counted in `noCredentials`.
+   */
+  credentials?: ReadonlyMap<string, Pick<DeviceCredential, 'username' | 'secret'>>;
+  /** per-device mode: connections opened at once (the next batch waits for their CONNACKs) @default 50 */
+  connectBatch?: number;
+  /**
+   * Per-device mode: how long a refused connection is retried (once a second) before the device is
+   * given up and counted in `refused`; credentials just issued take a moment to reach Mosquitto
+   * through the platform's sync @default 30
+   */
+  refusedRetryS?: number;
+  /** CA certificate(s) for an `mqtts://` broker */
+  ca?: Buffer;
 }
 
 export interface SimulateResult {
@@ -99,6 +120,14 @@ export interface SimulateResult {
   badCommands: number;
   /** replies published */
   replies: number;
+  /** connections that were up at some point (per-device mode: devices and concentrators) */
+  connected: number;
+  /** per-device mode: connections the broker refused for longer than `refusedRetryS`, given up */
+  refused: number;
+  /** per-device mode: the serials of those, with the broker's reason */
+  refusedDevices: { serial: string; reason: string }[];
+  /** per-device mode: devices not simulated for want of a credential (theirs or their concentrator's) */
+  noCredentials: number;
 }
 
 /** Street lights of an organization (not concentrators), first `n` by serial. */
@@ -119,6 +148,15 @@ export async function loadSimulatedDevices(db: Db, orgSlug: string, n: number): 
     lng: r.lng ?? 0,
     parentId: r.parent_id,
   }));
+}
+
+/** What connects in per-device mode: the direct devices and the concentrators of the others, with serials. */
+export async function speakersOf(db: Db, devices: readonly SimulatedDevice[]): Promise<{ id: string; serial: string }[]> {
+  const direct = devices.filter((d) => !d.parentId).map((d) => ({ id: d.id, serial: d.serial }));
+  const parents = [...new Set(devices.flatMap((d) => (d.parentId ? [d.parentId] : [])))];
+  if (!parents.length) return direct;
+  const gateways = await db.selectFrom('devices').select(['id', 'serial']).where('id', 'in', parents).orderBy('serial').execute();
+  return [...gateways, ...direct];
 }
 
 /** Local solar hour (0..24) at a longitude. */
@@ -208,43 +246,50 @@ function lampNow(s: DeviceState, now: number): LampState {
 /** Most exact topics per SUBSCRIBE packet. */
 const SUBSCRIBE_CHUNK = 500;
 
+/** One MQTT connection of the simulator and what it speaks for. */
+interface Link {
+  client: MqttClient;
+  /** connected now */
+  up: boolean;
+  /** subscribed and announced once (at its first connection) */
+  started: boolean;
+  /** refused by the broker for longer than the retry window: closed, given up */
+  refused: boolean;
+  /** the device (or concentrator) it is, in per-device mode */
+  serial?: string;
+  /** exact command topics it subscribes to */
+  topics: string[];
+}
+
+/** The CONNACK reason codes mqtt.js reports as errors: MQTT 3.1.1's 1–5 and MQTT 5's 128 and up. */
+const isRefusal = (code: unknown): code is number => typeof code === 'number' && ((code >= 1 && code <= 5) || code >= 128);
+
+/** Refused connections named in the log one by one (the rest are counted). */
+const REFUSALS_LOGGED = 20;
+
 /** Runs the simulation against `mqttUrl` until the duration elapses (or `signal` aborts). */
-export async function simulate(devices: SimulatedDevice[], mqttUrl: string, o: SimulateOptions): Promise<SimulateResult> {
-  if (!devices.length) throw new Error(`no devices to simulate in organization "${o.org ?? 'demo'}" (run \`rulr seed --demo\` first)`);
+export async function simulate(all: SimulatedDevice[], mqttUrl: string, o: SimulateOptions): Promise<SimulateResult> {
+  if (!all.length) throw new Error(`no devices to simulate in organization "${o.org ?? 'demo'}" (run \`rulr seed --demo\` first)`);
   if (!(o.rate > 0)) throw new Error('--rate must be positive');
+  const creds = o.credentials;
+  if (creds && o.topicPrefix)
+    throw new Error('--topic-prefix cannot be used with credentials: the broker admits devices to their own topics only');
   const badFraction = Math.min(1, Math.max(0, o.badFraction ?? 0));
   const prefix = o.topicPrefix ?? '';
   const log = o.log ?? ((l: string) => console.log(l));
   const obey = o.commands !== false;
   const shares = o.behaviour ?? {};
-  const nConn = Math.max(1, Math.min(o.connections ?? Math.min(4, Math.ceil(devices.length / 250)), devices.length));
-  const runId = randomUUID().slice(0, 8);
-  // A persistent session (a QoS 1 command published during a short broker disconnect waits for us);
-  // mqtt.js subscribes again when the broker has lost the session.
-  const clients: MqttClient[] = await Promise.all(
-    Array.from({ length: nConn }, (_, i) =>
-      mqtt.connectAsync(mqttUrl, {
-        clientId: `rulr-sim-${runId}-${i}`,
-        protocolVersion: 5,
-        clean: false,
-        properties: { sessionExpiryInterval: 300 },
-        reconnectPeriod: 1000,
-      }),
-    ),
-  );
-  const start = Date.now();
-  const states: DeviceState[] = devices.map((d, i) => ({
-    d,
-    conn: i % nConn,
-    energy: round(100 + (hash(d.id) % 5000), 3),
-    lastAt: start,
-    offlineUntil: 0,
-    failed: false,
-    behaviour: behaviourOf(d.id, shares),
-    lamp: null,
-    memory: new CommandMemory(),
-    pending: [],
-  }));
+  // Per-device mode simulates only the devices it can connect as (or whose concentrator it can).
+  const devices = creds ? all.filter((d) => creds.has(d.parentId ?? d.id)) : all;
+  const noCredentials = all.length - devices.length;
+  if (noCredentials) {
+    const which = all.filter((d) => !creds?.has(d.parentId ?? d.id)).slice(0, 10);
+    log(
+      `simulate: ${noCredentials} of ${all.length} devices have no credentials (theirs or their concentrator's) and are not simulated: ${which.map((d) => d.serial).join(', ')}${noCredentials > 10 ? ', …' : ''}`,
+    );
+  }
+  if (!devices.length)
+    throw new Error(`none of the ${all.length} devices has credentials: run \`rulr credentials issue\` or use --provision-url`);
   const res: SimulateResult = {
     sent: 0,
     bad: 0,
@@ -256,12 +301,38 @@ export async function simulate(devices: SimulatedDevice[], mqttUrl: string, o: S
     ignored: 0,
     badCommands: 0,
     replies: 0,
+    connected: 0,
+    refused: 0,
+    refusedDevices: [],
+    noCredentials,
   };
+  const tls = o.ca ? { ca: o.ca } : {};
+  const runId = randomUUID().slice(0, 8);
+  // Which link each device speaks through: one of a few shared ones, or (per-device mode) its own, or its concentrator's.
+  const speakerIds = creds ? [...new Set(devices.map((d) => d.parentId ?? d.id))] : [];
+  const speakerIndex = new Map(speakerIds.map((id, i) => [id, i]));
+  const nConn = creds
+    ? speakerIds.length
+    : Math.max(1, Math.min(o.connections ?? Math.min(4, Math.ceil(devices.length / 250)), devices.length));
+  let start = Date.now();
+  const states: DeviceState[] = devices.map((d, i) => ({
+    d,
+    conn: creds ? (speakerIndex.get(d.parentId ?? d.id) as number) : i % nConn,
+    energy: round(100 + (hash(d.id) % 5000), 3),
+    lastAt: start,
+    offlineUntil: 0,
+    failed: false,
+    behaviour: behaviourOf(d.id, shares),
+    lamp: null,
+    memory: new CommandMemory(),
+    pending: [],
+  }));
+  const links: Link[] = [];
   const inflight = new Array<number>(nConn).fill(0);
   const MAX_INFLIGHT = 2000;
   const publish = (conn: number, topic: string, payload: string) => {
     inflight[conn] = (inflight[conn] ?? 0) + 1;
-    (clients[conn] as MqttClient).publish(topic, payload, { qos: 1 }, () => {
+    (links[conn] as Link).client.publish(topic, payload, { qos: 1 }, () => {
       inflight[conn] = (inflight[conn] ?? 1) - 1;
     });
   };
@@ -326,40 +397,140 @@ export async function simulate(devices: SimulatedDevice[], mqttUrl: string, o: S
       res.badCommands++;
     }
   };
-  if (obey) {
-    const topics: string[][] = Array.from({ length: nConn }, () => []);
-    for (const s of states) if (!s.d.parentId && s.behaviour !== 'offline') topics[s.conn]?.push(`${prefix}${deviceCommandTopic(s.d.id)}`);
-    for (const [i, gw] of [...bySerial.keys()].entries()) topics[i % nConn]?.push(`${prefix}${gatewayCommandTopic(gw)}`);
-    await Promise.all(
-      clients.map(async (c, i) => {
-        c.on('message', onMessage);
-        const list = topics[i] ?? [];
-        for (let k = 0; k < list.length; k += SUBSCRIBE_CHUNK)
-          await c.subscribeAsync(Object.fromEntries(list.slice(k, k + SUBSCRIBE_CHUNK).map((t) => [t, { qos: 1 as const }])));
-      }),
-    );
-  }
 
+  // What each link subscribes to: the exact command topics of its own devices and concentrators.
+  const topics: string[][] = Array.from({ length: nConn }, () => []);
+  if (obey) {
+    for (const s of states) if (!s.d.parentId && s.behaviour !== 'offline') topics[s.conn]?.push(`${prefix}${deviceCommandTopic(s.d.id)}`);
+    for (const [i, gw] of [...bySerial.keys()].entries())
+      topics[creds ? (speakerIndex.get(gw) as number) : i % nConn]?.push(`${prefix}${gatewayCommandTopic(gw)}`);
+  }
   // Concentrators announce their children (up to 500 serials per message); direct devices come online.
   // Offline devices say so once and stay silent.
-  const children = new Map<string, DeviceState[]>();
-  for (const s of states) {
-    if (s.behaviour === 'offline') status(s, false);
-    else if (s.d.parentId) children.set(s.d.parentId, [...(children.get(s.d.parentId) ?? []), s]);
-    else status(s, true, { firmware: '3.2.1' });
+  const announce = (conn: number) => {
+    const children = new Map<string, DeviceState[]>();
+    for (const s of states) {
+      if (s.conn !== conn) continue;
+      if (s.behaviour === 'offline') status(s, false);
+      else if (s.d.parentId) children.set(s.d.parentId, [...(children.get(s.d.parentId) ?? []), s]);
+      else status(s, true, { firmware: '3.2.1' });
+    }
+    for (const [gw, list] of children) {
+      for (let i = 0; i < list.length; i += 500) {
+        publish(
+          conn,
+          `${prefix}${gatewayTopic(gw, 'connect')}`,
+          JSON.stringify({ devices: list.slice(i, i + 500).map((c) => c.d.serial) }),
+        );
+        res.statusMessages++;
+      }
+    }
+  };
+  // It subscribes before it announces its devices online, so the commands the platform sends at once are not missed.
+  const bringUp = async (conn: number) => {
+    const link = links[conn] as Link;
+    link.started = true;
+    link.client.on('message', onMessage);
+    const list = link.topics;
+    for (let k = 0; k < list.length; k += SUBSCRIBE_CHUNK)
+      await link.client.subscribeAsync(Object.fromEntries(list.slice(k, k + SUBSCRIBE_CHUNK).map((t) => [t, { qos: 1 as const }])));
+    announce(conn);
+  };
+
+  // A persistent session (a QoS 1 command published during a short broker disconnect waits for us);
+  // mqtt.js subscribes again when the broker has lost the session.
+  const session = { protocolVersion: 5 as const, clean: false, properties: { sessionExpiryInterval: 300 }, reconnectPeriod: 1000, ...tls };
+  if (!creds) {
+    const clients = await Promise.all(
+      Array.from({ length: nConn }, (_, i) => mqtt.connectAsync(mqttUrl, { clientId: `rulr-sim-${runId}-${i}`, ...session })),
+    );
+    clients.forEach((client, i) => {
+      const link: Link = { client, up: true, started: false, refused: false, topics: topics[i] ?? [] };
+      client.on('connect', () => {
+        link.up = true;
+      });
+      client.on('close', () => {
+        link.up = false;
+      });
+      links.push(link);
+    });
+    res.connected = nConn;
+    await Promise.all(links.map((_, i) => bringUp(i)));
+  } else {
+    await connectEach(speakerIds, topics);
   }
-  for (const [gw, list] of children) {
-    for (let i = 0; i < list.length; i += 500) {
-      const chunk = list.slice(i, i + 500);
-      publish(
-        (chunk[0] as DeviceState).conn,
-        `${prefix}${gatewayTopic(gw, 'connect')}`,
-        JSON.stringify({ devices: chunk.map((c) => c.d.serial) }),
+
+  /** Per-device mode: one connection per device and concentrator, as itself, `connectBatch` at a time. */
+  async function connectEach(ids: string[], topicsOf: string[][]) {
+    const creds_ = creds as NonNullable<typeof creds>;
+    const serialOf = new Map<string, string>();
+    for (const d of devices) serialOf.set(d.id, d.serial);
+    const retryMs = (o.refusedRetryS ?? 30) * 1000;
+    const batch = Math.max(1, o.connectBatch ?? 50);
+    for (let b = 0; b < ids.length && !o.signal?.aborted; b += batch) {
+      await Promise.all(
+        ids.slice(b, b + batch).map((id, k) => {
+          const conn = b + k;
+          const cred = creds_.get(id) as Pick<DeviceCredential, 'username' | 'secret'>;
+          const client = mqtt.connect(mqttUrl, {
+            ...session,
+            clientId: id,
+            username: cred.username,
+            password: cred.secret,
+            connectTimeout: 10_000,
+            reconnectOnConnackError: true,
+          });
+          const link: Link = {
+            client,
+            up: false,
+            started: false,
+            refused: false,
+            serial: serialOf.get(id) ?? id,
+            topics: topicsOf[conn] ?? [],
+          };
+          links[conn] = link;
+          let firstRefusal = 0;
+          return new Promise<void>((settle) => {
+            const timer = setTimeout(settle, 10_000);
+            client.on('connect', () => {
+              firstRefusal = 0;
+              link.up = true;
+              clearTimeout(timer);
+              settle();
+              if (link.started) return;
+              res.connected++;
+              bringUp(conn).catch((e: unknown) => log(`simulate: ${link.serial}: subscribing failed (${(e as Error).message})`));
+            });
+            client.on('close', () => {
+              link.up = false;
+            });
+            client.on('error', (e: Error & { code?: unknown }) => {
+              if (!isRefusal(e.code) || link.refused) return;
+              clearTimeout(timer);
+              settle();
+              firstRefusal ||= Date.now();
+              if (Date.now() - firstRefusal < retryMs) return;
+              link.refused = true;
+              client.end(true);
+              res.refused++;
+              res.refusedDevices.push({ serial: link.serial ?? id, reason: e.message });
+              if (res.refused <= REFUSALS_LOGGED)
+                log(`simulate: ${link.serial} (${id}) refused by the broker for ${Math.round(retryMs / 1000)} s (${e.message}): given up`);
+              else if (res.refused === REFUSALS_LOGGED + 1) log('simulate: more devices refused; the final line counts them');
+            });
+          });
+        }),
       );
-      res.statusMessages++;
+      if (ids.length > batch)
+        log(`simulate: ${Math.min(ids.length, b + batch)}/${ids.length} connections opened, ${res.connected} connected`);
     }
   }
 
+  // the run (its rate and duration) begins once the connections are up
+  start = Date.now();
+  for (const s of states) s.lastAt = start;
+  // a broker that authenticates devices refuses (and Mosquitto 2.0 disconnects for) another device's or an unknown topic
+  const badKinds = creds ? BAD_KINDS.filter((k) => k === 'not_json' || k === 'wrong_type') : BAD_KINDS;
   const talking = states.filter((s) => s.behaviour !== 'offline');
   let next = 0;
   let lastReport = start;
@@ -374,6 +545,8 @@ export async function simulate(devices: SimulatedDevice[], mqttUrl: string, o: S
       const s = talking[next] as DeviceState;
       next = (next + 1) % talking.length;
       if ((inflight[s.conn] ?? 0) >= MAX_INFLIGHT) break;
+      // a device says nothing while it is disconnected (or refused)
+      if (!links[s.conn]?.up) continue;
       if (s.offlineUntil) {
         if (now < s.offlineUntil) continue;
         s.offlineUntil = 0;
@@ -381,11 +554,7 @@ export async function simulate(devices: SimulatedDevice[], mqttUrl: string, o: S
         for (const m of s.pending.splice(0)) handle(s, m);
       }
       if (badFraction > 0 && Math.random() < badFraction) {
-        const [topic, payload] = badMessage(
-          BAD_KINDS[Math.floor(Math.random() * BAD_KINDS.length)] as (typeof BAD_KINDS)[number],
-          s,
-          prefix,
-        );
+        const [topic, payload] = badMessage(badKinds[Math.floor(Math.random() * badKinds.length)] as (typeof BAD_KINDS)[number], s, prefix);
         publish(s.conn, topic, payload);
         res.sent++;
         res.bad++;
@@ -421,10 +590,24 @@ export async function simulate(devices: SimulatedDevice[], mqttUrl: string, o: S
   }
   // Let QoS 1 acknowledgements arrive before closing; the sessions end with the connections.
   for (let i = 0; i < 100 && inflight.some((n) => n > 0); i++) await new Promise((r) => setTimeout(r, 50));
-  await Promise.all(clients.map((c) => c.endAsync(false, { properties: { sessionExpiryInterval: 0 } })));
+  await Promise.all(
+    links.map((l) =>
+      l.up ? l.client.endAsync(false, { properties: { sessionExpiryInterval: 0 } }) : l.refused ? undefined : l.client.endAsync(true),
+    ),
+  );
   res.seconds = (Date.now() - start) / 1000;
+  const perDevice = creds
+    ? `; connections: ${res.connected} of ${nConn} devices and concentrators connected, ${res.refused} refused${
+        res.refusedDevices.length
+          ? ` (${res.refusedDevices
+              .slice(0, 10)
+              .map((r) => r.serial)
+              .join(', ')}${res.refused > 10 ? ', …' : ''})`
+          : ''
+      }, ${res.noCredentials} devices without credentials`
+    : '';
   log(
-    `simulate: done, sent ${res.sent} messages (${res.bad} malformed, ${res.statusMessages} status) in ${res.seconds.toFixed(1)} s; commands: ${res.commands} received, ${res.executed} executed, ${res.repeats} repeats, ${res.ignored} ignored, ${res.badCommands} malformed`,
+    `simulate: done, sent ${res.sent} messages (${res.bad} malformed, ${res.statusMessages} status) in ${res.seconds.toFixed(1)} s; commands: ${res.commands} received, ${res.executed} executed, ${res.repeats} repeats, ${res.ignored} ignored, ${res.badCommands} malformed${perDevice}`,
   );
   return res;
 }
@@ -450,6 +633,15 @@ export interface SimulateCliOptions {
   silentFraction?: string;
   behaviourSeed?: string;
   commands?: boolean;
+  /** per-device mode: the credentials file (`rulr credentials issue`; provisioning claims are added to it) */
+  credentials?: string;
+  /** ingest's base URL: devices missing from the credentials file claim theirs there */
+  provisionUrl?: string;
+  provisionKey?: string;
+  /** the profile's provisioning secret (or RULR_PROVISION_SECRET) */
+  provisionSecret?: string;
+  connectBatch?: string;
+  refusedRetryS?: string;
 }
 
 const fraction = (v: string | undefined, flag: string): number => {
@@ -474,20 +666,81 @@ export function behaviourFlags(o: SimulateCliOptions): { behaviour: BehaviourSha
   return { behaviour, slowMs };
 }
 
-/** `rulr simulate`: loads the organization's devices and runs until the duration or Ctrl-C. */
-export async function simulateCli(cfg: Config, o: SimulateCliOptions): Promise<void> {
+const positiveInt = (v: string | undefined, flag: string, fallback: number): number => {
+  const n = v === undefined ? fallback : Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--${flag} must be a positive integer`);
+  return n;
+};
+
+/** Per-device mode's credentials: the file, completed by provisioning claims when asked. */
+async function credentialsFor(
+  o: SimulateCliOptions,
+  db: Db,
+  devices: SimulatedDevice[],
+  env: NodeJS.ProcessEnv,
+  log: (line: string) => void,
+  signal: AbortSignal,
+): Promise<Map<string, DeviceCredential> | undefined> {
+  if (!o.credentials) {
+    if (o.provisionUrl) throw new Error('--provision-url needs --credentials <file> (where the claimed credentials are kept)');
+    return undefined;
+  }
+  const file = readCredentialsFile(o.credentials, o.org, log);
+  if (o.provisionUrl) {
+    const secret = o.provisionSecret ?? env.RULR_PROVISION_SECRET;
+    if (!o.provisionKey || !secret)
+      throw new Error('--provision-url needs --provision-key and --provision-secret (or RULR_PROVISION_SECRET)');
+    await provisionMissing(await speakersOf(db, devices), file, {
+      url: o.provisionUrl,
+      key: o.provisionKey,
+      secret,
+      path: o.credentials,
+      log,
+      signal,
+    });
+  }
+  return file.devices;
+}
+
+/**
+ * `rulr simulate`: loads the organization's devices and runs until the duration or Ctrl-C (or
+ * `signal`, for tests).
+ */
+export async function simulateCli(
+  cfg: Config,
+  o: SimulateCliOptions,
+  run: { signal?: AbortSignal; log?: (line: string) => void; env?: NodeJS.ProcessEnv } = {},
+): Promise<SimulateResult> {
   const flags = behaviourFlags(o);
+  const log = run.log ?? ((l: string) => console.log(l));
+  const ac = new AbortController();
+  if (run.signal) run.signal.addEventListener('abort', () => ac.abort());
+  else {
+    process.once('SIGINT', () => ac.abort());
+    process.once('SIGTERM', () => ac.abort());
+  }
+  const env = run.env ?? process.env;
+  // the flags are checked before anything is connected
+  if (o.provisionUrl && !o.credentials)
+    throw new Error('--provision-url needs --credentials <file> (where the claimed credentials are kept)');
+  if (o.provisionUrl && (!o.provisionKey || !(o.provisionSecret ?? env.RULR_PROVISION_SECRET)))
+    throw new Error('--provision-url needs --provision-key and --provision-secret (or RULR_PROVISION_SECRET)');
+  const connectBatch = positiveInt(o.connectBatch, 'connect-batch', 50);
+  const refusedRetryS = Number(o.refusedRetryS ?? 30);
+  if (!(refusedRetryS >= 0)) throw new Error('--refused-retry-s must be a number of seconds');
   const db = createDb({ url: cfg.DATABASE_URL, poolSize: 1 });
   let devices: SimulatedDevice[];
+  let credentials: Map<string, DeviceCredential> | undefined;
   try {
     devices = await loadSimulatedDevices(db, o.org, Number(o.devices));
+    credentials = await credentialsFor(o, db, devices, env, log, ac.signal);
   } finally {
     await db.destroy();
   }
-  const ac = new AbortController();
-  process.once('SIGINT', () => ac.abort());
-  process.once('SIGTERM', () => ac.abort());
-  await simulate(devices, cfg.MQTT_URL, {
+  return simulate(devices, cfg.MQTT_URL, {
+    ...(credentials ? { credentials, connectBatch, refusedRetryS } : {}),
+    ...(cfg.MQTT_CA_FILE ? { ca: readFileSync(cfg.MQTT_CA_FILE) } : {}),
+    log,
     devices: Number(o.devices),
     rate: Number(o.rate),
     durationS: o.duration ? Number(o.duration) : undefined,

@@ -119,3 +119,10 @@ export async function deliveryLog(f: Fixture, orgId: string) {
     select delivery_id, ok, http_status, error from notification_attempts where org_id = ${orgId} order by id`.execute(f.t.db);
   return { deliveries: deliveries.rows, attempts: attempts.rows };
 }
+
+/** The delivery log of `orgId` once its first delivery is `status` (waited for, as {@link until} does). */
+export const deliveryLogOnce = (f: Fixture, orgId: string, status: 'sent' | 'failed', what = `the delivery to be ${status}`) =>
+  until(async () => {
+    const l = await deliveryLog(f, orgId);
+    return l.deliveries[0]?.status === status ? l : null;
+  }, what);

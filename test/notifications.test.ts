@@ -15,6 +15,7 @@ import { subgraphFixture } from './devices-fixtures.js';
 import {
   type AlarmsFixture,
   deliveryLog,
+  deliveryLogOnce,
   raise,
   recipientRule,
   sleep,
@@ -81,10 +82,7 @@ describe('webhook channel', () => {
     expect(body).toMatchObject({ event: 'alarm.raised', severity: 'major', source: { kind: 'alarm', id: alarmId } });
     expect(body.subject).toBe('[major] Lamp dark on lamp 1');
 
-    const log = await until(async () => {
-      const l = await deliveryLog(f, w.orgId);
-      return l.deliveries[0]?.status === 'sent' ? l : null;
-    }, 'the delivery to be sent');
+    const log = await deliveryLogOnce(f, w.orgId, 'sent');
     expect(log.deliveries).toHaveLength(1);
     expect(log.deliveries[0]).toMatchObject({ kind: 'webhook', attempts: 2, id: first?.headers['x-rulr-delivery'] });
     expect(log.attempts.map((a) => [a.ok, a.http_status])).toEqual([
@@ -100,10 +98,7 @@ describe('webhook channel', () => {
     hooks.answer(400);
     notifier = startNotifier(f);
     await raise(f, w.orgId, w.deviceIds[0] as string);
-    const log = await until(async () => {
-      const l = await deliveryLog(f, w.orgId);
-      return l.deliveries[0]?.status === 'failed' ? l : null;
-    }, 'the delivery to fail');
+    const log = await deliveryLogOnce(f, w.orgId, 'failed', 'the delivery to fail');
     await sleep(500);
     expect(hooks.received.filter((h) => h.path === path)).toHaveLength(1);
     expect(log.attempts).toEqual([expect.objectContaining({ ok: false, http_status: 400, error: 'HTTP 400' })]);
@@ -138,10 +133,7 @@ describe('webhook channel', () => {
     await recipientRule(f, w.orgId, { channelIds: [ch] });
     notifier = startNotifier(f);
     await raise(f, w.orgId, w.deviceIds[0] as string);
-    const log = await until(async () => {
-      const l = await deliveryLog(f, w.orgId);
-      return l.deliveries[0]?.status === 'failed' ? l : null;
-    }, 'the delivery to fail');
+    const log = await deliveryLogOnce(f, w.orgId, 'failed', 'the delivery to fail');
     await sleep(300);
     expect(hooks.received.filter((x) => x.path === path)).toHaveLength(0);
     expect(log.attempts).toHaveLength(1);
@@ -189,10 +181,7 @@ describe('e-mail', () => {
     expect(m.text).toContain('Lamp dark raised on lamp 1 at Main street (minor).');
     expect(m.text).toContain('power 0 W while on');
     expect(m.mail.html).toContain('Lamp dark raised on lamp 1 at Main street');
-    const log = await until(async () => {
-      const l = await deliveryLog(f, w.orgId);
-      return l.deliveries[0]?.status === 'sent' ? l : null;
-    }, 'the mail delivery to be sent');
+    const log = await deliveryLogOnce(f, w.orgId, 'sent', 'the mail delivery to be sent');
     expect(log.deliveries.map((d) => d.address)).toEqual([operator.email]);
     expect(log.attempts.map((a) => a.ok)).toEqual([false, true]);
     expect(smtp.messages.some((x) => x.to.includes(viewer.email))).toBe(false);

@@ -1,13 +1,13 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseProgram } from '../lib/programs.js';
 import { zonedInstant } from '../lib/time-zones.js';
+import { SUNSET_TO_SUNRISE, seedCity } from './support/city.js';
 import { createTestDatabase, type TestDatabase } from './support/db.js';
 import { REDIS_URL } from './support/env.js';
 
-const label = (id: string) => id.replaceAll('-', '_');
+const _label = (id: string) => id.replaceAll('-', '_');
 const prefix = `rulr-test-${randomBytes(4).toString('hex')}:`;
 let t: TestDatabase;
 const children: ChildProcess[] = [];
@@ -35,32 +35,7 @@ function worker(env: Record<string, string>) {
 }
 
 async function org(lamps: number) {
-  const o = await t.db
-    .insertInto('organizations')
-    .values({ slug: `o-${randomBytes(4).toString('hex')}`, name: 'O' })
-    .returning('id')
-    .executeTakeFirstOrThrow();
-  const site = randomUUID();
-  await sql`insert into sites (id, org_id, name, path, time_zone, location)
-    values (${site}, ${o.id}, 'City', ${label(site)}::ltree, 'Europe/Amsterdam', 'SRID=4326;POINT(4.9 52.37)'::geography)`.execute(t.db);
-  await t.db
-    .insertInto('devices')
-    .values(Array.from({ length: lamps }, (_, i) => ({ org_id: o.id, serial: `SL-${i}`, name: `Lamp ${i}`, site_id: site })))
-    .execute();
-  const program = parseProgram({
-    name: 'p',
-    switchPoints: [
-      { at: 'sunset', level: 100 },
-      { at: 'sunrise', level: 0 },
-    ],
-  });
-  const p = await t.db
-    .insertInto('programs')
-    .values({ org_id: o.id, name: 'p', switch_points: JSON.stringify(program.switchPoints), created_by: 'test' })
-    .returning('id')
-    .executeTakeFirstOrThrow();
-  await t.db.insertInto('program_assignments').values({ org_id: o.id, program_id: p.id, site_id: site, created_by: 'test' }).execute();
-  return o.id;
+  return (await seedCity(t.db, { lamps, located: true, program: SUNSET_TO_SUNRISE })).orgId;
 }
 
 describe('program switch points with two workers processes', () => {

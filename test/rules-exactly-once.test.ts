@@ -1,10 +1,11 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createLogger } from '../lib/logger.js';
 import { RuleEvaluator } from '../workers/rule-eval.js';
+import { seedCity } from './support/city.js';
 import { createTestDatabase, type TestDatabase } from './support/db.js';
 import { REDIS_URL } from './support/env.js';
 
@@ -12,7 +13,7 @@ import { REDIS_URL } from './support/env.js';
 // whichever process claims a due timer or occurrence, it fires once, and a process SIGKILLed while it
 // holds a claim leaves it to the other.
 
-const label = (id: string) => id.replaceAll('-', '_');
+const _label = (id: string) => id.replaceAll('-', '_');
 const prefix = `rulr-test-${randomBytes(4).toString('hex')}:`;
 let t: TestDatabase;
 let redis: Redis;
@@ -47,22 +48,8 @@ function worker(env: Record<string, string> = {}) {
 }
 
 async function org(devices: number) {
-  const o = await t.db
-    .insertInto('organizations')
-    .values({ slug: `o-${randomBytes(4).toString('hex')}`, name: 'O' })
-    .returning('id')
-    .executeTakeFirstOrThrow();
-  const site = randomUUID();
-  await t.db
-    .insertInto('sites')
-    .values({ id: site, org_id: o.id, name: 'City', path: label(site) })
-    .execute();
-  const d = Array.from({ length: devices }, () => randomUUID());
-  await t.db
-    .insertInto('devices')
-    .values(d.map((id, i) => ({ id, org_id: o.id, serial: `SL-${i}`, name: `Light ${i}`, site_id: site })))
-    .execute();
-  return { orgId: o.id, d };
+  const c = await seedCity(t.db, { lamps: devices });
+  return { orgId: c.orgId, d: c.lamps };
 }
 
 /** A duration rule whose timers, one per device, come due within a second with no further reading. */

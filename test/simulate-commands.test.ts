@@ -5,6 +5,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type BehaviourShares, behaviourOf, type CommandBehaviour } from '../cli/sim-commands.js';
 import { type Platform, startPlatform } from './support/platform.js';
+import { poll } from './support/poll.js';
 
 // The whole platform (startPlatform: every role, its own database, Redis prefix and broker) with
 // `rulr simulate` as a child process, its misbehaving devices chosen by device id, so the test
@@ -42,7 +43,7 @@ beforeAll(async () => {
   // The simulator (a child process, slow to boot on a busy machine) is up once its lamps are online:
   // it subscribes to their command topics before it announces them.
   for (const l of lamps.filter((x) => x.behaviour !== 'offline'))
-    await until(
+    await poll(
       `${l.serial} online`,
       () =>
         p.gql<{ device: { status: { online: boolean } | null } }>(token, 'query($id: ID!) { device(id: $id) { status { online } } }', {
@@ -91,16 +92,6 @@ async function command(id: string): Promise<Cmd> {
   return r.data.command;
 }
 
-async function until<T>(what: string, f: () => Promise<T>, ok: (v: T) => boolean, ms = 60_000): Promise<T> {
-  const end = Date.now() + ms;
-  for (;;) {
-    const v = await f();
-    if (ok(v)) return v;
-    if (Date.now() > end) throw new Error(`${what}: still ${JSON.stringify(v).slice(0, 400)}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
-
 async function reported(deviceId: string): Promise<{ reported: Record<string, unknown>; inSync: boolean; version: number } | null> {
   const r = await p.gql<{ device: { state: { reported: Record<string, unknown>; inSync: boolean; version: number } | null } }>(
     token,
@@ -114,7 +105,7 @@ describe('rulr simulate obeys commands', { timeout: 120_000 }, () => {
   it('a simulated lamp answers setDim received then succeeded, and reports the level on its status state', async () => {
     const l = lamp('normal');
     const id = await send(l.id, 'setDim', { level: 37 });
-    const c = await until(
+    const c = await poll(
       'setDim',
       () => command(id),
       (c) => c.status === 'SUCCEEDED' || c.status === 'FAILED',
@@ -123,7 +114,7 @@ describe('rulr simulate obeys commands', { timeout: 120_000 }, () => {
     expect(c.history.map((h) => h.status)).toEqual(['QUEUED', 'SENT', 'DELIVERED', 'SUCCEEDED']);
     expect(c.history[1]?.evidence).toMatchObject({ broker: 'PUBACK' });
     expect(c.result?.state).toEqual({ level: 37, on: true });
-    const s = await until(
+    const s = await poll(
       'reported state',
       () => reported(l.id),
       (s) => s?.reported.level === 37,
@@ -134,14 +125,14 @@ describe('rulr simulate obeys commands', { timeout: 120_000 }, () => {
   it('a lamp behind a concentrator gets its command through gateways/{id}/commands and answers for itself', async () => {
     const l = lamp('normal', true);
     const id = await send(l.id, 'switch', { on: false });
-    const c = await until(
+    const c = await poll(
       'switch',
       () => command(id),
       (c) => c.status === 'SUCCEEDED' || c.status === 'FAILED',
     );
     expect(c.status).toBe('SUCCEEDED');
     expect(c.history[1]?.evidence).toMatchObject({ topic: `gateways/${l.parent}/commands` });
-    await until(
+    await poll(
       'reported on',
       () => reported(l.id),
       (s) => s?.reported.on === false,
@@ -160,7 +151,7 @@ describe('rulr simulate obeys commands', { timeout: 120_000 }, () => {
       },
     );
     expect(r.errors).toBeUndefined();
-    const s = await until(
+    const s = await poll(
       'in sync',
       () => reported(l.id),
       (s) => s?.inSync === true && s.reported.level === 25,
@@ -171,7 +162,7 @@ describe('rulr simulate obeys commands', { timeout: 120_000 }, () => {
   it('the failing, silent and offline fractions behave as their device ids predict', async () => {
     const [fail, silent, offline] = [lamp('fail'), lamp('silent'), lamp('offline')];
     const ids = await Promise.all([fail, silent, offline].map((l) => send(l.id, 'setDim', { level: 80 })));
-    const failed = await until(
+    const failed = await poll(
       'fail',
       () => command(ids[0] as string),
       (c) => c.status === 'FAILED',

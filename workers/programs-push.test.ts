@@ -1,4 +1,4 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -6,8 +6,8 @@ import { setDesiredLevels } from '../lib/commands.js';
 import { SET_STATE_COMMAND } from '../lib/contracts/commands.js';
 import { withTenant } from '../lib/db.js';
 import { createLogger } from '../lib/logger.js';
-import { parseProgram } from '../lib/programs.js';
 import { zonedInstant } from '../lib/time-zones.js';
+import { CITY_TIME_ZONE, SUNSET_TO_SUNRISE, seedCity } from '../test/support/city.js';
 import { createTestDatabase, type TestDatabase } from '../test/support/db.js';
 import { REDIS_URL } from '../test/support/env.js';
 import { type DesiredLevelSink, desiredStateSink, ProgramScheduler, type ProgramSchedulerOptions } from './programs.js';
@@ -15,40 +15,16 @@ import { type DesiredLevelSink, desiredStateSink, ProgramScheduler, type Program
 let t: TestDatabase;
 let redis: Redis;
 const prefix = `rulr-test-${randomBytes(4).toString('hex')}:`;
-const TZ = 'Europe/Amsterdam';
+/** the fixture city's zone */
+const TZ = CITY_TIME_ZONE;
 /** 23:00 on 21 June in Amsterdam: after sunset, the program says 100 */
 const EVENING = zonedInstant('2027-06-21', 23 * 60, TZ);
 const real = desiredStateSink({ timeoutS: 30, expiryS: 86_400 });
 
 /** An organization with `n` lamps at one site on "on at sunset, off at sunrise". */
 async function org(n: number): Promise<{ orgId: string; lamps: string[] }> {
-  const o = await t.db
-    .insertInto('organizations')
-    .values({ slug: `o-${randomBytes(4).toString('hex')}`, name: 'O' })
-    .returning('id')
-    .executeTakeFirstOrThrow();
-  const site = randomUUID();
-  await sql`insert into sites (id, org_id, name, path, time_zone, location)
-    values (${site}, ${o.id}, 'City', ${site.replaceAll('-', '_')}::ltree, ${TZ}, 'SRID=4326;POINT(4.9 52.37)'::geography)`.execute(t.db);
-  const rows = await t.db
-    .insertInto('devices')
-    .values(Array.from({ length: n }, (_, i) => ({ org_id: o.id, serial: `SL-${i}`, name: `Lamp ${i}`, site_id: site })))
-    .returning('id')
-    .execute();
-  const program = parseProgram({
-    name: 'p',
-    switchPoints: [
-      { at: 'sunset', level: 100 },
-      { at: 'sunrise', level: 0 },
-    ],
-  });
-  const p = await t.db
-    .insertInto('programs')
-    .values({ org_id: o.id, name: 'p', switch_points: JSON.stringify(program.switchPoints), created_by: 'test' })
-    .returning('id')
-    .executeTakeFirstOrThrow();
-  await t.db.insertInto('program_assignments').values({ org_id: o.id, program_id: p.id, site_id: site, created_by: 'test' }).execute();
-  return { orgId: o.id, lamps: rows.map((r) => r.id).sort() };
+  const c = await seedCity(t.db, { lamps: n, located: true, program: SUNSET_TO_SUNRISE });
+  return { orgId: c.orgId, lamps: [...c.lamps].sort() };
 }
 
 /** Lamps that report `level` and want it already (in sync). */

@@ -1,4 +1,4 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -9,6 +9,7 @@ import { parseProgram } from '../lib/programs.js';
 import { cellOf } from '../lib/programs-assign.js';
 import { expand } from '../lib/programs-schedule.js';
 import { zonedInstant } from '../lib/time-zones.js';
+import { CITY_TIME_ZONE, seedCity } from '../test/support/city.js';
 import { createTestDatabase, type TestDatabase } from '../test/support/db.js';
 import { REDIS_URL } from '../test/support/env.js';
 import { type DesiredLevelSink, type LevelItem, ProgramScheduler } from './programs.js';
@@ -16,8 +17,9 @@ import { type DesiredLevelSink, type LevelItem, ProgramScheduler } from './progr
 let t: TestDatabase;
 let redis: Redis;
 const prefix = `rulr-test-${randomBytes(4).toString('hex')}:`;
-const label = (id: string) => id.replaceAll('-', '_');
-const TZ = 'Europe/Amsterdam';
+const _label = (id: string) => id.replaceAll('-', '_');
+/** the fixture city's zone */
+const TZ = CITY_TIME_ZONE;
 const at = (date: string, hhmm: string) => {
   const [h, m] = hhmm.split(':').map(Number) as [number, number];
   return zonedInstant(date, h * 60 + m, TZ);
@@ -49,34 +51,10 @@ interface Org {
   programId: string;
 }
 
+/** An organization: the city (with its zone and location) on `program`, three lamps on a street below it. */
 async function org(program = STREET): Promise<Org> {
-  const o = await t.db
-    .insertInto('organizations')
-    .values({ slug: `o-${randomBytes(4).toString('hex')}`, name: 'O' })
-    .returning('id')
-    .executeTakeFirstOrThrow();
-  const city = randomUUID();
-  const street = randomUUID();
-  await sql`
-    insert into sites (id, org_id, name, path, time_zone, location) values
-      (${city}, ${o.id}, 'Amsterdam', ${label(city)}::ltree, ${TZ}, 'SRID=4326;POINT(4.9 52.37)'::geography),
-      (${street}, ${o.id}, 'Damrak', ${`${label(city)}.${label(street)}`}::ltree, null, null)`.execute(t.db);
-  const lamps: string[] = [];
-  for (let i = 0; i < 3; i++) {
-    const r = await t.db
-      .insertInto('devices')
-      .values({ org_id: o.id, serial: `SL-${i}`, name: `Lamp ${i}`, site_id: street })
-      .returning('id')
-      .executeTakeFirstOrThrow();
-    lamps.push(r.id);
-  }
-  const p = await t.db
-    .insertInto('programs')
-    .values({ org_id: o.id, name: program.name, switch_points: JSON.stringify(parseProgram(program).switchPoints), created_by: 'test' })
-    .returning('id')
-    .executeTakeFirstOrThrow();
-  await t.db.insertInto('program_assignments').values({ org_id: o.id, program_id: p.id, site_id: city, created_by: 'test' }).execute();
-  return { orgId: o.id, city, street, lamps, programId: p.id };
+  const c = await seedCity(t.db, { lamps: 3, located: true, street: true, program });
+  return { orgId: c.orgId, city: c.cityId, street: c.siteId, lamps: c.lamps, programId: c.programId as string };
 }
 
 const levels = async (o: Org) => {

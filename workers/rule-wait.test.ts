@@ -10,6 +10,7 @@ import { queuePrefix } from '../lib/contracts/queues.js';
 import { createLogger } from '../lib/logger.js';
 import { LogMailSender } from '../lib/mail.js';
 import { registry } from '../lib/metrics.js';
+import { seedCity } from '../test/support/city.js';
 import { createTestDatabase, type TestDatabase } from '../test/support/db.js';
 import { REDIS_URL } from '../test/support/env.js';
 import { Notifier } from './notifier.js';
@@ -19,28 +20,15 @@ import { RuleTimers } from './rule-wait.js';
 let t: TestDatabase;
 let redis: Redis;
 const prefix = `rulr-test-${randomBytes(4).toString('hex')}:`;
-const label = (id: string) => id.replaceAll('-', '_');
+const _label = (id: string) => id.replaceAll('-', '_');
 const logger = createLogger('silent');
 const evaluator = () => new RuleEvaluator({ db: t.db, redis, redisUrl: REDIS_URL, prefix, logger });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** An organization with `devices` lamps on one site. */
 async function org(devices = 2) {
-  const o = await t.db
-    .insertInto('organizations')
-    .values({ slug: `o-${randomBytes(4).toString('hex')}`, name: 'O' })
-    .returning('id')
-    .executeTakeFirstOrThrow();
-  const site = randomUUID();
-  await t.db
-    .insertInto('sites')
-    .values({ id: site, org_id: o.id, name: 'City', path: label(site) })
-    .execute();
-  const d = Array.from({ length: devices }, () => randomUUID());
-  await t.db
-    .insertInto('devices')
-    .values(d.map((id, i) => ({ id, org_id: o.id, serial: `SL-${i}`, name: `Light ${i}`, site_id: site })))
-    .execute();
-  return { orgId: o.id, site, d };
+  const c = await seedCity(t.db, { lamps: devices });
+  return { orgId: c.orgId, site: c.siteId, d: c.lamps };
 }
 
 async function rule(orgId: string, r: Record<string, unknown>) {

@@ -4,6 +4,7 @@ import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { rulesVersionKey } from '../lib/contracts/rule-state.js';
 import { createLogger } from '../lib/logger.js';
+import { seedOrg } from '../test/support/city.js';
 import { createTestDatabase, type TestDatabase } from '../test/support/db.js';
 import { REDIS_URL } from '../test/support/env.js';
 import { ScheduleRunner } from './schedules.js';
@@ -13,14 +14,7 @@ let redis: Redis;
 const prefix = `rulr-test-${randomBytes(4).toString('hex')}:`;
 const runner = () => new ScheduleRunner({ db: t.db, redis, prefix, logger: createLogger('silent') });
 
-async function org() {
-  const o = await t.db
-    .insertInto('organizations')
-    .values({ slug: `o-${randomBytes(4).toString('hex')}`, name: 'O' })
-    .returning('id')
-    .executeTakeFirstOrThrow();
-  return o.id;
-}
+const org = () => seedOrg(t.db);
 
 async function schedule(orgId: string, action: unknown, nextAt: string, cron = '*/5 * * * *') {
   const s = await t.db

@@ -18,6 +18,7 @@ import type { RoleHandle } from '../../lib/role.js';
 import { portVar, SUBGRAPH_NAMES } from '../../lib/subgraphs.js';
 import { createTestDatabase, type TestDatabase } from './db.js';
 import { REDIS_URL } from './env.js';
+import { type SecuredBroker, startSecuredBroker } from './secured-broker.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '../..');
 /** Where browser tests and bench:console leave screenshots and logs (gitignored; CI keeps it). */
@@ -43,6 +44,12 @@ export interface PlatformOptions {
   database?: TestDatabase;
   /** leave the demo city's lighting program unassigned (its desired levels would race a test's commands) @default false */
   withoutProgram?: boolean;
+  /**
+   * `secured`: the shipped Mosquitto configuration (dynamic security kept by the workers' sync,
+   * anonymous off; test/support/secured-broker.ts), ingest and workers on their service accounts
+   * @default 'no-drop' (an anonymous broker)
+   */
+  broker?: 'no-drop' | 'secured';
 }
 
 export interface Platform {
@@ -56,6 +63,8 @@ export interface Platform {
   t: TestDatabase;
   sql: pg.Client;
   broker: Broker;
+  /** the secured broker (with `broker: 'secured'`) */
+  secured?: SecuredBroker;
   /** id of a demo device by serial (`SL-000001` …) */
   deviceId(serial: string): Promise<string>;
   /** publishes one telemetry message for a device (QoS 1), as the device would */
@@ -95,10 +104,22 @@ async function addMember(sql: pg.Client, orgId: string, role: Role, tag: string)
 export async function startPlatform(o: PlatformOptions = {}): Promise<Platform> {
   mkdirSync(ARTIFACTS, { recursive: true });
   const t = o.database ?? (await createTestDatabase());
-  const broker = await startNoDropBroker();
+  const secured = o.broker === 'secured' ? await startSecuredBroker() : undefined;
+  const broker: Broker = secured
+    ? { url: secured.url, port: Number(new URL(secured.url).port), stop: () => secured.stop() }
+    : await startNoDropBroker();
   const tag = randomBytes(4).toString('hex');
   const gatewayPort = await freePort();
   const env: Record<string, string> = {
+    ...(secured
+      ? {
+          MQTT_INGEST_PASSWORD: `ingest-${randomBytes(12).toString('hex')}`,
+          MQTT_WORKERS_PASSWORD: `workers-${randomBytes(12).toString('hex')}`,
+          DYNSEC_ENABLED: 'true',
+          DYNSEC_ADMIN_USERNAME: secured.adminUsername,
+          DYNSEC_ADMIN_PASSWORD: secured.adminPassword,
+        }
+      : {}),
     DATABASE_URL: t.url,
     MQTT_URL: broker.url,
     REDIS_URL,
@@ -203,6 +224,7 @@ export async function startPlatform(o: PlatformOptions = {}): Promise<Platform> 
     t,
     sql,
     broker,
+    ...(secured ? { secured } : {}),
     async deviceId(serial) {
       const r = await sql.query<{ id: string }>('select id from devices where org_id = $1 and serial = $2', [seeded.orgId, serial]);
       const id = r.rows[0]?.id;
