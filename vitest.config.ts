@@ -90,7 +90,7 @@ const MOSQUITTO_21_BUILD = existsSync(`${MOSQUITTO_21}src/mosquitto`)
       RULR_TEST_DYNSEC_PLUGIN: `${MOSQUITTO_21}plugins/dynamic-security/mosquitto_dynamic_security.so`,
     }
   : undefined;
-const BROKER_TESTS = ['test/mosquitto-dynsec.test.ts'];
+const BROKER_TESTS = ['test/mosquitto-dynsec.test.ts', 'test/simulate-auth.test.ts'];
 
 /**
  * Browser tests: the console in headless Chromium against the whole platform and the simulator
