@@ -15,6 +15,8 @@ export interface ChildRunOptions {
   rate: number;
   durationS: number;
   connections: number;
+  /** requests in flight per connection (HTTP/1.1 pipelining, as EMQX's client); @default 1 */
+  pipelining?: number;
   /** note the worst latency over 20 ms per 250 ms slot (wall-clock ms of the slot) */
   tail?: boolean;
   /** note the generator's own event-loop stalls over 10 ms */
@@ -81,6 +83,7 @@ if (process.argv[2] === '--run') {
     rate: o.rate,
     durationS: o.durationS,
     connections: o.connections,
+    pipelining: o.pipelining ?? 1,
     warmupS: o.warmupS ?? 0,
     ...(o.tail
       ? {
