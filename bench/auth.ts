@@ -234,8 +234,8 @@ async function processStats(port: number) {
     majorS: gc('major', 'sum') + gc('incremental', 'sum'),
     majorN: gc('major', 'count'),
     heapMb: one(/^rulr_nodejs_heap_size_used_bytes (\S+)/gm) / 1048576,
-    // prom-client's event-loop delay histogram (monitorEventLoopDelay, 10 ms resolution), reset at every scrape:
-    // in the scrape after a phase, the delay over that phase
+    // prom-client's event-loop delay histogram (monitorEventLoopDelay, a 10 ms timer: each value includes
+    // those 10 ms), reset at every scrape: in the scrape after a phase, the delay over that phase
     loopP99Ms: one(/^rulr_nodejs_eventloop_lag_p99_seconds (\S+)/gm) * 1000,
     loopMaxMs: one(/^rulr_nodejs_eventloop_lag_max_seconds (\S+)/gm) * 1000,
   };
@@ -360,12 +360,9 @@ async function http(url: string, secret: string, rulrSecretEnv: string): Promise
       console.log(
         `  requests over 20 ms, worst per 250 ms (epoch ms of the slot:ms): ${r.slow.map(([at, ms]) => `${at}:${Math.round(ms)}`).join(' ')}`,
       );
-    const work = phaseStats(before, await processStats(port), r.completed + r.warmupCompleted);
+    const work = `${phaseStats(before, await processStats(port), r.completed + r.warmupCompleted)}; the load generator's event-loop delay p99 ${r.loopP99.toFixed(1)} ms, max ${r.loopMax.toFixed(1)} ms`;
     console.log(`  server: ${work}`);
-    if (STALLS)
-      console.log(
-        `  ${showStalls('load generator', r.stalls)}; its event-loop delay p99 ${r.loopP99.toFixed(1)} ms, max ${r.loopMax.toFixed(1)} ms`,
-      );
+    if (STALLS) console.log(`  ${showStalls('load generator', r.stalls)}`);
     return { ...r, work };
   };
   const bodies = devices.map((d) => authnBody(d, secret));
