@@ -67,6 +67,8 @@ const DURATION_S = Number(process.env.BENCH_DURATION_S ?? 30);
 const COLD = Math.min(DEVICES, Number(process.env.BENCH_COLD ?? 2000));
 const SYNC = Number(process.env.BENCH_SYNC_DEVICES ?? 10_000);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 16);
+/** requests in flight per connection (HTTP/1.1 pipelining); EMQX's client sends up to 100 (deploy/emqx/emqx.conf enable_pipelining) */
+const PIPELINING = Number(process.env.BENCH_PIPELINING ?? 1);
 /**
  * Seconds of each steady phase's load (bare, warm authentication, warm authorization) sent first by the
  * same generator process and not counted: a fresh process's own code runs cold for its first second or
@@ -255,12 +257,16 @@ async function processStats(port: number) {
     majorS: gc('major', 'sum') + gc('incremental', 'sum'),
     majorN: gc('major', 'count'),
     heapMb: one(/^rulr_nodejs_heap_size_used_bytes (\S+)/gm) / 1048576,
+    // prom-client's event-loop delay histogram (monitorEventLoopDelay, a 10 ms timer: each value includes
+    // those 10 ms), reset at every scrape: in the scrape after a phase, the delay over that phase
+    loopP99Ms: one(/^rulr_nodejs_eventloop_lag_p99_seconds (\S+)/gm) * 1000,
+    loopMaxMs: one(/^rulr_nodejs_eventloop_lag_max_seconds (\S+)/gm) * 1000,
   };
 }
 type Stats = Awaited<ReturnType<typeof processStats>>;
 /** The server's work over one phase of `requests` requests, in words. */
 const phaseStats = (a: Stats, b: Stats, requests: number) =>
-  `${Math.round(((b.cpu - a.cpu) * 1e6) / requests)} µs of CPU per request; GC ${b.minorN - a.minorN} scavenges ${Math.round((b.minorS - a.minorS) * 1000)} ms in all, ${b.majorN - a.majorN} full ${Math.round((b.majorS - a.majorS) * 1000)} ms (incremental steps included); heap ${Math.round(b.heapMb)} MB after`;
+  `${Math.round(((b.cpu - a.cpu) * 1e6) / requests)} µs of CPU per request; GC ${b.minorN - a.minorN} scavenges ${Math.round((b.minorS - a.minorS) * 1000)} ms in all, ${b.majorN - a.majorN} full ${Math.round((b.majorS - a.majorS) * 1000)} ms (incremental steps included); heap ${Math.round(b.heapMb)} MB after; event-loop delay p99 ${b.loopP99Ms.toFixed(1)} ms, max ${b.loopMaxMs.toFixed(1)} ms`;
 
 const authnBody = (d: Device, secret: string) =>
   JSON.stringify({ username: d.username, password: secret, clientid: d.id, peerhost: '10.1.2.3', cert_pem: '' });
@@ -361,19 +367,25 @@ async function http(url: string, secret: string, rulrSecretEnv: string): Promise
     // read before the warm-up, not between (a /metrics scrape mid-run stalls the server it measures)
     const before = await processStats(port);
     const r = await runOpenLoopInChild(
-      { url, rate: RATE, durationS, connections: CONNECTIONS, tail: !!process.env.BENCH_TAIL, stalls: STALLS, warmupS },
+      {
+        url,
+        rate: RATE,
+        durationS,
+        connections: CONNECTIONS,
+        pipelining: PIPELINING,
+        tail: !!process.env.BENCH_TAIL,
+        stalls: STALLS,
+        warmupS,
+      },
       encodeRequests(new URL(url), {}, bodies),
     );
     if (r.slow.length)
       console.log(
         `  requests over 20 ms, worst per 250 ms (epoch ms of the slot:ms): ${r.slow.map(([at, ms]) => `${at}:${Math.round(ms)}`).join(' ')}`,
       );
-    const work = phaseStats(before, await processStats(port), r.completed + r.warmupCompleted);
+    const work = `${phaseStats(before, await processStats(port), r.completed + r.warmupCompleted)}; the load generator's event-loop delay p99 ${r.loopP99.toFixed(1)} ms, max ${r.loopMax.toFixed(1)} ms`;
     console.log(`  server: ${work}`);
-    if (STALLS)
-      console.log(
-        `  ${showStalls('load generator', r.stalls)}; its event-loop delay p99 ${r.loopP99.toFixed(1)} ms, max ${r.loopMax.toFixed(1)} ms`,
-      );
+    if (STALLS) console.log(`  ${showStalls('load generator', r.stalls)}`);
     return { ...r, work };
   };
   const bodies = devices.map((d) => authnBody(d, secret));
@@ -484,8 +496,8 @@ async function main(): Promise<void> {
     '## Device authentication (`npm run bench:auth`)',
     '',
     `Run ${started.toISOString().slice(0, 16)}Z on ${os.availableParallelism()} × ${os.cpus()[0]?.model ?? 'cpu'}, Node ${process.version}, ${loadNote(loadBefore, os.loadavg()[0] ?? 0)}.`,
-    `Command: \`npm run bench:auth\` (env: BENCH_DEVICES=${DEVICES}, BENCH_RATE=${RATE}, BENCH_DURATION_S=${DURATION_S}, BENCH_COLD=${COLD}, BENCH_SYNC_DEVICES=${SYNC}, BENCH_CONNECTIONS=${CONNECTIONS}, BENCH_WARMUP_S=${WARMUP_S}, DEVICE_AUTH_MAX_HASHING=${MAX_HASHING}, BENCH_INGEST_NODE_FLAGS=${INGEST_NODE_FLAGS.join(' ')}, DYNSEC_BATCH=${SYNC_BATCH ?? '(unset)'}${MOSQUITTO ? `, BENCH_MOSQUITTO=${MOSQUITTO}` : `, BENCH_SYNC_BROKERS=${SYNC_BROKERS.join(',')}`}${DYNSEC_PLUGIN ? `, BENCH_DYNSEC_PLUGIN=${DYNSEC_PLUGIN}` : ''}).`,
-    `Setup: own database \`${DB_NAME}\` with ${fmt(DEVICES)} devices, one argon2id secret credential each (one shared secret and hash: hashing ${fmt(DEVICES)} distinct ones would take most of the run; every cache is per credential). The endpoints run in a child process (the handler of \`rulr start ingest\`, production mode, measured once its credential directory is loaded, as ingest's /readyz waits for) with its own credential pool of 2 and ingest's node flags (\`${INGEST_NODE_FLAGS.join(' ')}\`, as deploy/k8s/ingest.yaml); load comes from a generator process of its own (\`bench/open-loop-child.ts\`: nothing on its heap but the connections, the requests in one off-heap buffer) over ${CONNECTIONS} keep-alive connections, at a fixed rate with latency counted from the scheduled time (\`bench/open-loop.ts\`); the bare, warm authentication and warm authorization phases begin with ${WARMUP_S} s of the same load over the same connections from the same generator process, not counted (a fresh process's own code and new connections are slow for the first second, and what is sent late counts as latency), except the cold run (closed loop from this process, ${MAX_HASHING} in flight). The bare server is the same ServiceServer in its own child process with a handler that reads the body and answers allow at once: what HTTP costs on this machine at that moment, measured just before the warm runs. Targets: p99 under 5 ms warm at 5,000 requests/s; 10,000 devices synced into dynamic security under 30 s.`,
+    `Command: \`npm run bench:auth\` (env: BENCH_DEVICES=${DEVICES}, BENCH_RATE=${RATE}, BENCH_DURATION_S=${DURATION_S}, BENCH_COLD=${COLD}, BENCH_SYNC_DEVICES=${SYNC}, BENCH_CONNECTIONS=${CONNECTIONS}, BENCH_PIPELINING=${PIPELINING}, BENCH_WARMUP_S=${WARMUP_S}, DEVICE_AUTH_MAX_HASHING=${MAX_HASHING}, BENCH_INGEST_NODE_FLAGS=${INGEST_NODE_FLAGS.join(' ')}, DYNSEC_BATCH=${SYNC_BATCH ?? '(unset)'}${MOSQUITTO ? `, BENCH_MOSQUITTO=${MOSQUITTO}` : `, BENCH_SYNC_BROKERS=${SYNC_BROKERS.join(',')}`}${DYNSEC_PLUGIN ? `, BENCH_DYNSEC_PLUGIN=${DYNSEC_PLUGIN}` : ''}).`,
+    `Setup: own database \`${DB_NAME}\` with ${fmt(DEVICES)} devices, one argon2id secret credential each (one shared secret and hash: hashing ${fmt(DEVICES)} distinct ones would take most of the run; every cache is per credential). The endpoints run in a child process (the handler of \`rulr start ingest\`, production mode, measured once its credential directory is loaded, as ingest's /readyz waits for) with its own credential pool of 2 and ingest's node flags (\`${INGEST_NODE_FLAGS.join(' ')}\`, as deploy/k8s/ingest.yaml); load comes from a generator process of its own (\`bench/open-loop-child.ts\`: nothing on its heap but the connections, the requests in one off-heap buffer) over ${CONNECTIONS} keep-alive connections${PIPELINING > 1 ? ` with up to ${PIPELINING} requests in flight on each (HTTP/1.1 pipelining, as EMQX's client: deploy/emqx/emqx.conf)` : ' (one request in flight on each)'}, at a fixed rate with latency counted from the scheduled time (\`bench/open-loop.ts\`); the bare, warm authentication and warm authorization phases begin with ${WARMUP_S} s of the same load over the same connections from the same generator process, not counted (a fresh process's own code and new connections are slow for the first second, and what is sent late counts as latency), except the cold run (closed loop from this process, ${MAX_HASHING} in flight). The bare server is the same ServiceServer in its own child process with a handler that reads the body and answers allow at once: what HTTP costs on this machine at that moment, measured just before the warm runs. Targets: p99 under 5 ms warm at 5,000 requests/s; 10,000 devices synced into dynamic security under 30 s.`,
     '',
     ...(h
       ? [

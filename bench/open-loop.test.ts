@@ -90,4 +90,38 @@ describe('runOpenLoopRaw', () => {
       closeEach = false;
     }
   });
+
+  it('should pipeline requests on its connections when asked (EMQX), matching the answers in order', async () => {
+    let seen = 0;
+    let opened = 0;
+    const slow = createServer((req, res) => {
+      req.resume();
+      req.on('end', () => {
+        seen++;
+        // alternately late and at once: a later request's answer waits behind the earlier one's
+        setTimeout(() => res.end('ok'), seen % 2 ? 5 : 0);
+      });
+    });
+    slow.on('connection', () => {
+      opened++;
+    });
+    await new Promise<void>((r) => slow.listen(0, '127.0.0.1', r));
+    try {
+      const r = await runOpenLoopRaw({
+        url: `http://127.0.0.1:${(slow.address() as AddressInfo).port}/x`,
+        headers: {},
+        body: '{}',
+        rate: 400,
+        durationS: 0.5,
+        connections: 2,
+        pipelining: 10,
+      });
+      expect(r.completed).toBe(200);
+      expect(r.errors).toBe(0);
+      expect(seen).toBe(202);
+      expect(opened).toBe(2);
+    } finally {
+      await new Promise<void>((r) => slow.close(() => r()));
+    }
+  });
 });

@@ -35,6 +35,13 @@ export interface OpenLoopOptions {
   durationS: number;
   connections: number;
   /**
+   * Requests in flight per connection (HTTP/1.1 pipelining, answers in order), as EMQX's HTTP
+   * client sends them (deploy/emqx/emqx.conf: `enable_pipelining = 100`): a request goes to the next
+   * connection in turn with room, without waiting for the one before it to be answered.
+   * @default 1 (a request waits for a connection with nothing in flight)
+   */
+  pipelining?: number;
+  /**
    * Seconds of the same load sent first over the same connections and not counted (`completed`,
    * `errors` and the percentiles are of the rest).
    */
@@ -112,10 +119,11 @@ export function responseLength(buf: Buffer): { length: number; status: number } 
 class Connection {
   private socket!: net.Socket;
   private buf: Buffer = Buffer.alloc(0);
-  private scheduled = 0;
+  /** the scheduled times of the requests in flight, oldest first (answers come in order) */
+  private readonly inFlight: number[] = [];
+  private head = 0;
   /** the server closed the idle connection (keep-alive timeout): reconnect before the next request */
   private dead = false;
-  busy = false;
 
   constructor(
     private readonly host: string,
@@ -124,6 +132,15 @@ class Connection {
     /** called when a response is complete (status 0: the connection broke) */
     public onResponse: (c: Connection, scheduled: number, status: number) => void,
   ) {}
+
+  /** requests sent and not answered yet */
+  get pending(): number {
+    return this.inFlight.length - this.head;
+  }
+
+  get busy(): boolean {
+    return this.pending > 0;
+  }
 
   open(): Promise<void> {
     return new Promise((resolve, reject) => {
@@ -147,35 +164,42 @@ class Connection {
   }
 
   send(scheduled: number, request = this.request): void {
-    this.busy = true;
     // the loop below sends up to 1 ms early rather than sleep for less: count from the actual send then
-    this.scheduled = Math.min(scheduled, performance.now());
-    if (this.dead)
-      this.open().then(
-        () => this.socket.write(request),
-        () => this.fail(),
-      );
-    else this.socket.write(request);
+    this.inFlight.push(Math.min(scheduled, performance.now()));
+    // a closed connection is opened again; what is written meanwhile goes out once it is connected, in order
+    if (this.dead) this.open().catch(() => this.fail());
+    this.socket.write(request);
   }
 
   private onData(chunk: Buffer): void {
     this.buf = this.buf.length ? Buffer.concat([this.buf, chunk]) : chunk;
-    const { length, status } = responseLength(this.buf);
-    if (length < 0) return;
-    this.buf = this.buf.subarray(length);
-    this.busy = false;
-    this.onResponse(this, this.scheduled, status);
+    // several answers may have come together (pipelining)
+    while (this.buf.length && this.busy) {
+      const { length, status } = responseLength(this.buf);
+      if (length < 0) return;
+      this.buf = this.buf.subarray(length);
+      this.onResponse(this, this.shift(), status);
+    }
   }
 
-  /** the connection broke mid-request: count an error and reconnect */
+  private shift(): number {
+    const scheduled = this.inFlight[this.head++] as number;
+    if (this.head === this.inFlight.length) {
+      this.inFlight.length = 0;
+      this.head = 0;
+    }
+    return scheduled;
+  }
+
+  /** the connection broke mid-request: count an error for each request in flight and reconnect */
   private fail(): void {
-    this.busy = false;
+    const lost: number[] = [];
+    while (this.busy) lost.push(this.shift());
     this.socket.destroy();
-    const scheduled = this.scheduled;
-    this.open().then(
-      () => this.onResponse(this, scheduled, 0),
-      () => this.onResponse(this, scheduled, 0),
-    );
+    const done = () => {
+      for (const scheduled of lost) this.onResponse(this, scheduled, 0);
+    };
+    this.open().then(done, done);
   }
 
   close(): void {
@@ -205,6 +229,20 @@ export async function runOpenLoopRaw(o: OpenLoopOptions): Promise<OpenLoopResult
   let waitHead = 0;
   let finish: () => void = () => undefined;
   const free: Connection[] = [];
+  const depth = Math.max(1, o.pipelining ?? 1);
+  /** pipelining: the connection to try first for the next request (each in turn) */
+  let turn = 0;
+  /** pipelining: the next connection in turn with room for another request, if any */
+  const withRoom = (): Connection | undefined => {
+    for (let k = 0; k < pool.length; k++) {
+      const c = pool[(turn + k) % pool.length] as Connection;
+      if (c.pending < depth) {
+        turn = (turn + k + 1) % pool.length;
+        return c;
+      }
+    }
+    return undefined;
+  };
 
   const measured = (c: Connection, scheduled: number, status: number) => {
     const l = performance.now() - scheduled;
@@ -218,7 +256,7 @@ export async function runOpenLoopRaw(o: OpenLoopOptions): Promise<OpenLoopResult
     if (waitHead < waiting.length) {
       const [at, i] = waiting[waitHead++] as [number, number];
       c.send(at, requestAt(i));
-    } else free.push(c);
+    } else if (depth === 1) free.push(c);
   };
 
   const port = Number(url.port || 80);
@@ -252,7 +290,7 @@ export async function runOpenLoopRaw(o: OpenLoopOptions): Promise<OpenLoopResult
     const wait = at - performance.now();
     if (wait > 1) await new Promise((r) => setTimeout(r, wait));
     // the longest-idle connection first (round robin, as wrk does): none idles into the server's keep-alive timeout
-    const c = free.shift();
+    const c = depth === 1 ? free.shift() : withRoom();
     if (c) c.send(at, requestAt(i));
     else waiting.push([at, i]);
   }

@@ -153,6 +153,16 @@ export class CredentialDirectory {
     return this.get(`${FP}${fingerprint}`);
   }
 
+  /**
+   * What the directory holds for this username, without a promise: the credential, null when it is
+   * known not to exist (or not to be valid), undefined when it holds nothing (then {@link byUsername}
+   * asks the database).
+   */
+  heldUsername(username: string): CredentialInfo | null | undefined {
+    const hit = this.cache.get(username);
+    return hit === undefined ? undefined : hit || null;
+  }
+
   private get(key: string): Promise<CredentialInfo | undefined> {
     const hit = this.cache.get(key);
     if (hit !== undefined) return Promise.resolve(hit || undefined);

@@ -68,7 +68,11 @@ function count(endpoint: string, result: string, reason: string): void {
   c.inc();
 }
 
-const HEADERS = { 'content-type': 'application/json; charset=utf-8' } as const;
+const CONTENT_TYPE = 'application/json; charset=utf-8';
+
+/** An answer and why (the metric's reason); a promise only when it had to wait (the database, Redis, argon2id). */
+type Result = [Answer, string];
+type Pending = Result | Promise<Result>;
 
 /** A secret credential that lets its device connect now. */
 const usableSecret = (c: CredentialInfo | undefined): c is CredentialInfo => c?.kind === 'secret' && isCredentialValid(c);
@@ -78,6 +82,20 @@ const sameText = (a: string, b: string) => {
   const y = createHash('sha256').update(b).digest();
   return timingSafeEqual(x, y);
 };
+
+/** The principal of a device's valid secret credential, if it is this client's. */
+function deviceOf(r: AuthzRequest, cred: CredentialInfo | undefined): Principal | null {
+  if (!usableSecret(cred) || cred.deviceId !== r.clientid) return null;
+  return { kind: cred.isGateway ? 'gateway' : 'device', deviceId: cred.deviceId };
+}
+
+/** Sends an answer (always a 200: EMQX reads any other status as "ignore") and counts it. */
+function answer(res: ServerResponse, endpoint: 'authn' | 'authz', a: Answer, reason: string): true {
+  count(endpoint, a.result, reason);
+  // a flat header list: no object to spread and walk per answer; the body string goes out with the head in one write
+  res.writeHead(200, ['content-type', CONTENT_TYPE, 'content-length', String(Buffer.byteLength(a.body))]).end(a.body);
+  return true;
+}
 
 /**
  * EMQX's HTTP authentication and authorization, answered by the platform's policy
@@ -91,42 +109,58 @@ const sameText = (a: string, b: string) => {
 export class BrokerAuth {
   constructor(private readonly d: BrokerAuthDeps) {}
 
-  /** The route handler for ingest's ServiceServer; true when it answered. */
-  async handle(req: IncomingMessage, res: ServerResponse): Promise<boolean> {
-    const [path, query = ''] = (req.url ?? '/').split('?') as [string, string?];
+  /**
+   * The route handler for ingest's ServiceServer; true when it answered. A warm request (its
+   * credential and verified secret in memory) is answered in the turn its body arrives: one promise
+   * (the body's), no database, Redis or further awaits.
+   */
+  handle(req: IncomingMessage, res: ServerResponse): boolean | Promise<boolean> {
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    const path = q < 0 ? url : url.slice(0, q);
     if (path !== AUTHN_PATH && path !== AUTHZ_PATH) return false;
     const endpoint = path === AUTHN_PATH ? 'authn' : 'authz';
-    const answer = (a: Answer, reason: string) => {
-      count(endpoint, a.result, reason);
-      res.writeHead(200, { ...HEADERS, 'content-length': Buffer.byteLength(a.body) }).end(a.body);
-      return true;
-    };
-    if (req.method !== 'POST' && req.method !== 'GET') return answer(DENIED, 'method');
+    if (req.method !== 'POST' && req.method !== 'GET') return answer(res, endpoint, DENIED, 'method');
     const token = this.d.config.EMQX_AUTH_TOKEN;
     if (token && !sameText(req.headers.authorization ?? '', `Bearer ${token}`)) {
       req.resume();
-      return answer(DENIED, 'token');
+      return answer(res, endpoint, DENIED, 'token');
     }
-    try {
-      const body = await readBody(req, 32_768);
-      if (endpoint === 'authn') {
-        const r = parseAuthnRequest(body, req.headers['content-type'], query);
-        if (!r) return answer(DENIED, 'malformed');
-        const [a, reason] = await this.authenticate(r);
-        return answer(a, reason);
-      }
-      const r = parseAuthzRequest(body, req.headers['content-type'], query);
-      if (!r) return answer(DENIED, 'malformed');
-      const [a, reason] = await this.authorize(r);
-      return answer(a, reason);
-    } catch (e) {
-      this.d.logger.warn({ err: (e as Error).message, endpoint }, 'broker-auth: request failed; denied');
-      return answer(DENIED, 'error');
+    const query = q < 0 ? '' : url.slice(q + 1);
+    return readBody(req, 32_768).then(
+      (body) => {
+        let pending: Pending;
+        try {
+          pending = this.decide(endpoint, body, req.headers['content-type'], query);
+        } catch (e) {
+          return this.failedInside(res, endpoint, e);
+        }
+        if (Array.isArray(pending)) return answer(res, endpoint, pending[0], pending[1]);
+        return pending.then(
+          (r) => answer(res, endpoint, r[0], r[1]),
+          (e) => this.failedInside(res, endpoint, e),
+        );
+      },
+      (e) => this.failedInside(res, endpoint, e),
+    );
+  }
+
+  private decide(endpoint: 'authn' | 'authz', body: Buffer, contentType: string | undefined, query: string): Pending {
+    if (endpoint === 'authn') {
+      const r = parseAuthnRequest(body, contentType, query);
+      return r ? this.authenticate(r) : [DENIED, 'malformed'];
     }
+    const r = parseAuthzRequest(body, contentType, query);
+    return r ? this.authorize(r) : [DENIED, 'malformed'];
+  }
+
+  private failedInside(res: ServerResponse, endpoint: 'authn' | 'authz', e: unknown): true {
+    this.d.logger.warn({ err: (e as Error).message, endpoint }, 'broker-auth: request failed; denied');
+    return answer(res, endpoint, DENIED, 'error');
   }
 
   /** An authentication answer and why (the metric's reason). */
-  async authenticate(r: AuthnRequest): Promise<[Answer, string]> {
+  authenticate(r: AuthnRequest): Pending {
     const c = this.d.config;
     if (r.username === c.MQTT_INGEST_USERNAME) return this.service(r, { kind: 'ingest', group: c.INGEST_GROUP }, c.MQTT_INGEST_PASSWORD);
     if (r.username === c.MQTT_WORKERS_USERNAME) return this.service(r, { kind: 'workers' }, c.MQTT_WORKERS_PASSWORD);
@@ -137,9 +171,20 @@ export class BrokerAuth {
     if (r.certPem && !r.password) return this.certificate(r);
     if (!CREDENTIAL_USERNAME.test(r.username)) return [IGNORED, 'not_ours'];
     if (!r.password) return [DENIED, 'no_secret'];
-    const cred = await this.d.credentials.byUsername(r.username);
+    const held = this.d.credentials.heldUsername(r.username);
+    if (held !== undefined) return this.withSecret(r, held ?? undefined);
+    return this.d.credentials.byUsername(r.username).then((cred) => this.withSecret(r, cred));
+  }
+
+  /** A device's secret checked against its credential (from memory when this process verified it before). */
+  private withSecret(r: AuthnRequest, cred: CredentialInfo | undefined): Pending {
     if (!usableSecret(cred)) return this.failed(r, 'unknown');
     if (r.clientid !== cred.deviceId) return this.failed(r, 'client_id');
+    if (this.d.verifier.cached(cred, r.password)) return this.allowDevice(cred, 'cached');
+    return this.verified(r, cred);
+  }
+
+  private async verified(r: AuthnRequest, cred: CredentialInfo): Promise<Result> {
     const verdict = await this.d.verifier.verify(cred, r.password, () => this.mayTry(r));
     if (verdict === 'limited') return [DENIED, 'rate_limited'];
     if (verdict === 'overloaded') return [DENIED, 'overloaded'];
@@ -185,15 +230,22 @@ export class BrokerAuth {
   }
 
   /** An authorization answer and why (for EMQX before 5.8, or a client without an ACL). */
-  async authorize(r: AuthzRequest): Promise<[Answer, string]> {
-    const p = await this.principalOf(r);
+  authorize(r: AuthzRequest): Pending {
+    const p = this.principalOf(r);
+    return p instanceof Promise ? p.then((x) => this.authorized(r, x)) : this.authorized(r, p);
+  }
+
+  private authorized(r: AuthzRequest, p: Principal | null | undefined): Result {
     if (p === undefined) return [IGNORED, 'not_ours'];
     if (p === null) return [DENIED, 'unknown'];
     return allows(p, r.action, r.topic) ? [ALLOWED, p.kind] : [DENIED, 'policy'];
   }
 
-  /** Who a connected client is: undefined when not one of the platform's, null when it no longer may be. */
-  private async principalOf(r: AuthzRequest): Promise<Principal | null | undefined> {
+  /**
+   * Who a connected client is: undefined when not one of the platform's, null when it no longer may
+   * be; a promise only when its credential is not in memory.
+   */
+  private principalOf(r: AuthzRequest): Principal | null | undefined | Promise<Principal | null | undefined> {
     const c = this.d.config;
     const service = !isUuid(r.clientid);
     if (r.username === c.MQTT_INGEST_USERNAME) return service && c.MQTT_INGEST_PASSWORD ? { kind: 'ingest', group: c.INGEST_GROUP } : null;
@@ -205,8 +257,8 @@ export class BrokerAuth {
     }
     // a device authenticated by its secret: the username is its id, or its id and a suffix, and still valid
     if (!isUuid(r.clientid) || !CREDENTIAL_USERNAME.test(r.username) || !r.username.startsWith(r.clientid)) return undefined;
-    const cred = await this.d.credentials.byUsername(r.username);
-    if (!usableSecret(cred) || cred.deviceId !== r.clientid) return null;
-    return { kind: cred.isGateway ? 'gateway' : 'device', deviceId: cred.deviceId };
+    const held = this.d.credentials.heldUsername(r.username);
+    if (held !== undefined) return deviceOf(r, held ?? undefined);
+    return this.d.credentials.byUsername(r.username).then((cred) => deviceOf(r, cred));
   }
 }

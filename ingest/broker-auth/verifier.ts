@@ -56,6 +56,11 @@ const verifications = counter(
   ['outcome'],
 );
 
+/** The counter of each outcome, its label set resolved once. */
+const outcomes = Object.fromEntries(
+  (['cached', 'verified', 'wrong', 'overloaded', 'limited'] as const).map((v) => [v, verifications.labels(v)]),
+) as Record<Verdict, { inc(): void }>;
+
 /**
  * Checks device secrets against their slow hashes, remembering what it verified. A keyed hash of
  * the presented secret (HMAC-SHA256 of credential id and secret, under a key derived from
@@ -89,6 +94,28 @@ export class SecretVerifier {
     const presented = mac(this.key, c.id, secret);
     const known = this.ok.get(c.id);
     if (known !== undefined && sameMac(known, presented)) return this.count('cached');
+    return this.check(c, secret, presented, known, mayHash);
+  }
+
+  /**
+   * The verdict when this process remembers `secret` as the secret of `c` ('cached', counted as
+   * {@link verify} counts it), without a promise; undefined otherwise (then {@link verify} decides).
+   * A warm fleet's reconnect is answered from this, in the same turn as its request.
+   */
+  cached(c: CredentialInfo, secret: string): 'cached' | undefined {
+    const known = this.ok.get(c.id);
+    if (known === undefined || !sameMac(known, mac(this.key, c.id, secret))) return undefined;
+    outcomes.cached.inc();
+    return 'cached';
+  }
+
+  private async check(
+    c: CredentialInfo,
+    secret: string,
+    presented: string,
+    known: string | undefined,
+    mayHash: () => Promise<boolean>,
+  ): Promise<Verdict> {
     const wrongKey = `${c.id}:${presented}`;
     if (this.wrong.has(wrongKey)) return this.count('wrong');
     if (!known) {
@@ -130,7 +157,7 @@ export class SecretVerifier {
   }
 
   private count(v: Verdict): Verdict {
-    verifications.inc({ outcome: v });
+    outcomes[v].inc();
     return v;
   }
 }
