@@ -25,6 +25,7 @@ export async function createBrokerAuth(ctx: RoleContext, log: Logger) {
     redis: ctx.redis,
     prefix: cfg.REDIS_PREFIX,
     rulrSecret: cfg.RULR_SECRET,
+    previousSecrets: cfg.RULR_SECRET_PREVIOUS,
     cacheTtlS: cfg.DEVICE_AUTH_CACHE_TTL_S,
     maxHashing: cfg.DEVICE_AUTH_MAX_HASHING,
     rehash: async (id, hash) => {

@@ -11,6 +11,12 @@ export interface VerifierOptions {
   prefix: string;
   /** derives the key of the verification cache */
   rulrSecret: string;
+  /**
+   * RULR_SECRET_PREVIOUS: entries written under a previous secret still count (and are written
+   * again under the current one), so a RULR_SECRET rotation does not send the whole fleet's next
+   * reconnect through argon2id.
+   */
+  previousSecrets?: readonly string[] | undefined;
   /** how long a verified secret is remembered (s) */
   cacheTtlS: number;
   /** argon2 verifications in flight before further ones are refused */
@@ -74,12 +80,14 @@ const outcomes = Object.fromEntries(
  */
 export class SecretVerifier {
   private readonly key: Buffer;
+  private readonly previousKeys: Buffer[];
   private readonly ok: LRUCache<string, string>;
   private readonly wrong = new LRUCache<string, true>({ max: 50_000, ttl: 60_000 });
   private hashing = 0;
 
   constructor(private readonly o: VerifierOptions) {
     this.key = macKey(o.rulrSecret);
+    this.previousKeys = (o.previousSecrets ?? []).map(macKey);
     this.ok = new LRUCache({ max: 200_000, ttl: o.cacheTtlS * 1000 });
   }
 
@@ -119,9 +127,15 @@ export class SecretVerifier {
     const wrongKey = `${c.id}:${presented}`;
     if (this.wrong.has(wrongKey)) return this.count('wrong');
     if (!known) {
-      const shared = await this.o.redis.getBuffer(this.redisKey(c.id)).catch(() => null);
-      if (shared && sameMac(shared.toString('binary'), presented)) {
+      const shared = (await this.o.redis.getBuffer(this.redisKey(c.id)).catch(() => null))?.toString('binary');
+      if (shared && sameMac(shared, presented)) {
         this.ok.set(c.id, presented);
+        return this.count('cached');
+      }
+      if (shared && this.previousKeys.some((k) => sameMac(shared, mac(k, c.id, secret)))) {
+        // verified under the secret RULR_SECRET replaced: the same proof, kept under the current key
+        this.ok.set(c.id, presented);
+        await this.o.redis.set(this.redisKey(c.id), Buffer.from(presented, 'binary'), 'KEEPTTL').catch(() => undefined);
         return this.count('cached');
       }
     }
