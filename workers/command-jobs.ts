@@ -15,7 +15,7 @@ import {
   releasable,
 } from '../lib/command-jobs.js';
 import { type CommandChange, historyEntry, publishCommandChanges } from '../lib/commands.js';
-import { COMMANDS_QUEUE, dispatchJobs } from '../lib/contracts/commands.js';
+import { COMMANDS_QUEUE, commandJobsWakeChannel, dispatchJobs, MAX_DISPATCH_DEVICES, parseJobWake } from '../lib/contracts/commands.js';
 import { queuePrefix } from '../lib/contracts/queues.js';
 import { type Db, type Tx, withTenant } from '../lib/db.js';
 import type { Logger } from '../lib/logger.js';
@@ -36,8 +36,11 @@ import type { Redis } from '../lib/redis.js';
  * 4. COMPLETED once every target was released and no command of the job is active;
  * 5. settled once stopped or completed and nothing of it can change any more.
  *
- * After the commit it adds `dispatch` jobs for the released devices (the sweep covers a lost one)
- * and publishes `commandUpdated` / `commandJobUpdated`.
+ * After the commit it sends the released devices' commands itself, through the dispatcher of this process
+ * (`dispatch`; without one, `dispatch` jobs on the queue), without waiting for them before the next release: at most
+ * `dispatchWindow` chunks are on their way at once. The `pending_dispatch` mark the release wrote stays the safety
+ * net (the sweep sends what a lost dispatch did not). Then it publishes `commandUpdated` / `commandJobUpdated`.
+ * A new or resumed job is announced on {@link commandJobsWakeChannel}: the runner steps at once.
  */
 
 const SYSTEM_ACTOR = 'system:command-jobs';
@@ -63,6 +66,16 @@ export interface CommandJobRunnerOptions {
   rolloutTickMs?: number;
   /** the rollout's clock (tests step it) @default () => new Date() */
   clock?: () => Date;
+  /**
+   * Sends the next command of these devices now (the workers' `CommandDispatcher.dispatch`). Without it, the runner
+   * adds `dispatch` jobs to the `commands` queue, which wait behind the device replies.
+   */
+  dispatch?: (orgId: string, deviceIds: readonly string[]) => Promise<number>;
+  /**
+   * Chunks of at most 1,000 released devices being dispatched at once; the next release waits while this many are
+   * on their way (the release runs ahead of the broker by at most this many). @default 4
+   */
+  dispatchWindow?: number;
 }
 
 interface JobRow {
@@ -123,12 +136,23 @@ export class CommandJobRunner {
   private ticking?: Promise<unknown>;
   private closed = false;
   private queue?: Queue;
+  private loop?: () => void;
+  /** a tick or a look is running (it sees `woken` when it ends) */
+  private busy = false;
+  /** a wake message came: step again at once */
+  private woken = false;
+  private sub?: Redis;
+  /** dispatches of released devices on their way */
+  private readonly sending = new Set<Promise<void>>();
 
   constructor(private readonly o: CommandJobRunnerOptions) {}
 
   start(): this {
     const loop = () => {
-      if (this.closed) return;
+      this.timer = undefined;
+      if (this.closed || this.busy) return;
+      this.busy = true;
+      this.woken = false;
       let next = this.o.tickMs ?? 1000;
       this.ticking = this.tick()
         .then((r) => {
@@ -138,11 +162,37 @@ export class CommandJobRunner {
         .catch((err) => this.o.logger.warn({ err: (err as Error).message }, 'command job tick failed'))
         .finally(() => {
           this.ticking = undefined;
+          this.busy = false;
+          if (this.woken) next = 0;
           if (!this.closed) this.wait(loop, Date.now() + next);
         });
     };
+    this.loop = loop;
     this.timer = setTimeout(loop, 0);
+    this.sub = this.o.redis.duplicate();
+    this.sub.on('error', (err) => this.o.logger.warn({ err: err.message }, 'command job wake subscriber error'));
+    this.sub.on('message', (_channel, message: string) => {
+      try {
+        parseJobWake(message);
+      } catch {
+        // refused and counted by the contract; a tick costs little, so step anyway
+      }
+      this.wake();
+    });
+    this.sub
+      .subscribe(commandJobsWakeChannel(this.o.prefix))
+      .catch((err: Error) =>
+        this.o.logger.warn({ err: err.message }, 'command job wake channel not subscribed (new jobs start within 250 ms)'),
+      );
     return this;
+  }
+
+  /** A job was created or resumed: step now (or right after the tick or look that is running). */
+  private wake(): void {
+    this.woken = true;
+    if (this.closed || this.busy || !this.loop) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.loop();
   }
 
   /**
@@ -158,7 +208,9 @@ export class CommandJobRunner {
       return;
     }
     this.timer = setTimeout(() => {
-      if (this.closed) return;
+      this.timer = undefined;
+      if (this.closed || this.busy) return;
+      this.busy = true;
       this.ticking = sql<{ id: string }>`
         select id from command_jobs where settled_at is null and status = 'RUNNING' and released < total limit 1`
         .execute(this.o.db)
@@ -168,8 +220,9 @@ export class CommandJobRunner {
         )
         .then((releasable) => {
           this.ticking = undefined;
+          this.busy = false;
           if (this.closed) return;
-          if (releasable) loop();
+          if (releasable || this.woken) loop();
           else this.wait(loop, until);
         });
     }, peek);
@@ -187,6 +240,8 @@ export class CommandJobRunner {
     let more = false;
     let rolling = false;
     for (const j of rows) {
+      // the release runs ahead of the broker by at most `dispatchWindow` chunks
+      while (this.sending.size >= (this.o.dispatchWindow ?? 4)) await Promise.race(this.sending);
       const s = await this.step(j.org_id, j.id, now);
       if (!s) continue;
       steps.push(s);
@@ -230,7 +285,11 @@ export class CommandJobRunner {
         job.released = r.released;
         job.total = r.total;
       }
-      if (canceled.length || released.length) counts = (await commandCounts(tx, [jobId])).get(jobId) ?? {};
+      // the counts after this step's own changes (its transaction's): the canceled were QUEUED, the released are
+      if (canceled.length || released.length) {
+        const n = (k: string) => counts[k] ?? 0;
+        counts = { ...counts, QUEUED: n('QUEUED') - canceled.length + released.length, CANCELED: n('CANCELED') + canceled.length };
+      }
       p = progressOf(counts, { ...job, status });
       if (status === 'RUNNING' && job.released >= job.total && activeOf(p) === 0) {
         status = 'COMPLETED';
@@ -306,14 +365,9 @@ export class CommandJobRunner {
     const warn = (what: string) => (err: unknown) => this.o.logger.warn({ err: (err as Error).message, jobId: s.id }, what);
     if (s.status === 'COMPLETED' || s.status === 'ABORTED') jobsEndedTotal.inc({ status: s.status });
     if (s.released.length) {
-      try {
-        this.queue ??= new Queue(COMMANDS_QUEUE, { connection: this.o.redis, prefix: queuePrefix(this.o.prefix) });
-        // a rated job's small steady grants go in order with the replies; a burst's waits behind them, so the
-        // replies that end commands keep draining while thousands are handed to the broker
-        await this.queue.addBulk(dispatchJobs(s.orgId, s.released, { inOrder: s.rated }));
-      } catch (err) {
-        warn('dispatch jobs not added (the sweep sends the commands)')(err);
-      }
+      if (this.o.dispatch)
+        for (let i = 0; i < s.released.length; i += MAX_DISPATCH_DEVICES) this.send(s, s.released.slice(i, i + MAX_DISPATCH_DEVICES));
+      else await this.addDispatchJobs(s, s.released);
     }
     const changes = [...s.canceled, ...s.queued];
     if (changes.length)
@@ -321,10 +375,42 @@ export class CommandJobRunner {
     if (s.changed) await publishJobUpdates(this.o.redis, this.o.prefix, [s], warn('commandJobUpdated event not published'));
   }
 
+  /**
+   * Sends released devices' commands in this process, not awaited (the next release waits only for the window). A
+   * failed dispatch (the broker or PostgreSQL away) becomes `dispatch` jobs, retried with backoff like any other.
+   */
+  private send(s: JobStep, deviceIds: string[]): void {
+    const dispatch = this.o.dispatch;
+    if (!dispatch) return;
+    const p: Promise<void> = dispatch(s.orgId, deviceIds)
+      .then(
+        () => undefined,
+        (err: unknown) => {
+          this.o.logger.warn({ err: (err as Error).message, jobId: s.id }, 'released commands not all sent; retried as dispatch jobs');
+          return this.addDispatchJobs(s, deviceIds);
+        },
+      )
+      .finally(() => this.sending.delete(p));
+    this.sending.add(p);
+  }
+
+  private async addDispatchJobs(s: JobStep, deviceIds: readonly string[]): Promise<void> {
+    try {
+      this.queue ??= new Queue(COMMANDS_QUEUE, { connection: this.o.redis, prefix: queuePrefix(this.o.prefix) });
+      // a rated job's small steady grants go in order with the replies; a burst's waits behind them, so the
+      // replies that end commands keep draining while thousands are handed to the broker
+      await this.queue.addBulk(dispatchJobs(s.orgId, deviceIds, { inOrder: s.rated }));
+    } catch (err) {
+      this.o.logger.warn({ err: (err as Error).message, jobId: s.id }, 'dispatch jobs not added (the sweep sends the commands)');
+    }
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
     await this.ticking;
+    await Promise.all(this.sending);
+    this.sub?.disconnect();
     await this.queue?.close();
   }
 }

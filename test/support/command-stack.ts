@@ -63,7 +63,14 @@ export async function inProcessWorkers(
     leaseS: o.leaseS ?? 5,
     timeoutS: o.timeoutS ?? 5,
   }).start();
-  const runner = o.jobs === false ? undefined : new CommandJobRunner({ ...common, tickMs: o.sweepMs ?? 200 }).start();
+  const runner =
+    o.jobs === false
+      ? undefined
+      : new CommandJobRunner({
+          ...common,
+          tickMs: o.sweepMs ?? 200,
+          dispatch: (orgId, deviceIds) => dispatcher.dispatch(orgId, deviceIds),
+        }).start();
   return {
     dispatcher,
     ...(runner ? { runner } : {}),
