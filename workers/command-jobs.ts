@@ -21,6 +21,7 @@ import { type Db, type Tx, withTenant } from '../lib/db.js';
 import type { Logger } from '../lib/logger.js';
 import { counter } from '../lib/metrics.js';
 import type { Redis } from '../lib/redis.js';
+import type { ClaimedCommand } from './commands.js';
 
 /**
  * The fleet-job runner (docs/commands.md, "Fleet jobs"). Every tick it steps each job that is not
@@ -31,15 +32,19 @@ import type { Redis } from '../lib/redis.js';
  * 2. abort (RUNNING or PAUSED) when the failure share of ended commands reaches `abortWhen`: the
  *    job's QUEUED commands are CANCELED and the reason stored;
  * 3. release (RUNNING): the next slice of targets in device-id order that the rollout bucket
- *    allows becomes ordinary `commands` rows (one INSERT … SELECT, marked for dispatch), so one in
- *    flight per device, leases and the sweep apply to them as to any command;
+ *    allows becomes ordinary `commands` rows (one INSERT … SELECT), so one in flight per device, leases
+ *    and the sweep apply to them as to any command. With a `sender` (the workers' dispatcher) the
+ *    release claims them too, under the devices' `device_states` row locks as a dispatch would: the
+ *    command of an online device with no active command is inserted with its lease (`attempts` 1), and
+ *    only the others are marked `pending_dispatch` for the dispatcher;
  * 4. COMPLETED once every target was released and no command of the job is active;
  * 5. settled once stopped or completed and nothing of it can change any more.
  *
- * After the commit it sends the released devices' commands itself, through the dispatcher of this process
- * (`dispatch`; without one, `dispatch` jobs on the queue), without waiting for them before the next release: at most
- * `dispatchWindow` chunks are on their way at once. The `pending_dispatch` mark the release wrote stays the safety
- * net (the sweep sends what a lost dispatch did not). Then it publishes `commandUpdated` / `commandJobUpdated`.
+ * After the commit it publishes the claimed commands through the dispatcher (`sender.send`: PUBACK → SENT), without
+ * waiting for them before the next release: at most `dispatchWindow` chunks are on their way at once. A claim whose
+ * publish failed becomes a `dispatch` job (retried); one lost with the process lapses and the sweep offers it again
+ * (`attempts` 2). Without a `sender` it marks every released device and adds `dispatch` jobs, which wait behind the
+ * replies. Then it publishes `commandUpdated` / `commandJobUpdated`.
  * A new or resumed job is announced on {@link commandJobsWakeChannel}: the runner steps at once.
  */
 
@@ -67,15 +72,26 @@ export interface CommandJobRunnerOptions {
   /** the rollout's clock (tests step it) @default () => new Date() */
   clock?: () => Date;
   /**
-   * Sends the next command of these devices now (the workers' `CommandDispatcher.dispatch`). Without it, the runner
-   * adds `dispatch` jobs to the `commands` queue, which wait behind the device replies.
+   * The workers' dispatcher (`CommandDispatcher`): the release claims the commands of online, idle devices itself and
+   * hands them to `send`. Without it, the runner marks the released devices and adds `dispatch` jobs to the
+   * `commands` queue, which wait behind the device replies.
    */
-  dispatch?: (orgId: string, deviceIds: readonly string[]) => Promise<number>;
+  sender?: ReleaseSender;
+  /** `COMMANDS_LEASE_S`: the lease of a command claimed at its release @default 30 */
+  leaseS?: number;
   /**
-   * Chunks of at most 1,000 released devices being dispatched at once; the next release waits while this many are
+   * Chunks of at most 1,000 claimed commands being published at once; the next release waits while this many are
    * on their way (the release runs ahead of the broker by at most this many). @default 4
    */
   dispatchWindow?: number;
+}
+
+/** What the runner uses of the dispatcher of its process to send what it releases. */
+export interface ReleaseSender {
+  /** the devices of `ids` whose status says online */
+  onlineOf(ids: readonly string[]): Promise<Set<string>>;
+  /** publishes claimed commands and records SENT; throws when a publish failed (its claim given back) */
+  send(claimed: readonly ClaimedCommand[]): Promise<number>;
 }
 
 interface JobRow {
@@ -106,6 +122,8 @@ export interface JobStep {
   orgId: string;
   status: string;
   released: string[];
+  /** the released commands the release claimed (online, idle devices), to publish */
+  claimed: ClaimedCommand[];
   canceled: CommandChange[];
   queued: CommandChange[];
   changed: boolean;
@@ -268,6 +286,7 @@ export class CommandJobRunner {
       let reason: string | null = null;
       let canceled: CommandChange[] = [];
       let released: string[] = [];
+      let claimed: ClaimedCommand[] = [];
       let queued: CommandChange[] = [];
 
       if (status === 'RUNNING' || status === 'PAUSED') {
@@ -281,6 +300,7 @@ export class CommandJobRunner {
       if (status === 'RUNNING' && job.released < job.total) {
         const r = await this.release(tx, job, p, now);
         released = r.deviceIds;
+        claimed = r.claimed;
         queued = r.changes;
         job.released = r.released;
         job.total = r.total;
@@ -306,23 +326,26 @@ export class CommandJobRunner {
           where id = ${jobId}`.execute(tx);
       const rated = job.rollout_per_minute !== null;
       const rolling = status === 'RUNNING' && rated && job.released < job.total;
-      return { id: jobId, orgId, status, released, canceled, queued, changed, progress: p, rated, rolling };
+      return { id: jobId, orgId, status, released, claimed, canceled, queued, changed, progress: p, rated, rolling };
     });
   }
 
-  /** Releases the next slice the rollout allows: commands for those targets, marked for dispatch, and the job's cursor and bucket. */
+  /**
+   * Releases the next slice the rollout allows: commands for those targets (claimed or marked for dispatch), and the
+   * job's cursor and bucket.
+   */
   private async release(
     tx: Tx,
     job: JobRow,
     p: JobProgress,
     now: Date,
-  ): Promise<{ deviceIds: string[]; changes: CommandChange[]; released: number; total: number }> {
+  ): Promise<{ deviceIds: string[]; claimed: ClaimedCommand[]; changes: CommandChange[]; released: number; total: number }> {
     const { count, credit } = releasable(
       rolloutOf(job),
       { credit: job.rollout_credit, at: job.rollout_at },
       { now, succeeded: p.succeeded, remaining: job.total - job.released, slice: this.o.slice ?? RELEASE_SLICE },
     );
-    if (count <= 0) return { deviceIds: [], changes: [], released: job.released, total: job.total };
+    if (count <= 0) return { deviceIds: [], claimed: [], changes: [], released: job.released, total: job.total };
     const { rows: targets } = await sql<{ device_id: string }>`
       select device_id from command_job_targets
       where job_id = ${job.id} and (${job.release_cursor}::uuid is null or device_id > ${job.release_cursor}::uuid)
@@ -333,20 +356,11 @@ export class CommandJobRunner {
     const total = ids.length < count ? released : job.total;
     const history = JSON.stringify([historyEntry('QUEUED', now, { by: job.created_by, job: job.id })]);
     const expires = new Date(now.getTime() + job.expiry_s * 1000);
-    const { rows: inserted } = ids.length
-      ? await sql<{ id: string; device_id: string }>`
-          insert into commands (org_id, device_id, job_id, name, params, timeout_s, created_by, created_at, updated_at, expires_at, due_at, history)
-          select ${job.org_id}::uuid, t.device_id, ${job.id}::uuid, ${job.name}, ${JSON.stringify(job.params)}::jsonb, ${job.timeout_s},
-                 ${job.created_by}, ${now}, ${now}, ${expires}, ${expires}, ${history}::jsonb
-          from unnest(${ids}::uuid[]) as t(device_id)
-          on conflict (job_id, device_id) where job_id is not null do nothing
-          returning id, device_id`.execute(tx)
-      : { rows: [] };
-    if (inserted.length)
-      await sql`
-        insert into device_states (device_id, org_id, pending_dispatch)
-        select unnest(${inserted.map((r) => r.device_id)}::uuid[]), ${job.org_id}::uuid, true
-        on conflict (device_id) do update set pending_dispatch = true`.execute(tx);
+    const { inserted, claimed } = !ids.length
+      ? { inserted: [], claimed: [] }
+      : this.o.sender
+        ? await this.insertClaimed(tx, job, ids, { now, expires, history, sender: this.o.sender })
+        : { inserted: await this.insertMarked(tx, job, ids, { now, expires, history }), claimed: [] };
     await sql`
       update command_jobs set released = ${released}, release_cursor = coalesce(${ids.at(-1) ?? null}::uuid, release_cursor),
         rollout_credit = ${credit}, rollout_at = ${now}
@@ -354,9 +368,84 @@ export class CommandJobRunner {
     releasedTotal.inc(inserted.length);
     return {
       deviceIds: inserted.map((r) => r.device_id),
+      claimed,
       changes: inserted.map((r) => ({ id: r.id, orgId: job.org_id, deviceId: r.device_id, status: 'QUEUED', jobId: job.id })),
       released,
       total,
+    };
+  }
+
+  /** The released commands, every device marked for dispatch (no `sender`: the dispatcher claims them). */
+  private async insertMarked(
+    tx: Tx,
+    job: JobRow,
+    ids: readonly string[],
+    o: { now: Date; expires: Date; history: string },
+  ): Promise<{ id: string; device_id: string }[]> {
+    const { rows: inserted } = await sql<{ id: string; device_id: string }>`
+      insert into commands (org_id, device_id, job_id, name, params, timeout_s, created_by, created_at, updated_at, expires_at, due_at, history)
+      select ${job.org_id}::uuid, t.device_id, ${job.id}::uuid, ${job.name}, ${JSON.stringify(job.params)}::jsonb, ${job.timeout_s},
+             ${job.created_by}, ${o.now}, ${o.now}, ${o.expires}, ${o.expires}, ${o.history}::jsonb
+      from unnest(${[...ids]}::uuid[]) as t(device_id)
+      on conflict (job_id, device_id) where job_id is not null do nothing
+      returning id, device_id`.execute(tx);
+    if (inserted.length)
+      await sql`
+        insert into device_states (device_id, org_id, pending_dispatch)
+        select unnest(${inserted.map((r) => r.device_id)}::uuid[]), ${job.org_id}::uuid, true
+        on conflict (device_id) do update set pending_dispatch = true`.execute(tx);
+    return inserted;
+  }
+
+  /**
+   * The released commands, claimed where the device is online and has no active command (a dispatch's claim, done
+   * here in the same row write as the insert): the devices' `device_states` rows are locked in device-id order first,
+   * as the dispatcher locks them, so a concurrent dispatch of one of them waits and the insert's snapshot sees every
+   * claim committed before. Only the devices whose command stays unclaimed (offline, or busy with another command, or
+   * with an older one waiting) are marked `pending_dispatch`; for the claimed ones `device_states` is not written.
+   * Why: a released command was an insert, the mark, the dispatcher's lock-and-clear of the mark and its claim (four
+   * row versions, three of them not HOT); it is now one (docs/commands.md, "Row versions per command").
+   */
+  private async insertClaimed(
+    tx: Tx,
+    job: JobRow,
+    ids: readonly string[],
+    o: { now: Date; expires: Date; history: string; sender: ReleaseSender },
+  ): Promise<{ inserted: { id: string; device_id: string }[]; claimed: ClaimedCommand[] }> {
+    const online = [...(await o.sender.onlineOf(ids))];
+    // a device without a device_states row gets one (nothing is written for the others), then all are locked
+    await sql`
+      insert into device_states (device_id, org_id) select unnest(${[...ids]}::uuid[]), ${job.org_id}::uuid
+      on conflict (device_id) do nothing`.execute(tx);
+    await sql`select device_id from device_states where device_id = any(${[...ids]}::uuid[]) order by device_id for update`.execute(tx);
+    const lease = this.o.leaseS ?? 30;
+    const { rows } = await sql<ClaimedCommand & { claimed: boolean }>`
+      with t as (
+        select u.device_id, u.device_id = any(${online}::uuid[]) and not exists (
+          select 1 from commands c where c.device_id = u.device_id and c.status in ('QUEUED', 'SENT', 'DELIVERED')) as free
+        from unnest(${[...ids]}::uuid[]) as u(device_id)
+      ), ins as (
+        insert into commands (org_id, device_id, job_id, name, params, timeout_s, created_by, created_at, updated_at, expires_at, due_at,
+                              history, lease_until, attempts)
+        select ${job.org_id}::uuid, t.device_id, ${job.id}::uuid, ${job.name}, ${JSON.stringify(job.params)}::jsonb, ${job.timeout_s},
+               ${job.created_by}, ${o.now}, ${o.now}, ${o.expires}, ${o.expires}, ${o.history}::jsonb,
+               case when t.free then now() + ${lease} * interval '1 second' end, case when t.free then 1 else 0 end
+        from t
+        on conflict (job_id, device_id) where job_id is not null do nothing
+        returning id, org_id, device_id, name, params, expires_at, job_id, lease_until is not null as claimed
+      )
+      select ins.*, d.serial, case when gp.is_gateway then g.id end as gateway_id
+      from ins join devices d on d.id = ins.device_id
+        left join devices g on g.id = d.parent_id
+        left join device_profiles gp on gp.id = g.profile_id`.execute(tx);
+    const waiting = rows.filter((r) => !r.claimed).map((r) => r.device_id);
+    if (waiting.length)
+      await sql`update device_states set pending_dispatch = true where device_id = any(${waiting}::uuid[]) and not pending_dispatch`.execute(
+        tx,
+      );
+    return {
+      inserted: rows.map((r) => ({ id: r.id, device_id: r.device_id })),
+      claimed: rows.filter((r) => r.claimed).map(({ claimed: _, ...c }) => c),
     };
   }
 
@@ -364,11 +453,9 @@ export class CommandJobRunner {
   private async afterStep(s: JobStep): Promise<void> {
     const warn = (what: string) => (err: unknown) => this.o.logger.warn({ err: (err as Error).message, jobId: s.id }, what);
     if (s.status === 'COMPLETED' || s.status === 'ABORTED') jobsEndedTotal.inc({ status: s.status });
-    if (s.released.length) {
-      if (this.o.dispatch)
-        for (let i = 0; i < s.released.length; i += MAX_DISPATCH_DEVICES) this.send(s, s.released.slice(i, i + MAX_DISPATCH_DEVICES));
-      else await this.addDispatchJobs(s, s.released);
-    }
+    if (this.o.sender)
+      for (let i = 0; i < s.claimed.length; i += MAX_DISPATCH_DEVICES) this.send(s, s.claimed.slice(i, i + MAX_DISPATCH_DEVICES));
+    else if (s.released.length) await this.addDispatchJobs(s, s.released);
     const changes = [...s.canceled, ...s.queued];
     if (changes.length)
       await publishCommandChanges(this.o.db, this.o.redis, this.o.prefix, changes, warn('commandUpdated events not published'));
@@ -376,18 +463,22 @@ export class CommandJobRunner {
   }
 
   /**
-   * Sends released devices' commands in this process, not awaited (the next release waits only for the window). A
-   * failed dispatch (the broker or PostgreSQL away) becomes `dispatch` jobs, retried with backoff like any other.
+   * Publishes commands the release claimed, not awaited (the next release waits only for the window). A failed
+   * publish (the broker away) gave its claim back: `dispatch` jobs send those devices again, retried with backoff.
    */
-  private send(s: JobStep, deviceIds: string[]): void {
-    const dispatch = this.o.dispatch;
-    if (!dispatch) return;
-    const p: Promise<void> = dispatch(s.orgId, deviceIds)
+  private send(s: JobStep, claimed: ClaimedCommand[]): void {
+    const sender = this.o.sender;
+    if (!sender) return;
+    const p: Promise<void> = sender
+      .send(claimed)
       .then(
         () => undefined,
         (err: unknown) => {
           this.o.logger.warn({ err: (err as Error).message, jobId: s.id }, 'released commands not all sent; retried as dispatch jobs');
-          return this.addDispatchJobs(s, deviceIds);
+          return this.addDispatchJobs(
+            s,
+            claimed.map((c) => c.device_id),
+          );
         },
       )
       .finally(() => this.sending.delete(p));

@@ -69,7 +69,8 @@ export async function inProcessWorkers(
       : new CommandJobRunner({
           ...common,
           tickMs: o.sweepMs ?? 200,
-          dispatch: (orgId, deviceIds) => dispatcher.dispatch(orgId, deviceIds),
+          sender: dispatcher,
+          leaseS: o.leaseS ?? 5,
         }).start();
   return {
     dispatcher,

@@ -37,7 +37,8 @@ const runner = new CommandJobRunner({
   prefix,
   logger,
   tickMs: sweepMs,
-  dispatch: (orgId, deviceIds) => dispatcher.dispatch(orgId, deviceIds),
+  sender: dispatcher,
+  leaseS: Number(env.COMMANDS_LEASE_S ?? 3),
 });
 for (;;) {
   const r = await runner.tick().catch((err: Error) => {
