@@ -413,11 +413,20 @@ export class CommandJobRunner {
     o: { now: Date; expires: Date; history: string; sender: ReleaseSender },
   ): Promise<{ inserted: { id: string; device_id: string }[]; claimed: ClaimedCommand[] }> {
     const online = [...(await o.sender.onlineOf(ids))];
-    // a device without a device_states row gets one (nothing is written for the others), then all are locked
-    await sql`
-      insert into device_states (device_id, org_id) select unnest(${[...ids]}::uuid[]), ${job.org_id}::uuid
-      on conflict (device_id) do nothing`.execute(tx);
-    await sql`select device_id from device_states where device_id = any(${[...ids]}::uuid[]) order by device_id for update`.execute(tx);
+    const lock = (list: readonly string[]) =>
+      sql<{ device_id: string }>`
+        select device_id from device_states where device_id = any(${[...list]}::uuid[]) order by device_id for update`.execute(tx);
+    const { rows: locked } = await lock(ids);
+    // a device without a device_states row yet gets one, locked too (a row another transaction inserted meanwhile is
+    // locked by the second statement; a row not yet committed elsewhere is invisible to a dispatch, which skips it)
+    const have = new Set(locked.map((r) => r.device_id));
+    const missing = ids.filter((id) => !have.has(id));
+    if (missing.length) {
+      await sql`
+        insert into device_states (device_id, org_id) select unnest(${missing}::uuid[]), ${job.org_id}::uuid
+        on conflict (device_id) do nothing`.execute(tx);
+      await lock(missing);
+    }
     const lease = this.o.leaseS ?? 30;
     const { rows } = await sql<ClaimedCommand & { claimed: boolean }>`
       with t as (
