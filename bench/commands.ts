@@ -15,7 +15,7 @@
 // Devices: test/support/command-fleet.ts (one mqtt.js connection subscribed to `devices/+/commands`, answering
 // `received` then `succeeded` on each device's reply topic), the same code for the platform and the baseline.
 // Env: BENCH_COMMANDS_SHORT=1 (smoke: 2,000 devices, 500/s, 300 API requests), BENCH_DEVICES, BENCH_RATE,
-// BENCH_API, BENCH_CONCURRENCY, BENCH_CPU_PROF=<dir> (CPU profiles of ingest and workers), BENCH_ROLE_ARGS (more node arguments for them), BENCH_WRITE=1 (write the section; a full-size run writes it unless BENCH_WRITE=0).
+// BENCH_API, BENCH_CONCURRENCY, BENCH_CPU_PROF=<dir> (CPU profiles of ingest and workers), BENCH_ROLE_ARGS (more node arguments for them), BENCH_WRITE=1 (write the section; a full-size run writes it unless BENCH_WRITE=0), BENCH_COMMANDS_ONLY=burst (only (a) and its baselines, nothing written: for A/Bs).
 
 import { randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -202,6 +202,24 @@ async function stageTimes(db: Db, jobId: string): Promise<Stages> {
   return { granted: [n('g50'), n('g99')], sent: [n('s50'), n('s99')], delivered: [n('d50'), n('d99')] };
 }
 
+/**
+ * When a job's work happened, ms from the request: the job row committed, then each release (commands share their
+ * slice's `created_at`) with its size and its commands' SENT (first / median / last), and the last SUCCEEDED.
+ */
+async function timeline(db: Db, jobId: string, t0: number): Promise<string> {
+  const { rows } = await sql<{ created: Date; n: number; s0: Date; s50: Date; s1: Date; d1: Date }>`
+    select created_at as created, count(*)::int as n, min(sent_at) as s0, max(completed_at) as d1,
+           percentile_disc(0.5) within group (order by sent_at) as s50, max(sent_at) as s1
+    from commands where job_id = ${jobId} group by created_at order by created_at`.execute(db);
+  const job = (await sql<{ at: Date }>`select created_at as at from command_jobs where id = ${jobId}`.execute(db)).rows[0];
+  const ms = (d: Date | undefined) => (d ? String(d.getTime() - t0) : '?');
+  const slices =
+    rows.length > 12
+      ? `${rows.length} releases`
+      : rows.map((r) => `${ms(r.created)}+${r.n} sent ${ms(r.s0)}/${ms(r.s50)}/${ms(r.s1)}`).join('; ');
+  return `job ${ms(job?.at)}; ${slices}; last SUCCEEDED ${ms(new Date(Math.max(...rows.map((r) => r.d1.getTime()))))}`;
+}
+
 const cpuText = (c: Cpu, n: number) =>
   `ingest ${c.ingest.toFixed(1)} s, workers ${c.workers.toFixed(1)} s, PostgreSQL ${c.postgres.toFixed(1)} s (${((1e6 * (c.ingest + c.workers + c.postgres)) / n).toFixed(0)} µs a command)`;
 
@@ -378,6 +396,7 @@ async function fleetJob(s: Setup, rolloutPerMinute: number | null): Promise<JobR
   await cpu.sample();
   const writes0 = await rowWrites(s.db);
   const t0 = Date.now();
+  log(`request at ${t0}`);
   const sample = async () => {
     await cpu.sample();
     const counts: Record<string, number> = {};
@@ -445,6 +464,7 @@ async function fleetJob(s: Setup, rolloutPerMinute: number | null): Promise<JobR
     pairs: pairRows[0]?.n ?? 0,
   };
   log(`commands rows per command: ${writesText(writes, rows.length)}`);
+  log(`timeline (ms from the request): ${await timeline(s.db, jobId, t0)}`);
   return {
     writes,
     cpu: used,
@@ -515,6 +535,10 @@ async function main(): Promise<void> {
     const lBurst = loadavg()[0] ?? 0;
     log(`job burst: ${fmt(burst.ms)} ms, ${fmt(burst.perS)}/s (${ratio(burst.perS, bareBurst.perS)}); ${stagesText(burst.stages)}`);
     log(`job burst CPU: ${cpuText(burst.cpu, burst.succeeded)}`);
+    log(
+      `depth over the burst: ${burst.samples.map((x) => `${x.s}s q${x.queued} f${x.inFlight} ok${x.succeeded} w${x.waitingJobs}`).join(', ')}`,
+    );
+    if (process.env.BENCH_COMMANDS_ONLY === 'burst') return;
     await sleep(2000);
     const rated = await fleetJob(s, RATE * 60);
     const lRated = loadavg()[0] ?? 0;

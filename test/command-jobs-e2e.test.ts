@@ -190,7 +190,9 @@ describe('fleet jobs: API, validation and access', () => {
       const job = await sendSite(t, { name: 'reboot', rolloutPerMinute: 1 });
       await s.f.ok(t.operator, PAUSE, { id: job.id });
       const jobEvents = () => got.filter((g) => g.event.field === 'commandJobUpdated');
-      await until(() => jobEvents().length >= 2, 5000, 'two job events');
+      // the send's event, the runner's first step (woken at once) and the pause's, in some order
+      await until(() => jobEvents().some((g) => g.event.data.status === 'PAUSED'), 5000, 'the PAUSED job event');
+      expect(jobEvents().length).toBeGreaterThanOrEqual(2);
       expect(jobEvents().every((g) => g.channel === eventsChannel(prefix, t.orgId) && g.event.orgId === t.orgId)).toBe(true);
       expect(jobEvents()[0]?.event.filter).toEqual({ jobId: job.id });
       expect(jobEvents().map((g) => g.event.data.status)).toContain('PAUSED');
@@ -303,6 +305,43 @@ describe('fleet jobs with devices (Mosquitto, ingest, workers)', () => {
     expect(edges).toHaveLength(25);
     expect(page.commandJob.commands.pageInfo.hasNextPage).toBe(true);
     expect(edges.every((e) => e.node.job.id === job.id && t.deviceIds.includes(e.node.device.id))).toBe(true);
+  }, 60_000);
+
+  it('should claim at the release only the commands of online devices with nothing active: a busy device gets its command after the other ends, an offline one keeps it QUEUED', async () => {
+    const t = await siteTenant(s.f, 4);
+    const [busy, idle1, idle2, offline] = t.deviceIds as [string, string, string, string];
+    const fl = await new TestFleet([busy, idle1, idle2], s.broker.url).connect();
+    fleets.push(fl);
+    await fl.announce();
+    const prefix = s.f.ctx.config.REDIS_PREFIX;
+    await until(async () => (await s.f.ctx.redis.hget(`${prefix}status:${idle2}`, 'online')) === '1', 30_000, 'fleet online');
+    // another command in flight on `busy` that its device never answers: the sweep fails it at its due time
+    const { rows: other } = await sql<{ id: string }>`
+      insert into commands (org_id, device_id, name, params, timeout_s, created_by, expires_at, due_at, status, attempts, lease_until, sent_at, history)
+      values (${t.orgId}, ${busy}, 'reboot', '{}', 5, 'test', now() + interval '1 hour', now() + interval '5 seconds', 'SENT', 1,
+              now() + interval '1 hour', now(), '[]')
+      returning id`.execute(s.f.t.db);
+    const job = await sendSite(t, { name: 'setDim', params: { level: 20 } });
+    type Row = { device_id: string; status: string; attempts: number; sent_at: Date | null };
+    const rows = async () =>
+      new Map(
+        (await sql<Row>`select device_id, status, attempts, sent_at from commands where job_id = ${job.id}`.execute(s.f.t.db)).rows.map(
+          (r) => [r.device_id, r],
+        ),
+      );
+    await until(async () => ['SUCCEEDED'].includes((await rows()).get(idle2)?.status ?? ''), 20_000, 'the idle devices succeeded');
+    const early = await rows();
+    expect(early.get(idle1)).toMatchObject({ status: 'SUCCEEDED', attempts: 1 });
+    expect(early.get(busy)).toMatchObject({ status: 'QUEUED', attempts: 0, sent_at: null }); // one in flight per device
+    await until(async () => (await rows()).get(busy)?.status === 'SUCCEEDED', 20_000, 'the busy device succeeded');
+    const { rows: ended } = await sql<{ status: string; completed_at: Date }>`
+      select status, completed_at from commands where id = ${other[0]?.id}`.execute(s.f.t.db);
+    expect(ended[0]?.status).toBe('FAILED');
+    const late = await rows();
+    expect(Number(late.get(busy)?.sent_at)).toBeGreaterThanOrEqual(Number(ended[0]?.completed_at));
+    expect(late.get(offline)).toMatchObject({ status: 'QUEUED', attempts: 0, sent_at: null });
+    expect([busy, idle1, idle2].every((id) => fl.executed.get(id)?.length === 1)).toBe(true);
+    expect((await jobOf(s.f, t, job.id))?.status).toBe('RUNNING'); // the offline device's command is still active
   }, 60_000);
 
   it('should cancel a job: its queued commands and unreleased devices are CANCELED and nothing more is sent', async () => {

@@ -15,12 +15,13 @@ import {
   releasable,
 } from '../lib/command-jobs.js';
 import { type CommandChange, historyEntry, publishCommandChanges } from '../lib/commands.js';
-import { COMMANDS_QUEUE, dispatchJobs } from '../lib/contracts/commands.js';
+import { COMMANDS_QUEUE, commandJobsWakeChannel, dispatchJobs, MAX_DISPATCH_DEVICES, parseJobWake } from '../lib/contracts/commands.js';
 import { queuePrefix } from '../lib/contracts/queues.js';
 import { type Db, type Tx, withTenant } from '../lib/db.js';
 import type { Logger } from '../lib/logger.js';
 import { counter } from '../lib/metrics.js';
 import type { Redis } from '../lib/redis.js';
+import type { ClaimedCommand } from './commands.js';
 
 /**
  * The fleet-job runner (docs/commands.md, "Fleet jobs"). Every tick it steps each job that is not
@@ -31,13 +32,20 @@ import type { Redis } from '../lib/redis.js';
  * 2. abort (RUNNING or PAUSED) when the failure share of ended commands reaches `abortWhen`: the
  *    job's QUEUED commands are CANCELED and the reason stored;
  * 3. release (RUNNING): the next slice of targets in device-id order that the rollout bucket
- *    allows becomes ordinary `commands` rows (one INSERT … SELECT, marked for dispatch), so one in
- *    flight per device, leases and the sweep apply to them as to any command;
+ *    allows becomes ordinary `commands` rows (one INSERT … SELECT), so one in flight per device, leases
+ *    and the sweep apply to them as to any command. With a `sender` (the workers' dispatcher) the
+ *    release claims them too, under the devices' `device_states` row locks as a dispatch would: the
+ *    command of an online device with no active command is inserted with its lease (`attempts` 1), and
+ *    only the others are marked `pending_dispatch` for the dispatcher;
  * 4. COMPLETED once every target was released and no command of the job is active;
  * 5. settled once stopped or completed and nothing of it can change any more.
  *
- * After the commit it adds `dispatch` jobs for the released devices (the sweep covers a lost one)
- * and publishes `commandUpdated` / `commandJobUpdated`.
+ * After the commit it publishes the claimed commands through the dispatcher (`sender.send`: PUBACK → SENT), without
+ * waiting for them before the next release: at most `dispatchWindow` chunks are on their way at once. A claim whose
+ * publish failed becomes a `dispatch` job (retried); one lost with the process lapses and the sweep offers it again
+ * (`attempts` 2). Without a `sender` it marks every released device and adds `dispatch` jobs, which wait behind the
+ * replies. Then it publishes `commandUpdated` / `commandJobUpdated`.
+ * A new or resumed job is announced on {@link commandJobsWakeChannel}: the runner steps at once.
  */
 
 const SYSTEM_ACTOR = 'system:command-jobs';
@@ -63,6 +71,27 @@ export interface CommandJobRunnerOptions {
   rolloutTickMs?: number;
   /** the rollout's clock (tests step it) @default () => new Date() */
   clock?: () => Date;
+  /**
+   * The workers' dispatcher (`CommandDispatcher`): the release claims the commands of online, idle devices itself and
+   * hands them to `send`. Without it, the runner marks the released devices and adds `dispatch` jobs to the
+   * `commands` queue, which wait behind the device replies.
+   */
+  sender?: ReleaseSender;
+  /** `COMMANDS_LEASE_S`: the lease of a command claimed at its release @default 30 */
+  leaseS?: number;
+  /**
+   * Chunks of at most 1,000 claimed commands being published at once; the next release waits while this many are
+   * on their way (the release runs ahead of the broker by at most this many). @default 4
+   */
+  dispatchWindow?: number;
+}
+
+/** What the runner uses of the dispatcher of its process to send what it releases. */
+export interface ReleaseSender {
+  /** the devices of `ids` whose status says online */
+  onlineOf(ids: readonly string[]): Promise<Set<string>>;
+  /** publishes claimed commands and records SENT; throws when a publish failed (its claim given back) */
+  send(claimed: readonly ClaimedCommand[]): Promise<number>;
 }
 
 interface JobRow {
@@ -93,6 +122,8 @@ export interface JobStep {
   orgId: string;
   status: string;
   released: string[];
+  /** the released commands the release claimed (online, idle devices), to publish */
+  claimed: ClaimedCommand[];
   canceled: CommandChange[];
   queued: CommandChange[];
   changed: boolean;
@@ -123,12 +154,23 @@ export class CommandJobRunner {
   private ticking?: Promise<unknown>;
   private closed = false;
   private queue?: Queue;
+  private loop?: () => void;
+  /** a tick or a look is running (it sees `woken` when it ends) */
+  private busy = false;
+  /** a wake message came: step again at once */
+  private woken = false;
+  private sub?: Redis;
+  /** dispatches of released devices on their way */
+  private readonly sending = new Set<Promise<void>>();
 
   constructor(private readonly o: CommandJobRunnerOptions) {}
 
   start(): this {
     const loop = () => {
-      if (this.closed) return;
+      this.timer = undefined;
+      if (this.closed || this.busy) return;
+      this.busy = true;
+      this.woken = false;
       let next = this.o.tickMs ?? 1000;
       this.ticking = this.tick()
         .then((r) => {
@@ -138,11 +180,37 @@ export class CommandJobRunner {
         .catch((err) => this.o.logger.warn({ err: (err as Error).message }, 'command job tick failed'))
         .finally(() => {
           this.ticking = undefined;
+          this.busy = false;
+          if (this.woken) next = 0;
           if (!this.closed) this.wait(loop, Date.now() + next);
         });
     };
+    this.loop = loop;
     this.timer = setTimeout(loop, 0);
+    this.sub = this.o.redis.duplicate();
+    this.sub.on('error', (err) => this.o.logger.warn({ err: err.message }, 'command job wake subscriber error'));
+    this.sub.on('message', (_channel, message: string) => {
+      try {
+        parseJobWake(message);
+      } catch {
+        // refused and counted by the contract; a tick costs little, so step anyway
+      }
+      this.wake();
+    });
+    this.sub
+      .subscribe(commandJobsWakeChannel(this.o.prefix))
+      .catch((err: Error) =>
+        this.o.logger.warn({ err: err.message }, 'command job wake channel not subscribed (new jobs start within 250 ms)'),
+      );
     return this;
+  }
+
+  /** A job was created or resumed: step now (or right after the tick or look that is running). */
+  private wake(): void {
+    this.woken = true;
+    if (this.closed || this.busy || !this.loop) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.loop();
   }
 
   /**
@@ -158,7 +226,9 @@ export class CommandJobRunner {
       return;
     }
     this.timer = setTimeout(() => {
-      if (this.closed) return;
+      this.timer = undefined;
+      if (this.closed || this.busy) return;
+      this.busy = true;
       this.ticking = sql<{ id: string }>`
         select id from command_jobs where settled_at is null and status = 'RUNNING' and released < total limit 1`
         .execute(this.o.db)
@@ -168,8 +238,9 @@ export class CommandJobRunner {
         )
         .then((releasable) => {
           this.ticking = undefined;
+          this.busy = false;
           if (this.closed) return;
-          if (releasable) loop();
+          if (releasable || this.woken) loop();
           else this.wait(loop, until);
         });
     }, peek);
@@ -187,6 +258,8 @@ export class CommandJobRunner {
     let more = false;
     let rolling = false;
     for (const j of rows) {
+      // the release runs ahead of the broker by at most `dispatchWindow` chunks
+      while (this.sending.size >= (this.o.dispatchWindow ?? 4)) await Promise.race(this.sending);
       const s = await this.step(j.org_id, j.id, now);
       if (!s) continue;
       steps.push(s);
@@ -213,6 +286,7 @@ export class CommandJobRunner {
       let reason: string | null = null;
       let canceled: CommandChange[] = [];
       let released: string[] = [];
+      let claimed: ClaimedCommand[] = [];
       let queued: CommandChange[] = [];
 
       if (status === 'RUNNING' || status === 'PAUSED') {
@@ -226,11 +300,16 @@ export class CommandJobRunner {
       if (status === 'RUNNING' && job.released < job.total) {
         const r = await this.release(tx, job, p, now);
         released = r.deviceIds;
+        claimed = r.claimed;
         queued = r.changes;
         job.released = r.released;
         job.total = r.total;
       }
-      if (canceled.length || released.length) counts = (await commandCounts(tx, [jobId])).get(jobId) ?? {};
+      // the counts after this step's own changes (its transaction's): the canceled were QUEUED, the released are
+      if (canceled.length || released.length) {
+        const n = (k: string) => counts[k] ?? 0;
+        counts = { ...counts, QUEUED: n('QUEUED') - canceled.length + released.length, CANCELED: n('CANCELED') + canceled.length };
+      }
       p = progressOf(counts, { ...job, status });
       if (status === 'RUNNING' && job.released >= job.total && activeOf(p) === 0) {
         status = 'COMPLETED';
@@ -247,23 +326,26 @@ export class CommandJobRunner {
           where id = ${jobId}`.execute(tx);
       const rated = job.rollout_per_minute !== null;
       const rolling = status === 'RUNNING' && rated && job.released < job.total;
-      return { id: jobId, orgId, status, released, canceled, queued, changed, progress: p, rated, rolling };
+      return { id: jobId, orgId, status, released, claimed, canceled, queued, changed, progress: p, rated, rolling };
     });
   }
 
-  /** Releases the next slice the rollout allows: commands for those targets, marked for dispatch, and the job's cursor and bucket. */
+  /**
+   * Releases the next slice the rollout allows: commands for those targets (claimed or marked for dispatch), and the
+   * job's cursor and bucket.
+   */
   private async release(
     tx: Tx,
     job: JobRow,
     p: JobProgress,
     now: Date,
-  ): Promise<{ deviceIds: string[]; changes: CommandChange[]; released: number; total: number }> {
+  ): Promise<{ deviceIds: string[]; claimed: ClaimedCommand[]; changes: CommandChange[]; released: number; total: number }> {
     const { count, credit } = releasable(
       rolloutOf(job),
       { credit: job.rollout_credit, at: job.rollout_at },
       { now, succeeded: p.succeeded, remaining: job.total - job.released, slice: this.o.slice ?? RELEASE_SLICE },
     );
-    if (count <= 0) return { deviceIds: [], changes: [], released: job.released, total: job.total };
+    if (count <= 0) return { deviceIds: [], claimed: [], changes: [], released: job.released, total: job.total };
     const { rows: targets } = await sql<{ device_id: string }>`
       select device_id from command_job_targets
       where job_id = ${job.id} and (${job.release_cursor}::uuid is null or device_id > ${job.release_cursor}::uuid)
@@ -274,20 +356,11 @@ export class CommandJobRunner {
     const total = ids.length < count ? released : job.total;
     const history = JSON.stringify([historyEntry('QUEUED', now, { by: job.created_by, job: job.id })]);
     const expires = new Date(now.getTime() + job.expiry_s * 1000);
-    const { rows: inserted } = ids.length
-      ? await sql<{ id: string; device_id: string }>`
-          insert into commands (org_id, device_id, job_id, name, params, timeout_s, created_by, created_at, updated_at, expires_at, due_at, history)
-          select ${job.org_id}::uuid, t.device_id, ${job.id}::uuid, ${job.name}, ${JSON.stringify(job.params)}::jsonb, ${job.timeout_s},
-                 ${job.created_by}, ${now}, ${now}, ${expires}, ${expires}, ${history}::jsonb
-          from unnest(${ids}::uuid[]) as t(device_id)
-          on conflict (job_id, device_id) where job_id is not null do nothing
-          returning id, device_id`.execute(tx)
-      : { rows: [] };
-    if (inserted.length)
-      await sql`
-        insert into device_states (device_id, org_id, pending_dispatch)
-        select unnest(${inserted.map((r) => r.device_id)}::uuid[]), ${job.org_id}::uuid, true
-        on conflict (device_id) do update set pending_dispatch = true`.execute(tx);
+    const { inserted, claimed } = !ids.length
+      ? { inserted: [], claimed: [] }
+      : this.o.sender
+        ? await this.insertClaimed(tx, job, ids, { now, expires, history, sender: this.o.sender })
+        : { inserted: await this.insertMarked(tx, job, ids, { now, expires, history }), claimed: [] };
     await sql`
       update command_jobs set released = ${released}, release_cursor = coalesce(${ids.at(-1) ?? null}::uuid, release_cursor),
         rollout_credit = ${credit}, rollout_at = ${now}
@@ -295,9 +368,93 @@ export class CommandJobRunner {
     releasedTotal.inc(inserted.length);
     return {
       deviceIds: inserted.map((r) => r.device_id),
+      claimed,
       changes: inserted.map((r) => ({ id: r.id, orgId: job.org_id, deviceId: r.device_id, status: 'QUEUED', jobId: job.id })),
       released,
       total,
+    };
+  }
+
+  /** The released commands, every device marked for dispatch (no `sender`: the dispatcher claims them). */
+  private async insertMarked(
+    tx: Tx,
+    job: JobRow,
+    ids: readonly string[],
+    o: { now: Date; expires: Date; history: string },
+  ): Promise<{ id: string; device_id: string }[]> {
+    const { rows: inserted } = await sql<{ id: string; device_id: string }>`
+      insert into commands (org_id, device_id, job_id, name, params, timeout_s, created_by, created_at, updated_at, expires_at, due_at, history)
+      select ${job.org_id}::uuid, t.device_id, ${job.id}::uuid, ${job.name}, ${JSON.stringify(job.params)}::jsonb, ${job.timeout_s},
+             ${job.created_by}, ${o.now}, ${o.now}, ${o.expires}, ${o.expires}, ${o.history}::jsonb
+      from unnest(${[...ids]}::uuid[]) as t(device_id)
+      on conflict (job_id, device_id) where job_id is not null do nothing
+      returning id, device_id`.execute(tx);
+    if (inserted.length)
+      await sql`
+        insert into device_states (device_id, org_id, pending_dispatch)
+        select unnest(${inserted.map((r) => r.device_id)}::uuid[]), ${job.org_id}::uuid, true
+        on conflict (device_id) do update set pending_dispatch = true`.execute(tx);
+    return inserted;
+  }
+
+  /**
+   * The released commands, claimed where the device is online and has no active command (a dispatch's claim, done
+   * here in the same row write as the insert): the devices' `device_states` rows are locked in device-id order first,
+   * as the dispatcher locks them, so a concurrent dispatch of one of them waits and the insert's snapshot sees every
+   * claim committed before. Only the devices whose command stays unclaimed (offline, or busy with another command, or
+   * with an older one waiting) are marked `pending_dispatch`; for the claimed ones `device_states` is not written.
+   * Why: a released command was an insert, the mark, the dispatcher's lock-and-clear of the mark and its claim (four
+   * row versions, three of them not HOT); it is now one (docs/commands.md, "Row versions per command").
+   */
+  private async insertClaimed(
+    tx: Tx,
+    job: JobRow,
+    ids: readonly string[],
+    o: { now: Date; expires: Date; history: string; sender: ReleaseSender },
+  ): Promise<{ inserted: { id: string; device_id: string }[]; claimed: ClaimedCommand[] }> {
+    const online = [...(await o.sender.onlineOf(ids))];
+    const lock = (list: readonly string[]) =>
+      sql<{ device_id: string }>`
+        select device_id from device_states where device_id = any(${[...list]}::uuid[]) order by device_id for update`.execute(tx);
+    const { rows: locked } = await lock(ids);
+    // a device without a device_states row yet gets one, locked too (a row another transaction inserted meanwhile is
+    // locked by the second statement; a row not yet committed elsewhere is invisible to a dispatch, which skips it)
+    const have = new Set(locked.map((r) => r.device_id));
+    const missing = ids.filter((id) => !have.has(id));
+    if (missing.length) {
+      await sql`
+        insert into device_states (device_id, org_id) select unnest(${missing}::uuid[]), ${job.org_id}::uuid
+        on conflict (device_id) do nothing`.execute(tx);
+      await lock(missing);
+    }
+    const lease = this.o.leaseS ?? 30;
+    const { rows } = await sql<ClaimedCommand & { claimed: boolean }>`
+      with t as (
+        select u.device_id, u.device_id = any(${online}::uuid[]) and not exists (
+          select 1 from commands c where c.device_id = u.device_id and c.status in ('QUEUED', 'SENT', 'DELIVERED')) as free
+        from unnest(${[...ids]}::uuid[]) as u(device_id)
+      ), ins as (
+        insert into commands (org_id, device_id, job_id, name, params, timeout_s, created_by, created_at, updated_at, expires_at, due_at,
+                              history, lease_until, attempts)
+        select ${job.org_id}::uuid, t.device_id, ${job.id}::uuid, ${job.name}, ${JSON.stringify(job.params)}::jsonb, ${job.timeout_s},
+               ${job.created_by}, ${o.now}, ${o.now}, ${o.expires}, ${o.expires}, ${o.history}::jsonb,
+               case when t.free then now() + ${lease} * interval '1 second' end, case when t.free then 1 else 0 end
+        from t
+        on conflict (job_id, device_id) where job_id is not null do nothing
+        returning id, org_id, device_id, name, params, expires_at, job_id, lease_until is not null as claimed
+      )
+      select ins.*, d.serial, case when gp.is_gateway then g.id end as gateway_id
+      from ins join devices d on d.id = ins.device_id
+        left join devices g on g.id = d.parent_id
+        left join device_profiles gp on gp.id = g.profile_id`.execute(tx);
+    const waiting = rows.filter((r) => !r.claimed).map((r) => r.device_id);
+    if (waiting.length)
+      await sql`update device_states set pending_dispatch = true where device_id = any(${waiting}::uuid[]) and not pending_dispatch`.execute(
+        tx,
+      );
+    return {
+      inserted: rows.map((r) => ({ id: r.id, device_id: r.device_id })),
+      claimed: rows.filter((r) => r.claimed).map(({ claimed: _, ...c }) => c),
     };
   }
 
@@ -305,26 +462,55 @@ export class CommandJobRunner {
   private async afterStep(s: JobStep): Promise<void> {
     const warn = (what: string) => (err: unknown) => this.o.logger.warn({ err: (err as Error).message, jobId: s.id }, what);
     if (s.status === 'COMPLETED' || s.status === 'ABORTED') jobsEndedTotal.inc({ status: s.status });
-    if (s.released.length) {
-      try {
-        this.queue ??= new Queue(COMMANDS_QUEUE, { connection: this.o.redis, prefix: queuePrefix(this.o.prefix) });
-        // a rated job's small steady grants go in order with the replies; a burst's waits behind them, so the
-        // replies that end commands keep draining while thousands are handed to the broker
-        await this.queue.addBulk(dispatchJobs(s.orgId, s.released, { inOrder: s.rated }));
-      } catch (err) {
-        warn('dispatch jobs not added (the sweep sends the commands)')(err);
-      }
-    }
+    if (this.o.sender)
+      for (let i = 0; i < s.claimed.length; i += MAX_DISPATCH_DEVICES) this.send(s, s.claimed.slice(i, i + MAX_DISPATCH_DEVICES));
+    else if (s.released.length) await this.addDispatchJobs(s, s.released);
     const changes = [...s.canceled, ...s.queued];
     if (changes.length)
       await publishCommandChanges(this.o.db, this.o.redis, this.o.prefix, changes, warn('commandUpdated events not published'));
     if (s.changed) await publishJobUpdates(this.o.redis, this.o.prefix, [s], warn('commandJobUpdated event not published'));
   }
 
+  /**
+   * Publishes commands the release claimed, not awaited (the next release waits only for the window). A failed
+   * publish (the broker away) gave its claim back: `dispatch` jobs send those devices again, retried with backoff.
+   */
+  private send(s: JobStep, claimed: ClaimedCommand[]): void {
+    const sender = this.o.sender;
+    if (!sender) return;
+    const p: Promise<void> = sender
+      .send(claimed)
+      .then(
+        () => undefined,
+        (err: unknown) => {
+          this.o.logger.warn({ err: (err as Error).message, jobId: s.id }, 'released commands not all sent; retried as dispatch jobs');
+          return this.addDispatchJobs(
+            s,
+            claimed.map((c) => c.device_id),
+          );
+        },
+      )
+      .finally(() => this.sending.delete(p));
+    this.sending.add(p);
+  }
+
+  private async addDispatchJobs(s: JobStep, deviceIds: readonly string[]): Promise<void> {
+    try {
+      this.queue ??= new Queue(COMMANDS_QUEUE, { connection: this.o.redis, prefix: queuePrefix(this.o.prefix) });
+      // a rated job's small steady grants go in order with the replies; a burst's waits behind them, so the
+      // replies that end commands keep draining while thousands are handed to the broker
+      await this.queue.addBulk(dispatchJobs(s.orgId, deviceIds, { inOrder: s.rated }));
+    } catch (err) {
+      this.o.logger.warn({ err: (err as Error).message, jobId: s.id }, 'dispatch jobs not added (the sweep sends the commands)');
+    }
+  }
+
   async close(): Promise<void> {
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
     await this.ticking;
+    await Promise.all(this.sending);
+    this.sub?.disconnect();
     await this.queue?.close();
   }
 }

@@ -72,7 +72,8 @@ export interface CommandDispatcherOptions {
   onChanged?: (changes: readonly CommandChange[]) => Promise<void>;
 }
 
-interface Claimed {
+/** A command claimed for publishing (leased, `attempts` counted), with where it goes. */
+export interface ClaimedCommand {
   id: string;
   org_id: string;
   device_id: string;
@@ -209,7 +210,7 @@ export class CommandDispatcher {
   }
 
   /** The devices of `ids` whose status hash says online. */
-  private async onlineOf(ids: readonly string[]): Promise<Set<string>> {
+  async onlineOf(ids: readonly string[]): Promise<Set<string>> {
     const p = this.o.redis.pipeline();
     for (const id of ids) p.hget(statusKey(this.o.prefix, id), 'online');
     const res = (await p.exec()) ?? [];
@@ -250,7 +251,7 @@ export class CommandDispatcher {
           where device_id = any(${off}::uuid[]) and status = 'QUEUED' and lease_until < now()`.execute(tx);
       const on = all.filter((id) => online.has(id));
       if (!on.length) return [];
-      const { rows } = await sql<Claimed>`
+      const { rows } = await sql<ClaimedCommand>`
         with busy as (
           select distinct device_id from commands
           where device_id = any(${on}::uuid[]) and (status in ('SENT', 'DELIVERED') or (status = 'QUEUED' and lease_until > now()))
@@ -271,6 +272,15 @@ export class CommandDispatcher {
           case when gp.is_gateway then g.id end as gateway_id`.execute(tx);
       return rows;
     });
+    return this.send(claimed);
+  }
+
+  /**
+   * Publishes claimed commands at QoS 1 and records SENT with each PUBACK as evidence; returns how many were sent. A
+   * publish the broker refused gives its claim back (QUEUED, no lease) and makes this throw, so the caller retries.
+   * The second half of {@link dispatch}, and what a fleet job's release calls for the commands it claimed itself.
+   */
+  async send(claimed: readonly ClaimedCommand[]): Promise<number> {
     if (!claimed.length) return 0;
     const results = await Promise.all(claimed.map((c) => this.publish(c)));
     const sent = results.filter((r) => r.ok);
@@ -299,7 +309,7 @@ export class CommandDispatcher {
     return sent.length;
   }
 
-  private publish(c: Claimed): Promise<{ c: Claimed; ok: boolean; evidence?: Record<string, unknown> }> {
+  private publish(c: ClaimedCommand): Promise<{ c: ClaimedCommand; ok: boolean; evidence?: Record<string, unknown> }> {
     const msg = { id: c.id, name: c.name, params: c.params, expiresAt: c.expires_at.toISOString() };
     const [topic, payload] = c.gateway_id
       ? [gatewayCommandTopic(c.gateway_id), encodeGatewayCommandMessage({ ...msg, serial: c.serial })]

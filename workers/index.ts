@@ -89,6 +89,10 @@ export async function startWorkers(ctx: RoleContext, o: { port?: number } = {}):
     prefix: cfg.REDIS_PREFIX,
     logger: ctx.logger.child({ role: 'workers', component: 'command-jobs' }),
     tickMs: cfg.COMMANDS_SWEEP_MS,
+    // released commands are claimed by the release and go to the broker from here at once, not through `dispatch`
+    // jobs queued behind the replies
+    sender: commands,
+    leaseS: cfg.COMMANDS_LEASE_S,
   }).start();
   const ruleTimers = new RuleTimers({
     wait: ruleEval.wait,

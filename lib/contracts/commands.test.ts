@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { rejectionOf } from '../../test/support/contracts.js';
 import {
   COMMAND_REPLY_FILTERS,
+  commandJobsWakeChannel,
   DISPATCH_PRIORITY,
   deviceCommandReplyTopic,
   deviceCommandTopic,
@@ -10,6 +11,7 @@ import {
   encodeCommandReply,
   encodeGatewayCommandMessage,
   encodeGatewayCommandReply,
+  encodeJobWake,
   gatewayCommandReplyTopic,
   gatewayCommandTopic,
   MAX_DISPATCH_DEVICES,
@@ -19,6 +21,7 @@ import {
   parseCommandsJob,
   parseGatewayCommandMessage,
   parseGatewayCommandReplies,
+  parseJobWake,
   repliesJob,
 } from './commands.js';
 import { rejectedCount } from './contract.js';
@@ -122,5 +125,14 @@ describe('commands contract', () => {
       parseCommandsJob('replies', { orgId: ORG, replies: [{ deviceId: DEV, topic: 't', receivedAt: 1, reply: { id: 'x' }, raw: '' }] })
         .invalid,
     ).toBe(1);
+  });
+
+  it('names the fleet-job wake channel under the prefix and parses back its message, refusing one that is not a job id', async () => {
+    expect(commandJobsWakeChannel('p:')).toBe('p:command-jobs:wake');
+    expect(parseJobWake(Buffer.from(encodeJobWake(ID)))).toBe(ID);
+    expect(() => encodeJobWake('job-1')).toThrow(TypeError);
+    const before = await rejectedCount('commands');
+    expect(rejectionOf(() => parseJobWake('job-1'))).toBe('a command-job wake message is a job id');
+    expect(await rejectedCount('commands')).toBe(before + 1);
   });
 });

@@ -158,6 +158,29 @@ export function parseGatewayCommandReplies(raw: string | Buffer): { replies: Gat
 }
 
 // ---------------------------------------------------------------------------------------------
+// waking the fleet-job runner
+
+/**
+ * Redis pub/sub channel on which the commands subgraph says a fleet job may have devices to release now (created or
+ * resumed); the workers' job runner (workers/command-jobs.ts) then steps its jobs at once instead of at its next look
+ * (every 250 ms). The message is the job's id ({@link encodeJobWake}); a lost message costs at most that look.
+ */
+export const commandJobsWakeChannel = (prefix: string) => `${prefix}command-jobs:wake`;
+
+/** The wake message: the job's id. */
+export const encodeJobWake = (jobId: string): string => {
+  if (!isUuid(jobId)) throw new TypeError(`not a job id: ${jobId}`);
+  return jobId;
+};
+
+/** The job id of a wake message; a message that is not one is refused and counted (the runner steps its jobs anyway). */
+export function parseJobWake(raw: string | Buffer): string {
+  const s = raw.toString();
+  if (!isUuid(s)) return reject(CONTRACT, 'a command-job wake message is a job id');
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------------
 // the `commands` queue
 
 /** Name of the BullMQ queue the workers' command dispatcher consumes (under `queuePrefix`). */

@@ -3,7 +3,7 @@ import { Queue } from 'bullmq';
 import type { DocumentNode } from 'graphql';
 import { publishJobUpdates } from '../../lib/command-jobs.js';
 import { publishCommandChanges } from '../../lib/commands.js';
-import { COMMANDS_QUEUE, dispatchJobs } from '../../lib/contracts/commands.js';
+import { COMMANDS_QUEUE, commandJobsWakeChannel, dispatchJobs, encodeJobWake } from '../../lib/contracts/commands.js';
 import { queuePrefix } from '../../lib/contracts/queues.js';
 import type { RoleContext } from '../../lib/role.js';
 import { readTypeDefs, type SubgraphModule } from '../../lib/subgraph.js';
@@ -43,6 +43,11 @@ export function createSubgraph(ctx: RoleContext): SubgraphModule<CommandsContext
       } catch (err) {
         warn('dispatch jobs not added (the sweep sends the commands)')(err);
       }
+    // a created or resumed job: the workers' runner releases its first devices now, not at its next look
+    if (w.changed && w.row.status === 'RUNNING')
+      await ctx.redis
+        .publish(commandJobsWakeChannel(prefix), encodeJobWake(w.row.id))
+        .catch(warn('job runner not woken (it looks within 250 ms)'));
     await publishCommandChanges(ctx.db, ctx.redis, prefix, w.changes, warn('commandUpdated events not published'));
     await publishJobUpdates(
       ctx.redis,

@@ -63,7 +63,15 @@ export async function inProcessWorkers(
     leaseS: o.leaseS ?? 5,
     timeoutS: o.timeoutS ?? 5,
   }).start();
-  const runner = o.jobs === false ? undefined : new CommandJobRunner({ ...common, tickMs: o.sweepMs ?? 200 }).start();
+  const runner =
+    o.jobs === false
+      ? undefined
+      : new CommandJobRunner({
+          ...common,
+          tickMs: o.sweepMs ?? 200,
+          sender: dispatcher,
+          leaseS: o.leaseS ?? 5,
+        }).start();
   return {
     dispatcher,
     ...(runner ? { runner } : {}),

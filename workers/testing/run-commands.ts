@@ -21,7 +21,7 @@ const client = await mqtt.connectAsync(env.MQTT_URL as string, {
   protocolVersion: 5,
   reconnectPeriod: 500,
 });
-new CommandDispatcher({
+const dispatcher = new CommandDispatcher({
   db,
   redis,
   redisUrl: env.REDIS_URL as string,
@@ -31,7 +31,15 @@ new CommandDispatcher({
   sweepMs,
   leaseS: Number(env.COMMANDS_LEASE_S ?? 3),
 }).start();
-const runner = new CommandJobRunner({ db, redis, prefix, logger, tickMs: sweepMs });
+const runner = new CommandJobRunner({
+  db,
+  redis,
+  prefix,
+  logger,
+  tickMs: sweepMs,
+  sender: dispatcher,
+  leaseS: Number(env.COMMANDS_LEASE_S ?? 3),
+});
 for (;;) {
   const r = await runner.tick().catch((err: Error) => {
     process.stdout.write(`error ${err.message}\n`);
