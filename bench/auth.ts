@@ -67,8 +67,12 @@ const DURATION_S = Number(process.env.BENCH_DURATION_S ?? 30);
 const COLD = Math.min(DEVICES, Number(process.env.BENCH_COLD ?? 2000));
 const SYNC = Number(process.env.BENCH_SYNC_DEVICES ?? 10_000);
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 16);
-/** requests in flight per connection (HTTP/1.1 pipelining); EMQX's client sends up to 100 (deploy/emqx/emqx.conf enable_pipelining) */
-const PIPELINING = Number(process.env.BENCH_PIPELINING ?? 1);
+/**
+ * Requests in flight per connection (HTTP/1.1 pipelining), by default as the EMQX that deploy/emqx/emqx.conf
+ * configures sends them: 16 connections (`pool_size`) with up to 100 each (`enable_pipelining`, also EMQX's
+ * default). BENCH_PIPELINING=1 is one at a time per connection (the figures before 2026-12-04).
+ */
+const PIPELINING = Number(process.env.BENCH_PIPELINING ?? 100);
 /**
  * Seconds of each steady phase's load (bare, warm authentication, warm authorization) sent first by the
  * same generator process and not counted: a fresh process's own code runs cold for its first second or
