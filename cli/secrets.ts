@@ -3,7 +3,7 @@ import { acceptedSecrets, type Config } from '../lib/config.js';
 import { handoffKeys, openHandoffWith, sealHandoff } from '../lib/contracts/broker-handoff.js';
 import { channelSecretKeys, openChannelSecretWith, sealChannelSecret } from '../lib/contracts/channel-secret.js';
 import { ContractError } from '../lib/contracts/contract.js';
-import { createDb, type Db } from '../lib/db.js';
+import { createDb, type Db, type Tx } from '../lib/db.js';
 
 /** What one kind of sealed value came to. */
 export interface ResealCount {
@@ -51,26 +51,18 @@ export async function resealSecrets(
       .execute();
     for (const c of channels) {
       const blob = c.secret_sealed as Buffer;
-      const opened = tryOpen(() => openChannelSecretWith(channelKeys, c.org_id, c.id, blob));
-      if (!opened) out.channels.unopenable.push(c.id);
-      else if (opened.keyIndex === 0) out.channels.current++;
-      else if (o.dryRun) out.channels.resealed++;
-      else {
-        const sealed = sealChannelSecret(channelKeys[0] as Buffer, c.org_id, c.id, opened.secret);
-        const done = await db.transaction().execute(async (tx) => {
-          const u = await tx
+      await reseal(db, out.channels, o.dryRun, {
+        name: c.id,
+        open: () => openChannelSecretWith(channelKeys, c.org_id, c.id, blob),
+        write: (tx, secret) =>
+          tx
             .updateTable('notification_channels')
-            .set({ secret_sealed: sealed })
+            .set({ secret_sealed: sealChannelSecret(channelKeys[0] as Buffer, c.org_id, c.id, secret) })
             .where('id', '=', c.id)
             .where('secret_sealed', '=', blob)
-            .executeTakeFirst();
-          if (Number(u.numUpdatedRows) === 0) return false;
-          await audit(tx, c.org_id, 'system:cli', 'secret.resealed', 'notification_channel', c.id, null, { keyIndex: opened.keyIndex });
-          return true;
-        });
-        if (done) out.channels.resealed++;
-        else out.channels.raced++;
-      }
+            .executeTakeFirst(),
+        audit: { orgId: c.org_id, entityType: 'notification_channel', entityId: c.id, detail: {} },
+      });
     }
 
     const handoff = handoffKeys(secrets);
@@ -81,29 +73,18 @@ export async function resealSecrets(
       .execute();
     for (const c of credentials) {
       const blob = c.broker_handoff as Buffer;
-      const opened = tryOpen(() => openHandoffWith(handoff, c.username, blob));
-      if (!opened) out.handoffs.unopenable.push(c.username);
-      else if (opened.keyIndex === 0) out.handoffs.current++;
-      else if (o.dryRun) out.handoffs.resealed++;
-      else {
-        const sealed = sealHandoff(handoff[0] as Buffer, c.username, opened.secret);
-        const done = await db.transaction().execute(async (tx) => {
-          const u = await tx
+      await reseal(db, out.handoffs, o.dryRun, {
+        name: c.username,
+        open: () => openHandoffWith(handoff, c.username, blob),
+        write: (tx, secret) =>
+          tx
             .updateTable('device_credentials')
-            .set({ broker_handoff: sealed })
+            .set({ broker_handoff: sealHandoff(handoff[0] as Buffer, c.username, secret) })
             .where('id', '=', c.id)
             .where('broker_handoff', '=', blob)
-            .executeTakeFirst();
-          if (Number(u.numUpdatedRows) === 0) return false;
-          await audit(tx, c.org_id, 'system:cli', 'secret.resealed', 'device_credential', c.device_id, null, {
-            username: c.username,
-            keyIndex: opened.keyIndex,
-          });
-          return true;
-        });
-        if (done) out.handoffs.resealed++;
-        else out.handoffs.raced++;
-      }
+            .executeTakeFirst(),
+        audit: { orgId: c.org_id, entityType: 'device_credential', entityId: c.device_id, detail: { username: c.username } },
+      });
     }
   } finally {
     if (!o.db) await db.destroy();
@@ -120,6 +101,35 @@ export async function resealSecrets(
     }
   }
   return out;
+}
+
+/** One sealed value: opened with the accepted keys, then counted, or sealed again under the first key in place (compare-and-set) with its audit row. */
+async function reseal(
+  db: Db,
+  count: ResealCount,
+  dryRun: boolean | undefined,
+  v: {
+    name: string;
+    open: () => { secret: string; keyIndex: number };
+    /** the compare-and-set update of the row with `secret` sealed under the current key */
+    write: (tx: Tx, secret: string) => Promise<{ numUpdatedRows: bigint }>;
+    audit: { orgId: string; entityType: string; entityId: string; detail: Record<string, unknown> };
+  },
+): Promise<void> {
+  const opened = tryOpen(v.open);
+  if (!opened) count.unopenable.push(v.name);
+  else if (opened.keyIndex === 0) count.current++;
+  else if (dryRun) count.resealed++;
+  else {
+    const done = await db.transaction().execute(async (tx) => {
+      if (Number((await v.write(tx, opened.secret)).numUpdatedRows) === 0) return false;
+      const a = v.audit;
+      await audit(tx, a.orgId, 'system:cli', 'secret.resealed', a.entityType, a.entityId, null, { ...a.detail, keyIndex: opened.keyIndex });
+      return true;
+    });
+    if (done) count.resealed++;
+    else count.raced++;
+  }
 }
 
 function tryOpen<T>(open: () => T): T | undefined {
