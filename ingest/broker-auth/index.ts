@@ -4,7 +4,7 @@ import type { Config } from '../../lib/config.js';
 import { PROVISION_CLIENT_ID } from '../../lib/contracts/provisioning.js';
 import { isUuid } from '../../lib/db.js';
 import { CREDENTIAL_USERNAME, fingerprintOfDer } from '../../lib/device-credentials.js';
-import { readBody } from '../../lib/http.js';
+import { pathOf, readBody } from '../../lib/http.js';
 import type { Logger } from '../../lib/logger.js';
 import { counter } from '../../lib/metrics.js';
 import { allows, type Principal } from '../../lib/mqtt-policy.js';
@@ -116,8 +116,7 @@ export class BrokerAuth {
    */
   handle(req: IncomingMessage, res: ServerResponse): boolean | Promise<boolean> {
     const url = req.url ?? '/';
-    const q = url.indexOf('?');
-    const path = q < 0 ? url : url.slice(0, q);
+    const path = pathOf(url);
     if (path !== AUTHN_PATH && path !== AUTHZ_PATH) return false;
     const endpoint = path === AUTHN_PATH ? 'authn' : 'authz';
     if (req.method !== 'POST' && req.method !== 'GET') return answer(res, endpoint, DENIED, 'method');
@@ -126,7 +125,7 @@ export class BrokerAuth {
       req.resume();
       return answer(res, endpoint, DENIED, 'token');
     }
-    const query = q < 0 ? '' : url.slice(q + 1);
+    const query = url.slice(path.length + 1);
     return readBody(req, 32_768).then(
       (body) => {
         let pending: Pending;
