@@ -32,8 +32,8 @@ export interface IssueCredentialsOptions {
   log?: (line: string) => void;
 }
 
-/** Secrets issued per transaction (and per device-change notice). */
-const CHUNK = 100;
+/** Secrets issued per transaction (and per device-change notice, which holds at most MAX_NOTICE_DEVICES). */
+const CHUNK = Math.min(100, MAX_NOTICE_DEVICES);
 
 export async function issueCredentials(
   cfg: Config,
@@ -57,7 +57,7 @@ export async function issueCredentials(
     const speakers = await speakersOf(db, await loadSimulatedDevices(db, o.org, o.devices));
     const todo = speakers.filter((s) => o.rotate || !file.devices.has(s.id));
     let issued = 0;
-    for (let i = 0; i < todo.length; i += Math.min(CHUNK, MAX_NOTICE_DEVICES)) {
+    for (let i = 0; i < todo.length; i += CHUNK) {
       const chunk = todo.slice(i, i + CHUNK);
       // argon2 hashing runs on libuv's pool, so the chunk's secrets are hashed in parallel
       const secrets = await withTenant(db, org.id, (tx) =>
