@@ -45,7 +45,8 @@ describe('platform harness', () => {
   it('publishes a reading as a device would and the API shows it', async () => {
     const token = await p.login(p.operator);
     const id = await p.deviceId('SL-000002');
-    await p.publish(id, { voltage: 231.5 });
+    // a metric the harness's simulator never sends: its own readings of SL-000002 cannot replace this one as the latest
+    await p.publish(id, { harnessProbe: 231.5 });
     await until(
       async () => {
         const r = await p.gql<{ device: { latest: { metric: string; value: number }[] } }>(
@@ -53,10 +54,10 @@ describe('platform harness', () => {
           'query ($id: ID!) { device(id: $id) { latest { metric value } } }',
           { id },
         );
-        return r.data?.device.latest.some((l) => l.metric === 'voltage' && l.value === 231.5) ?? false;
+        return r.data?.device.latest.some((l) => l.metric === 'harnessProbe' && l.value === 231.5) ?? false;
       },
       20_000,
-      'the published voltage',
+      'the published reading',
     );
   });
 
